@@ -1,0 +1,28 @@
+// Row-wise kernels used by the transformer, all on float32 activations. Each has a plain
+// scalar twin in tests/unit/ops_test.cpp.
+#pragma once
+
+#include <cstdint>
+
+namespace sy::ops {
+
+// y = x / sqrt(mean(x^2) + eps) * weight. In-place allowed (y == x). Sum of squares in double.
+void rmsnorm(const float* x, const float* weight, int64_t n, float eps, float* y);
+
+// In-place numerically stable softmax over n values.
+void softmax(float* x, int64_t n);
+
+// out[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)). out may alias gate or up.
+void swiglu(const float* gate, const float* up, int64_t n, float* out);
+
+// y[i] += x[i]
+void add(const float* x, int64_t n, float* y);
+// y[i] += a * x[i]
+void axpy(float a, const float* x, int64_t n, float* y);
+
+// Rotary embedding, "rotate_half" (GPT-NeoX / Hugging Face) layout on one head vector of
+// `head_dim` values, of which the first `rot_dim` rotate: pairs (i, i + rot_dim/2).
+// cos/sin hold rot_dim/2 values for this position.
+void rope_neox(float* head, int64_t rot_dim, const float* cos, const float* sin);
+
+}  // namespace sy::ops
