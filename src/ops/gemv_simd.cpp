@@ -1,0 +1,153 @@
+// Highway kernels for weight-streaming products: y = W x for a few activation rows at a time,
+// with W in F32, F16 or BF16 widened to float32 in registers, and panel widening for sgemm.
+// Compiled once per SIMD target (foreach_target) and chosen at run time (HWY_DYNAMIC_DISPATCH).
+#include <cstring>
+
+#include "ops/kernels.h"
+#include "util/dtype.h"
+#include "util/error.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "ops/gemv_simd.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+HWY_BEFORE_NAMESPACE();
+namespace sy::ops::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+
+// Weight element tags: the stored type, loaded as float32 lanes.
+struct F32W {
+  using T = float;
+  static HWY_INLINE VF Load(DF df, const T* p) { return hn::LoadU(df, p); }
+  static float Scalar(T v) { return v; }
+};
+struct BF16W {
+  using T = uint16_t;
+  static HWY_INLINE VF Load(DF df, const T* p) {
+    // bf16 -> f32 is a zero-extend and a 16-bit shift; no rounding involved.
+    const hn::Rebind<uint16_t, DF> du16;
+    const hn::Rebind<uint32_t, DF> du32;
+    return hn::BitCast(df, hn::ShiftLeft<16>(hn::PromoteTo(du32, hn::LoadU(du16, p))));
+  }
+  static float Scalar(T v) { return bf16_to_f32(v); }
+};
+struct F16W {
+  using T = uint16_t;
+  static HWY_INLINE VF Load(DF df, const T* p) {
+    const hn::Rebind<hwy::float16_t, DF> dh;  // F16C vcvtph2ps on x86
+    return hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p)));
+  }
+  static float Scalar(T v) { return f16_to_f32(v); }
+};
+
+// R weight rows times NX activation rows: R*NX accumulators live in registers, each weight
+// vector is loaded once and FMAed against NX activation vectors.
+template <class W, int R, int NX>
+HWY_INLINE void DotBlock(const typename W::T* HWY_RESTRICT w, size_t ldw, const float* x,
+                         size_t ldx, size_t cols, float* y, size_t ldy) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  VF acc[R][NX];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int j = 0; j < NX; ++j) acc[r][j] = hn::Zero(df);
+  size_t c = 0;
+  for (; c + N <= cols; c += N) {
+    VF xv[NX];
+#pragma GCC unroll 16
+    for (int j = 0; j < NX; ++j) xv[j] = hn::LoadU(df, x + j * ldx + c);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const VF wv = W::Load(df, w + r * ldw + c);
+#pragma GCC unroll 16
+      for (int j = 0; j < NX; ++j) acc[r][j] = hn::MulAdd(wv, xv[j], acc[r][j]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+    for (int j = 0; j < NX; ++j) {
+      float s = hn::GetLane(hn::SumOfLanes(df, acc[r][j]));
+      for (size_t t = c; t < cols; ++t) s += W::Scalar(w[r * ldw + t]) * x[j * ldx + t];
+      y[j * ldy + r] = s;
+    }
+  }
+}
+
+template <class W, int R>
+HWY_INLINE void DotRows(const typename W::T* w, size_t ldw, const float* x, size_t ldx,
+                        size_t n, size_t cols, float* y, size_t ldy) {
+  size_t j = 0;
+  for (; j + 4 <= n; j += 4) DotBlock<W, R, 4>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy);
+  switch (n - j) {
+    case 3: DotBlock<W, R, 3>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy); break;
+    case 2: DotBlock<W, R, 2>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy); break;
+    case 1: DotBlock<W, R, 1>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy); break;
+    default: break;
+  }
+}
+
+template <class W>
+void GemvRowsT(const WeightView& wv, int64_t row_begin, int64_t row_end, const float* x,
+               int64_t n, int64_t ldx, float* y, int64_t ldy) {
+  const auto* w = static_cast<const typename W::T*>(wv.data);
+  const size_t cols = size_t(wv.cols);
+  constexpr int kRows = 4;  // 4 rows x 4 activation rows = 16 accumulators of 32 zmm
+  int64_t r = row_begin;
+  for (; r + kRows <= row_end; r += kRows)
+    DotRows<W, kRows>(w + r * cols, cols, x, size_t(ldx), size_t(n), cols, y + r, size_t(ldy));
+  for (; r < row_end; ++r)
+    DotRows<W, 1>(w + r * cols, cols, x, size_t(ldx), size_t(n), cols, y + r, size_t(ldy));
+}
+
+void GemvRows(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x,
+              int64_t n, int64_t ldx, float* y, int64_t ldy) {
+  switch (w.dtype) {
+    case DType::F32: return GemvRowsT<F32W>(w, row_begin, row_end, x, n, ldx, y, ldy);
+    case DType::BF16: return GemvRowsT<BF16W>(w, row_begin, row_end, x, n, ldx, y, ldy);
+    case DType::F16: return GemvRowsT<F16W>(w, row_begin, row_end, x, n, ldx, y, ldy);
+  }
+}
+
+template <class W>
+void WidenT(const typename W::T* HWY_RESTRICT src, size_t count, float* HWY_RESTRICT dst) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  size_t i = 0;
+  for (; i + N <= count; i += N) hn::StoreU(W::Load(df, src + i), df, dst + i);
+  for (; i < count; ++i) dst[i] = W::Scalar(src[i]);
+}
+
+void WidenRows(const WeightView& w, int64_t row_begin, int64_t row_end, float* dst) {
+  const size_t count = size_t(row_end - row_begin) * size_t(w.cols);
+  switch (w.dtype) {
+    case DType::F32: std::memcpy(dst, w.row(row_begin), count * 4); return;
+    case DType::BF16:
+      return WidenT<BF16W>(static_cast<const uint16_t*>(w.row(row_begin)), count, dst);
+    case DType::F16:
+      return WidenT<F16W>(static_cast<const uint16_t*>(w.row(row_begin)), count, dst);
+  }
+}
+
+}  // namespace sy::ops::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace sy::ops::detail {
+HWY_EXPORT(GemvRows);
+HWY_EXPORT(WidenRows);
+
+void gemv_rows(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x,
+               int64_t n, int64_t ldx, float* y, int64_t ldy) {
+  HWY_DYNAMIC_DISPATCH(GemvRows)(w, row_begin, row_end, x, n, ldx, y, ldy);
+}
+
+void widen_rows(const WeightView& w, int64_t row_begin, int64_t row_end, float* dst) {
+  HWY_DYNAMIC_DISPATCH(WidenRows)(w, row_begin, row_end, dst);
+}
+}  // namespace sy::ops::detail
+#endif

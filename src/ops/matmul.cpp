@@ -1,0 +1,152 @@
+// Dispatch of weight products: decode-sized batches stream W once through the Highway
+// kernels (gemv_simd.cpp); prefill-sized batches widen W panels to float32 and run
+// single-threaded OpenBLAS sgemm on each OpenMP thread's share of the output columns.
+#include "ops/matmul.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "ops/kernels.h"
+#include "ops/threads.h"
+#include "util/error.h"
+
+namespace sy::ops {
+
+namespace {
+
+// Activation rows up to which streaming W once beats widening + sgemm (bench_kernels).
+constexpr int64_t kStreamMaxRows = 16;
+// Rows of W widened per sgemm call: ~1 MiB of float32 at cols = 1024, reused from L2.
+constexpr int64_t kPanelBytes = 1 << 20;
+
+// Splits [0, rows) into num_threads contiguous ranges aligned to `align` rows.
+void thread_range(int64_t rows, int64_t align, int tid, int nt, int64_t* begin, int64_t* end) {
+  const int64_t blocks = (rows + align - 1) / align;
+  const int64_t b0 = blocks * tid / nt, b1 = blocks * (tid + 1) / nt;
+  *begin = std::min(rows, b0 * align);
+  *end = std::min(rows, b1 * align);
+}
+
+// Threads pay off only when each gets enough weight bytes to amortise the fork (~2 us).
+int threads_for(const WeightView& w, int64_t n) {
+  const int nt = num_threads();
+  const double work = double(w.bytes()) + double(n) * double(w.rows) * double(w.cols) * 0.5;
+  return work < 64 * 1024 ? 1 : nt;
+}
+
+// Y[n, rows] = X W^T for large n: each thread widens panels of its rows and calls sgemm.
+void matmul_sgemm(const WeightView& w, const float* x, int64_t n, int64_t ldx, float* y,
+                  int64_t ldy, int nt) {
+  const int64_t panel_rows =
+      std::max<int64_t>(16, (kPanelBytes / int64_t(sizeof(float)) / std::max<int64_t>(1, w.cols)) & ~int64_t(15));
+#pragma omp parallel num_threads(nt)
+  {
+    int64_t begin, end;
+    thread_range(w.rows, 16, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
+    if (w.dtype == DType::F32) {
+      if (end > begin)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(end - begin),
+                    int(w.cols), 1.0f, x, int(ldx), static_cast<const float*>(w.row(begin)),
+                    int(w.cols), 0.0f, y + begin, int(ldy));
+    } else {
+      thread_local std::vector<float> panel;  // grows once, reused by every later call
+      const size_t need = size_t(std::min(panel_rows, end - begin)) * size_t(w.cols);
+      if (panel.size() < need) panel.resize(need);
+      for (int64_t r = begin; r < end; r += panel_rows) {
+        const int64_t count = std::min(panel_rows, end - r);
+        detail::widen_rows(w, r, r + count, panel.data());
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(count), int(w.cols),
+                    1.0f, x, int(ldx), panel.data(), int(w.cols), 0.0f, y + r, int(ldy));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void gemv(const WeightView& w, const float* x, float* y) { matmul(w, x, 1, y); }
+
+void matmul(const WeightView& w, const float* x, int64_t n, float* y, int64_t x_stride,
+            int64_t y_stride) {
+  SY_ASSERT(w.data != nullptr || w.rows == 0 || w.cols == 0);
+  SY_ASSERT(n >= 0 && w.rows >= 0 && w.cols >= 0);
+  const int64_t ldx = x_stride == 0 ? w.cols : x_stride;
+  const int64_t ldy = y_stride == 0 ? w.rows : y_stride;
+  SY_ASSERT(ldx >= w.cols && ldy >= w.rows);
+  if (n == 0 || w.rows == 0) return;
+  if (w.cols == 0) {
+    for (int64_t j = 0; j < n; ++j) std::fill(y + j * ldy, y + j * ldy + w.rows, 0.0f);
+    return;
+  }
+  const int nt = threads_for(w, n);
+  if (n > kStreamMaxRows) return matmul_sgemm(w, x, n, ldx, y, ldy, nt);
+  if (nt == 1) return detail::gemv_rows(w, 0, w.rows, x, n, ldx, y, ldy);
+#pragma omp parallel num_threads(nt)
+  {
+    int64_t begin, end;
+    thread_range(w.rows, 4, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
+    if (end > begin) detail::gemv_rows(w, begin, end, x, n, ldx, y, ldy);
+  }
+}
+
+void sgemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+              int64_t ldb, float* y, int64_t ldy, float alpha) {
+  SY_ASSERT(m >= 0 && n >= 0 && k >= 0);
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    for (int64_t i = 0; i < m; ++i) std::fill(y + i * ldy, y + i * ldy + n, 0.0f);
+    return;
+  }
+  const int all = num_threads();  // also pins OpenBLAS to one thread
+  const int nt = double(m) * double(n) * double(k) < 1e6 ? 1 : all;
+  // Split the longer output side across threads; each runs single-threaded OpenBLAS.
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = omp_get_thread_num(), cnt = omp_get_num_threads();
+    int64_t b0, b1;
+    if (m >= n) {
+      thread_range(m, 1, tid, cnt, &b0, &b1);
+      if (b1 > b0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(b1 - b0), int(n), int(k), alpha,
+                    a + b0 * lda, int(lda), b, int(ldb), 0.0f, y + b0 * ldy, int(ldy));
+    } else {
+      thread_range(n, 16, tid, cnt, &b0, &b1);
+      if (b1 > b0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(b1 - b0), int(k), alpha,
+                    a, int(lda), b + b0 * ldb, int(ldb), 0.0f, y + b0, int(ldy));
+    }
+  }
+}
+
+void sgemm_nn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+              int64_t ldb, float* y, int64_t ldy) {
+  SY_ASSERT(m >= 0 && n >= 0 && k >= 0);
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    for (int64_t i = 0; i < m; ++i) std::fill(y + i * ldy, y + i * ldy + n, 0.0f);
+    return;
+  }
+  const int all = num_threads();  // also pins OpenBLAS to one thread
+  const int nt = double(m) * double(n) * double(k) < 1e6 ? 1 : all;
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = omp_get_thread_num(), cnt = omp_get_num_threads();
+    int64_t b0, b1;
+    if (m >= n) {
+      thread_range(m, 1, tid, cnt, &b0, &b1);
+      if (b1 > b0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(b1 - b0), int(n), int(k),
+                    1.0f, a + b0 * lda, int(lda), b, int(ldb), 0.0f, y + b0 * ldy, int(ldy));
+    } else {
+      thread_range(n, 16, tid, cnt, &b0, &b1);
+      if (b1 > b0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(b1 - b0), int(k),
+                    1.0f, a, int(lda), b + b0, int(ldb), 0.0f, y + b0, int(ldy));
+    }
+  }
+}
+
+}  // namespace sy::ops

@@ -1,0 +1,406 @@
+// Every kernel of src/ops against a plain scalar version written here (double accumulation).
+// Tolerances come from float32 rounding: a K-term dot product accumulated in float32 errs by
+// about eps * sqrt(K) * |w| * |x| (random-walk bound, Cauchy-Schwarz on sum |w_i x_i|), with a
+// safety factor; elementwise kernels by a few eps relative to the result.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cblas.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ops/blas_env.h"
+#include "ops/elementwise.h"
+#include "ops/matmul.h"
+#include "ops/threads.h"
+#include "ops/weight.h"
+#include "util/dtype.h"
+
+namespace sy::ops {
+namespace {
+
+constexpr double kEps = std::numeric_limits<float>::epsilon();
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (auto& e : v) e = dist(rng);
+  return v;
+}
+
+// A weight matrix stored in `dtype`, plus its exact float32 values (the widening is exact).
+struct TestWeight {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;  // [rows, cols]
+  WeightView view;
+};
+
+TestWeight make_weight(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
+  TestWeight t;
+  const auto src = random_floats(size_t(rows * cols), seed);
+  t.bytes.resize(src.size() * dtype_size(dtype) + 1);
+  t.values.resize(src.size());
+  for (size_t i = 0; i < src.size(); ++i) {
+    if (dtype == DType::F32) {
+      std::memcpy(t.bytes.data() + 4 * i, &src[i], 4);
+      t.values[i] = src[i];
+    } else {
+      const uint16_t h = dtype == DType::BF16 ? f32_to_bf16(src[i]) : f32_to_f16(src[i]);
+      std::memcpy(t.bytes.data() + 2 * i, &h, 2);
+      t.values[i] = dtype == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+    }
+  }
+  t.view = WeightView{dtype, rows, cols, t.bytes.data()};
+  return t;
+}
+
+double norm2(const float* v, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += double(v[i]) * v[i];
+  return std::sqrt(s);
+}
+
+// Checks Y[n, rows] (row stride ldy) against the double-precision product; prints the worst.
+void expect_matmul_close(const TestWeight& w, const float* x, int64_t n, int64_t ldx,
+                         const float* y, int64_t ldy, const std::string& what) {
+  const int64_t rows = w.view.rows, cols = w.view.cols;
+  double worst_ratio = 0, worst_err = 0, worst_tol = 0, worst_ref = 0, worst_got = 0;
+  int64_t worst_j = -1, worst_r = -1;
+  for (int64_t j = 0; j < n; ++j) {
+    const double xn = norm2(x + j * ldx, cols);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* wr = w.values.data() + r * cols;
+      double ref = 0;
+      for (int64_t c = 0; c < cols; ++c) ref += double(wr[c]) * x[j * ldx + c];
+      const double tol = 4.0 * kEps * std::sqrt(double(cols)) * norm2(wr, cols) * xn + 1e-30;
+      const double err = std::abs(double(y[j * ldy + r]) - ref);
+      if (!(err <= tol * worst_ratio) || worst_j < 0) {
+        if (std::isnan(err) || err / tol > worst_ratio || worst_j < 0) {
+          worst_ratio = std::isnan(err) ? INFINITY : err / tol;
+          worst_err = err, worst_tol = tol, worst_ref = ref, worst_got = y[j * ldy + r];
+          worst_j = j, worst_r = r;
+        }
+      }
+    }
+  }
+  EXPECT_LE(worst_ratio, 1.0) << what << ": worst at x row " << worst_j << ", out " << worst_r
+                              << ": got " << worst_got << " want " << worst_ref << " (err "
+                              << worst_err << " > tol " << worst_tol << ")";
+}
+
+struct MatmulCase {
+  DType dtype;
+  int64_t rows, cols, n;
+};
+
+std::string case_name(const MatmulCase& c) {
+  return std::string(dtype_name(c.dtype)) + " rows=" + std::to_string(c.rows) +
+         " cols=" + std::to_string(c.cols) + " n=" + std::to_string(c.n);
+}
+
+std::vector<MatmulCase> matmul_cases() {
+  std::vector<MatmulCase> cases;
+  for (DType dt : {DType::F32, DType::F16, DType::BF16})
+    for (int64_t rows : {1, 3, 4, 5, 17, 64})
+      for (int64_t cols : {1, 7, 16, 33, 100, 1027})
+        for (int64_t n : {1, 2, 3, 4, 5, 7, 8, 17, 130}) cases.push_back({dt, rows, cols, n});
+  // Big enough to be split across threads, with row counts that do not divide evenly.
+  for (DType dt : {DType::F32, DType::F16, DType::BF16})
+    for (int64_t n : {1, 2, 7, 16, 17, 130}) cases.push_back({dt, 301, 517, n});
+  return cases;
+}
+
+class ThreadCounts : public ::testing::TestWithParam<int> {
+ protected:
+  void SetUp() override { set_num_threads(GetParam()); }
+  void TearDown() override { set_num_threads(0); }
+};
+
+TEST_P(ThreadCounts, MatmulDenseMatchesScalar) {
+  uint32_t seed = 1;
+  for (const MatmulCase& c : matmul_cases()) {
+    const TestWeight w = make_weight(c.dtype, c.rows, c.cols, seed++);
+    const auto x = random_floats(size_t(c.n * c.cols), seed++);
+    std::vector<float> y(size_t(c.n * c.rows), NAN);
+    matmul(w.view, x.data(), c.n, y.data());
+    expect_matmul_close(w, x.data(), c.n, c.cols, y.data(), c.rows, case_name(c));
+  }
+}
+
+TEST_P(ThreadCounts, MatmulStridedLeavesPaddingAlone) {
+  uint32_t seed = 1000;
+  for (const MatmulCase& c : matmul_cases()) {
+    if (c.cols > 200 && c.rows < 300) continue;  // the dense test covers these
+    const int64_t ldx = c.cols + 5, ldy = c.rows + 3;
+    const TestWeight w = make_weight(c.dtype, c.rows, c.cols, seed++);
+    const auto x = random_floats(size_t(c.n * ldx), seed++);
+    std::vector<float> y(size_t(c.n * ldy), 12345.0f);
+    matmul(w.view, x.data(), c.n, y.data(), ldx, ldy);
+    expect_matmul_close(w, x.data(), c.n, ldx, y.data(), ldy, "strided " + case_name(c));
+    for (int64_t j = 0; j < c.n; ++j)
+      for (int64_t r = c.rows; r < ldy; ++r)
+        ASSERT_EQ(y[j * ldy + r], 12345.0f) << "padding written: " << case_name(c);
+  }
+}
+
+TEST_P(ThreadCounts, GemvIsMatmulOfOneRow) {
+  for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+    const TestWeight w = make_weight(dt, 259, 1030, 7);
+    const auto x = random_floats(1030, 8);
+    std::vector<float> y(259);
+    gemv(w.view, x.data(), y.data());
+    expect_matmul_close(w, x.data(), 1, 1030, y.data(), 259, "gemv");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, ThreadCounts, ::testing::Values(1, 2));
+
+TEST(Matmul, OneAndTwoThreadsAgree) {
+  for (DType dt : {DType::F32, DType::BF16}) {
+    for (int64_t n : {1, 5, 130}) {
+      const TestWeight w = make_weight(dt, 333, 700, 11);
+      const auto x = random_floats(size_t(n * 700), 12);
+      std::vector<float> y1(size_t(n * 333)), y2(size_t(n * 333));
+      set_num_threads(1);
+      matmul(w.view, x.data(), n, y1.data());
+      set_num_threads(2);
+      matmul(w.view, x.data(), n, y2.data());
+      set_num_threads(0);
+      // Both are within tol of the exact product, so within 2 tol of each other.
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t r = 0; r < 333; ++r) {
+          const double tol = 8.0 * kEps * std::sqrt(700.0) * norm2(&w.values[r * 700], 700) *
+                             norm2(&x[j * 700], 700);
+          ASSERT_NEAR(y1[j * 333 + r], y2[j * 333 + r], tol) << "n=" << n << " r=" << r;
+        }
+    }
+  }
+}
+
+TEST(Matmul, EmptyShapes) {
+  const TestWeight w = make_weight(DType::BF16, 5, 0, 1);
+  std::vector<float> y(10, NAN);
+  matmul(w.view, nullptr, 2, y.data());
+  for (float v : y) EXPECT_EQ(v, 0.0f);
+  matmul(w.view, nullptr, 0, y.data());
+}
+
+// A[m, k] B^T or A B with the scalar product in double.
+void check_sgemm(bool transposed_b, int64_t m, int64_t n, int64_t k, float alpha) {
+  const int64_t lda = k + 3, ldy = n + 2;
+  const int64_t ldb = transposed_b ? k + 1 : n + 4;
+  const auto a = random_floats(size_t(m * lda), 21);
+  const auto b = random_floats(size_t((transposed_b ? n : k) * ldb), 22);
+  std::vector<float> y(size_t(m * ldy), 777.0f);
+  if (transposed_b)
+    sgemm_nt(m, n, k, a.data(), lda, b.data(), ldb, y.data(), ldy, alpha);
+  else
+    sgemm_nn(m, n, k, a.data(), lda, b.data(), ldb, y.data(), ldy);
+  double worst = 0;
+  std::string where;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double ref = 0, bn = 0;
+      for (int64_t t = 0; t < k; ++t) {
+        const double bv = transposed_b ? b[j * ldb + t] : b[t * ldb + j];
+        ref += double(a[i * lda + t]) * bv;
+        bn += bv * bv;
+      }
+      ref *= alpha;
+      const double tol = 4.0 * kEps * std::sqrt(double(k)) * std::abs(alpha) *
+                             norm2(&a[i * lda], k) * std::sqrt(bn) + 1e-30;
+      const double r = std::abs(y[i * ldy + j] - ref) / tol;
+      if (!(r <= worst)) {
+        worst = std::isnan(r) ? INFINITY : r;
+        where = "(" + std::to_string(i) + "," + std::to_string(j) + ") got " +
+                std::to_string(y[i * ldy + j]) + " want " + std::to_string(ref);
+      }
+    }
+  EXPECT_LE(worst, 1.0) << (transposed_b ? "sgemm_nt" : "sgemm_nn") << " m=" << m << " n=" << n
+                        << " k=" << k << " worst " << where;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = n; j < ldy; ++j) ASSERT_EQ(y[i * ldy + j], 777.0f);
+}
+
+TEST(Sgemm, MatchesScalar) {
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    for (int64_t m : {1, 3, 17, 130})
+      for (int64_t n : {1, 7, 64, 129})
+        for (int64_t k : {1, 16, 67}) {
+          check_sgemm(true, m, n, k, 0.125f);
+          check_sgemm(false, m, n, k, 1.0f);
+        }
+  }
+  set_num_threads(0);
+}
+
+// ---- elementwise ----
+
+const int64_t kSizes[] = {1, 2, 7, 15, 16, 17, 33, 130, 1027, 4096};
+
+TEST(Elementwise, RmsNorm) {
+  for (int64_t n : kSizes) {
+    for (float scale : {1e-3f, 1.0f, 300.0f}) {
+      auto x = random_floats(size_t(n), uint32_t(n), -scale, scale);
+      const auto w = random_floats(size_t(n), uint32_t(n) + 1, 0.5f, 1.5f);
+      std::vector<float> y(static_cast<size_t>(n));
+      const float eps = 1e-6f;
+      rmsnorm(x.data(), w.data(), n, eps, y.data());
+      double ss = 0;
+      for (float v : x) ss += double(v) * v;
+      const double inv = 1.0 / std::sqrt(ss / double(n) + eps);
+      for (int64_t i = 0; i < n; ++i) {
+        const double ref = double(x[i]) * inv * w[i];
+        ASSERT_NEAR(y[i], ref, 4 * kEps * std::abs(ref) + 1e-30) << "n=" << n << " i=" << i;
+      }
+      rmsnorm(x.data(), w.data(), n, eps, x.data());  // in place
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(x[i], y[i]);
+    }
+  }
+}
+
+TEST(Elementwise, Softmax) {
+  for (int64_t n : kSizes) {
+    for (float scale : {1.0f, 30.0f}) {
+      auto x = random_floats(size_t(n), uint32_t(n) + 5, -scale, scale);
+      if (n > 3) x[2] = -INFINITY;  // masked position
+      const auto x0 = x;
+      softmax(x.data(), n);
+      double mx = -INFINITY, sum = 0;
+      for (float v : x0) mx = std::max(mx, double(v));
+      for (float v : x0) sum += std::exp(double(v) - mx);
+      double total = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double ref = std::exp(double(x0[i]) - mx) / sum;
+        // exp is accurate to a few ulp and amplifies the rounding of x - max (|x - max| eps
+        // relative); normalising adds one rounding.
+        const double cond = 8 + std::abs(double(x0[i]) - mx);
+        ASSERT_NEAR(x[i], ref, cond * kEps * ref + 1e-38) << "n=" << n << " i=" << i;
+        total += x[i];
+      }
+      EXPECT_NEAR(total, 1.0, 8 * kEps * std::sqrt(double(n)));
+    }
+  }
+}
+
+TEST(Elementwise, Swiglu) {
+  for (int64_t n : kSizes) {
+    auto g = random_floats(size_t(n), uint32_t(n) + 7, -20.0f, 20.0f);
+    const auto u = random_floats(size_t(n), uint32_t(n) + 8, -3.0f, 3.0f);
+    if (n > 2) g[0] = -150.0f, g[1] = 150.0f;
+    std::vector<float> out(static_cast<size_t>(n));
+    swiglu(g.data(), u.data(), n, out.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const double ref = double(g[i]) / (1.0 + std::exp(-double(g[i]))) * u[i];
+      ASSERT_NEAR(out[i], ref, 8 * kEps * std::abs(ref) + 1e-30) << "n=" << n << " g=" << g[i];
+    }
+    auto alias = g;
+    swiglu(alias.data(), u.data(), n, alias.data());
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(alias[i], out[i]);
+  }
+}
+
+TEST(Elementwise, AddAndAxpy) {
+  for (int64_t n : kSizes) {
+    const auto x = random_floats(size_t(n), uint32_t(n) + 9);
+    auto y = random_floats(size_t(n), uint32_t(n) + 10);
+    const auto y0 = y;
+    add(x.data(), n, y.data());
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(y[i], y0[i] + x[i]);  // one rounding, exact match
+    y = y0;
+    axpy(-0.75f, x.data(), n, y.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const double ref = double(y0[i]) - 0.75 * double(x[i]);
+      ASSERT_NEAR(y[i], ref, kEps * (std::abs(ref) + std::abs(0.75 * x[i]))) << i;
+    }
+  }
+}
+
+TEST(Elementwise, RopeNeox) {
+  for (int64_t rot_dim : {2, 8, 30, 32, 64, 128}) {
+    const int64_t head_dim = rot_dim + 6;  // trailing values must stay untouched
+    auto head = random_floats(size_t(head_dim), uint32_t(rot_dim));
+    const auto h0 = head;
+    const int64_t half = rot_dim / 2;
+    std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
+    for (int64_t i = 0; i < half; ++i) {
+      const double angle = 37.0 * std::pow(10000.0, -2.0 * double(i) / double(rot_dim));
+      cs[i] = float(std::cos(angle));
+      sn[i] = float(std::sin(angle));
+    }
+    rope_neox(head.data(), rot_dim, cs.data(), sn.data());
+    for (int64_t i = 0; i < half; ++i) {
+      const double a = h0[i], b = h0[i + half];
+      const double lo = a * cs[i] - b * sn[i], hi = b * cs[i] + a * sn[i];
+      const double tol = 2 * kEps * (std::abs(a) + std::abs(b));
+      ASSERT_NEAR(head[i], lo, tol) << "rot_dim=" << rot_dim << " i=" << i;
+      ASSERT_NEAR(head[i + half], hi, tol) << "rot_dim=" << rot_dim << " i=" << i + half;
+    }
+    for (int64_t i = rot_dim; i < head_dim; ++i) ASSERT_EQ(head[i], h0[i]);
+  }
+}
+
+// ---- OPENBLAS_CORETYPE handling ----
+
+// Helper run only inside the re-executed child of the test below: reports the core type.
+TEST(BlasEnv, ReportCoreInChild) {
+  if (std::getenv("SY_OPS_TEST_REPORT_CORE") == nullptr) GTEST_SKIP() << "helper for ReExec";
+  std::printf("CORE=%s REEXEC=%s\n", blas_core_name().c_str(),
+              std::getenv("SWITCHYARD_BLAS_REEXEC") ? "yes" : "no");
+}
+
+TEST(BlasEnv, ReExecsWithFasterCoreType) {
+  const std::string best = best_blas_core_type();
+  if (best.empty()) GTEST_SKIP() << "CPU without AVX-512: nothing to switch";
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+    setenv("SY_OPS_TEST_REPORT_CORE", "1", 1);
+    unsetenv("SWITCHYARD_KEEP_OPENBLAS_CORETYPE");
+    unsetenv("SWITCHYARD_BLAS_REEXEC");
+    char arg0[] = "ops_test", arg1[] = "--gtest_filter=BlasEnv.ReportCoreInChild";
+    char* argv[] = {arg0, arg1, nullptr};
+    prefer_fast_blas(2, argv);
+    _exit(99);  // exec failed
+  }
+  close(fds[1]);
+  std::string out;
+  char buf[4096];
+  for (ssize_t got; (got = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, size_t(got));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  EXPECT_NE(out.find("CORE=" + best + " REEXEC=yes"), std::string::npos) << out;
+}
+
+TEST(BlasEnv, KeepsCoreTypeWhenAsked) {
+  // Both guards make prefer_fast_blas return instead of exec'ing this test process.
+  setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+  setenv("SWITCHYARD_KEEP_OPENBLAS_CORETYPE", "1", 1);
+  char arg0[] = "ops_test";
+  char* argv[] = {arg0, nullptr};
+  prefer_fast_blas(1, argv);
+  unsetenv("SWITCHYARD_KEEP_OPENBLAS_CORETYPE");
+  setenv("SWITCHYARD_BLAS_REEXEC", "1", 1);
+  prefer_fast_blas(1, argv);
+  unsetenv("SWITCHYARD_BLAS_REEXEC");
+  unsetenv("OPENBLAS_CORETYPE");
+  SUCCEED();
+}
+
+}  // namespace
+}  // namespace sy::ops
