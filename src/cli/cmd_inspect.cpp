@@ -1,0 +1,73 @@
+// switchyard inspect: the config as Switchyard understands it, the tensor inventory, and
+// total / active parameters per token.
+#include <fmt/core.h>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "model/weights.h"
+#include "util/error.h"
+
+namespace sy::cli {
+namespace {
+
+struct InspectOptions {
+  ModelOptions model;
+  bool tensors = false;
+};
+
+std::string human(double n) {
+  if (n >= 1e9) return fmt::format("{:.2f} B", n / 1e9);
+  if (n >= 1e6) return fmt::format("{:.2f} M", n / 1e6);
+  if (n >= 1e3) return fmt::format("{:.2f} K", n / 1e3);
+  return fmt::format("{:.0f}", n);
+}
+
+void run_inspect(const InspectOptions& o) {
+  LoadedModel lm = load_model(o.model, false);
+  const model::ModelConfig& c = lm.model.config();
+  const model::ModelWeights& w = lm.model.weights();
+  int num_moe = 0;
+  for (bool m : c.layer_is_moe) num_moe += m;
+  fmt::print("model        {}\n", o.model.model_dir);
+  fmt::print("architecture {} (family {})\n", c.architecture, c.family_name());
+  fmt::print("layers       {} ({} MoE, {} dense)\n", c.num_layers, num_moe, c.num_layers - num_moe);
+  fmt::print("hidden       {}   vocab {}   tied embeddings {}\n", c.hidden_size, c.vocab_size,
+             c.tie_word_embeddings ? "yes" : "no");
+  fmt::print("attention    {} heads / {} KV heads x {} dims{}{}\n", c.num_heads, c.num_kv_heads,
+             c.head_dim, c.qkv_bias ? ", qkv bias" : "",
+             c.qk_norm == model::QkNorm::kPerHead     ? ", per-head q/k RMSNorm"
+             : c.qk_norm == model::QkNorm::kFullWidth ? ", full-width q/k RMSNorm"
+                                                      : "");
+  fmt::print("experts      {} x FFN {}, top-{}{}\n", c.router.num_experts,
+             c.expert_intermediate_size, c.router.top_k,
+             c.shared_intermediate_size
+                 ? fmt::format(", shared FFN {}{}", c.shared_intermediate_size,
+                               c.shared_expert_gated ? " (sigmoid-gated)" : "")
+                 : "");
+  fmt::print("routing      {}\n", c.router.describe());
+  const model::ParamCounts p = model::count_params(c);
+  fmt::print("parameters   {} total, {} active per token ({} excluding the embedding)\n",
+             human(double(p.total)), human(double(p.active_per_token)),
+             human(double(p.total - p.embedding)));
+  fmt::print("weights      {:.1f} MB on disk; {:.1f} MB read per decoded token\n",
+             double(w.store.total_bytes()) / 1e6, double(model::decode_bytes_per_token(c, w)) / 1e6);
+  fmt::print("tokenizer    {}\n", lm.tokenizer ? fmt::format("{} tokens", lm.tokenizer->vocab_size())
+                                               : std::string("none (no tokenizer.json)"));
+  if (w.num_unused_tensors) fmt::print("note         {} tensors in the files are not used\n", w.num_unused_tensors);
+  if (!o.tensors) return;
+  fmt::print("\n{:<60} {:>6} {:>20}\n", "tensor", "dtype", "shape");
+  for (const auto& [name, t] : w.store.all())
+    fmt::print("{:<60} {:>6} {:>20}\n", name, t->dtype_name, t->shape_str());
+}
+
+}  // namespace
+
+void register_inspect(CLI::App& app) {
+  auto o = std::make_shared<InspectOptions>();
+  CLI::App* cmd = app.add_subcommand("inspect", "Show a checkpoint's config, tensors and parameter counts");
+  add_model_options(*cmd, o->model);
+  cmd->add_flag("--tensors", o->tensors, "List every tensor with dtype and shape");
+  cmd->callback([o] { run_inspect(*o); });
+}
+
+}  // namespace sy::cli

@@ -1,0 +1,32 @@
+// switchyard: run, score and inspect Mixture-of-Experts checkpoints on CPU.
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+
+#include "cli/commands.h"
+#include "ops/blas_env.h"
+#include "util/error.h"
+
+int main(int argc, char** argv) {
+  sy::ops::prefer_fast_blas(argc, argv);  // may re-exec with faster OpenBLAS kernels
+  CLI::App app{"Switchyard: a Mixture-of-Experts engine for CPU.\n"
+               "Loads Hugging Face checkpoints (config.json + safetensors + tokenizer.json) of\n"
+               "Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE and dots.llm1 (DeepSeek-V3 routing).",
+               "switchyard"};
+  app.require_subcommand(1);
+  sy::cli::register_generate(app);
+  sy::cli::register_score(app);
+  sy::cli::register_inspect(app);
+  sy::cli::register_make_tiny(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const sy::Error& e) {
+    fmt::print(stderr, "switchyard: error: {}\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "switchyard: error: out of memory\n");
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,58 @@
+// The model's shape and math, read once from a Hugging Face config.json. Each family's
+// config keys are mapped onto one struct so the forward pass has no per-family branches
+// beyond the handful of flags below.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "moe/router.h"
+
+namespace sy::model {
+
+enum class Family : uint8_t { kMixtral, kQwen2Moe, kQwen3Moe, kOlmoe, kDots1 };
+
+// How q and k are normalised before RoPE.
+enum class QkNorm : uint8_t {
+  kNone,
+  kPerHead,    // RMSNorm over each head's head_dim values (Qwen3-MoE, dots.llm1)
+  kFullWidth,  // RMSNorm over the whole q / k projection (OLMoE)
+};
+
+struct ModelConfig {
+  std::string architecture;  // as in config.json, e.g. "MixtralForCausalLM"
+  Family family = Family::kMixtral;
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t dense_intermediate_size = 0;   // FFN width of dense (non-MoE) layers
+  int64_t expert_intermediate_size = 0;  // FFN width of one routed expert
+  int64_t shared_intermediate_size = 0;  // total width of the shared expert(s); 0 = none
+  bool shared_expert_gated = false;      // Qwen2-MoE: sigmoid(gate . x) * shared(x)
+  int64_t max_position_embeddings = 0;
+  float rms_norm_eps = 1e-6f;
+  float rope_theta = 10000.0f;
+  bool qkv_bias = false;
+  QkNorm qk_norm = QkNorm::kNone;
+  float clip_qkv = 0.0f;  // OLMoE: clamp q, k, v to +-clip_qkv when > 0
+  bool tie_word_embeddings = false;
+  moe::RouterConfig router;
+  std::vector<bool> layer_is_moe;  // [num_layers]
+  std::vector<int32_t> eos_token_ids;
+  int32_t bos_token_id = -1;
+
+  int64_t q_width() const { return num_heads * head_dim; }
+  int64_t kv_width() const { return num_kv_heads * head_dim; }
+  std::string family_name() const;
+};
+
+// Parses dir/config.json; throws sy::Error naming the file and key on anything missing,
+// mistyped, inconsistent (e.g. heads not dividing) or unsupported (e.g. MLA attention).
+ModelConfig load_config(const std::string& model_dir);
+ModelConfig parse_config(const std::string& json_text, const std::string& origin);
+
+}  // namespace sy::model

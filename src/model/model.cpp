@@ -1,0 +1,180 @@
+#include "model/model.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "model/attention.h"
+#include "ops/elementwise.h"
+#include "ops/matmul.h"
+#include "util/error.h"
+
+namespace sy::model {
+
+Model::Model(std::string dir, ModelConfig config, ModelWeights weights)
+    : dir_(std::move(dir)), config_(std::move(config)), weights_(std::move(weights)) {
+  moe_blocks_.resize(weights_.layers.size());
+  for (size_t l = 0; l < weights_.layers.size(); ++l) {
+    const LayerWeights& w = weights_.layers[l];
+    if (!w.is_moe) continue;
+    moe::MoeBlock& b = moe_blocks_[l];
+    b.router = &config_.router;
+    b.router_weight = w.moe.router.data();
+    b.selection_bias = w.moe.selection_bias.empty() ? nullptr : w.moe.selection_bias.data();
+    b.experts = w.moe.experts;
+    b.shared = w.moe.has_shared ? &w.moe.shared : nullptr;
+    b.shared_gate = w.moe.shared_gate.empty() ? nullptr : w.moe.shared_gate.data();
+  }
+}
+
+Model Model::load(const std::string& model_dir) {
+  ModelConfig config = load_config(model_dir);
+  ModelWeights weights = load_weights(model_dir, config);
+  return Model(model_dir, std::move(config), std::move(weights));
+}
+
+moe::LoadStats Model::new_load_stats() const {
+  return moe::LoadStats(int(config_.num_layers), config_.router.num_experts);
+}
+
+namespace {
+
+void add_bias(float* x, int64_t rows, const std::vector<float>& bias) {
+  if (bias.empty()) return;
+  const int64_t n = int64_t(bias.size());
+  for (int64_t r = 0; r < rows; ++r) ops::add(bias.data(), n, x + r * n);
+}
+
+void clamp_all(float* x, size_t n, float limit) {
+  for (size_t i = 0; i < n; ++i) x[i] = std::clamp(x[i], -limit, limit);
+}
+
+}  // namespace
+
+void Model::attention_block(int layer, std::span<const SequenceChunk> chunks, int64_t T,
+                            Workspace& ws) const {
+  const ModelConfig& c = config_;
+  const LayerWeights& w = weights_.layers[size_t(layer)];
+  const int64_t H = c.hidden_size, hd = c.head_dim, qw = c.q_width(), kvw = c.kv_width();
+
+  for (int64_t t = 0; t < T; ++t)
+    ops::rmsnorm(ws.x.data() + t * H, w.attn_norm.data(), H, c.rms_norm_eps, ws.xn.data() + t * H);
+  ops::matmul(w.q, ws.xn.data(), T, ws.q.data());  // [T, qw]
+  ops::matmul(w.k, ws.xn.data(), T, ws.k.data());  // [T, kvw]
+  ops::matmul(w.v, ws.xn.data(), T, ws.v.data());  // [T, kvw]
+  add_bias(ws.q.data(), T, w.q_bias);
+  add_bias(ws.k.data(), T, w.k_bias);
+  add_bias(ws.v.data(), T, w.v_bias);
+  if (c.clip_qkv > 0) {
+    clamp_all(ws.q.data(), size_t(T * qw), c.clip_qkv);
+    clamp_all(ws.k.data(), size_t(T * kvw), c.clip_qkv);
+    clamp_all(ws.v.data(), size_t(T * kvw), c.clip_qkv);
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    float* q = ws.q.data() + t * qw;
+    float* k = ws.k.data() + t * kvw;
+    if (c.qk_norm == QkNorm::kFullWidth) {
+      ops::rmsnorm(q, w.q_norm.data(), qw, c.rms_norm_eps, q);
+      ops::rmsnorm(k, w.k_norm.data(), kvw, c.rms_norm_eps, k);
+    } else if (c.qk_norm == QkNorm::kPerHead) {
+      for (int64_t h = 0; h < c.num_heads; ++h)
+        ops::rmsnorm(q + h * hd, w.q_norm.data(), hd, c.rms_norm_eps, q + h * hd);
+      for (int64_t h = 0; h < c.num_kv_heads; ++h)
+        ops::rmsnorm(k + h * hd, w.k_norm.data(), hd, c.rms_norm_eps, k + h * hd);
+    }
+    const float* cs = ws.rope_cos.data() + t * (hd / 2);
+    const float* sn = ws.rope_sin.data() + t * (hd / 2);
+    for (int64_t h = 0; h < c.num_heads; ++h) ops::rope_neox(q + h * hd, hd, cs, sn);
+    for (int64_t h = 0; h < c.num_kv_heads; ++h) ops::rope_neox(k + h * hd, hd, cs, sn);
+  }
+
+  // Append the new keys/values to each sequence's cache and attend.
+  const AttentionShape shape{c.num_heads, c.num_kv_heads, hd};
+  int64_t row = 0;
+  for (const SequenceChunk& ch : chunks) {
+    const int64_t n = int64_t(ch.tokens.size()), pos0 = ch.cache->size();
+    float* kc = ch.cache->keys(layer);
+    float* vc = ch.cache->values(layer);
+    std::memcpy(kc + pos0 * kvw, ws.k.data() + row * kvw, size_t(n * kvw) * 4);
+    std::memcpy(vc + pos0 * kvw, ws.v.data() + row * kvw, size_t(n * kvw) * 4);
+    causal_attention(shape, ws.q.data() + row * qw, n, pos0, kc, vc, ws.attn.data() + row * qw);
+    row += n;
+  }
+  ops::matmul(w.o, ws.attn.data(), T, ws.proj.data());  // [T, H]
+  ops::add(ws.proj.data(), T * H, ws.x.data());
+}
+
+void Model::ffn_block(int layer, int64_t T, Workspace& ws, moe::LoadStats* stats) const {
+  const ModelConfig& c = config_;
+  const LayerWeights& w = weights_.layers[size_t(layer)];
+  const int64_t H = c.hidden_size;
+  for (int64_t t = 0; t < T; ++t)
+    ops::rmsnorm(ws.x.data() + t * H, w.ffn_norm.data(), H, c.rms_norm_eps, ws.xn.data() + t * H);
+  if (w.is_moe)
+    moe::moe_forward(moe_blocks_[size_t(layer)], ws.xn.data(), T, H, ws.proj.data(), ws.moe, stats,
+                     layer);
+  else
+    moe::ffn_forward(w.dense, ws.xn.data(), T, ws.proj.data(), ws.ffn);
+  ops::add(ws.proj.data(), T * H, ws.x.data());
+}
+
+void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, float* logits,
+                    Workspace& ws, moe::LoadStats* stats) const {
+  const ModelConfig& c = config_;
+  const int64_t H = c.hidden_size, hd = c.head_dim, V = c.vocab_size;
+  int64_t T = 0;
+  for (const SequenceChunk& ch : chunks) {
+    SY_ASSERT(ch.cache != nullptr);
+    if (ch.cache->size() + int64_t(ch.tokens.size()) > ch.cache->capacity())
+      fail("context full: {} cached + {} new tokens exceed the KV cache capacity of {}",
+           ch.cache->size(), ch.tokens.size(), ch.cache->capacity());
+    SY_ASSERT_MSG(!ch.tokens.empty(), "a sequence chunk must hold at least one token");
+    T += int64_t(ch.tokens.size());
+  }
+
+  ws.x.resize(size_t(T * H));
+  ws.xn.resize(size_t(T * H));
+  ws.q.resize(size_t(T * c.q_width()));
+  ws.attn.resize(size_t(T * c.q_width()));
+  ws.k.resize(size_t(T * c.kv_width()));
+  ws.v.resize(size_t(T * c.kv_width()));
+  ws.proj.resize(size_t(T * H));
+  ws.rope_cos.resize(size_t(T * hd / 2));
+  ws.rope_sin.resize(size_t(T * hd / 2));
+
+  // Embedding lookup and per-token rotary tables.
+  int64_t row = 0;
+  for (const SequenceChunk& ch : chunks) {
+    for (size_t i = 0; i < ch.tokens.size(); ++i, ++row) {
+      const int32_t id = ch.tokens[i];
+      if (id < 0 || id >= V) fail("token id {} is outside the vocabulary (size {})", id, V);
+      to_f32(weights_.embed.dtype, weights_.embed.row(id), ws.x.data() + row * H, size_t(H));
+      rope_tables(ch.cache->size() + int64_t(i), hd, c.rope_theta,
+                  ws.rope_cos.data() + row * (hd / 2), ws.rope_sin.data() + row * (hd / 2));
+    }
+  }
+
+  for (int l = 0; l < int(c.num_layers); ++l) {
+    attention_block(l, chunks, T, ws);
+    ffn_block(l, T, ws, stats);
+  }
+  for (const SequenceChunk& ch : chunks) ch.cache->advance(int64_t(ch.tokens.size()));
+
+  // Final norm and LM head, only on the rows whose logits are wanted.
+  std::vector<int64_t> rows;
+  if (which == LogitsFor::kAllTokens) {
+    for (int64_t t = 0; t < T; ++t) rows.push_back(t);
+  } else {
+    int64_t end = 0;
+    for (const SequenceChunk& ch : chunks) {
+      end += int64_t(ch.tokens.size());
+      rows.push_back(end - 1);
+    }
+  }
+  ws.last.resize(rows.size() * size_t(H));
+  for (size_t r = 0; r < rows.size(); ++r)
+    ops::rmsnorm(ws.x.data() + rows[r] * H, weights_.final_norm.data(), H, c.rms_norm_eps,
+                 ws.last.data() + r * size_t(H));
+  ops::matmul(weights_.lm_head, ws.last.data(), int64_t(rows.size()), logits);
+}
+
+}  // namespace sy::model

@@ -1,0 +1,64 @@
+// A loaded MoE causal language model and its forward pass over a batch of sequences.
+// The model is immutable after loading; KV caches, workspaces and statistics belong to
+// the caller, so several sequences (or threads) can share one model.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+#include "moe/load_stats.h"
+#include "moe/moe_layer.h"
+
+namespace sy::model {
+
+// New tokens of one sequence, appended at positions cache->size() ...
+struct SequenceChunk {
+  KvCache* cache = nullptr;
+  std::span<const int32_t> tokens;
+};
+
+// Buffers reused across forward calls (no allocation once sizes settle).
+struct Workspace {
+  std::vector<float> x, xn, q, k, v, attn, proj;  // [T, width]
+  std::vector<float> rope_cos, rope_sin;         // [T, head_dim / 2]
+  std::vector<float> last;                       // [rows for the LM head, H]
+  moe::MoeScratch moe;
+  moe::FfnScratch ffn;
+};
+
+enum class LogitsFor { kLastToken, kAllTokens };
+
+class Model {
+ public:
+  static Model load(const std::string& model_dir);
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  const std::string& dir() const { return dir_; }
+
+  // Runs the new tokens of every chunk through the model and appends them to the caches.
+  // logits: [num_chunks, vocab] (kLastToken) or [total_tokens, vocab] (kAllTokens).
+  // Expert loads are added to `stats` when given.
+  void forward(std::span<const SequenceChunk> chunks, LogitsFor which, float* logits,
+               Workspace& ws, moe::LoadStats* stats = nullptr) const;
+
+  moe::LoadStats new_load_stats() const;
+
+ private:
+  Model(std::string dir, ModelConfig config, ModelWeights weights);
+  void attention_block(int layer, std::span<const SequenceChunk> chunks, int64_t T,
+                       Workspace& ws) const;
+  void ffn_block(int layer, int64_t T, Workspace& ws, moe::LoadStats* stats) const;
+
+  std::string dir_;
+  ModelConfig config_;
+  ModelWeights weights_;
+  std::vector<moe::MoeBlock> moe_blocks_;  // per layer (unused for dense layers)
+};
+
+}  // namespace sy::model

@@ -1,0 +1,196 @@
+#include "model/weights.h"
+
+#include <set>
+
+#include "util/error.h"
+
+namespace sy::model {
+namespace {
+
+// Resolves tensor names and checks shapes, remembering which tensors were used.
+class Loader {
+ public:
+  Loader(const io::TensorStore& store) : store_(store) {}
+
+  const io::TensorInfo& tensor(const std::string& name, std::vector<int64_t> shape) {
+    const io::TensorInfo& t = store_.get(name);
+    if (!t.dtype)
+      fail("tensor '{}' in '{}' has dtype {}; Switchyard computes with F32, F16 or BF16 weights",
+           name, t.file, t.dtype_name);
+    if (t.shape != shape) {
+      io::TensorInfo want;
+      want.shape = shape;
+      fail("tensor '{}' in '{}' has shape {} but config.json implies {}", name, t.file,
+           t.shape_str(), want.shape_str());
+    }
+    used_.insert(name);
+    return t;
+  }
+  bool has(const std::string& name) const { return store_.find(name) != nullptr; }
+
+  ops::WeightView matrix(const std::string& name, int64_t rows, int64_t cols) {
+    const io::TensorInfo& t = tensor(name, {rows, cols});
+    return ops::WeightView{*t.dtype, rows, cols, t.data};
+  }
+  std::vector<float> vector(const std::string& name, int64_t n) {
+    const io::TensorInfo& t = tensor(name, {n});
+    std::vector<float> v(static_cast<size_t>(n));
+    to_f32(*t.dtype, t.data, v.data(), size_t(n));
+    return v;
+  }
+  std::vector<float> matrix_f32(const std::string& name, int64_t rows, int64_t cols) {
+    const io::TensorInfo& t = tensor(name, {rows, cols});
+    std::vector<float> v(static_cast<size_t>(rows * cols));
+    to_f32(*t.dtype, t.data, v.data(), v.size());
+    return v;
+  }
+  // Expert e's rows [row0, row0 + rows) of a fused 3-D tensor [E, R, cols].
+  ops::WeightView fused_slice(const std::string& name, int64_t E, int64_t R, int64_t cols,
+                              int64_t e, int64_t row0, int64_t rows) {
+    const io::TensorInfo& t = tensor(name, {E, R, cols});
+    ops::WeightView all{*t.dtype, E * R, cols, t.data};
+    return all.slice_rows(e * R + row0, rows);
+  }
+  size_t num_unused() const { return store_.all().size() - used_.size(); }
+
+ private:
+  const io::TensorStore& store_;
+  std::set<std::string> used_;
+};
+
+FfnWeights load_ffn(Loader& L, const std::string& prefix, const std::string& gate,
+                    const std::string& up, const std::string& down, int64_t H, int64_t I) {
+  return FfnWeights{L.matrix(prefix + gate + ".weight", I, H), L.matrix(prefix + up + ".weight", I, H),
+                    L.matrix(prefix + down + ".weight", H, I)};
+}
+
+void load_experts(Loader& L, const ModelConfig& c, const std::string& moe_prefix,
+                  MoeWeights& moe) {
+  const int64_t E = c.router.num_experts, H = c.hidden_size, I = c.expert_intermediate_size;
+  moe.experts.resize(size_t(E));
+  // transformers v5 saves experts fused: gate_up_proj [E, 2I, H] (gate rows first), down [E, H, I].
+  const std::string fused_gate_up = moe_prefix + "experts.gate_up_proj";
+  if (L.has(fused_gate_up)) {
+    for (int64_t e = 0; e < E; ++e) {
+      auto& x = moe.experts[size_t(e)];
+      x.gate = L.fused_slice(fused_gate_up, E, 2 * I, H, e, 0, I);
+      x.up = L.fused_slice(fused_gate_up, E, 2 * I, H, e, I, I);
+      x.down = L.fused_slice(moe_prefix + "experts.down_proj", E, H, I, e, 0, H);
+    }
+    return;
+  }
+  const bool mixtral_names = c.family == Family::kMixtral;
+  for (int64_t e = 0; e < E; ++e) {
+    const std::string p = moe_prefix + "experts." + std::to_string(e) + ".";
+    moe.experts[size_t(e)] = mixtral_names ? load_ffn(L, p, "w1", "w3", "w2", H, I)
+                                           : load_ffn(L, p, "gate_proj", "up_proj", "down_proj", H, I);
+  }
+}
+
+void load_attention(Loader& L, const ModelConfig& c, const std::string& p, LayerWeights& w) {
+  const int64_t H = c.hidden_size, qw = c.q_width(), kvw = c.kv_width();
+  w.q = L.matrix(p + "q_proj.weight", qw, H);
+  w.k = L.matrix(p + "k_proj.weight", kvw, H);
+  w.v = L.matrix(p + "v_proj.weight", kvw, H);
+  w.o = L.matrix(p + "o_proj.weight", H, qw);
+  if (c.qkv_bias) {
+    w.q_bias = L.vector(p + "q_proj.bias", qw);
+    w.k_bias = L.vector(p + "k_proj.bias", kvw);
+    w.v_bias = L.vector(p + "v_proj.bias", kvw);
+  }
+  if (c.qk_norm == QkNorm::kPerHead) {
+    w.q_norm = L.vector(p + "q_norm.weight", c.head_dim);
+    w.k_norm = L.vector(p + "k_norm.weight", c.head_dim);
+  } else if (c.qk_norm == QkNorm::kFullWidth) {
+    w.q_norm = L.vector(p + "q_norm.weight", qw);
+    w.k_norm = L.vector(p + "k_norm.weight", kvw);
+  }
+}
+
+}  // namespace
+
+ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c) {
+  ModelWeights mw{io::TensorStore::open(model_dir), {}, {}, {}, {}, 0};
+  Loader L(mw.store);
+  const int64_t H = c.hidden_size, V = c.vocab_size;
+  mw.embed = L.matrix("model.embed_tokens.weight", V, H);
+  mw.final_norm = L.vector("model.norm.weight", H);
+  if (c.tie_word_embeddings && !L.has("lm_head.weight"))
+    mw.lm_head = mw.embed;
+  else
+    mw.lm_head = L.matrix("lm_head.weight", V, H);
+
+  mw.layers.resize(size_t(c.num_layers));
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    LayerWeights& w = mw.layers[size_t(i)];
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    w.attn_norm = L.vector(p + "input_layernorm.weight", H);
+    w.ffn_norm = L.vector(p + "post_attention_layernorm.weight", H);
+    load_attention(L, c, p + "self_attn.", w);
+    w.is_moe = c.layer_is_moe[size_t(i)];
+    if (!w.is_moe) {
+      w.dense = load_ffn(L, p + "mlp.", "gate_proj", "up_proj", "down_proj", H,
+                         c.dense_intermediate_size);
+      continue;
+    }
+    const std::string mp = p + (c.family == Family::kMixtral ? "block_sparse_moe." : "mlp.");
+    const int64_t E = c.router.num_experts;
+    w.moe.router = L.matrix_f32(mp + "gate.weight", E, H);
+    if (c.router.has_selection_bias)
+      w.moe.selection_bias = L.vector(mp + "gate.e_score_correction_bias", E);
+    load_experts(L, c, mp, w.moe);
+    if (c.shared_intermediate_size > 0) {
+      w.moe.has_shared = true;
+      const std::string sp = mp + (c.family == Family::kQwen2Moe ? "shared_expert." : "shared_experts.");
+      w.moe.shared = load_ffn(L, sp, "gate_proj", "up_proj", "down_proj", H, c.shared_intermediate_size);
+      if (c.shared_expert_gated) w.moe.shared_gate = L.matrix_f32(mp + "shared_expert_gate.weight", 1, H);
+    }
+  }
+  mw.num_unused_tensors = L.num_unused();
+  return mw;
+}
+
+ParamCounts count_params(const ModelConfig& c) {
+  ParamCounts p;
+  const int64_t H = c.hidden_size, V = c.vocab_size;
+  p.embedding = V * H;
+  p.total = p.embedding + (c.tie_word_embeddings ? 0 : V * H) + H;
+  p.active_per_token = V * H + H;  // the LM head is a matmul even when tied
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    int64_t attn = 2 * H + H * c.q_width() * 2 + H * c.kv_width() * 2;
+    if (c.qkv_bias) attn += c.q_width() + 2 * c.kv_width();
+    if (c.qk_norm == QkNorm::kPerHead) attn += 2 * c.head_dim;
+    if (c.qk_norm == QkNorm::kFullWidth) attn += c.q_width() + c.kv_width();
+    p.total += attn;
+    p.active_per_token += attn;
+    if (!c.layer_is_moe[size_t(i)]) {
+      const int64_t ffn = 3 * H * c.dense_intermediate_size;
+      p.total += ffn;
+      p.active_per_token += ffn;
+      continue;
+    }
+    const int64_t E = c.router.num_experts, K = c.router.top_k;
+    const int64_t expert = 3 * H * c.expert_intermediate_size;
+    int64_t shared = 3 * H * c.shared_intermediate_size + (c.shared_expert_gated ? H : 0);
+    const int64_t router = E * H + (c.router.has_selection_bias ? E : 0);
+    p.total += router + E * expert + shared;
+    p.active_per_token += router + K * expert + shared;
+  }
+  return p;
+}
+
+size_t decode_bytes_per_token(const ModelConfig& c, const ModelWeights& w) {
+  size_t bytes = w.lm_head.bytes();
+  for (const auto& l : w.layers) {
+    bytes += l.q.bytes() + l.k.bytes() + l.v.bytes() + l.o.bytes();
+    if (!l.is_moe) {
+      bytes += l.dense.bytes();
+      continue;
+    }
+    bytes += l.moe.router.size() * 4 + size_t(c.router.top_k) * l.moe.experts[0].bytes();
+    if (l.moe.has_shared) bytes += l.moe.shared.bytes();
+  }
+  return bytes;
+}
+
+}  // namespace sy::model

@@ -1,0 +1,60 @@
+// The model's weights as views into the memory-mapped checkpoint (no copies for matrices),
+// with every shape checked against the config. Small vectors (norms, biases, router) are
+// converted to float32 once at load.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "io/safetensors.h"
+#include "model/config.h"
+#include "moe/expert_ffn.h"
+#include "ops/weight.h"
+
+namespace sy::model {
+
+using FfnWeights = moe::FfnWeights;
+
+struct MoeWeights {
+  std::vector<float> router;          // [E, H] float32 (routing runs in float32)
+  std::vector<float> selection_bias;  // [E] or empty
+  std::vector<FfnWeights> experts;    // [E]
+  bool has_shared = false;
+  FfnWeights shared;                  // [Is, H] ...
+  std::vector<float> shared_gate;     // [H] or empty (Qwen2-MoE)
+};
+
+struct LayerWeights {
+  std::vector<float> attn_norm, ffn_norm;          // [H]
+  ops::WeightView q, k, v, o;                      // q [nh*hd, H], k/v [nkv*hd, H], o [H, nh*hd]
+  std::vector<float> q_bias, k_bias, v_bias;       // empty when absent
+  std::vector<float> q_norm, k_norm;               // [hd] per-head or [width] full-width
+  bool is_moe = false;
+  FfnWeights dense;                                // when !is_moe
+  MoeWeights moe;                                  // when is_moe
+};
+
+struct ModelWeights {
+  io::TensorStore store;             // owns the mappings every view points into
+  ops::WeightView embed;             // [V, H]
+  std::vector<float> final_norm;     // [H]
+  ops::WeightView lm_head;           // [V, H] (== embed when tied)
+  std::vector<LayerWeights> layers;
+  size_t num_unused_tensors = 0;     // tensors in the files that no layer consumed
+};
+
+// Loads and checks the weights of `model_dir` against `config`.
+ModelWeights load_weights(const std::string& model_dir, const ModelConfig& config);
+
+// Parameter counts for `inspect`: all, and those touched per token (top-k experts).
+struct ParamCounts {
+  int64_t total = 0;
+  int64_t active_per_token = 0;
+  int64_t embedding = 0;  // token embedding (excluded from the active count's matmuls)
+};
+ParamCounts count_params(const ModelConfig& config);
+
+// Bytes of weights read to decode one token (embedding row excluded, LM head included).
+size_t decode_bytes_per_token(const ModelConfig& config, const ModelWeights& weights);
+
+}  // namespace sy::model

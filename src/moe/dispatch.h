@@ -1,0 +1,35 @@
+// Dispatch and combine: permute the (token, expert) pairs so each expert's rows are
+// contiguous, and scatter the expert outputs back weighted. A pair whose expert id is
+// kDroppedExpert (set by a capacity policy) is skipped by both, with no special path.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace sy::moe {
+
+constexpr int32_t kDroppedExpert = -1;
+
+// The permutation for one layer call. Rows of expert e are [offsets[e], offsets[e+1]).
+struct DispatchPlan {
+  int num_experts = 0;
+  std::vector<int64_t> offsets;   // [E + 1]
+  std::vector<int32_t> token;     // [rows] source token of each permuted row
+  std::vector<float> weight;      // [rows] combine weight of each permuted row
+  int64_t num_rows() const { return offsets.empty() ? 0 : offsets.back(); }
+  int64_t rows_of(int e) const { return offsets[size_t(e) + 1] - offsets[size_t(e)]; }
+};
+
+// ids / weights: [num_tokens, top_k]. Within an expert, rows keep token order.
+void plan_dispatch(const int32_t* ids, const float* weights, int64_t num_tokens, int top_k,
+                   int num_experts, DispatchPlan& plan);
+
+// x: [num_tokens, H] -> permuted: [rows, H]
+void gather_rows(const DispatchPlan& plan, const float* x, int64_t H, float* permuted);
+
+// out[token] += weight * expert_out[row], experts in ascending order (as the Hugging Face
+// reference accumulates with index_add_). out must be initialised by the caller.
+void combine_rows(const DispatchPlan& plan, const float* expert_out, int64_t H, float* out);
+
+}  // namespace sy::moe

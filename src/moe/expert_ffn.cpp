@@ -1,0 +1,19 @@
+#include "moe/expert_ffn.h"
+
+#include "ops/elementwise.h"
+#include "ops/matmul.h"
+
+namespace sy::moe {
+
+void ffn_forward(const FfnWeights& w, const float* x, int64_t rows, float* out, FfnScratch& s) {
+  if (rows == 0) return;
+  const int64_t I = w.intermediate();
+  s.gate.resize(size_t(rows * I));
+  s.up.resize(size_t(rows * I));
+  ops::matmul(w.gate, x, rows, s.gate.data());  // [rows, I]
+  ops::matmul(w.up, x, rows, s.up.data());      // [rows, I]
+  ops::swiglu(s.gate.data(), s.up.data(), rows * I, s.gate.data());
+  ops::matmul(w.down, s.gate.data(), rows, out);  // [rows, H]
+}
+
+}  // namespace sy::moe

@@ -1,0 +1,29 @@
+// One SwiGLU feed-forward network (an expert, a shared expert, or a dense MLP) applied to
+// a contiguous block of token rows: out = down(silu(gate x) * up x).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "ops/weight.h"
+
+namespace sy::moe {
+
+struct FfnWeights {
+  ops::WeightView gate;  // [I, H]
+  ops::WeightView up;    // [I, H]
+  ops::WeightView down;  // [H, I]
+  size_t bytes() const { return gate.bytes() + up.bytes() + down.bytes(); }
+  int64_t hidden() const { return gate.cols; }
+  int64_t intermediate() const { return gate.rows; }
+};
+
+// Reusable buffers so the hot path does not allocate.
+struct FfnScratch {
+  std::vector<float> gate, up;  // [rows, I]
+};
+
+// x: [rows, H] -> out: [rows, H] (overwritten).
+void ffn_forward(const FfnWeights& w, const float* x, int64_t rows, float* out, FfnScratch& scratch);
+
+}  // namespace sy::moe

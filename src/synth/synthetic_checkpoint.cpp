@@ -1,0 +1,294 @@
+#include "synth/synthetic_checkpoint.h"
+
+#include <cmath>
+#include <map>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "io/file_util.h"
+#include "io/safetensors.h"
+#include "synth/tiny_tokenizer.h"
+#include "util/dtype.h"
+#include "util/error.h"
+
+namespace sy::synth {
+namespace {
+
+using json = nlohmann::json;
+
+enum class Init { kMatrix, kEmbedding, kNorm, kBias };
+
+struct PlannedTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  Init init;
+  int shard;
+  bool force_f32 = false;  // e.g. DeepSeek's e_score_correction_bias stays float32
+};
+
+// Counter-based generator: value i of tensor t depends only on (seed, t, i), so tensors
+// can be filled in parallel and reproducibly.
+inline uint64_t splitmix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+inline float uniform_pm1(uint64_t seed, uint64_t i) {  // uniform in [-1, 1)
+  return float(int64_t(splitmix(seed ^ splitmix(i)) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+}
+
+bool is_family(const std::string& f) {
+  return f == "mixtral" || f == "qwen2_moe" || f == "qwen3_moe" || f == "olmoe" || f == "dots1";
+}
+
+class Planner {
+ public:
+  explicit Planner(const SyntheticSpec& s) : s_(s) {}
+  std::vector<PlannedTensor> plan() {
+    const int64_t H = s_.hidden_size, V = s_.vocab_size, hd = head_dim();
+    add("model.embed_tokens.weight", {V, H}, Init::kEmbedding, 0);
+    for (int64_t l = 0; l < s_.num_layers; ++l) {
+      const int shard = int(l * s_.num_shards / std::max<int64_t>(1, s_.num_layers));
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      add(p + "input_layernorm.weight", {H}, Init::kNorm, shard);
+      add(p + "post_attention_layernorm.weight", {H}, Init::kNorm, shard);
+      const std::string a = p + "self_attn.";
+      const int64_t qw = s_.num_heads * hd, kvw = s_.num_kv_heads * hd;
+      add(a + "q_proj.weight", {qw, H}, Init::kMatrix, shard);
+      add(a + "k_proj.weight", {kvw, H}, Init::kMatrix, shard);
+      add(a + "v_proj.weight", {kvw, H}, Init::kMatrix, shard);
+      add(a + "o_proj.weight", {H, qw}, Init::kMatrix, shard);
+      if (s_.family == "qwen2_moe") {
+        add(a + "q_proj.bias", {qw}, Init::kBias, shard);
+        add(a + "k_proj.bias", {kvw}, Init::kBias, shard);
+        add(a + "v_proj.bias", {kvw}, Init::kBias, shard);
+      }
+      if (s_.family == "qwen3_moe" || s_.family == "dots1") {
+        add(a + "q_norm.weight", {hd}, Init::kNorm, shard);
+        add(a + "k_norm.weight", {hd}, Init::kNorm, shard);
+      } else if (s_.family == "olmoe") {
+        add(a + "q_norm.weight", {qw}, Init::kNorm, shard);
+        add(a + "k_norm.weight", {kvw}, Init::kNorm, shard);
+      }
+      if (l < s_.first_dense_layers) {
+        ffn(p + "mlp.", "gate_proj", "up_proj", "down_proj", s_.dense_ffn, shard);
+        continue;
+      }
+      const std::string m = p + (s_.family == "mixtral" ? "block_sparse_moe." : "mlp.");
+      const int64_t E = s_.num_experts, I = s_.expert_ffn;
+      add(m + "gate.weight", {E, H}, Init::kMatrix, shard);
+      if (s_.family == "dots1") add(m + "gate.e_score_correction_bias", {E}, Init::kBias, shard, true);
+      if (s_.fused_experts) {
+        add(m + "experts.gate_up_proj", {E, 2 * I, H}, Init::kMatrix, shard);
+        add(m + "experts.down_proj", {E, H, I}, Init::kMatrix, shard);
+      } else {
+        for (int64_t e = 0; e < E; ++e) {
+          const std::string x = m + "experts." + std::to_string(e) + ".";
+          if (s_.family == "mixtral")
+            ffn(x, "w1", "w3", "w2", I, shard);
+          else
+            ffn(x, "gate_proj", "up_proj", "down_proj", I, shard);
+        }
+      }
+      if (s_.shared_ffn > 0 && s_.family == "qwen2_moe") {
+        ffn(m + "shared_expert.", "gate_proj", "up_proj", "down_proj", s_.shared_ffn, shard);
+        add(m + "shared_expert_gate.weight", {1, H}, Init::kMatrix, shard);
+      } else if (s_.shared_ffn > 0 && s_.family == "dots1") {
+        ffn(m + "shared_experts.", "gate_proj", "up_proj", "down_proj", s_.shared_ffn, shard);
+      }
+    }
+    const int last = std::max(0, s_.num_shards - 1);
+    add("model.norm.weight", {H}, Init::kNorm, last);
+    if (!s_.tie_embeddings) add("lm_head.weight", {V, H}, Init::kMatrix, last);
+    return std::move(out_);
+  }
+  int64_t head_dim() const { return s_.head_dim ? s_.head_dim : s_.hidden_size / s_.num_heads; }
+
+ private:
+  void add(std::string name, std::vector<int64_t> shape, Init init, int shard, bool f32 = false) {
+    out_.push_back({std::move(name), std::move(shape), init, shard, f32});
+  }
+  void ffn(const std::string& p, const char* gate, const char* up, const char* down, int64_t I,
+           int shard) {
+    const int64_t H = s_.hidden_size;
+    add(p + gate + ".weight", {I, H}, Init::kMatrix, shard);
+    add(p + up + ".weight", {I, H}, Init::kMatrix, shard);
+    add(p + down + ".weight", {H, I}, Init::kMatrix, shard);
+  }
+  const SyntheticSpec& s_;
+  std::vector<PlannedTensor> out_;
+};
+
+// Fills a tensor: matrices uniform with std 1/sqrt(fan_in) (unit-variance activations),
+// embeddings std 1, norm weights 1 +- 0.25 (so a missed norm shows), biases +- 0.1.
+std::vector<uint8_t> generate(const PlannedTensor& t, const std::string& dtype, uint64_t seed) {
+  int64_t n = 1;
+  for (int64_t d : t.shape) n *= d;
+  float scale = 0.1f, offset = 0.0f;
+  if (t.init == Init::kMatrix) scale = std::sqrt(3.0f / float(t.shape.back()));
+  if (t.init == Init::kEmbedding) scale = std::sqrt(3.0f);
+  if (t.init == Init::kNorm) scale = 0.25f, offset = 1.0f;
+  const std::string dt = t.force_f32 ? "F32" : dtype;
+  std::vector<uint8_t> bytes(size_t(n) * (dt == "F32" ? 4 : 2));
+  const uint64_t tseed = splitmix(seed ^ std::hash<std::string>{}(t.name));
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = offset + scale * uniform_pm1(tseed, uint64_t(i));
+    if (dt == "F32") reinterpret_cast<float*>(bytes.data())[i] = v;
+    else if (dt == "BF16") reinterpret_cast<uint16_t*>(bytes.data())[i] = f32_to_bf16(v);
+    else reinterpret_cast<uint16_t*>(bytes.data())[i] = f32_to_f16(v);
+  }
+  return bytes;
+}
+
+json make_config(const SyntheticSpec& s, int64_t head_dim, int32_t bos, int32_t eos) {
+  static const std::map<std::string, std::string> arch = {
+      {"mixtral", "MixtralForCausalLM"}, {"qwen2_moe", "Qwen2MoeForCausalLM"},
+      {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"olmoe", "OlmoeForCausalLM"},
+      {"dots1", "Dots1ForCausalLM"}};
+  static const std::map<std::string, std::string> torch_dtype = {
+      {"F32", "float32"}, {"F16", "float16"}, {"BF16", "bfloat16"}};
+  json c = {{"architectures", {arch.at(s.family)}},
+            {"model_type", s.family},
+            {"vocab_size", s.vocab_size},
+            {"hidden_size", s.hidden_size},
+            {"num_hidden_layers", s.num_layers},
+            {"num_attention_heads", s.num_heads},
+            {"num_key_value_heads", s.num_kv_heads},
+            {"head_dim", head_dim},
+            {"hidden_act", "silu"},
+            {"max_position_embeddings", 4096},
+            {"rms_norm_eps", 1e-6},
+            {"rope_theta", 10000.0},
+            {"tie_word_embeddings", s.tie_embeddings},
+            {"torch_dtype", torch_dtype.at(s.dtype)},
+            {"num_experts_per_tok", s.top_k},
+            {"bos_token_id", bos},
+            {"eos_token_id", eos}};
+  auto norm_topk = [&](bool fallback) { return s.norm_topk_prob < 0 ? fallback : s.norm_topk_prob == 1; };
+  if (s.family == "mixtral") {
+    c["num_local_experts"] = s.num_experts;
+    c["intermediate_size"] = s.expert_ffn;
+    c["sliding_window"] = nullptr;
+  } else if (s.family == "qwen2_moe" || s.family == "qwen3_moe") {
+    c["num_experts"] = s.num_experts;
+    c["moe_intermediate_size"] = s.expert_ffn;
+    c["intermediate_size"] = s.dense_ffn;
+    c["decoder_sparse_step"] = 1;
+    std::vector<int64_t> mlp_only;
+    for (int64_t l = 0; l < s.first_dense_layers; ++l) mlp_only.push_back(l);
+    c["mlp_only_layers"] = mlp_only;
+    c["norm_topk_prob"] = norm_topk(s.family == "qwen3_moe");
+    if (s.family == "qwen2_moe") c["shared_expert_intermediate_size"] = s.shared_ffn;
+    else c["attention_bias"] = false;
+  } else if (s.family == "olmoe") {
+    c["num_experts"] = s.num_experts;
+    c["intermediate_size"] = s.expert_ffn;
+    c["norm_topk_prob"] = norm_topk(false);
+    c["clip_qkv"] = s.clip_qkv > 0 ? json(s.clip_qkv) : json(nullptr);
+    c["attention_bias"] = false;
+  } else if (s.family == "dots1") {
+    c["n_routed_experts"] = s.num_experts;
+    c["n_shared_experts"] = s.shared_ffn > 0 ? s.shared_ffn / s.expert_ffn : 0;
+    c["moe_intermediate_size"] = s.expert_ffn;
+    c["intermediate_size"] = s.dense_ffn;
+    c["first_k_dense_replace"] = s.first_dense_layers;
+    c["n_group"] = s.num_groups;
+    c["topk_group"] = s.topk_groups;
+    c["routed_scaling_factor"] = s.routed_scaling_factor;
+    c["norm_topk_prob"] = norm_topk(true);
+    c["scoring_func"] = "noaux_tc";
+    c["attention_bias"] = false;
+  }
+  return c;
+}
+
+void validate(const SyntheticSpec& s) {
+  if (!is_family(s.family))
+    fail("unknown family '{}' (expected mixtral, qwen2_moe, qwen3_moe, olmoe or dots1)", s.family);
+  if (s.dtype != "F32" && s.dtype != "F16" && s.dtype != "BF16")
+    fail("dtype '{}' must be F32, F16 or BF16", s.dtype);
+  if (s.hidden_size <= 0 || s.num_layers <= 0 || s.num_heads <= 0 || s.num_kv_heads <= 0 ||
+      s.num_heads % s.num_kv_heads != 0)
+    fail("invalid attention shape: hidden {}, heads {}, kv heads {}", s.hidden_size, s.num_heads,
+         s.num_kv_heads);
+  if (s.head_dim == 0 && s.hidden_size % s.num_heads != 0)
+    fail("hidden_size {} is not divisible by {} heads; give --head-dim", s.hidden_size, s.num_heads);
+  if (s.top_k < 1 || s.top_k > s.num_experts) fail("top-k {} must be in 1..{}", s.top_k, s.num_experts);
+  if (s.shared_ffn > 0 && s.family == "dots1" && s.shared_ffn % s.expert_ffn != 0)
+    fail("dots1 shared width must be a multiple of the expert width");
+  if (s.num_shards < 1) fail("num_shards must be >= 1");
+}
+
+}  // namespace
+
+std::vector<std::string> write_synthetic_checkpoint(const SyntheticSpec& spec, const std::string& dir) {
+  validate(spec);
+  std::filesystem::create_directories(dir);
+  std::vector<std::string> written;
+
+  // Tokenizer first: its special token ids go into config.json.
+  TinyTokenizer tok;
+  std::string style = spec.tokenizer;
+  if (style == "auto") style = spec.family == "mixtral" ? "sentencepiece" : "byte_level";
+  if (style != "none") {
+    tok = make_tiny_tokenizer(style, spec.vocab_size);
+    io::write_text_file_atomic(dir + "/tokenizer.json", tok.json);
+    written.push_back(dir + "/tokenizer.json");
+  }
+
+  Planner planner(spec);
+  std::vector<PlannedTensor> plan = planner.plan();
+  std::vector<std::vector<uint8_t>> data;
+  data.reserve(plan.size());
+  for (const auto& t : plan) data.push_back(generate(t, spec.dtype, spec.seed));
+
+  auto file_name = [&](int shard) {
+    return spec.num_shards == 1 ? std::string("model.safetensors")
+                                : fmt::format("model-{:05d}-of-{:05d}.safetensors", shard + 1,
+                                              spec.num_shards);
+  };
+  json weight_map = json::object();
+  size_t total = 0;
+  for (int shard = 0; shard < spec.num_shards; ++shard) {
+    std::vector<io::TensorToWrite> tensors;
+    for (size_t i = 0; i < plan.size(); ++i) {
+      if (plan[i].shard != shard) continue;
+      const std::string dt = plan[i].force_f32 ? "F32" : spec.dtype;
+      tensors.push_back({plan[i].name, dt, plan[i].shape, data[i].data(), data[i].size()});
+      weight_map[plan[i].name] = file_name(shard);
+      total += data[i].size();
+    }
+    io::write_safetensors(dir + "/" + file_name(shard), tensors);
+    written.push_back(dir + "/" + file_name(shard));
+  }
+  if (spec.num_shards > 1) {
+    json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+    io::write_text_file_atomic(dir + "/model.safetensors.index.json", index.dump(2));
+    written.push_back(dir + "/model.safetensors.index.json");
+  }
+  json config = make_config(spec, planner.head_dim(), tok.bos_id, tok.eos_id);
+  io::write_text_file_atomic(dir + "/config.json", config.dump(2) + "\n");
+  written.push_back(dir + "/config.json");
+  return written;
+}
+
+SyntheticSpec reference_shape(const std::string& name) {
+  SyntheticSpec s;
+  s.vocab_size = 32000;
+  if (name == "A") {
+    s.family = "mixtral";
+    s.hidden_size = 1024, s.num_layers = 8, s.num_heads = 16, s.num_kv_heads = 4;
+    s.num_experts = 8, s.top_k = 2, s.expert_ffn = 2816;
+  } else if (name == "B") {
+    s.family = "olmoe";
+    s.hidden_size = 2048, s.num_layers = 16, s.num_heads = 16, s.num_kv_heads = 16;
+    s.num_experts = 16, s.top_k = 2, s.expert_ffn = 1408;
+  } else {
+    fail("unknown reference shape '{}' (expected A or B)", name);
+  }
+  return s;
+}
+
+}  // namespace sy::synth

@@ -1,0 +1,19 @@
+// A small tokenizer.json for synthetic checkpoints, trained by Switchyard's BPE trainer on
+// a built-in multilingual text, in the style of the family it accompanies.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace sy::synth {
+
+struct TinyTokenizer {
+  std::string json;
+  int32_t bos_id = -1;
+  int32_t eos_id = -1;
+};
+
+// style: "byte_level" (Qwen / OLMoE / DeepSeek) or "sentencepiece" (Llama / Mixtral).
+TinyTokenizer make_tiny_tokenizer(const std::string& style, int64_t vocab_size);
+
+}  // namespace sy::synth
