@@ -178,7 +178,7 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
         c.shared_intermediate_size = k.integer_or("shared_expert_intermediate_size", 0);
         c.shared_expert_gated = c.shared_intermediate_size > 0;
       } else {
-        c.qkv_bias = k.boolean_or("attention_bias", false);
+        c.qkv_bias = c.o_bias = k.boolean_or("attention_bias", false);
         c.qk_norm = QkNorm::kPerHead;
       }
       const int64_t step = k.integer_or("decoder_sparse_step", 1);
@@ -197,7 +197,7 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
       c.expert_intermediate_size = k.integer("intermediate_size");
       c.qk_norm = QkNorm::kFullWidth;
       c.clip_qkv = float(k.number_or("clip_qkv", 0.0));
-      c.qkv_bias = k.boolean_or("attention_bias", false);
+      c.qkv_bias = c.o_bias = k.boolean_or("attention_bias", false);
       break;
     case Family::kDots1: {
       r.num_experts = int(k.integer("n_routed_experts"));
@@ -213,7 +213,7 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
       c.expert_intermediate_size = k.integer("moe_intermediate_size");
       c.shared_intermediate_size = k.integer_or("n_shared_experts", 0) * c.expert_intermediate_size;
       c.qk_norm = QkNorm::kPerHead;
-      c.qkv_bias = k.boolean_or("attention_bias", false);
+      c.qkv_bias = c.o_bias = k.boolean_or("attention_bias", false);
       const int64_t first_dense = k.integer_or("first_k_dense_replace", 0);
       require(first_dense >= 0 && first_dense <= num_layers, origin,
               "first_k_dense_replace must be between 0 and num_hidden_layers");

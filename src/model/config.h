@@ -37,6 +37,7 @@ struct ModelConfig {
   float rms_norm_eps = 1e-6f;
   float rope_theta = 10000.0f;
   bool qkv_bias = false;
+  bool o_bias = false;  // attention_bias also covers o_proj (Qwen3-MoE, OLMoE, dots.llm1)
   QkNorm qk_norm = QkNorm::kNone;
   float clip_qkv = 0.0f;  // OLMoE: clamp q, k, v to +-clip_qkv when > 0
   bool tie_word_embeddings = false;

@@ -100,6 +100,7 @@ void Model::attention_block(int layer, std::span<const SequenceChunk> chunks, in
     row += n;
   }
   ops::matmul(w.o, ws.attn.data(), T, ws.proj.data());  // [T, H]
+  add_bias(ws.proj.data(), T, w.o_bias);
   ops::add(ws.proj.data(), T * H, ws.x.data());
 }
 

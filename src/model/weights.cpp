@@ -98,6 +98,7 @@ void load_attention(Loader& L, const ModelConfig& c, const std::string& p, Layer
     w.k_bias = L.vector(p + "k_proj.bias", kvw);
     w.v_bias = L.vector(p + "v_proj.bias", kvw);
   }
+  if (c.o_bias) w.o_bias = L.vector(p + "o_proj.bias", H);
   if (c.qk_norm == QkNorm::kPerHead) {
     w.q_norm = L.vector(p + "q_norm.weight", c.head_dim);
     w.k_norm = L.vector(p + "k_norm.weight", c.head_dim);
@@ -159,6 +160,7 @@ ParamCounts count_params(const ModelConfig& c) {
   for (int64_t i = 0; i < c.num_layers; ++i) {
     int64_t attn = 2 * H + H * c.q_width() * 2 + H * c.kv_width() * 2;
     if (c.qkv_bias) attn += c.q_width() + 2 * c.kv_width();
+    if (c.o_bias) attn += H;
     if (c.qk_norm == QkNorm::kPerHead) attn += 2 * c.head_dim;
     if (c.qk_norm == QkNorm::kFullWidth) attn += c.q_width() + c.kv_width();
     p.total += attn;

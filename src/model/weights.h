@@ -27,7 +27,7 @@ struct MoeWeights {
 struct LayerWeights {
   std::vector<float> attn_norm, ffn_norm;          // [H]
   ops::WeightView q, k, v, o;                      // q [nh*hd, H], k/v [nkv*hd, H], o [H, nh*hd]
-  std::vector<float> q_bias, k_bias, v_bias;       // empty when absent
+  std::vector<float> q_bias, k_bias, v_bias, o_bias;  // empty when absent
   std::vector<float> q_norm, k_norm;               // [hd] per-head or [width] full-width
   bool is_moe = false;
   FfnWeights dense;                                // when !is_moe
