@@ -48,8 +48,9 @@ class StreamDecoder {
 
  private:
   const Tokenizer& tokenizer_;
-  std::vector<int32_t> ids_;
-  size_t emitted_ = 0;  // bytes of decode(ids_) already returned
+  std::vector<int32_t> ids_;  // a sliding window of the pushed ids
+  std::string prefix_;        // decode() of ids_[0, prefix_index_): text already returned
+  size_t prefix_index_ = 0;
 };
 
 }  // namespace sy
