@@ -44,10 +44,14 @@ struct F16W {
 };
 
 // R weight rows times NX activation rows: R*NX accumulators live in registers, each weight
-// vector is loaded once and FMAed against NX activation vectors.
+// vector is loaded once and FMAed against NX activation vectors. `pf` is a block of R rows
+// further on: prefetching it (into L2; an L1 hint gained little) at the same column keeps DRAM
+// busy across row starts, where the hardware prefetcher retrains on every new row. Measured
+// on Zen 5, BF16 2816x1024, 1 thread: 10 GB/s without, 22 GB/s with.
 template <class W, int R, int NX>
 HWY_INLINE void DotBlock(const typename W::T* HWY_RESTRICT w, size_t ldw, const float* x,
-                         size_t ldx, size_t cols, float* y, size_t ldy) {
+                         size_t ldx, size_t cols, float* y, size_t ldy,
+                         const typename W::T* pf) {
   const DF df;
   const size_t N = hn::Lanes(df);
   VF acc[R][NX];
@@ -58,6 +62,8 @@ HWY_INLINE void DotBlock(const typename W::T* HWY_RESTRICT w, size_t ldw, const 
   size_t c = 0;
   for (; c + N <= cols; c += N) {
     VF xv[NX];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) __builtin_prefetch(pf + r * ldw + c, 0, 2);  // into L2
 #pragma GCC unroll 16
     for (int j = 0; j < NX; ++j) xv[j] = hn::LoadU(df, x + j * ldx + c);
 #pragma GCC unroll 16
@@ -78,15 +84,19 @@ HWY_INLINE void DotBlock(const typename W::T* HWY_RESTRICT w, size_t ldw, const 
   }
 }
 
+// All n activation rows against one block of R weight rows; only the first chunk of 4
+// activation rows streams W from memory (and prefetches the next block), later chunks
+// find the block in L1/L2.
 template <class W, int R>
 HWY_INLINE void DotRows(const typename W::T* w, size_t ldw, const float* x, size_t ldx,
-                        size_t n, size_t cols, float* y, size_t ldy) {
+                        size_t n, size_t cols, float* y, size_t ldy, const typename W::T* pf) {
   size_t j = 0;
-  for (; j + 4 <= n; j += 4) DotBlock<W, R, 4>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy);
+  for (; j + 4 <= n; j += 4, pf = w)
+    DotBlock<W, R, 4>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf);
   switch (n - j) {
-    case 3: DotBlock<W, R, 3>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy); break;
-    case 2: DotBlock<W, R, 2>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy); break;
-    case 1: DotBlock<W, R, 1>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy); break;
+    case 3: DotBlock<W, R, 3>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf); break;
+    case 2: DotBlock<W, R, 2>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf); break;
+    case 1: DotBlock<W, R, 1>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf); break;
     default: break;
   }
 }
@@ -98,10 +108,15 @@ void GemvRowsT(const WeightView& wv, int64_t row_begin, int64_t row_end, const f
   const size_t cols = size_t(wv.cols);
   constexpr int kRows = 4;  // 4 rows x 4 activation rows = 16 accumulators of 32 zmm
   int64_t r = row_begin;
-  for (; r + kRows <= row_end; r += kRows)
-    DotRows<W, kRows>(w + r * cols, cols, x, size_t(ldx), size_t(n), cols, y + r, size_t(ldy));
-  for (; r < row_end; ++r)
-    DotRows<W, 1>(w + r * cols, cols, x, size_t(ldx), size_t(n), cols, y + r, size_t(ldy));
+  for (; r + kRows <= row_end; r += kRows) {
+    const auto* block = w + r * cols;
+    const auto* next = r + 3 * kRows <= row_end ? block + 2 * kRows * cols : block;
+    DotRows<W, kRows>(block, cols, x, size_t(ldx), size_t(n), cols, y + r, size_t(ldy), next);
+  }
+  for (; r < row_end; ++r) {
+    const auto* row = w + r * cols;
+    DotRows<W, 1>(row, cols, x, size_t(ldx), size_t(n), cols, y + r, size_t(ldy), row);
+  }
 }
 
 void GemvRows(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x,

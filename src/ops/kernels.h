@@ -17,4 +17,11 @@ void gemv_rows(const WeightView& w, int64_t row_begin, int64_t row_end, const fl
 // dst[(r - row_begin) * cols + c] = float(W[r, c]): widens a panel of rows to float32.
 void widen_rows(const WeightView& w, int64_t row_begin, int64_t row_end, float* dst);
 
+// The two paths of matmul (matmul.cpp), callable directly so bench_kernels can find the
+// crossover. nt = OpenMP threads; OpenBLAS runs single-threaded inside each.
+void matmul_stream(const WeightView& w, const float* x, int64_t n, int64_t ldx, float* y,
+                   int64_t ldy, int nt);
+void matmul_sgemm(const WeightView& w, const float* x, int64_t n, int64_t ldx, float* y,
+                  int64_t ldy, int nt);
+
 }  // namespace sy::ops::detail

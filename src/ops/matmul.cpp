@@ -37,6 +37,10 @@ int threads_for(const WeightView& w, int64_t n) {
   return work < 64 * 1024 ? 1 : nt;
 }
 
+}  // namespace
+
+namespace detail {
+
 // Y[n, rows] = X W^T for large n: each thread widens panels of its rows and calls sgemm.
 void matmul_sgemm(const WeightView& w, const float* x, int64_t n, int64_t ldx, float* y,
                   int64_t ldy, int nt) {
@@ -65,7 +69,18 @@ void matmul_sgemm(const WeightView& w, const float* x, int64_t n, int64_t ldx, f
   }
 }
 
-}  // namespace
+void matmul_stream(const WeightView& w, const float* x, int64_t n, int64_t ldx, float* y,
+                   int64_t ldy, int nt) {
+  if (nt == 1) return gemv_rows(w, 0, w.rows, x, n, ldx, y, ldy);
+#pragma omp parallel num_threads(nt)
+  {
+    int64_t begin, end;
+    thread_range(w.rows, 4, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
+    if (end > begin) gemv_rows(w, begin, end, x, n, ldx, y, ldy);
+  }
+}
+
+}  // namespace detail
 
 void gemv(const WeightView& w, const float* x, float* y) { matmul(w, x, 1, y); }
 
@@ -82,14 +97,8 @@ void matmul(const WeightView& w, const float* x, int64_t n, float* y, int64_t x_
     return;
   }
   const int nt = threads_for(w, n);
-  if (n > kStreamMaxRows) return matmul_sgemm(w, x, n, ldx, y, ldy, nt);
-  if (nt == 1) return detail::gemv_rows(w, 0, w.rows, x, n, ldx, y, ldy);
-#pragma omp parallel num_threads(nt)
-  {
-    int64_t begin, end;
-    thread_range(w.rows, 4, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
-    if (end > begin) detail::gemv_rows(w, begin, end, x, n, ldx, y, ldy);
-  }
+  if (n > kStreamMaxRows) return detail::matmul_sgemm(w, x, n, ldx, y, ldy, nt);
+  detail::matmul_stream(w, x, n, ldx, y, ldy, nt);
 }
 
 void sgemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,

@@ -1,0 +1,230 @@
+// Kernel benchmark: GEMV read bandwidth (BF16/F16/F32) as a fraction of the probed read
+// bandwidth, the stream-vs-sgemm crossover in activation rows, and prefill matmul GFLOP/s
+// against plain cblas_sgemm on float32. Prints a table; --json writes the figures.
+// Run twice to see the OpenBLAS core-type effect:
+//   bench_kernels                                  (re-execs with a fast OPENBLAS_CORETYPE)
+//   SWITCHYARD_KEEP_OPENBLAS_CORETYPE=1 OPENBLAS_CORETYPE=Haswell bench_kernels
+#include <cblas.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <hwy/targets.h>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "common/bandwidth.h"
+#include "common/timing.h"
+#include "ops/blas_env.h"
+#include "ops/kernels.h"
+#include "ops/matmul.h"
+#include "ops/threads.h"
+
+namespace {
+
+using sy::DType;
+using sy::ops::WeightView;
+using Json = nlohmann::json;
+
+constexpr size_t kArenaBytes = size_t(512) << 20;
+
+// One arena of weight bytes, first-touched once (fresh pages are slow on VMs), reused by
+// every case: decode-sized matrices are cycled through several copies so they come from
+// DRAM as in a real model, not from L3.
+struct Arena {
+  uint16_t* data = nullptr;
+  Arena() {
+    data = static_cast<uint16_t*>(std::aligned_alloc(4096, kArenaBytes));
+    const size_t count = kArenaBytes / 2;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < count; ++i) {
+      // 0x3000..0x3fff: finite, normal values read as BF16, F16, or (pairs) F32.
+      data[i] = uint16_t(0x3000 | ((i * 2654435761u) >> 20 & 0xfff));
+    }
+  }
+  ~Arena() { std::free(data); }
+};
+
+struct Shape {
+  int64_t rows, cols;
+};
+
+double median_probe(int threads) { return sy::bench::probe_read_bandwidth(threads).gbps_median; }
+
+Json bench_gemv(const Arena& arena, const std::vector<Shape>& shapes, const std::vector<int>& threads,
+                const std::vector<double>& probe, int reps) {
+  Json out = Json::array();
+  std::printf("\nGEMV y = W x (n = 1), weights cycled through copies totalling <= 512 MiB\n");
+  std::printf("%-6s %-13s %3s %9s %9s %8s\n", "dtype", "rows x cols", "thr", "us/call", "GB/s",
+              "of probe");
+  for (DType dt : {DType::BF16, DType::F16, DType::F32}) {
+    for (const Shape& s : shapes) {
+      const size_t bytes = size_t(s.rows * s.cols) * sy::dtype_size(dt);
+      const int copies = int(std::max<size_t>(1, std::min<size_t>(64, kArenaBytes / bytes)));
+      std::vector<float> x(size_t(s.cols), 0.01f), y(size_t(s.rows));
+      for (size_t t = 0; t < threads.size(); ++t) {
+        sy::ops::set_num_threads(threads[t]);
+        const auto timing = sy::bench::time_median(
+            [&] {
+              for (int c = 0; c < copies; ++c) {
+                const WeightView w{dt, s.rows, s.cols, reinterpret_cast<const uint8_t*>(arena.data) + c * bytes};
+                sy::ops::gemv(w, x.data(), y.data());
+              }
+            },
+            2, reps);
+        const double per_call = timing.median_s / copies;
+        const double gbps = double(bytes) / per_call * 1e-9;
+        const double frac = gbps / probe[t];
+        std::printf("%-6s %5ldx%-7ld %3d %9.1f %9.1f %7.0f%%\n", std::string(sy::dtype_name(dt)).c_str(),
+                    long(s.rows), long(s.cols), threads[t], per_call * 1e6, gbps, 100 * frac);
+        out.push_back({{"dtype", sy::dtype_name(dt)}, {"rows", s.rows}, {"cols", s.cols},
+                       {"threads", threads[t]}, {"us_per_call", per_call * 1e6}, {"gbps", gbps},
+                       {"fraction_of_probe", frac}, {"copies", copies},
+                       {"gbps_min", double(bytes) * copies / timing.max_s * 1e-9},
+                       {"gbps_max", double(bytes) * copies / timing.min_s * 1e-9}});
+      }
+    }
+  }
+  return out;
+}
+
+// Stream kernel vs widen + sgemm as the number of activation rows grows (BF16, 2816 x 1024).
+Json bench_crossover(const Arena& arena, int threads, int reps) {
+  Json out = Json::array();
+  const Shape s{2816, 1024};
+  const WeightView w{DType::BF16, s.rows, s.cols, arena.data};
+  std::printf("\nStream vs sgemm path, BF16 %ldx%ld, %d threads (GFLOP/s)\n", long(s.rows),
+              long(s.cols), threads);
+  std::printf("%5s %10s %10s\n", "n", "stream", "sgemm");
+  sy::ops::set_num_threads(threads);
+  for (int64_t n : {1, 2, 4, 8, 12, 16, 24, 32, 64, 128}) {
+    std::vector<float> x(size_t(n * s.cols), 0.01f), y(size_t(n * s.rows));
+    const double flops = 2.0 * double(n) * double(s.rows) * double(s.cols);
+    const auto ts = sy::bench::time_median(
+        [&] { sy::ops::detail::matmul_stream(w, x.data(), n, s.cols, y.data(), s.rows, threads); }, 3, reps);
+    const auto tg = sy::bench::time_median(
+        [&] { sy::ops::detail::matmul_sgemm(w, x.data(), n, s.cols, y.data(), s.rows, threads); }, 3, reps);
+    std::printf("%5ld %10.1f %10.1f\n", long(n), flops / ts.median_s * 1e-9, flops / tg.median_s * 1e-9);
+    out.push_back({{"n", n}, {"stream_gflops", flops / ts.median_s * 1e-9},
+                   {"sgemm_gflops", flops / tg.median_s * 1e-9}});
+  }
+  return out;
+}
+
+// Prefill: Y[m, rows] = X[m, cols] W^T through sy::ops::matmul, vs cblas_sgemm on float32
+// W with OpenBLAS's own threading (what a caller of plain OpenBLAS would get).
+Json bench_matmul(const Arena& arena, const std::vector<int>& threads, int reps) {
+  Json out = Json::array();
+  std::printf("\nPrefill matmul GFLOP/s (M x N x K = tokens x out x in)\n");
+  std::printf("%-16s %3s %9s %9s %9s %12s\n", "M x N x K", "thr", "BF16", "F16", "F32",
+              "cblas f32");
+  const int64_t m = 128;
+  for (const Shape& s : {Shape{2816, 1024}, Shape{1024, 2816}}) {
+    std::vector<float> x(size_t(m * s.cols)), y(size_t(m * s.rows));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i % 17) - 8) * 0.01f;
+    const double flops = 2.0 * double(m) * double(s.rows) * double(s.cols);
+    for (int t : threads) {
+      sy::ops::set_num_threads(t);
+      Json row = {{"m", m}, {"n", s.rows}, {"k", s.cols}, {"threads", t}};
+      double g[3];
+      int i = 0;
+      for (DType dt : {DType::BF16, DType::F16, DType::F32}) {
+        const WeightView w{dt, s.rows, s.cols, arena.data};
+        const auto tm = sy::bench::time_median(
+            [&] { sy::ops::matmul(w, x.data(), m, y.data()); }, 3, reps);
+        g[i++] = flops / tm.median_s * 1e-9;
+        row[std::string("gflops_") + std::string(sy::dtype_name(dt))] = g[i - 1];
+      }
+      const auto* wf = reinterpret_cast<const float*>(arena.data);
+      openblas_set_num_threads(t);
+      const auto tc = sy::bench::time_median(
+          [&] {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(s.rows), int(s.cols),
+                        1.0f, x.data(), int(s.cols), wf, int(s.cols), 0.0f, y.data(), int(s.rows));
+          },
+          3, reps);
+      sy::ops::set_num_threads(t);  // back to single-threaded OpenBLAS
+      const double gc = flops / tc.median_s * 1e-9;
+      row["gflops_cblas_f32"] = gc;
+      std::printf("%4ldx%5ldx%5ld %3d %9.1f %9.1f %9.1f %12.1f\n", long(m), long(s.rows),
+                  long(s.cols), t, g[0], g[1], g[2], gc);
+      out.push_back(row);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  sy::ops::prefer_fast_blas(argc, argv);
+  CLI::App app{"Switchyard kernel benchmark: GEMV GB/s vs probed read bandwidth, matmul GFLOP/s"};
+  std::string json_path;
+  int reps = 7;
+  bool quick = false;
+  std::vector<int> threads = {1, 2};
+  app.add_option("--json", json_path, "write the figures to this JSON file");
+  app.add_option("--reps", reps, "timed repetitions per case (median reported)")->check(CLI::Range(5, 1000));
+  app.add_option("--threads", threads, "thread counts to measure")->delimiter(',');
+  app.add_flag("--quick", quick, "only the smallest GEMV shapes (smoke run)");
+  std::vector<std::string> sections = {"gemv", "crossover", "matmul"};
+  app.add_option("--sections", sections, "which parts to run")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"gemv", "crossover", "matmul"}));
+  CLI11_PARSE(app, argc, argv);
+
+  const char* coretype_env = std::getenv("OPENBLAS_CORETYPE");
+  const int64_t best_target = hwy::SupportedTargets() & HWY_TARGETS;
+  std::printf("SIMD target %s, OpenBLAS core %s (OPENBLAS_CORETYPE=%s)\n",
+              hwy::TargetName(best_target & -best_target), sy::ops::blas_core_name().c_str(),
+              coretype_env ? coretype_env : "(unset)");
+
+  const Arena arena;
+  std::vector<double> probe_before, probe_after;
+  for (int t : threads) probe_before.push_back(median_probe(t));
+  std::printf("read bandwidth probe:");
+  for (size_t i = 0; i < threads.size(); ++i) std::printf("  %dT %.1f GB/s", threads[i], probe_before[i]);
+  std::printf("\n");
+
+  std::vector<Shape> shapes = {{1024, 2816}, {2816, 1024}, {32000, 1024}, {14336, 4096}};
+  if (quick) shapes.resize(2);
+  auto wanted = [&](const char* name) {
+    return std::find(sections.begin(), sections.end(), name) != sections.end();
+  };
+  Json gemv = wanted("gemv") ? bench_gemv(arena, shapes, threads, probe_before, reps) : Json::array();
+  for (int t : threads) probe_after.push_back(median_probe(t));
+  std::printf("probe after GEMV:");
+  for (size_t i = 0; i < threads.size(); ++i) std::printf("  %dT %.1f GB/s", threads[i], probe_after[i]);
+  std::printf("\n");
+  // Fractions against the mean of both probes: bandwidth drifts over minutes on shared VMs.
+  for (auto& row : gemv) {
+    const size_t i = size_t(std::find(threads.begin(), threads.end(), row["threads"].get<int>()) - threads.begin());
+    row["fraction_of_probe_mean"] = row["gbps"].get<double>() / (0.5 * (probe_before[i] + probe_after[i]));
+  }
+  Json crossover = wanted("crossover") ? bench_crossover(arena, threads.back(), reps) : Json::array();
+  Json matmul = wanted("matmul") ? bench_matmul(arena, threads, reps) : Json::array();
+
+  if (!json_path.empty()) {
+    Json probes = Json::array();
+    for (size_t i = 0; i < threads.size(); ++i)
+      probes.push_back({{"threads", threads[i]}, {"before_gbps", probe_before[i]}, {"after_gbps", probe_after[i]}});
+    Json doc = {{"bench", "bench_kernels"},
+                {"simd_target", hwy::TargetName(best_target & -best_target)},
+                {"openblas_core", sy::ops::blas_core_name()},
+                {"openblas_coretype_env", coretype_env ? coretype_env : ""},
+                {"reps", reps},
+                {"probe", probes},
+                {"gemv", gemv},
+                {"crossover", crossover},
+                {"matmul", matmul}};
+    std::ofstream f(json_path);
+    f << doc.dump(2) << "\n";
+    if (!f) {
+      std::fprintf(stderr, "bench_kernels: cannot write %s\n", json_path.c_str());
+      return 1;
+    }
+  }
+  return 0;
+}
