@@ -150,6 +150,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
         if (v > (uint64_t(1) << 48)) bad("shape dimension " + std::to_string(v) + " is absurd");
         t.shape.push_back(int64_t(v));
         numel *= v;
+        if (numel > UINT64_MAX) bad("element count overflows 64 bits");  // no 128-bit wrap
       }
       for (auto& o : entry["data_offsets"])
         if (!o.is_number_unsigned()) bad("data_offsets must be non-negative integers");
