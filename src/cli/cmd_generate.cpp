@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "io/file_util.h"
 #include "model/sampler.h"
 #include "util/error.h"
 
@@ -93,6 +94,7 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--load-json", o->load_json, "Write the expert-load summary as JSON to this file");
   cmd->callback([o] {
     if (o->prompt.empty() && o->ids.empty()) fail("give a prompt with --prompt TEXT or --ids 1,2,3");
+    io::check_output_path(o->load_json, "--load-json");
     run_generate(*o);
   });
 }

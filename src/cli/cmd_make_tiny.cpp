@@ -19,7 +19,7 @@ void register_make_tiny(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--reference-shape", *shape,
                   "Use a benchmark shape of machine.md: A (Mixtral-like) or B (OLMoE-like)");
-  cmd->add_option("--vocab", s->vocab_size, "Vocabulary size")->capture_default_str();
+  cmd->add_option("--vocab", s->vocab_size, "Vocabulary size (0 = the generated tokenizer's size)")->capture_default_str();
   cmd->add_option("--hidden", s->hidden_size, "Hidden size")->capture_default_str();
   cmd->add_option("--layers", s->num_layers, "Layers")->capture_default_str();
   cmd->add_option("--heads", s->num_heads, "Attention heads")->capture_default_str();
@@ -50,6 +50,7 @@ void register_make_tiny(CLI::App& app) {
       ref.dtype = s->dtype;
       ref.seed = s->seed;
       ref.tokenizer = s->tokenizer;
+      ref.num_shards = s->num_shards;
       spec = ref;
     }
     for (const auto& f : synth::write_synthetic_checkpoint(spec, *out)) fmt::print("wrote {}\n", f);

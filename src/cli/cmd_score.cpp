@@ -88,6 +88,9 @@ void register_score(CLI::App& app) {
   cmd->callback([o] {
     if (o->text.empty() && o->file.empty() && o->ids.empty())
       fail("give the text to score with --text, --file or --ids");
+    io::check_output_path(o->dump_logits, "--dump-logits");
+    io::check_output_path(o->json_path, "--json");
+    io::check_output_path(o->load_json, "--load-json");
     run_score(*o);
   });
 }

@@ -17,6 +17,14 @@ int main(int argc, char** argv) {
   sy::cli::register_score(app);
   sy::cli::register_inspect(app);
   sy::cli::register_make_tiny(app);
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    for (const CLI::App* sub : app.get_subcommands({})) known |= sub->get_name() == argv[1];
+    if (!known) {
+      fmt::print(stderr, "switchyard: error: unknown command '{}' (commands: generate, score, inspect, make-tiny; see --help)\n", argv[1]);
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -26,6 +26,13 @@ std::string read_text_file(const std::string& path) {
 
 bool file_exists(const std::string& path) { return std::filesystem::is_regular_file(path); }
 
+void check_output_path(const std::string& path, const std::string& flag) {
+  if (path.empty()) return;
+  const auto parent = std::filesystem::absolute(path).parent_path();
+  if (!std::filesystem::is_directory(parent))
+    fail("{} {}: the directory '{}' does not exist", flag, path, parent.string());
+}
+
 void write_file_atomic(const std::string& path, const void* data, size_t size) {
   std::string tmp = path + ".tmp.XXXXXX";
   int fd = mkstemp(tmp.data());

@@ -10,5 +10,7 @@ std::string read_text_file(const std::string& path);  // throws sy::Error naming
 void write_file_atomic(const std::string& path, const void* data, size_t size);
 void write_text_file_atomic(const std::string& path, const std::string& text);
 bool file_exists(const std::string& path);
+// Fails early (before long work) when `path` could not be written: its directory is missing.
+void check_output_path(const std::string& path, const std::string& flag);
 
 }  // namespace sy::io

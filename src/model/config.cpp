@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "io/file_util.h"
@@ -245,6 +246,7 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
 
 ModelConfig load_config(const std::string& model_dir) {
   const std::string path = model_dir + "/config.json";
+  if (!std::filesystem::is_directory(model_dir)) fail("model directory '{}' does not exist", model_dir);
   if (!io::file_exists(path)) fail("'{}' has no config.json", model_dir);
   return parse_config(io::read_text_file(path), path);
 }

@@ -64,17 +64,17 @@ void Model::attention_block(int layer, std::span<const SequenceChunk> chunks, in
   add_bias(ws.q.data(), T, w.q_bias);
   add_bias(ws.k.data(), T, w.k_bias);
   add_bias(ws.v.data(), T, w.v_bias);
-  if (c.clip_qkv > 0) {
-    clamp_all(ws.q.data(), size_t(T * qw), c.clip_qkv);
-    clamp_all(ws.k.data(), size_t(T * kvw), c.clip_qkv);
-    clamp_all(ws.v.data(), size_t(T * kvw), c.clip_qkv);
-  }
   for (int64_t t = 0; t < T; ++t) {
     float* q = ws.q.data() + t * qw;
     float* k = ws.k.data() + t * kvw;
     if (c.qk_norm == QkNorm::kFullWidth) {
       ops::rmsnorm(q, w.q_norm.data(), qw, c.rms_norm_eps, q);
       ops::rmsnorm(k, w.k_norm.data(), kvw, c.rms_norm_eps, k);
+      if (c.clip_qkv > 0) {  // OLMoE clamps after the norm (q, k) and on v
+        clamp_all(q, size_t(qw), c.clip_qkv);
+        clamp_all(k, size_t(kvw), c.clip_qkv);
+        clamp_all(ws.v.data() + t * kvw, size_t(kvw), c.clip_qkv);
+      }
     } else if (c.qk_norm == QkNorm::kPerHead) {
       for (int64_t h = 0; h < c.num_heads; ++h)
         ops::rmsnorm(q + h * hd, w.q_norm.data(), hd, c.rms_norm_eps, q + h * hd);

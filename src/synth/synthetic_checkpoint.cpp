@@ -219,11 +219,18 @@ void validate(const SyntheticSpec& s) {
   if (s.shared_ffn > 0 && s.family == "dots1" && s.shared_ffn % s.expert_ffn != 0)
     fail("dots1 shared width must be a multiple of the expert width");
   if (s.num_shards < 1) fail("num_shards must be >= 1");
+  if (s.vocab_size < 0) fail("vocab size must be positive (or 0 for the tokenizer's size)");
+  if (s.first_dense_layers > 0 && s.family != "qwen2_moe" && s.family != "qwen3_moe" && s.family != "dots1")
+    fail("family {} has no dense layers (--dense-layers applies to qwen2_moe, qwen3_moe, dots1)", s.family);
+  if (s.num_groups < 1 || s.num_experts % s.num_groups != 0 || s.topk_groups < 1 || s.topk_groups > s.num_groups)
+    fail("--groups must divide the experts and --topk-groups must be in 1..groups");
 }
 
 }  // namespace
 
-std::vector<std::string> write_synthetic_checkpoint(const SyntheticSpec& spec, const std::string& dir) {
+std::vector<std::string> write_synthetic_checkpoint(const SyntheticSpec& requested,
+                                                    const std::string& dir) {
+  SyntheticSpec spec = requested;
   validate(spec);
   std::filesystem::create_directories(dir);
   std::vector<std::string> written;
@@ -233,10 +240,12 @@ std::vector<std::string> write_synthetic_checkpoint(const SyntheticSpec& spec, c
   std::string style = spec.tokenizer;
   if (style == "auto") style = spec.family == "mixtral" ? "sentencepiece" : "byte_level";
   if (style != "none") {
-    tok = make_tiny_tokenizer(style, spec.vocab_size);
+    tok = make_tiny_tokenizer(style, spec.vocab_size > 0 ? spec.vocab_size : 4096);
+    if (spec.vocab_size == 0) spec.vocab_size = tok.vocab_size;
     io::write_text_file_atomic(dir + "/tokenizer.json", tok.json);
     written.push_back(dir + "/tokenizer.json");
   }
+  if (spec.vocab_size == 0) spec.vocab_size = 512;
 
   Planner planner(spec);
   std::vector<PlannedTensor> plan = planner.plan();

@@ -10,7 +10,7 @@ namespace sy::synth {
 
 struct SyntheticSpec {
   std::string family = "mixtral";  // mixtral | qwen2_moe | qwen3_moe | olmoe | dots1
-  int64_t vocab_size = 512;
+  int64_t vocab_size = 0;            // 0: the tokenizer's size (512 without a tokenizer)
   int64_t hidden_size = 64;
   int64_t num_layers = 2;
   int64_t num_heads = 4;

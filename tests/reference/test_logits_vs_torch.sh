@@ -24,7 +24,7 @@ cases=(
   "qwen3_moe_fused_k3|--family qwen3_moe --experts 7 --top-k 3 --heads 5 --kv-heads 1 --head-dim 8 --hidden 40 --fused-experts --dtype BF16"
   "olmoe_clip|--family olmoe --experts 6 --top-k 2 --clip-qkv 2.0 --heads 4 --kv-heads 4 --dtype BF16"
   "dots1_groups|--family dots1 --experts 8 --top-k 3 --groups 4 --topk-groups 2 --dense-layers 1 --shared-ffn 64 --expert-ffn 32 --routed-scale 2.5 --layers 3 --dtype BF16"
-  "dots1_flat_norenorm|--family dots1 --experts 6 --top-k 2 --norm-topk 0 --expert-ffn 32 --dtype F32"
+  "dots1_flat_norenorm|--family dots1 --experts 6 --top-k 2 --norm-topk 0 --expert-ffn 32 --shared-ffn 32 --dtype F32"
 )
 
 ids=$("$py" -c "import numpy as np; r=np.random.default_rng(5); print(','.join(str(x) for x in r.integers(0, 512, 23)))")
