@@ -22,6 +22,15 @@ class Keys {
     if (!has(key)) fail("{}: missing required key '{}'", origin_, key);
     return integer_or(key, 0);
   }
+  // A count that must fit comfortably in an int (experts, top-k, groups).
+  int small_count(const char* key) const { return narrow(key, integer(key)); }
+  int small_count_or(const char* key, int fallback) const {
+    return narrow(key, integer_or(key, fallback));
+  }
+  int narrow(const char* key, int64_t v) const {
+    if (v < 0 || v > (1 << 20)) fail("{}: key '{}' = {} is out of range", origin_, key, v);
+    return int(v);
+  }
   int64_t integer_or(const char* key, int64_t fallback) const {
     if (!has(key)) return fallback;
     const json& v = j_[key];
@@ -163,15 +172,15 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
   c.layer_is_moe.assign(size_t(num_layers), true);
   switch (c.family) {
     case Family::kMixtral:
-      r.num_experts = int(k.integer("num_local_experts"));
-      r.top_k = int(k.integer("num_experts_per_tok"));
+      r.num_experts = k.small_count("num_local_experts");
+      r.top_k = k.small_count("num_experts_per_tok");
       r.renormalize = true;
       c.expert_intermediate_size = k.integer("intermediate_size");
       break;
     case Family::kQwen2Moe:
     case Family::kQwen3Moe: {
-      r.num_experts = int(k.integer("num_experts"));
-      r.top_k = int(k.integer("num_experts_per_tok"));
+      r.num_experts = k.small_count("num_experts");
+      r.top_k = k.small_count("num_experts_per_tok");
       r.renormalize = k.boolean_or("norm_topk_prob", c.family == Family::kQwen3Moe);
       c.expert_intermediate_size = k.integer("moe_intermediate_size");
       if (c.family == Family::kQwen2Moe) {
@@ -192,8 +201,8 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
       break;
     }
     case Family::kOlmoe:
-      r.num_experts = int(k.integer("num_experts"));
-      r.top_k = int(k.integer("num_experts_per_tok"));
+      r.num_experts = k.small_count("num_experts");
+      r.top_k = k.small_count("num_experts_per_tok");
       r.renormalize = k.boolean_or("norm_topk_prob", false);
       c.expert_intermediate_size = k.integer("intermediate_size");
       c.qk_norm = QkNorm::kFullWidth;
@@ -201,15 +210,15 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
       c.qkv_bias = c.o_bias = k.boolean_or("attention_bias", false);
       break;
     case Family::kDots1: {
-      r.num_experts = int(k.integer("n_routed_experts"));
-      r.top_k = int(k.integer("num_experts_per_tok"));
+      r.num_experts = k.small_count("n_routed_experts");
+      r.top_k = k.small_count("num_experts_per_tok");
       r.score = moe::ScoreFunc::kSigmoid;
       r.has_selection_bias = true;
       r.renormalize = k.boolean_or("norm_topk_prob", false);
       r.renormalize_epsilon = 1e-20f;
       r.routed_scaling_factor = float(k.number_or("routed_scaling_factor", 1.0));
-      r.num_groups = int(k.integer_or("n_group", 1));
-      r.topk_groups = int(k.integer_or("topk_group", 1));
+      r.num_groups = k.small_count_or("n_group", 1);
+      r.topk_groups = k.small_count_or("topk_group", 1);
       r.group_score = moe::GroupScore::kTop2Sum;
       c.expert_intermediate_size = k.integer("moe_intermediate_size");
       c.shared_intermediate_size = k.integer_or("n_shared_experts", 0) * c.expert_intermediate_size;
