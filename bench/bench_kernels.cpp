@@ -90,16 +90,16 @@ Json bench_gemv(const Arena& arena, const std::vector<Shape>& shapes, const std:
   return out;
 }
 
-// Stream kernel vs widen + sgemm as the number of activation rows grows (BF16, 2816 x 1024).
+// Stream kernel vs widen + sgemm as the number of activation rows grows (BF16 weights).
 Json bench_crossover(const Arena& arena, int threads, int reps) {
   Json out = Json::array();
-  const Shape s{2816, 1024};
+  for (const Shape& s : {Shape{2816, 1024}, Shape{1024, 2816}}) {
   const WeightView w{DType::BF16, s.rows, s.cols, arena.data};
   std::printf("\nStream vs sgemm path, BF16 %ldx%ld, %d threads (GFLOP/s)\n", long(s.rows),
               long(s.cols), threads);
   std::printf("%5s %10s %10s\n", "n", "stream", "sgemm");
   sy::ops::set_num_threads(threads);
-  for (int64_t n : {1, 2, 4, 8, 12, 16, 24, 32, 64, 128}) {
+  for (int64_t n : {1, 2, 4, 8, 16, 32, 64, 128, 512}) {
     std::vector<float> x(size_t(n * s.cols), 0.01f), y(size_t(n * s.rows));
     const double flops = 2.0 * double(n) * double(s.rows) * double(s.cols);
     const auto ts = sy::bench::time_median(
@@ -107,8 +107,10 @@ Json bench_crossover(const Arena& arena, int threads, int reps) {
     const auto tg = sy::bench::time_median(
         [&] { sy::ops::detail::matmul_sgemm(w, x.data(), n, s.cols, y.data(), s.rows, threads); }, 3, reps);
     std::printf("%5ld %10.1f %10.1f\n", long(n), flops / ts.median_s * 1e-9, flops / tg.median_s * 1e-9);
-    out.push_back({{"n", n}, {"stream_gflops", flops / ts.median_s * 1e-9},
+    out.push_back({{"rows", s.rows}, {"cols", s.cols}, {"n", n}, {"threads", threads},
+                   {"stream_gflops", flops / ts.median_s * 1e-9},
                    {"sgemm_gflops", flops / tg.median_s * 1e-9}});
+  }
   }
   return out;
 }

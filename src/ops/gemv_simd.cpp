@@ -101,22 +101,34 @@ HWY_INLINE void DotRows(const typename W::T* w, size_t ldw, const float* x, size
   }
 }
 
+// Blocks of R rows (R*NX <= 32 accumulators plus loads in 32 zmm registers), then single
+// rows for the remainder.
+template <class W, int R>
+void GemvBlocks(const typename W::T* w, size_t cols, int64_t row_begin, int64_t row_end,
+                const float* x, size_t ldx, size_t n, float* y, size_t ldy) {
+  int64_t r = row_begin;
+  for (; r + R <= row_end; r += R) {
+    const auto* block = w + r * cols;
+    const auto* next = r + 3 * R <= row_end ? block + 2 * R * cols : block;
+    DotRows<W, R>(block, cols, x, ldx, n, cols, y + r, ldy, next);
+  }
+  for (; r < row_end; ++r) {
+    const auto* row = w + r * cols;
+    DotRows<W, 1>(row, cols, x, ldx, n, cols, y + r, ldy, row);
+  }
+}
+
 template <class W>
 void GemvRowsT(const WeightView& wv, int64_t row_begin, int64_t row_end, const float* x,
                int64_t n, int64_t ldx, float* y, int64_t ldy) {
   const auto* w = static_cast<const typename W::T*>(wv.data);
   const size_t cols = size_t(wv.cols);
-  constexpr int kRows = 4;  // 4 rows x 4 activation rows = 16 accumulators of 32 zmm
-  int64_t r = row_begin;
-  for (; r + kRows <= row_end; r += kRows) {
-    const auto* block = w + r * cols;
-    const auto* next = r + 3 * kRows <= row_end ? block + 2 * kRows * cols : block;
-    DotRows<W, kRows>(block, cols, x, size_t(ldx), size_t(n), cols, y + r, size_t(ldy), next);
-  }
-  for (; r < row_end; ++r) {
-    const auto* row = w + r * cols;
-    DotRows<W, 1>(row, cols, x, size_t(ldx), size_t(n), cols, y + r, size_t(ldy), row);
-  }
+  // Decode (n = 1): 8 rows = 8 concurrent DRAM streams per thread; otherwise 4 rows x 4
+  // activation rows = 16 accumulators.
+  if (n == 1)
+    GemvBlocks<W, 8>(w, cols, row_begin, row_end, x, size_t(ldx), 1, y, size_t(ldy));
+  else
+    GemvBlocks<W, 4>(w, cols, row_begin, row_end, x, size_t(ldx), size_t(n), y, size_t(ldy));
 }
 
 void GemvRows(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x,

@@ -1,8 +1,9 @@
 // Products of activations (float32) with stored weights (F32 / F16 / BF16).
 //   matmul: Y[n, rows] = X[n, cols] . W^T     (W = [rows, cols], row-major)
-// Small n (decode, small expert batches) streams each weight row once with Highway SIMD
-// (runtime-dispatched), so decode runs at memory bandwidth; large n (prefill) converts
-// weight panels to float32 and calls OpenBLAS sgemm. Threads: OpenMP, set by set_num_threads.
+// n up to 512 (decode, expert batches, prefill chunks) streams each weight row once with
+// Highway SIMD (runtime-dispatched), FMAing it against all n rows of X: memory-bound decode
+// runs near bandwidth and prefill near the FMA peak. Larger n widens weight panels to float32
+// and calls OpenBLAS sgemm. Threads: OpenMP, set by set_num_threads (threads.h).
 #pragma once
 
 #include <cstdint>

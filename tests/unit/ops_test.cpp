@@ -17,6 +17,7 @@
 
 #include "ops/blas_env.h"
 #include "ops/elementwise.h"
+#include "ops/kernels.h"
 #include "ops/matmul.h"
 #include "ops/threads.h"
 #include "ops/weight.h"
@@ -111,6 +112,8 @@ std::vector<MatmulCase> matmul_cases() {
     for (int64_t rows : {1, 3, 4, 5, 17, 64})
       for (int64_t cols : {1, 7, 16, 33, 100, 1027})
         for (int64_t n : {1, 2, 3, 4, 5, 7, 8, 17, 130}) cases.push_back({dt, rows, cols, n});
+  // Beyond kStreamMaxRows (512): the sgemm path through the public entry point.
+  for (DType dt : {DType::F32, DType::BF16}) cases.push_back({dt, 19, 70, 600});
   // Big enough to be split across threads, with row counts that do not divide evenly.
   for (DType dt : {DType::F32, DType::F16, DType::BF16})
     for (int64_t n : {1, 2, 7, 16, 17, 130}) cases.push_back({dt, 301, 517, n});
@@ -158,6 +161,26 @@ TEST_P(ThreadCounts, GemvIsMatmulOfOneRow) {
     gemv(w.view, x.data(), y.data());
     expect_matmul_close(w, x.data(), 1, 1030, y.data(), 259, "gemv");
   }
+}
+
+// matmul picks one path by n; both paths must be right on every shape.
+TEST_P(ThreadCounts, BothPathsMatchScalar) {
+  uint32_t seed = 5000;
+  for (DType dt : {DType::F32, DType::F16, DType::BF16})
+    for (int64_t rows : {1, 3, 17, 301})
+      for (int64_t cols : {1, 33, 517})
+        for (int64_t n : {1, 3, 7, 130}) {
+          const MatmulCase c{dt, rows, cols, n};
+          const int64_t ldx = cols + 2, ldy = rows + 1;
+          const TestWeight w = make_weight(dt, rows, cols, seed++);
+          const auto x = random_floats(size_t(n * ldx), seed++);
+          std::vector<float> y(size_t(n * ldy), NAN);
+          detail::matmul_sgemm(w.view, x.data(), n, ldx, y.data(), ldy, GetParam());
+          expect_matmul_close(w, x.data(), n, ldx, y.data(), ldy, "sgemm path " + case_name(c));
+          std::fill(y.begin(), y.end(), NAN);
+          detail::matmul_stream(w.view, x.data(), n, ldx, y.data(), ldy, GetParam());
+          expect_matmul_close(w, x.data(), n, ldx, y.data(), ldy, "stream path " + case_name(c));
+        }
 }
 
 INSTANTIATE_TEST_SUITE_P(Ops, ThreadCounts, ::testing::Values(1, 2));
