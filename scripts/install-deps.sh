@@ -8,7 +8,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 packages=(
   cmake g++ make ninja-build pkg-config git
-  libopenblas-dev libhwy-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libfmt-dev
+  libopenblas-dev libhwy-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libfmt-dev libicu-dev
   libgtest-dev libbenchmark-dev libopenmpi-dev openmpi-bin
   python3 python3-torch python3-numpy bible-kjv-text
 )

@@ -1,9 +1,7 @@
-// Normalizers: Sequence, Prepend, Replace, Lowercase, Strip. Unicode normalization forms
-// (NFC/NFD/NFKC/NFKD) are rejected with a clear error instead of being approximated.
-#include <clocale>
-#include <cwctype>
-
+// Normalizers: Sequence, Prepend, Replace, Lowercase, Strip, and the Unicode normalization
+// forms NFC/NFD/NFKC/NFKD (ICU, see unicode_normalize.h).
 #include "tokenizer/components.h"
+#include "tokenizer/unicode_normalize.h"
 #include "tokenizer/utf8.h"
 
 namespace sy {
@@ -32,32 +30,17 @@ class ReplaceNormalizer : public Normalizer {
   std::string normalize(std::string text) const override { return pattern.replace_all(text, content); }
 };
 
-// Unicode simple lowercase mapping via glibc's C.UTF-8 tables (without touching the
-// global locale). Differs from Rust's full mapping only for a handful of code points (İ).
+// Full lowercase mapping per code point, as HF's Rust NormalizedString::lowercase.
 class LowercaseNormalizer : public Normalizer {
  public:
-  LowercaseNormalizer() : locale_(newlocale(LC_CTYPE_MASK, "C.UTF-8", static_cast<locale_t>(0))) {}
-  ~LowercaseNormalizer() override {
-    if (locale_) freelocale(locale_);
-  }
-  std::string normalize(std::string text) const override {
-    std::string out;
-    out.reserve(text.size());
-    size_t pos = 0;
-    while (pos < text.size()) {
-      char32_t cp = utf8::next(text, pos);
-      if (cp < 0x80) {
-        if (cp >= 'A' && cp <= 'Z') cp += 32;
-      } else if (locale_) {
-        cp = static_cast<char32_t>(towlower_l(static_cast<wint_t>(cp), locale_));
-      }
-      utf8::append(out, cp);
-    }
-    return out;
-  }
+  std::string normalize(std::string text) const override { return unicode_lowercase(text); }
+};
 
- private:
-  locale_t locale_;
+class UnicodeFormNormalizer : public Normalizer {
+ public:
+  explicit UnicodeFormNormalizer(NormalForm f) : form(f) {}
+  NormalForm form;
+  std::string normalize(std::string text) const override { return unicode_normalize(text, form); }
 };
 
 class StripNormalizer : public Normalizer {
@@ -130,9 +113,10 @@ std::unique_ptr<Normalizer> parse_normalizer(const json& j, const std::string& p
     n->right = ctx.boolean(j, "strip_right", path, false);
     return n;
   }
-  if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD") {
-    ctx.error(fmt::format("unsupported normalizer {} at '{}' (Unicode normalization is not implemented)", type, path));
-  }
+  if (type == "NFC") return std::make_unique<UnicodeFormNormalizer>(NormalForm::NFC);
+  if (type == "NFD") return std::make_unique<UnicodeFormNormalizer>(NormalForm::NFD);
+  if (type == "NFKC") return std::make_unique<UnicodeFormNormalizer>(NormalForm::NFKC);
+  if (type == "NFKD") return std::make_unique<UnicodeFormNormalizer>(NormalForm::NFKD);
   ctx.error(fmt::format("unsupported normalizer type '{}' at '{}'", type, path));
 }
 

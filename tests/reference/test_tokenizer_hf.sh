@@ -4,6 +4,9 @@
 # Switchyard's BPE trainer (byte-level with GPT-2 / Qwen2 / Llama-3 / DeepSeek-like
 # pre-tokenizers, SentencePiece-style with byte fallback; special tokens added), then checks
 # that both implementations give the same ids (and decoded text) for a varied Unicode sample.
+# Some variants put a Unicode normalizer in front of the trained file's own (NFC as in Qwen2's
+# tokenizer.json, NFKC, NFD, NFKD, NFKC + Lowercase); sample_normalization.txt holds decomposed
+# sequences, singletons, ligatures, full-width forms and jamo, so normalization changes the ids.
 # usage: test_tokenizer_hf.sh SWITCHYARD_BIN WORK_DIR   (sy_tokenize from $SY_TOKENIZE or next to WORK_DIR)
 # Exit: 0 all equal, 1 mismatch or error, 77 node or the npm package missing (CTest: skipped).
 set -euo pipefail
@@ -13,6 +16,7 @@ mkdir -p "$work"
 tool="${SY_TOKENIZE:-$(dirname "$work")/sy_tokenize}"
 js_dir="$here/tokenizer"
 sample="$js_dir/sample_unicode.txt"
+sample_norm="$js_dir/sample_normalization.txt"
 
 if ! command -v node >/dev/null 2>&1; then
   echo "SKIP: test_tokenizer_hf needs node (install nodejs, or run scripts/install-deps.sh)" >&2
@@ -40,6 +44,7 @@ else
 fi
 
 specials=(--special '<|endoftext|>' --special '<|im_start|>' --special '<|im_end|>')
+# name|sy_tokenize train flags[|normalizers put in front of the file's normalizer, comma-separated]
 variants=(
   "bytelevel-qwen2|--style bytelevel --preset qwen2 --vocab 4096"
   "bytelevel-llama3|--style bytelevel --preset llama3 --vocab 4096"
@@ -48,10 +53,29 @@ variants=(
   "bytelevel-qwen2-small|--style bytelevel --preset qwen2 --vocab 300"
   "sentencepiece|--style sentencepiece --vocab 4096"
   "sentencepiece-small|--style sentencepiece --vocab 400"
+  "bytelevel-qwen2-nfc|--style bytelevel --preset qwen2 --vocab 4096|NFC"
+  "bytelevel-qwen2-nfkc|--style bytelevel --preset qwen2 --vocab 4096|NFKC"
+  "bytelevel-gpt2-nfd|--style bytelevel --preset gpt2 --vocab 4096|NFD"
+  "sentencepiece-nfkd|--style sentencepiece --vocab 4096|NFKD"
+  "bytelevel-llama3-nfkc-lowercase|--style bytelevel --preset llama3 --vocab 4096|NFKC,Lowercase"
 )
 
+# with_normalizers JSON_IN JSON_OUT TYPES: a copy of JSON_IN whose normalizer is TYPES (comma-
+# separated, e.g. NFKC,Lowercase) followed by the file's own normalizer, in one Sequence.
+with_normalizers() {
+  node - "$@" <<'JS'
+const fs = require("fs");
+const [inPath, outPath, types] = process.argv.slice(2);
+const tok = JSON.parse(fs.readFileSync(inPath, "utf8"));
+const steps = types.split(",").map((type) => ({ type }));
+if (tok.normalizer) steps.push(tok.normalizer);
+tok.normalizer = steps.length === 1 ? steps[0] : { type: "Sequence", normalizers: steps };
+fs.writeFileSync(outPath, JSON.stringify(tok, null, 1));
+JS
+}
+
 # Text files compared per tokenizer: the sample, and a few edge cases.
-texts=("$sample")
+texts=("$sample" "$sample_norm")
 printf ' ' > "$work/one_space.txt"; texts+=("$work/one_space.txt")
 printf '\n\n  \t x' > "$work/whitespace.txt"; texts+=("$work/whitespace.txt")
 printf '<|endoftext|>' > "$work/only_special.txt"; texts+=("$work/only_special.txt")
@@ -59,9 +83,13 @@ printf '<|endoftext|>' > "$work/only_special.txt"; texts+=("$work/only_special.t
 failures=0
 for v in "${variants[@]}"; do
   name="${v%%|*}"
-  read -r -a flags <<< "${v#*|}"
+  rest="${v#*|}"
+  normalizers=""
+  [[ "$rest" == *"|"* ]] && normalizers="${rest#*|}"
+  read -r -a flags <<< "${rest%%|*}"
   json="$work/$name.json"
   "$tool" train "${flags[@]}" "${specials[@]}" "$corpus" "$json"
+  [ -n "$normalizers" ] && with_normalizers "$json" "$json" "$normalizers"
   for text in "${texts[@]}"; do
     base="$(basename "$text" .txt)"
     "$tool" encode "$json" "$text" > "$work/$name.$base.sy.json"

@@ -9,6 +9,7 @@
 #include "tokenizer/bpe_trainer.h"
 #include "tokenizer/components.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/unicode_normalize.h"
 #include "tokenizer/utf8.h"
 #include "util/error.h"
 
@@ -122,7 +123,8 @@ TEST(TokenizerErrors, BadFilesNameTheProblem) {
   EXPECT_NE(message(tiny_json("[]", R"(, "pre_tokenizer": {"type": "Frobnicate"})"))
                 .find("unsupported pre_tokenizer type 'Frobnicate'"),
             std::string::npos);
-  EXPECT_NE(message(tiny_json("[]", R"(, "normalizer": {"type": "NFKC"})")).find("unsupported normalizer NFKC"),
+  EXPECT_NE(message(tiny_json("[]", R"(, "normalizer": {"type": "Frobnicate"})"))
+                .find("unsupported normalizer type 'Frobnicate' at 'normalizer'"),
             std::string::npos);
   EXPECT_NE(message(tiny_json(R"(["a c"])")).find("token 'ac' is not in the vocab"), std::string::npos);
   EXPECT_NE(message(tiny_json(R"(["a"])")).find("merges[0]"), std::string::npos);
@@ -134,6 +136,81 @@ TEST(TokenizerErrors, BadFilesNameTheProblem) {
   EXPECT_THROW(Tokenizer::from_file("/nonexistent/tokenizer.json"), Error);
   auto t = Tokenizer::from_json_string(tiny_json("[]"), "t");
   EXPECT_THROW(t.encode("\xC3"), Error);  // invalid UTF-8 input
+}
+
+// Expected strings come from the Unicode Character Database (UnicodeData.txt decompositions,
+// SpecialCasing.txt) and UAX #15's examples, written out as UTF-8 bytes.
+TEST(TokenizerUnicode, NormalizationForms) {
+  auto nfc = [](std::string_view s) { return unicode_normalize(s, NormalForm::NFC); };
+  auto nfd = [](std::string_view s) { return unicode_normalize(s, NormalForm::NFD); };
+  auto nfkc = [](std::string_view s) { return unicode_normalize(s, NormalForm::NFKC); };
+  auto nfkd = [](std::string_view s) { return unicode_normalize(s, NormalForm::NFKD); };
+  // e + COMBINING ACUTE (U+0301) <-> U+00E9
+  EXPECT_EQ(nfc("Caf" "e\xCC\x81"), "Caf\xC3\xA9");
+  EXPECT_EQ(nfd("Caf\xC3\xA9"), "Caf" "e\xCC\x81");
+  EXPECT_EQ(nfc("Caf\xC3\xA9"), "Caf\xC3\xA9");
+  // Hangul syllable U+D55C <-> jamo U+1112 U+1161 U+11AB (algorithmic decomposition)
+  EXPECT_EQ(nfd("\xED\x95\x9C"), "\xE1\x84\x92\xE1\x85\xA1\xE1\x86\xAB");
+  EXPECT_EQ(nfc("\xE1\x84\x92\xE1\x85\xA1\xE1\x86\xAB"), "\xED\x95\x9C");
+  // ANGSTROM SIGN U+212B is a canonical singleton: NFC gives U+00C5, NFD A + U+030A
+  EXPECT_EQ(nfc("\xE2\x84\xAB"), "\xC3\x85");
+  EXPECT_EQ(nfd("\xE2\x84\xAB"), "A\xCC\x8A");
+  // LATIN SMALL LIGATURE FI U+FB01 and FULLWIDTH A U+FF21: compatibility only
+  EXPECT_EQ(nfc("\xEF\xAC\x81\xEF\xBC\xA1"), "\xEF\xAC\x81\xEF\xBC\xA1");
+  EXPECT_EQ(nfkc("\xEF\xAC\x81le \xEF\xBC\xA1"), "file A");
+  // VULGAR FRACTION ONE HALF U+00BD -> 1 FRACTION SLASH (U+2044) 2
+  EXPECT_EQ(nfkd("\xC2\xBD"), "1\xE2\x81\x84" "2");
+  // Canonical ordering: U+0323 (ccc 220) sorts before U+0307 (ccc 230)
+  EXPECT_EQ(nfc("q\xCC\x87\xCC\xA3"), "q\xCC\xA3\xCC\x87");
+  // UAX #15 example: U+1E9B U+0323 in the four forms
+  const std::string long_s_dot = "\xE1\xBA\x9B\xCC\xA3";
+  EXPECT_EQ(nfc(long_s_dot), "\xE1\xBA\x9B\xCC\xA3");
+  EXPECT_EQ(nfd(long_s_dot), "\xC5\xBF\xCC\xA3\xCC\x87");
+  EXPECT_EQ(nfkc(long_s_dot), "\xE1\xB9\xA9");
+  EXPECT_EQ(nfkd(long_s_dot), "s\xCC\xA3\xCC\x87");
+  EXPECT_EQ(nfkc(""), "");
+  EXPECT_EQ(nfd("plain ASCII\n"), "plain ASCII\n");
+}
+
+TEST(TokenizerUnicode, FullLowercasePerCharacter) {
+  EXPECT_EQ(unicode_lowercase("ABC xyz 123"), "abc xyz 123");
+  EXPECT_EQ(unicode_lowercase("\xC3\x80\xC3\x98"), "\xC3\xA0\xC3\xB8");  // U+00C0 U+00D8 -> U+00E0 U+00F8
+  // U+0130 LATIN CAPITAL I WITH DOT ABOVE: full mapping is i + U+0307 (SpecialCasing.txt)
+  EXPECT_EQ(unicode_lowercase("\xC4\xB0stanbul"), "i\xCC\x87stanbul");
+  // HF lowercases char by char (Rust char::to_lowercase): final capital sigma U+03A3 gives
+  // U+03C3, not the word-final U+03C2 of a contextual (str::to_lowercase) mapping.
+  EXPECT_EQ(unicode_lowercase("\xCE\x9F\xCE\x94\xCE\x9F\xCE\xA3"), "\xCE\xBF\xCE\xB4\xCE\xBF\xCF\x83");
+  // KELVIN SIGN U+212A -> k, OHM SIGN U+2126 -> U+03C9, CAPITAL SHARP S U+1E9E -> U+00DF
+  EXPECT_EQ(unicode_lowercase("\xE2\x84\xAA\xE2\x84\xA6\xE1\xBA\x9E"), "k\xCF\x89\xC3\x9F");
+  // DZ digraphs: U+01C4 and titlecase U+01C5 -> U+01C6; Deseret U+10400 -> U+10428 (4-byte)
+  EXPECT_EQ(unicode_lowercase("\xC7\x84\xC7\x85"), "\xC7\x86\xC7\x86");
+  EXPECT_EQ(unicode_lowercase("\xF0\x90\x90\x80"), "\xF0\x90\x90\xA8");
+  EXPECT_EQ(unicode_lowercase("\xE4\xB8\xAD\xF0\x9F\x98\x80"), "\xE4\xB8\xAD\xF0\x9F\x98\x80");  // uncased
+}
+
+TEST(TokenizerUnicode, NormalizersInThePipeline) {
+  // Vocab: U+00E9 "é", "fi", "A" (Ohm/Kelvin etc. left out); unk for anything else.
+  const std::string vocab = R"("vocab": {"<unk>": 0, "\u00e9": 1, "f": 2, "i": 3, "fi": 4, "a": 5, "e": 6,
+      "\u0301": 7, "\u00c5": 8, "A": 9}, "unk_token": "<unk>", "merges": [["f", "i"]])";
+  auto with = [&](const std::string& normalizer) {
+    return Tokenizer::from_json_string(R"({"model": {"type": "BPE", )" + vocab + R"(}, "normalizer": )" + normalizer + "}",
+                                       "norm");
+  };
+  const std::string decomposed_e = "e\xCC\x81", ligature_fi = "\xEF\xAC\x81", angstrom = "\xE2\x84\xAB";
+  EXPECT_EQ(with("null").encode(decomposed_e), (Ids{6, 7}));
+  EXPECT_EQ(with(R"({"type": "NFC"})").encode(decomposed_e), (Ids{1}));
+  EXPECT_EQ(with(R"({"type": "NFD"})").encode("\xC3\xA9"), (Ids{6, 7}));
+  EXPECT_EQ(with(R"({"type": "NFC"})").encode(angstrom), (Ids{8}));
+  EXPECT_EQ(with(R"({"type": "NFC"})").encode(ligature_fi), (Ids{0}));
+  EXPECT_EQ(with(R"({"type": "NFKC"})").encode(ligature_fi), (Ids{4}));
+  EXPECT_EQ(with(R"({"type": "NFKD"})").encode(ligature_fi + "\xEF\xBC\xA1"), (Ids{4, 9}));  // U+FF21
+  EXPECT_EQ(with(R"({"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Lowercase"}]})")
+                .encode("\xEF\xBC\xA1" + angstrom),
+            (Ids{5, 0}));  // U+00E5 is not in the vocab
+  // Added tokens with normalized=true match the normalized text (their content normalized too).
+  const std::string added = R"({"model": {"type": "BPE", )" + vocab + R"(}, "normalizer": {"type": "NFC"},
+      "added_tokens": [{"id": 10, "content": "e\u0301a", "special": false, "normalized": true}]})";
+  EXPECT_EQ(Tokenizer::from_json_string(added, "added").encode("\xC3\xA9" "a" + decomposed_e + "a"), (Ids{10, 10}));
 }
 
 // Trains each style on the sample (plus repetitions so pairs recur) and round-trips it.
