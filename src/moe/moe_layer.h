@@ -6,10 +6,13 @@
 #include <span>
 #include <vector>
 
+#include "moe/capacity.h"
 #include "moe/dispatch.h"
 #include "moe/expert_ffn.h"
 #include "moe/load_stats.h"
+#include "moe/placement.h"
 #include "moe/router.h"
+#include "moe/routing_observer.h"
 
 namespace sy::moe {
 
@@ -22,19 +25,33 @@ struct MoeBlock {
   const float* shared_gate = nullptr;     // [H] or nullptr: out += sigmoid(gate . x) * shared(x)
 };
 
+// Per-run settings shared by every MoE layer: the capacity policy and where experts live,
+// plus optional sinks for statistics and routing traces.
+struct MoeRuntime {
+  CapacityConfig capacity;      // default: dropless
+  Placement placement;          // empty: one device
+  LoadStats* stats = nullptr;
+  RoutingObserver* observer = nullptr;
+};
+
 struct MoeScratch {
   std::vector<float> logits;               // [T, E]
-  std::vector<int32_t> ids;                // [T, k]
-  std::vector<float> weights;              // [T, k]
+  std::vector<float> scores;               // [T, E] router probabilities
+  std::vector<int32_t> router_ids;         // [T, k]
+  std::vector<float> router_weights;       // [T, k]
+  std::vector<int32_t> ids;                // [T, slots] after the capacity policy
+  std::vector<float> weights;              // [T, slots]
+  CapacityOutcome outcome;
   DispatchPlan plan;
   std::vector<float> permuted, expert_out;  // [rows, H]
   std::vector<float> shared_out;           // [T, H]
   FfnScratch ffn;
 };
 
-// x: [T, H] -> out: [T, H] (overwritten). Adds this call's per-expert loads to `stats`
-// at `layer` when stats is non-null.
+// x: [T, H] -> out: [T, H] (overwritten). With a placement, the T tokens are split into one
+// contiguous slice per device and the capacity policy applies to each slice separately (the
+// paper's "before the all-to-all, on the local tokens"). Adds loads to runtime.stats.
 void moe_forward(const MoeBlock& block, const float* x, int64_t num_tokens, int64_t hidden,
-                 float* out, MoeScratch& scratch, LoadStats* stats = nullptr, int layer = 0);
+                 float* out, MoeScratch& scratch, const MoeRuntime& runtime, int layer = 0);
 
 }  // namespace sy::moe

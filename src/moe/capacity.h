@@ -1,0 +1,83 @@
+// Capacity policies (Capacity-Aware Inference, papers.md section 1): bound how many
+// (token, expert) pairs each expert -- or each device -- receives from one device's tokens,
+// so that the busiest expert no longer sets the pace of expert parallelism.
+//
+// A policy rewrites the router's top-k table. A dropped pair becomes kDroppedExpert, so
+// dispatch and combine need no special case; expanded drop may add pairs (more slots).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "moe/placement.h"
+#include "moe/router.h"
+
+namespace sy::moe {
+
+enum class CapacityPolicy : uint8_t {
+  kNone,          // dropless (default)
+  kScore,         // token drop: an overflowing expert keeps its C highest-scoring pairs
+  kOrder,         // token drop: keeps the C earliest tokens (Switch Transformer style)
+  kReverseOrder,  // token drop: keeps the C latest tokens
+  kRandom,        // token drop: keeps C tokens chosen at random (seeded)
+  kExpanded,      // expanded drop: candidates = top-k + the source device's experts, then score drop
+  kReroute,       // v1 token reroute: overflowed pairs re-select among unfilled experts, in rounds
+  kDevice,        // device-level: the pairs sent to a device are bounded, not each expert's
+};
+
+// Command-line names: none, score, order, reverse, random, expanded, reroute, device.
+std::string_view capacity_policy_name(CapacityPolicy policy);
+CapacityPolicy parse_capacity_policy(std::string_view name);  // error lists the valid names
+
+struct CapacityConfig {
+  CapacityPolicy policy = CapacityPolicy::kNone;
+  double factor = 1.5;            // gamma
+  bool renormalize = false;       // rescale a token's surviving weights to their sum before drops
+  bool skip_single_token = true;  // leave one-token (decode) calls alone, as the authors' code does
+  int reroute_rounds = 3;         // kReroute: re-selection rounds before the final drop
+  uint64_t seed = 0;              // kRandom
+
+  bool active() const { return policy != CapacityPolicy::kNone; }
+  std::string describe() const;  // e.g. "score drop, gamma 1.5 (C = ceil(gamma*T*k/E))"
+};
+
+// C = ceil(gamma * T * k / E), the rounding of the authors' code (Algorithm 1 in the paper
+// floors; ceil never sets C below the mean load). At least 1 when T > 0.
+int64_t expert_capacity(double gamma, int64_t num_tokens, int top_k, int num_experts);
+
+// Pair slots per token a policy may fill: top_k, or, for expanded drop, top_k plus the most
+// experts any one device hosts (all experts when the placement is empty).
+int capacity_slots(const CapacityConfig& config, int top_k, int num_experts,
+                   const Placement& placement);
+
+// What one call of the policy did, summed over calls (layers add it to LoadStats).
+struct CapacityOutcome {
+  std::vector<int64_t> load_before;  // [E] pairs the router sent each expert
+  std::vector<int64_t> load_after;   // [E] pairs each expert keeps
+  int64_t routed = 0;                // sum_i N_i (before the policy)
+  int64_t overflow = 0;              // sum_i ReLU(N_i - C): DT = overflow / routed
+  int64_t dropped = 0;               // router pairs removed
+  int64_t added = 0;                 // pairs the policy added (expanded drop, reroute)
+  int64_t rerouted = 0;              // of `added`, pairs moved from an overflowing expert
+
+  void reset(int num_experts);
+  void accumulate(const CapacityOutcome& other);
+};
+
+// Applies `config` to T tokens that all come from `source_device` (placement may be empty:
+// one device holding every expert). Capacity is computed from T, i.e. per source device.
+//   scores:  [T, E] router probabilities, the priority of a pair (softmax or sigmoid score)
+//   ids, weights: [T, top_k] the router's choice; ids may already hold kDroppedExpert
+//   out_ids, out_weights: [T, out_slots], out_slots >= capacity_slots(...); unused slots are
+//     kDroppedExpert with weight 0. in and out may not alias.
+//   rng_stream: mixed with config.seed so each layer / call draws different random drops.
+// Ties in priority keep the earlier token. Adds this call's counts to `outcome`.
+void apply_capacity(const CapacityConfig& config, const RouterConfig& router,
+                    const float* scores, const int32_t* ids, const float* weights,
+                    int64_t num_tokens, const Placement& placement, int source_device,
+                    uint64_t rng_stream, int32_t* out_ids, float* out_weights, int out_slots,
+                    CapacityOutcome& outcome);
+
+}  // namespace sy::moe
