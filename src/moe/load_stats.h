@@ -1,5 +1,7 @@
-// Expert load per layer: how many (token, expert) pairs each expert received, and the
-// straggler ratio max/mean that expert parallelism pays for (the busiest expert sets the pace).
+// Expert load per layer: how many (token, expert) pairs each expert received before and
+// after the capacity policy, per device, and the straggler ratio max/mean that expert
+// parallelism pays for (the busiest expert or device sets the pace), plus the dropped-token
+// fraction DT = sum_i ReLU(N_i - C) / sum_i N_i of Capacity-Aware Inference.
 #pragma once
 
 #include <cstdint>
@@ -8,6 +10,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "moe/capacity.h"
+#include "moe/placement.h"
+
 namespace sy::moe {
 
 class LoadStats {
@@ -15,27 +20,48 @@ class LoadStats {
   LoadStats() = default;
   LoadStats(int num_layers, int num_experts);
 
-  void add(int layer, int expert, int64_t count = 1) {
-    counts_[size_t(layer) * size_t(num_experts_) + size_t(expert)] += count;
-  }
-  int64_t count(int layer, int expert) const {
-    return counts_[size_t(layer) * size_t(num_experts_) + size_t(expert)];
-  }
+  // Devices for the per-device columns; empty = one device.
+  void set_placement(const Placement& placement) { placement_ = placement; }
+  const Placement& placement() const { return placement_; }
+
+  // Adds one call's outcome of the capacity policy (loads before / after, drops) at `layer`.
+  void record(int layer, const CapacityOutcome& outcome);
+  // Adds `count` pairs both before and after (a call without a policy).
+  void add(int layer, int expert, int64_t count = 1);
+
+  // Pairs kept by expert `expert` of `layer` (after the policy).
+  int64_t count(int layer, int expert) const { return after_[index(layer, expert)]; }
+  int64_t count_before(int layer, int expert) const { return before_[index(layer, expert)]; }
+  int64_t device_count(int layer, int device) const;  // pairs kept on the device's experts
+
   int num_layers() const { return num_layers_; }
   int num_experts() const { return num_experts_; }
   bool layer_active(int layer) const;  // received any tokens (dense layers never do)
-  // max/mean of the layer's expert loads; 1.0 is perfect balance, 0 when the layer is empty.
+  // max/mean of the layer's expert loads after the policy; 1.0 is perfect balance, 0 when empty.
   double max_over_mean(int layer) const;
+  double max_over_mean_before(int layer) const;
+  double device_max_over_mean(int layer) const;  // over devices (kept pairs)
+  // DT of the layer (0 when nothing was routed) and the totals over all layers.
+  double dropped_fraction(int layer) const;
+  const CapacityOutcome& layer_totals(int layer) const { return totals_[size_t(layer)]; }
+  CapacityOutcome totals() const;
+  bool any_policy_effect() const;  // some pair was dropped or added
 
   // A table: one row per MoE layer, one column per expert (or a compact summary when there
-  // are more than `max_columns` experts), then max/mean.
+  // are more than `max_columns` experts), then max/mean, and DT / kept / dropped / added
+  // columns when a policy changed anything; per-device loads when there are devices.
   std::string table(int max_columns = 16) const;
   nlohmann::json to_json() const;
 
  private:
+  size_t index(int layer, int expert) const {
+    return size_t(layer) * size_t(num_experts_) + size_t(expert);
+  }
   int num_layers_ = 0;
   int num_experts_ = 0;
-  std::vector<int64_t> counts_;  // [layers, experts]
+  Placement placement_;
+  std::vector<int64_t> before_, after_;  // [layers, experts]
+  std::vector<CapacityOutcome> totals_;  // [layers] (loads unused; counts summed)
 };
 
 }  // namespace sy::moe
