@@ -104,15 +104,15 @@ void Model::attention_block(int layer, std::span<const SequenceChunk> chunks, in
   ops::add(ws.proj.data(), T * H, ws.x.data());
 }
 
-void Model::ffn_block(int layer, int64_t T, Workspace& ws, moe::LoadStats* stats) const {
+void Model::ffn_block(int layer, int64_t T, Workspace& ws, const moe::MoeRuntime& runtime) const {
   const ModelConfig& c = config_;
   const LayerWeights& w = weights_.layers[size_t(layer)];
   const int64_t H = c.hidden_size;
   for (int64_t t = 0; t < T; ++t)
     ops::rmsnorm(ws.x.data() + t * H, w.ffn_norm.data(), H, c.rms_norm_eps, ws.xn.data() + t * H);
   if (w.is_moe)
-    moe::moe_forward(moe_blocks_[size_t(layer)], ws.xn.data(), T, H, ws.proj.data(), ws.moe, stats,
-                     layer);
+    moe::moe_forward(moe_blocks_[size_t(layer)], ws.xn.data(), T, H, ws.proj.data(), ws.moe,
+                     runtime, layer);
   else
     moe::ffn_forward(w.dense, ws.xn.data(), T, ws.proj.data(), ws.ffn);
   ops::add(ws.proj.data(), T * H, ws.x.data());
@@ -120,6 +120,13 @@ void Model::ffn_block(int layer, int64_t T, Workspace& ws, moe::LoadStats* stats
 
 void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, float* logits,
                     Workspace& ws, moe::LoadStats* stats) const {
+  moe::MoeRuntime runtime;
+  runtime.stats = stats;
+  forward(chunks, which, logits, ws, runtime);
+}
+
+void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, float* logits,
+                    Workspace& ws, const moe::MoeRuntime& runtime) const {
   const ModelConfig& c = config_;
   const int64_t H = c.hidden_size, hd = c.head_dim, V = c.vocab_size;
   int64_t T = 0;
@@ -156,7 +163,7 @@ void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, floa
 
   for (int l = 0; l < int(c.num_layers); ++l) {
     attention_block(l, chunks, T, ws);
-    ffn_block(l, T, ws, stats);
+    ffn_block(l, T, ws, runtime);
   }
   for (const SequenceChunk& ch : chunks) ch.cache->advance(int64_t(ch.tokens.size()));
 

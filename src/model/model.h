@@ -43,7 +43,10 @@ class Model {
 
   // Runs the new tokens of every chunk through the model and appends them to the caches.
   // logits: [num_chunks, vocab] (kLastToken) or [total_tokens, vocab] (kAllTokens).
-  // Expert loads are added to `stats` when given.
+  // `runtime` carries the capacity policy, placement and the load-statistics / trace sinks.
+  void forward(std::span<const SequenceChunk> chunks, LogitsFor which, float* logits,
+               Workspace& ws, const moe::MoeRuntime& runtime) const;
+  // Dropless; expert loads are added to `stats` when given.
   void forward(std::span<const SequenceChunk> chunks, LogitsFor which, float* logits,
                Workspace& ws, moe::LoadStats* stats = nullptr) const;
 
@@ -53,7 +56,7 @@ class Model {
   Model(std::string dir, ModelConfig config, ModelWeights weights);
   void attention_block(int layer, std::span<const SequenceChunk> chunks, int64_t T,
                        Workspace& ws) const;
-  void ffn_block(int layer, int64_t T, Workspace& ws, moe::LoadStats* stats) const;
+  void ffn_block(int layer, int64_t T, Workspace& ws, const moe::MoeRuntime& runtime) const;
 
   std::string dir_;
   ModelConfig config_;

@@ -7,37 +7,108 @@
 
 namespace sy::moe {
 
+namespace {
+
+double max_over_mean_of(const std::vector<int64_t>& loads) {
+  if (loads.empty()) return 0.0;
+  const int64_t sum = std::accumulate(loads.begin(), loads.end(), int64_t{0});
+  const int64_t max = *std::max_element(loads.begin(), loads.end());
+  return sum == 0 ? 0.0 : double(max) * double(loads.size()) / double(sum);
+}
+
+}  // namespace
+
 LoadStats::LoadStats(int num_layers, int num_experts)
     : num_layers_(num_layers), num_experts_(num_experts),
-      counts_(size_t(num_layers) * size_t(num_experts), 0) {}
+      before_(size_t(num_layers) * size_t(num_experts), 0),
+      after_(size_t(num_layers) * size_t(num_experts), 0), totals_(size_t(num_layers)) {}
+
+void LoadStats::record(int layer, const CapacityOutcome& o) {
+  for (int e = 0; e < num_experts_ && size_t(e) < o.load_before.size(); ++e) {
+    before_[index(layer, e)] += o.load_before[size_t(e)];
+    after_[index(layer, e)] += o.load_after[size_t(e)];
+  }
+  CapacityOutcome& t = totals_[size_t(layer)];
+  t.routed += o.routed;
+  t.overflow += o.overflow;
+  t.dropped += o.dropped;
+  t.added += o.added;
+  t.rerouted += o.rerouted;
+}
+
+void LoadStats::add(int layer, int expert, int64_t count) {
+  before_[index(layer, expert)] += count;
+  after_[index(layer, expert)] += count;
+  totals_[size_t(layer)].routed += count;
+}
+
+int64_t LoadStats::device_count(int layer, int device) const {
+  if (placement_.empty()) {
+    int64_t sum = 0;
+    for (int e = 0; e < num_experts_; ++e) sum += count(layer, e);
+    return sum;
+  }
+  int64_t sum = 0;
+  for (int32_t e : placement_.experts_on(device)) sum += count(layer, e);
+  return sum;
+}
 
 bool LoadStats::layer_active(int layer) const {
   for (int e = 0; e < num_experts_; ++e)
-    if (count(layer, e) > 0) return true;
+    if (count_before(layer, e) > 0) return true;
   return false;
 }
 
 double LoadStats::max_over_mean(int layer) const {
-  int64_t max = 0, sum = 0;
-  for (int e = 0; e < num_experts_; ++e) {
-    max = std::max(max, count(layer, e));
-    sum += count(layer, e);
-  }
-  return sum == 0 ? 0.0 : double(max) * num_experts_ / double(sum);
+  return max_over_mean_of({after_.begin() + long(index(layer, 0)),
+                           after_.begin() + long(index(layer, 0)) + num_experts_});
+}
+
+double LoadStats::max_over_mean_before(int layer) const {
+  return max_over_mean_of({before_.begin() + long(index(layer, 0)),
+                           before_.begin() + long(index(layer, 0)) + num_experts_});
+}
+
+double LoadStats::device_max_over_mean(int layer) const {
+  const int D = placement_.empty() ? 1 : placement_.num_devices();
+  std::vector<int64_t> loads(static_cast<size_t>(D));
+  for (int d = 0; d < D; ++d) loads[size_t(d)] = device_count(layer, d);
+  return max_over_mean_of(loads);
+}
+
+double LoadStats::dropped_fraction(int layer) const {
+  const CapacityOutcome& t = totals_[size_t(layer)];
+  return t.routed == 0 ? 0.0 : double(t.overflow) / double(t.routed);
+}
+
+CapacityOutcome LoadStats::totals() const {
+  CapacityOutcome sum;
+  for (const CapacityOutcome& t : totals_) sum.accumulate(t);
+  return sum;
+}
+
+bool LoadStats::any_policy_effect() const {
+  const CapacityOutcome t = totals();
+  return t.dropped > 0 || t.added > 0;
 }
 
 std::string LoadStats::table(int max_columns) const {
   std::string out;
   const bool full = num_experts_ <= max_columns;
+  const bool policy = any_policy_effect();
+  const int D = placement_.empty() ? 1 : placement_.num_devices();
+  const bool devices = D > 1;
   out += fmt::format("{:>5}", "layer");
   if (full) {
     for (int e = 0; e < num_experts_; ++e) out += fmt::format(" {:>6}", fmt::format("e{}", e));
   } else {
     out += fmt::format(" {:>8} {:>8} {:>8} {:>8} {:>6}", "pairs", "min", "mean", "max", "busiest");
   }
-  out += fmt::format(" {:>8}\n", "max/mean");
-  double worst = 0;
-  int64_t total = 0;
+  out += fmt::format(" {:>8}", "max/mean");
+  if (policy) out += fmt::format(" {:>8} {:>6} {:>7} {:>6}", "before", "DT", "dropped", "added");
+  if (devices) out += fmt::format(" {:>8}", "dev m/m");
+  out += "\n";
+  double worst = 0, worst_before = 0;
   for (int l = 0; l < num_layers_; ++l) {
     if (!layer_active(l)) continue;
     out += fmt::format("{:>5}", l);
@@ -53,24 +124,68 @@ std::string LoadStats::table(int max_columns) const {
     if (!full)
       out += fmt::format(" {:>8} {:>8} {:>8.1f} {:>8} {:>6}", sum, mn, double(sum) / num_experts_,
                          mx, fmt::format("e{}", busiest));
-    out += fmt::format(" {:>8.2f}\n", max_over_mean(l));
+    out += fmt::format(" {:>8.2f}", max_over_mean(l));
+    const CapacityOutcome& t = totals_[size_t(l)];
+    if (policy)
+      out += fmt::format(" {:>8.2f} {:>5.1f}% {:>7} {:>6}", max_over_mean_before(l),
+                         100.0 * dropped_fraction(l), t.dropped, t.added);
+    if (devices) out += fmt::format(" {:>8.2f}", device_max_over_mean(l));
+    out += "\n";
     worst = std::max(worst, max_over_mean(l));
-    total += sum;
+    worst_before = std::max(worst_before, max_over_mean_before(l));
   }
-  out += fmt::format("{} (token, expert) pairs routed; worst layer max/mean = {:.2f} (1.00 = balanced)\n",
-                     total, worst);
+  const CapacityOutcome t = totals();
+  if (policy) {
+    out += fmt::format(
+        "{} pairs routed, {} dropped ({:.1f}%), {} added; DT = {:.1f}%; worst layer max/mean "
+        "{:.2f} after the policy, {:.2f} before (1.00 = balanced)\n",
+        t.routed, t.dropped, t.routed ? 100.0 * t.dropped / t.routed : 0.0, t.added,
+        t.routed ? 100.0 * t.overflow / t.routed : 0.0, worst, worst_before);
+  } else {
+    out += fmt::format("{} (token, expert) pairs routed; worst layer max/mean = {:.2f} (1.00 = "
+                       "balanced)\n", t.routed, worst);
+  }
+  if (devices) out += fmt::format("devices: {}; dev m/m = busiest device / mean device load\n",
+                                  placement_.describe());
   return out;
 }
 
 nlohmann::json LoadStats::to_json() const {
   nlohmann::json layers = nlohmann::json::array();
+  const int D = placement_.empty() ? 1 : placement_.num_devices();
   for (int l = 0; l < num_layers_; ++l) {
     if (!layer_active(l)) continue;
-    std::vector<int64_t> row(counts_.begin() + l * num_experts_,
-                             counts_.begin() + (l + 1) * num_experts_);
-    layers.push_back({{"layer", l}, {"tokens_per_expert", row}, {"max_over_mean", max_over_mean(l)}});
+    const auto first = long(index(l, 0));
+    std::vector<int64_t> after(after_.begin() + first, after_.begin() + first + num_experts_);
+    std::vector<int64_t> before(before_.begin() + first, before_.begin() + first + num_experts_);
+    std::vector<int64_t> per_device(static_cast<size_t>(D));
+    for (int d = 0; d < D; ++d) per_device[size_t(d)] = device_count(l, d);
+    const CapacityOutcome& t = totals_[size_t(l)];
+    layers.push_back({{"layer", l},
+                      {"tokens_per_expert", after},
+                      {"tokens_per_expert_before_policy", before},
+                      {"tokens_per_device", per_device},
+                      {"max_over_mean", max_over_mean(l)},
+                      {"max_over_mean_before_policy", max_over_mean_before(l)},
+                      {"device_max_over_mean", device_max_over_mean(l)},
+                      {"dropped_token_fraction", dropped_fraction(l)},
+                      {"pairs_routed", t.routed},
+                      {"pairs_dropped", t.dropped},
+                      {"pairs_added", t.added},
+                      {"pairs_rerouted", t.rerouted}});
   }
-  return {{"num_experts", num_experts_}, {"layers", layers}};
+  std::vector<int32_t> device_of;
+  for (int e = 0; e < placement_.num_experts(); ++e) device_of.push_back(placement_.device_of(e));
+  const CapacityOutcome t = totals();
+  return {{"num_experts", num_experts_},
+          {"num_devices", D},
+          {"device_of_expert", device_of},
+          {"pairs_routed", t.routed},
+          {"pairs_dropped", t.dropped},
+          {"pairs_added", t.added},
+          {"pairs_rerouted", t.rerouted},
+          {"dropped_token_fraction", t.routed ? double(t.overflow) / double(t.routed) : 0.0},
+          {"layers", layers}};
 }
 
 }  // namespace sy::moe

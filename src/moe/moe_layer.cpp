@@ -7,39 +7,72 @@
 
 namespace sy::moe {
 
+namespace {
+
+// Capacity is a per-device constraint on that device's own tokens (before any all-to-all),
+// so each device's contiguous token slice goes through the policy on its own.
+void apply_policy(const MoeRuntime& rt, const RouterConfig& rc, int64_t T, int layer,
+                  MoeScratch& s, int slots) {
+  const int K = rc.top_k;
+  s.outcome.reset(rc.num_experts);
+  const int D = rt.placement.empty() ? 1 : rt.placement.num_devices();
+  for (int d = 0; d < D; ++d) {
+    const int64_t begin = rt.placement.empty() ? 0 : rt.placement.token_begin(d, T);
+    const int64_t end = rt.placement.empty() ? T : rt.placement.token_begin(d + 1, T);
+    apply_capacity(rt.capacity, rc, s.scores.data() + begin * rc.num_experts,
+                   s.router_ids.data() + begin * K, s.router_weights.data() + begin * K,
+                   end - begin, rt.placement, d, uint64_t(layer) * 65537u + uint64_t(d),
+                   s.ids.data() + begin * slots, s.weights.data() + begin * slots, slots,
+                   s.outcome);
+  }
+}
+
+}  // namespace
+
 void moe_forward(const MoeBlock& b, const float* x, int64_t T, int64_t H, float* out,
-                 MoeScratch& s, LoadStats* stats, int layer) {
+                 MoeScratch& s, const MoeRuntime& rt, int layer) {
   const RouterConfig& rc = *b.router;
   const int E = rc.num_experts, K = rc.top_k;
   std::fill(out, out + T * H, 0.0f);
   if (T == 0) return;
 
-  // 1. Router: logits [T, E] in float32, then top-k ids and weights.
+  // 1. Router: logits [T, E] in float32, then probabilities, top-k ids and weights.
   s.logits.resize(size_t(T * E));
   ops::sgemm_nt(T, E, H, x, H, b.router_weight, H, s.logits.data(), E);
-  s.ids.resize(size_t(T * K));
-  s.weights.resize(size_t(T * K));
-  route(rc, s.logits.data(), T, b.selection_bias, s.ids.data(), s.weights.data());
+  s.scores.resize(size_t(T * E));
+  s.router_ids.resize(size_t(T * K));
+  s.router_weights.resize(size_t(T * K));
+  route(rc, s.logits.data(), T, b.selection_bias, s.router_ids.data(), s.router_weights.data(),
+        s.scores.data());
 
-  // 2. Dispatch: each expert's rows contiguous.
-  plan_dispatch(s.ids.data(), s.weights.data(), T, K, E, s.plan);
+  // 2. Capacity policy: which (token, expert) pairs survive; dropped ones get kDroppedExpert.
+  const int slots = capacity_slots(rt.capacity, K, E, rt.placement);
+  s.ids.resize(size_t(T * slots));
+  s.weights.resize(size_t(T * slots));
+  apply_policy(rt, rc, T, layer, s, slots);
+  if (rt.stats) rt.stats->record(layer, s.outcome);
+  if (rt.observer)
+    rt.observer->observe({layer, T, E, K, slots, s.scores.data(), s.router_ids.data(),
+                          s.router_weights.data(), s.ids.data(), s.weights.data()});
+
+  // 3. Dispatch: each expert's rows contiguous.
+  plan_dispatch(s.ids.data(), s.weights.data(), T, slots, E, s.plan);
   s.permuted.resize(size_t(s.plan.num_rows() * H));
   s.expert_out.resize(s.permuted.size());
   gather_rows(s.plan, x, H, s.permuted.data());
 
-  // 3. Expert FFNs, one grouped matmul chain per expert over its rows.
+  // 4. Expert FFNs, one grouped matmul chain per expert over its rows.
   for (int e = 0; e < E; ++e) {
     const int64_t begin = s.plan.offsets[size_t(e)], rows = s.plan.rows_of(e);
-    if (stats) stats->add(layer, e, rows);
     if (rows == 0) continue;
     ffn_forward(b.experts[size_t(e)], s.permuted.data() + begin * H, rows,
                 s.expert_out.data() + begin * H, s.ffn);
   }
 
-  // 4. Combine: weighted scatter-add back to token order.
+  // 5. Combine: weighted scatter-add back to token order.
   combine_rows(s.plan, s.expert_out.data(), H, out);
 
-  // 5. Shared expert(s), optionally gated per token.
+  // 6. Shared expert(s), optionally gated per token.
   if (b.shared) {
     s.shared_out.resize(size_t(T * H));
     ffn_forward(*b.shared, x, T, s.shared_out.data(), s.ffn);

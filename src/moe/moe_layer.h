@@ -52,6 +52,7 @@ struct MoeScratch {
 // contiguous slice per device and the capacity policy applies to each slice separately (the
 // paper's "before the all-to-all, on the local tokens"). Adds loads to runtime.stats.
 void moe_forward(const MoeBlock& block, const float* x, int64_t num_tokens, int64_t hidden,
-                 float* out, MoeScratch& scratch, const MoeRuntime& runtime, int layer = 0);
+                 float* out, MoeScratch& scratch, const MoeRuntime& runtime = MoeRuntime{},
+                 int layer = 0);
 
 }  // namespace sy::moe

@@ -3,19 +3,59 @@
 #include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
+#include <limits>
 #include <numeric>
 
+#include "moe/dispatch.h"
 #include "util/error.h"
 
 namespace sy::moe {
 
+namespace {
+
+struct ScoreFuncName {
+  ScoreFunc score;
+  std::string_view name;
+};
+constexpr ScoreFuncName kScoreFuncNames[] = {
+    {ScoreFunc::kSoftmax, "softmax"},
+    {ScoreFunc::kSigmoid, "sigmoid"},
+    {ScoreFunc::kSoftmaxTopK, "softmax-topk"},
+    {ScoreFunc::kSigmoidTopK, "sigmoid-topk"},
+};
+
+bool top_k_first(ScoreFunc s) { return s == ScoreFunc::kSoftmaxTopK || s == ScoreFunc::kSigmoidTopK; }
+bool is_softmax(ScoreFunc s) { return s == ScoreFunc::kSoftmax || s == ScoreFunc::kSoftmaxTopK; }
+
+}  // namespace
+
+std::string_view score_func_name(ScoreFunc score) {
+  for (const auto& n : kScoreFuncNames)
+    if (n.score == score) return n.name;
+  SY_ASSERT_MSG(false, "unknown ScoreFunc value");
+  return {};
+}
+
+ScoreFunc parse_score_func(std::string_view name) {
+  std::string valid;
+  for (const auto& n : kScoreFuncNames) {
+    if (n.name == name) return n.score;
+    valid += valid.empty() ? "" : ", ";
+    valid += n.name;
+  }
+  fail("unknown router score function '{}' (valid: {})", name, valid);
+}
+
 std::string RouterConfig::describe() const {
-  std::string s = score == ScoreFunc::kSoftmax ? "softmax" : "sigmoid";
+  const bool first = top_k_first(score);
+  std::string s = first ? "logits" : std::string(score_func_name(score));
   if (has_selection_bias) s += " + selection bias";
   if (num_groups > 1)
     s += fmt::format(" -> top-{} of {} groups ({})", topk_groups, num_groups,
                      group_score == GroupScore::kMax ? "max" : "top-2 sum");
   s += fmt::format(" -> top-{} of {}", top_k, num_experts);
+  if (score == ScoreFunc::kSoftmaxTopK) s += " -> softmax over the selected";
+  if (score == ScoreFunc::kSigmoidTopK) s += " -> sigmoid";
   if (renormalize) s += " -> renormalise";
   if (routed_scaling_factor != 1.0f) s += fmt::format(" -> x{}", routed_scaling_factor);
   return s;
@@ -32,6 +72,19 @@ void top_k_indices(const float* values, int n, int k, int32_t* out, int32_t* scr
   std::copy(scratch, scratch + k, out);
 }
 
+// p[0..n) = softmax(x[0..n)), the sum in double (route()'s original arithmetic).
+void softmax_row(const float* x, int n, float* p) {
+  const float m = *std::max_element(x, x + n);
+  double sum = 0;
+  for (int e = 0; e < n; ++e) sum += (p[e] = std::exp(x[e] - m));
+  const float inv = float(1.0 / sum);
+  for (int e = 0; e < n; ++e) p[e] *= inv;
+}
+
+void sigmoid_row(const float* x, int n, float* p) {
+  for (int e = 0; e < n; ++e) p[e] = 1.0f / (1.0f + std::exp(-x[e]));
+}
+
 }  // namespace
 
 void route(const RouterConfig& cfg, const float* logits, int64_t num_tokens,
@@ -41,24 +94,29 @@ void route(const RouterConfig& cfg, const float* logits, int64_t num_tokens,
   SY_ASSERT(cfg.num_groups >= 1 && E % cfg.num_groups == 0);
   SY_ASSERT(cfg.topk_groups >= 1 && cfg.topk_groups <= cfg.num_groups);
   SY_ASSERT(!cfg.has_selection_bias || selection_bias != nullptr);
+  const bool first = top_k_first(cfg.score);
+  const bool softmax = is_softmax(cfg.score);
+  // Top-k-first modes mask with -inf, so the kept groups must hold at least k experts.
+  SY_ASSERT(!first || cfg.num_groups == 1 || K <= cfg.topk_groups * (E / cfg.num_groups));
+  // Score-first modes always need p (the weights come from it); top-k-first modes only for
+  // the scores output.
+  const bool need_p = !first || scores_out != nullptr;
+  const float masked = first ? -std::numeric_limits<float>::infinity() : 0.0f;
   std::vector<float> p(static_cast<size_t>(E)), choice(static_cast<size_t>(E));
   std::vector<int32_t> scratch(static_cast<size_t>(E));
   std::vector<int32_t> group_ids(static_cast<size_t>(cfg.num_groups));
   std::vector<float> group_scores(static_cast<size_t>(cfg.num_groups));
+  std::vector<float> selected(static_cast<size_t>(K));
 
   for (int64_t t = 0; t < num_tokens; ++t) {
     const float* x = logits + t * E;
-    if (cfg.score == ScoreFunc::kSoftmax) {
-      const float m = *std::max_element(x, x + E);
-      double sum = 0;
-      for (int e = 0; e < E; ++e) sum += (p[e] = std::exp(x[e] - m));
-      const float inv = float(1.0 / sum);
-      for (int e = 0; e < E; ++e) p[e] *= inv;
-    } else {
-      for (int e = 0; e < E; ++e) p[e] = 1.0f / (1.0f + std::exp(-x[e]));
+    if (need_p) {
+      if (softmax) softmax_row(x, E, p.data());
+      else sigmoid_row(x, E, p.data());
     }
     if (scores_out) std::copy(p.begin(), p.end(), scores_out + t * E);
-    for (int e = 0; e < E; ++e) choice[e] = p[e] + (cfg.has_selection_bias ? selection_bias[e] : 0);
+    const float* base = p.data();
+    for (int e = 0; e < E; ++e) choice[e] = base[e] + (cfg.has_selection_bias ? selection_bias[e] : 0);
 
     if (cfg.num_groups > 1) {
       const int per_group = E / cfg.num_groups;
@@ -74,25 +132,135 @@ void route(const RouterConfig& cfg, const float* logits, int64_t num_tokens,
       }
       top_k_indices(group_scores.data(), cfg.num_groups, cfg.topk_groups, group_ids.data(),
                     scratch.data());
-      // Experts of unselected groups get score 0, as the reference implementations mask.
+      // Experts of unselected groups get 0.0 (score-first, as the reference implementations
+      // mask) or -inf (top-k-first: logits have no floor).
       std::vector<bool> keep(size_t(cfg.num_groups), false);
       for (int i = 0; i < cfg.topk_groups; ++i) keep[group_ids[i]] = true;
       for (int e = 0; e < E; ++e)
-        if (!keep[e / per_group]) choice[e] = 0.0f;
+        if (!keep[e / per_group]) choice[e] = masked;
     }
 
     int32_t* id = ids + t * K;
     float* w = weights + t * K;
     top_k_indices(choice.data(), E, K, id, scratch.data());
-    double sum = 0;
-    for (int i = 0; i < K; ++i) sum += (w[i] = p[id[i]]);
+    switch (cfg.score) {
+      case ScoreFunc::kSoftmax:
+      case ScoreFunc::kSigmoid:
+        for (int i = 0; i < K; ++i) w[i] = p[id[i]];
+        break;
+      case ScoreFunc::kSoftmaxTopK:
+        for (int i = 0; i < K; ++i) selected[i] = x[id[i]];
+        softmax_row(selected.data(), K, w);
+        break;
+      case ScoreFunc::kSigmoidTopK:
+        for (int i = 0; i < K; ++i) selected[i] = x[id[i]];
+        sigmoid_row(selected.data(), K, w);
+        break;
+    }
     if (cfg.renormalize) {
+      double sum = 0;
+      for (int i = 0; i < K; ++i) sum += w[i];
       const float denom = float(sum) + cfg.renormalize_epsilon;
       for (int i = 0; i < K; ++i) w[i] /= denom;
     }
     if (cfg.routed_scaling_factor != 1.0f)
       for (int i = 0; i < K; ++i) w[i] *= cfg.routed_scaling_factor;
   }
+}
+
+// --- Noisy top-k gating --------------------------------------------------------------------
+
+namespace {
+
+// SplitMix64 (Steele, Lea, Flood 2014): output n of the stream seeded at `state` is
+// mix(state + (n + 1) * golden). Counter-based, so any element can be drawn on its own.
+constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ULL;
+
+uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// softplus(x) = log(1 + exp(x)), without overflow for large x or loss for very negative x.
+float softplus(float x) {
+  return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x));
+}
+
+}  // namespace
+
+float noisy_gating_normal(uint64_t seed, uint64_t stream, uint64_t index) {
+  const uint64_t key = mix64(mix64(seed + kGolden) ^ mix64(stream + 0x632be59bd9b4e019ULL));
+  const uint64_t a = mix64(key + (2 * index + 1) * kGolden);
+  const uint64_t b = mix64(key + (2 * index + 2) * kGolden);
+  // Box-Muller with u1 in (0, 1] (never log(0)) and u2 in [0, 1), 53-bit uniforms.
+  const double u1 = (double(a >> 11) + 1.0) * 0x1.0p-53;
+  const double u2 = double(b >> 11) * 0x1.0p-53;
+  constexpr double kTwoPi = 6.283185307179586476925286766559;
+  return float(std::sqrt(-2.0 * std::log(u1)) * std::cos(kTwoPi * u2));
+}
+
+void route_noisy(const RouterConfig& cfg, const float* logits, const float* noise_logits,
+                 int64_t num_tokens, uint64_t seed, uint64_t stream, int32_t* ids,
+                 float* weights, float* scores, float* noise_out) {
+  const int E = cfg.num_experts;
+  SY_ASSERT(E > 0);
+  SY_ASSERT_MSG(!cfg.has_selection_bias, "route_noisy takes no selection bias");
+  std::vector<float> h(size_t(num_tokens) * size_t(E));  // [T, E] noisy logits H
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    for (int e = 0; e < E; ++e) {
+      const int64_t i = t * E + e;
+      const float noise = noisy_gating_normal(seed, stream, uint64_t(i)) * softplus(noise_logits[i]);
+      if (noise_out) noise_out[i] = noise;
+      h[size_t(i)] = logits[i] + noise;
+    }
+  }
+  route(cfg, h.data(), num_tokens, nullptr, ids, weights, scores);
+}
+
+// --- Expert choice ---------------------------------------------------------------------------
+
+int64_t expert_choice_capacity(double capacity_factor, int64_t num_tokens, int num_experts) {
+  SY_ASSERT(num_experts > 0 && num_tokens >= 0);
+  SY_ASSERT(std::isfinite(capacity_factor) && capacity_factor >= 0);
+  const double q = capacity_factor * double(num_tokens) / double(num_experts);
+  const double r = std::round(q);
+  if (std::abs(q - r) <= 1e-9 * std::max(1.0, q)) return int64_t(r);
+  return int64_t(std::ceil(q));
+}
+
+std::string describe_expert_choice(int num_experts, double capacity_factor) {
+  return fmt::format("softmax -> expert choice: each of {} experts takes its top-C tokens, "
+                     "C = ceil({} * T / {})",
+                     num_experts, capacity_factor, num_experts);
+}
+
+void route_expert_choice(const float* logits, int64_t num_tokens, int num_experts,
+                         double capacity_factor, int32_t* ids, float* weights, float* scores) {
+  const int E = num_experts;
+  const int64_t T = num_tokens;
+  const int64_t C = std::min(expert_choice_capacity(capacity_factor, T, E), T);
+  std::vector<float> s(size_t(T) * size_t(E));  // [T, E] affinity
+  for (int64_t t = 0; t < T; ++t) softmax_row(logits + t * E, E, s.data() + t * E);
+  for (int64_t i = 0; i < T * E; ++i) {
+    ids[i] = kDroppedExpert;
+    weights[i] = 0.0f;
+  }
+  std::vector<int64_t> order(static_cast<size_t>(T));
+  for (int e = 0; e < E; ++e) {
+    std::iota(order.begin(), order.end(), int64_t{0});
+    const float* col = s.data() + e;  // column e, stride E
+    std::partial_sort(order.begin(), order.begin() + C, order.end(), [col, E](int64_t a, int64_t b) {
+      const float va = col[a * E], vb = col[b * E];
+      return va > vb || (va == vb && a < b);
+    });
+    for (int64_t i = 0; i < C; ++i) {
+      const int64_t t = order[size_t(i)];
+      ids[t * E + e] = e;
+      weights[t * E + e] = col[t * E];
+    }
+  }
+  if (scores) std::copy(s.begin(), s.end(), scores);
 }
 
 }  // namespace sy::moe

@@ -384,8 +384,10 @@ TEST(MoeLayer, LoadStatsCountPairs) {
   std::vector<float> out(x.size());
   MoeScratch scratch;
   LoadStats stats(3, s.E);
-  moe_forward(L.block(), x.data(), T, s.H, out.data(), scratch, &stats, 1);
-  moe_forward(L.block(), x.data(), 5, s.H, out.data(), scratch, &stats, 2);  // first 5 tokens
+  MoeRuntime runtime;
+  runtime.stats = &stats;
+  moe_forward(L.block(), x.data(), T, s.H, out.data(), scratch, runtime, 1);
+  moe_forward(L.block(), x.data(), 5, s.H, out.data(), scratch, runtime, 2);  // first 5 tokens
   std::vector<int64_t> expect1(size_t(s.E), 0), expect2(size_t(s.E), 0);
   for (int64_t t = 0; t < T; ++t)
     for (int id : refs[size_t(t)].ids) ++expect1[size_t(id)], expect2[size_t(id)] += t < 5;
@@ -406,7 +408,9 @@ TEST(MoeLayer, ZeroTokens) {
   MoeScratch scratch;
   LoadStats stats(1, kSpecs[2].E);
   std::vector<float> x, out;
-  moe_forward(L.block(), x.data(), 0, kSpecs[2].H, out.data(), scratch, &stats, 0);
+  MoeRuntime runtime;
+  runtime.stats = &stats;
+  moe_forward(L.block(), x.data(), 0, kSpecs[2].H, out.data(), scratch, runtime, 0);
   EXPECT_FALSE(stats.layer_active(0));
 }
 

@@ -1,0 +1,379 @@
+#include "moe/capacity.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "moe/dispatch.h"
+#include "util/error.h"
+
+namespace sy::moe {
+
+namespace {
+
+struct PolicyName {
+  CapacityPolicy policy;
+  std::string_view name;
+  std::string_view description;
+};
+constexpr PolicyName kPolicies[] = {
+    {CapacityPolicy::kNone, "none", "dropless"},
+    {CapacityPolicy::kScore, "score", "token drop by score"},
+    {CapacityPolicy::kOrder, "order", "token drop, later tokens first"},
+    {CapacityPolicy::kReverseOrder, "reverse", "token drop, earlier tokens first"},
+    {CapacityPolicy::kRandom, "random", "token drop at random"},
+    {CapacityPolicy::kExpanded, "expanded", "expanded drop (top-k + local experts)"},
+    {CapacityPolicy::kReroute, "reroute", "token reroute"},
+    {CapacityPolicy::kDevice, "device", "device-level capacity, drop by score"},
+};
+
+// A (token, slot) pair of the output table.
+struct Pair {
+  int32_t token;
+  int32_t slot;
+};
+
+// splitmix64: a reproducible per-pair random priority that does not depend on visit order.
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+class PolicyRun {
+ public:
+  PolicyRun(const CapacityConfig& cfg, const float* scores, int64_t T, int E, int K,
+            int32_t* ids, float* weights, int slots, uint64_t rng_stream)
+      : cfg_(cfg), p_(scores), T_(T), E_(E), K_(K), ids_(ids), w_(weights), S_(slots),
+        stream_(rng_stream) {}
+
+  float score(int32_t t, int32_t e) const { return p_[int64_t(t) * E_ + e]; }
+  int32_t& id(const Pair& q) { return ids_[int64_t(q.token) * S_ + q.slot]; }
+  float& weight(const Pair& q) { return w_[int64_t(q.token) * S_ + q.slot]; }
+
+  // Current pairs of every expert, in token order.
+  std::vector<std::vector<Pair>> pairs_by_expert() {
+    std::vector<std::vector<Pair>> by(static_cast<size_t>(E_));
+    for (int32_t t = 0; t < T_; ++t)
+      for (int32_t s = 0; s < S_; ++s)
+        if (const int32_t e = ids_[int64_t(t) * S_ + s]; e != kDroppedExpert)
+          by[size_t(e)].push_back({t, s});
+    return by;
+  }
+
+  // Orders the pairs of expert e by the policy's priority, most important first.
+  void rank(std::vector<Pair>& pairs, int32_t e, CapacityPolicy policy) const {
+    auto by_score = [&](const Pair& a, const Pair& b) {
+      const float sa = score(a.token, e), sb = score(b.token, e);
+      return sa > sb || (sa == sb && a.token < b.token);
+    };
+    switch (policy) {
+      case CapacityPolicy::kOrder:
+        std::stable_sort(pairs.begin(), pairs.end(),
+                         [](const Pair& a, const Pair& b) { return a.token < b.token; });
+        break;
+      case CapacityPolicy::kReverseOrder:
+        std::stable_sort(pairs.begin(), pairs.end(),
+                         [](const Pair& a, const Pair& b) { return a.token > b.token; });
+        break;
+      case CapacityPolicy::kRandom: {
+        const uint64_t base = mix(cfg_.seed ^ mix(stream_ ^ mix(uint64_t(e))));
+        std::stable_sort(pairs.begin(), pairs.end(), [&](const Pair& a, const Pair& b) {
+          return mix(base ^ uint64_t(a.token)) < mix(base ^ uint64_t(b.token));
+        });
+        break;
+      }
+      default:
+        std::stable_sort(pairs.begin(), pairs.end(), by_score);
+    }
+  }
+
+  // Drops the pairs of each expert beyond its first C in the policy's order.
+  void token_drop(int64_t C, CapacityPolicy policy) {
+    auto by = pairs_by_expert();
+    for (int32_t e = 0; e < E_; ++e) {
+      auto& pairs = by[size_t(e)];
+      if (int64_t(pairs.size()) <= C) continue;
+      rank(pairs, e, policy);
+      for (size_t i = size_t(C); i < pairs.size(); ++i) id(pairs[i]) = kDroppedExpert, weight(pairs[i]) = 0;
+    }
+  }
+
+  // Candidates = router pairs + every expert local to the source device; router pairs rank
+  // first, so overflowing experts keep exactly what token drop keeps.
+  void expanded_drop(int64_t C, const std::vector<int32_t>& local, const std::vector<float>& scale) {
+    auto by = pairs_by_expert();
+    std::vector<bool> holds(size_t(T_) * size_t(E_), false);
+    for (int32_t e = 0; e < E_; ++e)
+      for (const Pair& q : by[size_t(e)]) holds[size_t(q.token) * size_t(E_) + size_t(e)] = true;
+    std::vector<int32_t> next_slot(size_t(T_), K_);
+    for (int32_t e : local) {
+      auto& routed = by[size_t(e)];
+      rank(routed, e, CapacityPolicy::kScore);
+      for (size_t i = size_t(std::min<int64_t>(C, int64_t(routed.size()))); i < routed.size(); ++i)
+        id(routed[i]) = kDroppedExpert, weight(routed[i]) = 0;
+      int64_t spare = C - int64_t(routed.size());
+      if (spare <= 0) continue;
+      std::vector<int32_t> extra;
+      for (int32_t t = 0; t < T_; ++t)
+        if (!holds[size_t(t) * size_t(E_) + size_t(e)]) extra.push_back(t);
+      std::stable_sort(extra.begin(), extra.end(),
+                       [&](int32_t a, int32_t b) { return score(a, e) > score(b, e); });
+      for (size_t i = 0; i < extra.size() && int64_t(i) < spare; ++i) {
+        const int32_t t = extra[i];
+        const Pair q{t, next_slot[size_t(t)]++};
+        SY_ASSERT(q.slot < S_);
+        id(q) = e;
+        weight(q) = score(t, e) * scale[size_t(t)];
+      }
+    }
+    // Experts on other devices: plain score drop.
+    std::vector<bool> is_local(size_t(E_), false);
+    for (int32_t e : local) is_local[size_t(e)] = true;
+    for (int32_t e = 0; e < E_; ++e) {
+      if (is_local[size_t(e)]) continue;
+      auto& routed = by[size_t(e)];
+      if (int64_t(routed.size()) <= C) continue;
+      rank(routed, e, CapacityPolicy::kScore);
+      for (size_t i = size_t(C); i < routed.size(); ++i) id(routed[i]) = kDroppedExpert, weight(routed[i]) = 0;
+    }
+  }
+
+  // Overflowed pairs leave their expert (masked for that token) and take the token's best
+  // expert it neither holds nor had masked; repeated for `rounds`, then a final score drop.
+  void reroute(int64_t C, int rounds, const std::vector<float>& scale) {
+    std::vector<bool> masked(size_t(T_) * size_t(E_), false);
+    for (int round = 0; round < rounds; ++round) {
+      auto by = pairs_by_expert();
+      std::vector<Pair> overflowed;
+      for (int32_t e = 0; e < E_; ++e) {
+        auto& pairs = by[size_t(e)];
+        if (int64_t(pairs.size()) <= C) continue;
+        rank(pairs, e, CapacityPolicy::kScore);
+        overflowed.insert(overflowed.end(), pairs.begin() + C, pairs.end());
+      }
+      if (overflowed.empty()) break;
+      std::sort(overflowed.begin(), overflowed.end(), [](const Pair& a, const Pair& b) {
+        return a.token < b.token || (a.token == b.token && a.slot < b.slot);
+      });
+      for (const Pair& q : overflowed) masked[size_t(q.token) * size_t(E_) + size_t(id(q))] = true;
+      for (const Pair& q : overflowed) {
+        const int32_t t = q.token;
+        int32_t best = kDroppedExpert;
+        for (int32_t e = 0; e < E_; ++e) {
+          if (masked[size_t(t) * size_t(E_) + size_t(e)] || holds(t, e)) continue;
+          if (best == kDroppedExpert || score(t, e) > score(t, best)) best = e;
+        }
+        id(q) = best;
+        weight(q) = best == kDroppedExpert ? 0.0f : score(t, best) * scale[size_t(t)];
+      }
+    }
+    token_drop(C, CapacityPolicy::kScore);
+  }
+
+  // The pairs sent to each device are bounded by C_d = ceil(gamma*T*k*n_d/E).
+  void device_drop(const Placement& placement) {
+    const int D = placement.empty() ? 1 : placement.num_devices();
+    std::vector<std::vector<std::pair<Pair, int32_t>>> by(static_cast<size_t>(D));
+    for (int32_t t = 0; t < T_; ++t)
+      for (int32_t s = 0; s < S_; ++s)
+        if (const int32_t e = ids_[int64_t(t) * S_ + s]; e != kDroppedExpert)
+          by[size_t(placement.empty() ? 0 : placement.device_of(e))].push_back({{t, s}, e});
+    for (int d = 0; d < D; ++d) {
+      const int n_d = placement.empty() ? E_ : int(placement.experts_on(d).size());
+      const int64_t C_d = expert_capacity(cfg_.factor * n_d, T_, K_, E_);
+      auto& pairs = by[size_t(d)];
+      if (int64_t(pairs.size()) <= C_d) continue;
+      std::stable_sort(pairs.begin(), pairs.end(), [&](const auto& a, const auto& b) {
+        const float sa = score(a.first.token, a.second), sb = score(b.first.token, b.second);
+        if (sa != sb) return sa > sb;
+        if (a.first.token != b.first.token) return a.first.token < b.first.token;
+        return a.second < b.second;
+      });
+      for (size_t i = size_t(C_d); i < pairs.size(); ++i)
+        id(pairs[i].first) = kDroppedExpert, weight(pairs[i].first) = 0;
+    }
+  }
+
+ private:
+  bool holds(int32_t t, int32_t e) const {
+    for (int32_t s = 0; s < S_; ++s)
+      if (ids_[int64_t(t) * S_ + s] == e) return true;
+    return false;
+  }
+
+  const CapacityConfig& cfg_;
+  const float* p_;
+  int64_t T_;
+  int E_, K_;
+  int32_t* ids_;
+  float* w_;
+  int S_;
+  uint64_t stream_;
+};
+
+}  // namespace
+
+std::string_view capacity_policy_name(CapacityPolicy policy) {
+  for (const auto& p : kPolicies)
+    if (p.policy == policy) return p.name;
+  return "?";
+}
+
+CapacityPolicy parse_capacity_policy(std::string_view name) {
+  std::string valid;
+  for (const auto& p : kPolicies) {
+    if (p.name == name) return p.policy;
+    valid += fmt::format("{}{}", valid.empty() ? "" : ", ", p.name);
+  }
+  fail("unknown capacity policy '{}' (valid: {})", name, valid);
+}
+
+std::string CapacityConfig::describe() const {
+  std::string_view what = "?";
+  for (const auto& p : kPolicies)
+    if (p.policy == policy) what = p.description;
+  if (!active()) return std::string(what);
+  std::string s = fmt::format("{}, gamma {} (C = ceil(gamma*T*k/E) per source device)", what, factor);
+  if (policy == CapacityPolicy::kReroute) s += fmt::format(", {} rounds", reroute_rounds);
+  if (policy == CapacityPolicy::kRandom) s += fmt::format(", seed {}", seed);
+  if (renormalize) s += ", weights renormalised";
+  if (!skip_single_token) s += ", also on single-token steps";
+  return s;
+}
+
+int64_t expert_capacity(double gamma, int64_t num_tokens, int top_k, int num_experts) {
+  if (num_tokens <= 0) return 0;
+  const double c = std::ceil(gamma * double(num_tokens) * top_k / num_experts);
+  return std::max<int64_t>(1, int64_t(c));
+}
+
+int capacity_slots(const CapacityConfig& config, int top_k, int num_experts,
+                   const Placement& placement) {
+  if (config.policy != CapacityPolicy::kExpanded) return top_k;
+  if (placement.empty()) return top_k + num_experts;
+  size_t most = 0;
+  for (int d = 0; d < placement.num_devices(); ++d)
+    most = std::max(most, placement.experts_on(d).size());
+  return top_k + int(most);
+}
+
+void CapacityOutcome::reset(int num_experts) {
+  *this = CapacityOutcome{};
+  load_before.assign(size_t(num_experts), 0);
+  load_after.assign(size_t(num_experts), 0);
+}
+
+void CapacityOutcome::accumulate(const CapacityOutcome& o) {
+  if (load_before.size() < o.load_before.size()) load_before.resize(o.load_before.size(), 0);
+  if (load_after.size() < o.load_after.size()) load_after.resize(o.load_after.size(), 0);
+  for (size_t e = 0; e < o.load_before.size(); ++e) load_before[e] += o.load_before[e];
+  for (size_t e = 0; e < o.load_after.size(); ++e) load_after[e] += o.load_after[e];
+  routed += o.routed;
+  overflow += o.overflow;
+  dropped += o.dropped;
+  added += o.added;
+  rerouted += o.rerouted;
+}
+
+void apply_capacity(const CapacityConfig& cfg, const RouterConfig& router, const float* scores,
+                    const int32_t* ids, const float* weights, int64_t T,
+                    const Placement& placement, int source_device, uint64_t rng_stream,
+                    int32_t* out_ids, float* out_weights, int out_slots,
+                    CapacityOutcome& outcome) {
+  const int E = router.num_experts, K = router.top_k;
+  SY_ASSERT(out_slots >= capacity_slots(cfg, K, E, placement));
+  SY_ASSERT(placement.empty() || (placement.num_experts() == E && source_device >= 0 &&
+                                  source_device < placement.num_devices()));
+  if (outcome.load_before.size() != size_t(E)) {
+    outcome.load_before.resize(size_t(E), 0);
+    outcome.load_after.resize(size_t(E), 0);
+  }
+
+  // Start from the router's table, padded with empty slots.
+  std::vector<int64_t> before(size_t(E), 0);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int s = 0; s < out_slots; ++s) {
+      const bool routed = s < K;
+      const int32_t e = routed ? ids[t * K + s] : kDroppedExpert;
+      out_ids[t * out_slots + s] = e;
+      out_weights[t * out_slots + s] = e == kDroppedExpert ? 0.0f : weights[t * K + s];
+      if (e != kDroppedExpert) ++before[size_t(e)];
+    }
+  }
+  const int64_t C = expert_capacity(cfg.factor, T, K, E);
+  for (int e = 0; e < E; ++e) {
+    outcome.load_before[size_t(e)] += before[size_t(e)];
+    outcome.routed += before[size_t(e)];
+    outcome.overflow += std::max<int64_t>(0, before[size_t(e)] - C);
+  }
+
+  const bool skip = !cfg.active() || (cfg.skip_single_token && T == 1);
+  if (!skip) {
+    // Per-token factor mapping a probability to a combine weight (renormalisation, scaling),
+    // so pairs a policy adds are weighted as the router would have weighted them.
+    std::vector<float> scale(size_t(T), 0.0f);
+    for (int64_t t = 0; t < T; ++t) {
+      double w = 0, p = 0;
+      for (int s = 0; s < K; ++s)
+        if (const int32_t e = ids[t * K + s]; e != kDroppedExpert)
+          w += weights[t * K + s], p += scores[t * E + e];
+      scale[size_t(t)] = p > 0 ? float(w / p) : 0.0f;
+    }
+    PolicyRun run(cfg, scores, T, E, K, out_ids, out_weights, out_slots, rng_stream);
+    switch (cfg.policy) {
+      case CapacityPolicy::kScore:
+      case CapacityPolicy::kOrder:
+      case CapacityPolicy::kReverseOrder:
+      case CapacityPolicy::kRandom:
+        run.token_drop(C, cfg.policy);
+        break;
+      case CapacityPolicy::kExpanded: {
+        std::vector<int32_t> local(static_cast<size_t>(E));
+        std::iota(local.begin(), local.end(), 0);
+        if (!placement.empty()) local = placement.experts_on(source_device);
+        run.expanded_drop(C, local, scale);
+        break;
+      }
+      case CapacityPolicy::kReroute:
+        run.reroute(C, cfg.reroute_rounds, scale);
+        break;
+      case CapacityPolicy::kDevice:
+        run.device_drop(placement);
+        break;
+      case CapacityPolicy::kNone:
+        break;
+    }
+  }
+
+  // Count what changed, per token: router pairs lost and pairs gained; optional renormalise.
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t* in = ids + t * K;
+    int32_t* out = out_ids + t * out_slots;
+    float* w = out_weights + t * out_slots;
+    double sum_before = 0, sum_after = 0;
+    for (int s = 0; s < K; ++s) {
+      if (in[s] == kDroppedExpert) continue;
+      sum_before += weights[t * K + s];
+      if (std::find(out, out + out_slots, in[s]) == out + out_slots) ++outcome.dropped;
+    }
+    for (int s = 0; s < out_slots; ++s) {
+      if (out[s] == kDroppedExpert) continue;
+      ++outcome.load_after[size_t(out[s])];
+      sum_after += w[s];
+      if (std::find(in, in + K, out[s]) == in + K) {
+        ++outcome.added;
+        if (cfg.policy == CapacityPolicy::kReroute) ++outcome.rerouted;
+      }
+    }
+    if (!skip && cfg.renormalize && sum_after > 0 && sum_after != sum_before) {
+      const float f = float(sum_before / sum_after);
+      for (int s = 0; s < out_slots; ++s) w[s] *= f;
+    }
+  }
+}
+
+}  // namespace sy::moe

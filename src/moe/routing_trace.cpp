@@ -1,0 +1,397 @@
+#include "moe/routing_trace.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "io/safetensors.h"
+#include "moe/dispatch.h"
+#include "util/error.h"
+
+namespace sy::moe {
+namespace {
+
+using json = nlohmann::json;
+
+// The per-layer tensors, in the order they are written.
+constexpr const char* kFields[] = {"scores", "router_ids", "router_weights",
+                                   "ids",    "weights",    "call_tokens"};
+
+// Metadata keys the writer owns; RoutingTraceInfo::extra may not use them.
+const char* const kReservedKeys[] = {
+    "format",          "format_version",   "num_layers",
+    "router",          "capacity",         "capacity_policy",
+    "capacity_factor", "capacity_renormalize", "capacity_skip_single_token",
+    "capacity_reroute_rounds", "capacity_seed", "model",
+    "architecture",    "placement"};
+
+std::string score_name(ScoreFunc score) {
+  switch (score) {
+    case ScoreFunc::kSoftmax: return "softmax";
+    case ScoreFunc::kSigmoid: return "sigmoid";
+    default: return std::to_string(int(score));  // a variant this file does not name yet
+  }
+}
+
+ScoreFunc parse_score_name(const std::string& name, const std::string& where) {
+  if (name == "softmax") return ScoreFunc::kSoftmax;
+  if (name == "sigmoid") return ScoreFunc::kSigmoid;
+  if (!name.empty() && std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+      name.size() < 4)
+    return ScoreFunc(std::stoi(name));
+  fail("{}: unknown router score function '{}' (expected softmax or sigmoid)", where, name);
+}
+
+int64_t parse_int(const std::string& text, const std::string& where) {
+  try {
+    size_t used = 0;
+    const long long v = std::stoll(text, &used);
+    if (used == text.size()) return v;
+  } catch (const std::exception&) {
+  }
+  fail("{}: '{}' is not an integer", where, text);
+}
+
+double parse_double(const std::string& text, const std::string& where) {
+  try {
+    size_t used = 0;
+    const double v = std::stod(text, &used);
+    if (used == text.size() && std::isfinite(v)) return v;
+  } catch (const std::exception&) {
+  }
+  fail("{}: '{}' is not a finite number", where, text);
+}
+
+bool parse_bool(const std::string& text, const std::string& where) {
+  if (text == "true" || text == "1") return true;
+  if (text == "false" || text == "0") return false;
+  fail("{}: '{}' is not true or false", where, text);
+}
+
+// Widens the [N, old_slots] table to [N, new_slots], padding each row with `pad`.
+template <typename T>
+void widen_rows(std::vector<T>& table, int64_t rows, int old_slots, int new_slots, T pad) {
+  std::vector<T> wide(size_t(rows) * size_t(new_slots), pad);
+  for (int64_t r = 0; r < rows; ++r)
+    std::copy_n(table.begin() + r * old_slots, old_slots, wide.begin() + r * new_slots);
+  table.swap(wide);
+}
+
+template <typename T>
+io::TensorToWrite tensor(const std::string& name, const char* dtype, std::vector<int64_t> shape,
+                         const std::vector<T>& data) {
+  return {name, dtype, std::move(shape), data.data(), data.size() * sizeof(T)};
+}
+
+template <typename T>
+std::vector<T> copy_out(const io::TensorInfo& t) {
+  std::vector<T> v(t.nbytes / sizeof(T));
+  if (t.nbytes) std::memcpy(v.data(), t.data, t.nbytes);  // the mapping may be unaligned
+  return v;
+}
+
+}  // namespace
+
+std::string router_config_json(const RouterConfig& r) {
+  return json{{"num_experts", r.num_experts},
+              {"top_k", r.top_k},
+              {"score", score_name(r.score)},
+              {"renormalize", r.renormalize},
+              {"renormalize_epsilon", r.renormalize_epsilon},
+              {"routed_scaling_factor", r.routed_scaling_factor},
+              {"has_selection_bias", r.has_selection_bias},
+              {"num_groups", r.num_groups},
+              {"topk_groups", r.topk_groups},
+              {"group_score", r.group_score == GroupScore::kMax ? "max" : "top2_sum"}}
+      .dump();
+}
+
+RouterConfig parse_router_config_json(const std::string& text, const std::string& where) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    fail("{}: router is not valid JSON ({})", where, e.what());
+  }
+  if (!j.is_object()) fail("{}: router is not a JSON object", where);
+  RouterConfig r;
+  try {
+    for (auto& [key, v] : j.items()) {
+      if (key == "num_experts") r.num_experts = v.get<int>();
+      else if (key == "top_k") r.top_k = v.get<int>();
+      else if (key == "score") r.score = parse_score_name(v.get<std::string>(), where);
+      else if (key == "renormalize") r.renormalize = v.get<bool>();
+      else if (key == "renormalize_epsilon") r.renormalize_epsilon = v.get<float>();
+      else if (key == "routed_scaling_factor") r.routed_scaling_factor = v.get<float>();
+      else if (key == "has_selection_bias") r.has_selection_bias = v.get<bool>();
+      else if (key == "num_groups") r.num_groups = v.get<int>();
+      else if (key == "topk_groups") r.topk_groups = v.get<int>();
+      else if (key == "group_score") {
+        const std::string g = v.get<std::string>();
+        if (g != "max" && g != "top2_sum")
+          fail("{}: router group_score '{}' is neither max nor top2_sum", where, g);
+        r.group_score = g == "max" ? GroupScore::kMax : GroupScore::kTop2Sum;
+      } else {
+        fail("{}: router has an unknown key '{}'", where, key);
+      }
+    }
+  } catch (const json::exception& e) {
+    fail("{}: router has a value of the wrong type ({})", where, e.what());
+  }
+  return r;
+}
+
+const RoutingTraceLayer* RoutingTrace::find(int layer) const {
+  for (const auto& l : layers)
+    if (l.layer == layer) return &l;
+  return nullptr;
+}
+
+int RoutingTrace::num_layers() const {
+  if (info.num_layers > 0) return info.num_layers;
+  return layers.empty() ? 0 : layers.back().layer + 1;
+}
+
+void RoutingTraceWriter::observe(const RoutingRecord& r) {
+  SY_ASSERT(r.layer >= 0 && r.num_tokens >= 0 && r.num_tokens <= INT32_MAX);
+  SY_ASSERT(r.num_experts > 0 && r.top_k > 0 && r.slots >= r.top_k);
+  SY_ASSERT(r.num_tokens == 0 || (r.scores && r.router_ids && r.router_weights && r.ids && r.weights));
+  const int64_t T = r.num_tokens;
+  const size_t E = size_t(r.num_experts), K = size_t(r.top_k), S_in = size_t(r.slots);
+
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto [it, fresh] = layers_.try_emplace(r.layer);
+  RoutingTraceLayer& L = it->second;
+  if (fresh) {
+    L.layer = r.layer;
+    L.num_experts = r.num_experts;
+    L.top_k = r.top_k;
+    L.slots = r.slots;
+  }
+  SY_ASSERT_MSG(L.num_experts == r.num_experts && L.top_k == r.top_k,
+                "a layer's expert count or top-k changed between calls");
+  if (r.slots > L.slots) {  // a policy with more slots than earlier calls: widen the past
+    widen_rows(L.ids, L.num_tokens, L.slots, r.slots, kDroppedExpert);
+    widen_rows(L.weights, L.num_tokens, L.slots, r.slots, 0.0f);
+    L.slots = r.slots;
+  }
+  const size_t S = size_t(L.slots);
+  L.scores.insert(L.scores.end(), r.scores, r.scores + T * int64_t(E));
+  L.router_ids.insert(L.router_ids.end(), r.router_ids, r.router_ids + T * int64_t(K));
+  L.router_weights.insert(L.router_weights.end(), r.router_weights, r.router_weights + T * int64_t(K));
+  const size_t base = L.ids.size();
+  L.ids.resize(base + size_t(T) * S, kDroppedExpert);
+  L.weights.resize(base + size_t(T) * S, 0.0f);
+  for (int64_t t = 0; t < T; ++t) {
+    std::copy_n(r.ids + t * int64_t(S_in), S_in, L.ids.begin() + int64_t(base) + t * int64_t(S));
+    std::copy_n(r.weights + t * int64_t(S_in), S_in, L.weights.begin() + int64_t(base) + t * int64_t(S));
+  }
+  L.num_tokens += T;
+  L.call_tokens.push_back(int32_t(T));
+}
+
+int64_t RoutingTraceWriter::num_calls() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  int64_t n = 0;
+  for (const auto& [layer, L] : layers_) n += int64_t(L.call_tokens.size());
+  return n;
+}
+
+void RoutingTraceWriter::finish(const std::string& path, const RoutingTraceInfo& info) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (layers_.empty())
+    fail("routing trace '{}': nothing was recorded (no MoE layer ran), so no file was written", path);
+
+  std::vector<io::TensorToWrite> tensors;
+  for (const auto& [l, L] : layers_) {
+    const std::string p = fmt::format("layer.{}.", l);
+    const int64_t N = L.num_tokens;
+    tensors.push_back(tensor(p + "scores", "F32", {N, L.num_experts}, L.scores));
+    tensors.push_back(tensor(p + "router_ids", "I32", {N, L.top_k}, L.router_ids));
+    tensors.push_back(tensor(p + "router_weights", "F32", {N, L.top_k}, L.router_weights));
+    tensors.push_back(tensor(p + "ids", "I32", {N, L.slots}, L.ids));
+    tensors.push_back(tensor(p + "weights", "F32", {N, L.slots}, L.weights));
+    tensors.push_back(tensor(p + "call_tokens", "I32", {int64_t(L.call_tokens.size())}, L.call_tokens));
+  }
+
+  RouterConfig router = info.router;
+  const RoutingTraceLayer& first = layers_.begin()->second;
+  if (router.num_experts == 0) router.num_experts = first.num_experts;
+  if (router.top_k == 0) router.top_k = first.top_k;
+  std::map<std::string, std::string> meta;
+  for (const auto& [key, value] : info.extra) {
+    if (std::find_if(std::begin(kReservedKeys), std::end(kReservedKeys),
+                     [&](const char* k) { return key == k; }) != std::end(kReservedKeys))
+      fail("routing trace '{}': extra metadata key '{}' is reserved", path, key);
+    meta[key] = value;
+  }
+  meta["format"] = kRoutingTraceFormat;
+  meta["format_version"] = std::to_string(kRoutingTraceVersion);
+  meta["num_layers"] = std::to_string(std::max(info.num_layers, layers_.rbegin()->first + 1));
+  meta["router"] = router_config_json(router);
+  meta["capacity"] = info.capacity.describe();
+  meta["capacity_policy"] = std::string(capacity_policy_name(info.capacity.policy));
+  meta["capacity_factor"] = fmt::format("{}", info.capacity.factor);
+  meta["capacity_renormalize"] = info.capacity.renormalize ? "true" : "false";
+  meta["capacity_skip_single_token"] = info.capacity.skip_single_token ? "true" : "false";
+  meta["capacity_reroute_rounds"] = std::to_string(info.capacity.reroute_rounds);
+  meta["capacity_seed"] = std::to_string(info.capacity.seed);
+  meta["model"] = info.model;
+  meta["architecture"] = info.architecture;
+  meta["placement"] = info.placement;
+  io::write_safetensors(path, tensors, meta);
+}
+
+RoutingTrace read_routing_trace(const std::string& path) {
+  io::SafetensorsFile file(path);  // errors name the file
+  const auto& meta = file.metadata();
+  const std::string where = fmt::format("routing trace '{}'", path);
+  auto format = meta.find("format");
+  if (format == meta.end() || format->second != kRoutingTraceFormat)
+    fail("'{}' is not a Switchyard routing trace: its metadata has {} instead of format = {}{} "
+         "(write one with `switchyard score --trace FILE` or `generate --trace FILE`)",
+         path, format == meta.end() ? "no 'format'" : "format = " + format->second,
+         kRoutingTraceFormat,
+         format != meta.end() && format->second == "pt" ? "; it looks like a model checkpoint" : "");
+  auto version = meta.find("format_version");
+  if (version == meta.end()) fail("{}: metadata has no format_version", where);
+  const int64_t v = parse_int(version->second, where + " format_version");
+  if (v < 1 || v > kRoutingTraceVersion)
+    fail("{}: format version {} is not one this build reads (1 to {}){}", where, v,
+         kRoutingTraceVersion, v > kRoutingTraceVersion ? "; it was written by a newer Switchyard" : "");
+
+  // Group the tensors by layer; any other name is an error.
+  static const std::regex name_re(R"(layer\.(0|[1-9][0-9]{0,5})\.([a-z_]+))");
+  std::map<int, std::map<std::string, const io::TensorInfo*>> by_layer;
+  for (const auto& t : file.tensors()) {
+    std::smatch m;
+    const bool known = std::regex_match(t.name, m, name_re) &&
+                       std::find_if(std::begin(kFields), std::end(kFields), [&](const char* f) {
+                         return m[2].str() == f;
+                       }) != std::end(kFields);
+    if (!known)
+      fail("{}: unexpected tensor '{}' (a trace holds layer.L.{{scores, router_ids, "
+           "router_weights, ids, weights, call_tokens}})",
+           where, t.name);
+    by_layer[std::stoi(m[1].str())][m[2].str()] = &t;
+  }
+  if (by_layer.empty()) fail("{}: holds no layers", where);
+
+  RoutingTrace trace;
+  trace.metadata = meta;
+  RoutingTraceInfo& info = trace.info;
+  auto get = [&](const char* key) -> const std::string* {
+    auto it = meta.find(key);
+    return it == meta.end() ? nullptr : &it->second;
+  };
+  if (auto* s = get("router")) info.router = parse_router_config_json(*s, where);
+  if (auto* s = get("num_layers")) {
+    const int64_t n = parse_int(*s, where + " num_layers");
+    if (n <= by_layer.rbegin()->first || n > 1'000'000)
+      fail("{}: num_layers = {} but layer {} was recorded", where, n, by_layer.rbegin()->first);
+    info.num_layers = int(n);
+  }
+  if (auto* s = get("capacity_policy")) info.capacity.policy = parse_capacity_policy(*s);
+  if (auto* s = get("capacity_factor")) info.capacity.factor = parse_double(*s, where + " capacity_factor");
+  if (auto* s = get("capacity_renormalize")) info.capacity.renormalize = parse_bool(*s, where + " capacity_renormalize");
+  if (auto* s = get("capacity_skip_single_token"))
+    info.capacity.skip_single_token = parse_bool(*s, where + " capacity_skip_single_token");
+  if (auto* s = get("capacity_reroute_rounds"))
+    info.capacity.reroute_rounds = int(parse_int(*s, where + " capacity_reroute_rounds"));
+  if (auto* s = get("capacity_seed")) info.capacity.seed = uint64_t(parse_int(*s, where + " capacity_seed"));
+  if (auto* s = get("model")) info.model = *s;
+  if (auto* s = get("architecture")) info.architecture = *s;
+  if (auto* s = get("placement")) info.placement = *s;
+  for (const auto& [key, value] : meta)
+    if (std::find_if(std::begin(kReservedKeys), std::end(kReservedKeys),
+                     [&](const char* k) { return key == k; }) == std::end(kReservedKeys))
+      info.extra[key] = value;
+
+  for (const auto& [l, fields] : by_layer) {
+    auto need = [&](const char* field, const char* dtype, size_t rank) -> const io::TensorInfo& {
+      auto it = fields.find(field);
+      if (it == fields.end()) fail("{}: layer {} has no tensor 'layer.{}.{}'", where, l, l, field);
+      const io::TensorInfo& t = *it->second;
+      if (t.dtype_name != dtype)
+        fail("{}: tensor '{}' is {}, expected {}", where, t.name, t.dtype_name, dtype);
+      if (t.shape.size() != rank)
+        fail("{}: tensor '{}' has shape {}, expected {} dimensions", where, t.name, t.shape_str(), rank);
+      return t;
+    };
+    const auto& scores = need("scores", "F32", 2);
+    const auto& router_ids = need("router_ids", "I32", 2);
+    const auto& router_weights = need("router_weights", "F32", 2);
+    const auto& ids = need("ids", "I32", 2);
+    const auto& weights = need("weights", "F32", 2);
+    const auto& calls = need("call_tokens", "I32", 1);
+    const int64_t N = scores.shape[0], E = scores.shape[1], K = router_ids.shape[1], S = ids.shape[1];
+    auto expect_shape = [&](const io::TensorInfo& t, int64_t cols) {
+      if (t.shape[0] != N || t.shape[1] != cols)
+        fail("{}: tensor '{}' has shape {} but layer {} has {} tokens, {} experts, top-{}, {} "
+             "slots: expected [{}, {}]",
+             where, t.name, t.shape_str(), l, N, E, K, S, N, cols);
+    };
+    if (E < 1 || E > 1'000'000) fail("{}: tensor '{}' has {} experts", where, scores.name, E);
+    if (K < 1 || K > E)
+      fail("{}: tensor '{}' has top-k {} for {} experts", where, router_ids.name, K, E);
+    if (S < K || S > K + E)
+      fail("{}: tensor '{}' has {} slots; expected top-k {} to top-k + experts {}", where, ids.name,
+           S, K, K + E);
+    expect_shape(router_ids, K);
+    expect_shape(router_weights, K);
+    expect_shape(ids, S);
+    expect_shape(weights, S);
+    if (info.router.num_experts != 0 && info.router.num_experts != E)
+      fail("{}: metadata router has {} experts but layer {} has {}", where, info.router.num_experts, l, E);
+    if (info.router.top_k != 0 && info.router.top_k != K)
+      fail("{}: metadata router has top-k {} but layer {} has {}", where, info.router.top_k, l, K);
+
+    RoutingTraceLayer L;
+    L.layer = l;
+    L.num_experts = int(E);
+    L.top_k = int(K);
+    L.slots = int(S);
+    L.num_tokens = N;
+    L.call_tokens = copy_out<int32_t>(calls);
+    int64_t sum = 0;
+    for (size_t c = 0; c < L.call_tokens.size(); ++c) {
+      if (L.call_tokens[c] < 0)
+        fail("{}: {}[{}] = {} is negative", where, calls.name, c, L.call_tokens[c]);
+      sum += L.call_tokens[c];
+    }
+    if (sum != N)
+      fail("{}: {} adds up to {} tokens but the layer's tensors hold {}", where, calls.name, sum, N);
+    L.scores = copy_out<float>(scores);
+    L.router_ids = copy_out<int32_t>(router_ids);
+    L.router_weights = copy_out<float>(router_weights);
+    L.ids = copy_out<int32_t>(ids);
+    L.weights = copy_out<float>(weights);
+    auto check_ids = [&](const std::vector<int32_t>& v, int64_t cols, const std::string& name) {
+      for (size_t i = 0; i < v.size(); ++i)
+        if (v[i] < kDroppedExpert || v[i] >= E)
+          fail("{}: {}[{}, {}] = {} is neither an expert id below {} nor {} (dropped)", where, name,
+               int64_t(i) / cols, int64_t(i) % cols, v[i], E, kDroppedExpert);
+    };
+    check_ids(L.router_ids, K, router_ids.name);
+    check_ids(L.ids, S, ids.name);
+    auto check_finite = [&](const std::vector<float>& v, int64_t cols, const std::string& name) {
+      for (size_t i = 0; i < v.size(); ++i)
+        if (!std::isfinite(v[i]))
+          fail("{}: {}[{}, {}] = {} is not finite", where, name, int64_t(i) / cols,
+               int64_t(i) % cols, v[i]);
+    };
+    check_finite(L.scores, E, scores.name);
+    check_finite(L.router_weights, K, router_weights.name);
+    check_finite(L.weights, S, weights.name);
+    trace.layers.push_back(std::move(L));
+  }
+  if (info.router.num_experts == 0) info.router.num_experts = trace.layers[0].num_experts;
+  if (info.router.top_k == 0) info.router.top_k = trace.layers[0].top_k;
+  return trace;
+}
+
+}  // namespace sy::moe
