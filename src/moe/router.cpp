@@ -115,7 +115,7 @@ void route(const RouterConfig& cfg, const float* logits, int64_t num_tokens,
       else sigmoid_row(x, E, p.data());
     }
     if (scores_out) std::copy(p.begin(), p.end(), scores_out + t * E);
-    const float* base = p.data();
+    const float* base = first ? x : p.data();
     for (int e = 0; e < E; ++e) choice[e] = base[e] + (cfg.has_selection_bias ? selection_bias[e] : 0);
 
     if (cfg.num_groups > 1) {
