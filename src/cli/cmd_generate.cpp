@@ -15,6 +15,7 @@ namespace {
 
 struct GenerateOptions {
   ModelOptions model;
+  CapacityOptions capacity;
   std::string prompt;
   std::string ids;
   int max_tokens = 64;
@@ -34,6 +35,12 @@ void run_generate(const GenerateOptions& o) {
   model::Workspace ws;
   model::Sampler sampler(o.sampler);
   moe::LoadStats stats = lm.model.new_load_stats();
+  moe::MoeRuntime runtime = make_moe_runtime(o.capacity, cfg.router.num_experts);
+  runtime.stats = &stats;
+  stats.set_placement(runtime.placement);
+  if (runtime.capacity.active() || !runtime.placement.empty())
+    fmt::print(stderr, "capacity policy: {}; placement: {}\n", runtime.capacity.describe(),
+               runtime.placement.describe());
   std::vector<float> logits(size_t(cfg.vocab_size));
   std::optional<StreamDecoder> stream;
   if (lm.tokenizer) stream.emplace(*lm.tokenizer);
@@ -41,7 +48,7 @@ void run_generate(const GenerateOptions& o) {
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
   model::SequenceChunk chunk{&cache, prompt};
-  lm.model.forward({&chunk, 1}, model::LogitsFor::kLastToken, logits.data(), ws, &stats);
+  lm.model.forward({&chunk, 1}, model::LogitsFor::kLastToken, logits.data(), ws, runtime);
   const auto t1 = clock::now();
 
   if (lm.tokenizer) fmt::print("{}", lm.tokenizer->decode(prompt, /*skip_special_tokens=*/true));
@@ -60,7 +67,7 @@ void run_generate(const GenerateOptions& o) {
     std::fflush(stdout);
     if (generated == o.max_tokens) break;
     model::SequenceChunk step{&cache, {&output.back(), 1}};
-    lm.model.forward({&step, 1}, model::LogitsFor::kLastToken, logits.data(), ws, &stats);
+    lm.model.forward({&step, 1}, model::LogitsFor::kLastToken, logits.data(), ws, runtime);
   }
   if (stream) fmt::print("{}", stream->flush());
   fmt::print("\n");
@@ -79,6 +86,7 @@ void register_generate(CLI::App& app) {
   auto o = std::make_shared<GenerateOptions>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt, streaming it");
   add_model_options(*cmd, o->model);
+  add_capacity_options(*cmd, o->capacity);
   auto* prompt = cmd->add_option("-p,--prompt", o->prompt, "Prompt text");
   auto* ids = cmd->add_option("--ids", o->ids, "Prompt as comma-separated token ids instead of text");
   prompt->excludes(ids);

@@ -15,6 +15,7 @@ namespace {
 
 struct ScoreOptions {
   ModelOptions model;
+  CapacityOptions capacity;
   std::string text, file, ids;
   std::string dump_logits, json_path, load_json;
   bool quiet = false;
@@ -41,9 +42,15 @@ void run_score(const ScoreOptions& o) {
   model::KvCache cache(cfg, T);
   model::Workspace ws;
   moe::LoadStats stats = lm.model.new_load_stats();
+  moe::MoeRuntime runtime = make_moe_runtime(o.capacity, cfg.router.num_experts);
+  runtime.stats = &stats;
+  stats.set_placement(runtime.placement);
+  if (runtime.capacity.active() || !runtime.placement.empty())
+    fmt::print(stderr, "capacity policy: {}; placement: {}\n", runtime.capacity.describe(),
+               runtime.placement.describe());
   std::vector<float> logits(size_t(T * V));
   model::SequenceChunk chunk{&cache, ids};
-  lm.model.forward({&chunk, 1}, model::LogitsFor::kAllTokens, logits.data(), ws, &stats);
+  lm.model.forward({&chunk, 1}, model::LogitsFor::kAllTokens, logits.data(), ws, runtime);
 
   // Token t is predicted by the logits of position t - 1.
   nlohmann::json per_token = nlohmann::json::array();
@@ -58,12 +65,20 @@ void run_score(const ScoreOptions& o) {
   }
   const int64_t scored = T - 1;
   const double ppl = scored > 0 ? std::exp(nll / double(scored)) : NAN;
-  fmt::print("tokens {}  scored {}  mean NLL {:.4f}  perplexity {:.4f}\n", T, scored,
-             scored > 0 ? nll / double(scored) : NAN, ppl);
+  const moe::CapacityOutcome moe_totals = stats.totals();
+  const double dt = moe_totals.routed ? double(moe_totals.overflow) / double(moe_totals.routed) : 0.0;
+  const double dropped = moe_totals.routed ? double(moe_totals.dropped) / double(moe_totals.routed) : 0.0;
+  fmt::print("tokens {}  scored {}  mean NLL {:.4f}  perplexity {:.4f}  capacity {}  DT {:.2f}%  "
+             "pairs dropped {:.2f}%  added {}\n",
+             T, scored, scored > 0 ? nll / double(scored) : NAN, ppl,
+             capacity_policy_name(runtime.capacity.policy), 100.0 * dt, 100.0 * dropped,
+             moe_totals.added);
   if (!o.dump_logits.empty()) io::write_npy_f32(o.dump_logits, logits.data(), {T, V});
   if (!o.json_path.empty()) {
     nlohmann::json j = {{"model", o.model.model_dir}, {"tokens", T},  {"ids", ids},
                         {"perplexity", ppl},          {"nll", nll},   {"per_token", per_token},
+                        {"capacity_policy", runtime.capacity.describe()},
+                        {"dropped_token_fraction", dt},
                         {"expert_load", stats.to_json()}};
     io::write_text_file_atomic(o.json_path, j.dump(2) + "\n");
   }
@@ -76,6 +91,7 @@ void register_score(CLI::App& app) {
   auto o = std::make_shared<ScoreOptions>();
   CLI::App* cmd = app.add_subcommand("score", "Per-token log-probabilities and perplexity of a text");
   add_model_options(*cmd, o->model);
+  add_capacity_options(*cmd, o->capacity);
   auto* text = cmd->add_option("--text", o->text, "Text to score");
   auto* file = cmd->add_option("-f,--file", o->file, "File whose text to score");
   auto* ids = cmd->add_option("--ids", o->ids, "Comma-separated token ids to score instead of text");

@@ -2,6 +2,8 @@
 
 #include <fmt/core.h>
 
+#include <cmath>
+
 #include "io/file_util.h"
 #include "ops/threads.h"
 #include "util/error.h"
@@ -25,6 +27,64 @@ LoadedModel load_model(const ModelOptions& o, bool need_tokenizer) {
     fail("'{}' has no tokenizer.json (pass token ids with --ids instead of text)", o.model_dir);
   }
   return m;
+}
+
+void add_capacity_options(CLI::App& cmd, CapacityOptions& o) {
+  const std::string group = "Capacity-aware inference (papers.md section 1)";
+  cmd.add_option("--capacity-policy", o.policy,
+                 "none (dropless) | score | order | reverse | random (token drop: an expert over "
+                 "capacity keeps its C best pairs by gate score / earliest / latest / random "
+                 "tokens) | expanded (top-k plus the source device's experts, then score drop) | "
+                 "reroute (overflowed pairs re-select, in rounds) | device (bound each device's "
+                 "total load)")
+      ->group(group)->capture_default_str();
+  cmd.add_option("--capacity-factor", o.factor,
+                 "gamma: capacity C = ceil(gamma * tokens * top_k / experts) per expert, counted "
+                 "over one device's tokens of one forward call")
+      ->group(group)->capture_default_str();
+  cmd.add_flag("--capacity-renormalize", o.renormalize,
+               "Rescale a token's surviving weights to their sum before the drop")
+      ->group(group);
+  cmd.add_flag("--capacity-on-decode", o.on_decode,
+               "Apply the policy to single-token (decode) steps too (default: skipped, as the "
+               "authors' code does)")
+      ->group(group);
+  cmd.add_option("--reroute-rounds", o.reroute_rounds, "Re-selection rounds of --capacity-policy reroute")
+      ->group(group)->capture_default_str();
+  cmd.add_option("--capacity-seed", o.seed, "Seed of --capacity-policy random")
+      ->group(group)->capture_default_str();
+  auto* devices = cmd.add_option("--devices", o.devices,
+                                 "Study expert parallelism over N devices: experts placed "
+                                 "contiguously, each forward's tokens split into N slices")
+                      ->group(group);
+  auto* placement = cmd.add_option("--placement", o.placement_file,
+                                   "Placement file: one line per device listing its expert ids "
+                                   "('0 1 2'); '#' comments")
+                        ->group(group);
+  devices->excludes(placement);
+}
+
+moe::MoeRuntime make_moe_runtime(const CapacityOptions& o, int num_experts) {
+  moe::MoeRuntime rt;
+  rt.capacity.policy = moe::parse_capacity_policy(o.policy);
+  if (!(o.factor > 0) || !std::isfinite(o.factor))
+    fail("--capacity-factor must be a positive number (got {})", o.factor);
+  if (o.reroute_rounds < 1) fail("--reroute-rounds must be at least 1 (got {})", o.reroute_rounds);
+  rt.capacity.factor = o.factor;
+  rt.capacity.renormalize = o.renormalize;
+  rt.capacity.skip_single_token = !o.on_decode;
+  rt.capacity.reroute_rounds = o.reroute_rounds;
+  rt.capacity.seed = o.seed;
+  if (num_experts <= 0) {
+    if (rt.capacity.active() || o.devices > 0 || !o.placement_file.empty())
+      fail("this model has no MoE layers: capacity policies and placements do not apply");
+    return rt;
+  }
+  if (!o.placement_file.empty())
+    rt.placement = moe::Placement::from_file(o.placement_file, num_experts);
+  else if (o.devices > 0 || o.devices < 0)
+    rt.placement = moe::Placement::contiguous(num_experts, o.devices);
+  return rt;
 }
 
 void report_expert_load(const moe::LoadStats& stats, const std::string& json_path) {

@@ -7,6 +7,7 @@
 
 #include "model/model.h"
 #include "moe/load_stats.h"
+#include "moe/moe_layer.h"
 #include "tokenizer/tokenizer.h"
 
 namespace sy::cli {
@@ -25,6 +26,21 @@ struct LoadedModel {
   std::optional<Tokenizer> tokenizer;
 };
 LoadedModel load_model(const ModelOptions& options, bool need_tokenizer);
+
+// Capacity policy and placement flags shared by generate, score and replay.
+struct CapacityOptions {
+  std::string policy = "none";
+  double factor = 1.5;
+  bool renormalize = false;
+  bool on_decode = false;
+  int reroute_rounds = 3;
+  uint64_t seed = 0;
+  int devices = 0;
+  std::string placement_file;
+};
+void add_capacity_options(CLI::App& cmd, CapacityOptions& options);
+// Validates the flags against the model's expert count and builds the MoE runtime.
+moe::MoeRuntime make_moe_runtime(const CapacityOptions& options, int num_experts);
 
 // The per-layer expert-load table, printed to stderr after a run, plus optional JSON file.
 void report_expert_load(const moe::LoadStats& stats, const std::string& json_path);

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -428,6 +429,129 @@ TEST(MoeLayer, ScratchReuseAcrossBatchSizes) {
     MoeScratch scratch;
     moe_forward(L.block(), x.data(), T, s.H, fresh.data(), scratch);
     EXPECT_EQ(reused, fresh) << "T = " << T;
+  }
+}
+
+}  // namespace
+}  // namespace sy::moe
+
+namespace sy::moe {
+namespace {
+
+// Records the routing of every call (the trace writer's view).
+struct Capture : RoutingObserver {
+  std::vector<int32_t> ids;
+  std::vector<float> weights;
+  int slots = 0;
+  void observe(const RoutingRecord& r) override {
+    slots = r.slots;
+    ids.assign(r.ids, r.ids + r.num_tokens * r.slots);
+    weights.assign(r.weights, r.weights + r.num_tokens * r.slots);
+  }
+};
+
+const CapacityPolicy kDroppingPolicies[] = {CapacityPolicy::kScore,        CapacityPolicy::kOrder,
+                                            CapacityPolicy::kReverseOrder, CapacityPolicy::kRandom,
+                                            CapacityPolicy::kReroute,      CapacityPolicy::kDevice};
+
+TEST(MoeLayerCapacity, LargeGammaEqualsDroplessBitForBit) {
+  for (const Spec& s : kSpecs) {
+    constexpr int64_t T = 24;
+    Layer L = make_layer(s, 5);
+    std::vector<RefOut> refs;
+    const auto x = draw_tokens(L, T, 77, refs);
+    std::vector<float> dropless(static_cast<size_t>(T * s.H)), out(dropless.size());
+    MoeScratch scratch;
+    moe_forward(L.block(), x.data(), T, s.H, dropless.data(), scratch);
+    for (CapacityPolicy policy : kDroppingPolicies) {
+      for (int devices : {1, std::min(3, s.E)}) {
+        MoeRuntime rt;
+        rt.capacity.policy = policy;
+        rt.capacity.factor = double(s.E);  // C = T*k >= any load
+        if (devices > 1) rt.placement = Placement::contiguous(s.E, devices);
+        LoadStats stats(1, s.E);
+        rt.stats = &stats;
+        moe_forward(L.block(), x.data(), T, s.H, out.data(), scratch, rt);
+        EXPECT_EQ(0, std::memcmp(out.data(), dropless.data(), out.size() * sizeof(float)))
+            << s.name << " policy " << capacity_policy_name(policy) << " devices " << devices;
+        EXPECT_EQ(stats.totals().dropped, 0);
+        EXPECT_EQ(stats.totals().added, 0);
+      }
+    }
+  }
+}
+
+// With a binding capacity, the layer's output is exactly the weighted sum over the pairs the
+// policy kept (as the observer reports them), computed here by the scalar reference FFN: a
+// dropped pair contributes nothing and an added pair contributes with its reported weight.
+TEST(MoeLayerCapacity, OutputSumsExactlyTheKeptPairs) {
+  for (const Spec& s : kSpecs) {
+    if (s.shared) continue;  // the shared path is covered by the dropless tests
+    constexpr int64_t T = 30;
+    Layer L = make_layer(s, 9);
+    std::vector<RefOut> refs;
+    const auto x = draw_tokens(L, T, 31, refs);
+    for (CapacityPolicy policy : {CapacityPolicy::kScore, CapacityPolicy::kExpanded,
+                                  CapacityPolicy::kReroute, CapacityPolicy::kDevice}) {
+      MoeRuntime rt;
+      rt.capacity.policy = policy;
+      rt.capacity.factor = 0.75;
+      rt.placement = Placement::contiguous(s.E, std::min(2, s.E));
+      Capture capture;
+      rt.observer = &capture;
+      std::vector<float> out(static_cast<size_t>(T * s.H));
+      MoeScratch scratch;
+      moe_forward(L.block(), x.data(), T, s.H, out.data(), scratch, rt);
+      std::vector<RefOut> expect(static_cast<size_t>(T));
+      std::vector<double> y, mag;
+      for (int64_t t = 0; t < T; ++t) {
+        expect[size_t(t)].y.assign(size_t(s.H), 0.0);
+        expect[size_t(t)].tol.assign(size_t(s.H), 1e-30);
+        for (int slot = 0; slot < capture.slots; ++slot) {
+          const int32_t e = capture.ids[size_t(t * capture.slots + slot)];
+          if (e == kDroppedExpert) continue;
+          const double w = capture.weights[size_t(t * capture.slots + slot)];
+          ref_ffn(L.experts[size_t(e)], &x[size_t(t * s.H)], y, mag);
+          for (int64_t h = 0; h < s.H; ++h) {
+            expect[size_t(t)].y[size_t(h)] += w * y[size_t(h)];
+            expect[size_t(t)].tol[size_t(h)] +=
+                std::abs(w) * ((2 * growth(s.H) + growth(s.I) + 4) * kEps * mag[size_t(h)] +
+                               4 * kEps * std::abs(y[size_t(h)]));
+          }
+        }
+      }
+      expect_close(out, expect, s.H, std::string(s.name) + " policy " +
+                                         std::string(capacity_policy_name(policy)));
+    }
+  }
+}
+
+// Capacity is counted per source device over that device's own token slice.
+TEST(MoeLayerCapacity, CapacityIsPerSourceDeviceSlice) {
+  const Spec& s = kSpecs[0];  // 4 experts, top-2
+  constexpr int64_t T = 37;
+  Layer L = make_layer(s, 3);
+  std::vector<RefOut> refs;
+  const auto x = draw_tokens(L, T, 8, refs);
+  MoeRuntime rt;
+  rt.capacity.policy = CapacityPolicy::kScore;
+  rt.capacity.factor = 1.0;
+  rt.placement = Placement::contiguous(s.E, 3);
+  Capture capture;
+  rt.observer = &capture;
+  std::vector<float> out(static_cast<size_t>(T * s.H));
+  MoeScratch scratch;
+  moe_forward(L.block(), x.data(), T, s.H, out.data(), scratch, rt);
+  for (int d = 0; d < 3; ++d) {
+    const int64_t begin = rt.placement.token_begin(d, T), end = rt.placement.token_begin(d + 1, T);
+    const int64_t C = int64_t(std::ceil(1.0 * double(end - begin) * s.K / s.E));
+    std::vector<int64_t> load(size_t(s.E), 0);
+    for (int64_t t = begin; t < end; ++t)
+      for (int slot = 0; slot < capture.slots; ++slot)
+        if (const int32_t e = capture.ids[size_t(t * capture.slots + slot)]; e >= 0) ++load[size_t(e)];
+    for (int e = 0; e < s.E; ++e)
+      EXPECT_LE(load[size_t(e)], C) << "device " << d << " tokens [" << begin << "," << end
+                                    << ") expert " << e;
   }
 }
 
