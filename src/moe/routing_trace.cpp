@@ -29,23 +29,6 @@ const char* const kReservedKeys[] = {
     "capacity_reroute_rounds", "capacity_seed", "model",
     "architecture",    "placement"};
 
-std::string score_name(ScoreFunc score) {
-  switch (score) {
-    case ScoreFunc::kSoftmax: return "softmax";
-    case ScoreFunc::kSigmoid: return "sigmoid";
-    default: return std::to_string(int(score));  // a variant this file does not name yet
-  }
-}
-
-ScoreFunc parse_score_name(const std::string& name, const std::string& where) {
-  if (name == "softmax") return ScoreFunc::kSoftmax;
-  if (name == "sigmoid") return ScoreFunc::kSigmoid;
-  if (!name.empty() && std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
-      name.size() < 4)
-    return ScoreFunc(std::stoi(name));
-  fail("{}: unknown router score function '{}' (expected softmax or sigmoid)", where, name);
-}
-
 int64_t parse_int(const std::string& text, const std::string& where) {
   try {
     size_t used = 0;
@@ -99,7 +82,7 @@ std::vector<T> copy_out(const io::TensorInfo& t) {
 std::string router_config_json(const RouterConfig& r) {
   return json{{"num_experts", r.num_experts},
               {"top_k", r.top_k},
-              {"score", score_name(r.score)},
+              {"score", std::string(score_func_name(r.score))},
               {"renormalize", r.renormalize},
               {"renormalize_epsilon", r.renormalize_epsilon},
               {"routed_scaling_factor", r.routed_scaling_factor},
@@ -123,7 +106,13 @@ RouterConfig parse_router_config_json(const std::string& text, const std::string
     for (auto& [key, v] : j.items()) {
       if (key == "num_experts") r.num_experts = v.get<int>();
       else if (key == "top_k") r.top_k = v.get<int>();
-      else if (key == "score") r.score = parse_score_name(v.get<std::string>(), where);
+      else if (key == "score") {
+        try {
+          r.score = parse_score_func(v.get<std::string>());
+        } catch (const Error& e) {
+          fail("{}: router score: {}", where, e.what());
+        }
+      }
       else if (key == "renormalize") r.renormalize = v.get<bool>();
       else if (key == "renormalize_epsilon") r.renormalize_epsilon = v.get<float>();
       else if (key == "routed_scaling_factor") r.routed_scaling_factor = v.get<float>();

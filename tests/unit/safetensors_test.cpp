@@ -247,6 +247,13 @@ std::vector<Tensor> sample_tensors() {
     std::memcpy(t.bytes.data(), ids.data(), 24);
     ts.push_back(t);
   }
+  {
+    // I32 as routing traces store expert ids (kDroppedExpert = -1 included).
+    std::vector<int32_t> ids = {-1, 0, 7, INT32_MAX, INT32_MIN, 63};
+    Tensor t{"layer.0.ids", "I32", {3, 2}, std::vector<uint8_t>(24)};
+    std::memcpy(t.bytes.data(), ids.data(), 24);
+    ts.push_back(t);
+  }
   ts.push_back({"scalar", "F32", {}, pattern(4, 99)});
   ts.push_back({"empty", "F32", {0, 5}, {}});
   ts.push_back({"tail", "BF16", {5}, pattern(10, 3)});  // odd-sized buffer after the empty one
@@ -324,6 +331,14 @@ TEST(Safetensors, WriteThenReadRoundTrip) {
   EXPECT_EQ(find("model.layers.0.w").shape_str(), "[2, 3]");
   EXPECT_EQ(*find("half").dtype, DType::F16);
   EXPECT_EQ(*find("brain").dtype, DType::BF16);
+  const TensorInfo i32 = find("layer.0.ids");
+  EXPECT_EQ(i32.shape_str(), "[3, 2]");
+  ASSERT_EQ(i32.nbytes, 24u);
+  int32_t ids[6];
+  std::memcpy(ids, i32.data, 24);
+  EXPECT_EQ(ids[0], -1);
+  EXPECT_EQ(ids[3], INT32_MAX);
+  EXPECT_EQ(ids[4], INT32_MIN);
 }
 
 TEST(Safetensors, WriteIntoMissingDirectoryLeavesNothing) {
