@@ -1,8 +1,12 @@
 // switchyard score: per-token log-probabilities and perplexity of a text under the model,
-// optionally dumping the float32 logits [tokens, vocab] as .npy.
+// optionally dumping the float32 logits [tokens, vocab] as .npy. Long texts are cut into
+// windows scored as a batch of sequences (the paper's t = batch x sequence tokens per forward),
+// and --sweep compares capacity policies and factors on the same text in one command.
 #include <fmt/core.h>
 
+#include <chrono>
 #include <cmath>
+#include <unistd.h>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -17,6 +21,11 @@ struct ScoreOptions {
   ModelOptions model;
   CapacityOptions capacity;
   std::string text, file, ids;
+  int window = 0;  // tokens per sequence; 0 = the whole text is one sequence
+  int batch = 8;   // sequences per forward call
+  int64_t max_tokens = 0;
+  std::vector<std::string> sweep_policies;
+  std::vector<double> sweep_factors;
   std::string dump_logits, json_path, load_json;
   bool quiet = false;
 };
@@ -30,53 +39,179 @@ double log_prob(const float* logits, int64_t V, int32_t target) {
   return double(logits[target]) - max - std::log(sum);
 }
 
+struct ScoreResult {
+  std::vector<double> log_probs;  // per token; NaN for the first token of each window
+  double nll = 0;
+  int64_t scored = 0;
+  std::vector<float> logits;  // [tokens, vocab], only when kept
+  double perplexity() const { return scored > 0 ? std::exp(nll / double(scored)) : NAN; }
+};
+
+// Scores `ids` cut into windows, `batch` windows per forward call, under `runtime`.
+ScoreResult score_tokens(const model::Model& m, const std::vector<int32_t>& ids, int64_t window,
+                         int batch, const moe::MoeRuntime& runtime, bool keep_logits) {
+  const model::ModelConfig& cfg = m.config();
+  const int64_t T = int64_t(ids.size()), V = cfg.vocab_size;
+  const int64_t num_windows = (T + window - 1) / window;
+  ScoreResult r;
+  r.log_probs.assign(size_t(T), NAN);
+  if (keep_logits) r.logits.resize(size_t(T * V));
+  model::Workspace ws;
+  std::vector<model::KvCache> caches;
+  for (int i = 0; i < std::min<int64_t>(batch, num_windows); ++i) caches.emplace_back(cfg, window);
+  std::vector<float> logits;
+  const bool show_progress = num_windows > batch && isatty(2);
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t first = 0; first < num_windows; first += batch) {
+    const int64_t count = std::min<int64_t>(batch, num_windows - first);
+    std::vector<model::SequenceChunk> chunks;
+    int64_t tokens = 0;
+    for (int64_t w = 0; w < count; ++w) {
+      const int64_t begin = (first + w) * window, end = std::min(T, begin + window);
+      caches[size_t(w)].clear();
+      chunks.push_back({&caches[size_t(w)], {ids.data() + begin, size_t(end - begin)}});
+      tokens += end - begin;
+    }
+    logits.resize(size_t(tokens * V));
+    m.forward(chunks, model::LogitsFor::kAllTokens, logits.data(), ws, runtime);
+    // Token t of a window is predicted by the logits of position t - 1 of the same window.
+    int64_t row = 0;
+    for (int64_t w = 0; w < count; ++w) {
+      const int64_t begin = (first + w) * window, n = int64_t(chunks[size_t(w)].tokens.size());
+      for (int64_t t = 1; t < n; ++t) {
+        const double lp = log_prob(logits.data() + (row + t - 1) * V, V, ids[size_t(begin + t)]);
+        r.log_probs[size_t(begin + t)] = lp;
+        r.nll -= lp;
+        ++r.scored;
+      }
+      if (keep_logits)
+        std::copy(logits.begin() + row * V, logits.begin() + (row + n) * V,
+                  r.logits.begin() + begin * V);
+      row += n;
+    }
+    if (show_progress) {
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const int64_t done = std::min(T, (first + count) * window);
+      fmt::print(stderr, "\r\033[K  scored {}/{} tokens, {:.0f} tokens/s, perplexity so far {:.3f}",
+                 done, T, double(done) / s, r.perplexity());
+    }
+  }
+  if (show_progress) fmt::print(stderr, "\r\033[K");
+  return r;
+}
+
+moe::LoadStats new_stats(const model::Model& m, moe::MoeRuntime& runtime) {
+  moe::LoadStats stats = m.new_load_stats();
+  stats.set_placement(runtime.placement);
+  return stats;
+}
+
+// One line per (policy, factor): perplexity, its change against dropless, DT, pairs dropped /
+// added, and the busiest expert and device loads (the straggler the policy is meant to cut).
+void run_sweep(const ScoreOptions& o, const LoadedModel& lm, const std::vector<int32_t>& ids,
+               int64_t window) {
+  const int E = lm.model.config().router.num_experts;
+  std::vector<double> factors = o.sweep_factors;
+  if (factors.empty()) factors = {o.capacity.factor};
+  fmt::print("{:>9} {:>6} {:>11} {:>8} {:>7} {:>9} {:>7} {:>10} {:>10}\n", "policy", "gamma",
+             "perplexity", "vs none", "DT", "dropped", "added", "max/mean", "dev m/m");
+  double baseline = NAN;
+  nlohmann::json rows = nlohmann::json::array();
+  for (const std::string& policy : o.sweep_policies) {
+    const bool dropless = moe::parse_capacity_policy(policy) == moe::CapacityPolicy::kNone;
+    for (double gamma : dropless ? std::vector<double>{factors.front()} : factors) {
+      CapacityOptions c = o.capacity;
+      c.policy = policy;
+      c.factor = gamma;
+      moe::MoeRuntime rt = make_moe_runtime(c, E);
+      moe::LoadStats stats = new_stats(lm.model, rt);
+      rt.stats = &stats;
+      const ScoreResult r = score_tokens(lm.model, ids, window, o.batch, rt, false);
+      if (dropless) baseline = r.perplexity();
+      const moe::CapacityOutcome t = stats.totals();
+      double worst = 0, worst_dev = 0;
+      for (int l = 0; l < stats.num_layers(); ++l)
+        if (stats.layer_active(l))
+          worst = std::max(worst, stats.max_over_mean(l)),
+          worst_dev = std::max(worst_dev, stats.device_max_over_mean(l));
+      const double dt = t.routed ? double(t.overflow) / double(t.routed) : 0.0;
+      const double dropped = t.routed ? double(t.dropped) / double(t.routed) : 0.0;
+      fmt::print("{:>9} {:>6} {:>11.4f} {:>7.2f}% {:>6.2f}% {:>8.2f}% {:>7} {:>10.2f} {:>10.2f}\n",
+                 policy, dropless ? "-" : fmt::format("{:g}", gamma), r.perplexity(),
+                 std::isnan(baseline) ? 0.0 : 100.0 * (r.perplexity() / baseline - 1), 100 * dt,
+                 100 * dropped, t.added, worst, worst_dev);
+      std::fflush(stdout);
+      rows.push_back({{"policy", policy}, {"capacity_factor", gamma}, {"perplexity", r.perplexity()},
+                      {"dropped_token_fraction", dt}, {"pairs_dropped_fraction", dropped},
+                      {"pairs_added", t.added}, {"worst_layer_max_over_mean", worst},
+                      {"worst_layer_device_max_over_mean", worst_dev},
+                      {"expert_load", stats.to_json()}});
+    }
+  }
+  fmt::print("DT = sum_i ReLU(N_i - C) / sum_i N_i at the row's gamma; max/mean: busiest expert "
+             "of the worst layer after the policy; dev m/m: busiest device ({})\n",
+             make_moe_runtime(o.capacity, E).placement.describe());
+  if (!o.json_path.empty())
+    io::write_text_file_atomic(o.json_path,
+                               nlohmann::json({{"model", o.model.model_dir},
+                                               {"tokens", ids.size()},
+                                               {"window", window},
+                                               {"batch", o.batch},
+                                               {"sweep", rows}})
+                                       .dump(2) + "\n");
+}
+
 void run_score(const ScoreOptions& o) {
   LoadedModel lm = load_model(o.model, o.ids.empty());
   const model::ModelConfig& cfg = lm.model.config();
   std::vector<int32_t> ids;
   if (!o.ids.empty()) ids = parse_ids(o.ids);
   else ids = lm.tokenizer->encode(o.file.empty() ? o.text : io::read_text_file(o.file));
+  for (int32_t id : ids)
+    if (id < 0 || id >= cfg.vocab_size)
+      fail("token id {} is outside the model's vocabulary (0..{})", id, cfg.vocab_size - 1);
+  if (o.max_tokens > 0 && int64_t(ids.size()) > o.max_tokens) ids.resize(size_t(o.max_tokens));
   if (ids.empty()) fail("nothing to score: the text encodes to zero tokens");
+  const int64_t T = int64_t(ids.size());
+  const int64_t window = o.window > 0 ? o.window : T;
+  if (!o.sweep_policies.empty()) return run_sweep(o, lm, ids, window);
 
-  const int64_t T = int64_t(ids.size()), V = cfg.vocab_size;
-  model::KvCache cache(cfg, T);
-  model::Workspace ws;
-  moe::LoadStats stats = lm.model.new_load_stats();
   moe::MoeRuntime runtime = make_moe_runtime(o.capacity, cfg.router.num_experts);
+  moe::LoadStats stats = new_stats(lm.model, runtime);
   runtime.stats = &stats;
-  stats.set_placement(runtime.placement);
   if (runtime.capacity.active() || !runtime.placement.empty())
     fmt::print(stderr, "capacity policy: {}; placement: {}\n", runtime.capacity.describe(),
                runtime.placement.describe());
-  std::vector<float> logits(size_t(T * V));
-  model::SequenceChunk chunk{&cache, ids};
-  lm.model.forward({&chunk, 1}, model::LogitsFor::kAllTokens, logits.data(), ws, runtime);
+  const ScoreResult r = score_tokens(lm.model, ids, window, o.batch, runtime, !o.dump_logits.empty());
 
-  // Token t is predicted by the logits of position t - 1.
   nlohmann::json per_token = nlohmann::json::array();
-  double nll = 0;
   if (!o.quiet) fmt::print("{:>6} {:>8} {:>12}  {}\n", "pos", "id", "log-prob", "token");
-  for (int64_t t = 1; t < T; ++t) {
-    const double lp = log_prob(logits.data() + (t - 1) * V, V, ids[size_t(t)]);
-    nll -= lp;
-    std::string piece = lm.tokenizer ? lm.tokenizer->decode({ids[size_t(t)]}) : "";
-    if (!o.quiet) fmt::print("{:>6} {:>8} {:>12.4f}  {:?}\n", t, ids[size_t(t)], lp, piece);
+  for (int64_t t = 0; t < T; ++t) {
+    const double lp = r.log_probs[size_t(t)];
+    if (std::isnan(lp)) continue;  // first token of a window: nothing predicts it
+    if (!o.quiet) {
+      const std::string piece = lm.tokenizer ? lm.tokenizer->decode({ids[size_t(t)]}) : "";
+      fmt::print("{:>6} {:>8} {:>12.4f}  {:?}\n", t, ids[size_t(t)], lp, piece);
+    }
     per_token.push_back({{"pos", t}, {"id", ids[size_t(t)]}, {"log_prob", lp}});
   }
-  const int64_t scored = T - 1;
-  const double ppl = scored > 0 ? std::exp(nll / double(scored)) : NAN;
-  const moe::CapacityOutcome moe_totals = stats.totals();
-  const double dt = moe_totals.routed ? double(moe_totals.overflow) / double(moe_totals.routed) : 0.0;
-  const double dropped = moe_totals.routed ? double(moe_totals.dropped) / double(moe_totals.routed) : 0.0;
-  fmt::print("tokens {}  scored {}  mean NLL {:.4f}  perplexity {:.4f}  capacity {}  DT {:.2f}%  "
-             "pairs dropped {:.2f}%  added {}\n",
-             T, scored, scored > 0 ? nll / double(scored) : NAN, ppl,
-             capacity_policy_name(runtime.capacity.policy), 100.0 * dt, 100.0 * dropped,
-             moe_totals.added);
-  if (!o.dump_logits.empty()) io::write_npy_f32(o.dump_logits, logits.data(), {T, V});
+  const moe::CapacityOutcome totals = stats.totals();
+  const double dt = totals.routed ? double(totals.overflow) / double(totals.routed) : 0.0;
+  const double dropped = totals.routed ? double(totals.dropped) / double(totals.routed) : 0.0;
+  fmt::print("tokens {}  scored {}  mean NLL {:.4f}  perplexity {:.4f}  capacity {} (gamma {:g})  "
+             "DT {:.2f}%  pairs dropped {:.2f}%  added {}\n",
+             T, r.scored, r.scored > 0 ? r.nll / double(r.scored) : NAN, r.perplexity(),
+             capacity_policy_name(runtime.capacity.policy), runtime.capacity.factor, 100.0 * dt,
+             100.0 * dropped, totals.added);
+  if (!o.dump_logits.empty()) io::write_npy_f32(o.dump_logits, r.logits.data(), {T, cfg.vocab_size});
   if (!o.json_path.empty()) {
-    nlohmann::json j = {{"model", o.model.model_dir}, {"tokens", T},  {"ids", ids},
-                        {"perplexity", ppl},          {"nll", nll},   {"per_token", per_token},
+    nlohmann::json j = {{"model", o.model.model_dir},
+                        {"tokens", T},
+                        {"window", window},
+                        {"ids", ids},
+                        {"perplexity", r.perplexity()},
+                        {"nll", r.nll},
+                        {"per_token", per_token},
                         {"capacity_policy", runtime.capacity.describe()},
                         {"dropped_token_fraction", dt},
                         {"expert_load", stats.to_json()}};
@@ -91,19 +226,39 @@ void register_score(CLI::App& app) {
   auto o = std::make_shared<ScoreOptions>();
   CLI::App* cmd = app.add_subcommand("score", "Per-token log-probabilities and perplexity of a text");
   add_model_options(*cmd, o->model);
-  add_capacity_options(*cmd, o->capacity);
   auto* text = cmd->add_option("--text", o->text, "Text to score");
   auto* file = cmd->add_option("-f,--file", o->file, "File whose text to score");
   auto* ids = cmd->add_option("--ids", o->ids, "Comma-separated token ids to score instead of text");
   text->excludes(file)->excludes(ids);
   file->excludes(ids);
+  cmd->add_option("--window", o->window,
+                  "Cut the text into sequences of this many tokens (0 = one sequence)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--batch", o->batch, "Sequences per forward call (capacity counts their tokens together)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--max-tokens", o->max_tokens, "Score only the first N tokens (0 = all)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  add_capacity_options(*cmd, o->capacity);
+  cmd->add_option("--sweep", o->sweep_policies,
+                  "Compare capacity policies on the same text, e.g. --sweep none,score,expanded "
+                  "(one table row per policy and --sweep-factors value)")
+      ->delimiter(',');
+  cmd->add_option("--sweep-factors", o->sweep_factors, "Capacity factors for --sweep, e.g. 1,1.5,2")
+      ->delimiter(',');
   cmd->add_option("--dump-logits", o->dump_logits, "Write float32 logits [tokens, vocab] to this .npy file");
-  cmd->add_option("--json", o->json_path, "Write per-token log-probs and perplexity as JSON");
+  cmd->add_option("--json", o->json_path, "Write per-token log-probs and perplexity (or the sweep) as JSON");
   cmd->add_option("--load-json", o->load_json, "Write the expert-load summary as JSON to this file");
   cmd->add_flag("-q,--quiet", o->quiet, "Print only the summary line");
   cmd->callback([o] {
     if (o->text.empty() && o->file.empty() && o->ids.empty())
       fail("give the text to score with --text, --file or --ids");
+    for (const std::string& p : o->sweep_policies) moe::parse_capacity_policy(p);
+    for (double g : o->sweep_factors)
+      if (!(g > 0)) fail("--sweep-factors must be positive numbers (got {})", g);
+    if (!o->sweep_factors.empty() && o->sweep_policies.empty())
+      fail("--sweep-factors needs --sweep POLICY,... as well");
+    if (!o->sweep_policies.empty() && !o->dump_logits.empty())
+      fail("--dump-logits cannot be combined with --sweep");
     io::check_output_path(o->dump_logits, "--dump-logits");
     io::check_output_path(o->json_path, "--json");
     io::check_output_path(o->load_json, "--load-json");
