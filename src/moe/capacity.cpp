@@ -184,7 +184,9 @@ class PolicyRun {
           by[size_t(placement.empty() ? 0 : placement.device_of(e))].push_back({{t, s}, e});
     for (int d = 0; d < D; ++d) {
       const int n_d = placement.empty() ? E_ : int(placement.experts_on(d).size());
-      const int64_t C_d = expert_capacity(cfg_.factor * n_d, T_, K_, E_);
+      // ceil(gamma*T*k*n_d/E), evaluated in this order (as the paper writes it).
+      const int64_t C_d = std::max<int64_t>(
+          1, int64_t(std::ceil(cfg_.factor * double(T_) * K_ * n_d / E_)));
       auto& pairs = by[size_t(d)];
       if (int64_t(pairs.size()) <= C_d) continue;
       std::stable_sort(pairs.begin(), pairs.end(), [&](const auto& a, const auto& b) {

@@ -15,13 +15,15 @@ void apply_policy(const MoeRuntime& rt, const RouterConfig& rc, int64_t T, int l
                   MoeScratch& s, int slots) {
   const int K = rc.top_k;
   s.outcome.reset(rc.num_experts);
-  const int D = rt.placement.empty() ? 1 : rt.placement.num_devices();
+  const bool one_source = rt.placement.empty() || rt.source_device >= 0;
+  const int D = one_source ? 1 : rt.placement.num_devices();
   for (int d = 0; d < D; ++d) {
-    const int64_t begin = rt.placement.empty() ? 0 : rt.placement.token_begin(d, T);
-    const int64_t end = rt.placement.empty() ? T : rt.placement.token_begin(d + 1, T);
+    const int64_t begin = one_source ? 0 : rt.placement.token_begin(d, T);
+    const int64_t end = one_source ? T : rt.placement.token_begin(d + 1, T);
+    const int device = rt.placement.empty() ? 0 : rt.source_device >= 0 ? rt.source_device : d;
     apply_capacity(rt.capacity, rc, s.scores.data() + begin * rc.num_experts,
                    s.router_ids.data() + begin * K, s.router_weights.data() + begin * K,
-                   end - begin, rt.placement, d, uint64_t(layer) * 65537u + uint64_t(d),
+                   end - begin, rt.placement, device, uint64_t(layer) * 65537u + uint64_t(device),
                    s.ids.data() + begin * slots, s.weights.data() + begin * slots, slots,
                    s.outcome);
   }
@@ -29,12 +31,31 @@ void apply_policy(const MoeRuntime& rt, const RouterConfig& rc, int64_t T, int l
 
 }  // namespace
 
+void run_local_experts(const MoeBlock& b, const RoutedPairs& p, MoeScratch& s, float* out) {
+  const int E = b.router->num_experts;
+  const int64_t H = p.hidden;
+  plan_dispatch(p.ids, p.weights, p.num_tokens, p.slots, E, s.plan);  // rows grouped by expert
+  s.permuted.resize(size_t(s.plan.num_rows() * H));
+  s.expert_out.resize(s.permuted.size());
+  gather_rows(s.plan, p.x, H, s.permuted.data());
+  for (int e = 0; e < E; ++e) {  // one matmul chain per expert over its contiguous rows
+    const int64_t begin = s.plan.offsets[size_t(e)], rows = s.plan.rows_of(e);
+    if (rows == 0) continue;
+    ffn_forward(b.experts[size_t(e)], s.permuted.data() + begin * H, rows,
+                s.expert_out.data() + begin * H, s.ffn);
+  }
+  combine_rows(s.plan, s.expert_out.data(), H, out);  // weighted scatter-add, token order
+}
+
 void moe_forward(const MoeBlock& b, const float* x, int64_t T, int64_t H, float* out,
                  MoeScratch& s, const MoeRuntime& rt, int layer) {
   const RouterConfig& rc = *b.router;
   const int E = rc.num_experts, K = rc.top_k;
   std::fill(out, out + T * H, 0.0f);
-  if (T == 0) return;
+  if (T == 0) {  // nothing to route, but a distributed backend's collectives still need us
+    if (rt.backend) rt.backend->run(b, RoutedPairs{layer, 0, H, K, x, nullptr, nullptr}, s, out);
+    return;
+  }
 
   // 1. Router: logits [T, E] in float32, then probabilities, top-k ids and weights.
   s.logits.resize(size_t(T * E));
@@ -55,24 +76,12 @@ void moe_forward(const MoeBlock& b, const float* x, int64_t T, int64_t H, float*
     rt.observer->observe({layer, T, E, K, slots, s.scores.data(), s.router_ids.data(),
                           s.router_weights.data(), s.ids.data(), s.weights.data()});
 
-  // 3. Dispatch: each expert's rows contiguous.
-  plan_dispatch(s.ids.data(), s.weights.data(), T, slots, E, s.plan);
-  s.permuted.resize(size_t(s.plan.num_rows() * H));
-  s.expert_out.resize(s.permuted.size());
-  gather_rows(s.plan, x, H, s.permuted.data());
+  // 3-5. Dispatch, grouped expert FFNs, weighted combine: here or on the experts' owners.
+  const RoutedPairs pairs{layer, T, H, slots, x, s.ids.data(), s.weights.data()};
+  if (rt.backend) rt.backend->run(b, pairs, s, out);
+  else run_local_experts(b, pairs, s, out);
 
-  // 4. Expert FFNs, one grouped matmul chain per expert over its rows.
-  for (int e = 0; e < E; ++e) {
-    const int64_t begin = s.plan.offsets[size_t(e)], rows = s.plan.rows_of(e);
-    if (rows == 0) continue;
-    ffn_forward(b.experts[size_t(e)], s.permuted.data() + begin * H, rows,
-                s.expert_out.data() + begin * H, s.ffn);
-  }
-
-  // 5. Combine: weighted scatter-add back to token order.
-  combine_rows(s.plan, s.expert_out.data(), H, out);
-
-  // 6. Shared expert(s), optionally gated per token.
+  // 4. Shared expert(s), optionally gated per token.
   if (b.shared) {
     s.shared_out.resize(size_t(T * H));
     ffn_forward(*b.shared, x, T, s.shared_out.data(), s.ffn);

@@ -8,6 +8,7 @@
 
 #include "moe/capacity.h"
 #include "moe/dispatch.h"
+#include "moe/expert_backend.h"
 #include "moe/expert_ffn.h"
 #include "moe/load_stats.h"
 #include "moe/placement.h"
@@ -30,8 +31,11 @@ struct MoeBlock {
 struct MoeRuntime {
   CapacityConfig capacity;      // default: dropless
   Placement placement;          // empty: one device
+  int source_device = -1;       // this process's device under expert parallelism; -1: the
+                                // tokens of a call are split into one slice per device
   LoadStats* stats = nullptr;
   RoutingObserver* observer = nullptr;
+  ExpertBackend* backend = nullptr;  // null: every expert runs in this process
 };
 
 struct MoeScratch {
