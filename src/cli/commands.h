@@ -10,5 +10,6 @@ void register_generate(CLI::App& app);
 void register_score(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_make_tiny(CLI::App& app);
+void register_replay(CLI::App& app);
 
 }  // namespace sy::cli
