@@ -65,8 +65,9 @@ struct RoutingTrace {
   int num_layers() const;  // info.num_layers, or the highest recorded layer + 1
 };
 
-// Records every observed call in memory (about 4 * (E + 2k + 2S) bytes per token per layer:
-// 4096 tokens x 64 experts x 24 layers ~ 28 MB) and writes the trace once at the end.
+// Records every observed call in memory (4 * (E + 2k + 2S) bytes per token per layer:
+// 4096 tokens x 64 experts x 24 layers, top-8 ~ 38 MB; finish() briefly holds a second copy
+// as the file image) and writes the trace once at the end.
 // observe() may be called from several threads; calls of one layer must arrive in order.
 class RoutingTraceWriter : public RoutingObserver {
  public:
