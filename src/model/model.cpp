@@ -26,9 +26,9 @@ Model::Model(std::string dir, ModelConfig config, ModelWeights weights)
   }
 }
 
-Model Model::load(const std::string& model_dir) {
+Model Model::load(const std::string& model_dir, const ExpertMask& owned_experts) {
   ModelConfig config = load_config(model_dir);
-  ModelWeights weights = load_weights(model_dir, config);
+  ModelWeights weights = load_weights(model_dir, config, owned_experts);
   return Model(model_dir, std::move(config), std::move(weights));
 }
 
@@ -162,9 +162,12 @@ void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, floa
   }
 
   for (int l = 0; l < int(c.num_layers); ++l) {
-    attention_block(l, chunks, T, ws);
+    // With no tokens (a rank without work under expert parallelism) the MoE layers still run:
+    // their all-to-alls are collective.
+    if (T > 0) attention_block(l, chunks, T, ws);
     ffn_block(l, T, ws, runtime);
   }
+  if (T == 0) return;
   for (const SequenceChunk& ch : chunks) ch.cache->advance(int64_t(ch.tokens.size()));
 
   // Final norm and LM head, only on the rows whose logits are wanted.

@@ -35,7 +35,8 @@ enum class LogitsFor { kLastToken, kAllTokens };
 
 class Model {
  public:
-  static Model load(const std::string& model_dir);
+  // owned_experts: the routed experts this process computes (expert parallelism); empty = all.
+  static Model load(const std::string& model_dir, const ExpertMask& owned_experts = {});
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }

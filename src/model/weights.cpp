@@ -64,10 +64,25 @@ FfnWeights load_ffn(Loader& L, const std::string& prefix, const std::string& gat
                     L.matrix(prefix + down + ".weight", H, I)};
 }
 
+// Counts an expert's bytes and, when another process owns it, drops the views (shapes were
+// checked on the way in).
+void account_expert(FfnWeights& x, bool owned, ModelWeights& w) {
+  w.expert_bytes_total += x.bytes();
+  if (owned) {
+    w.expert_bytes_held += x.bytes();
+    return;
+  }
+  x.gate.data = x.up.data = x.down.data = nullptr;
+}
+
 void load_experts(Loader& L, const ModelConfig& c, const std::string& moe_prefix,
-                  MoeWeights& moe) {
+                  MoeWeights& moe, const ExpertMask& owned, ModelWeights& w) {
   const int64_t E = c.router.num_experts, H = c.hidden_size, I = c.expert_intermediate_size;
   moe.experts.resize(size_t(E));
+  auto finish = [&] {
+    for (int64_t e = 0; e < E; ++e)
+      account_expert(moe.experts[size_t(e)], owned.empty() || owned[size_t(e)], w);
+  };
   // transformers v5 saves experts fused: gate_up_proj [E, 2I, H] (gate rows first), down [E, H, I].
   const std::string fused_gate_up = moe_prefix + "experts.gate_up_proj";
   if (L.has(fused_gate_up)) {
@@ -77,7 +92,7 @@ void load_experts(Loader& L, const ModelConfig& c, const std::string& moe_prefix
       x.up = L.fused_slice(fused_gate_up, E, 2 * I, H, e, I, I);
       x.down = L.fused_slice(moe_prefix + "experts.down_proj", E, H, I, e, 0, H);
     }
-    return;
+    return finish();
   }
   const bool mixtral_names = c.family == Family::kMixtral;
   for (int64_t e = 0; e < E; ++e) {
@@ -85,6 +100,7 @@ void load_experts(Loader& L, const ModelConfig& c, const std::string& moe_prefix
     moe.experts[size_t(e)] = mixtral_names ? load_ffn(L, p, "w1", "w3", "w2", H, I)
                                            : load_ffn(L, p, "gate_proj", "up_proj", "down_proj", H, I);
   }
+  finish();
 }
 
 void load_attention(Loader& L, const ModelConfig& c, const std::string& p, LayerWeights& w) {
@@ -110,8 +126,12 @@ void load_attention(Loader& L, const ModelConfig& c, const std::string& p, Layer
 
 }  // namespace
 
-ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c) {
-  ModelWeights mw{io::TensorStore::open(model_dir), {}, {}, {}, {}, 0};
+ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
+                          const ExpertMask& owned) {
+  if (!owned.empty() && int64_t(owned.size()) != c.router.num_experts)
+    fail("expert ownership mask has {} entries but the model has {} experts", owned.size(),
+         c.router.num_experts);
+  ModelWeights mw{io::TensorStore::open(model_dir), {}, {}, {}, {}, 0, 0, 0};
   Loader L(mw.store);
   const int64_t H = c.hidden_size, V = c.vocab_size;
   mw.embed = L.matrix("model.embed_tokens.weight", V, H);
@@ -139,7 +159,7 @@ ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c) {
     w.moe.router = L.matrix_f32(mp + "gate.weight", E, H);
     if (c.router.has_selection_bias)
       w.moe.selection_bias = L.vector(mp + "gate.e_score_correction_bias", E);
-    load_experts(L, c, mp, w.moe);
+    load_experts(L, c, mp, w.moe, owned, mw);
     if (c.shared_intermediate_size > 0) {
       w.moe.has_shared = true;
       const std::string sp = mp + (c.family == Family::kQwen2Moe ? "shared_expert." : "shared_experts.");

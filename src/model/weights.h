@@ -41,10 +41,20 @@ struct ModelWeights {
   ops::WeightView lm_head;           // [V, H] (== embed when tied)
   std::vector<LayerWeights> layers;
   size_t num_unused_tensors = 0;     // tensors in the files that no layer consumed
+  // Loader accounting for expert parallelism: routed-expert bytes this process holds views of
+  // (and may touch) versus all routed-expert bytes in the checkpoint.
+  size_t expert_bytes_held = 0;
+  size_t expert_bytes_total = 0;
 };
 
+// Which routed experts this process computes (the same ids in every MoE layer); empty = all.
+// The shapes of the others are still checked, but their views stay empty (data == nullptr),
+// so their pages of the memory-mapped files are never read.
+using ExpertMask = std::vector<bool>;
+
 // Loads and checks the weights of `model_dir` against `config`.
-ModelWeights load_weights(const std::string& model_dir, const ModelConfig& config);
+ModelWeights load_weights(const std::string& model_dir, const ModelConfig& config,
+                          const ExpertMask& owned_experts = {});
 
 // Parameter counts for `inspect`: all, and those touched per token (top-k experts).
 struct ParamCounts {

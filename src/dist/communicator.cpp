@@ -1,0 +1,108 @@
+#include "dist/communicator.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "util/error.h"
+
+namespace sy::dist {
+
+bool launched_by_mpi() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
+    if (std::getenv(v) != nullptr) return true;
+  return false;
+}
+
+void check_mpi(int code, const char* what) {
+  if (code == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING] = {0};
+  int len = 0;
+  MPI_Error_string(code, text, &len);
+  fail("MPI error in {}: {}", what, std::string(text, size_t(len)));
+}
+
+Communicator& Communicator::world(int* argc, char*** argv) {
+  static Communicator c;
+  static bool initialised = false;
+  if (initialised) return c;
+  initialised = true;
+  if (!launched_by_mpi()) return c;
+  int provided = 0;
+  // Only the main thread calls MPI; OpenMP threads never do.
+  if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+    fail("MPI_Init_thread failed; is this process started by a matching mpirun?");
+  c.active_ = true;
+  MPI_Comm_dup(MPI_COMM_WORLD, &c.comm_);
+  MPI_Comm_set_errhandler(c.comm_, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(c.comm_, &c.rank_);
+  MPI_Comm_size(c.comm_, &c.size_);
+  return c;
+}
+
+Communicator::~Communicator() {
+  if (!active_) return;
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) {
+    MPI_Comm_free(&comm_);
+    MPI_Finalize();
+  }
+}
+
+void Communicator::abort(const std::string& message) const {
+  std::fprintf(stderr, "switchyard: error (rank %d of %d): %s\n", rank_, size_, message.c_str());
+  std::fflush(stderr);
+  if (active_) MPI_Abort(MPI_COMM_WORLD, 1);
+  std::exit(1);
+}
+
+void Communicator::barrier() const {
+  if (active_) check_mpi(MPI_Barrier(comm_), "MPI_Barrier");
+}
+
+void Communicator::all_reduce_sum(std::vector<int64_t>& v) const {
+  if (active_ && size_ > 1)
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, v.data(), int(v.size()), MPI_INT64_T, MPI_SUM, comm_),
+              "MPI_Allreduce");
+}
+
+void Communicator::all_reduce_sum(std::vector<double>& v) const {
+  if (active_ && size_ > 1)
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, v.data(), int(v.size()), MPI_DOUBLE, MPI_SUM, comm_),
+              "MPI_Allreduce");
+}
+
+double Communicator::all_reduce_max(double value) const {
+  if (active_ && size_ > 1)
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_DOUBLE, MPI_MAX, comm_), "MPI_Allreduce");
+  return value;
+}
+
+void Communicator::broadcast(std::vector<int32_t>& v, int root) const {
+  if (!active_ || size_ == 1) return;
+  int64_t n = int64_t(v.size());
+  check_mpi(MPI_Bcast(&n, 1, MPI_INT64_T, root, comm_), "MPI_Bcast");
+  v.resize(size_t(n));
+  check_mpi(MPI_Bcast(v.data(), int(n), MPI_INT32_T, root, comm_), "MPI_Bcast");
+}
+
+std::vector<uint64_t> Communicator::all_gather(uint64_t value) const {
+  std::vector<uint64_t> out(size_t(size_), value);
+  if (active_ && size_ > 1)
+    check_mpi(MPI_Allgather(&value, 1, MPI_UINT64_T, out.data(), 1, MPI_UINT64_T, comm_),
+              "MPI_Allgather");
+  return out;
+}
+
+std::vector<double> Communicator::gather(const std::vector<double>& v, int root) const {
+  if (!active_ || size_ == 1) return v;
+  std::vector<double> out(rank_ == root ? v.size() * size_t(size_) : 0);
+  check_mpi(MPI_Gather(v.data(), int(v.size()), MPI_DOUBLE, out.data(), int(v.size()), MPI_DOUBLE,
+                       root, comm_),
+            "MPI_Gather");
+  return out;
+}
+
+}  // namespace sy::dist
