@@ -6,6 +6,8 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/engine.h"
+#include "cli/run_report.h"
 #include "io/file_util.h"
 #include "model/sampler.h"
 #include "util/error.h"
@@ -21,63 +23,77 @@ struct GenerateOptions {
   int max_tokens = 64;
   model::SamplerConfig sampler;
   bool ignore_eos = false;
-  std::string load_json;
+  ReportOptions report;
+  std::string ep_json;
 };
 
+// Under expert parallelism rank 0 owns the sequence and samples; the other ranks hold experts
+// and take part in every forward call with no tokens of their own (the all-to-alls are
+// collective), told by a broadcast whether another step follows.
 void run_generate(const GenerateOptions& o) {
-  LoadedModel lm = load_model(o.model, o.ids.empty());
-  const model::ModelConfig& cfg = lm.model.config();
-  std::vector<int32_t> prompt = o.ids.empty() ? lm.tokenizer->encode(o.prompt) : parse_ids(o.ids);
+  std::unique_ptr<Engine> eng = open_engine(o.model, o.capacity, o.ids.empty());
+  const model::Model& m = *eng->model;
+  const model::ModelConfig& cfg = m.config();
+  const bool root = eng->is_root();
+  std::vector<int32_t> prompt = o.ids.empty() ? eng->tokenizer->encode(o.prompt) : parse_ids(o.ids);
   if (prompt.empty()) fail("the prompt is empty: give --prompt TEXT (or --ids) with at least one token");
   if (o.max_tokens < 0) fail("--max-tokens must be >= 0");
 
+  RunReport report(o.report, eng->runtime, eng->distributed() ? eng->rank() : -1);
   model::KvCache cache(cfg, int64_t(prompt.size()) + o.max_tokens);
   model::Workspace ws;
   model::Sampler sampler(o.sampler);
-  moe::LoadStats stats = lm.model.new_load_stats();
-  moe::MoeRuntime runtime = make_moe_runtime(o.capacity, cfg.router.num_experts);
-  runtime.stats = &stats;
-  stats.set_placement(runtime.placement);
-  if (runtime.capacity.active() || !runtime.placement.empty())
-    fmt::print(stderr, "capacity policy: {}; placement: {}\n", runtime.capacity.describe(),
-               runtime.placement.describe());
   std::vector<float> logits(size_t(cfg.vocab_size));
   std::optional<StreamDecoder> stream;
-  if (lm.tokenizer) stream.emplace(*lm.tokenizer);
+  if (eng->tokenizer) stream.emplace(*eng->tokenizer);
+  auto step = [&](std::span<const int32_t> tokens) {
+    model::SequenceChunk chunk{&cache, tokens};
+    const size_t n = root ? 1 : 0;  // only rank 0 holds the sequence
+    m.forward({&chunk, n}, model::LogitsFor::kLastToken, logits.data(), ws, eng->runtime);
+  };
 
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
-  model::SequenceChunk chunk{&cache, prompt};
-  lm.model.forward({&chunk, 1}, model::LogitsFor::kLastToken, logits.data(), ws, runtime);
+  step(prompt);
   const auto t1 = clock::now();
 
-  if (lm.tokenizer) fmt::print("{}", lm.tokenizer->decode(prompt, /*skip_special_tokens=*/true));
+  if (root && eng->tokenizer) fmt::print("{}", eng->tokenizer->decode(prompt, /*skip_special_tokens=*/true));
   std::fflush(stdout);
   int generated = 0;
   std::vector<int32_t> output;
   while (generated < o.max_tokens) {
-    const int32_t next = sampler.sample(logits.data(), cfg.vocab_size);
-    const bool eos = std::find(cfg.eos_token_ids.begin(), cfg.eos_token_ids.end(), next) !=
-                     cfg.eos_token_ids.end();
-    if (eos && !o.ignore_eos) break;
-    output.push_back(next);
+    std::vector<int32_t> next{-1};  // -1: stop
+    if (root) {
+      const int32_t id = sampler.sample(logits.data(), cfg.vocab_size);
+      const bool eos = std::find(cfg.eos_token_ids.begin(), cfg.eos_token_ids.end(), id) !=
+                       cfg.eos_token_ids.end();
+      if (!(eos && !o.ignore_eos)) next[0] = id;
+    }
+    eng->comm->broadcast(next);
+    if (next[0] < 0) break;
+    output.push_back(next[0]);
     ++generated;
-    if (stream) fmt::print("{}", lm.tokenizer->is_special(next) ? "" : stream->push(next));
-    else fmt::print("{} ", next);
-    std::fflush(stdout);
+    if (root) {
+      if (stream) fmt::print("{}", eng->tokenizer->is_special(next[0]) ? "" : stream->push(next[0]));
+      else fmt::print("{} ", next[0]);
+      std::fflush(stdout);
+    }
     if (generated == o.max_tokens) break;
-    model::SequenceChunk step{&cache, {&output.back(), 1}};
-    lm.model.forward({&step, 1}, model::LogitsFor::kLastToken, logits.data(), ws, runtime);
+    step({&output.back(), 1});
   }
-  if (stream) fmt::print("{}", stream->flush());
-  fmt::print("\n");
   const auto t2 = clock::now();
-  const double prefill_s = std::chrono::duration<double>(t1 - t0).count();
-  const double decode_s = std::chrono::duration<double>(t2 - t1).count();
-  fmt::print(stderr, "\nprompt {} tokens in {:.3f} s ({:.1f} tokens/s); generated {} tokens in {:.3f} s ({:.1f} tokens/s)\n",
-             prompt.size(), prefill_s, double(prompt.size()) / prefill_s, generated, decode_s,
-             generated > 0 ? double(generated) / decode_s : 0.0);
-  report_expert_load(stats, o.load_json);
+  reduce_load_stats(*eng, eng->stats);
+  if (root) {
+    if (stream) fmt::print("{}", stream->flush());
+    fmt::print("\n");
+    const double prefill_s = std::chrono::duration<double>(t1 - t0).count();
+    const double decode_s = std::chrono::duration<double>(t2 - t1).count();
+    fmt::print(stderr, "\nprompt {} tokens in {:.3f} s ({:.1f} tokens/s); generated {} tokens in {:.3f} s ({:.1f} tokens/s)\n",
+               prompt.size(), prefill_s, double(prompt.size()) / prefill_s, generated, decode_s,
+               generated > 0 ? double(generated) / decode_s : 0.0);
+  }
+  report.finish(eng->stats, m, eng->runtime);
+  report_expert_parallel(*eng, o.ep_json);
 }
 
 }  // namespace
@@ -99,10 +115,12 @@ void register_generate(CLI::App& app) {
       ->capture_default_str()->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", o->sampler.seed, "Random seed for sampling")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past the end-of-sequence token");
-  cmd->add_option("--load-json", o->load_json, "Write the expert-load summary as JSON to this file");
+  add_report_options(*cmd, o->report);
+  cmd->add_option("--ep-json", o->ep_json, "Under mpirun: write each rank's per-layer timings as JSON");
   cmd->callback([o] {
     if (o->prompt.empty() && o->ids.empty()) fail("give a prompt with --prompt TEXT or --ids 1,2,3");
-    io::check_output_path(o->load_json, "--load-json");
+    check_report_paths(o->report);
+    io::check_output_path(o->ep_json, "--ep-json");
     run_generate(*o);
   });
 }

@@ -10,6 +10,8 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/engine.h"
+#include "cli/run_report.h"
 #include "io/file_util.h"
 #include "io/npy.h"
 #include "util/error.h"
@@ -26,7 +28,8 @@ struct ScoreOptions {
   int64_t max_tokens = 0;
   std::vector<std::string> sweep_policies;
   std::vector<double> sweep_factors;
-  std::string dump_logits, json_path, load_json;
+  std::string dump_logits, json_path, ep_json;
+  ReportOptions report;
   bool quiet = false;
 };
 
@@ -47,23 +50,31 @@ struct ScoreResult {
   double perplexity() const { return scored > 0 ? std::exp(nll / double(scored)) : NAN; }
 };
 
-// Scores `ids` cut into windows, `batch` windows per forward call, under `runtime`.
-ScoreResult score_tokens(const model::Model& m, const std::vector<int32_t>& ids, int64_t window,
+// Scores `ids` cut into windows, `batch` windows per forward call, under `runtime`. Under
+// expert parallelism batch i goes to rank i % ranks; every rank runs the same number of
+// forward calls (some with no tokens) because the MoE layers' all-to-alls are collective.
+ScoreResult score_tokens(const Engine& eng, const std::vector<int32_t>& ids, int64_t window,
                          int batch, const moe::MoeRuntime& runtime, bool keep_logits) {
+  const model::Model& m = *eng.model;
   const model::ModelConfig& cfg = m.config();
   const int64_t T = int64_t(ids.size()), V = cfg.vocab_size;
   const int64_t num_windows = (T + window - 1) / window;
+  const int64_t num_batches = (num_windows + batch - 1) / batch;
+  const int ranks = eng.comm->size(), rank = eng.comm->rank();
+  const int64_t steps = (num_batches + ranks - 1) / ranks;
   ScoreResult r;
-  r.log_probs.assign(size_t(T), NAN);
-  if (keep_logits) r.logits.resize(size_t(T * V));
+  std::vector<double> lp(size_t(T), 0.0), scored_mask(size_t(T), 0.0);
+  if (keep_logits) r.logits.assign(size_t(T * V), 0.0f);
   model::Workspace ws;
   std::vector<model::KvCache> caches;
   for (int i = 0; i < std::min<int64_t>(batch, num_windows); ++i) caches.emplace_back(cfg, window);
   std::vector<float> logits;
-  const bool show_progress = num_windows > batch && isatty(2);
+  const bool show_progress = steps > 1 && eng.is_root() && isatty(2);
   const auto start = std::chrono::steady_clock::now();
-  for (int64_t first = 0; first < num_windows; first += batch) {
-    const int64_t count = std::min<int64_t>(batch, num_windows - first);
+  for (int64_t step = 0; step < steps; ++step) {
+    const int64_t b = step * ranks + rank;
+    const int64_t first = b * batch;
+    const int64_t count = b < num_batches ? std::min<int64_t>(batch, num_windows - first) : 0;
     std::vector<model::SequenceChunk> chunks;
     int64_t tokens = 0;
     for (int64_t w = 0; w < count; ++w) {
@@ -79,10 +90,8 @@ ScoreResult score_tokens(const model::Model& m, const std::vector<int32_t>& ids,
     for (int64_t w = 0; w < count; ++w) {
       const int64_t begin = (first + w) * window, n = int64_t(chunks[size_t(w)].tokens.size());
       for (int64_t t = 1; t < n; ++t) {
-        const double lp = log_prob(logits.data() + (row + t - 1) * V, V, ids[size_t(begin + t)]);
-        r.log_probs[size_t(begin + t)] = lp;
-        r.nll -= lp;
-        ++r.scored;
+        lp[size_t(begin + t)] = log_prob(logits.data() + (row + t - 1) * V, V, ids[size_t(begin + t)]);
+        scored_mask[size_t(begin + t)] = 1;
       }
       if (keep_logits)
         std::copy(logits.begin() + row * V, logits.begin() + (row + n) * V,
@@ -91,42 +100,54 @@ ScoreResult score_tokens(const model::Model& m, const std::vector<int32_t>& ids,
     }
     if (show_progress) {
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      const int64_t done = std::min(T, (first + count) * window);
-      fmt::print(stderr, "\r\033[K  scored {}/{} tokens, {:.0f} tokens/s, perplexity so far {:.3f}",
-                 done, T, double(done) / s, r.perplexity());
+      const int64_t done = std::min(T, (step + 1) * ranks * batch * window);
+      fmt::print(stderr, "\r\033[K  scored about {}/{} tokens, {:.0f} tokens/s", done, T,
+                 double(done) / s);
     }
   }
   if (show_progress) fmt::print(stderr, "\r\033[K");
+  eng.comm->all_reduce_sum(lp);
+  eng.comm->all_reduce_sum(scored_mask);
+  if (keep_logits && eng.distributed()) {
+    std::vector<double> all(r.logits.begin(), r.logits.end());
+    eng.comm->all_reduce_sum(all);
+    std::copy(all.begin(), all.end(), r.logits.begin());
+  }
+  r.log_probs.assign(size_t(T), NAN);
+  for (int64_t t = 0; t < T; ++t) {
+    if (scored_mask[size_t(t)] == 0) continue;
+    r.log_probs[size_t(t)] = lp[size_t(t)];
+    r.nll -= lp[size_t(t)];
+    ++r.scored;
+  }
   return r;
-}
-
-moe::LoadStats new_stats(const model::Model& m, moe::MoeRuntime& runtime) {
-  moe::LoadStats stats = m.new_load_stats();
-  stats.set_placement(runtime.placement);
-  return stats;
 }
 
 // One line per (policy, factor): perplexity, its change against dropless, DT, pairs dropped /
 // added, and the busiest expert and device loads (the straggler the policy is meant to cut).
-void run_sweep(const ScoreOptions& o, const LoadedModel& lm, const std::vector<int32_t>& ids,
+void run_sweep(const ScoreOptions& o, Engine& eng, const std::vector<int32_t>& ids,
                int64_t window) {
-  const int E = lm.model.config().router.num_experts;
+  const int E = eng.model->config().router.num_experts;
+  const bool root = eng.is_root();
   std::vector<double> factors = o.sweep_factors;
   if (factors.empty()) factors = {o.capacity.factor};
-  fmt::print("{:>9} {:>6} {:>11} {:>8} {:>7} {:>9} {:>7} {:>10} {:>10}\n", "policy", "gamma",
-             "perplexity", "vs none", "DT", "dropped", "added", "max/mean", "dev m/m");
+  if (root)
+    fmt::print("{:>9} {:>6} {:>11} {:>8} {:>7} {:>9} {:>7} {:>10} {:>10}\n", "policy", "gamma",
+               "perplexity", "vs none", "DT", "dropped", "added", "max/mean", "dev m/m");
   double baseline = NAN;
   nlohmann::json rows = nlohmann::json::array();
   for (const std::string& policy : o.sweep_policies) {
     const bool dropless = moe::parse_capacity_policy(policy) == moe::CapacityPolicy::kNone;
     for (double gamma : dropless ? std::vector<double>{factors.front()} : factors) {
-      CapacityOptions c = o.capacity;
-      c.policy = policy;
-      c.factor = gamma;
-      moe::MoeRuntime rt = make_moe_runtime(c, E);
-      moe::LoadStats stats = new_stats(lm.model, rt);
+      moe::MoeRuntime rt = eng.runtime;  // placement, source device and EP backend as opened
+      rt.capacity.policy = moe::parse_capacity_policy(policy);
+      rt.capacity.factor = gamma;
+      moe::LoadStats stats = eng.model->new_load_stats();
+      stats.set_placement(rt.placement);
       rt.stats = &stats;
-      const ScoreResult r = score_tokens(lm.model, ids, window, o.batch, rt, false);
+      const ScoreResult r = score_tokens(eng, ids, window, o.batch, rt, false);
+      reduce_load_stats(eng, stats);
+      if (!root) continue;
       if (dropless) baseline = r.perplexity();
       const moe::CapacityOutcome t = stats.totals();
       double worst = 0, worst_dev = 0;
@@ -148,9 +169,11 @@ void run_sweep(const ScoreOptions& o, const LoadedModel& lm, const std::vector<i
                       {"expert_load", stats.to_json()}});
     }
   }
+  (void)E;
+  if (!root) return;
   fmt::print("DT = sum_i ReLU(N_i - C) / sum_i N_i at the row's gamma; max/mean: busiest expert "
              "of the worst layer after the policy; dev m/m: busiest device ({})\n",
-             make_moe_runtime(o.capacity, E).placement.describe());
+             eng.runtime.placement.describe());
   if (!o.json_path.empty())
     io::write_text_file_atomic(o.json_path,
                                nlohmann::json({{"model", o.model.model_dir},
@@ -162,11 +185,11 @@ void run_sweep(const ScoreOptions& o, const LoadedModel& lm, const std::vector<i
 }
 
 void run_score(const ScoreOptions& o) {
-  LoadedModel lm = load_model(o.model, o.ids.empty());
-  const model::ModelConfig& cfg = lm.model.config();
+  std::unique_ptr<Engine> eng = open_engine(o.model, o.capacity, o.ids.empty());
+  const model::ModelConfig& cfg = eng->model->config();
   std::vector<int32_t> ids;
   if (!o.ids.empty()) ids = parse_ids(o.ids);
-  else ids = lm.tokenizer->encode(o.file.empty() ? o.text : io::read_text_file(o.file));
+  else ids = eng->tokenizer->encode(o.file.empty() ? o.text : io::read_text_file(o.file));
   for (int32_t id : ids)
     if (id < 0 || id >= cfg.vocab_size)
       fail("token id {} is outside the model's vocabulary (0..{})", id, cfg.vocab_size - 1);
@@ -174,50 +197,55 @@ void run_score(const ScoreOptions& o) {
   if (ids.empty()) fail("nothing to score: the text encodes to zero tokens");
   const int64_t T = int64_t(ids.size());
   const int64_t window = o.window > 0 ? o.window : T;
-  if (!o.sweep_policies.empty()) return run_sweep(o, lm, ids, window);
+  if (!o.sweep_policies.empty()) {
+    run_sweep(o, *eng, ids, window);
+    report_expert_parallel(*eng, o.ep_json);
+    return;
+  }
 
-  moe::MoeRuntime runtime = make_moe_runtime(o.capacity, cfg.router.num_experts);
-  moe::LoadStats stats = new_stats(lm.model, runtime);
-  runtime.stats = &stats;
-  if (runtime.capacity.active() || !runtime.placement.empty())
-    fmt::print(stderr, "capacity policy: {}; placement: {}\n", runtime.capacity.describe(),
-               runtime.placement.describe());
-  const ScoreResult r = score_tokens(lm.model, ids, window, o.batch, runtime, !o.dump_logits.empty());
-
-  nlohmann::json per_token = nlohmann::json::array();
-  if (!o.quiet) fmt::print("{:>6} {:>8} {:>12}  {}\n", "pos", "id", "log-prob", "token");
-  for (int64_t t = 0; t < T; ++t) {
-    const double lp = r.log_probs[size_t(t)];
-    if (std::isnan(lp)) continue;  // first token of a window: nothing predicts it
-    if (!o.quiet) {
-      const std::string piece = lm.tokenizer ? lm.tokenizer->decode({ids[size_t(t)]}) : "";
-      fmt::print("{:>6} {:>8} {:>12.4f}  {:?}\n", t, ids[size_t(t)], lp, piece);
+  RunReport report(o.report, eng->runtime, eng->distributed() ? eng->rank() : -1);
+  const ScoreResult r = score_tokens(*eng, ids, window, o.batch, eng->runtime, !o.dump_logits.empty());
+  reduce_load_stats(*eng, eng->stats);
+  const moe::LoadStats& stats = eng->stats;
+  const moe::MoeRuntime& runtime = eng->runtime;
+  if (eng->is_root()) {
+    nlohmann::json per_token = nlohmann::json::array();
+    if (!o.quiet) fmt::print("{:>6} {:>8} {:>12}  {}\n", "pos", "id", "log-prob", "token");
+    for (int64_t t = 0; t < T; ++t) {
+      const double lp = r.log_probs[size_t(t)];
+      if (std::isnan(lp)) continue;  // first token of a window: nothing predicts it
+      if (!o.quiet) {
+        const std::string piece = eng->tokenizer ? eng->tokenizer->decode({ids[size_t(t)]}) : "";
+        fmt::print("{:>6} {:>8} {:>12.4f}  {:?}\n", t, ids[size_t(t)], lp, piece);
+      }
+      per_token.push_back({{"pos", t}, {"id", ids[size_t(t)]}, {"log_prob", lp}});
     }
-    per_token.push_back({{"pos", t}, {"id", ids[size_t(t)]}, {"log_prob", lp}});
+    const moe::CapacityOutcome totals = stats.totals();
+    const double dt = totals.routed ? double(totals.overflow) / double(totals.routed) : 0.0;
+    const double dropped = totals.routed ? double(totals.dropped) / double(totals.routed) : 0.0;
+    fmt::print("tokens {}  scored {}  mean NLL {:.4f}  perplexity {:.4f}  capacity {} (gamma {:g})  "
+               "DT {:.2f}%  pairs dropped {:.2f}%  added {}\n",
+               T, r.scored, r.scored > 0 ? r.nll / double(r.scored) : NAN, r.perplexity(),
+               capacity_policy_name(runtime.capacity.policy), runtime.capacity.factor, 100.0 * dt,
+               100.0 * dropped, totals.added);
+    if (!o.dump_logits.empty()) io::write_npy_f32(o.dump_logits, r.logits.data(), {T, cfg.vocab_size});
+    if (!o.json_path.empty()) {
+      nlohmann::json j = {{"model", o.model.model_dir},
+                          {"tokens", T},
+                          {"window", window},
+                          {"ranks", eng->comm->size()},
+                          {"ids", ids},
+                          {"perplexity", r.perplexity()},
+                          {"nll", r.nll},
+                          {"per_token", per_token},
+                          {"capacity_policy", runtime.capacity.describe()},
+                          {"dropped_token_fraction", dt},
+                          {"expert_load", stats.to_json()}};
+      io::write_text_file_atomic(o.json_path, j.dump(2) + "\n");
+    }
   }
-  const moe::CapacityOutcome totals = stats.totals();
-  const double dt = totals.routed ? double(totals.overflow) / double(totals.routed) : 0.0;
-  const double dropped = totals.routed ? double(totals.dropped) / double(totals.routed) : 0.0;
-  fmt::print("tokens {}  scored {}  mean NLL {:.4f}  perplexity {:.4f}  capacity {} (gamma {:g})  "
-             "DT {:.2f}%  pairs dropped {:.2f}%  added {}\n",
-             T, r.scored, r.scored > 0 ? r.nll / double(r.scored) : NAN, r.perplexity(),
-             capacity_policy_name(runtime.capacity.policy), runtime.capacity.factor, 100.0 * dt,
-             100.0 * dropped, totals.added);
-  if (!o.dump_logits.empty()) io::write_npy_f32(o.dump_logits, r.logits.data(), {T, cfg.vocab_size});
-  if (!o.json_path.empty()) {
-    nlohmann::json j = {{"model", o.model.model_dir},
-                        {"tokens", T},
-                        {"window", window},
-                        {"ids", ids},
-                        {"perplexity", r.perplexity()},
-                        {"nll", r.nll},
-                        {"per_token", per_token},
-                        {"capacity_policy", runtime.capacity.describe()},
-                        {"dropped_token_fraction", dt},
-                        {"expert_load", stats.to_json()}};
-    io::write_text_file_atomic(o.json_path, j.dump(2) + "\n");
-  }
-  report_expert_load(stats, o.load_json);
+  report.finish(stats, *eng->model, runtime);
+  report_expert_parallel(*eng, o.ep_json);
 }
 
 }  // namespace
@@ -247,7 +275,8 @@ void register_score(CLI::App& app) {
       ->delimiter(',');
   cmd->add_option("--dump-logits", o->dump_logits, "Write float32 logits [tokens, vocab] to this .npy file");
   cmd->add_option("--json", o->json_path, "Write per-token log-probs and perplexity (or the sweep) as JSON");
-  cmd->add_option("--load-json", o->load_json, "Write the expert-load summary as JSON to this file");
+  add_report_options(*cmd, o->report);
+  cmd->add_option("--ep-json", o->ep_json, "Under mpirun: write each rank's per-layer timings as JSON");
   cmd->add_flag("-q,--quiet", o->quiet, "Print only the summary line");
   cmd->callback([o] {
     if (o->text.empty() && o->file.empty() && o->ids.empty())
@@ -261,7 +290,10 @@ void register_score(CLI::App& app) {
       fail("--dump-logits cannot be combined with --sweep");
     io::check_output_path(o->dump_logits, "--dump-logits");
     io::check_output_path(o->json_path, "--json");
-    io::check_output_path(o->load_json, "--load-json");
+    check_report_paths(o->report);
+    io::check_output_path(o->ep_json, "--ep-json");
+    if (!o->sweep_policies.empty() && !(o->report.trace.empty() && o->report.load_heatmap.empty()))
+      fail("--trace and --load-heatmap record one run; they cannot be combined with --sweep");
     run_score(*o);
   });
 }

@@ -3,11 +3,14 @@
 #include <fmt/core.h>
 
 #include "cli/commands.h"
+#include "dist/communicator.h"
 #include "ops/blas_env.h"
 #include "util/error.h"
 
 int main(int argc, char** argv) {
   sy::ops::prefer_fast_blas(argc, argv);  // may re-exec with faster OpenBLAS kernels
+  // Under mpirun every rank runs this same program; MPI starts only then.
+  const sy::dist::Communicator& comm = sy::dist::Communicator::world(&argc, &argv);
   CLI::App app{"Switchyard: a Mixture-of-Experts engine for CPU.\n"
                "Loads Hugging Face checkpoints (config.json + safetensors + tokenizer.json) of\n"
                "Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE and dots.llm1 (DeepSeek-V3 routing).",
@@ -31,9 +34,11 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const sy::Error& e) {
+    if (comm.distributed()) comm.abort(e.what());  // takes the other ranks down, no hang
     fmt::print(stderr, "switchyard: error: {}\n", e.what());
     return 1;
   } catch (const std::bad_alloc&) {
+    if (comm.distributed()) comm.abort("out of memory");
     fmt::print(stderr, "switchyard: error: out of memory\n");
     return 1;
   }

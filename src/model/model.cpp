@@ -12,7 +12,26 @@ namespace sy::model {
 
 Model::Model(std::string dir, ModelConfig config, ModelWeights weights)
     : dir_(std::move(dir)), config_(std::move(config)), weights_(std::move(weights)) {
-  moe_blocks_.resize(weights_.layers.size());
+  bind_blocks();
+}
+
+Model::Model(Model&& other) noexcept
+    : dir_(std::move(other.dir_)), config_(std::move(other.config_)),
+      weights_(std::move(other.weights_)) {
+  bind_blocks();
+}
+
+Model& Model::operator=(Model&& other) noexcept {
+  dir_ = std::move(other.dir_);
+  config_ = std::move(other.config_);
+  weights_ = std::move(other.weights_);
+  bind_blocks();
+  return *this;
+}
+
+// The MoE blocks point into config_ and weights_, so they are rebuilt whenever those move.
+void Model::bind_blocks() {
+  moe_blocks_.assign(weights_.layers.size(), moe::MoeBlock{});
   for (size_t l = 0; l < weights_.layers.size(); ++l) {
     const LayerWeights& w = weights_.layers[l];
     if (!w.is_moe) continue;

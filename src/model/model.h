@@ -36,6 +36,11 @@ enum class LogitsFor { kLastToken, kAllTokens };
 class Model {
  public:
   // owned_experts: the routed experts this process computes (expert parallelism); empty = all.
+  Model(Model&& other) noexcept;
+  Model& operator=(Model&& other) noexcept;
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
   static Model load(const std::string& model_dir, const ExpertMask& owned_experts = {});
 
   const ModelConfig& config() const { return config_; }
@@ -55,6 +60,7 @@ class Model {
 
  private:
   Model(std::string dir, ModelConfig config, ModelWeights weights);
+  void bind_blocks();
   void attention_block(int layer, std::span<const SequenceChunk> chunks, int64_t T,
                        Workspace& ws) const;
   void ffn_block(int layer, int64_t T, Workspace& ws, const moe::MoeRuntime& runtime) const;

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <numeric>
 
+#include "util/error.h"
+
 namespace sy::moe {
 
 namespace {
@@ -90,6 +92,26 @@ CapacityOutcome LoadStats::totals() const {
 bool LoadStats::any_policy_effect() const {
   const CapacityOutcome t = totals();
   return t.dropped > 0 || t.added > 0;
+}
+
+std::vector<int64_t> LoadStats::counters() const {
+  std::vector<int64_t> v(before_);
+  v.insert(v.end(), after_.begin(), after_.end());
+  for (const CapacityOutcome& t : totals_)
+    v.insert(v.end(), {t.routed, t.overflow, t.dropped, t.added, t.rerouted});
+  return v;
+}
+
+void LoadStats::set_counters(const std::vector<int64_t>& v) {
+  SY_ASSERT(v.size() == before_.size() + after_.size() + 5 * totals_.size());
+  auto it = v.begin();
+  std::copy(it, it + long(before_.size()), before_.begin());
+  it += long(before_.size());
+  std::copy(it, it + long(after_.size()), after_.begin());
+  it += long(after_.size());
+  for (CapacityOutcome& t : totals_) {
+    t.routed = *it++, t.overflow = *it++, t.dropped = *it++, t.added = *it++, t.rerouted = *it++;
+  }
 }
 
 std::string LoadStats::table(int max_columns) const {

@@ -47,6 +47,10 @@ class LoadStats {
   CapacityOutcome totals() const;
   bool any_policy_effect() const;  // some pair was dropped or added
 
+  // Every counter as one flat vector, so ranks can sum their statistics (MPI_Allreduce).
+  std::vector<int64_t> counters() const;
+  void set_counters(const std::vector<int64_t>& counters);
+
   // A table: one row per MoE layer, one column per expert (or a compact summary when there
   // are more than `max_columns` experts), then max/mean, and DT / kept / dropped / added
   // columns when a policy changed anything; per-device loads when there are devices.

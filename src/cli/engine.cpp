@@ -1,0 +1,154 @@
+#include "cli/engine.h"
+
+#include <fmt/format.h>
+
+#include <fstream>
+
+#include "io/file_util.h"
+#include "ops/threads.h"
+#include "util/error.h"
+
+namespace sy::cli {
+
+namespace {
+
+uint64_t fnv1a(uint64_t h, const std::string& s) {
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
+// What every rank must agree on: config.json and the tensor inventory (names, shapes, dtypes).
+uint64_t model_fingerprint(const std::string& dir, const model::Model& m) {
+  uint64_t h = fnv1a(0xcbf29ce484222325ull, io::read_text_file(dir + "/config.json"));
+  for (const auto& [name, t] : m.weights().store.all()) {
+    h = fnv1a(h, name + ":" + t->dtype_name);
+    for (int64_t d : t->shape) h = fnv1a(h, std::to_string(d) + ",");
+  }
+  return h;
+}
+
+int64_t resident_kib() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+  return -1;
+}
+
+}  // namespace
+
+std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOptions& co,
+                                    bool need_tokenizer) {
+  auto eng = std::make_unique<Engine>();
+  eng->comm = &dist::Communicator::world();
+  const dist::Communicator& comm = *eng->comm;
+  ops::set_num_threads(mo.threads);
+  const model::ModelConfig cfg = model::load_config(mo.model_dir);
+  const int E = cfg.router.num_experts;
+
+  model::ExpertMask owned;
+  if (comm.distributed()) {
+    if (E <= 0) fail("this model has no MoE layers: nothing to spread over {} ranks", comm.size());
+    if (co.devices > 0 && co.devices != comm.size())
+      fail("--devices {} does not match the {} ranks mpirun started (under mpirun the ranks are "
+           "the devices; leave --devices out)", co.devices, comm.size());
+    CapacityOptions ranks = co;
+    if (ranks.placement_file.empty()) ranks.devices = comm.size();
+    eng->runtime = make_moe_runtime(ranks, E);
+    if (eng->runtime.placement.num_devices() != comm.size())
+      fail("placement file '{}' lists {} devices but mpirun started {} ranks", co.placement_file,
+           eng->runtime.placement.num_devices(), comm.size());
+    eng->runtime.source_device = comm.rank();
+    owned.assign(size_t(E), false);
+    for (int32_t e : eng->runtime.placement.experts_on(comm.rank())) owned[size_t(e)] = true;
+  } else {
+    eng->runtime = make_moe_runtime(co, E);
+  }
+
+  eng->model = std::make_unique<model::Model>(model::Model::load(mo.model_dir, owned));
+  const std::string tok = mo.model_dir + "/tokenizer.json";
+  if (io::file_exists(tok)) eng->tokenizer.emplace(Tokenizer::from_file(tok));
+  else if (need_tokenizer)
+    fail("'{}' has no tokenizer.json (pass token ids with --ids instead of text)", mo.model_dir);
+
+  if (comm.distributed()) {
+    const std::vector<uint64_t> prints = comm.all_gather(model_fingerprint(mo.model_dir, *eng->model));
+    for (int r = 1; r < comm.size(); ++r)
+      if (prints[size_t(r)] != prints[0])
+        fail("ranks disagree on the model: rank {} loaded '{}' whose config.json or tensors "
+             "differ from rank 0's (fingerprints {:016x} vs {:016x}); every rank needs the same "
+             "checkpoint", r, mo.model_dir, prints[size_t(r)], prints[0]);
+    eng->ep = std::make_unique<dist::ExpertParallelBackend>(comm, eng->runtime.placement,
+                                                            int(cfg.num_layers));
+    eng->runtime.backend = eng->ep.get();
+  }
+  eng->stats = eng->model->new_load_stats();
+  eng->stats.set_placement(eng->runtime.placement);
+  eng->runtime.stats = &eng->stats;
+  if (comm.is_root() && (eng->runtime.capacity.active() || !eng->runtime.placement.empty()))
+    fmt::print(stderr, "{}capacity policy: {}; placement: {}\n",
+               comm.distributed() ? fmt::format("expert parallel over {} ranks; ", comm.size()) : "",
+               eng->runtime.capacity.describe(), eng->runtime.placement.describe());
+  return eng;
+}
+
+void reduce_load_stats(const Engine& eng, moe::LoadStats& stats) {
+  if (!eng.distributed()) return;
+  std::vector<int64_t> c = stats.counters();
+  eng.comm->all_reduce_sum(c);
+  stats.set_counters(c);
+}
+
+void report_expert_parallel(const Engine& eng, const std::string& json_path) {
+  if (!eng.distributed()) return;
+  const dist::Communicator& comm = *eng.comm;
+  const auto& timings = eng.ep->timings();
+  // Per layer: dispatch, wait_dispatch, compute, combine, wait_combine, rows in, bytes remote;
+  // then expert MB held and resident MB.
+  constexpr int kFields = 7;
+  std::vector<double> mine;
+  for (const auto& t : timings)
+    mine.insert(mine.end(), {t.dispatch_s, t.wait_dispatch_s, t.compute_s, t.combine_s,
+                             t.wait_combine_s, double(t.rows_received), double(t.bytes_sent_remote)});
+  mine.push_back(double(eng.model->weights().expert_bytes_held) / 1e6);
+  mine.push_back(double(resident_kib()) / 1024.0);
+  const std::vector<double> all = comm.gather(mine);
+  if (!comm.is_root()) return;
+  const size_t per_rank = mine.size(), L = timings.size();
+  auto at = [&](int r, size_t l, int f) { return all[size_t(r) * per_rank + l * kFields + size_t(f)]; };
+  std::string out = fmt::format(
+      "\nExpert parallelism over {} ranks ({}): time per rank in MoE layers, ms\n"
+      "{:>5} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>10} {:>10} {:>9}\n",
+      comm.size(), eng.runtime.placement.describe(), "rank", "dispatch", "(wait)", "experts",
+      "combine", "(wait)", "straggler", "rows in", "MB sent", "experts");
+  nlohmann::json ranks = nlohmann::json::array();
+  for (int r = 0; r < comm.size(); ++r) {
+    double f[kFields] = {0};
+    double straggler = 0;
+    nlohmann::json layers = nlohmann::json::array();
+    for (size_t l = 0; l < L; ++l) {
+      double slowest = 0;
+      for (int q = 0; q < comm.size(); ++q) slowest = std::max(slowest, at(q, l, 2));
+      straggler += slowest - at(r, l, 2);  // idle while the slowest owner computed
+      for (int i = 0; i < kFields; ++i) f[i] += at(r, l, i);
+      if (at(r, l, 5) > 0 || at(r, l, 2) > 0)
+        layers.push_back({{"layer", l}, {"dispatch_s", at(r, l, 0)}, {"wait_dispatch_s", at(r, l, 1)},
+                          {"compute_s", at(r, l, 2)}, {"combine_s", at(r, l, 3)},
+                          {"wait_combine_s", at(r, l, 4)}, {"rows_received", at(r, l, 5)},
+                          {"bytes_sent_remote", at(r, l, 6)},
+                          {"straggler_wait_s", slowest - at(r, l, 2)}});
+    }
+    const double held = all[size_t(r) * per_rank + L * kFields], rss = all[size_t(r) * per_rank + L * kFields + 1];
+    out += fmt::format("{:>5} {:>9.2f} {:>9.2f} {:>9.2f} {:>9.2f} {:>11.2f} {:>11.2f} {:>10.0f} {:>10.2f} {:>6.1f} MB  (resident {:.0f} MB)\n",
+                       r, 1e3 * f[0], 1e3 * f[1], 1e3 * f[2], 1e3 * f[3], 1e3 * f[4], 1e3 * straggler,
+                       f[5], f[6] / 1e6, held, rss);
+    ranks.push_back({{"rank", r}, {"expert_mb_held", held}, {"resident_mb", rss}, {"layers", layers}});
+  }
+  out += "(wait): blocked in the counts exchange (peers late) / in the return all-to-all (slowest "
+         "owner); straggler: sum over layers of (slowest rank's expert time - this rank's)\n";
+  fmt::print(stderr, "{}", out);
+  if (!json_path.empty())
+    io::write_text_file_atomic(json_path, nlohmann::json({{"ranks", ranks}}).dump(2) + "\n");
+}
+
+}  // namespace sy::cli

@@ -1,0 +1,44 @@
+// The model as one command runs it: in this process alone, or as one rank of an
+// expert-parallel job started by mpirun (each rank loads the dense weights and only its own
+// experts, routes its own tokens, and exchanges rows with the experts' owners).
+#pragma once
+
+#include <memory>
+#include <optional>
+
+#include "cli/common.h"
+#include "dist/communicator.h"
+#include "dist/expert_parallel.h"
+#include "model/model.h"
+#include "moe/load_stats.h"
+#include "moe/moe_layer.h"
+#include "tokenizer/tokenizer.h"
+
+namespace sy::cli {
+
+struct Engine {
+  const dist::Communicator* comm = nullptr;
+  std::unique_ptr<model::Model> model;
+  std::optional<Tokenizer> tokenizer;
+  moe::MoeRuntime runtime;  // capacity policy, placement, stats sink, EP backend
+  std::unique_ptr<dist::ExpertParallelBackend> ep;
+  moe::LoadStats stats;
+
+  bool distributed() const { return comm->distributed(); }
+  int rank() const { return comm->rank(); }
+  bool is_root() const { return comm->is_root(); }
+};
+
+// Loads the model (under mpirun: this rank's experts only, after checking that every rank
+// sees the same model and that the placement fits the ranks) and builds the runtime.
+std::unique_ptr<Engine> open_engine(const ModelOptions& model, const CapacityOptions& capacity,
+                                    bool need_tokenizer);
+
+// Sums the expert-load statistics of all ranks (in place; a no-op in one process).
+void reduce_load_stats(const Engine& engine, moe::LoadStats& stats);
+
+// Rank 0 prints each rank's time per MoE layer (dispatch, expert compute, combine, waits),
+// rows exchanged, expert memory held and resident memory; the JSON goes to `json_path`.
+void report_expert_parallel(const Engine& engine, const std::string& json_path);
+
+}  // namespace sy::cli
