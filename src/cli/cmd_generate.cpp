@@ -24,14 +24,14 @@ struct GenerateOptions {
   model::SamplerConfig sampler;
   bool ignore_eos = false;
   ReportOptions report;
-  std::string ep_json;
+  ParallelOptions parallel;
 };
 
 // Under expert parallelism rank 0 owns the sequence and samples; the other ranks hold experts
 // and take part in every forward call with no tokens of their own (the all-to-alls are
 // collective), told by a broadcast whether another step follows.
 void run_generate(const GenerateOptions& o) {
-  std::unique_ptr<Engine> eng = open_engine(o.model, o.capacity, o.ids.empty());
+  std::unique_ptr<Engine> eng = open_engine(o.model, o.capacity, o.parallel, o.ids.empty());
   const model::Model& m = *eng->model;
   const model::ModelConfig& cfg = m.config();
   const bool root = eng->is_root();
@@ -93,7 +93,7 @@ void run_generate(const GenerateOptions& o) {
                generated > 0 ? double(generated) / decode_s : 0.0);
   }
   report.finish(eng->stats, m, eng->runtime);
-  report_expert_parallel(*eng, o.ep_json);
+  report_expert_parallel(*eng, o.parallel.ep_json);
 }
 
 }  // namespace
@@ -116,11 +116,11 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--seed", o->sampler.seed, "Random seed for sampling")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past the end-of-sequence token");
   add_report_options(*cmd, o->report);
-  cmd->add_option("--ep-json", o->ep_json, "Under mpirun: write each rank's per-layer timings as JSON");
+  add_parallel_options(*cmd, o->parallel);
   cmd->callback([o] {
     if (o->prompt.empty() && o->ids.empty()) fail("give a prompt with --prompt TEXT or --ids 1,2,3");
     check_report_paths(o->report);
-    io::check_output_path(o->ep_json, "--ep-json");
+    io::check_output_path(o->parallel.ep_json, "--ep-json");
     run_generate(*o);
   });
 }

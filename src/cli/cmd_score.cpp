@@ -28,7 +28,8 @@ struct ScoreOptions {
   int64_t max_tokens = 0;
   std::vector<std::string> sweep_policies;
   std::vector<double> sweep_factors;
-  std::string dump_logits, json_path, ep_json;
+  std::string dump_logits, json_path;
+  ParallelOptions parallel;
   ReportOptions report;
   bool quiet = false;
 };
@@ -185,7 +186,7 @@ void run_sweep(const ScoreOptions& o, Engine& eng, const std::vector<int32_t>& i
 }
 
 void run_score(const ScoreOptions& o) {
-  std::unique_ptr<Engine> eng = open_engine(o.model, o.capacity, o.ids.empty());
+  std::unique_ptr<Engine> eng = open_engine(o.model, o.capacity, o.parallel, o.ids.empty());
   const model::ModelConfig& cfg = eng->model->config();
   std::vector<int32_t> ids;
   if (!o.ids.empty()) ids = parse_ids(o.ids);
@@ -199,7 +200,7 @@ void run_score(const ScoreOptions& o) {
   const int64_t window = o.window > 0 ? o.window : T;
   if (!o.sweep_policies.empty()) {
     run_sweep(o, *eng, ids, window);
-    report_expert_parallel(*eng, o.ep_json);
+    report_expert_parallel(*eng, o.parallel.ep_json);
     return;
   }
 
@@ -245,7 +246,7 @@ void run_score(const ScoreOptions& o) {
     }
   }
   report.finish(stats, *eng->model, runtime);
-  report_expert_parallel(*eng, o.ep_json);
+  report_expert_parallel(*eng, o.parallel.ep_json);
 }
 
 }  // namespace
@@ -276,7 +277,7 @@ void register_score(CLI::App& app) {
   cmd->add_option("--dump-logits", o->dump_logits, "Write float32 logits [tokens, vocab] to this .npy file");
   cmd->add_option("--json", o->json_path, "Write per-token log-probs and perplexity (or the sweep) as JSON");
   add_report_options(*cmd, o->report);
-  cmd->add_option("--ep-json", o->ep_json, "Under mpirun: write each rank's per-layer timings as JSON");
+  add_parallel_options(*cmd, o->parallel);
   cmd->add_flag("-q,--quiet", o->quiet, "Print only the summary line");
   cmd->callback([o] {
     if (o->text.empty() && o->file.empty() && o->ids.empty())
@@ -291,7 +292,7 @@ void register_score(CLI::App& app) {
     io::check_output_path(o->dump_logits, "--dump-logits");
     io::check_output_path(o->json_path, "--json");
     check_report_paths(o->report);
-    io::check_output_path(o->ep_json, "--ep-json");
+    io::check_output_path(o->parallel.ep_json, "--ep-json");
     if (!o->sweep_policies.empty() && !(o->report.trace.empty() && o->report.load_heatmap.empty()))
       fail("--trace and --load-heatmap record one run; they cannot be combined with --sweep");
     run_score(*o);

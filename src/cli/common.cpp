@@ -87,11 +87,6 @@ moe::MoeRuntime make_moe_runtime(const CapacityOptions& o, int num_experts) {
   return rt;
 }
 
-void report_expert_load(const moe::LoadStats& stats, const std::string& json_path) {
-  fmt::print(stderr, "\nExpert load (tokens per expert, per MoE layer):\n{}", stats.table());
-  if (!json_path.empty()) io::write_text_file_atomic(json_path, stats.to_json().dump(2) + "\n");
-}
-
 std::vector<int32_t> parse_ids(const std::string& text) {
   std::vector<int32_t> ids;
   size_t pos = 0;

@@ -42,9 +42,6 @@ void add_capacity_options(CLI::App& cmd, CapacityOptions& options);
 // Validates the flags against the model's expert count and builds the MoE runtime.
 moe::MoeRuntime make_moe_runtime(const CapacityOptions& options, int num_experts);
 
-// The per-layer expert-load table, printed to stderr after a run, plus optional JSON file.
-void report_expert_load(const moe::LoadStats& stats, const std::string& json_path);
-
 // Parses "1,2,3" into token ids.
 std::vector<int32_t> parse_ids(const std::string& text);
 

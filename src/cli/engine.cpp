@@ -37,8 +37,17 @@ int64_t resident_kib() {
 
 }  // namespace
 
+void add_parallel_options(CLI::App& cmd, ParallelOptions& o) {
+  const std::string group = "Expert parallelism (mpirun -np N switchyard ...)";
+  cmd.add_flag("--ep-nonblocking", o.nonblocking,
+               "Exchange rows with MPI_Ialltoallv progressed by MPI_Test (the path that overlaps "
+               "communication with compute) instead of MPI_Alltoallv")
+      ->group(group);
+  cmd.add_option("--ep-json", o.ep_json, "Write each rank's per-layer timings as JSON")->group(group);
+}
+
 std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOptions& co,
-                                    bool need_tokenizer) {
+                                    const ParallelOptions& po, bool need_tokenizer) {
   auto eng = std::make_unique<Engine>();
   eng->comm = &dist::Communicator::world();
   const dist::Communicator& comm = *eng->comm;
@@ -49,6 +58,9 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
   model::ExpertMask owned;
   if (comm.distributed()) {
     if (E <= 0) fail("this model has no MoE layers: nothing to spread over {} ranks", comm.size());
+    if (co.placement_file.empty() && comm.size() > E)
+      fail("mpirun started {} ranks but the model has only {} experts; every rank needs at least "
+           "one expert (replication is not supported): use at most {} ranks", comm.size(), E, E);
     if (co.devices > 0 && co.devices != comm.size())
       fail("--devices {} does not match the {} ranks mpirun started (under mpirun the ranks are "
            "the devices; leave --devices out)", co.devices, comm.size());
@@ -75,11 +87,11 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
     const std::vector<uint64_t> prints = comm.all_gather(model_fingerprint(mo.model_dir, *eng->model));
     for (int r = 1; r < comm.size(); ++r)
       if (prints[size_t(r)] != prints[0])
-        fail("ranks disagree on the model: rank {} loaded '{}' whose config.json or tensors "
-             "differ from rank 0's (fingerprints {:016x} vs {:016x}); every rank needs the same "
-             "checkpoint", r, mo.model_dir, prints[size_t(r)], prints[0]);
+        fail("ranks disagree on the model: rank {}'s config.json or tensors differ from rank 0's "
+             "(fingerprints {:016x} vs {:016x}; this rank loaded '{}'); every rank needs the same "
+             "checkpoint", r, prints[size_t(r)], prints[0], mo.model_dir);
     eng->ep = std::make_unique<dist::ExpertParallelBackend>(comm, eng->runtime.placement,
-                                                            int(cfg.num_layers));
+                                                            int(cfg.num_layers), po.nonblocking);
     eng->runtime.backend = eng->ep.get();
   }
   eng->stats = eng->model->new_load_stats();

@@ -16,6 +16,13 @@
 
 namespace sy::cli {
 
+// Expert-parallel settings (meaningful under mpirun only).
+struct ParallelOptions {
+  bool nonblocking = false;  // MPI_Ialltoallv driven by MPI_Test instead of MPI_Alltoallv
+  std::string ep_json;       // per-rank, per-layer timings as JSON
+};
+void add_parallel_options(CLI::App& cmd, ParallelOptions& options);
+
 struct Engine {
   const dist::Communicator* comm = nullptr;
   std::unique_ptr<model::Model> model;
@@ -32,7 +39,7 @@ struct Engine {
 // Loads the model (under mpirun: this rank's experts only, after checking that every rank
 // sees the same model and that the placement fits the ranks) and builds the runtime.
 std::unique_ptr<Engine> open_engine(const ModelOptions& model, const CapacityOptions& capacity,
-                                    bool need_tokenizer);
+                                    const ParallelOptions& parallel, bool need_tokenizer);
 
 // Sums the expert-load statistics of all ranks (in place; a no-op in one process).
 void reduce_load_stats(const Engine& engine, moe::LoadStats& stats);

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Expert parallelism under mpirun: bad setups end with a clear error on every rank, a non-zero
+# exit and no hang -- more ranks than experts, a placement file that misses or duplicates an
+# expert or lists the wrong number of devices, ranks that load different models, and a rank
+# that dies while the others wait for it in a collective.
+# Usage: test_ep_errors.sh SWITCHYARD_BINARY WORK_DIR
+set -uo pipefail
+sy="$1"
+work="$2"
+rm -rf "$work" && mkdir -p "$work"
+command -v mpirun >/dev/null || { echo "SKIP: mpirun not found"; exit 77; }
+export SWITCHYARD_KEEP_OPENBLAS_CORETYPE=1
+mpi=(mpirun --oversubscribe --allow-run-as-root)
+"$sy" make-tiny --family mixtral --out "$work/m3" --experts 3 --layers 2 >/dev/null || exit 1
+"$sy" make-tiny --family mixtral --out "$work/m3b" --experts 3 --layers 3 >/dev/null || exit 1
+failures=0
+
+# expect NAME EXPECTED_SUBSTRING... -- command...
+expect() {
+  local name="$1"; shift
+  local patterns=()
+  while [ "$1" != "--" ]; do patterns+=("$1"); shift; done
+  shift
+  local out rc
+  out=$(timeout 120 "$@" 2>&1); rc=$?
+  if [ $rc -eq 0 ]; then echo "FAIL [$name] exited 0"; failures=$((failures+1)); return; fi
+  if [ $rc -eq 124 ]; then echo "FAIL [$name] hung (timeout)"; failures=$((failures+1)); return; fi
+  for p in "${patterns[@]}"; do
+    if ! grep -qF -- "$p" <<<"$out"; then
+      echo "FAIL [$name] message lacks '$p': $out"; failures=$((failures+1)); return
+    fi
+  done
+  if grep -q "Segmentation fault\|signal 11\|core dumped" <<<"$out"; then
+    echo "FAIL [$name] crashed: $out"; failures=$((failures+1)); return
+  fi
+  echo "PASS [$name] (exit $rc): $(grep -m1 'error' <<<"$out" | head -c 220)"
+}
+
+score=(score --ids 1,2,3,4,5,6 -q)
+expect "more ranks than experts" "mpirun started 4 ranks but the model has only 3 experts" -- \
+  "${mpi[@]}" -np 4 "$sy" "${score[@]}" -m "$work/m3"
+printf '0 1\n# expert 2 forgotten\n' >"$work/missing.txt"
+expect "placement misses an expert" "does not place expert 2" "missing.txt" -- \
+  "${mpi[@]}" -np 2 "$sy" "${score[@]}" -m "$work/m3" --placement "$work/missing.txt"
+printf '0 1\n1 2\n' >"$work/dup.txt"
+expect "placement duplicates an expert" "expert 1 is already placed on device 0" "dup.txt:2" -- \
+  "${mpi[@]}" -np 2 "$sy" "${score[@]}" -m "$work/m3" --placement "$work/dup.txt"
+printf '0\n1\n2\n' >"$work/three.txt"
+expect "placement for another rank count" "lists 3 devices but mpirun started 2 ranks" -- \
+  "${mpi[@]}" -np 2 "$sy" "${score[@]}" -m "$work/m3" --placement "$work/three.txt"
+expect "--devices disagrees with the ranks" "--devices 3 does not match the 2 ranks" -- \
+  "${mpi[@]}" -np 2 "$sy" "${score[@]}" -m "$work/m3" --devices 3
+expect "ranks disagree on the model" "ranks disagree on the model" -- \
+  "${mpi[@]}" -np 1 "$sy" "${score[@]}" -m "$work/m3" : -np 1 "$sy" "${score[@]}" -m "$work/m3b"
+# Rank 1's checkpoint is truncated: it fails while loading; rank 0 is already waiting in the
+# first collective and must be taken down, not left hanging.
+cp -r "$work/m3" "$work/broken"
+truncate -s 5000 "$work/broken/model.safetensors"
+expect "a rank dies" "rank 1 of 2" "model.safetensors" -- \
+  "${mpi[@]}" -np 1 "$sy" "${score[@]}" -m "$work/m3" : -np 1 "$sy" "${score[@]}" -m "$work/broken"
+
+if [ $failures -ne 0 ]; then echo "$failures expert-parallel error checks FAILED"; exit 1; fi
+echo "all expert-parallel error checks passed"
