@@ -64,10 +64,13 @@ void prefer_fast_blas(int argc, char** argv) {
   (void)argc;
   const std::string best = best_blas_core_type();
   if (best.empty()) return;
-  std::fprintf(stderr,
-               "switchyard: OPENBLAS_CORETYPE=%s is slower than this CPU supports; restarting "
-               "with %s (set SWITCHYARD_KEEP_OPENBLAS_CORETYPE=1 to keep it)\n",
-               forced.c_str(), best.c_str());
+  // Said once per shell session would be ideal; here: only when asked, since every command
+  // (and every MPI rank) passes through this (README "OpenBLAS core type" documents it).
+  if (std::getenv("SWITCHYARD_VERBOSE") != nullptr)
+    std::fprintf(stderr,
+                 "switchyard: OPENBLAS_CORETYPE=%s is slower than this CPU supports; restarting "
+                 "with %s (set SWITCHYARD_KEEP_OPENBLAS_CORETYPE=1 to keep it)\n",
+                 forced.c_str(), best.c_str());
   setenv("OPENBLAS_CORETYPE", best.c_str(), 1);
   setenv("SWITCHYARD_BLAS_REEXEC", "1", 1);
   std::fflush(nullptr);
