@@ -34,7 +34,6 @@ void replay_layer(const moe::RoutingTraceLayer& L, const moe::RouterConfig& rout
   router.top_k = L.top_k;
   const int E = L.num_experts, K = L.top_k;
   const int slots = moe::capacity_slots(rt.capacity, K, E, rt.placement);
-  const int D = rt.placement.empty() ? 1 : rt.placement.num_devices();
   std::vector<int32_t> ids;
   std::vector<float> weights;
   moe::CapacityOutcome outcome;
@@ -47,14 +46,8 @@ void replay_layer(const moe::RoutingTraceLayer& L, const moe::RouterConfig& rout
     const float* scores = L.scores.data() + first * E;
     const int32_t* router_ids = L.router_ids.data() + first * K;
     const float* router_weights = L.router_weights.data() + first * K;
-    for (int d = 0; d < D; ++d) {  // as moe_forward: one slice per source device
-      const int64_t begin = rt.placement.empty() ? 0 : rt.placement.token_begin(d, T);
-      const int64_t end = rt.placement.empty() ? T : rt.placement.token_begin(d + 1, T);
-      moe::apply_capacity(rt.capacity, router, scores + begin * E, router_ids + begin * K,
-                          router_weights + begin * K, end - begin, rt.placement, d,
-                          uint64_t(L.layer) * 65537u + uint64_t(d), ids.data() + begin * slots,
-                          weights.data() + begin * slots, slots, outcome);
-    }
+    moe::apply_capacity_per_device(rt, router, L.layer, T, scores, router_ids, router_weights,
+                                   slots, ids.data(), weights.data(), outcome);
     stats.record(L.layer, outcome);
     first += T;
   }

@@ -7,29 +7,25 @@
 
 namespace sy::moe {
 
-namespace {
-
 // Capacity is a per-device constraint on that device's own tokens (before any all-to-all),
 // so each device's contiguous token slice goes through the policy on its own.
-void apply_policy(const MoeRuntime& rt, const RouterConfig& rc, int64_t T, int layer,
-                  MoeScratch& s, int slots) {
-  const int K = rc.top_k;
-  s.outcome.reset(rc.num_experts);
+void apply_capacity_per_device(const MoeRuntime& rt, const RouterConfig& rc, int layer,
+                               int64_t T, const float* scores, const int32_t* router_ids,
+                               const float* router_weights, int slots, int32_t* ids,
+                               float* weights, CapacityOutcome& outcome) {
+  const int E = rc.num_experts, K = rc.top_k;
   const bool one_source = rt.placement.empty() || rt.source_device >= 0;
   const int D = one_source ? 1 : rt.placement.num_devices();
   for (int d = 0; d < D; ++d) {
     const int64_t begin = one_source ? 0 : rt.placement.token_begin(d, T);
     const int64_t end = one_source ? T : rt.placement.token_begin(d + 1, T);
     const int device = rt.placement.empty() ? 0 : rt.source_device >= 0 ? rt.source_device : d;
-    apply_capacity(rt.capacity, rc, s.scores.data() + begin * rc.num_experts,
-                   s.router_ids.data() + begin * K, s.router_weights.data() + begin * K,
-                   end - begin, rt.placement, device, uint64_t(layer) * 65537u + uint64_t(device),
-                   s.ids.data() + begin * slots, s.weights.data() + begin * slots, slots,
-                   s.outcome);
+    apply_capacity(rt.capacity, rc, scores + begin * E, router_ids + begin * K,
+                   router_weights + begin * K, end - begin, rt.placement, device,
+                   uint64_t(layer) * 65537u + uint64_t(device), ids + begin * slots,
+                   weights + begin * slots, slots, outcome);
   }
 }
-
-}  // namespace
 
 void run_local_experts(const MoeBlock& b, const RoutedPairs& p, MoeScratch& s, float* out) {
   const int E = b.router->num_experts;
@@ -70,7 +66,10 @@ void moe_forward(const MoeBlock& b, const float* x, int64_t T, int64_t H, float*
   const int slots = capacity_slots(rt.capacity, K, E, rt.placement);
   s.ids.resize(size_t(T * slots));
   s.weights.resize(size_t(T * slots));
-  apply_policy(rt, rc, T, layer, s, slots);
+  s.outcome.reset(E);
+  apply_capacity_per_device(rt, rc, layer, T, s.scores.data(), s.router_ids.data(),
+                            s.router_weights.data(), slots, s.ids.data(), s.weights.data(),
+                            s.outcome);
   if (rt.stats) rt.stats->record(layer, s.outcome);
   if (rt.observer)
     rt.observer->observe({layer, T, E, K, slots, s.scores.data(), s.router_ids.data(),

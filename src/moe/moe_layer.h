@@ -52,6 +52,15 @@ struct MoeScratch {
   FfnScratch ffn;
 };
 
+// Applies runtime.capacity to one call's routing of T tokens: per source-device slice (each
+// device's contiguous share of the tokens) when the placement has devices and no
+// source_device is set, else to all T as one device's tokens. Adds the counts to `outcome`.
+//   scores [T, E], router_ids / router_weights [T, top_k] -> ids / weights [T, slots]
+void apply_capacity_per_device(const MoeRuntime& runtime, const RouterConfig& router, int layer,
+                               int64_t num_tokens, const float* scores, const int32_t* router_ids,
+                               const float* router_weights, int slots, int32_t* ids,
+                               float* weights, CapacityOutcome& outcome);
+
 // x: [T, H] -> out: [T, H] (overwritten). With a placement, the T tokens are split into one
 // contiguous slice per device and the capacity policy applies to each slice separately (the
 // paper's "before the all-to-all, on the local tokens"). Adds loads to runtime.stats.
