@@ -115,13 +115,14 @@ void report_expert_parallel(const Engine& eng, const std::string& json_path) {
   if (!eng.distributed()) return;
   const dist::Communicator& comm = *eng.comm;
   const auto& timings = eng.ep->timings();
-  // Per layer: dispatch, wait_dispatch, compute, combine, wait_combine, rows in, bytes remote;
-  // then expert MB held and resident MB.
-  constexpr int kFields = 7;
+  // Per layer: dispatch, wait_dispatch, compute, combine, wait_combine, rows in, bytes remote,
+  // route; then expert MB held and resident MB.
+  constexpr int kFields = 8;
   std::vector<double> mine;
   for (const auto& t : timings)
     mine.insert(mine.end(), {t.dispatch_s, t.wait_dispatch_s, t.compute_s, t.combine_s,
-                             t.wait_combine_s, double(t.rows_received), double(t.bytes_sent_remote)});
+                             t.wait_combine_s, double(t.rows_received), double(t.bytes_sent_remote),
+                             t.route_s});
   mine.push_back(double(eng.model->weights().expert_bytes_held) / 1e6);
   mine.push_back(double(resident_kib()) / 1024.0);
   const std::vector<double> all = comm.gather(mine);
@@ -130,8 +131,8 @@ void report_expert_parallel(const Engine& eng, const std::string& json_path) {
   auto at = [&](int r, size_t l, int f) { return all[size_t(r) * per_rank + l * kFields + size_t(f)]; };
   std::string out = fmt::format(
       "\nExpert parallelism over {} ranks ({}): time per rank in MoE layers, ms\n"
-      "{:>5} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>10} {:>10} {:>9}\n",
-      comm.size(), eng.runtime.placement.describe(), "rank", "dispatch", "(wait)", "experts",
+      "{:>5} {:>8} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>10} {:>10} {:>9}\n",
+      comm.size(), eng.runtime.placement.describe(), "rank", "route", "dispatch", "(wait)", "experts",
       "combine", "(wait)", "straggler", "rows in", "MB sent", "experts");
   nlohmann::json ranks = nlohmann::json::array();
   for (int r = 0; r < comm.size(); ++r) {
@@ -144,15 +145,15 @@ void report_expert_parallel(const Engine& eng, const std::string& json_path) {
       straggler += slowest - at(r, l, 2);  // idle while the slowest owner computed
       for (int i = 0; i < kFields; ++i) f[i] += at(r, l, i);
       if (at(r, l, 5) > 0 || at(r, l, 2) > 0)
-        layers.push_back({{"layer", l}, {"dispatch_s", at(r, l, 0)}, {"wait_dispatch_s", at(r, l, 1)},
+        layers.push_back({{"layer", l}, {"route_s", at(r, l, 7)}, {"dispatch_s", at(r, l, 0)}, {"wait_dispatch_s", at(r, l, 1)},
                           {"compute_s", at(r, l, 2)}, {"combine_s", at(r, l, 3)},
                           {"wait_combine_s", at(r, l, 4)}, {"rows_received", at(r, l, 5)},
                           {"bytes_sent_remote", at(r, l, 6)},
                           {"straggler_wait_s", slowest - at(r, l, 2)}});
     }
     const double held = all[size_t(r) * per_rank + L * kFields], rss = all[size_t(r) * per_rank + L * kFields + 1];
-    out += fmt::format("{:>5} {:>9.2f} {:>9.2f} {:>9.2f} {:>9.2f} {:>11.2f} {:>11.2f} {:>10.0f} {:>10.2f} {:>6.1f} MB  (resident {:.0f} MB)\n",
-                       r, 1e3 * f[0], 1e3 * f[1], 1e3 * f[2], 1e3 * f[3], 1e3 * f[4], 1e3 * straggler,
+    out += fmt::format("{:>5} {:>8.2f} {:>9.2f} {:>9.2f} {:>9.2f} {:>9.2f} {:>11.2f} {:>11.2f} {:>10.0f} {:>10.2f} {:>6.1f} MB  (resident {:.0f} MB)\n",
+                       r, 1e3 * f[7], 1e3 * f[0], 1e3 * f[1], 1e3 * f[2], 1e3 * f[3], 1e3 * f[4], 1e3 * straggler,
                        f[5], f[6] / 1e6, held, rss);
     ranks.push_back({{"rank", r}, {"expert_mb_held", held}, {"resident_mb", rss}, {"layers", layers}});
   }

@@ -117,6 +117,7 @@ void ExpertParallelBackend::run(const moe::MoeBlock& block, const moe::RoutedPai
   }
   const double t6 = now();
 
+  timing.route_s += p.route_seconds;
   timing.dispatch_s += t3 - t0;
   timing.wait_dispatch_s += t2 - t1;
   timing.compute_s += t4 - t3;

@@ -17,6 +17,7 @@ namespace sy::dist {
 
 // Where one rank's time in one MoE layer went, summed over calls.
 struct EpLayerTiming {
+  double route_s = 0;          // router + capacity policy (measured by moe_forward)
   double dispatch_s = 0;       // pack rows + counts exchange + row all-to-all
   double wait_dispatch_s = 0;  //   of which blocked in the counts exchange (peers arriving late)
   double compute_s = 0;        // this rank's experts over the rows it received

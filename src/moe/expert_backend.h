@@ -21,6 +21,7 @@ struct RoutedPairs {
   const float* x = nullptr;         // [T, H] normalised input
   const int32_t* ids = nullptr;     // [T, slots], kDroppedExpert = no pair
   const float* weights = nullptr;   // [T, slots]
+  double route_seconds = 0;         // time moe_forward spent routing + applying the policy
 };
 
 class ExpertBackend {

@@ -1,6 +1,7 @@
 #include "moe/moe_layer.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "ops/matmul.h"
@@ -53,6 +54,7 @@ void moe_forward(const MoeBlock& b, const float* x, int64_t T, int64_t H, float*
     return;
   }
 
+  const auto route_start = std::chrono::steady_clock::now();
   // 1. Router: logits [T, E] in float32, then probabilities, top-k ids and weights.
   s.logits.resize(size_t(T * E));
   ops::sgemm_nt(T, E, H, x, H, b.router_weight, H, s.logits.data(), E);
@@ -76,7 +78,9 @@ void moe_forward(const MoeBlock& b, const float* x, int64_t T, int64_t H, float*
                           s.router_weights.data(), s.ids.data(), s.weights.data()});
 
   // 3-5. Dispatch, grouped expert FFNs, weighted combine: here or on the experts' owners.
-  const RoutedPairs pairs{layer, T, H, slots, x, s.ids.data(), s.weights.data()};
+  const double route_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - route_start).count();
+  const RoutedPairs pairs{layer, T, H, slots, x, s.ids.data(), s.weights.data(), route_s};
   if (rt.backend) rt.backend->run(b, pairs, s, out);
   else run_local_experts(b, pairs, s, out);
 
