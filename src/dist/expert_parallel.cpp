@@ -123,6 +123,7 @@ void ExpertParallelBackend::run(const moe::MoeBlock& block, const moe::RoutedPai
   timing.compute_s += t4 - t3;
   timing.combine_s += t6 - t4;
   timing.wait_combine_s += t5 - t4;
+  timing.alltoall_s += (t3 - t1) + (t5 - t4);
   timing.calls += 1;
   int64_t received = 0;
   for (int64_t r : recv_rows) received += r;

@@ -23,6 +23,7 @@ struct EpLayerTiming {
   double compute_s = 0;        // this rank's experts over the rows it received
   double combine_s = 0;        // return all-to-all + weighted scatter-add
   double wait_combine_s = 0;   //   of which blocked in the return all-to-all (slowest owner)
+  double alltoall_s = 0;       // inside MPI only: counts + rows there + rows back
   int64_t calls = 0;
   int64_t rows_sent = 0, rows_received = 0;  // rows leaving / arriving (self included)
   int64_t bytes_sent_remote = 0;             // bytes to other ranks, both directions' sends
