@@ -10,6 +10,7 @@ void register_generate(CLI::App& app);
 void register_score(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_make_tiny(CLI::App& app);
+void register_bench(CLI::App& app);
 void register_replay(CLI::App& app);
 
 }  // namespace sy::cli

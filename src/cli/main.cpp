@@ -21,11 +21,12 @@ int main(int argc, char** argv) {
   sy::cli::register_inspect(app);
   sy::cli::register_make_tiny(app);
   sy::cli::register_replay(app);
+  sy::cli::register_bench(app);
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
     for (const CLI::App* sub : app.get_subcommands({})) known |= sub->get_name() == argv[1];
     if (!known) {
-      fmt::print(stderr, "switchyard: error: unknown command '{}' (commands: generate, score, inspect, make-tiny, replay; see --help)\n", argv[1]);
+      fmt::print(stderr, "switchyard: error: unknown command '{}' (commands: generate, score, bench, replay, inspect, make-tiny; see --help)\n", argv[1]);
       return 2;
     }
   }
