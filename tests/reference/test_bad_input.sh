@@ -11,24 +11,7 @@ good="$work/good"
 failures=0
 ids="1,2,3"
 
-# expect NAME EXPECTED_SUBSTRING... -- command...
-expect() {
-  local name="$1"; shift
-  local patterns=()
-  while [ "$1" != "--" ]; do patterns+=("$1"); shift; done
-  shift
-  local out rc
-  out=$(timeout 60 "$@" 2>&1); rc=$?
-  if [ $rc -eq 0 ]; then echo "FAIL [$name] exited 0"; failures=$((failures+1)); return; fi
-  if [ $rc -eq 124 ]; then echo "FAIL [$name] hung (timeout)"; failures=$((failures+1)); return; fi
-  if [ $rc -gt 128 ]; then echo "FAIL [$name] crashed with signal $((rc-128)): $out"; failures=$((failures+1)); return; fi
-  for p in "${patterns[@]}"; do
-    if ! grep -qF -- "$p" <<<"$out"; then
-      echo "FAIL [$name] message lacks '$p': $out"; failures=$((failures+1)); return
-    fi
-  done
-  echo "PASS [$name] (exit $rc): $(head -c 200 <<<"$out" | tr '\n' ' ')"
-}
+source "$(dirname "$0")/expect_error.sh"
 
 # A fresh copy of the good checkpoint to break.
 copy() { rm -rf "$work/$1"; cp -r "$good" "$work/$1"; echo "$work/$1"; }

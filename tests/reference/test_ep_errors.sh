@@ -15,26 +15,8 @@ mpi=(mpirun --oversubscribe --allow-run-as-root)
 "$sy" make-tiny --family mixtral --out "$work/m3b" --experts 3 --layers 3 >/dev/null || exit 1
 failures=0
 
-# expect NAME EXPECTED_SUBSTRING... -- command...
-expect() {
-  local name="$1"; shift
-  local patterns=()
-  while [ "$1" != "--" ]; do patterns+=("$1"); shift; done
-  shift
-  local out rc
-  out=$(timeout 120 "$@" 2>&1); rc=$?
-  if [ $rc -eq 0 ]; then echo "FAIL [$name] exited 0"; failures=$((failures+1)); return; fi
-  if [ $rc -eq 124 ]; then echo "FAIL [$name] hung (timeout)"; failures=$((failures+1)); return; fi
-  for p in "${patterns[@]}"; do
-    if ! grep -qF -- "$p" <<<"$out"; then
-      echo "FAIL [$name] message lacks '$p': $out"; failures=$((failures+1)); return
-    fi
-  done
-  if grep -q "Segmentation fault\|signal 11\|core dumped" <<<"$out"; then
-    echo "FAIL [$name] crashed: $out"; failures=$((failures+1)); return
-  fi
-  echo "PASS [$name] (exit $rc): $(grep -m1 'error' <<<"$out" | head -c 220)"
-}
+EXPECT_TIMEOUT=120
+source "$(dirname "$0")/expect_error.sh"
 
 score=(score --ids 1,2,3,4,5,6 -q)
 expect "more ranks than experts" "mpirun started 4 ranks but the model has only 3 experts" -- \
