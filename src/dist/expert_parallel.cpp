@@ -84,8 +84,9 @@ void ExpertParallelBackend::run(const moe::MoeBlock& block, const moe::RoutedPai
     int64_t row = 0;
     for (int s = 0; s < D; ++s) {
       const int64_t c = recv_counts[size_t(s) * E + e];
-      std::memcpy(expert_in_.data() + row * H, recv_.data() + cursor[size_t(s)] * H,
-                  size_t(c * H) * sizeof(float));
+      if (c > 0)
+        std::memcpy(expert_in_.data() + row * H, recv_.data() + cursor[size_t(s)] * H,
+                    size_t(c * H) * sizeof(float));
       row += c;
     }
     if (n > 0) {
@@ -95,8 +96,9 @@ void ExpertParallelBackend::run(const moe::MoeBlock& block, const moe::RoutedPai
     row = 0;
     for (int s = 0; s < D; ++s) {
       const int64_t c = recv_counts[size_t(s) * E + e];
-      std::memcpy(results_.data() + cursor[size_t(s)] * H, expert_out_.data() + row * H,
-                  size_t(c * H) * sizeof(float));
+      if (c > 0)
+        std::memcpy(results_.data() + cursor[size_t(s)] * H, expert_out_.data() + row * H,
+                    size_t(c * H) * sizeof(float));
       cursor[size_t(s)] += c;
       row += c;
     }
