@@ -131,6 +131,13 @@ std::vector<int> rank_order(const std::string& order, int E, const moe::Placemen
   return out;
 }
 
+// FNV-1a: a skew's tokens depend on its name (and --seed), not on its place in --skews.
+uint64_t name_hash(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
 // x: [T, H] activations whose first E columns are the router logits log(p_e) + noise; the
 // other columns are uniform in [-1, 1] (what the experts see besides the logits).
 std::vector<float> make_tokens(const Skew& skew, int64_t T, int64_t H, const std::string& noise,
@@ -735,7 +742,7 @@ int main(int argc, char** argv) {
                  "rank order {}, {} reps (median)\n",
                  hidden, ffn, experts, top_k, tokens, ops::num_threads(), noise, noise_scale, order, reps);
       for (size_t i = 0; i < skew_list.size(); ++i) {
-        const auto x = make_tokens(skew_list[i], tokens, hidden, noise, noise_scale, seed * 1315423911u + i);
+        const auto x = make_tokens(skew_list[i], tokens, hidden, noise, noise_scale, seed * 1315423911u + name_hash(skews[i]));
         layer.push_back(run_skew(L, skew_list[i], skew_list[i].popularity, x, policies, gammas));
       }
     }
