@@ -1,6 +1,7 @@
 // Highway kernels for weight-streaming products: y = W x for a few activation rows at a time,
 // with W in F32, F16 or BF16 widened to float32 in registers, and panel widening for sgemm.
 // Compiled once per SIMD target (foreach_target) and chosen at run time (HWY_DYNAMIC_DISPATCH).
+#include <algorithm>
 #include <cstring>
 
 #include "ops/kernels.h"
@@ -48,7 +49,8 @@ struct F16W {
 // further on: prefetching it (into L2; an L1 hint gained little) at the same column keeps DRAM
 // busy across row starts, where the hardware prefetcher retrains on every new row. Measured
 // on Zen 5, BF16 2816x1024, 1 thread: 10 GB/s without, 22 GB/s with.
-template <class W, int R, int NX>
+// ACC: add the dot products to y (a later column chunk) instead of storing them.
+template <class W, int R, int NX, bool ACC>
 HWY_INLINE void DotBlock(const typename W::T* HWY_RESTRICT w, size_t ldw, const float* x,
                          size_t ldx, size_t cols, float* y, size_t ldy,
                          const typename W::T* pf) {
@@ -79,7 +81,7 @@ HWY_INLINE void DotBlock(const typename W::T* HWY_RESTRICT w, size_t ldw, const 
     for (int j = 0; j < NX; ++j) {
       float s = hn::GetLane(hn::SumOfLanes(df, acc[r][j]));
       for (size_t t = c; t < cols; ++t) s += W::Scalar(w[r * ldw + t]) * x[j * ldx + t];
-      y[j * ldy + r] = s;
+      y[j * ldy + r] = ACC ? y[j * ldy + r] + s : s;
     }
   }
 }
@@ -87,36 +89,48 @@ HWY_INLINE void DotBlock(const typename W::T* HWY_RESTRICT w, size_t ldw, const 
 // All n activation rows against one block of R weight rows; only the first chunk of 4
 // activation rows streams W from memory (and prefetches the next block), later chunks
 // find the block in L1/L2.
-template <class W, int R>
+template <class W, int R, bool ACC>
 HWY_INLINE void DotRows(const typename W::T* w, size_t ldw, const float* x, size_t ldx,
                         size_t n, size_t cols, float* y, size_t ldy, const typename W::T* pf) {
   size_t j = 0;
   for (; j + 4 <= n; j += 4, pf = w)
-    DotBlock<W, R, 4>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf);
+    DotBlock<W, R, 4, ACC>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf);
   switch (n - j) {
-    case 3: DotBlock<W, R, 3>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf); break;
-    case 2: DotBlock<W, R, 2>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf); break;
-    case 1: DotBlock<W, R, 1>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf); break;
+    case 3: DotBlock<W, R, 3, ACC>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf); break;
+    case 2: DotBlock<W, R, 2, ACC>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf); break;
+    case 1: DotBlock<W, R, 1, ACC>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf); break;
     default: break;
   }
 }
 
 // Blocks of R rows (R*NX <= 32 accumulators plus loads in 32 zmm registers), then single
 // rows for the remainder.
-template <class W, int R>
-void GemvBlocks(const typename W::T* w, size_t cols, int64_t row_begin, int64_t row_end,
-                const float* x, size_t ldx, size_t n, float* y, size_t ldy) {
+// w points at column 0 of the block (rows are ldw elements apart); `cols` columns are used.
+template <class W, int R, bool ACC = false>
+void GemvBlocks(const typename W::T* w, size_t ldw, size_t cols, int64_t row_begin,
+                int64_t row_end, const float* x, size_t ldx, size_t n, float* y, size_t ldy) {
   int64_t r = row_begin;
   for (; r + R <= row_end; r += R) {
-    const auto* block = w + r * cols;
-    const auto* next = r + 3 * R <= row_end ? block + 2 * R * cols : block;
-    DotRows<W, R>(block, cols, x, ldx, n, cols, y + r, ldy, next);
+    const auto* block = w + r * ldw;
+    const auto* next = r + 3 * R <= row_end ? block + 2 * R * ldw : block;
+    DotRows<W, R, ACC>(block, ldw, x, ldx, n, cols, y + r, ldy, next);
   }
   for (; r < row_end; ++r) {
-    const auto* row = w + r * cols;
-    DotRows<W, 1>(row, cols, x, ldx, n, cols, y + r, ldy, row);
+    const auto* row = w + r * ldw;
+    DotRows<W, 1, ACC>(row, ldw, x, ldx, n, cols, y + r, ldy, row);
   }
 }
+
+// Cache blocking for many activation rows. Every block of R weight rows is applied to all
+// activation rows of a block; unblocked, a block of 4 weight rows x 2816 float32 columns
+// (45 KiB) no longer stays in the 48 KiB L1 while X streams past it, and X itself
+// (n x cols x 4 bytes) outgrows the 1 MiB L2 beyond ~128 rows x 2048 columns: both then come
+// from the next level every time and the kernel runs at about half the FMA rate. Columns are
+// cut into chunks of kColChunk (the weight block stays in L1; partial sums add into y) and
+// activation rows into blocks of kRowBlock (X's chunk, 512 KiB, stays in L2). Weights are
+// re-read once per row block, i.e. used kRowBlock times per read: far from the DRAM limit.
+constexpr size_t kColChunk = 1024;
+constexpr size_t kRowBlock = 128;
 
 template <class W>
 void GemvRowsT(const WeightView& wv, int64_t row_begin, int64_t row_end, const float* x,
@@ -125,10 +139,29 @@ void GemvRowsT(const WeightView& wv, int64_t row_begin, int64_t row_end, const f
   const size_t cols = size_t(wv.cols);
   // Decode (n = 1): 8 rows = 8 concurrent DRAM streams per thread; otherwise 4 rows x 4
   // activation rows = 16 accumulators.
-  if (n == 1)
-    GemvBlocks<W, 8>(w, cols, row_begin, row_end, x, size_t(ldx), 1, y, size_t(ldy));
-  else
-    GemvBlocks<W, 4>(w, cols, row_begin, row_end, x, size_t(ldx), size_t(n), y, size_t(ldy));
+  if (n == 1) {
+    GemvBlocks<W, 8>(w, cols, cols, row_begin, row_end, x, size_t(ldx), 1, y, size_t(ldy));
+    return;
+  }
+  if (n <= 4 || (cols <= kColChunk && size_t(n) <= kRowBlock)) {  // fits as it is
+    GemvBlocks<W, 4>(w, cols, cols, row_begin, row_end, x, size_t(ldx), size_t(n), y, size_t(ldy));
+    return;
+  }
+  // Chunks of about kColChunk columns, equal and a multiple of 16 floats (one cache line).
+  const size_t num_chunks = (cols + kColChunk - 1) / kColChunk;
+  const size_t chunk = std::min(cols, (cols / num_chunks + 15) / 16 * 16);
+  for (size_t j = 0; j < size_t(n); j += kRowBlock) {
+    const size_t nb = std::min(kRowBlock, size_t(n) - j);
+    for (size_t c = 0; c < cols; c += chunk) {
+      const size_t len = std::min(chunk, cols - c);
+      const float* xc = x + j * size_t(ldx) + c;
+      float* yj = y + j * size_t(ldy);
+      if (c == 0)
+        GemvBlocks<W, 4, false>(w, cols, len, row_begin, row_end, xc, size_t(ldx), nb, yj, size_t(ldy));
+      else
+        GemvBlocks<W, 4, true>(w + c, cols, len, row_begin, row_end, xc, size_t(ldx), nb, yj, size_t(ldy));
+    }
+  }
 }
 
 void GemvRows(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x,

@@ -1,9 +1,10 @@
 // Products of activations (float32) with stored weights (F32 / F16 / BF16).
 //   matmul: Y[n, rows] = X[n, cols] . W^T     (W = [rows, cols], row-major)
-// n up to 512 (decode, expert batches, prefill chunks) streams each weight row once with
-// Highway SIMD (runtime-dispatched), FMAing it against all n rows of X: memory-bound decode
-// runs near bandwidth and prefill near the FMA peak. Larger n widens weight panels to float32
-// and calls OpenBLAS sgemm. Threads: OpenMP, set by set_num_threads (threads.h).
+// n up to 512 (decode, expert batches, prefill chunks; up to 64 for float32 weights) streams
+// each weight row once with Highway SIMD (runtime-dispatched), FMAing it against all n rows of
+// X in L1/L2-sized blocks: memory-bound decode runs near bandwidth and small batches near the
+// FMA peak. Larger n widens weight panels to float32 (float32 weights are used in place) and
+// calls OpenBLAS sgemm. Threads: OpenMP, set by set_num_threads (threads.h).
 #pragma once
 
 #include <cstdint>
