@@ -4,6 +4,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/engine.h"
 #include "model/weights.h"
 #include "util/error.h"
 
@@ -23,9 +24,9 @@ std::string human(double n) {
 }
 
 void run_inspect(const InspectOptions& o) {
-  LoadedModel lm = load_model(o.model, false);
-  const model::ModelConfig& c = lm.model.config();
-  const model::ModelWeights& w = lm.model.weights();
+  const std::unique_ptr<Engine> lm = open_engine(o.model, {}, {}, false);
+  const model::ModelConfig& c = lm->model->config();
+  const model::ModelWeights& w = lm->model->weights();
   int num_moe = 0;
   for (bool m : c.layer_is_moe) num_moe += m;
   fmt::print("model        {}\n", o.model.model_dir);
@@ -51,7 +52,7 @@ void run_inspect(const InspectOptions& o) {
              human(double(p.total - p.embedding)));
   fmt::print("weights      {:.1f} MB on disk; {:.1f} MB read per decoded token\n",
              double(w.store.total_bytes()) / 1e6, double(model::decode_bytes_per_token(c, w)) / 1e6);
-  fmt::print("tokenizer    {}\n", lm.tokenizer ? fmt::format("{} tokens", lm.tokenizer->vocab_size())
+  fmt::print("tokenizer    {}\n", lm->tokenizer ? fmt::format("{} tokens", lm->tokenizer->vocab_size())
                                                : std::string("none (no tokenizer.json)"));
   if (w.num_unused_tensors) fmt::print("note         {} tensors in the files are not used\n", w.num_unused_tensors);
   if (!o.tensors) return;

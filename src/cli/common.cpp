@@ -17,18 +17,6 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
   cmd.add_option("-t,--threads", o.threads, "Threads (0 = all cores)")->capture_default_str();
 }
 
-LoadedModel load_model(const ModelOptions& o, bool need_tokenizer) {
-  ops::set_num_threads(o.threads);
-  LoadedModel m{model::Model::load(o.model_dir), std::nullopt};
-  const std::string tok = o.model_dir + "/tokenizer.json";
-  if (io::file_exists(tok)) {
-    m.tokenizer.emplace(Tokenizer::from_file(tok));
-  } else if (need_tokenizer) {
-    fail("'{}' has no tokenizer.json (pass token ids with --ids instead of text)", o.model_dir);
-  }
-  return m;
-}
-
 void add_capacity_options(CLI::App& cmd, CapacityOptions& o) {
   const std::string group = "Capacity-aware inference (papers.md section 1)";
   cmd.add_option("--capacity-policy", o.policy,

@@ -20,13 +20,6 @@ struct ModelOptions {
 // Adds --model and --threads to a subcommand.
 void add_model_options(CLI::App& cmd, ModelOptions& options);
 
-// Applies the thread count and loads the model (and its tokenizer.json, if present).
-struct LoadedModel {
-  model::Model model;
-  std::optional<Tokenizer> tokenizer;
-};
-LoadedModel load_model(const ModelOptions& options, bool need_tokenizer);
-
 // Capacity policy and placement flags shared by generate, score and replay.
 struct CapacityOptions {
   std::string policy = "none";
