@@ -20,6 +20,8 @@ struct Case {
   std::string name;
   synth::SyntheticSpec spec;
 };
+// GoogleTest prints a parameter into the test's listed name; the case name is enough.
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 std::vector<Case> cases() {
   std::vector<Case> out;
