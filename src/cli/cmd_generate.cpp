@@ -86,6 +86,7 @@ void run_generate(const GenerateOptions& o) {
   if (root) {
     if (stream) fmt::print("{}", stream->flush());
     fmt::print("\n");
+    std::fflush(stdout);  // the text ends before the reports on stderr begin
     const double prefill_s = std::chrono::duration<double>(t1 - t0).count();
     const double decode_s = std::chrono::duration<double>(t2 - t1).count();
     fmt::print(stderr, "\nprompt {} tokens in {:.3f} s ({:.1f} tokens/s); generated {} tokens in {:.3f} s ({:.1f} tokens/s)\n",
