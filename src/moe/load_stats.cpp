@@ -38,12 +38,6 @@ void LoadStats::record(int layer, const CapacityOutcome& o) {
   t.rerouted += o.rerouted;
 }
 
-void LoadStats::add(int layer, int expert, int64_t count) {
-  before_[index(layer, expert)] += count;
-  after_[index(layer, expert)] += count;
-  totals_[size_t(layer)].routed += count;
-}
-
 int64_t LoadStats::device_count(int layer, int device) const {
   if (placement_.empty()) {
     int64_t sum = 0;

@@ -26,8 +26,6 @@ class LoadStats {
 
   // Adds one call's outcome of the capacity policy (loads before / after, drops) at `layer`.
   void record(int layer, const CapacityOutcome& outcome);
-  // Adds `count` pairs both before and after (a call without a policy).
-  void add(int layer, int expert, int64_t count = 1);
 
   // Pairs kept by expert `expert` of `layer` (after the policy).
   int64_t count(int layer, int expert) const { return after_[index(layer, expert)]; }

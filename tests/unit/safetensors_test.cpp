@@ -4,6 +4,8 @@
 // the reader accepts (the "control" cases below), so each rejection is for the stated reason.
 // The writer is checked independently: its raw bytes are parsed here with nlohmann::json.
 #include <gtest/gtest.h>
+
+#include "temp_dir.h"
 #include <stdlib.h>
 
 #include <cstdint>
@@ -26,23 +28,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 // A fresh directory per test, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    std::string templ = (fs::temp_directory_path() / "sy_safetensors_XXXXXX").string();
-    if (!mkdtemp(templ.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (fs::path(path_) / name).string(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using sy::testing::TempDir;
 
 std::string u64_le(uint64_t v) {
   std::string s(8, '\0');

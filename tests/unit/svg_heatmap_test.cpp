@@ -3,6 +3,8 @@
 // exists), has exactly rows x cols cells whose colours get lighter as values grow, escapes
 // labels, thins column labels, and rejects NaN / empty input without touching the file.
 #include <gtest/gtest.h>
+
+#include "temp_dir.h"
 #include <stdlib.h>
 
 #include <cmath>
@@ -105,22 +107,7 @@ void expect_error(const Heatmap& m, const std::vector<std::string>& needles) {
   }
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "sy_svg_XXXXXX").string();
-    if (!mkdtemp(t.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = t;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (fs::path(path_) / name).string(); }
-
- private:
-  std::string path_;
-};
+using sy::testing::TempDir;
 
 std::string read(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
