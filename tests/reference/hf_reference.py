@@ -274,9 +274,15 @@ class Model:
         ids, w = self.route(L, flat)
         if record:
             self.routing.setdefault(layer_idx, []).append(ids.view(B, T, -1).numpy().copy())
+        return self.experts_out(L, flat, ids, w).view(B, T, H)
+
+    def experts_out(self, L, flat, ids, w, keep=None):
+        """Weighted sum of the routed experts over the pairs (ids, w) [N, k] (only where `keep`,
+        if given), plus the family's shared expert."""
         out = torch.zeros_like(flat)
+        chosen = ids if keep is None else torch.where(keep, ids, torch.full_like(ids, -1))
         for e, (gate, up, down) in enumerate(L["experts"]):  # ascending expert order, like HF index_add_
-            tok, slot = torch.where(ids == e)
+            tok, slot = torch.where(chosen == e)
             if tok.numel():
                 y = self.swiglu(flat[tok], gate, up, down) * w[tok, slot, None]
                 out.index_add_(0, tok, y)
@@ -285,7 +291,7 @@ class Model:
             out = out + gate * self.swiglu(flat, *L["shared"])
         elif self.cfg.arch == "Dots1ForCausalLM":
             out = out + self.swiglu(flat, *L["shared"])
-        return out.view(B, T, H)
+        return out
 
     def forward(self, ids, caches=None, past=0):
         """ids: LongTensor [B, T] -> logits [B, T, V]. caches: list of per-layer dicts (KV cache) or None."""

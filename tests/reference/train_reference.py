@@ -198,17 +198,7 @@ class TrainModel(hf.Model):
         ids, w = self.route(L, flat)
         probs = torch.softmax(router_logits, dim=-1)
         keep = capacity_keep(ids, probs, self.capacity_factor)
-        out = torch.zeros_like(flat)
-        for e, (gate, up, down) in enumerate(L["experts"]):  # ascending expert order, as hf_reference
-            tok, slot = torch.where((ids == e) & keep)
-            if tok.numel():
-                y = self.swiglu(flat[tok], gate, up, down) * w[tok, slot, None]
-                out.index_add_(0, tok, y)
-        if self.cfg.arch == "Qwen2MoeForCausalLM":
-            gate = torch.sigmoid(flat @ L["shared_gate"].t())  # [N, 1]
-            out = out + gate * self.swiglu(flat, *L["shared"])
-        elif self.cfg.arch == "Dots1ForCausalLM":
-            out = out + self.swiglu(flat, *L["shared"])
+        out = self.experts_out(L, flat, ids, w, keep)
         aux, z, counts = router_losses(router_logits, ids, len(L["experts"]))
         E = len(L["experts"])
         kept = torch.bincount(ids[keep].reshape(-1), minlength=E)
