@@ -1,0 +1,33 @@
+// A SwiGLU feed-forward network (dense MLP, routed expert or shared expert) in training:
+// y = down(silu(gate x) * up x), with the intermediate activations kept for backward.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "train/params.h"
+
+namespace sy::train {
+
+struct FfnParams {
+  Param* gate = nullptr;  // [I, H]
+  Param* up = nullptr;    // [I, H]
+  Param* down = nullptr;  // [H, I]
+  int64_t hidden() const { return gate->shape[1]; }
+  int64_t intermediate() const { return gate->shape[0]; }
+};
+
+struct FfnActivations {
+  std::vector<float> g, u, h;  // [rows, I]
+};
+
+// x [rows, H] -> y [rows, H] (overwritten).
+void ffn_train_forward(const FfnParams& w, const float* x, int64_t rows, FfnActivations& act,
+                       float* y);
+// dy [rows, H] -> dx [rows, H] (overwritten, or added when accumulate_dx); weight grads +=.
+// `scratch` is reused for dh / dg / du.
+void ffn_train_backward(const FfnParams& w, const float* x, int64_t rows,
+                        const FfnActivations& act, const float* dy, float* dx,
+                        bool accumulate_dx, FfnActivations& scratch);
+
+}  // namespace sy::train

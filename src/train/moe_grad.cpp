@@ -1,0 +1,211 @@
+#include "train/moe_grad.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "moe/capacity.h"
+#include "train/linear.h"
+#include "train/router_grad.h"
+
+namespace sy::train {
+
+namespace {
+
+void softmax_rows(const float* x, int64_t rows, int n, float* p) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * n;
+    float* pr = p + r * n;
+    const float mx = *std::max_element(xr, xr + n);
+    double sum = 0;
+    for (int i = 0; i < n; ++i) sum += std::exp(double(xr[i] - mx));
+    for (int i = 0; i < n; ++i) pr[i] = float(std::exp(double(xr[i] - mx)) / sum);
+  }
+}
+
+}  // namespace
+
+void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const float* x,
+                       int64_t T, MoeActivations& a, float* out) {
+  const moe::RouterConfig& rc = *p.router;
+  const int E = rc.num_experts, K = rc.top_k;
+  const int64_t H = p.gate->shape[1];
+  a.logits.resize(size_t(T * E));
+  a.router_ids.resize(size_t(T * K));
+  a.ids.resize(size_t(T * K));
+  a.weights.resize(size_t(T * K));
+  linear_forward(x, T, H, p.gate->value.data(), E, a.logits.data());
+  std::vector<float> router_weights(size_t(T * K));
+  route(rc, a.logits.data(), T, p.selection_bias ? p.selection_bias->value.data() : nullptr,
+        a.router_ids.data(), router_weights.data());
+
+  // Capacity: score-priority drop with p = softmax(logits) as the priority, one device.
+  a.dropped = 0;
+  a.capacity = 0;
+  if (opt.capacity_factor > 0 && T > 0) {
+    std::vector<float> probs(size_t(T * E));
+    softmax_rows(a.logits.data(), T, E, probs.data());
+    moe::CapacityConfig cc;
+    cc.policy = moe::CapacityPolicy::kScore;
+    cc.factor = opt.capacity_factor;
+    cc.skip_single_token = false;
+    moe::CapacityOutcome outcome;
+    outcome.reset(E);
+    moe::apply_capacity(cc, rc, probs.data(), a.router_ids.data(), router_weights.data(), T, {},
+                        0, 0, a.ids.data(), a.weights.data(), K, outcome);
+    a.dropped = outcome.dropped;
+    a.capacity = moe::expert_capacity(opt.capacity_factor, T, K, E);
+  } else {
+    a.ids = a.router_ids;
+    a.weights = router_weights;
+  }
+
+  // Group the kept pairs by expert (stable: token order within an expert).
+  a.offsets.assign(size_t(E + 1), 0);
+  for (int32_t id : a.ids)
+    if (id >= 0) ++a.offsets[size_t(id) + 1];
+  for (int e = 0; e < E; ++e) a.offsets[size_t(e + 1)] += a.offsets[size_t(e)];
+  const int64_t R = a.offsets[size_t(E)];
+  a.row_token.resize(size_t(R));
+  a.row_slot.resize(size_t(R));
+  std::vector<int64_t> fill(a.offsets.begin(), a.offsets.end() - 1);
+  for (int64_t t = 0; t < T; ++t)
+    for (int j = 0; j < K; ++j) {
+      const int32_t id = a.ids[size_t(t * K + j)];
+      if (id < 0) continue;
+      const int64_t r = fill[size_t(id)]++;
+      a.row_token[size_t(r)] = int32_t(t);
+      a.row_slot[size_t(r)] = j;
+    }
+  a.kept.assign(size_t(E), 0);
+  for (int e = 0; e < E; ++e) a.kept[size_t(e)] = a.offsets[size_t(e + 1)] - a.offsets[size_t(e)];
+
+  a.xe.resize(size_t(R * H));
+  a.ye.resize(size_t(R * H));
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < R; ++r)
+    std::memcpy(a.xe.data() + r * H, x + int64_t(a.row_token[size_t(r)]) * H, size_t(H) * 4);
+  a.expert_act.resize(size_t(E));
+  for (int e = 0; e < E; ++e) {
+    const int64_t r0 = a.offsets[size_t(e)], n = a.offsets[size_t(e + 1)] - r0;
+    if (n > 0)
+      ffn_train_forward(p.experts[size_t(e)], a.xe.data() + r0 * H, n, a.expert_act[size_t(e)],
+                        a.ye.data() + r0 * H);
+  }
+
+  // Combine in slot order per token (the inference path's order).
+  std::vector<int64_t> row_of(size_t(T * K), -1);
+  for (int64_t r = 0; r < R; ++r) row_of[size_t(a.row_token[size_t(r)]) * K + a.row_slot[size_t(r)]] = r;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < T; ++t) {
+    float* o = out + t * H;
+    std::fill(o, o + H, 0.0f);
+    for (int j = 0; j < K; ++j) {
+      const int64_t r = row_of[size_t(t * K + j)];
+      if (r < 0) continue;
+      const float w = a.weights[size_t(t * K + j)];
+      const float* y = a.ye.data() + r * H;
+      for (int64_t i = 0; i < H; ++i) o[i] += w * y[i];
+    }
+  }
+
+  if (p.has_shared()) {
+    a.shared_y.resize(size_t(T * H));
+    ffn_train_forward(p.shared, x, T, a.shared_act, a.shared_y.data());
+    a.shared_gate.assign(size_t(T), 1.0f);
+    if (p.shared_gate) {
+      for (int64_t t = 0; t < T; ++t) {
+        double dot = 0;
+        for (int64_t i = 0; i < H; ++i) dot += double(p.shared_gate->value[size_t(i)]) * x[t * H + i];
+        a.shared_gate[size_t(t)] = float(1.0 / (1.0 + std::exp(-dot)));
+      }
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      const float g = a.shared_gate[size_t(t)];
+      for (int64_t i = 0; i < H; ++i) out[t * H + i] += g * a.shared_y[size_t(t * H + i)];
+    }
+  }
+
+  const RouterLosses losses =
+      router_losses(a.logits.data(), a.router_ids.data(), T, E, K, 0, 0, nullptr);
+  a.aux = losses.aux;
+  a.z = losses.z;
+  a.counts = losses.counts;
+}
+
+void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const float* x,
+                        int64_t T, const MoeActivations& a, const float* d_out, float* dx) {
+  const moe::RouterConfig& rc = *p.router;
+  const int E = rc.num_experts, K = rc.top_k;
+  const int64_t H = p.gate->shape[1];
+  const int64_t R = a.offsets[size_t(E)];
+
+  // Combine: d y_r = w * d_out[t];  d w[t, j] = d_out[t] . y_r
+  std::vector<float> dye(size_t(R * H)), dweights(size_t(T * K), 0.0f);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < R; ++r) {
+    const int64_t t = a.row_token[size_t(r)], j = a.row_slot[size_t(r)];
+    const float w = a.weights[size_t(t * K + j)];
+    const float* g = d_out + t * H;
+    const float* y = a.ye.data() + r * H;
+    float* dy = dye.data() + r * H;
+    double dot = 0;
+    for (int64_t i = 0; i < H; ++i) {
+      dy[i] = w * g[i];
+      dot += double(g[i]) * y[i];
+    }
+    dweights[size_t(t * K + j)] = float(dot);
+  }
+
+  // Experts, then scatter their input gradients back to the tokens.
+  std::vector<float> dxe(size_t(R * H));
+  FfnActivations scratch;
+  for (int e = 0; e < E; ++e) {
+    const int64_t r0 = a.offsets[size_t(e)], n = a.offsets[size_t(e + 1)] - r0;
+    if (n > 0)
+      ffn_train_backward(p.experts[size_t(e)], a.xe.data() + r0 * H, n, a.expert_act[size_t(e)],
+                         dye.data() + r0 * H, dxe.data() + r0 * H, false, scratch);
+  }
+  std::fill(dx, dx + T * H, 0.0f);
+  for (int64_t r = 0; r < R; ++r) {  // serial: rows of one token must not race
+    float* d = dx + int64_t(a.row_token[size_t(r)]) * H;
+    const float* s = dxe.data() + r * H;
+    for (int64_t i = 0; i < H; ++i) d[i] += s[i];
+  }
+
+  // Router: combine weights and balancing losses -> logits -> x and the router weight.
+  std::vector<float> dlogits(size_t(T * E), 0.0f);
+  route_weights_backward(rc, a.logits.data(), a.router_ids.data(), dweights.data(), T,
+                         dlogits.data());
+  router_losses(a.logits.data(), a.router_ids.data(), T, E, K, opt.aux_scale, opt.z_scale,
+                dlogits.data());
+  linear_backward_weight(dlogits.data(), T, E, x, H, p.gate->grad.data());
+  linear_backward_input(dlogits.data(), T, E, p.gate->value.data(), H, dx, true);
+
+  if (p.has_shared()) {
+    std::vector<float> dys(size_t(T * H));
+    for (int64_t t = 0; t < T; ++t) {
+      const float g = a.shared_gate[size_t(t)];
+      const float* d = d_out + t * H;
+      for (int64_t i = 0; i < H; ++i) dys[size_t(t * H + i)] = g * d[i];
+    }
+    if (p.shared_gate) {
+      float* dg = p.shared_gate->grad.data();
+      const float* gw = p.shared_gate->value.data();
+      for (int64_t t = 0; t < T; ++t) {
+        double dot = 0;
+        for (int64_t i = 0; i < H; ++i) dot += double(d_out[t * H + i]) * a.shared_y[size_t(t * H + i)];
+        const float s = a.shared_gate[size_t(t)];
+        const float dz = float(dot) * s * (1.0f - s);
+        for (int64_t i = 0; i < H; ++i) {
+          dg[i] += dz * x[t * H + i];
+          dx[t * H + i] += dz * gw[i];
+        }
+      }
+    }
+    FfnActivations s2;
+    ffn_train_backward(p.shared, x, T, a.shared_act, dys.data(), dx, true, s2);
+  }
+}
+
+}  // namespace sy::train

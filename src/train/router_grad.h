@@ -1,0 +1,31 @@
+// Gradients of the router: the combine weights route() produced, and the balancing losses
+// of the MoE survey (Switch load-balancing loss, ST-MoE router z-loss).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "moe/router.h"
+
+namespace sy::train {
+
+// dlogits [T, E] += d(sum_t,j dweights[t,j] * weights[t,j]) / dlogits, where weights are the
+// ones route(config, logits, ...) gave for the selection `ids` [T, k] (dweights of dropped
+// pairs are 0). Covers every ScoreFunc with renormalisation and scaling.
+void route_weights_backward(const moe::RouterConfig& config, const float* logits,
+                            const int32_t* ids, const float* dweights, int64_t num_tokens,
+                            float* dlogits);
+
+struct RouterLosses {
+  double aux = 0;  // E * sum_i D_i P_i, D_i = count_i / (T k) (constant), P_i = mean_t softmax
+  double z = 0;    // mean_t logsumexp(logits_t)^2
+  std::vector<int64_t> counts;  // [E] pairs routed to each expert (before any drop)
+};
+
+// Values of both losses for logits [T, E] and the selection ids [T, k]; adds
+// aux_scale * daux/dlogits + z_scale * dz/dlogits to dlogits (skipped when dlogits is null).
+RouterLosses router_losses(const float* logits, const int32_t* ids, int64_t num_tokens,
+                           int num_experts, int top_k, float aux_scale, float z_scale,
+                           float* dlogits);
+
+}  // namespace sy::train

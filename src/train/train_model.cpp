@@ -1,0 +1,317 @@
+#include "train/train_model.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "model/attention.h"
+#include "ops/elementwise.h"
+#include "train/linear.h"
+#include "train/row_ops.h"
+#include "util/error.h"
+
+namespace sy::train {
+
+namespace {
+
+using model::Family;
+using model::QkNorm;
+
+Param* bind(ParamSet& ps, const std::string& name, std::vector<int64_t> shape) {
+  Param& p = ps.get(name);
+  if (p.shape != shape)
+    fail("tensor '{}' has shape [{}] but config.json implies [{}]", name,
+         fmt::join(p.shape, ", "), fmt::join(shape, ", "));
+  return &p;
+}
+
+FfnParams bind_ffn(ParamSet& ps, const std::string& prefix, const char* gate, const char* up,
+                   const char* down, int64_t H, int64_t I) {
+  return FfnParams{bind(ps, prefix + gate + ".weight", {I, H}),
+                   bind(ps, prefix + up + ".weight", {I, H}),
+                   bind(ps, prefix + down + ".weight", {H, I})};
+}
+
+void add_bias_rows(float* y, int64_t rows, const Param* bias) {
+  if (!bias) return;
+  const int64_t n = bias->numel();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < n; ++i) y[r * n + i] += bias->value[size_t(i)];
+}
+
+}  // namespace
+
+TrainModel::TrainModel(const model::ModelConfig& c, ParamSet& ps) : config_(c), params_(ps) {
+  if (c.clip_qkv > 0) fail("training does not support clip_qkv (OLMoE's q/k/v clamp)");
+  const int64_t H = c.hidden_size, V = c.vocab_size, qw = c.q_width(), kvw = c.kv_width();
+  embed_ = bind(ps, "model.embed_tokens.weight", {V, H});
+  final_norm_ = bind(ps, "model.norm.weight", {H});
+  if (c.tie_word_embeddings) {
+    lm_head_ = embed_;
+    if (Param* copy = ps.find("lm_head.weight")) {
+      tied_copy_ = copy;
+      copy->trainable = false;  // a copy of the embedding, refreshed before saving
+    }
+  } else {
+    lm_head_ = bind(ps, "lm_head.weight", {V, H});
+  }
+  layers_.resize(size_t(c.num_layers));
+  acts_.resize(size_t(c.num_layers));
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    LayerParams& L = layers_[size_t(i)];
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    L.attn_norm = bind(ps, p + "input_layernorm.weight", {H});
+    L.ffn_norm = bind(ps, p + "post_attention_layernorm.weight", {H});
+    const std::string a = p + "self_attn.";
+    L.q = bind(ps, a + "q_proj.weight", {qw, H});
+    L.k = bind(ps, a + "k_proj.weight", {kvw, H});
+    L.v = bind(ps, a + "v_proj.weight", {kvw, H});
+    L.o = bind(ps, a + "o_proj.weight", {H, qw});
+    if (c.qkv_bias) {
+      L.q_bias = bind(ps, a + "q_proj.bias", {qw});
+      L.k_bias = bind(ps, a + "k_proj.bias", {kvw});
+      L.v_bias = bind(ps, a + "v_proj.bias", {kvw});
+    }
+    if (c.o_bias) L.o_bias = bind(ps, a + "o_proj.bias", {H});
+    if (c.qk_norm == QkNorm::kPerHead) {
+      L.q_norm = bind(ps, a + "q_norm.weight", {c.head_dim});
+      L.k_norm = bind(ps, a + "k_norm.weight", {c.head_dim});
+    } else if (c.qk_norm == QkNorm::kFullWidth) {
+      L.q_norm = bind(ps, a + "q_norm.weight", {qw});
+      L.k_norm = bind(ps, a + "k_norm.weight", {kvw});
+    }
+    L.is_moe = c.layer_is_moe[size_t(i)];
+    if (!L.is_moe) {
+      L.dense = bind_ffn(ps, p + "mlp.", "gate_proj", "up_proj", "down_proj", H,
+                         c.dense_intermediate_size);
+      continue;
+    }
+    const int64_t E = c.router.num_experts, I = c.expert_intermediate_size;
+    const std::string m = p + (c.family == Family::kMixtral ? "block_sparse_moe." : "mlp.");
+    MoeParams& moe = L.moe;
+    moe.router = &config_.router;
+    moe.gate = bind(ps, m + "gate.weight", {E, H});
+    if (c.router.has_selection_bias) {
+      moe.selection_bias = bind(ps, m + "gate.e_score_correction_bias", {E});
+      moe.selection_bias->trainable = false;  // moved by aux-loss-free balancing, not by gradients
+    }
+    for (int64_t e = 0; e < E; ++e) {
+      const std::string x = m + "experts." + std::to_string(e) + ".";
+      FfnParams f = c.family == Family::kMixtral ? bind_ffn(ps, x, "w1", "w3", "w2", H, I)
+                                                 : bind_ffn(ps, x, "gate_proj", "up_proj", "down_proj", H, I);
+      f.gate->expert = f.up->expert = f.down->expert = true;
+      moe.experts.push_back(f);
+    }
+    if (c.shared_intermediate_size > 0) {
+      const std::string s = m + (c.family == Family::kQwen2Moe ? "shared_expert." : "shared_experts.");
+      moe.shared = bind_ffn(ps, s, "gate_proj", "up_proj", "down_proj", H, c.shared_intermediate_size);
+      if (c.shared_expert_gated) moe.shared_gate = bind(ps, m + "shared_expert_gate.weight", {1, H});
+    }
+  }
+}
+
+void TrainModel::sync_tied_head() {
+  if (tied_copy_) tied_copy_->value = embed_->value;
+}
+
+LossParts TrainModel::forward_backward(const int32_t* tokens, int64_t B, int64_t S,
+                                       const LossOptions& opt, std::vector<float>* logits_out) {
+  return run(tokens, B, S, opt, true, logits_out);
+}
+
+LossParts TrainModel::evaluate(const int32_t* tokens, int64_t B, int64_t S,
+                               const LossOptions& opt) {
+  return run(tokens, B, S, opt, false, nullptr);
+}
+
+void TrainModel::attention_forward_layer(int l, int64_t B, int64_t S) {
+  const model::ModelConfig& c = config_;
+  const LayerParams& L = layers_[size_t(l)];
+  LayerActivations& A = acts_[size_t(l)];
+  const int64_t T = B * S, H = c.hidden_size, hd = c.head_dim, qw = c.q_width(), kvw = c.kv_width();
+  A.x_in = x_;
+  A.a.resize(size_t(T * H));
+  A.rstd1.resize(size_t(T));
+  rmsnorm_forward(x_.data(), L.attn_norm->value.data(), T, H, c.rms_norm_eps, A.a.data(),
+                  A.rstd1.data());
+  A.q.resize(size_t(T * qw));
+  A.k.resize(size_t(T * kvw));
+  A.v.resize(size_t(T * kvw));
+  linear_forward(A.a.data(), T, H, L.q->value.data(), qw, A.q.data());
+  linear_forward(A.a.data(), T, H, L.k->value.data(), kvw, A.k.data());
+  linear_forward(A.a.data(), T, H, L.v->value.data(), kvw, A.v.data());
+  add_bias_rows(A.q.data(), T, L.q_bias);
+  add_bias_rows(A.k.data(), T, L.k_bias);
+  add_bias_rows(A.v.data(), T, L.v_bias);
+  if (c.qk_norm != QkNorm::kNone) {
+    A.q_raw = A.q;
+    A.k_raw = A.k;
+    const bool per_head = c.qk_norm == QkNorm::kPerHead;
+    const int64_t qn = per_head ? hd : qw, kn = per_head ? hd : kvw;
+    A.rstd_q.resize(size_t(T * qw / qn));
+    A.rstd_k.resize(size_t(T * kvw / kn));
+    rmsnorm_forward(A.q_raw.data(), L.q_norm->value.data(), T * qw / qn, qn, c.rms_norm_eps,
+                    A.q.data(), A.rstd_q.data());
+    rmsnorm_forward(A.k_raw.data(), L.k_norm->value.data(), T * kvw / kn, kn, c.rms_norm_eps,
+                    A.k.data(), A.rstd_k.data());
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* cs = rope_cos_.data() + (t % S) * (hd / 2);
+    const float* sn = rope_sin_.data() + (t % S) * (hd / 2);
+    for (int64_t h = 0; h < c.num_heads; ++h) ops::rope_neox(A.q.data() + t * qw + h * hd, hd, cs, sn);
+    for (int64_t h = 0; h < c.num_kv_heads; ++h) ops::rope_neox(A.k.data() + t * kvw + h * hd, hd, cs, sn);
+  }
+  const AttentionDims d{B, S, c.num_heads, c.num_kv_heads, hd};
+  A.probs.resize(size_t(d.prob_size()));
+  A.attn.resize(size_t(T * qw));
+  attention_forward(d, A.q.data(), A.k.data(), A.v.data(), A.attn.data(), A.probs.data());
+  std::vector<float> proj(size_t(T * H));
+  linear_forward(A.attn.data(), T, qw, L.o->value.data(), H, proj.data());
+  add_bias_rows(proj.data(), T, L.o_bias);
+  for (int64_t i = 0; i < T * H; ++i) x_[size_t(i)] += proj[size_t(i)];
+}
+
+void TrainModel::attention_backward_layer(int l, int64_t B, int64_t S, float* dx) {
+  const model::ModelConfig& c = config_;
+  const LayerParams& L = layers_[size_t(l)];
+  const LayerActivations& A = acts_[size_t(l)];
+  const int64_t T = B * S, H = c.hidden_size, hd = c.head_dim, qw = c.q_width(), kvw = c.kv_width();
+  // o_proj
+  std::vector<float> d_attn(size_t(T * qw));
+  linear_backward_weight(dx, T, H, A.attn.data(), qw, L.o->grad.data());
+  if (L.o_bias) bias_backward(dx, T, H, L.o_bias->grad.data());
+  linear_backward_input(dx, T, H, L.o->value.data(), qw, d_attn.data());
+  // attention core
+  const AttentionDims d{B, S, c.num_heads, c.num_kv_heads, hd};
+  std::vector<float> dq(size_t(T * qw)), dk(size_t(T * kvw)), dv(size_t(T * kvw));
+  attention_backward(d, A.q.data(), A.k.data(), A.v.data(), A.probs.data(), d_attn.data(),
+                     dq.data(), dk.data(), dv.data());
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* cs = rope_cos_.data() + (t % S) * (hd / 2);
+    const float* sn = rope_sin_.data() + (t % S) * (hd / 2);
+    for (int64_t h = 0; h < c.num_heads; ++h) rope_backward(dq.data() + t * qw + h * hd, hd, cs, sn);
+    for (int64_t h = 0; h < c.num_kv_heads; ++h) rope_backward(dk.data() + t * kvw + h * hd, hd, cs, sn);
+  }
+  if (c.qk_norm != QkNorm::kNone) {
+    const bool per_head = c.qk_norm == QkNorm::kPerHead;
+    const int64_t qn = per_head ? hd : qw, kn = per_head ? hd : kvw;
+    std::vector<float> dq_raw(dq.size()), dk_raw(dk.size());
+    rmsnorm_backward(dq.data(), A.q_raw.data(), L.q_norm->value.data(), A.rstd_q.data(),
+                     T * qw / qn, qn, dq_raw.data(), L.q_norm->grad.data(), false);
+    rmsnorm_backward(dk.data(), A.k_raw.data(), L.k_norm->value.data(), A.rstd_k.data(),
+                     T * kvw / kn, kn, dk_raw.data(), L.k_norm->grad.data(), false);
+    dq.swap(dq_raw);
+    dk.swap(dk_raw);
+  }
+  if (L.q_bias) {
+    bias_backward(dq.data(), T, qw, L.q_bias->grad.data());
+    bias_backward(dk.data(), T, kvw, L.k_bias->grad.data());
+    bias_backward(dv.data(), T, kvw, L.v_bias->grad.data());
+  }
+  linear_backward_weight(dq.data(), T, qw, A.a.data(), H, L.q->grad.data());
+  linear_backward_weight(dk.data(), T, kvw, A.a.data(), H, L.k->grad.data());
+  linear_backward_weight(dv.data(), T, kvw, A.a.data(), H, L.v->grad.data());
+  std::vector<float> da(size_t(T * H));
+  linear_backward_input(dq.data(), T, qw, L.q->value.data(), H, da.data());
+  linear_backward_input(dk.data(), T, kvw, L.k->value.data(), H, da.data(), true);
+  linear_backward_input(dv.data(), T, kvw, L.v->value.data(), H, da.data(), true);
+  rmsnorm_backward(da.data(), A.x_in.data(), L.attn_norm->value.data(), A.rstd1.data(), T, H, dx,
+                   L.attn_norm->grad.data(), true);
+}
+
+LossParts TrainModel::run(const int32_t* tokens, int64_t B, int64_t S, const LossOptions& opt,
+                          bool backward, std::vector<float>* logits_out) {
+  const model::ModelConfig& c = config_;
+  const int64_t T = B * S, H = c.hidden_size, V = c.vocab_size, hd = c.head_dim;
+  if (B < 1 || S < 2) fail("a training batch needs at least 1 row of 2 tokens, got [{}, {}]", B, S);
+  for (int64_t i = 0; i < T; ++i)
+    if (tokens[i] < 0 || tokens[i] >= V)
+      fail("token id {} at position {} is outside the vocabulary (size {})", tokens[i], i, V);
+  rope_cos_.resize(size_t(S * hd / 2));
+  rope_sin_.resize(size_t(S * hd / 2));
+  for (int64_t s = 0; s < S; ++s)
+    model::rope_tables(s, hd, c.rope_theta, rope_cos_.data() + s * (hd / 2),
+                       rope_sin_.data() + s * (hd / 2));
+  int num_moe = 0;
+  for (const LayerParams& L : layers_) num_moe += L.is_moe ? 1 : 0;
+  MoeTrainOptions mopt;
+  mopt.capacity_factor = opt.capacity_factor;
+  if (num_moe > 0) {
+    mopt.aux_scale = opt.aux_coef / float(num_moe);
+    mopt.z_scale = opt.z_coef / float(num_moe);
+  }
+
+  // ---- forward
+  x_.resize(size_t(T * H));
+  for (int64_t t = 0; t < T; ++t)
+    std::memcpy(x_.data() + t * H, embed_->value.data() + int64_t(tokens[t]) * H, size_t(H) * 4);
+  for (int l = 0; l < int(c.num_layers); ++l) {
+    const LayerParams& L = layers_[size_t(l)];
+    LayerActivations& A = acts_[size_t(l)];
+    attention_forward_layer(l, B, S);
+    A.x_mid = x_;
+    A.f.resize(size_t(T * H));
+    A.rstd2.resize(size_t(T));
+    rmsnorm_forward(x_.data(), L.ffn_norm->value.data(), T, H, c.rms_norm_eps, A.f.data(),
+                    A.rstd2.data());
+    std::vector<float> out(size_t(T * H));
+    if (L.is_moe) moe_train_forward(L.moe, mopt, A.f.data(), T, A.moe_act, out.data());
+    else ffn_train_forward(L.dense, A.f.data(), T, A.dense_act, out.data());
+    for (int64_t i = 0; i < T * H; ++i) x_[size_t(i)] += out[size_t(i)];
+  }
+  xf_.resize(size_t(T * H));
+  rstd_f_.resize(size_t(T));
+  rmsnorm_forward(x_.data(), final_norm_->value.data(), T, H, c.rms_norm_eps, xf_.data(),
+                  rstd_f_.data());
+  logits_.resize(size_t(T * V));
+  linear_forward(xf_.data(), T, H, lm_head_->value.data(), V, logits_.data());
+  if (logits_out) *logits_out = logits_;
+
+  // ---- loss
+  LossParts loss;
+  loss.predicted = B * (S - 1);
+  std::vector<int32_t> targets(static_cast<size_t>(T));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t s = 0; s < S; ++s)
+      targets[size_t(b * S + s)] = s + 1 < S ? tokens[b * S + s + 1] : -1;
+  const float scale = 1.0f / float(loss.predicted);
+  loss.ce = cross_entropy_forward_backward(logits_.data(), targets.data(), T, V, scale) /
+            double(loss.predicted);
+  for (const LayerActivations& A : acts_) {
+    if (A.moe_act.counts.empty()) continue;
+    loss.aux += A.moe_act.aux / num_moe;
+    loss.z += A.moe_act.z / num_moe;
+  }
+  for (size_t l = 0; l < layers_.size(); ++l)
+    if (!layers_[l].is_moe) acts_[l].moe_act.counts.clear();
+  loss.total = loss.ce + double(opt.aux_coef) * loss.aux + double(opt.z_coef) * loss.z;
+  if (!backward) return loss;
+
+  // ---- backward (logits_ now holds dloss/dlogits)
+  std::vector<float> dxf(size_t(T * H)), dx(size_t(T * H));
+  linear_backward_weight(logits_.data(), T, V, xf_.data(), H, lm_head_->grad.data());
+  linear_backward_input(logits_.data(), T, V, lm_head_->value.data(), H, dxf.data());
+  rmsnorm_backward(dxf.data(), x_.data(), final_norm_->value.data(), rstd_f_.data(), T, H,
+                   dx.data(), final_norm_->grad.data(), false);
+  std::vector<float> df(size_t(T * H)), dffn(size_t(T * H));
+  FfnActivations scratch;
+  for (int l = int(c.num_layers) - 1; l >= 0; --l) {
+    const LayerParams& L = layers_[size_t(l)];
+    const LayerActivations& A = acts_[size_t(l)];
+    if (L.is_moe) moe_train_backward(L.moe, mopt, A.f.data(), T, A.moe_act, dx.data(), df.data());
+    else ffn_train_backward(L.dense, A.f.data(), T, A.dense_act, dx.data(), df.data(), false, scratch);
+    rmsnorm_backward(df.data(), A.x_mid.data(), L.ffn_norm->value.data(), A.rstd2.data(), T, H,
+                     dx.data(), L.ffn_norm->grad.data(), true);
+    attention_backward_layer(l, B, S, dx.data());
+  }
+  float* de = embed_->grad.data();
+  for (int64_t t = 0; t < T; ++t) {
+    float* row = de + int64_t(tokens[t]) * H;
+    for (int64_t i = 0; i < H; ++i) row[i] += dx[size_t(t * H + i)];
+  }
+  return loss;
+}
+
+}  // namespace sy::train

@@ -1,0 +1,90 @@
+// A causal MoE language model as a function of its ParamSet, with the forward pass that
+// keeps what backward needs and the backward pass written out layer by layer (llm.c style).
+// The math is the inference engine's (model/model.cpp) for every supported family; the loss
+// is cross-entropy plus the router balancing losses (see train_reference.py's docstring).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+#include "train/attention_grad.h"
+#include "train/ffn_grad.h"
+#include "train/moe_grad.h"
+#include "train/params.h"
+
+namespace sy::train {
+
+struct LossOptions {
+  double capacity_factor = 0;  // > 0: score-priority token drop in every MoE layer
+  float aux_coef = 0.01f;      // load-balancing loss coefficient (on the mean over MoE layers)
+  float z_coef = 0.001f;       // router z-loss coefficient (on the mean over MoE layers)
+};
+
+struct LossParts {
+  double total = 0, ce = 0, aux = 0, z = 0;  // ce: mean over the predicted positions
+  int64_t predicted = 0;                     // B * (S - 1)
+};
+
+struct LayerParams {
+  Param *attn_norm = nullptr, *ffn_norm = nullptr;
+  Param *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
+  Param *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *o_bias = nullptr;
+  Param *q_norm = nullptr, *k_norm = nullptr;
+  bool is_moe = false;
+  FfnParams dense;
+  MoeParams moe;
+};
+
+// What the forward pass of one layer keeps for backward.
+struct LayerActivations {
+  std::vector<float> x_in, a, rstd1;     // residual input, its norm, 1/rms  [T, H], [T]
+  std::vector<float> q_raw, k_raw;       // projections before the q/k norm (when present)
+  std::vector<float> rstd_q, rstd_k;     // their 1/rms per norm row
+  std::vector<float> q, k, v;            // after norm and RoPE
+  std::vector<float> probs;              // [B, nh, S, S]
+  std::vector<float> attn;               // [T, qw]
+  std::vector<float> x_mid, f, rstd2;    // after attention, its norm, 1/rms
+  FfnActivations dense_act;
+  MoeActivations moe_act;
+};
+
+class TrainModel {
+ public:
+  // Binds the checkpoint-named tensors of `params` (shapes checked against `config`).
+  TrainModel(const model::ModelConfig& config, ParamSet& params);
+
+  const model::ModelConfig& config() const { return config_; }
+
+  // tokens [B, S] (positions restart at 0 per row). Adds d total / d theta to every grad
+  // (the caller zeroes them). logits_out, when given, receives [B*S, V] logits.
+  LossParts forward_backward(const int32_t* tokens, int64_t batch, int64_t seq,
+                             const LossOptions& opt, std::vector<float>* logits_out = nullptr);
+  // The loss only (validation).
+  LossParts evaluate(const int32_t* tokens, int64_t batch, int64_t seq, const LossOptions& opt);
+
+  // Routing of the last forward pass, per layer (empty for dense layers).
+  const LayerActivations& layer_activations(int layer) const { return acts_[size_t(layer)]; }
+
+  // Copies the embedding into a tied "lm_head.weight" kept in the file (before saving).
+  void sync_tied_head();
+
+ private:
+  LossParts run(const int32_t* tokens, int64_t batch, int64_t seq, const LossOptions& opt,
+                bool backward, std::vector<float>* logits_out);
+  void attention_forward_layer(int l, int64_t B, int64_t S);
+  void attention_backward_layer(int l, int64_t B, int64_t S, float* dx);
+
+  model::ModelConfig config_;
+  ParamSet& params_;
+  Param* embed_ = nullptr;
+  Param* final_norm_ = nullptr;
+  Param* lm_head_ = nullptr;        // == embed_ when tied
+  Param* tied_copy_ = nullptr;      // "lm_head.weight" in a tied checkpoint (kept in sync)
+  std::vector<LayerParams> layers_;
+  std::vector<LayerActivations> acts_;
+  std::vector<float> rope_cos_, rope_sin_;  // [S, hd/2]
+  std::vector<float> x_, xf_, rstd_f_, logits_;
+};
+
+}  // namespace sy::train
