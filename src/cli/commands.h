@@ -12,5 +12,6 @@ void register_inspect(CLI::App& app);
 void register_make_tiny(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_replay(CLI::App& app);
+void register_train(CLI::App& app);
 
 }  // namespace sy::cli

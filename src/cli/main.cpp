@@ -2,13 +2,17 @@
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
+#include <string_view>
+
 #include "cli/commands.h"
 #include "dist/communicator.h"
 #include "ops/blas_env.h"
 #include "util/error.h"
 
 int main(int argc, char** argv) {
-  sy::ops::prefer_fast_blas(argc, argv);  // may re-exec with faster OpenBLAS kernels
+  // May re-exec with faster OpenBLAS kernels (and, for training, passive OpenMP waiting).
+  const bool training = argc > 1 && std::string_view(argv[1]) == "train";
+  sy::ops::prefer_fast_blas(argc, argv, training);
   // Under mpirun every rank runs this same program; MPI starts only then.
   const sy::dist::Communicator& comm = sy::dist::Communicator::world(&argc, &argv);
   CLI::App app{"Switchyard: a Mixture-of-Experts engine for CPU.\n"
@@ -22,11 +26,12 @@ int main(int argc, char** argv) {
   sy::cli::register_make_tiny(app);
   sy::cli::register_replay(app);
   sy::cli::register_bench(app);
+  sy::cli::register_train(app);
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
     for (const CLI::App* sub : app.get_subcommands({})) known |= sub->get_name() == argv[1];
     if (!known) {
-      fmt::print(stderr, "switchyard: error: unknown command '{}' (commands: generate, score, bench, replay, inspect, make-tiny; see --help)\n", argv[1]);
+      fmt::print(stderr, "switchyard: error: unknown command '{}' (commands: generate, score, train, bench, replay, inspect, make-tiny; see --help)\n", argv[1]);
       return 2;
     }
   }

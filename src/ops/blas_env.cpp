@@ -54,31 +54,34 @@ std::string blas_core_name() {
   return name ? name : "?";
 }
 
-void prefer_fast_blas(int argc, char** argv) {
-  const char* env = std::getenv("OPENBLAS_CORETYPE");
-  if (env == nullptr || *env == '\0') return;  // OpenBLAS detects the CPU itself
-  const std::string forced = env;  // setenv below may invalidate env
-  if (std::getenv("SWITCHYARD_KEEP_OPENBLAS_CORETYPE") != nullptr) return;
-  if (std::getenv("SWITCHYARD_BLAS_REEXEC") != nullptr) return;  // already restarted once
-  if (is_avx512_core(forced)) return;
+void prefer_fast_blas(int argc, char** argv, bool passive_omp_wait) {
   (void)argc;
-  const std::string best = best_blas_core_type();
-  if (best.empty()) return;
+  if (std::getenv("SWITCHYARD_BLAS_REEXEC") != nullptr) return;  // already restarted once
+  const char* env = std::getenv("OPENBLAS_CORETYPE");
+  const std::string forced = env ? env : "";  // setenv below may invalidate env
+  std::string best;
+  if (!forced.empty() && std::getenv("SWITCHYARD_KEEP_OPENBLAS_CORETYPE") == nullptr &&
+      !is_avx512_core(forced))
+    best = best_blas_core_type();
+  const bool set_wait = passive_omp_wait && std::getenv("OMP_WAIT_POLICY") == nullptr;
+  if (best.empty() && !set_wait) return;
   // Said once per shell session would be ideal; here: only when asked, since every command
   // (and every MPI rank) passes through this (README "OpenBLAS core type" documents it).
   if (std::getenv("SWITCHYARD_VERBOSE") != nullptr)
-    std::fprintf(stderr,
-                 "switchyard: OPENBLAS_CORETYPE=%s is slower than this CPU supports; restarting "
-                 "with %s (set SWITCHYARD_KEEP_OPENBLAS_CORETYPE=1 to keep it)\n",
-                 forced.c_str(), best.c_str());
-  setenv("OPENBLAS_CORETYPE", best.c_str(), 1);
+    std::fprintf(stderr, "switchyard: restarting with%s%s%s (set SWITCHYARD_KEEP_OPENBLAS_CORETYPE=1 "
+                 "or OMP_WAIT_POLICY to keep yours)\n",
+                 best.empty() ? "" : " OPENBLAS_CORETYPE=", best.c_str(),
+                 set_wait ? " OMP_WAIT_POLICY=passive" : "");
+  if (!best.empty()) setenv("OPENBLAS_CORETYPE", best.c_str(), 1);
+  if (set_wait) setenv("OMP_WAIT_POLICY", "passive", 1);
   setenv("SWITCHYARD_BLAS_REEXEC", "1", 1);
   std::fflush(nullptr);
   execv("/proc/self/exe", argv);
   // execv returned: keep running with the kernels already loaded, and say so.
-  std::fprintf(stderr, "switchyard: re-exec failed (%s); continuing with OPENBLAS_CORETYPE=%s\n",
-               std::strerror(errno), forced.c_str());
-  setenv("OPENBLAS_CORETYPE", forced.c_str(), 1);
+  std::fprintf(stderr, "switchyard: re-exec failed (%s); continuing with the current kernels\n",
+               std::strerror(errno));
+  if (!best.empty()) setenv("OPENBLAS_CORETYPE", forced.c_str(), 1);
+  if (set_wait) unsetenv("OMP_WAIT_POLICY");
 }
 
 }  // namespace sy::ops

@@ -12,7 +12,10 @@ namespace sy::ops {
 // re-executes /proc/self/exe with OPENBLAS_CORETYPE=Cooperlake (AVX512_BF16) or SkylakeX.
 // Returns normally when nothing needs changing, or when the re-exec fails (then the
 // process continues with the slower kernels). Guarded by SWITCHYARD_BLAS_REEXEC against loops.
-void prefer_fast_blas(int argc, char** argv);
+// passive_omp_wait: also restart with OMP_WAIT_POLICY=passive when it is unset. Training
+// alternates OpenMP loops with threaded OpenBLAS calls; spinning OpenMP threads then fight
+// OpenBLAS's threads for the cores (3x slower steps on 2 cores, machine.md).
+void prefer_fast_blas(int argc, char** argv, bool passive_omp_wait = false);
 
 // The core type OpenBLAS picked (openblas_get_corename), for logs and benchmark JSON.
 std::string blas_core_name();

@@ -114,14 +114,15 @@ void TrainModel::sync_tied_head() {
   if (tied_copy_) tied_copy_->value = embed_->value;
 }
 
-LossParts TrainModel::forward_backward(const int32_t* tokens, int64_t B, int64_t S,
-                                       const LossOptions& opt, std::vector<float>* logits_out) {
-  return run(tokens, B, S, opt, true, logits_out);
+LossParts TrainModel::forward_backward(const int32_t* tokens, const int32_t* targets, int64_t B,
+                                       int64_t S, const LossOptions& opt,
+                                       std::vector<float>* logits_out) {
+  return run(tokens, targets, B, S, opt, true, logits_out);
 }
 
-LossParts TrainModel::evaluate(const int32_t* tokens, int64_t B, int64_t S,
-                               const LossOptions& opt) {
-  return run(tokens, B, S, opt, false, nullptr);
+LossParts TrainModel::evaluate(const int32_t* tokens, const int32_t* targets, int64_t B,
+                               int64_t S, const LossOptions& opt) {
+  return run(tokens, targets, B, S, opt, false, nullptr);
 }
 
 void TrainModel::attention_forward_layer(int l, int64_t B, int64_t S) {
@@ -221,14 +222,18 @@ void TrainModel::attention_backward_layer(int l, int64_t B, int64_t S, float* dx
                    L.attn_norm->grad.data(), true);
 }
 
-LossParts TrainModel::run(const int32_t* tokens, int64_t B, int64_t S, const LossOptions& opt,
-                          bool backward, std::vector<float>* logits_out) {
+LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int64_t B, int64_t S,
+                          const LossOptions& opt, bool backward, std::vector<float>* logits_out) {
   const model::ModelConfig& c = config_;
   const int64_t T = B * S, H = c.hidden_size, V = c.vocab_size, hd = c.head_dim;
-  if (B < 1 || S < 2) fail("a training batch needs at least 1 row of 2 tokens, got [{}, {}]", B, S);
-  for (int64_t i = 0; i < T; ++i)
+  if (B < 1 || S < (targets_in ? 1 : 2))
+    fail("a training batch needs at least 1 row of {} tokens, got [{}, {}]", targets_in ? 1 : 2, B, S);
+  for (int64_t i = 0; i < T; ++i) {
     if (tokens[i] < 0 || tokens[i] >= V)
       fail("token id {} at position {} is outside the vocabulary (size {})", tokens[i], i, V);
+    if (targets_in && (targets_in[i] < -1 || targets_in[i] >= V))
+      fail("target id {} at position {} is outside the vocabulary (size {})", targets_in[i], i, V);
+  }
   rope_cos_.resize(size_t(S * hd / 2));
   rope_sin_.resize(size_t(S * hd / 2));
   for (int64_t s = 0; s < S; ++s)
@@ -250,7 +255,11 @@ LossParts TrainModel::run(const int32_t* tokens, int64_t B, int64_t S, const Los
   for (int l = 0; l < int(c.num_layers); ++l) {
     const LayerParams& L = layers_[size_t(l)];
     LayerActivations& A = acts_[size_t(l)];
-    attention_forward_layer(l, B, S);
+    {
+      PhaseTimer pt(profile_, "attention fwd");
+      attention_forward_layer(l, B, S);
+    }
+    PhaseTimer pt(profile_, L.is_moe ? "moe fwd" : "dense ffn fwd");
     A.x_mid = x_;
     A.f.resize(size_t(T * H));
     A.rstd2.resize(size_t(T));
@@ -261,6 +270,7 @@ LossParts TrainModel::run(const int32_t* tokens, int64_t B, int64_t S, const Los
     else ffn_train_forward(L.dense, A.f.data(), T, A.dense_act, out.data());
     for (int64_t i = 0; i < T * H; ++i) x_[size_t(i)] += out[size_t(i)];
   }
+  PhaseTimer pt_head(profile_, "lm head + loss fwd");
   xf_.resize(size_t(T * H));
   rstd_f_.resize(size_t(T));
   rmsnorm_forward(x_.data(), final_norm_->value.data(), T, H, c.rms_norm_eps, xf_.data(),
@@ -271,11 +281,13 @@ LossParts TrainModel::run(const int32_t* tokens, int64_t B, int64_t S, const Los
 
   // ---- loss
   LossParts loss;
-  loss.predicted = B * (S - 1);
   std::vector<int32_t> targets(static_cast<size_t>(T));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t s = 0; s < S; ++s)
-      targets[size_t(b * S + s)] = s + 1 < S ? tokens[b * S + s + 1] : -1;
+      targets[size_t(b * S + s)] =
+          targets_in ? targets_in[b * S + s] : (s + 1 < S ? tokens[b * S + s + 1] : -1);
+  for (int32_t t : targets) loss.predicted += t >= 0 ? 1 : 0;
+  if (loss.predicted == 0) fail("a training batch has no target to predict");
   const float scale = 1.0f / float(loss.predicted);
   loss.ce = cross_entropy_forward_backward(logits_.data(), targets.data(), T, V, scale) /
             double(loss.predicted);
@@ -287,25 +299,33 @@ LossParts TrainModel::run(const int32_t* tokens, int64_t B, int64_t S, const Los
   for (size_t l = 0; l < layers_.size(); ++l)
     if (!layers_[l].is_moe) acts_[l].moe_act.counts.clear();
   loss.total = loss.ce + double(opt.aux_coef) * loss.aux + double(opt.z_coef) * loss.z;
+  pt_head.stop();
   if (!backward) return loss;
 
   // ---- backward (logits_ now holds dloss/dlogits)
   std::vector<float> dxf(size_t(T * H)), dx(size_t(T * H));
+  PhaseTimer pt_head_bwd(profile_, "lm head bwd");
   linear_backward_weight(logits_.data(), T, V, xf_.data(), H, lm_head_->grad.data());
   linear_backward_input(logits_.data(), T, V, lm_head_->value.data(), H, dxf.data());
   rmsnorm_backward(dxf.data(), x_.data(), final_norm_->value.data(), rstd_f_.data(), T, H,
                    dx.data(), final_norm_->grad.data(), false);
+  pt_head_bwd.stop();
   std::vector<float> df(size_t(T * H)), dffn(size_t(T * H));
   FfnActivations scratch;
   for (int l = int(c.num_layers) - 1; l >= 0; --l) {
     const LayerParams& L = layers_[size_t(l)];
     const LayerActivations& A = acts_[size_t(l)];
-    if (L.is_moe) moe_train_backward(L.moe, mopt, A.f.data(), T, A.moe_act, dx.data(), df.data());
-    else ffn_train_backward(L.dense, A.f.data(), T, A.dense_act, dx.data(), df.data(), false, scratch);
-    rmsnorm_backward(df.data(), A.x_mid.data(), L.ffn_norm->value.data(), A.rstd2.data(), T, H,
-                     dx.data(), L.ffn_norm->grad.data(), true);
+    {
+      PhaseTimer pt(profile_, L.is_moe ? "moe bwd" : "dense ffn bwd");
+      if (L.is_moe) moe_train_backward(L.moe, mopt, A.f.data(), T, A.moe_act, dx.data(), df.data());
+      else ffn_train_backward(L.dense, A.f.data(), T, A.dense_act, dx.data(), df.data(), false, scratch);
+      rmsnorm_backward(df.data(), A.x_mid.data(), L.ffn_norm->value.data(), A.rstd2.data(), T, H,
+                       dx.data(), L.ffn_norm->grad.data(), true);
+    }
+    PhaseTimer pt(profile_, "attention bwd");
     attention_backward_layer(l, B, S, dx.data());
   }
+  PhaseTimer pt_embed(profile_, "embedding bwd");
   float* de = embed_->grad.data();
   for (int64_t t = 0; t < T; ++t) {
     float* row = de + int64_t(tokens[t]) * H;

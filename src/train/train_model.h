@@ -12,6 +12,7 @@
 #include "train/ffn_grad.h"
 #include "train/moe_grad.h"
 #include "train/params.h"
+#include "train/profile.h"
 
 namespace sy::train {
 
@@ -23,7 +24,7 @@ struct LossOptions {
 
 struct LossParts {
   double total = 0, ce = 0, aux = 0, z = 0;  // ce: mean over the predicted positions
-  int64_t predicted = 0;                     // B * (S - 1)
+  int64_t predicted = 0;                     // positions with a target
 };
 
 struct LayerParams {
@@ -56,22 +57,29 @@ class TrainModel {
 
   const model::ModelConfig& config() const { return config_; }
 
-  // tokens [B, S] (positions restart at 0 per row). Adds d total / d theta to every grad
-  // (the caller zeroes them). logits_out, when given, receives [B*S, V] logits.
-  LossParts forward_backward(const int32_t* tokens, int64_t batch, int64_t seq,
-                             const LossOptions& opt, std::vector<float>* logits_out = nullptr);
+  // tokens [B, S] (positions restart at 0 per row); targets [B, S] the next token of each
+  // position, or null: predict tokens[b, s+1] from position s < S-1 (the twin's convention).
+  // Adds d total / d theta to every grad (the caller zeroes them). logits_out, when given,
+  // receives [B*S, V] logits.
+  LossParts forward_backward(const int32_t* tokens, const int32_t* targets, int64_t batch,
+                             int64_t seq, const LossOptions& opt,
+                             std::vector<float>* logits_out = nullptr);
   // The loss only (validation).
-  LossParts evaluate(const int32_t* tokens, int64_t batch, int64_t seq, const LossOptions& opt);
+  LossParts evaluate(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t seq,
+                     const LossOptions& opt);
 
   // Routing of the last forward pass, per layer (empty for dense layers).
   const LayerActivations& layer_activations(int layer) const { return acts_[size_t(layer)]; }
+
+  // Phase timings of later calls go to `profile` (null: off).
+  void set_profile(TrainProfile* profile) { profile_ = profile; }
 
   // Copies the embedding into a tied "lm_head.weight" kept in the file (before saving).
   void sync_tied_head();
 
  private:
-  LossParts run(const int32_t* tokens, int64_t batch, int64_t seq, const LossOptions& opt,
-                bool backward, std::vector<float>* logits_out);
+  LossParts run(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t seq,
+                const LossOptions& opt, bool backward, std::vector<float>* logits_out);
   void attention_forward_layer(int l, int64_t B, int64_t S);
   void attention_backward_layer(int l, int64_t B, int64_t S, float* dx);
 
@@ -85,6 +93,7 @@ class TrainModel {
   std::vector<LayerActivations> acts_;
   std::vector<float> rope_cos_, rope_sin_;  // [S, hd/2]
   std::vector<float> x_, xf_, rstd_f_, logits_;
+  TrainProfile* profile_ = nullptr;
 };
 
 }  // namespace sy::train

@@ -93,7 +93,7 @@ int main(int argc, char** argv) try {
 
   params.zero_grads();
   std::vector<float> logits;
-  const train::LossParts l0 = model.forward_backward(tokens.data(), B, S, lo, &logits);
+  const train::LossParts l0 = model.forward_backward(tokens.data(), nullptr, B, S, lo, &logits);
   io::write_npy_f32(out + "/logits.npy", logits.data(), {B, S, config.vocab_size});
   nlohmann::json per_layer = nlohmann::json::array();
   for (int l = 0; l < int(config.num_layers); ++l) {
@@ -120,14 +120,14 @@ int main(int argc, char** argv) try {
   nlohmann::json trace = nlohmann::json::array();
   for (int s = 1; s <= steps; ++s) {
     params.zero_grads();
-    const train::LossParts l = model.forward_backward(tokens.data(), B, S, lo);
+    const train::LossParts l = model.forward_backward(tokens.data(), nullptr, B, S, lo);
     const double norm = train::clip_grad_norm(params, std::stod(a["--clip"]));
     const double lr = train::lr_at(sched, s);
     opt.step(params, lr);
     trace.push_back({{"step", s}, {"lr", lr}, {"loss_before_update", loss_json(l)},
                      {"grad_norm_before_clip", norm}});
   }
-  const train::LossParts lf = model.evaluate(tokens.data(), B, S, lo);
+  const train::LossParts lf = model.evaluate(tokens.data(), nullptr, B, S, lo);
   io::write_text_file_atomic(out + "/trace.json",
                              nlohmann::json{{"steps", trace}, {"final_loss", loss_json(lf)}}.dump(1));
   model.sync_tied_head();

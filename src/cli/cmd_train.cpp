@@ -1,0 +1,185 @@
+// switchyard train: train a MoE language model on a corpus (default: the King James Bible of
+// Debian's bible-kjv-text), from scratch or from a checkpoint, with progress lines, a JSON-lines
+// log, a loss plot and resumable checkpoints that `switchyard generate` loads as they are.
+#include <fmt/core.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "cli/commands.h"
+#include "io/file_util.h"
+#include "model/config.h"
+#include "ops/threads.h"
+#include "synth/synthetic_checkpoint.h"
+#include "tokenizer/tokenizer.h"
+#include "train/corpus.h"
+#include "train/init.h"
+#include "train/profile.h"
+#include "train/token_data.h"
+#include "train/trainer.h"
+#include "util/error.h"
+
+namespace sy::cli {
+
+namespace {
+
+struct TrainArgs {
+  std::string out, corpus = "bible-kjv", init;
+  double val_fraction = 0.05;
+  int vocab = 4096;
+  synth::SyntheticSpec spec;
+  int64_t batch = 8, seq = 256;
+  uint64_t seed = 1;
+  int threads = 0;
+  std::string save_dtype = "F32";
+  bool resume = false, profile = false;
+  train::TrainerConfig trainer;
+};
+
+synth::SyntheticSpec default_spec() {
+  synth::SyntheticSpec s;
+  s.family = "mixtral";
+  s.hidden_size = 256;
+  s.num_layers = 6;
+  s.num_heads = 8;
+  s.num_kv_heads = 4;
+  s.num_experts = 8;
+  s.top_k = 2;
+  s.expert_ffn = 192;
+  s.tie_embeddings = true;
+  return s;
+}
+
+void run_train(TrainArgs& a) {
+  train::keep_freed_memory();
+  ops::set_num_threads(a.threads);
+  if (a.out.empty()) fail("--out is required");
+  const std::string ckpt = a.out + "/model";
+  if (!a.resume && io::file_exists(ckpt + "/trainer_state.json"))
+    fail("{} already holds a training checkpoint: pass --resume to continue it, or choose another --out",
+         a.out);
+  const auto t0 = std::chrono::steady_clock::now();
+
+  // Data and tokenizer.
+  const train::Corpus corpus = train::load_corpus(a.corpus, a.val_fraction);
+  fmt::print("corpus: {}\n", corpus.description);
+  std::string tokenizer_json;
+  std::string source_dir = a.resume ? ckpt : a.init;
+  if (!source_dir.empty()) {
+    tokenizer_json = io::read_text_file(source_dir + "/tokenizer.json");
+  } else {
+    tokenizer_json = train::train_corpus_tokenizer(corpus.train_text, a.vocab);
+  }
+  const Tokenizer tokenizer = Tokenizer::from_json_string(tokenizer_json, "tokenizer.json");
+  const int32_t eos = train::eos_token_id(tokenizer);
+  std::vector<int32_t> train_tokens = train::tokenize_corpus(tokenizer, corpus.train_text);
+  std::vector<int32_t> val_tokens = train::tokenize_corpus(tokenizer, corpus.val_text);
+  fmt::print("tokens: {} train, {} validation (vocabulary {})\n", train_tokens.size(),
+             val_tokens.size(), tokenizer.vocab_size());
+  const train::BatchSampler sampler(std::move(train_tokens), std::move(val_tokens), a.batch, a.seq,
+                                    a.seed);
+
+  // Model: fresh, from --init, or the checkpoint being resumed (its values are loaded by resume()).
+  std::string config_json;
+  train::ParamSet params;
+  if (!source_dir.empty()) {
+    config_json = io::read_text_file(source_dir + "/config.json");
+    params = train::load_params(source_dir);
+  } else {
+    synth::SyntheticSpec spec = a.spec;
+    spec.vocab_size = tokenizer.vocab_size();
+    train::FreshModel fresh = train::fresh_model(spec, eos, a.seed);
+    config_json = std::move(fresh.config_json);
+    params = std::move(fresh.params);
+  }
+  const model::ModelConfig config = model::parse_config(config_json, source_dir.empty() ? "config.json" : source_dir + "/config.json");
+  if (config.vocab_size < tokenizer.vocab_size())
+    fail("the model's vocabulary ({}) is smaller than the tokenizer's ({})", config.vocab_size,
+         tokenizer.vocab_size());
+
+  train::TrainerConfig tc = a.trainer;
+  tc.run_dir = a.out;
+  tc.save_dtype = a.save_dtype == "BF16" ? DType::BF16 : a.save_dtype == "F32" ? DType::F32
+      : (fail("--save-dtype must be F32 or BF16, got '{}'", a.save_dtype), DType::F32);
+  int64_t trainable = 0;
+  for (const train::Param& p : params.all()) trainable += p.trainable ? p.numel() : 0;
+  fmt::print("model: {} {} layers, hidden {}, {} experts top-{}, {:.2f} M parameters; "
+             "batch {} x {}, {} steps, lr {} (warm-up {}, cosine to x{}), {} threads\n",
+             config.architecture, config.num_layers, config.hidden_size, config.router.num_experts,
+             config.router.top_k, double(trainable) / 1e6, a.batch, a.seq, tc.steps,
+             tc.schedule.lr_max, tc.schedule.warmup_steps, tc.schedule.min_lr_ratio,
+             ops::num_threads());
+  train::Trainer trainer(tc, config, config_json, tokenizer_json, params, sampler, a.seed);
+  train::TrainProfile profile;
+  if (a.profile) trainer.set_profile(&profile);
+  if (a.resume) trainer.resume();
+  const int64_t first = trainer.step();
+  const double val = trainer.run();
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (a.profile) fmt::print("{}", profile.table(int(std::max<int64_t>(1, trainer.step() - first))));
+  fmt::print("done: {} steps in {:.0f} s; validation cross-entropy {:.4f} (perplexity {:.2f})\n"
+             "  model:  {}/model   (switchyard generate --model {}/model)\n"
+             "  log:    {}/train_log.jsonl\n  plot:   {}/loss.svg\n",
+             trainer.step() - first, total, val, std::exp(val), a.out, a.out, a.out, a.out);
+}
+
+}  // namespace
+
+void register_train(CLI::App& app) {
+  auto a = std::make_shared<TrainArgs>();
+  a->spec = default_spec();
+  train::TrainerConfig& t = a->trainer;
+  t.steps = 2000;
+  t.schedule.lr_max = 3e-3;
+  t.schedule.warmup_steps = 100;
+  CLI::App* cmd = app.add_subcommand(
+      "train", "Train a MoE language model on a corpus (default: the King James Bible)");
+  cmd->add_option("-o,--out", a->out, "Run directory: model/ (checkpoint), train_log.jsonl, loss.svg")->required();
+  cmd->add_flag("--resume", a->resume, "Continue the checkpoint in --out (same data and settings)");
+  cmd->add_option("--corpus", a->corpus, "bible-kjv, or a UTF-8 text file")->capture_default_str();
+  cmd->add_option("--val-fraction", a->val_fraction, "Share of documents held out for validation")->capture_default_str();
+  cmd->add_option("--vocab", a->vocab, "Tokenizer vocabulary to train (fresh models)")->capture_default_str();
+  cmd->add_option("--init", a->init, "Start from this checkpoint (its tokenizer and weights) instead of a fresh model");
+  auto* m = cmd->add_option_group("model", "Shape of a fresh model");
+  m->add_option("--family", a->spec.family, "mixtral | qwen2_moe | qwen3_moe | olmoe | dots1 (dots1: sigmoid router + aux-loss-free bias)")->capture_default_str();
+  m->add_option("--hidden", a->spec.hidden_size, "Hidden size")->capture_default_str();
+  m->add_option("--layers", a->spec.num_layers, "Layers")->capture_default_str();
+  m->add_option("--heads", a->spec.num_heads, "Attention heads")->capture_default_str();
+  m->add_option("--kv-heads", a->spec.num_kv_heads, "Key/value heads")->capture_default_str();
+  m->add_option("--experts", a->spec.num_experts, "Routed experts")->capture_default_str();
+  m->add_option("--top-k", a->spec.top_k, "Experts per token")->capture_default_str();
+  m->add_option("--expert-ffn", a->spec.expert_ffn, "Expert FFN width")->capture_default_str();
+  m->add_option("--shared-ffn", a->spec.shared_ffn, "Shared expert width (qwen2_moe, dots1)")->capture_default_str();
+  m->add_option("--dense-layers", a->spec.first_dense_layers, "Leading dense layers (dots1)")->capture_default_str();
+  m->add_option("--dense-ffn", a->spec.dense_ffn, "Dense-layer FFN width")->capture_default_str();
+  m->add_option("--tie-embeddings", a->spec.tie_embeddings, "Share the embedding with the LM head (true/false)")->capture_default_str();
+  auto* o = cmd->add_option_group("optimisation");
+  o->add_option("--steps", t.steps, "Optimizer steps")->capture_default_str();
+  o->add_option("--batch", a->batch, "Sequences per step")->capture_default_str();
+  o->add_option("--seq", a->seq, "Tokens per sequence")->capture_default_str();
+  o->add_option("--lr", t.schedule.lr_max, "Peak learning rate")->capture_default_str();
+  o->add_option("--warmup", t.schedule.warmup_steps, "Linear warm-up steps")->capture_default_str();
+  o->add_option("--min-lr-ratio", t.schedule.min_lr_ratio, "Cosine decay ends at lr x this")->capture_default_str();
+  o->add_option("--weight-decay", t.adamw.weight_decay, "AdamW weight decay (matrices only)")->capture_default_str();
+  o->add_option("--beta2", t.adamw.beta2, "AdamW beta2")->capture_default_str();
+  o->add_option("--clip", t.clip, "Gradient-norm clipping (0: off)")->capture_default_str();
+  o->add_option("--seed", a->seed, "Seed of the initial weights and the batch order")->capture_default_str();
+  auto* r = cmd->add_option_group("routing", "Balancing and capacity");
+  r->add_option("--aux-coef", t.loss.aux_coef, "Load-balancing loss coefficient (E * sum D_i P_i)")->capture_default_str();
+  r->add_option("--z-coef", t.loss.z_coef, "Router z-loss coefficient")->capture_default_str();
+  r->add_option("--bias-update-rate", t.bias_update_rate, "Aux-loss-free balancing step (models with a selection bias, e.g. --family dots1)")->capture_default_str();
+  r->add_option("--capacity-factor", t.loss.capacity_factor, "Score-priority token drop with C = ceil(g*T*k/E) (0: dropless)")->capture_default_str();
+  auto* l = cmd->add_option_group("logging");
+  l->add_option("--log-every", t.log_every, "Progress line every N steps")->capture_default_str();
+  l->add_option("--eval-every", t.eval_every, "Validation every N steps (0: at the end)")->capture_default_str();
+  l->add_option("--eval-batches", t.eval_batches, "Validation batches per evaluation")->capture_default_str();
+  l->add_option("--save-every", t.save_every, "Checkpoint every N steps (0: at the end)")->capture_default_str();
+  l->add_option("--save-dtype", a->save_dtype, "Weights dtype in the checkpoint: F32 or BF16")->capture_default_str();
+  l->add_option("--stop-at", t.stop_at, "End this session after this step (checkpointed; --resume continues)")->capture_default_str();
+  l->add_flag("--profile", a->profile, "Print the time per phase of a step at the end");
+  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
+  cmd->callback([a] { run_train(*a); });
+}
+
+}  // namespace sy::cli

@@ -1,0 +1,40 @@
+#include "train/profile.h"
+
+#include <fmt/core.h>
+
+namespace sy::train {
+
+void TrainProfile::add(const char* phase, double seconds) {
+  for (auto& [name, total] : phases_)
+    if (name == phase) {
+      total += seconds;
+      return;
+    }
+  phases_.emplace_back(phase, seconds);
+}
+
+std::string TrainProfile::table(int steps) const {
+  double sum = 0;
+  for (const auto& p : phases_) sum += p.second;
+  std::string out = fmt::format("  {:<28} {:>12} {:>7}\n", "phase", "ms / step", "share");
+  for (const auto& [name, total] : phases_)
+    out += fmt::format("  {:<28} {:>12.2f} {:>6.1f}%\n", name, 1e3 * total / steps,
+                       sum > 0 ? 100 * total / sum : 0.0);
+  return out;
+}
+
+}  // namespace sy::train
+
+#include <malloc.h>
+
+#include <limits>
+
+namespace sy::train {
+
+void keep_freed_memory() {
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+  mallopt(M_TOP_PAD, 256 << 20);  // grow the heap in big steps
+}
+
+}  // namespace sy::train

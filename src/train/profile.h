@@ -1,0 +1,51 @@
+// Wall time per phase of training steps (for `bench_train --profile` and `train --profile`).
+// A null profile costs one branch per phase.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace sy::train {
+
+class TrainProfile {
+ public:
+  void add(const char* phase, double seconds);
+  // Rows "phase  ms per step  share", in first-seen order.
+  std::string table(int steps) const;
+
+ private:
+  std::vector<std::pair<std::string, double>> phases_;
+};
+
+// Adds the time from construction to destruction to `profile` (if not null).
+class PhaseTimer {
+ public:
+  PhaseTimer(TrainProfile* profile, const char* phase)
+      : profile_(profile), phase_(phase), t0_(std::chrono::steady_clock::now()) {}
+  ~PhaseTimer() { stop(); }
+  void stop() {
+    if (profile_)
+      profile_->add(phase_, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count());
+    profile_ = nullptr;
+  }
+  PhaseTimer(const PhaseTimer&) = delete;
+  PhaseTimer& operator=(const PhaseTimer&) = delete;
+
+ private:
+  TrainProfile* profile_;
+  const char* phase_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
+}  // namespace sy::train
+
+namespace sy::train {
+
+// Keeps freed memory in the process (glibc: no mmap for big blocks, no trimming). A training
+// step allocates and frees the same large buffers every time, and on VMs where a fresh page
+// costs ~15 us (machine.md) returning them to the OS would dominate the step.
+void keep_freed_memory();
+
+}  // namespace sy::train

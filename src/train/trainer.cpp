@@ -1,0 +1,256 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include <fmt/core.h>
+
+#include "io/file_util.h"
+#include "report/svg_line_plot.h"
+#include "train/checkpoint.h"
+#include "util/error.h"
+
+namespace sy::train {
+
+namespace {
+
+std::string duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const int64_t t = int64_t(s + 0.5);
+  if (t >= 3600) return fmt::format("{}h{:02}m", t / 3600, (t / 60) % 60);
+  if (t >= 60) return fmt::format("{}m{:02}s", t / 60, t % 60);
+  return fmt::format("{}s", t);
+}
+
+}  // namespace
+
+nlohmann::json run_identity(const TrainerConfig& c, const BatchSampler& sampler, uint64_t seed) {
+  return {{"seed", seed}, {"batch", sampler.batch_size()}, {"seq", sampler.seq_len()},
+          {"train_tokens", sampler.train_tokens().size()},
+          {"val_tokens", sampler.val_tokens().size()}, {"steps", c.steps},
+          {"lr", c.schedule.lr_max}, {"warmup", c.schedule.warmup_steps},
+          {"min_lr_ratio", c.schedule.min_lr_ratio}, {"capacity_factor", c.loss.capacity_factor},
+          {"aux_coef", c.loss.aux_coef}, {"z_coef", c.loss.z_coef}};
+}
+
+Trainer::Trainer(TrainerConfig config, model::ModelConfig model_config, std::string config_json,
+                 std::string tokenizer_json, ParamSet& params, const BatchSampler& sampler,
+                 uint64_t seed)
+    : config_(std::move(config)),
+      model_config_(std::move(model_config)),
+      config_json_(std::move(config_json)),
+      tokenizer_json_(std::move(tokenizer_json)),
+      params_(params),
+      sampler_(sampler),
+      seed_(seed),
+      model_(model_config_, params),
+      optimizer_(config_.adamw) {
+  config_.schedule.total_steps = config_.steps;
+  validate(config_.schedule);
+  if (config_.steps < 1) fail("--steps must be at least 1");
+  if (model_config_.vocab_size < int64_t(1)) fail("the model has no vocabulary");
+}
+
+void Trainer::resume() {
+  const std::string dir = config_.run_dir + "/model";
+  const nlohmann::json state = load_checkpoint(dir, params_, optimizer_);
+  const nlohmann::json want = run_identity(config_, sampler_, seed_);
+  const nlohmann::json& have = state.at("identity");
+  for (const auto& [key, value] : want.items()) {
+    if (key == "steps") continue;  // a run may be extended
+    if (!have.contains(key) || have[key] != value)
+      fail("cannot resume {}: it was trained with {} = {}, this run has {} (use the same "
+           "settings, or a new --out)", dir, key, have.contains(key) ? have[key].dump() : "?",
+           value.dump());
+  }
+  step_ = state.at("step").get<int64_t>();
+  elapsed_s_ = state.value("elapsed_s", 0.0);
+  // Keep the log up to the checkpoint's step, so the resumed run continues it exactly.
+  const std::string log_path = config_.run_dir + "/train_log.jsonl";
+  std::string kept;
+  if (io::file_exists(log_path)) {
+    std::istringstream in(io::read_text_file(log_path));
+    for (std::string line; std::getline(in, line);) {
+      if (line.empty()) continue;
+      const auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded() || j.value("step", int64_t(1) << 62) > step_) continue;
+      kept += line + "\n";
+      if (j.contains("loss")) {
+        plot_steps_.push_back(j["step"].get<double>());
+        plot_train_.push_back(j["ce"].get<double>());
+      }
+      if (j.contains("val_ce")) {
+        plot_val_steps_.push_back(j["step"].get<double>());
+        plot_val_.push_back(j["val_ce"].get<double>());
+      }
+    }
+  }
+  io::write_text_file_atomic(log_path, kept);
+  if (!config_.quiet)
+    fmt::print("resuming {} at step {} of {}\n", dir, step_, config_.steps);
+}
+
+void Trainer::log_line(const nlohmann::json& entry) {
+  std::ofstream f(config_.run_dir + "/train_log.jsonl", std::ios::app);
+  f << entry.dump() << "\n";
+  if (!f) fail("cannot append to {}/train_log.jsonl", config_.run_dir);
+}
+
+void Trainer::write_plot() const {
+  report::LinePlot plot;
+  plot.title = "Switchyard training: cross-entropy (nats / token)";
+  plot.series.push_back({"train", plot_steps_, plot_train_, "", false});
+  if (!plot_val_.empty()) plot.series.push_back({"validation", plot_val_steps_, plot_val_, "", false});
+  plot.footer = fmt::format("{} layers, {} experts, top-{}, batch {} x {}", model_config_.num_layers,
+                            model_config_.router.num_experts, model_config_.router.top_k,
+                            sampler_.batch_size(), sampler_.seq_len());
+  report::write_line_plot_svg(config_.run_dir + "/loss.svg", plot);
+}
+
+double Trainer::evaluate() {
+  const int64_t n = std::min(config_.eval_batches, sampler_.num_val_batches());
+  if (n <= 0) return std::numeric_limits<double>::quiet_NaN();
+  const int64_t B = sampler_.batch_size(), S = sampler_.seq_len();
+  std::vector<int32_t> in(size_t(B * S)), tg(size_t(B * S));
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    sampler_.val_batch(i, in.data(), tg.data());
+    sum += model_.evaluate(in.data(), tg.data(), B, S, config_.loss).ce;
+  }
+  return sum / double(n);
+}
+
+void Trainer::save() {
+  model_.sync_tied_head();
+  CheckpointContents c;
+  c.config_json = config_json_;
+  c.tokenizer_json = tokenizer_json_;
+  c.weights_dtype = config_.save_dtype;
+  c.trainer_state = {{"step", step_}, {"elapsed_s", elapsed_s_},
+                     {"identity", run_identity(config_, sampler_, seed_)}};
+  save_checkpoint(config_.run_dir + "/model", params_, optimizer_, c);
+}
+
+double Trainer::load_imbalance() const {
+  double sum = 0;
+  int n = 0;
+  for (int l = 0; l < int(model_config_.num_layers); ++l) {
+    const auto& counts = model_.layer_activations(l).moe_act.counts;
+    if (counts.empty()) continue;
+    int64_t total = 0, mx = 0;
+    for (int64_t c : counts) total += c, mx = std::max(mx, c);
+    if (total == 0) continue;
+    sum += double(mx) * double(counts.size()) / double(total);
+    ++n;
+  }
+  return n ? sum / n : 1.0;
+}
+
+double Trainer::dropped_fraction() const {
+  int64_t dropped = 0, routed = 0;
+  for (int l = 0; l < int(model_config_.num_layers); ++l) {
+    const MoeActivations& a = model_.layer_activations(l).moe_act;
+    if (a.counts.empty()) continue;
+    dropped += a.dropped;
+    for (int64_t c : a.counts) routed += c;
+  }
+  return routed ? double(dropped) / double(routed) : 0.0;
+}
+
+// Aux-loss-free balancing (DeepSeek-V3): each expert's selection bias moves by a fixed step
+// toward balance -- up when it got fewer pairs than the mean, down when more.
+void Trainer::update_selection_biases() {
+  if (config_.bias_update_rate == 0 || !model_config_.router.has_selection_bias) return;
+  for (int l = 0; l < int(model_config_.num_layers); ++l) {
+    const auto& counts = model_.layer_activations(l).moe_act.counts;
+    if (counts.empty()) continue;
+    Param* bias = params_.find(fmt::format("model.layers.{}.mlp.gate.e_score_correction_bias", l));
+    if (!bias) continue;
+    double mean = 0;
+    for (int64_t c : counts) mean += double(c);
+    mean /= double(counts.size());
+    for (size_t e = 0; e < counts.size(); ++e) {
+      const double diff = mean - double(counts[e]);
+      bias->value[e] += config_.bias_update_rate * float((diff > 0) - (diff < 0));
+    }
+  }
+}
+
+double Trainer::run() {
+  std::filesystem::create_directories(config_.run_dir);
+  const int64_t B = sampler_.batch_size(), S = sampler_.seq_len();
+  std::vector<int32_t> in(size_t(B * S)), tg(size_t(B * S));
+  const int64_t first = step_;
+  const auto t_start = std::chrono::steady_clock::now();
+  const double elapsed_before = elapsed_s_;
+  double val = std::numeric_limits<double>::quiet_NaN();
+  double tokens_window = 0, time_window = 0;
+  const int64_t end = config_.stop_at > 0 ? std::min(config_.stop_at, config_.steps) : config_.steps;
+  while (step_ < end) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int64_t s = step_ + 1;
+    sampler_.train_batch(s, in.data(), tg.data());
+    params_.zero_grads();
+    const LossParts loss = model_.forward_backward(in.data(), tg.data(), B, S, config_.loss);
+    if (!std::isfinite(loss.total))
+      fail("the loss is {} at step {} (diverged): lower --lr or raise --warmup", loss.total, s);
+    PhaseTimer pt(profile_, "clip + AdamW");
+    const double norm = clip_grad_norm(params_, config_.clip);
+    const double lr = lr_at(config_.schedule, s);
+    optimizer_.step(params_, lr);
+    update_selection_biases();
+    pt.stop();
+    step_ = s;
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    tokens_window += double(B * S);
+    time_window += dt;
+    elapsed_s_ = elapsed_before +
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+
+    const bool last = s == end;
+    const bool do_eval = last || (config_.eval_every > 0 && s % config_.eval_every == 0);
+    const bool do_log = last || do_eval || s % std::max<int64_t>(1, config_.log_every) == 0 || s == 1;
+    if (!do_log) continue;
+    nlohmann::json entry{{"step", s}, {"lr", lr}, {"loss", loss.total}, {"ce", loss.ce},
+                         {"aux", loss.aux}, {"z", loss.z}, {"grad_norm", norm},
+                         {"tokens_per_s", tokens_window / time_window},
+                         {"elapsed_s", elapsed_s_}, {"load_max_over_mean", load_imbalance()},
+                         {"dropped_fraction", dropped_fraction()}};
+    const double tps = tokens_window / time_window;
+    tokens_window = time_window = 0;
+    plot_steps_.push_back(double(s));
+    plot_train_.push_back(loss.ce);
+    std::string val_text;
+    if (do_eval) {
+      val = evaluate();
+      if (std::isfinite(val)) {
+        entry["val_ce"] = val;
+        entry["val_ppl"] = std::exp(val);
+        plot_val_steps_.push_back(double(s));
+        plot_val_.push_back(val);
+        val_text = fmt::format(" | val {:.3f} (ppl {:.1f})", val, std::exp(val));
+      }
+    }
+    log_line(entry);
+    if (!config_.quiet) {
+      const double per_step = (elapsed_s_ - elapsed_before) / double(s - first);
+      fmt::print("step {:>6}/{} | loss {:.3f} (ce {:.3f}){} | lr {:.2e} | {:.0f} tok/s | "
+                 "load max/mean {:.2f} | ETA {}\n",
+                 s, config_.steps, loss.total, loss.ce, val_text, lr, tps, load_imbalance(),
+                 duration(per_step * double(config_.steps - s)));
+      std::fflush(stdout);
+    }
+    if (do_eval) write_plot();
+    if (last || (config_.save_every > 0 && s % config_.save_every == 0)) save();
+  }
+  if (step_ == first) {  // nothing left to train: report the checkpoint's validation loss
+    val = evaluate();
+  }
+  return val;
+}
+
+}  // namespace sy::train

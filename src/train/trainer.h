@@ -1,0 +1,88 @@
+// The training loop: batches from the sampler, forward + backward, gradient clipping, AdamW on
+// the warm-up + cosine schedule, aux-loss-free bias updates, periodic validation, a JSON-lines
+// log, a loss plot and atomic checkpoints that resume to the same loss curve.
+//
+// A run directory holds:
+//   model/            the checkpoint: a Hugging Face model dir (`switchyard generate` loads
+//                     it) + optimizer.safetensors + trainer_state.json
+//   train_log.jsonl   one JSON object per logged step (and per validation)
+//   loss.svg          train / validation loss against the step
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "model/config.h"
+#include "train/adamw.h"
+#include "train/lr_schedule.h"
+#include "train/params.h"
+#include "train/profile.h"
+#include "train/token_data.h"
+#include "train/train_model.h"
+#include "util/dtype.h"
+
+namespace sy::train {
+
+struct TrainerConfig {
+  std::string run_dir;
+  int64_t steps = 1000;
+  LrSchedule schedule;          // total_steps is set from `steps`
+  AdamWConfig adamw;
+  double clip = 1.0;            // global gradient-norm limit (0: off)
+  LossOptions loss;
+  float bias_update_rate = 1e-3f;  // aux-loss-free balancing: b_i += rate * sign(mean - load_i)
+  int64_t log_every = 10;
+  int64_t eval_every = 100;     // 0: only at the end
+  int64_t eval_batches = 8;     // validation batches per evaluation (<= available)
+  int64_t save_every = 500;     // 0: only at the end
+  DType save_dtype = DType::F32;
+  int64_t stop_at = 0;          // > 0: end this session after that step (checkpointed), as an
+                                // interruption would; --resume continues the same schedule
+  bool quiet = false;           // no progress lines
+};
+
+// Settings that must not change across a resume (the data order and model depend on them).
+nlohmann::json run_identity(const TrainerConfig& config, const BatchSampler& sampler, uint64_t seed);
+
+class Trainer {
+ public:
+  // The model's config.json / tokenizer.json texts go into every checkpoint.
+  Trainer(TrainerConfig config, model::ModelConfig model_config, std::string config_json,
+          std::string tokenizer_json, ParamSet& params, const BatchSampler& sampler,
+          uint64_t seed);
+
+  // Continues from run_dir/model (sy::Error when it was made with other data/model settings).
+  void resume();
+  // Trains up to config.steps; returns the final validation cross-entropy (NaN without data).
+  double run();
+
+  int64_t step() const { return step_; }
+  void set_profile(TrainProfile* profile) { profile_ = profile; model_.set_profile(profile); }
+
+ private:
+  double evaluate();
+  void save();
+  void log_line(const nlohmann::json& entry);
+  void write_plot() const;
+  void update_selection_biases();
+  double load_imbalance() const;  // max / mean expert load, averaged over MoE layers
+  double dropped_fraction() const;
+
+  TrainerConfig config_;
+  model::ModelConfig model_config_;
+  std::string config_json_, tokenizer_json_;
+  ParamSet& params_;
+  const BatchSampler& sampler_;
+  uint64_t seed_;
+  TrainModel model_;
+  AdamW optimizer_;
+  int64_t step_ = 0;
+  double elapsed_s_ = 0;  // training time of all sessions of this run
+  std::vector<double> plot_steps_, plot_train_, plot_val_steps_, plot_val_;
+  TrainProfile* profile_ = nullptr;
+};
+
+}  // namespace sy::train
