@@ -1,0 +1,225 @@
+#include "train/adamw.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "io/safetensors.h"
+#include "util/error.h"
+
+namespace sy::train {
+namespace {
+
+// Below this many elements a tensor is updated by one thread (the fork costs more than it saves).
+constexpr int64_t kParallelMin = 1 << 15;
+// The norm sums fixed chunks of this many elements, then the chunk sums in order, so it does
+// not depend on how OpenMP splits the work; AdamW updates chunks of the same size.
+constexpr int64_t kChunk = 1 << 16;
+
+std::string shape_str(const std::vector<int64_t>& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+
+double sum_squares(const std::vector<float>& g) {
+  const int64_t n = int64_t(g.size());
+  const int64_t num_chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(size_t(num_chunks), 0.0);
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t c = 0; c < num_chunks; ++c) {
+    double s = 0;
+    for (int64_t i = c * kChunk, end = std::min(n, (c + 1) * kChunk); i < end; ++i)
+      s += double(g[size_t(i)]) * double(g[size_t(i)]);
+    partial[size_t(c)] = s;
+  }
+  double total = 0;
+  for (double s : partial) total += s;
+  return total;
+}
+
+// The float32 scalars of one step, each a double cast once as torch casts its Python floats.
+struct AdamWScalars {
+  float decay, b1, one_minus_b1, b2, one_minus_b2, bc2_sqrt, eps, neg_step_size;
+};
+
+// Elements [begin, end) of one tensor. torch's CPU kernels (AVX2 / AVX-512 builds of Vectorized,
+// i.e. any current x86 machine) fuse two of the multiply-adds (vec::fmadd in add_(g, alpha) and in
+// addcmul_); std::fma rounds once as they do, which makes the update equal torch's bit for bit
+// (tests/unit/adamw_test.cpp MatchesTorch). target_clones gives the loop the FMA instruction where
+// the CPU has it; the default clone calls libm's fma, which rounds the same (IEEE 754 fma).
+#if defined(__x86_64__)
+__attribute__((target_clones("fma", "default")))
+#endif
+void adamw_chunk(const AdamWScalars& k, float* theta, const float* g, float* m, float* v, int64_t begin,
+                 int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
+    const float th = theta[i] * k.decay;                          // param.mul_(1 - lr*wd)
+    const float mi = std::fma(g[i], k.one_minus_b1, m[i] * k.b1);  // exp_avg.mul_(b1).add_(g, alpha=1-b1)
+    const float vi = std::fma(k.one_minus_b2 * g[i], g[i], v[i] * k.b2);  // exp_avg_sq.mul_(b2).addcmul_(g, g, value=1-b2)
+    const float denom = std::sqrt(vi) / k.bc2_sqrt + k.eps;       // (v.sqrt() / sqrt(bc2)).add_(eps)
+    theta[i] = th + k.neg_step_size * mi / denom;                 // param.addcdiv_(m, denom, value=-step_size)
+    m[i] = mi;
+    v[i] = vi;
+  }
+}
+
+}  // namespace
+
+AdamW::AdamW(AdamWConfig config) : config_(config) {
+  const AdamWConfig& c = config_;
+  if (!(c.beta1 >= 0 && c.beta1 < 1)) fail("AdamW: beta1 {} is outside [0, 1)", c.beta1);
+  if (!(c.beta2 >= 0 && c.beta2 < 1)) fail("AdamW: beta2 {} is outside [0, 1)", c.beta2);
+  if (!(c.eps >= 0 && std::isfinite(c.eps))) fail("AdamW: eps {} must be finite and >= 0", c.eps);
+  if (!(c.weight_decay >= 0 && std::isfinite(c.weight_decay)))
+    fail("AdamW: weight decay {} must be finite and >= 0", c.weight_decay);
+}
+
+void AdamW::step(ParamSet& params, double lr) {
+  if (!(lr >= 0 && std::isfinite(lr))) fail("AdamW: learning rate {} must be finite and >= 0", lr);
+  const AdamWConfig& c = config_;
+  const int64_t t = step_ + 1;
+  // As torch's _single_tensor_adamw: Python-float (double) scalars, each cast to float32 by the
+  // tensor op that uses it; the tensor arithmetic is float32 in the same order.
+  const double bias_correction1 = 1 - std::pow(c.beta1, double(t));
+  const double bias_correction2 = 1 - std::pow(c.beta2, double(t));
+  const float neg_step_size = float(-(lr / bias_correction1));
+  const float bc2_sqrt = float(std::sqrt(bias_correction2));
+  const float b1 = float(c.beta1), one_minus_b1 = float(1 - c.beta1);
+  const float b2 = float(c.beta2), one_minus_b2 = float(1 - c.beta2);
+  const float eps = float(c.eps);
+  const float decay = float(1 - lr * c.weight_decay);
+
+  // Check every tensor first: a failed step changes nothing.
+  for (const Param& p : params.all()) {
+    if (!p.trainable) continue;
+    SY_ASSERT(int64_t(p.value.size()) == p.numel() && int64_t(p.grad.size()) == p.numel());
+    const auto it = state_.find(p.name);
+    if (it != state_.end() && !it->second.exp_avg.empty() && int64_t(it->second.exp_avg.size()) != p.numel())
+      fail("AdamW: parameter '{}' {} has {} elements but its optimizer state has {}", p.name,
+           shape_str(p.shape), p.numel(), it->second.exp_avg.size());
+  }
+  for (Param& p : params.all()) {
+    if (!p.trainable) continue;
+    const int64_t n = p.numel();
+    Moments& s = state_[p.name];
+    if (s.exp_avg.empty()) {
+      s.exp_avg.assign(size_t(n), 0.0f);
+      s.exp_avg_sq.assign(size_t(n), 0.0f);
+    }
+    const bool decays = p.decays() && c.weight_decay != 0;
+    const AdamWScalars k{decays ? decay : 1.0f, b1, one_minus_b1, b2, one_minus_b2, bc2_sqrt, eps, neg_step_size};
+    float* theta = p.value.data();
+    const float* g = p.grad.data();
+    float* m = s.exp_avg.data();
+    float* v = s.exp_avg_sq.data();
+    const int64_t num_chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+    for (int64_t ch = 0; ch < num_chunks; ++ch)
+      adamw_chunk(k, theta, g, m, v, ch * kChunk, std::min(n, (ch + 1) * kChunk));
+  }
+  step_ = t;
+}
+
+void AdamW::save(const std::string& path, const ParamSet& params) const {
+  std::vector<io::TensorToWrite> tensors;
+  std::vector<std::vector<float>> zeros;  // moments of params not stepped yet
+  zeros.reserve(2 * params.size());
+  for (const Param& p : params.all()) {
+    if (!p.trainable) continue;
+    const size_t n = size_t(p.numel());
+    const auto it = state_.find(p.name);
+    const std::vector<float>* m = nullptr;
+    const std::vector<float>* v = nullptr;
+    if (it != state_.end() && !it->second.exp_avg.empty()) {
+      m = &it->second.exp_avg;
+      v = &it->second.exp_avg_sq;
+      SY_ASSERT(m->size() == n && v->size() == n);
+    } else {
+      m = v = &zeros.emplace_back(n, 0.0f);
+    }
+    tensors.push_back({p.name + ".exp_avg", "F32", p.shape, m->data(), n * 4});
+    tensors.push_back({p.name + ".exp_avg_sq", "F32", p.shape, v->data(), n * 4});
+  }
+  const AdamWConfig& c = config_;
+  write_safetensors(path, tensors,
+                    {{"format", "pt"},
+                     {"optimizer", "AdamW"},
+                     {"step", std::to_string(step_)},
+                     {"beta1", fmt::format("{}", c.beta1)},
+                     {"beta2", fmt::format("{}", c.beta2)},
+                     {"eps", fmt::format("{}", c.eps)},
+                     {"weight_decay", fmt::format("{}", c.weight_decay)}});
+}
+
+void AdamW::load(const std::string& path, const ParamSet& params) {
+  const io::SafetensorsFile file(path);
+  const auto& meta = file.metadata();
+  const auto kind = meta.find("optimizer");
+  if (kind == meta.end() || kind->second != "AdamW")
+    fail("'{}' is not an AdamW state file (its metadata lacks optimizer=AdamW)", path);
+  int64_t step = -1;
+  if (const auto s = meta.find("step"); s != meta.end()) {
+    try {
+      size_t used = 0;
+      step = std::stoll(s->second, &used);
+      if (used != s->second.size()) step = -1;
+    } catch (const std::exception&) {
+    }
+  }
+  if (step < 0) fail("'{}': the metadata's step is missing or not a count", path);
+
+  std::map<std::string, const io::TensorInfo*> by_name;
+  for (const auto& t : file.tensors()) by_name[t.name] = &t;
+  std::map<std::string, Moments> state;
+  std::set<std::string> used;
+  for (const Param& p : params.all()) {
+    if (!p.trainable) continue;
+    Moments& s = state[p.name];
+    for (const char* suffix : {".exp_avg", ".exp_avg_sq"}) {
+      const std::string name = p.name + suffix;
+      const auto it = by_name.find(name);
+      if (it == by_name.end())
+        fail("'{}' has no '{}': the optimizer state does not match the model (parameter '{}' {})",
+             path, name, p.name, shape_str(p.shape));
+      const io::TensorInfo& t = *it->second;
+      if (t.dtype_name != "F32") fail("'{}': '{}' is {}, expected F32", path, name, t.dtype_name);
+      if (t.shape != p.shape)
+        fail("'{}': '{}' has shape {} but parameter '{}' has shape {}", path, name, t.shape_str(),
+             p.name, shape_str(p.shape));
+      std::vector<float>& dst = suffix == std::string(".exp_avg") ? s.exp_avg : s.exp_avg_sq;
+      dst.resize(size_t(t.numel()));
+      if (t.nbytes) std::memcpy(dst.data(), t.data, t.nbytes);
+      used.insert(name);
+    }
+  }
+  for (const auto& t : file.tensors())
+    if (!used.count(t.name))
+      fail("'{}' holds '{}', which belongs to no trainable parameter of the model", path, t.name);
+  state_ = std::move(state);
+  step_ = step;
+}
+
+double clip_grad_norm(ParamSet& params, double max_norm) {
+  if (std::isnan(max_norm)) fail("clip_grad_norm: max_norm is NaN");
+  double sum = 0;
+  for (const Param& p : params.all())
+    if (p.trainable) sum += sum_squares(p.grad);
+  const double norm = std::sqrt(sum);
+  if (max_norm > 0) {
+    // torch: clip_coef = max_norm / (total_norm + 1e-6) on a float32 tensor, which Tensor.__rdiv__
+    // evaluates as reciprocal() * max_norm; then clamp(max=1). A NaN / inf norm propagates into the
+    // gradients as in torch; the caller sees it in the returned norm.
+    const float coef = std::min((1.0f / (float(norm) + 1e-6f)) * float(max_norm), 1.0f);
+    for (Param& p : params.all()) {
+      if (!p.trainable) continue;
+      float* g = p.grad.data();
+      const int64_t n = int64_t(p.grad.size());
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+      for (int64_t i = 0; i < n; ++i) g[i] *= coef;
+    }
+  }
+  return norm;
+}
+
+}  // namespace sy::train
