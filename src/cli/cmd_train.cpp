@@ -8,12 +8,14 @@
 #include <filesystem>
 
 #include "cli/commands.h"
+#include "dist/communicator.h"
 #include "io/file_util.h"
 #include "model/config.h"
 #include "ops/threads.h"
 #include "synth/synthetic_checkpoint.h"
 #include "tokenizer/tokenizer.h"
 #include "train/corpus.h"
+#include "train/data_parallel.h"
 #include "train/init.h"
 #include "train/profile.h"
 #include "train/token_data.h"
@@ -34,6 +36,7 @@ struct TrainArgs {
   int threads = 0;
   std::string save_dtype = "F32";
   bool resume = false, profile = false;
+  std::string parallel = "ep";
   train::TrainerConfig trainer;
 };
 
@@ -52,18 +55,24 @@ synth::SyntheticSpec default_spec() {
 }
 
 void run_train(TrainArgs& a) {
+  const dist::Communicator& comm = dist::Communicator::world();
+  const bool root = comm.is_root();
+  if (a.parallel != "ep" && a.parallel != "dp") fail("--parallel must be ep or dp, got '{}'", a.parallel);
   train::keep_freed_memory();
   ops::set_num_threads(a.threads);
   if (a.out.empty()) fail("--out is required");
   const std::string ckpt = a.out + "/model";
-  if (!a.resume && io::file_exists(ckpt + "/trainer_state.json"))
+  if (root && !a.resume && io::file_exists(ckpt + "/trainer_state.json"))
     fail("{} already holds a training checkpoint: pass --resume to continue it, or choose another --out",
          a.out);
+  if (a.resume && !io::file_exists(ckpt + "/trainer_state.json"))
+    fail("--resume: {} holds no training checkpoint (no trainer_state.json); drop --resume to "
+         "start a new run there", ckpt);
   const auto t0 = std::chrono::steady_clock::now();
 
   // Data and tokenizer.
   const train::Corpus corpus = train::load_corpus(a.corpus, a.val_fraction);
-  fmt::print("corpus: {}\n", corpus.description);
+  if (root) fmt::print("corpus: {}\n", corpus.description);
   std::string tokenizer_json;
   std::string source_dir = a.resume ? ckpt : a.init;
   if (!source_dir.empty()) {
@@ -75,7 +84,7 @@ void run_train(TrainArgs& a) {
   const int32_t eos = train::eos_token_id(tokenizer);
   std::vector<int32_t> train_tokens = train::tokenize_corpus(tokenizer, corpus.train_text);
   std::vector<int32_t> val_tokens = train::tokenize_corpus(tokenizer, corpus.val_text);
-  fmt::print("tokens: {} train, {} validation (vocabulary {})\n", train_tokens.size(),
+  if (root) fmt::print("tokens: {} train, {} validation (vocabulary {})\n", train_tokens.size(),
              val_tokens.size(), tokenizer.vocab_size());
   const train::BatchSampler sampler(std::move(train_tokens), std::move(val_tokens), a.batch, a.seq,
                                     a.seed);
@@ -104,19 +113,33 @@ void run_train(TrainArgs& a) {
       : (fail("--save-dtype must be F32 or BF16, got '{}'", a.save_dtype), DType::F32);
   int64_t trainable = 0;
   for (const train::Param& p : params.all()) trainable += p.trainable ? p.numel() : 0;
-  fmt::print("model: {} {} layers, hidden {}, {} experts top-{}, {:.2f} M parameters; "
+  if (root) fmt::print("model: {} {} layers, hidden {}, {} experts top-{}, {:.2f} M parameters; "
              "batch {} x {}, {} steps, lr {} (warm-up {}, cosine to x{}), {} threads\n",
              config.architecture, config.num_layers, config.hidden_size, config.router.num_experts,
              config.router.top_k, double(trainable) / 1e6, a.batch, a.seq, tc.steps,
              tc.schedule.lr_max, tc.schedule.warmup_steps, tc.schedule.min_lr_ratio,
              ops::num_threads());
-  train::Trainer trainer(tc, config, config_json, tokenizer_json, params, sampler, a.seed);
+  std::unique_ptr<train::ParallelTraining> parallel;
+  if (comm.distributed()) {
+    parallel = std::make_unique<train::ParallelTraining>(comm, params, config.router.num_experts,
+                                                         a.parallel == "ep");
+    if (root)
+      fmt::print("parallel: {} ranks, data parallel for dense weights{}\n", comm.size(),
+                 parallel->expert_parallel()
+                     ? fmt::format(", expert parallel for the {} experts (~{} per rank)",
+                                   config.router.num_experts,
+                                   config.router.num_experts / comm.size())
+                     : ", experts replicated");
+  }
+  train::Trainer trainer(tc, config, config_json, tokenizer_json, params, sampler, a.seed,
+                         parallel.get());
   train::TrainProfile profile;
   if (a.profile) trainer.set_profile(&profile);
   if (a.resume) trainer.resume();
   const int64_t first = trainer.step();
   const double val = trainer.run();
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!root) return;
   if (a.profile) fmt::print("{}", profile.table(int(std::max<int64_t>(1, trainer.step() - first))));
   fmt::print("done: {} steps in {:.0f} s; validation cross-entropy {:.4f} (perplexity {:.2f})\n"
              "  model:  {}/model   (switchyard generate --model {}/model)\n"
@@ -178,7 +201,8 @@ void register_train(CLI::App& app) {
   l->add_option("--save-dtype", a->save_dtype, "Weights dtype in the checkpoint: F32 or BF16")->capture_default_str();
   l->add_option("--stop-at", t.stop_at, "End this session after this step (checkpointed; --resume continues)")->capture_default_str();
   l->add_flag("--profile", a->profile, "Print the time per phase of a step at the end");
-  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--threads", a->threads, "Threads per process (0 = all cores)")->capture_default_str();
+  cmd->add_option("--parallel", a->parallel, "Under mpirun: ep (experts owned by ranks, dense weights data parallel) or dp (everything replicated)")->capture_default_str();
   cmd->callback([a] { run_train(*a); });
 }
 

@@ -1,5 +1,7 @@
 #include "dist/communicator.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -72,6 +74,19 @@ void Communicator::all_reduce_sum(std::vector<double>& v) const {
   if (active_ && size_ > 1)
     check_mpi(MPI_Allreduce(MPI_IN_PLACE, v.data(), int(v.size()), MPI_DOUBLE, MPI_SUM, comm_),
               "MPI_Allreduce");
+}
+
+void Communicator::all_reduce_sum(float* data, size_t n) const {
+  if (!active_ || size_ <= 1) return;
+  constexpr size_t kMaxCount = size_t(1) << 30;  // MPI counts are int
+  for (size_t i = 0; i < n; i += kMaxCount)
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, data + i, int(std::min(kMaxCount, n - i)), MPI_FLOAT,
+                            MPI_SUM, comm_), "MPI_Allreduce");
+}
+
+void Communicator::broadcast(float* data, size_t n, int root) const {
+  if (!active_ || size_ <= 1) return;
+  check_mpi(MPI_Bcast(data, int(n), MPI_FLOAT, root, comm_), "MPI_Bcast");
 }
 
 double Communicator::all_reduce_max(double value) const {

@@ -33,6 +33,8 @@ class Communicator {
   void barrier() const;
   void all_reduce_sum(std::vector<int64_t>& values) const;
   void all_reduce_sum(std::vector<double>& values) const;
+  void all_reduce_sum(float* data, size_t n) const;  // in place (gradients)
+  void broadcast(float* data, size_t n, int root) const;
   double all_reduce_max(double value) const;
   void broadcast(std::vector<int32_t>& values, int root = 0) const;
   std::vector<uint64_t> all_gather(uint64_t value) const;

@@ -87,6 +87,42 @@ void Swiglu(const float* gate, const float* up, int64_t n, float* out) {
   for (; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(std::min(-gate[i], 80.0f))) * up[i];
 }
 
+void SwigluBackward(const float* dh, const float* gate, const float* up, int64_t n, float* dg,
+                    float* du) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
+  const auto one = hn::Set(df, 1.0f);
+  const auto cap = hn::Set(df, 80.0f);
+  int64_t i = 0;
+  for (; i + int64_t(L) <= n; i += int64_t(L)) {
+    const auto g = hn::LoadU(df, gate + i);
+    const auto d = hn::LoadU(df, dh + i);
+    const auto sig = hn::Div(one, hn::Add(one, hn::Exp(df, hn::Min(hn::Neg(g), cap))));
+    const auto silu = hn::Mul(g, sig);
+    hn::StoreU(hn::Mul(d, silu), df, du + i);
+    // d silu / dg = sig * (1 + g * (1 - sig))
+    const auto dsilu = hn::Mul(sig, hn::MulAdd(g, hn::Sub(one, sig), one));
+    hn::StoreU(hn::Mul(hn::Mul(d, hn::LoadU(df, up + i)), dsilu), df, dg + i);
+  }
+  for (; i < n; ++i) {
+    const float sig = 1.0f / (1.0f + std::exp(std::min(-gate[i], 80.0f)));
+    du[i] = dh[i] * gate[i] * sig;
+    dg[i] = dh[i] * up[i] * sig * (1.0f + gate[i] * (1.0f - sig));
+  }
+}
+
+float Dot(const float* a, const float* b, int64_t n) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
+  auto acc = hn::Zero(df);
+  int64_t i = 0;
+  for (; i + int64_t(L) <= n; i += int64_t(L))
+    acc = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), acc);
+  float s = hn::GetLane(hn::SumOfLanes(df, acc));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
 void Add(const float* x, int64_t n, float* y) {
   const DF df;
   const size_t L = hn::Lanes(df);
@@ -134,6 +170,8 @@ namespace sy::ops {
 HWY_EXPORT(RmsNorm);
 HWY_EXPORT(Softmax);
 HWY_EXPORT(Swiglu);
+HWY_EXPORT(SwigluBackward);
+HWY_EXPORT(Dot);
 HWY_EXPORT(Add);
 HWY_EXPORT(Axpy);
 HWY_EXPORT(RopeNeox);
@@ -149,6 +187,11 @@ void softmax(float* x, int64_t n) {
 void swiglu(const float* gate, const float* up, int64_t n, float* out) {
   HWY_DYNAMIC_DISPATCH(Swiglu)(gate, up, n, out);
 }
+void swiglu_backward(const float* dh, const float* gate, const float* up, int64_t n, float* dgate,
+                     float* dup) {
+  HWY_DYNAMIC_DISPATCH(SwigluBackward)(dh, gate, up, n, dgate, dup);
+}
+float dot(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n); }
 void add(const float* x, int64_t n, float* y) { HWY_DYNAMIC_DISPATCH(Add)(x, n, y); }
 void axpy(float a, const float* x, int64_t n, float* y) { HWY_DYNAMIC_DISPATCH(Axpy)(a, x, n, y); }
 void rope_neox(float* head, int64_t rot_dim, const float* cos, const float* sin) {

@@ -15,6 +15,13 @@ void softmax(float* x, int64_t n);
 // out[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)). out may alias gate or up.
 void swiglu(const float* gate, const float* up, int64_t n, float* out);
 
+// Backward of swiglu: dgate = dh * up * silu'(gate), dup = dh * silu(gate).
+void swiglu_backward(const float* dh, const float* gate, const float* up, int64_t n, float* dgate,
+                     float* dup);
+
+// sum_i a[i] * b[i] (float accumulation in SIMD lanes)
+float dot(const float* a, const float* b, int64_t n);
+
 // y[i] += x[i]
 void add(const float* x, int64_t n, float* y);
 // y[i] += a * x[i]

@@ -6,6 +6,8 @@
 
 #include <cblas.h>
 
+#include "ops/elementwise.h"
+
 namespace sy::train {
 
 // One (sequence, head) pair at a time: the products are S x S x hd sgemm calls (OpenBLAS
@@ -36,11 +38,7 @@ void attention_forward(const AttentionDims& d, const float* q, const float* k, c
 #pragma omp parallel for schedule(static)
       for (int64_t i = 0; i < S; ++i) {
         float* row = P + i * S;
-        const float mx = *std::max_element(row, row + i + 1);
-        float sum = 0;
-        for (int64_t j = 0; j <= i; ++j) sum += (row[j] = std::exp(row[j] - mx));
-        const float inv = 1.0f / sum;
-        for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
+        ops::softmax(row, i + 1);
         std::fill(row + i + 1, row + S, 0.0f);
       }
       cblas_sgemm(kRow, kN, kN, int(S), int(hd), int(S), 1.0f, P, int(S), vb, int(kvw), 0.0f,
@@ -77,8 +75,7 @@ void attention_backward(const AttentionDims& d, const float* q, const float* k, 
       for (int64_t i = 0; i < S; ++i) {
         float* ds = dS.data() + i * S;
         const float* pr = P + i * S;
-        float dot = 0;
-        for (int64_t j = 0; j <= i; ++j) dot += pr[j] * ds[j];
+        const float dot = ops::dot(pr, ds, i + 1);
         for (int64_t j = 0; j <= i; ++j) ds[j] = pr[j] * (ds[j] - dot) * scale;
         std::fill(ds + i + 1, ds + S, 0.0f);
       }

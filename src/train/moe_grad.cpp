@@ -25,6 +25,29 @@ void softmax_rows(const float* x, int64_t rows, int n, float* p) {
 
 }  // namespace
 
+void LocalExperts::forward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
+                           const float* xe, int64_t H, float* ye) {
+  if (int(layers_.size()) <= layer) layers_.resize(size_t(layer + 1));
+  Layer& L = layers_[size_t(layer)];
+  L.xe = xe;
+  L.act.resize(p.experts.size());
+  for (size_t e = 0; e < p.experts.size(); ++e) {
+    const int64_t r0 = offsets[e], n = offsets[e + 1] - r0;
+    if (n > 0) ffn_train_forward(p.experts[e], xe + r0 * H, n, L.act[e], ye + r0 * H);
+  }
+}
+
+void LocalExperts::backward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
+                            const float* dye, int64_t H, float* dxe) {
+  Layer& L = layers_.at(size_t(layer));
+  for (size_t e = 0; e < p.experts.size(); ++e) {
+    const int64_t r0 = offsets[e], n = offsets[e + 1] - r0;
+    if (n > 0)
+      ffn_train_backward(p.experts[e], L.xe + r0 * H, n, L.act[e], dye + r0 * H, dxe + r0 * H,
+                         false, scratch_);
+  }
+}
+
 void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const float* x,
                        int64_t T, MoeActivations& a, float* out) {
   const moe::RouterConfig& rc = *p.router;
@@ -85,13 +108,7 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < R; ++r)
     std::memcpy(a.xe.data() + r * H, x + int64_t(a.row_token[size_t(r)]) * H, size_t(H) * 4);
-  a.expert_act.resize(size_t(E));
-  for (int e = 0; e < E; ++e) {
-    const int64_t r0 = a.offsets[size_t(e)], n = a.offsets[size_t(e + 1)] - r0;
-    if (n > 0)
-      ffn_train_forward(p.experts[size_t(e)], a.xe.data() + r0 * H, n, a.expert_act[size_t(e)],
-                        a.ye.data() + r0 * H);
-  }
+  opt.experts->forward(p, opt.layer, a.offsets, a.xe.data(), H, a.ye.data());
 
   // Combine in slot order per token (the inference path's order).
   std::vector<int64_t> row_of(size_t(T * K), -1);
@@ -126,11 +143,16 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
     }
   }
 
-  const RouterLosses losses =
-      router_losses(a.logits.data(), a.router_ids.data(), T, E, K, 0, 0, nullptr);
+  a.counts = expert_counts(a.router_ids.data(), T * K, E);
+  int64_t global_tokens = T;
+  if (opt.global) {
+    opt.global->sum_counts(a.counts);
+    global_tokens = opt.global->tokens;
+  }
+  const RouterLosses losses = router_losses(a.logits.data(), a.router_ids.data(), T, E, K, 0, 0,
+                                            nullptr, a.counts.data(), global_tokens);
   a.aux = losses.aux;
   a.z = losses.z;
-  a.counts = losses.counts;
 }
 
 void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const float* x,
@@ -159,13 +181,7 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
 
   // Experts, then scatter their input gradients back to the tokens.
   std::vector<float> dxe(size_t(R * H));
-  FfnActivations scratch;
-  for (int e = 0; e < E; ++e) {
-    const int64_t r0 = a.offsets[size_t(e)], n = a.offsets[size_t(e + 1)] - r0;
-    if (n > 0)
-      ffn_train_backward(p.experts[size_t(e)], a.xe.data() + r0 * H, n, a.expert_act[size_t(e)],
-                         dye.data() + r0 * H, dxe.data() + r0 * H, false, scratch);
-  }
+  opt.experts->backward(p, opt.layer, a.offsets, dye.data(), H, dxe.data());
   std::fill(dx, dx + T * H, 0.0f);
   for (int64_t r = 0; r < R; ++r) {  // serial: rows of one token must not race
     float* d = dx + int64_t(a.row_token[size_t(r)]) * H;
@@ -178,7 +194,7 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
   route_weights_backward(rc, a.logits.data(), a.router_ids.data(), dweights.data(), T,
                          dlogits.data());
   router_losses(a.logits.data(), a.router_ids.data(), T, E, K, opt.aux_scale, opt.z_scale,
-                dlogits.data());
+                dlogits.data(), a.counts.data(), opt.global ? opt.global->tokens : T);
   linear_backward_weight(dlogits.data(), T, E, x, H, p.gate->grad.data());
   linear_backward_input(dlogits.data(), T, E, p.gate->value.data(), H, dx, true);
 

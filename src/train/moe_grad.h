@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "moe/router.h"
@@ -22,10 +23,50 @@ struct MoeParams {
   bool has_shared() const { return shared.gate != nullptr; }
 };
 
+// Where the routed experts run. Rows come grouped by expert (rows offsets[e] .. offsets[e+1]
+// of xe / ye); forward keeps what backward of the same layer needs.
+class ExpertCompute {
+ public:
+  virtual ~ExpertCompute() = default;
+  virtual void forward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
+                       const float* xe, int64_t hidden, float* ye) = 0;
+  // dye -> dxe (overwritten); the experts' weight gradients accumulate where they live.
+  virtual void backward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
+                        const float* dye, int64_t hidden, float* dxe) = 0;
+};
+
+// Every expert in this process.
+class LocalExperts : public ExpertCompute {
+ public:
+  void forward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
+               const float* xe, int64_t hidden, float* ye) override;
+  void backward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
+                const float* dye, int64_t hidden, float* dxe) override;
+
+ private:
+  struct Layer {
+    const float* xe = nullptr;          // the forward's input rows (owned by MoeActivations)
+    std::vector<FfnActivations> act;    // [E]
+  };
+  std::vector<Layer> layers_;
+  FfnActivations scratch_;
+};
+
+// Statistics over the whole batch when it is split over data-parallel ranks: the balancing
+// losses use the global expert counts and token count, so every rank's gradient is its share
+// of the single-process gradient.
+struct GlobalBatch {
+  int64_t tokens = 0;  // B * S over all ranks
+  std::function<void(std::vector<int64_t>&)> sum_counts;  // all-reduce of [E] counts
+};
+
 struct MoeTrainOptions {
   double capacity_factor = 0;  // > 0: C = ceil(g T k / E), keep the C highest-p pairs
   float aux_scale = 0;         // coefficient on this layer's aux loss in the total
   float z_scale = 0;           // coefficient on this layer's z loss in the total
+  int layer = 0;
+  ExpertCompute* experts = nullptr;     // required
+  const GlobalBatch* global = nullptr;  // null: this process holds the whole batch
 };
 
 // What one layer's forward saved, and its routing statistics.
@@ -38,12 +79,11 @@ struct MoeActivations {
   std::vector<int32_t> row_token;      // [R] token of each grouped row
   std::vector<int32_t> row_slot;       // [R] its slot j in ids[t, j]
   std::vector<float> xe, ye;           // [R, H] gathered inputs and expert outputs
-  std::vector<FfnActivations> expert_act;  // [E]
   FfnActivations shared_act;
   std::vector<float> shared_y;         // [T, H]
   std::vector<float> shared_gate;      // [T] sigmoid(g . x)
-  double aux = 0, z = 0;
-  std::vector<int64_t> counts, kept;   // [E] pairs routed / kept
+  double aux = 0, z = 0;               // this rank's share (sums to the global value)
+  std::vector<int64_t> counts, kept;   // [E] pairs routed / kept (counts: global batch)
   int64_t dropped = 0, capacity = 0;
 };
 

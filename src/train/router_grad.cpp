@@ -79,17 +79,25 @@ void route_weights_backward(const moe::RouterConfig& cfg, const float* logits,
   }
 }
 
-RouterLosses router_losses(const float* logits, const int32_t* ids, int64_t T, int E, int K,
-                           float aux_scale, float z_scale, float* dlogits) {
+std::vector<int64_t> expert_counts(const int32_t* ids, int64_t n, int E) {
+  std::vector<int64_t> counts(static_cast<size_t>(E), 0);
+  for (int64_t i = 0; i < n; ++i)
+    if (ids[i] >= 0) ++counts[size_t(ids[i])];
+  return counts;
+}
+
+RouterLosses router_losses(const float* logits, const int32_t* ids, int64_t local_T, int E, int K,
+                           float aux_scale, float z_scale, float* dlogits,
+                           const int64_t* global_counts, int64_t global_tokens) {
   RouterLosses out;
-  out.counts.assign(size_t(E), 0);
-  for (int64_t i = 0; i < T * K; ++i)
-    if (ids[i] >= 0) ++out.counts[size_t(ids[i])];
+  out.counts = global_counts ? std::vector<int64_t>(global_counts, global_counts + E)
+                             : expert_counts(ids, local_T * K, E);
+  const int64_t T = global_tokens > 0 ? global_tokens : local_T;  // the mean's denominator
   if (T == 0) return out;
   std::vector<double> D(static_cast<size_t>(E)), P(static_cast<size_t>(E), 0.0), p(static_cast<size_t>(E));
   for (int e = 0; e < E; ++e) D[size_t(e)] = double(out.counts[size_t(e)]) / double(T * K);
   double zsum = 0;
-  for (int64_t t = 0; t < T; ++t) {
+  for (int64_t t = 0; t < local_T; ++t) {
     const float* x = logits + t * E;
     softmax_into(x, E, p.data());
     const float mx = *std::max_element(x, x + E);

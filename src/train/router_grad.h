@@ -22,10 +22,17 @@ struct RouterLosses {
   std::vector<int64_t> counts;  // [E] pairs routed to each expert (before any drop)
 };
 
+// Pairs per expert in ids [n] (kDroppedExpert ignored).
+std::vector<int64_t> expert_counts(const int32_t* ids, int64_t n, int num_experts);
+
 // Values of both losses for logits [T, E] and the selection ids [T, k]; adds
 // aux_scale * daux/dlogits + z_scale * dz/dlogits to dlogits (skipped when dlogits is null).
+// When this process holds part of a batch of `global_tokens` tokens (data parallelism),
+// `global_counts` [E] are the whole batch's counts; D_i, the mean over tokens in P_i and in z
+// then use the whole batch, and the returned aux / z are this part's share of the batch's.
 RouterLosses router_losses(const float* logits, const int32_t* ids, int64_t num_tokens,
                            int num_experts, int top_k, float aux_scale, float z_scale,
-                           float* dlogits);
+                           float* dlogits, const int64_t* global_counts = nullptr,
+                           int64_t global_tokens = 0);
 
 }  // namespace sy::train

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "ops/elementwise.h"
 
@@ -45,12 +46,12 @@ void swiglu_forward(const float* g, const float* u, int64_t n, float* h) { ops::
 
 void swiglu_backward(const float* dh, const float* g, const float* u, int64_t n, float* dg,
                      float* du) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) {
-    const float sig = 1.0f / (1.0f + std::exp(-g[i]));
-    const float silu = g[i] * sig;
-    du[i] = dh[i] * silu;
-    dg[i] = dh[i] * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
+  // Chunks in parallel: expert batches are [rows, I] blocks of up to a few million values.
+  constexpr int64_t kChunk = 1 << 14;
+#pragma omp parallel for schedule(static) if (n > 4 * kChunk)
+  for (int64_t c = 0; c < (n + kChunk - 1) / kChunk; ++c) {
+    const int64_t b = c * kChunk, len = std::min(kChunk, n - b);
+    ops::swiglu_backward(dh + b, g + b, u + b, len, dg + b, du + b);
   }
 }
 
@@ -75,13 +76,12 @@ double cross_entropy_forward_backward(float* logits, const int32_t* targets, int
       std::fill(z, z + vocab, 0.0f);
       continue;
     }
-    const float mx = *std::max_element(z, z + vocab);
-    double sum = 0;
-    for (int64_t i = 0; i < vocab; ++i) sum += std::exp(double(z[i] - mx));
-    const double lse = double(mx) + std::log(sum);
-    total += lse - double(z[target]);
-    const float inv = float(1.0 / sum);
-    for (int64_t i = 0; i < vocab; ++i) z[i] = std::exp(z[i] - mx) * inv * scale;
+    // -log softmax(z)[target], from the SIMD softmax. p_target has float's relative precision,
+    // so the loss is exact to ~1e-7 absolute; a p_target that underflowed (logit 87+ below the
+    // max) counts as the smallest float (loss 103.3) -- the gradient p - onehot stays exact.
+    ops::softmax(z, vocab);  // z <- p
+    total += -std::log(std::max(double(z[target]), double(std::numeric_limits<float>::denorm_min())));
+    for (int64_t i = 0; i < vocab; ++i) z[i] *= scale;
     z[target] -= scale;
   }
   return total;

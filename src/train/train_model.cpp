@@ -243,6 +243,14 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
   for (const LayerParams& L : layers_) num_moe += L.is_moe ? 1 : 0;
   MoeTrainOptions mopt;
   mopt.capacity_factor = opt.capacity_factor;
+  mopt.experts = parallel_experts_ ? parallel_experts_ : &local_experts_;
+  if (parallel_sum_) {
+    std::vector<int64_t> n{T};
+    parallel_sum_(n);
+    global_.tokens = n[0];
+    global_.sum_counts = parallel_sum_;
+    mopt.global = &global_;
+  }
   if (num_moe > 0) {
     mopt.aux_scale = opt.aux_coef / float(num_moe);
     mopt.z_scale = opt.z_coef / float(num_moe);
@@ -266,6 +274,7 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
     rmsnorm_forward(x_.data(), L.ffn_norm->value.data(), T, H, c.rms_norm_eps, A.f.data(),
                     A.rstd2.data());
     std::vector<float> out(size_t(T * H));
+    mopt.layer = l;
     if (L.is_moe) moe_train_forward(L.moe, mopt, A.f.data(), T, A.moe_act, out.data());
     else ffn_train_forward(L.dense, A.f.data(), T, A.dense_act, out.data());
     for (int64_t i = 0; i < T * H; ++i) x_[size_t(i)] += out[size_t(i)];
@@ -287,6 +296,11 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
       targets[size_t(b * S + s)] =
           targets_in ? targets_in[b * S + s] : (s + 1 < S ? tokens[b * S + s + 1] : -1);
   for (int32_t t : targets) loss.predicted += t >= 0 ? 1 : 0;
+  if (parallel_sum_) {  // the mean is over the whole batch's positions
+    std::vector<int64_t> n{loss.predicted};
+    parallel_sum_(n);
+    loss.predicted = n[0];
+  }
   if (loss.predicted == 0) fail("a training batch has no target to predict");
   const float scale = 1.0f / float(loss.predicted);
   loss.ce = cross_entropy_forward_backward(logits_.data(), targets.data(), T, V, scale) /
@@ -317,6 +331,7 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
     const LayerActivations& A = acts_[size_t(l)];
     {
       PhaseTimer pt(profile_, L.is_moe ? "moe bwd" : "dense ffn bwd");
+      mopt.layer = l;
       if (L.is_moe) moe_train_backward(L.moe, mopt, A.f.data(), T, A.moe_act, dx.data(), df.data());
       else ffn_train_backward(L.dense, A.f.data(), T, A.dense_act, dx.data(), df.data(), false, scratch);
       rmsnorm_backward(df.data(), A.x_mid.data(), L.ffn_norm->value.data(), A.rstd2.data(), T, H,

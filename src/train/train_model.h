@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "model/config.h"
@@ -74,6 +75,15 @@ class TrainModel {
   // Phase timings of later calls go to `profile` (null: off).
   void set_profile(TrainProfile* profile) { profile_ = profile; }
 
+  // Data / expert parallelism: `sum` all-reduces int64 vectors over the ranks that share each
+  // batch (each holds some of its rows), `experts` runs the routed experts (null: all here).
+  // The loss and gradients of each rank are then its share of the whole batch's: their sums
+  // over ranks equal a single process's (dense gradients need an all-reduce by the caller).
+  void set_parallel(std::function<void(std::vector<int64_t>&)> sum, ExpertCompute* experts) {
+    parallel_sum_ = std::move(sum);
+    parallel_experts_ = experts;
+  }
+
   // Copies the embedding into a tied "lm_head.weight" kept in the file (before saving).
   void sync_tied_head();
 
@@ -94,6 +104,10 @@ class TrainModel {
   std::vector<float> rope_cos_, rope_sin_;  // [S, hd/2]
   std::vector<float> x_, xf_, rstd_f_, logits_;
   TrainProfile* profile_ = nullptr;
+  LocalExperts local_experts_;
+  std::function<void(std::vector<int64_t>&)> parallel_sum_;
+  ExpertCompute* parallel_experts_ = nullptr;
+  GlobalBatch global_;
 };
 
 }  // namespace sy::train

@@ -12,6 +12,7 @@
 #include "io/file_util.h"
 #include "report/svg_line_plot.h"
 #include "train/checkpoint.h"
+#include "train/data_parallel.h"
 #include "util/error.h"
 
 namespace sy::train {
@@ -39,7 +40,7 @@ nlohmann::json run_identity(const TrainerConfig& c, const BatchSampler& sampler,
 
 Trainer::Trainer(TrainerConfig config, model::ModelConfig model_config, std::string config_json,
                  std::string tokenizer_json, ParamSet& params, const BatchSampler& sampler,
-                 uint64_t seed)
+                 uint64_t seed, ParallelTraining* parallel)
     : config_(std::move(config)),
       model_config_(std::move(model_config)),
       config_json_(std::move(config_json)),
@@ -48,7 +49,15 @@ Trainer::Trainer(TrainerConfig config, model::ModelConfig model_config, std::str
       sampler_(sampler),
       seed_(seed),
       model_(model_config_, params),
-      optimizer_(config_.adamw) {
+      optimizer_(config_.adamw),
+      parallel_(parallel),
+      root_(!parallel || parallel->root()) {
+  if (parallel_) {
+    if (sampler_.batch_size() < parallel_->size())
+      fail("--batch {} is smaller than the {} ranks: every rank needs at least one row",
+           sampler_.batch_size(), parallel_->size());
+    parallel_->attach(model_);
+  }
   config_.schedule.total_steps = config_.steps;
   validate(config_.schedule);
   if (config_.steps < 1) fail("--steps must be at least 1");
@@ -56,6 +65,9 @@ Trainer::Trainer(TrainerConfig config, model::ModelConfig model_config, std::str
 }
 
 void Trainer::resume() {
+  if (parallel_ && parallel_->size() > 1)
+    fail("--resume under mpirun is not supported yet: resume with one process (the checkpoint "
+         "holds every expert), or start a new --out");
   const std::string dir = config_.run_dir + "/model";
   const nlohmann::json state = load_checkpoint(dir, params_, optimizer_);
   const nlohmann::json want = run_identity(config_, sampler_, seed_);
@@ -95,12 +107,14 @@ void Trainer::resume() {
 }
 
 void Trainer::log_line(const nlohmann::json& entry) {
+  if (!root_) return;
   std::ofstream f(config_.run_dir + "/train_log.jsonl", std::ios::app);
   f << entry.dump() << "\n";
   if (!f) fail("cannot append to {}/train_log.jsonl", config_.run_dir);
 }
 
 void Trainer::write_plot() const {
+  if (!root_) return;
   report::LinePlot plot;
   plot.title = "Switchyard training: cross-entropy (nats / token)";
   plot.series.push_back({"train", plot_steps_, plot_train_, "", false});
@@ -114,17 +128,23 @@ void Trainer::write_plot() const {
 double Trainer::evaluate() {
   const int64_t n = std::min(config_.eval_batches, sampler_.num_val_batches());
   if (n <= 0) return std::numeric_limits<double>::quiet_NaN();
-  const int64_t B = sampler_.batch_size(), S = sampler_.seq_len();
-  std::vector<int32_t> in(size_t(B * S)), tg(size_t(B * S));
+  const int64_t S = sampler_.seq_len();
+  const RowRange rows = parallel_ ? parallel_->rows(sampler_.batch_size())
+                                  : RowRange{0, sampler_.batch_size()};
+  std::vector<int32_t> in(size_t(rows.count * S)), tg(size_t(rows.count * S));
   double sum = 0;
   for (int64_t i = 0; i < n; ++i) {
-    sampler_.val_batch(i, in.data(), tg.data());
-    sum += model_.evaluate(in.data(), tg.data(), B, S, config_.loss).ce;
+    sampler_.val_rows(i, rows.first, rows.count, in.data(), tg.data());
+    LossParts l = model_.evaluate(in.data(), tg.data(), rows.count, S, config_.loss);
+    if (parallel_) parallel_->sum_loss(l);
+    sum += l.ce;
   }
   return sum / double(n);
 }
 
 void Trainer::save() {
+  if (parallel_) parallel_->gather_experts(params_);  // collective: every rank takes part
+  if (!root_) return;
   model_.sync_tied_head();
   CheckpointContents c;
   c.config_json = config_json_;
@@ -183,7 +203,8 @@ void Trainer::update_selection_biases() {
 double Trainer::run() {
   std::filesystem::create_directories(config_.run_dir);
   const int64_t B = sampler_.batch_size(), S = sampler_.seq_len();
-  std::vector<int32_t> in(size_t(B * S)), tg(size_t(B * S));
+  const RowRange rows = parallel_ ? parallel_->rows(B) : RowRange{0, B};
+  std::vector<int32_t> in(size_t(rows.count * S)), tg(size_t(rows.count * S));
   const int64_t first = step_;
   const auto t_start = std::chrono::steady_clock::now();
   const double elapsed_before = elapsed_s_;
@@ -193,13 +214,18 @@ double Trainer::run() {
   while (step_ < end) {
     const auto t0 = std::chrono::steady_clock::now();
     const int64_t s = step_ + 1;
-    sampler_.train_batch(s, in.data(), tg.data());
+    sampler_.train_rows(s, rows.first, rows.count, in.data(), tg.data());
     params_.zero_grads();
-    const LossParts loss = model_.forward_backward(in.data(), tg.data(), B, S, config_.loss);
+    LossParts loss = model_.forward_backward(in.data(), tg.data(), rows.count, S, config_.loss);
+    PhaseTimer pt(profile_, "clip + AdamW");
+    if (parallel_) {
+      parallel_->sum_loss(loss);
+      parallel_->reduce_gradients(params_);
+    }
     if (!std::isfinite(loss.total))
       fail("the loss is {} at step {} (diverged): lower --lr or raise --warmup", loss.total, s);
-    PhaseTimer pt(profile_, "clip + AdamW");
-    const double norm = clip_grad_norm(params_, config_.clip);
+    const double norm = parallel_ ? parallel_->clip_grad_norm(params_, config_.clip)
+                                  : clip_grad_norm(params_, config_.clip);
     const double lr = lr_at(config_.schedule, s);
     optimizer_.step(params_, lr);
     update_selection_biases();
@@ -236,7 +262,7 @@ double Trainer::run() {
       }
     }
     log_line(entry);
-    if (!config_.quiet) {
+    if (!config_.quiet && root_) {
       const double per_step = (elapsed_s_ - elapsed_before) / double(s - first);
       fmt::print("step {:>6}/{} | loss {:.3f} (ce {:.3f}){} | lr {:.2e} | {:.0f} tok/s | "
                  "load max/mean {:.2f} | ETA {}\n",

@@ -47,12 +47,15 @@ struct TrainerConfig {
 // Settings that must not change across a resume (the data order and model depend on them).
 nlohmann::json run_identity(const TrainerConfig& config, const BatchSampler& sampler, uint64_t seed);
 
+class ParallelTraining;
+
 class Trainer {
  public:
   // The model's config.json / tokenizer.json texts go into every checkpoint.
+  // parallel: the other ranks under mpirun (null: this process alone).
   Trainer(TrainerConfig config, model::ModelConfig model_config, std::string config_json,
           std::string tokenizer_json, ParamSet& params, const BatchSampler& sampler,
-          uint64_t seed);
+          uint64_t seed, ParallelTraining* parallel = nullptr);
 
   // Continues from run_dir/model (sy::Error when it was made with other data/model settings).
   void resume();
@@ -83,6 +86,8 @@ class Trainer {
   double elapsed_s_ = 0;  // training time of all sessions of this run
   std::vector<double> plot_steps_, plot_train_, plot_val_steps_, plot_val_;
   TrainProfile* profile_ = nullptr;
+  ParallelTraining* parallel_ = nullptr;
+  bool root_ = true;  // prints, logs and writes files
 };
 
 }  // namespace sy::train

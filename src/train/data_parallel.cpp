@@ -1,0 +1,96 @@
+#include "train/data_parallel.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "util/error.h"
+
+namespace sy::train {
+
+ParallelTraining::ParallelTraining(const dist::Communicator& comm, ParamSet& params,
+                                   int num_experts, bool expert_parallel)
+    : comm_(comm) {
+  if (expert_parallel && comm.size() > 1) {
+    if (num_experts == 0) fail("expert parallelism needs a MoE model (this one has no experts)");
+    ep_ = std::make_unique<ExpertParallelCompute>(comm, num_experts);
+    // Experts owned elsewhere: no update, no optimizer state, no weight decay here.
+    for (Param& p : params.all())
+      if (p.expert && ep_->ownership().owner(expert_of(p)) != comm.rank()) p.trainable = false;
+  }
+}
+
+int ParallelTraining::expert_of(const Param& p) const {
+  const size_t at = p.name.find(".experts.");
+  if (at == std::string::npos) fail("'{}' is marked as an expert but names none", p.name);
+  return std::stoi(p.name.substr(at + 9));
+}
+
+bool ParallelTraining::owned_here(const Param& p) const {
+  return !ep_ || !p.expert || ep_->ownership().owner(expert_of(p)) == comm_.rank();
+}
+
+void ParallelTraining::attach(TrainModel& model) {
+  const dist::Communicator* comm = &comm_;
+  model.set_parallel([comm](std::vector<int64_t>& v) { comm->all_reduce_sum(v); }, ep_.get());
+}
+
+void ParallelTraining::reduce_gradients(ParamSet& params) {
+  // One all-reduce over every replicated gradient packed together.
+  size_t n = 0;
+  for (const Param& p : params.all())
+    if (!(ep_ && p.expert)) n += p.grad.size();
+  buffer_.resize(n);
+  size_t at = 0;
+  for (const Param& p : params.all())
+    if (!(ep_ && p.expert)) {
+      std::memcpy(buffer_.data() + at, p.grad.data(), p.grad.size() * 4);
+      at += p.grad.size();
+    }
+  comm_.all_reduce_sum(buffer_.data(), n);
+  at = 0;
+  for (Param& p : params.all())
+    if (!(ep_ && p.expert)) {
+      std::memcpy(p.grad.data(), buffer_.data() + at, p.grad.size() * 4);
+      at += p.grad.size();
+    }
+}
+
+double ParallelTraining::clip_grad_norm(ParamSet& params, double max_norm) {
+  // Replicated gradients are equal everywhere: count them once; owned experts: sum over ranks.
+  std::vector<double> sums{0.0, 0.0};
+  for (const Param& p : params.all()) {
+    if (!p.trainable) continue;
+    double s = 0;
+    for (float g : p.grad) s += double(g) * g;
+    sums[ep_ && p.expert ? 1 : 0] += s;
+  }
+  std::vector<double> experts{sums[1]};
+  comm_.all_reduce_sum(experts);
+  const double norm = std::sqrt(sums[0] + experts[0]);
+  if (max_norm > 0) {
+    const float coef = std::min(1.0f, float(max_norm) / float(norm + 1e-6));
+    if (coef < 1.0f)
+      for (Param& p : params.all())
+        if (p.trainable)
+          for (float& g : p.grad) g *= coef;
+  }
+  return norm;
+}
+
+void ParallelTraining::sum_loss(LossParts& loss) const {
+  std::vector<double> v{loss.total, loss.ce, loss.aux, loss.z};
+  comm_.all_reduce_sum(v);
+  loss.total = v[0];
+  loss.ce = v[1];
+  loss.aux = v[2];
+  loss.z = v[3];
+}
+
+void ParallelTraining::gather_experts(ParamSet& params) {
+  if (!ep_) return;
+  for (Param& p : params.all())
+    if (p.expert) comm_.broadcast(p.value.data(), p.value.size(), ep_->ownership().owner(expert_of(p)));
+}
+
+}  // namespace sy::train

@@ -1,0 +1,111 @@
+#include "train/expert_parallel_train.h"
+
+#include <cstring>
+
+#include "util/error.h"
+
+namespace sy::train {
+
+ExpertOwnership::ExpertOwnership(int experts, int ranks) : num_experts(experts), num_ranks(ranks) {
+  if (ranks > experts)
+    fail("expert parallelism needs at least one expert per rank: {} ranks for {} experts "
+         "(use at most {} ranks)", ranks, experts, experts);
+}
+
+int ExpertOwnership::owner(int expert) const {
+  int r = int(int64_t(expert) * num_ranks / num_experts);
+  while (r + 1 < num_ranks && first(r + 1) <= expert) ++r;
+  while (first(r) > expert) --r;
+  return r;
+}
+
+ExpertParallelCompute::ExpertParallelCompute(const dist::Communicator& comm, int num_experts)
+    : comm_(comm), own_(num_experts, comm.size()) {}
+
+void ExpertParallelCompute::exchange(const float* send, const std::vector<int64_t>& send_rows,
+                                     std::vector<float>& recv, const std::vector<int64_t>& recv_rows,
+                                     int64_t width) {
+  xchg_.start(comm_, send, send_rows, recv, recv_rows, width, false);
+  xchg_.wait();
+}
+
+void ExpertParallelCompute::forward(const MoeParams& p, int layer,
+                                    const std::vector<int64_t>& offsets, const float* xe,
+                                    int64_t H, float* ye) {
+  const int E = own_.num_experts, n = comm_.size(), me = comm_.rank();
+  if (int(layers_.size()) <= layer) layers_.resize(size_t(layer + 1));
+  Layer& L = layers_[size_t(layer)];
+  // Rows are grouped by expert and owners hold contiguous experts: peer p's rows are one block.
+  std::vector<int64_t> per_expert(static_cast<size_t>(E));
+  for (int e = 0; e < E; ++e) per_expert[size_t(e)] = offsets[size_t(e + 1)] - offsets[size_t(e)];
+  std::vector<int64_t> send_counts(size_t(n) * E);
+  for (int q = 0; q < n; ++q) std::copy(per_expert.begin(), per_expert.end(), send_counts.begin() + q * E);
+  L.recv_counts = dist::exchange_counts(comm_, send_counts, E);
+  L.send_rows.assign(size_t(n), 0);
+  L.recv_rows.assign(size_t(n), 0);
+  const int e0 = own_.first(me), e1 = own_.first(me + 1);
+  for (int q = 0; q < n; ++q) {
+    for (int e = own_.first(q); e < own_.first(q + 1); ++e) L.send_rows[size_t(q)] += per_expert[size_t(e)];
+    for (int e = e0; e < e1; ++e) L.recv_rows[size_t(q)] += L.recv_counts[size_t(q) * E + e];
+  }
+  std::vector<float> recv;
+  exchange(xe, L.send_rows, recv, L.recv_rows, H);
+
+  // Peer-major (each peer's rows grouped by my experts) -> expert-major.
+  const int mine = e1 - e0;
+  L.local_offsets.assign(size_t(mine + 1), 0);
+  for (int q = 0; q < n; ++q)
+    for (int e = e0; e < e1; ++e) L.local_offsets[size_t(e - e0 + 1)] += L.recv_counts[size_t(q) * E + e];
+  for (int i = 0; i < mine; ++i) L.local_offsets[size_t(i + 1)] += L.local_offsets[size_t(i)];
+  const int64_t R = L.local_offsets[size_t(mine)];
+  L.perm.resize(size_t(R));
+  std::vector<int64_t> fill(L.local_offsets.begin(), L.local_offsets.end() - 1);
+  int64_t row = 0;
+  for (int q = 0; q < n; ++q)
+    for (int e = e0; e < e1; ++e)
+      for (int64_t k = 0; k < L.recv_counts[size_t(q) * E + e]; ++k) L.perm[size_t(row++)] = fill[size_t(e - e0)]++;
+  L.xloc.resize(size_t(R * H));
+  for (int64_t i = 0; i < R; ++i)
+    std::memcpy(L.xloc.data() + L.perm[size_t(i)] * H, recv.data() + i * H, size_t(H) * 4);
+
+  std::vector<float> yloc(size_t(R * H)), yback(size_t(R * H));
+  L.act.resize(size_t(mine));
+  for (int i = 0; i < mine; ++i) {
+    const int64_t r0 = L.local_offsets[size_t(i)], m = L.local_offsets[size_t(i + 1)] - r0;
+    if (m > 0)
+      ffn_train_forward(p.experts[size_t(e0 + i)], L.xloc.data() + r0 * H, m, L.act[size_t(i)],
+                        yloc.data() + r0 * H);
+  }
+  for (int64_t i = 0; i < R; ++i)
+    std::memcpy(yback.data() + i * H, yloc.data() + L.perm[size_t(i)] * H, size_t(H) * 4);
+  std::vector<float> out;
+  exchange(yback.data(), L.recv_rows, out, L.send_rows, H);
+  if (!out.empty()) std::memcpy(ye, out.data(), out.size() * 4);
+}
+
+void ExpertParallelCompute::backward(const MoeParams& p, int layer,
+                                     const std::vector<int64_t>& offsets, const float* dye,
+                                     int64_t H, float* dxe) {
+  Layer& L = layers_.at(size_t(layer));
+  const int me = comm_.rank(), e0 = own_.first(me), mine = own_.first(me + 1) - e0;
+  std::vector<float> recv;
+  exchange(dye, L.send_rows, recv, L.recv_rows, H);
+  const int64_t R = L.local_offsets[size_t(mine)];
+  std::vector<float> dyloc(size_t(R * H)), dxloc(size_t(R * H)), back(size_t(R * H));
+  for (int64_t i = 0; i < R; ++i)
+    std::memcpy(dyloc.data() + L.perm[size_t(i)] * H, recv.data() + i * H, size_t(H) * 4);
+  for (int i = 0; i < mine; ++i) {
+    const int64_t r0 = L.local_offsets[size_t(i)], m = L.local_offsets[size_t(i + 1)] - r0;
+    if (m > 0)
+      ffn_train_backward(p.experts[size_t(e0 + i)], L.xloc.data() + r0 * H, m, L.act[size_t(i)],
+                         dyloc.data() + r0 * H, dxloc.data() + r0 * H, false, scratch_);
+  }
+  for (int64_t i = 0; i < R; ++i)
+    std::memcpy(back.data() + i * H, dxloc.data() + L.perm[size_t(i)] * H, size_t(H) * 4);
+  std::vector<float> out;
+  exchange(back.data(), L.recv_rows, out, L.send_rows, H);
+  (void)offsets;
+  if (!out.empty()) std::memcpy(dxe, out.data(), out.size() * 4);
+}
+
+}  // namespace sy::train

@@ -1,0 +1,55 @@
+// Expert parallelism in training: each rank owns a contiguous range of experts (their weights,
+// gradients and optimizer state); the rows routed to an expert travel to its owner with one
+// all-to-all, come back as outputs with a second, and the backward pass does the same with
+// the output gradients and input gradients.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "dist/all_to_all.h"
+#include "dist/communicator.h"
+#include "train/moe_grad.h"
+
+namespace sy::train {
+
+// Experts [first(r), first(r + 1)) belong to rank r: r * E / n (sy::Error when n > E).
+struct ExpertOwnership {
+  int num_experts = 0, num_ranks = 1;
+  ExpertOwnership(int experts, int ranks);
+  int first(int rank) const { return int(int64_t(rank) * num_experts / num_ranks); }
+  int owner(int expert) const;
+};
+
+class ExpertParallelCompute : public ExpertCompute {
+ public:
+  ExpertParallelCompute(const dist::Communicator& comm, int num_experts);
+
+  void forward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
+               const float* xe, int64_t hidden, float* ye) override;
+  void backward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
+                const float* dye, int64_t hidden, float* dxe) override;
+
+  const ExpertOwnership& ownership() const { return own_; }
+
+ private:
+  struct Layer {
+    std::vector<int64_t> recv_counts;    // [peers, E] rows each peer sent for each expert
+    std::vector<int64_t> send_rows, recv_rows;  // [peers]
+    std::vector<int64_t> local_offsets;  // [my experts + 1] into xloc
+    std::vector<int64_t> perm;           // received row i -> row of xloc
+    std::vector<float> xloc;             // received rows, grouped by my experts
+    std::vector<FfnActivations> act;     // [my experts]
+  };
+  // Rows arriving peer-major -> expert-major (and back) for this layer's plan.
+  void exchange(const float* send, const std::vector<int64_t>& send_rows, std::vector<float>& recv,
+                const std::vector<int64_t>& recv_rows, int64_t width);
+
+  const dist::Communicator& comm_;
+  ExpertOwnership own_;
+  std::vector<Layer> layers_;
+  dist::RowExchange xchg_;
+  FfnActivations scratch_;
+};
+
+}  // namespace sy::train
