@@ -19,6 +19,9 @@ if [ ! -x "$py" ] || ! "$py" -c "import torch, numpy" 2>/dev/null; then
   exit 77
 fi
 rm -rf "$work" && mkdir -p "$work"
+# OpenMP threads that spin while OpenBLAS works starve it on small machines (switchyard train
+# sets this itself by re-executing; the twin driver does not).
+export OMP_WAIT_POLICY=passive
 failed=0
 
 # name | make-tiny flags | twin flags (both sides)
