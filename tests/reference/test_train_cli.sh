@@ -92,6 +92,24 @@ for spec in "2 ep" "2 dp" "4 ep"; do
   else fail "mpirun -np $np --parallel $mode" "$(tail -5 "$d.out")"; fi
 done
 
+# ---- aux-loss-free balancing: the selection-bias updates even out the expert load
+A=(--batch 8 --seq 64 --hidden 64 --layers 2 --heads 4 --kv-heads 2 --expert-ffn 64 --experts 8
+   --vocab 512 --eval-every 0 --eval-batches 1 --log-every 20 --warmup 10 --threads 1 --steps 100
+   --save-every 0 --family dots1 --aux-coef 0)
+"$sy" train --out "$work/alf0" "${A[@]}" --bias-update-rate 0 >/dev/null 2>&1 || fail "aux-free" "rate 0 run failed"
+"$sy" train --out "$work/alf1" "${A[@]}" --bias-update-rate 0.01 >/dev/null 2>&1 || fail "aux-free" "rate 0.01 run failed"
+if msg=$("$py" - "$work/alf0" "$work/alf1" <<'PY'
+import json, sys
+def late_load(d):
+    rows = [json.loads(l) for l in open(d + "/train_log.jsonl")]
+    late = [r["load_max_over_mean"] for r in rows if r["step"] >= 60]
+    return sum(late) / len(late)
+off, on = late_load(sys.argv[1]), late_load(sys.argv[2])
+print(f"expert load max/mean over steps 60-100: bias updates off {off:.2f}, on {on:.2f}")
+sys.exit(0 if on < 0.75 * off else 1)
+PY
+); then pass "aux-loss-free balancing" "$msg"; else fail "aux-loss-free balancing" "$msg"; fi
+
 # ---- bad input
 EXPECT_TIMEOUT=120
 source "$here/expect_error.sh"
