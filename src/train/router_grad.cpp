@@ -86,6 +86,19 @@ std::vector<int64_t> expert_counts(const int32_t* ids, int64_t n, int E) {
   return counts;
 }
 
+void noisy_gating_backward(const float* noise_logits, const float* noise, const float* dH,
+                           int64_t n, float* d_noise_logits) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double x = noise_logits[i];
+    const double softplus = x > 20 ? x : std::log1p(std::exp(x));
+    const double sig = 1.0 / (1.0 + std::exp(-x));
+    // eps = noise / softplus(x); d/dx [eps softplus(x)] = eps sigmoid(x). softplus ~ sigmoid
+    // as x -> -inf, so the ratio stays finite.
+    const double ratio = softplus > 0 ? sig / softplus : 1.0;
+    d_noise_logits[i] += float(double(dH[i]) * double(noise[i]) * ratio);
+  }
+}
+
 RouterLosses router_losses(const float* logits, const int32_t* ids, int64_t local_T, int E, int K,
                            float aux_scale, float z_scale, float* dlogits,
                            const int64_t* global_counts, int64_t global_tokens) {

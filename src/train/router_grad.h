@@ -16,6 +16,13 @@ void route_weights_backward(const moe::RouterConfig& config, const float* logits
                             const int32_t* ids, const float* dweights, int64_t num_tokens,
                             float* dlogits);
 
+// Noisy top-k gating (Shazeer et al. 2017), H = logits + eps * softplus(noise_logits) with the
+// sampled eps * softplus(noise_logits) in `noise` (route_noisy's noise_out): given dH, adds
+// dH * eps * sigmoid(noise_logits) to d_noise_logits (n values). The gradient at the clean
+// logits is dH itself.
+void noisy_gating_backward(const float* noise_logits, const float* noise, const float* dH,
+                           int64_t n, float* d_noise_logits);
+
 struct RouterLosses {
   double aux = 0;  // E * sum_i D_i P_i, D_i = count_i / (T k) (constant), P_i = mean_t softmax
   double z = 0;    // mean_t logsumexp(logits_t)^2

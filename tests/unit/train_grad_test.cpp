@@ -110,6 +110,34 @@ INSTANTIATE_TEST_SUITE_P(
                       RouterCase{"sigmoid_topk_renorm", ScoreFunc::kSigmoidTopK, true, 1.0f, 1, 1, false}),
     [](const auto& info) { return std::string(info.param.name); });
 
+// Noisy top-k: H = logits + eps * softplus(noise_logits), eps the router's seeded normal draws.
+TEST(NoisyGating, NoiseGradientMatchesFiniteDifferences) {
+  RouterConfig rc;
+  rc.num_experts = 6;
+  rc.top_k = 2;
+  rc.score = ScoreFunc::kSoftmaxTopK;
+  const int64_t T = 5, E = 6, K = 2;
+  const std::vector<float> logits = randn(size_t(T * E), 31, 1.0f);
+  std::vector<float> nl = randn(size_t(T * E), 32, 3.0f);  // wide range: softplus both regimes
+  nl[0] = -30.0f;
+  nl[1] = 25.0f;
+  const std::vector<float> dH = randn(size_t(T * E), 33);
+  std::vector<int32_t> ids(size_t(T * K));
+  std::vector<float> w(size_t(T * K)), noise(size_t(T * E));
+  moe::route_noisy(rc, logits.data(), nl.data(), T, 7, 3, ids.data(), w.data(), nullptr, noise.data());
+  auto f = [&] {  // sum dH * eps * softplus(nl), eps drawn as the router draws it
+    double s = 0;
+    for (int64_t i = 0; i < T * E; ++i) {
+      const double eps = moe::noisy_gating_normal(7, 3, uint64_t(i));
+      s += double(dH[size_t(i)]) * eps * std::log1p(std::exp(double(nl[size_t(i)])));
+    }
+    return s;
+  };
+  std::vector<float> g(size_t(T * E), 0.0f);
+  noisy_gating_backward(nl.data(), noise.data(), dH.data(), T * E, g.data());
+  expect_grad_matches(nl, g, f, [] { return true; }, 1e-3, 2e-3, "noise logits");
+}
+
 // L_aux = E * sum_i (count_i / (T k)) * mean_t p_ti and L_z = mean_t lse_t^2, written out here.
 TEST(RouterLosses, ValuesMatchTheirFormulasAndGradientsMatchFiniteDifferences) {
   const int64_t T = 10, E = 6, K = 2;
