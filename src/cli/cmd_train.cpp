@@ -38,6 +38,7 @@ struct TrainArgs {
   bool resume = false, profile = false;
   std::string parallel = "ep";
   std::string export_corpus;
+  bool noisy_gating = false;
   train::TrainerConfig trainer;
 };
 
@@ -110,6 +111,17 @@ void run_train(TrainArgs& a) {
     train::FreshModel fresh = train::fresh_model(spec, eos, a.seed);
     config_json = std::move(fresh.config_json);
     params = std::move(fresh.params);
+  }
+  if (a.noisy_gating) {  // W_noise per MoE layer, zero-initialised (softplus(0) noise scale)
+    std::vector<std::pair<std::string, std::vector<int64_t>>> add;
+    for (const train::Param& p : params.all()) {
+      const std::string suffix = "gate.weight";
+      if (p.name.size() > suffix.size() && p.name.ends_with("." + suffix) &&
+          p.name.find("shared_expert") == std::string::npos && p.shape.size() == 2 &&
+          !params.find(p.name.substr(0, p.name.size() - 6) + "noise.weight"))
+        add.push_back({p.name.substr(0, p.name.size() - 6) + "noise.weight", p.shape});
+    }
+    for (auto& [name, shape] : add) params.add(name, shape);
   }
   const model::ModelConfig config = model::parse_config(config_json, source_dir.empty() ? "config.json" : source_dir + "/config.json");
   if (config.vocab_size < tokenizer.vocab_size())
@@ -202,6 +214,7 @@ void register_train(CLI::App& app) {
   r->add_option("--aux-coef", t.loss.aux_coef, "Load-balancing loss coefficient (E * sum D_i P_i)")->capture_default_str();
   r->add_option("--z-coef", t.loss.z_coef, "Router z-loss coefficient")->capture_default_str();
   r->add_option("--bias-update-rate", t.bias_update_rate, "Aux-loss-free balancing step (models with a selection bias, e.g. --family dots1)")->capture_default_str();
+  r->add_flag("--noisy-gating", a->noisy_gating, "Noisy top-k gating (Shazeer et al. 2017): learned noise W_noise per MoE layer, training only");
   r->add_option("--capacity-factor", t.loss.capacity_factor, "Score-priority token drop with C = ceil(g*T*k/E) (0: dropless)")->capture_default_str();
   auto* l = cmd->add_option_group("logging");
   l->add_option("--log-every", t.log_every, "Progress line every N steps")->capture_default_str();

@@ -59,8 +59,21 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
   a.weights.resize(size_t(T * K));
   linear_forward(x, T, H, p.gate->value.data(), E, a.logits.data());
   std::vector<float> router_weights(size_t(T * K));
-  route(rc, a.logits.data(), T, p.selection_bias ? p.selection_bias->value.data() : nullptr,
-        a.router_ids.data(), router_weights.data());
+  const bool noisy = p.noise && opt.noise_stream >= 0;
+  if (noisy) {
+    a.noise_logits.resize(size_t(T * E));
+    a.noise.resize(size_t(T * E));
+    a.noisy.resize(size_t(T * E));
+    linear_forward(x, T, H, p.noise->value.data(), E, a.noise_logits.data());
+    moe::route_noisy(rc, a.logits.data(), a.noise_logits.data(), T, opt.noise_seed,
+                     uint64_t(opt.noise_stream), a.router_ids.data(), router_weights.data(),
+                     nullptr, a.noise.data());
+    for (int64_t i = 0; i < T * E; ++i) a.noisy[size_t(i)] = a.logits[size_t(i)] + a.noise[size_t(i)];
+  } else {
+    a.noisy.clear();
+    route(rc, a.logits.data(), T, p.selection_bias ? p.selection_bias->value.data() : nullptr,
+          a.router_ids.data(), router_weights.data());
+  }
 
   // Capacity: score-priority drop with p = softmax(logits) as the priority, one device.
   a.dropped = 0;
@@ -191,8 +204,18 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
 
   // Router: combine weights and balancing losses -> logits -> x and the router weight.
   std::vector<float> dlogits(size_t(T * E), 0.0f);
-  route_weights_backward(rc, a.logits.data(), a.router_ids.data(), dweights.data(), T,
-                         dlogits.data());
+  if (!a.noisy.empty()) {  // weights came from H = logits + noise: dH flows to both
+    route_weights_backward(rc, a.noisy.data(), a.router_ids.data(), dweights.data(), T,
+                           dlogits.data());
+    std::vector<float> dnoise(size_t(T * E), 0.0f);
+    noisy_gating_backward(a.noise_logits.data(), a.noise.data(), dlogits.data(), T * E,
+                          dnoise.data());
+    linear_backward_weight(dnoise.data(), T, E, x, H, p.noise->grad.data());
+    linear_backward_input(dnoise.data(), T, E, p.noise->value.data(), H, dx, true);
+  } else {
+    route_weights_backward(rc, a.logits.data(), a.router_ids.data(), dweights.data(), T,
+                           dlogits.data());
+  }
   router_losses(a.logits.data(), a.router_ids.data(), T, E, K, opt.aux_scale, opt.z_scale,
                 dlogits.data(), a.counts.data(), opt.global ? opt.global->tokens : T);
   linear_backward_weight(dlogits.data(), T, E, x, H, p.gate->grad.data());

@@ -20,6 +20,7 @@ struct MoeParams {
   std::vector<FfnParams> experts;   // [E]
   FfnParams shared;                 // shared.gate == null: none
   Param* shared_gate = nullptr;     // [1, H] or null: out += sigmoid(g . x) * shared(x)
+  Param* noise = nullptr;           // [E, H] or null: noisy top-k gating's W_noise (training only)
   bool has_shared() const { return shared.gate != nullptr; }
 };
 
@@ -66,12 +67,18 @@ struct MoeTrainOptions {
   float z_scale = 0;           // coefficient on this layer's z loss in the total
   int layer = 0;
   ExpertCompute* experts = nullptr;     // required
+  // Noisy top-k gating (when MoeParams::noise is set): the selection uses
+  // H = logits + eps * softplus(x W_noise^T), eps drawn from (noise_seed, noise_stream);
+  // noise_stream < 0 (validation) routes on the clean logits.
+  uint64_t noise_seed = 0;
+  int64_t noise_stream = -1;
   const GlobalBatch* global = nullptr;  // null: this process holds the whole batch
 };
 
 // What one layer's forward saved, and its routing statistics.
 struct MoeActivations {
-  std::vector<float> logits;           // [T, E]
+  std::vector<float> logits;           // [T, E] clean router logits (the balancing losses use them)
+  std::vector<float> noise_logits, noise, noisy;  // [T, E] x W_noise^T, eps*softplus, H (noisy gating)
   std::vector<int32_t> router_ids;     // [T, k] the router's choice
   std::vector<int32_t> ids;            // [T, k] after the capacity drop (-1 = dropped)
   std::vector<float> weights;          // [T, k] combine weights (0 when dropped)

@@ -91,6 +91,7 @@ TrainModel::TrainModel(const model::ModelConfig& c, ParamSet& ps) : config_(c), 
     MoeParams& moe = L.moe;
     moe.router = &config_.router;
     moe.gate = bind(ps, m + "gate.weight", {E, H});
+    if (ps.find(m + "gate.noise.weight")) moe.noise = bind(ps, m + "gate.noise.weight", {E, H});
     if (c.router.has_selection_bias) {
       moe.selection_bias = bind(ps, m + "gate.e_score_correction_bias", {E});
       moe.selection_bias->trainable = false;  // moved by aux-loss-free balancing, not by gradients
@@ -275,6 +276,8 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
                     A.rstd2.data());
     std::vector<float> out(size_t(T * H));
     mopt.layer = l;
+    mopt.noise_seed = opt.noise_seed;
+    mopt.noise_stream = opt.noise_step < 0 ? -1 : opt.noise_step * c.num_layers + l;
     if (L.is_moe) moe_train_forward(L.moe, mopt, A.f.data(), T, A.moe_act, out.data());
     else ffn_train_forward(L.dense, A.f.data(), T, A.dense_act, out.data());
     for (int64_t i = 0; i < T * H; ++i) x_[size_t(i)] += out[size_t(i)];

@@ -21,6 +21,10 @@ struct LossOptions {
   double capacity_factor = 0;  // > 0: score-priority token drop in every MoE layer
   float aux_coef = 0.01f;      // load-balancing loss coefficient (on the mean over MoE layers)
   float z_coef = 0.001f;       // router z-loss coefficient (on the mean over MoE layers)
+  // Noisy top-k gating in layers with a "gate.noise.weight": the training step's index, so
+  // every step and layer draws new noise (< 0: no noise, e.g. validation).
+  int64_t noise_step = -1;
+  uint64_t noise_seed = 0;
 };
 
 struct LossParts {

@@ -216,7 +216,10 @@ double Trainer::run() {
     const int64_t s = step_ + 1;
     sampler_.train_rows(s, rows.first, rows.count, in.data(), tg.data());
     params_.zero_grads();
-    LossParts loss = model_.forward_backward(in.data(), tg.data(), rows.count, S, config_.loss);
+    LossOptions lo = config_.loss;
+    lo.noise_step = s;  // noisy gating (if the model has it) draws per step
+    lo.noise_seed = seed_;
+    LossParts loss = model_.forward_backward(in.data(), tg.data(), rows.count, S, lo);
     PhaseTimer pt(profile_, "clip + AdamW");
     if (parallel_) {
       parallel_->sum_loss(loss);
@@ -241,10 +244,11 @@ double Trainer::run() {
     const bool do_eval = last || (config_.eval_every > 0 && s % config_.eval_every == 0);
     const bool do_log = last || do_eval || s % std::max<int64_t>(1, config_.log_every) == 0 || s == 1;
     if (!do_log) continue;
+    const double imbalance = load_imbalance();  // this step's routing (before validation runs)
     nlohmann::json entry{{"step", s}, {"lr", lr}, {"loss", loss.total}, {"ce", loss.ce},
                          {"aux", loss.aux}, {"z", loss.z}, {"grad_norm", norm},
                          {"tokens_per_s", tokens_window / time_window},
-                         {"elapsed_s", elapsed_s_}, {"load_max_over_mean", load_imbalance()},
+                         {"elapsed_s", elapsed_s_}, {"load_max_over_mean", imbalance},
                          {"dropped_fraction", dropped_fraction()}};
     const double tps = tokens_window / time_window;
     tokens_window = time_window = 0;
@@ -266,7 +270,7 @@ double Trainer::run() {
       const double per_step = (elapsed_s_ - elapsed_before) / double(s - first);
       fmt::print("step {:>6}/{} | loss {:.3f} (ce {:.3f}){} | lr {:.2e} | {:.0f} tok/s | "
                  "load max/mean {:.2f} | ETA {}\n",
-                 s, config_.steps, loss.total, loss.ce, val_text, lr, tps, load_imbalance(),
+                 s, config_.steps, loss.total, loss.ce, val_text, lr, tps, imbalance,
                  duration(per_step * double(config_.steps - s)));
       std::fflush(stdout);
     }

@@ -211,6 +211,7 @@ struct BlockCase {
   const char* name;
   double capacity;
   bool shared;
+  bool noisy = false;
 };
 
 class MoeBlockGrad : public ::testing::TestWithParam<BlockCase> {};
@@ -243,6 +244,7 @@ TEST_P(MoeBlockGrad, MatchesFiniteDifferences) {
     p.shared = {add("s.gate", {I, H}, 0.5f), add("s.up", {I, H}, 0.5f), add("s.down", {H, I}, 0.5f)};
     p.shared_gate = add("s.g", {1, H}, 0.5f);
   }
+  if (c.noisy) p.noise = add("noise", {E, H}, 0.3f);
   std::vector<float> x = randn(size_t(T * H), 1, 1.0f);
   const std::vector<float> R = randn(size_t(T * H), 2, 1.0f);
   LocalExperts local;
@@ -251,6 +253,8 @@ TEST_P(MoeBlockGrad, MatchesFiniteDifferences) {
   opt.aux_scale = 0.3f;
   opt.z_scale = 0.05f;
   opt.experts = &local;
+  opt.noise_seed = 3;
+  opt.noise_stream = c.noisy ? 5 : -1;
   MoeActivations act;
   std::vector<float> out(size_t(T * H));
   moe_train_forward(p, opt, x.data(), T, act, out.data());
@@ -278,7 +282,8 @@ TEST_P(MoeBlockGrad, MatchesFiniteDifferences) {
   expect_grad_matches(x, dx, f, stable, 1e-3, 3e-3, "d x");
   const std::vector<Param*> checked = {p.gate, p.experts[1].gate, p.experts[2].down,
                                        p.experts[3].up, c.shared ? p.shared_gate : p.gate,
-                                       c.shared ? p.shared.down : p.gate};
+                                       c.shared ? p.shared.down : p.gate,
+                                       c.noisy ? p.noise : p.gate};
   for (Param* q : checked) {
     const std::vector<float> g = q->grad;
     expect_grad_matches(q->value, g, f, stable, 1e-3, 3e-3, q->name.c_str());
@@ -288,7 +293,8 @@ TEST_P(MoeBlockGrad, MatchesFiniteDifferences) {
 INSTANTIATE_TEST_SUITE_P(Block, MoeBlockGrad,
                          ::testing::Values(BlockCase{"dropless", 0.0, false},
                                            BlockCase{"capacity_1_0", 1.0, false},
-                                           BlockCase{"capacity_and_shared", 0.75, true}),
+                                           BlockCase{"capacity_and_shared", 0.75, true},
+                                           BlockCase{"noisy_gating", 0.0, false, true}),
                          [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
