@@ -147,7 +147,10 @@ void Trainer::save() {
   if (!root_) return;
   model_.sync_tied_head();
   CheckpointContents c;
-  c.config_json = config_json_;
+  // config.json states the dtype the weights are stored in.
+  nlohmann::json cfg = nlohmann::json::parse(config_json_);
+  cfg["torch_dtype"] = config_.save_dtype == DType::BF16 ? "bfloat16" : "float32";
+  c.config_json = cfg.dump(2);
   c.tokenizer_json = tokenizer_json_;
   c.weights_dtype = config_.save_dtype;
   c.trainer_state = {{"step", step_}, {"elapsed_s", elapsed_s_},
