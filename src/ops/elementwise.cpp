@@ -1,4 +1,5 @@
-// Highway (runtime-dispatched) row kernels: rmsnorm, softmax, swiglu, add, axpy, rope_neox.
+// Highway (runtime-dispatched) row kernels: rmsnorm (and its backward), softmax, swiglu, add,
+// axpy, rope_neox; the AdamW update and sum of squares of the trainer.
 // Loops run full vectors then a scalar tail, so any n works without padding.
 #include <cmath>
 
@@ -142,6 +143,109 @@ void Axpy(float a, const float* x, int64_t n, float* y) {
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
+void RmsNormBackward(const float* dy, const float* x, const float* w, float rstd, int64_t n,
+                     float* dx, float* dw, bool accumulate_dx) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
+  const auto vs = hn::Set(df, rstd);
+  auto acc = hn::Zero(df);
+  int64_t i = 0;
+  for (; i + int64_t(L) <= n; i += int64_t(L)) {
+    const auto d = hn::LoadU(df, dy + i);
+    const auto xhat = hn::Mul(hn::LoadU(df, x + i), vs);
+    hn::StoreU(hn::MulAdd(d, xhat, hn::LoadU(df, dw + i)), df, dw + i);
+    acc = hn::MulAdd(hn::Mul(d, hn::LoadU(df, w + i)), xhat, acc);
+  }
+  double dot = hn::GetLane(hn::SumOfLanes(df, acc));
+  for (; i < n; ++i) {
+    const float xhat = x[i] * rstd;
+    dw[i] += dy[i] * xhat;
+    dot += double(dy[i] * w[i]) * xhat;
+  }
+  const float mean = float(dot / double(n));
+  const auto vmean = hn::Set(df, mean);
+  i = 0;
+  for (; i + int64_t(L) <= n; i += int64_t(L)) {
+    const auto xhat = hn::Mul(hn::LoadU(df, x + i), vs);
+    auto g = hn::Mul(vs, hn::NegMulAdd(xhat, vmean, hn::Mul(hn::LoadU(df, dy + i), hn::LoadU(df, w + i))));
+    if (accumulate_dx) g = hn::Add(hn::LoadU(df, dx + i), g);
+    hn::StoreU(g, df, dx + i);
+  }
+  for (; i < n; ++i) {
+    const float g = rstd * (dy[i] * w[i] - x[i] * rstd * mean);
+    dx[i] = accumulate_dx ? dx[i] + g : g;
+  }
+}
+
+// torch rounds theta * decay before adding the step: GCC must not contract the two into one
+// fused multiply-add (it does for vector types under its default -ffp-contract=fast).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
+void AdamWUpdate(const AdamWScalars& k, float grad_scale, float* theta, const float* grad, float* m,
+                 float* v, int64_t n) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
+  const auto decay = hn::Set(df, k.decay), b1 = hn::Set(df, k.b1), omb1 = hn::Set(df, k.one_minus_b1);
+  const auto b2 = hn::Set(df, k.b2), omb2 = hn::Set(df, k.one_minus_b2);
+  const auto bc2 = hn::Set(df, k.bc2_sqrt), eps = hn::Set(df, k.eps), nss = hn::Set(df, k.neg_step_size);
+  const auto gs = hn::Set(df, grad_scale);
+  const bool scaled = grad_scale != 1.0f;
+  int64_t i = 0;
+  for (; i + int64_t(L) <= n; i += int64_t(L)) {
+    auto g = hn::LoadU(df, grad + i);
+    if (scaled) g = hn::Mul(g, gs);
+    const auto th = hn::Mul(hn::LoadU(df, theta + i), decay);
+    const auto mi = hn::MulAdd(g, omb1, hn::Mul(hn::LoadU(df, m + i), b1));
+    const auto vi = hn::MulAdd(hn::Mul(omb2, g), g, hn::Mul(hn::LoadU(df, v + i), b2));
+    const auto denom = hn::Add(hn::Div(hn::Sqrt(vi), bc2), eps);
+    hn::StoreU(hn::Add(th, hn::Div(hn::Mul(nss, mi), denom)), df, theta + i);
+    hn::StoreU(mi, df, m + i);
+    hn::StoreU(vi, df, v + i);
+  }
+  for (; i < n; ++i) {
+    const float g = scaled ? grad[i] * grad_scale : grad[i];
+    const float th = theta[i] * k.decay;
+    const float mi = std::fma(g, k.one_minus_b1, m[i] * k.b1);
+    const float vi = std::fma(k.one_minus_b2 * g, g, v[i] * k.b2);
+    const float denom = std::sqrt(vi) / k.bc2_sqrt + k.eps;
+    theta[i] = th + k.neg_step_size * mi / denom;
+    m[i] = mi;
+    v[i] = vi;
+  }
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+double SumSquares(const float* x, int64_t n) {
+  const hn::ScalableTag<double> dd;
+  const hn::Rebind<float, decltype(dd)> dfh;
+  const size_t N = hn::Lanes(dd);
+  auto acc0 = hn::Zero(dd), acc1 = hn::Zero(dd);
+  int64_t i = 0;
+  for (; i + int64_t(2 * N) <= n; i += int64_t(2 * N)) {
+    const auto a = hn::PromoteTo(dd, hn::LoadU(dfh, x + i));
+    const auto b = hn::PromoteTo(dd, hn::LoadU(dfh, x + i + N));
+    acc0 = hn::MulAdd(a, a, acc0);
+    acc1 = hn::MulAdd(b, b, acc1);
+  }
+  double ss = hn::GetLane(hn::SumOfLanes(dd, hn::Add(acc0, acc1)));
+  for (; i < n; ++i) ss += double(x[i]) * double(x[i]);
+  return ss;
+}
+
+void Scale(float a, int64_t n, float* y) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
+  const auto va = hn::Set(df, a);
+  int64_t i = 0;
+  for (; i + int64_t(L) <= n; i += int64_t(L)) hn::StoreU(hn::Mul(hn::LoadU(df, y + i), va), df, y + i);
+  for (; i < n; ++i) y[i] *= a;
+}
+
 void RopeNeox(float* head, int64_t rot_dim, const float* cos, const float* sin) {
   const DF df;
   const size_t L = hn::Lanes(df);
@@ -175,6 +279,10 @@ HWY_EXPORT(Dot);
 HWY_EXPORT(Add);
 HWY_EXPORT(Axpy);
 HWY_EXPORT(RopeNeox);
+HWY_EXPORT(RmsNormBackward);
+HWY_EXPORT(AdamWUpdate);
+HWY_EXPORT(SumSquares);
+HWY_EXPORT(Scale);
 
 void rmsnorm(const float* x, const float* weight, int64_t n, float eps, float* y) {
   SY_ASSERT(n > 0);
@@ -198,5 +306,15 @@ void rope_neox(float* head, int64_t rot_dim, const float* cos, const float* sin)
   SY_ASSERT(rot_dim % 2 == 0);
   HWY_DYNAMIC_DISPATCH(RopeNeox)(head, rot_dim, cos, sin);
 }
+void rmsnorm_backward(const float* dy, const float* x, const float* w, float rstd, int64_t n,
+                      float* dx, float* dw, bool accumulate_dx) {
+  HWY_DYNAMIC_DISPATCH(RmsNormBackward)(dy, x, w, rstd, n, dx, dw, accumulate_dx);
+}
+void adamw_update(const AdamWScalars& k, float grad_scale, float* theta, const float* grad,
+                  float* m, float* v, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(AdamWUpdate)(k, grad_scale, theta, grad, m, v, n);
+}
+double sum_squares(const float* x, int64_t n) { return HWY_DYNAMIC_DISPATCH(SumSquares)(x, n); }
+void scale(float a, int64_t n, float* y) { HWY_DYNAMIC_DISPATCH(Scale)(a, n, y); }
 }  // namespace sy::ops
 #endif

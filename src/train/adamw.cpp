@@ -9,6 +9,7 @@
 #include <set>
 
 #include "io/safetensors.h"
+#include "ops/elementwise.h"
 #include "util/error.h"
 
 namespace sy::train {
@@ -27,42 +28,17 @@ double sum_squares(const std::vector<float>& g) {
   const int64_t num_chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> partial(size_t(num_chunks), 0.0);
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t c = 0; c < num_chunks; ++c) {
-    double s = 0;
-    for (int64_t i = c * kChunk, end = std::min(n, (c + 1) * kChunk); i < end; ++i)
-      s += double(g[size_t(i)]) * double(g[size_t(i)]);
-    partial[size_t(c)] = s;
-  }
+  for (int64_t c = 0; c < num_chunks; ++c)
+    partial[size_t(c)] = ops::sum_squares(g.data() + c * kChunk, std::min(n, (c + 1) * kChunk) - c * kChunk);
   double total = 0;
   for (double s : partial) total += s;
   return total;
 }
 
-// The float32 scalars of one step, each a double cast once as torch casts its Python floats.
-struct AdamWScalars {
-  float decay, b1, one_minus_b1, b2, one_minus_b2, bc2_sqrt, eps, neg_step_size;
-};
-
-// Elements [begin, end) of one tensor. torch's CPU kernels (AVX2 / AVX-512 builds of Vectorized,
-// i.e. any current x86 machine) fuse two of the multiply-adds (vec::fmadd in add_(g, alpha) and in
-// addcmul_); std::fma rounds once as they do, which makes the update equal torch's bit for bit
-// (tests/unit/adamw_test.cpp MatchesTorch). target_clones gives the loop the FMA instruction where
-// the CPU has it; the default clone calls libm's fma, which rounds the same (IEEE 754 fma).
-#if defined(__x86_64__)
-__attribute__((target_clones("fma", "default")))
-#endif
-void adamw_chunk(const AdamWScalars& k, float* theta, const float* g, float* m, float* v, int64_t begin,
-                 int64_t end) {
-  for (int64_t i = begin; i < end; ++i) {
-    const float th = theta[i] * k.decay;                          // param.mul_(1 - lr*wd)
-    const float mi = std::fma(g[i], k.one_minus_b1, m[i] * k.b1);  // exp_avg.mul_(b1).add_(g, alpha=1-b1)
-    const float vi = std::fma(k.one_minus_b2 * g[i], g[i], v[i] * k.b2);  // exp_avg_sq.mul_(b2).addcmul_(g, g, value=1-b2)
-    const float denom = std::sqrt(vi) / k.bc2_sqrt + k.eps;       // (v.sqrt() / sqrt(bc2)).add_(eps)
-    theta[i] = th + k.neg_step_size * mi / denom;                 // param.addcdiv_(m, denom, value=-step_size)
-    m[i] = mi;
-    v[i] = vi;
-  }
-}
+// torch's CPU kernels (AVX2 / AVX-512 builds of Vectorized, i.e. any current x86 machine) fuse
+// two of the multiply-adds (vec::fmadd in add_(g, alpha) and in addcmul_); ops::adamw_update
+// rounds as they do (IEEE fma, sqrt and division in SIMD lanes), which makes the update equal
+// torch's bit for bit (tests/unit/adamw_test.cpp MatchesTorch).
 
 }  // namespace
 
@@ -108,7 +84,7 @@ void AdamW::step(ParamSet& params, double lr) {
       s.exp_avg_sq.assign(size_t(n), 0.0f);
     }
     const bool decays = p.decays() && c.weight_decay != 0;
-    const AdamWScalars k{decays ? decay : 1.0f, b1, one_minus_b1, b2, one_minus_b2, bc2_sqrt, eps, neg_step_size};
+    const ops::AdamWScalars k{decays ? decay : 1.0f, b1, one_minus_b1, b2, one_minus_b2, bc2_sqrt, eps, neg_step_size};
     float* theta = p.value.data();
     const float* g = p.grad.data();
     float* m = s.exp_avg.data();
@@ -116,7 +92,8 @@ void AdamW::step(ParamSet& params, double lr) {
     const int64_t num_chunks = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
     for (int64_t ch = 0; ch < num_chunks; ++ch)
-      adamw_chunk(k, theta, g, m, v, ch * kChunk, std::min(n, (ch + 1) * kChunk));
+      ops::adamw_update(k, 1.0f, theta + ch * kChunk, g + ch * kChunk, m + ch * kChunk,
+                        v + ch * kChunk, std::min(n, (ch + 1) * kChunk) - ch * kChunk);
   }
   step_ = t;
 }
@@ -215,8 +192,10 @@ double clip_grad_norm(ParamSet& params, double max_norm) {
       if (!p.trainable) continue;
       float* g = p.grad.data();
       const int64_t n = int64_t(p.grad.size());
+      const int64_t num_chunks = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
-      for (int64_t i = 0; i < n; ++i) g[i] *= coef;
+      for (int64_t ch = 0; ch < num_chunks; ++ch)
+        ops::scale(coef, std::min(n, (ch + 1) * kChunk) - ch * kChunk, g + ch * kChunk);
     }
   }
   return norm;
