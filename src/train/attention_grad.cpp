@@ -10,15 +10,17 @@
 
 namespace sy::train {
 
-// One (sequence, head) pair at a time: the products are S x S x hd sgemm calls (OpenBLAS
-// threads them), the full square is computed and the causal triangle masked, which costs 2x
-// the FLOPs of a triangular product but runs at sgemm speed. Row-wise softmax work is
-// spread over OpenMP threads.
+// The (sequence, kv head) groups run concurrently on OpenMP threads, each with single-threaded
+// sgemm (OpenBLAS is pinned to one thread, ops/threads.h), so a group's result does not depend
+// on the thread count. Within a head, query rows go in blocks of kBlock: block [r0, r1) needs
+// keys [0, r1) only, so the products skip most of the masked upper triangle (S = 256: 10/16
+// of the full square).
 namespace {
 
 constexpr auto kRow = CblasRowMajor;
 constexpr auto kN = CblasNoTrans;
 constexpr auto kT = CblasTrans;
+constexpr int64_t kBlock = 64;
 
 }  // namespace
 
@@ -27,23 +29,32 @@ void attention_forward(const AttentionDims& d, const float* q, const float* k, c
   const int64_t S = d.seq, hd = d.head_dim, qw = d.q_width(), kvw = d.kv_width();
   const int64_t group = d.num_heads / d.num_kv_heads;
   const float scale = 1.0f / std::sqrt(float(hd));
-  for (int64_t b = 0; b < d.batch; ++b)
-    for (int64_t h = 0; h < d.num_heads; ++h) {
+  const int64_t num_tasks = d.batch * d.num_kv_heads;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t task = 0; task < num_tasks; ++task) {
+    const int64_t b = task / d.num_kv_heads, kh = task % d.num_kv_heads;
+    const float* kb = k + b * S * kvw + kh * hd;
+    const float* vb = v + b * S * kvw + kh * hd;
+    for (int64_t h = kh * group; h < (kh + 1) * group; ++h) {
       const float* qb = q + b * S * qw + h * hd;
-      const float* kb = k + b * S * kvw + (h / group) * hd;
-      const float* vb = v + b * S * kvw + (h / group) * hd;
+      float* ob = out + b * S * qw + h * hd;
       float* P = probs + (b * d.num_heads + h) * S * S;
-      cblas_sgemm(kRow, kN, kT, int(S), int(S), int(hd), scale, qb, int(qw), kb, int(kvw), 0.0f,
-                  P, int(S));
-#pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < S; ++i) {
-        float* row = P + i * S;
-        ops::softmax(row, i + 1);
-        std::fill(row + i + 1, row + S, 0.0f);
+      for (int64_t r0 = 0; r0 < S; r0 += kBlock) {
+        const int64_t r1 = std::min(S, r0 + kBlock), m = r1 - r0;
+        // P[r0:r1, 0:r1] = scale Q[r0:r1] K[0:r1]^T
+        cblas_sgemm(kRow, kN, kT, int(m), int(r1), int(hd), scale, qb + r0 * qw, int(qw), kb,
+                    int(kvw), 0.0f, P + r0 * S, int(S));
+        for (int64_t i = r0; i < r1; ++i) {
+          float* row = P + i * S;
+          ops::softmax(row, i + 1);
+          std::fill(row + i + 1, row + r1, 0.0f);
+        }
+        // out[r0:r1] = P[r0:r1, 0:r1] V[0:r1]
+        cblas_sgemm(kRow, kN, kN, int(m), int(hd), int(r1), 1.0f, P + r0 * S, int(S), vb,
+                    int(kvw), 0.0f, ob + r0 * qw, int(qw));
       }
-      cblas_sgemm(kRow, kN, kN, int(S), int(hd), int(S), 1.0f, P, int(S), vb, int(kvw), 0.0f,
-                  out + b * S * qw + h * hd, int(qw));
     }
+  }
 }
 
 void attention_backward(const AttentionDims& d, const float* q, const float* k, const float* v,
@@ -51,40 +62,51 @@ void attention_backward(const AttentionDims& d, const float* q, const float* k, 
   const int64_t S = d.seq, hd = d.head_dim, qw = d.q_width(), kvw = d.kv_width();
   const int64_t group = d.num_heads / d.num_kv_heads;
   const float scale = 1.0f / std::sqrt(float(hd));
-  std::fill(dk, dk + d.batch * S * kvw, 0.0f);
-  std::fill(dv, dv + d.batch * S * kvw, 0.0f);
-  std::vector<float> dS(size_t(S * S));
-  for (int64_t b = 0; b < d.batch; ++b)
-    for (int64_t h = 0; h < d.num_heads; ++h) {
-      const int64_t kh = h / group;
-      const float* qb = q + b * S * qw + h * hd;
+  const int64_t num_tasks = d.batch * d.num_kv_heads;
+#pragma omp parallel
+  {
+    std::vector<float> dS(size_t(kBlock * S));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < num_tasks; ++task) {
+      const int64_t b = task / d.num_kv_heads, kh = task % d.num_kv_heads;
       const float* kb = k + b * S * kvw + kh * hd;
       const float* vb = v + b * S * kvw + kh * hd;
-      const float* dob = d_out + b * S * qw + h * hd;
-      float* dqb = dq + b * S * qw + h * hd;
       float* dkb = dk + b * S * kvw + kh * hd;
       float* dvb = dv + b * S * kvw + kh * hd;
-      const float* P = probs + (b * d.num_heads + h) * S * S;
-      // dV += P^T dO ; dP = dO V^T
-      cblas_sgemm(kRow, kT, kN, int(S), int(hd), int(S), 1.0f, P, int(S), dob, int(qw), 1.0f, dvb,
-                  int(kvw));
-      cblas_sgemm(kRow, kN, kT, int(S), int(S), int(hd), 1.0f, dob, int(qw), vb, int(kvw), 0.0f,
-                  dS.data(), int(S));
-      // dS = P * (dP - sum_j P dP) * scale (zero above the diagonal, where P is zero)
-#pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < S; ++i) {
-        float* ds = dS.data() + i * S;
-        const float* pr = P + i * S;
-        const float dot = ops::dot(pr, ds, i + 1);
-        for (int64_t j = 0; j <= i; ++j) ds[j] = pr[j] * (ds[j] - dot) * scale;
-        std::fill(ds + i + 1, ds + S, 0.0f);
+      for (int64_t s = 0; s < S; ++s) {
+        std::fill(dkb + s * kvw, dkb + s * kvw + hd, 0.0f);
+        std::fill(dvb + s * kvw, dvb + s * kvw + hd, 0.0f);
       }
-      // dQ = dS K ; dK += dS^T Q
-      cblas_sgemm(kRow, kN, kN, int(S), int(hd), int(S), 1.0f, dS.data(), int(S), kb, int(kvw),
-                  0.0f, dqb, int(qw));
-      cblas_sgemm(kRow, kT, kN, int(S), int(hd), int(S), 1.0f, dS.data(), int(S), qb, int(qw),
-                  1.0f, dkb, int(kvw));
+      for (int64_t h = kh * group; h < (kh + 1) * group; ++h) {
+        const float* qb = q + b * S * qw + h * hd;
+        const float* dob = d_out + b * S * qw + h * hd;
+        float* dqb = dq + b * S * qw + h * hd;
+        const float* P = probs + (b * d.num_heads + h) * S * S;
+        for (int64_t r0 = 0; r0 < S; r0 += kBlock) {
+          const int64_t r1 = std::min(S, r0 + kBlock), m = r1 - r0;
+          const float* Pb = P + r0 * S;
+          // dV[0:r1] += P[r0:r1, 0:r1]^T dO[r0:r1] ; dP = dO[r0:r1] V[0:r1]^T
+          cblas_sgemm(kRow, kT, kN, int(r1), int(hd), int(m), 1.0f, Pb, int(S), dob + r0 * qw,
+                      int(qw), 1.0f, dvb, int(kvw));
+          cblas_sgemm(kRow, kN, kT, int(m), int(r1), int(hd), 1.0f, dob + r0 * qw, int(qw), vb,
+                      int(kvw), 0.0f, dS.data(), int(S));
+          // dS = P * (dP - sum_j P dP) * scale (zero above the diagonal, where P is zero)
+          for (int64_t i = r0; i < r1; ++i) {
+            float* ds = dS.data() + (i - r0) * S;
+            const float* pr = P + i * S;
+            const float dot = ops::dot(pr, ds, i + 1);
+            for (int64_t j = 0; j <= i; ++j) ds[j] = pr[j] * (ds[j] - dot) * scale;
+            std::fill(ds + i + 1, ds + r1, 0.0f);
+          }
+          // dQ[r0:r1] = dS K[0:r1] ; dK[0:r1] += dS^T Q[r0:r1]
+          cblas_sgemm(kRow, kN, kN, int(m), int(hd), int(r1), 1.0f, dS.data(), int(S), kb,
+                      int(kvw), 0.0f, dqb + r0 * qw, int(qw));
+          cblas_sgemm(kRow, kT, kN, int(r1), int(hd), int(m), 1.0f, dS.data(), int(S),
+                      qb + r0 * qw, int(qw), 1.0f, dkb, int(kvw));
+        }
+      }
     }
+  }
 }
 
 }  // namespace sy::train

@@ -14,12 +14,12 @@ struct AttentionDims {
   int64_t prob_size() const { return batch * num_heads * seq * seq; }
 };
 
-// q [T, qw], k / v [T, kvw] -> out [T, qw]; probs [B, nh, S, S] (upper triangle zero).
+// q [T, qw], k / v [T, kvw] -> out [T, qw]; probs [B, nh, S, S]: row s holds keys 0..s, the
+// rest of the row is scratch (read by nothing).
 void attention_forward(const AttentionDims& d, const float* q, const float* k, const float* v,
                        float* out, float* probs);
 
-// d_out [T, qw] -> dq [T, qw], dk / dv [T, kvw] (all overwritten). `scratch` holds S*S floats
-// per thread (resized here).
+// d_out [T, qw] -> dq [T, qw], dk / dv [T, kvw] (all overwritten).
 void attention_backward(const AttentionDims& d, const float* q, const float* k, const float* v,
                         const float* probs, const float* d_out, float* dq, float* dk, float* dv);
 

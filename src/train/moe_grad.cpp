@@ -31,20 +31,27 @@ void LocalExperts::forward(const MoeParams& p, int layer, const std::vector<int6
   Layer& L = layers_[size_t(layer)];
   L.xe = xe;
   L.act.resize(p.experts.size());
-  for (size_t e = 0; e < p.experts.size(); ++e) {
-    const int64_t r0 = offsets[e], n = offsets[e + 1] - r0;
-    if (n > 0) ffn_train_forward(p.experts[e], xe + r0 * H, n, L.act[e], ye + r0 * H);
+  // Experts run concurrently, each product single-threaded (nested regions are serial): the
+  // result of every expert does not depend on which thread ran it.
+  const int64_t E = int64_t(p.experts.size());
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = offsets[size_t(e)], n = offsets[size_t(e) + 1] - r0;
+    if (n > 0) ffn_train_forward(p.experts[size_t(e)], xe + r0 * H, n, L.act[size_t(e)], ye + r0 * H);
   }
 }
 
 void LocalExperts::backward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
                             const float* dye, int64_t H, float* dxe) {
   Layer& L = layers_.at(size_t(layer));
-  for (size_t e = 0; e < p.experts.size(); ++e) {
-    const int64_t r0 = offsets[e], n = offsets[e + 1] - r0;
+  const int64_t E = int64_t(p.experts.size());
+  if (int64_t(scratch_.size()) < E) scratch_.resize(size_t(E));
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = offsets[size_t(e)], n = offsets[size_t(e) + 1] - r0;
     if (n > 0)
-      ffn_train_backward(p.experts[e], L.xe + r0 * H, n, L.act[e], dye + r0 * H, dxe + r0 * H,
-                         false, scratch_);
+      ffn_train_backward(p.experts[size_t(e)], L.xe + r0 * H, n, L.act[size_t(e)], dye + r0 * H,
+                         dxe + r0 * H, false, scratch_[size_t(e)]);
   }
 }
 

@@ -50,7 +50,7 @@ class LocalExperts : public ExpertCompute {
     std::vector<FfnActivations> act;    // [E]
   };
   std::vector<Layer> layers_;
-  FfnActivations scratch_;
+  std::vector<FfnActivations> scratch_;  // [E]: experts run concurrently
 };
 
 // Statistics over the whole batch when it is split over data-parallel ranks: the balancing

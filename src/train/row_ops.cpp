@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "ops/elementwise.h"
 
@@ -22,24 +23,23 @@ void rmsnorm_forward(const float* x, const float* w, int64_t rows, int64_t n, fl
 
 void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd,
                       int64_t rows, int64_t n, float* dx, float* dw, bool accumulate_dx) {
-  // dw is shared by all rows: each thread sums into its own copy, then one ordered reduction.
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* dyr = dy + r * n;
-    const float* xr = x + r * n;
-    const float s = rstd[r];
-    double dot = 0;  // sum_i dy_i w_i xhat_i
-    for (int64_t i = 0; i < n; ++i) {
-      const float xhat = xr[i] * s;
-      dw[i] += dyr[i] * xhat;
-      dot += double(dyr[i]) * w[i] * xhat;
-    }
-    const float mean = float(dot / double(n));
-    float* dxr = dx + r * n;
-    for (int64_t i = 0; i < n; ++i) {
-      const float g = s * (dyr[i] * w[i] - xr[i] * s * mean);
-      dxr[i] = accumulate_dx ? dxr[i] + g : g;
-    }
+  // dw is shared by all rows: fixed chunks of rows sum into their own copy, then the copies are
+  // added in chunk order, so the result does not depend on the thread count.
+  constexpr int64_t kRowsPerChunk = 64;
+  const int64_t num_chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+  if (num_chunks <= 1) {
+    for (int64_t r = 0; r < rows; ++r)
+      ops::rmsnorm_backward(dy + r * n, x + r * n, w, rstd[r], n, dx + r * n, dw, accumulate_dx);
+    return;
   }
+  std::vector<float> partial(size_t(num_chunks * n), 0.0f);
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < num_chunks; ++c) {
+    float* pw = partial.data() + c * n;
+    for (int64_t r = c * kRowsPerChunk, end = std::min(rows, (c + 1) * kRowsPerChunk); r < end; ++r)
+      ops::rmsnorm_backward(dy + r * n, x + r * n, w, rstd[r], n, dx + r * n, pw, accumulate_dx);
+  }
+  for (int64_t c = 0; c < num_chunks; ++c) ops::add(partial.data() + c * n, n, dw);
 }
 
 void swiglu_forward(const float* g, const float* u, int64_t n, float* h) { ops::swiglu(g, u, n, h); }
