@@ -17,6 +17,7 @@
 #include <random>
 
 #include "io/safetensors.h"
+#include "expect_error.h"
 #include "temp_dir.h"
 #include "train/adamw.h"
 #include "train/lr_schedule.h"
@@ -25,17 +26,9 @@
 namespace sy::train {
 namespace {
 
-using sy::testing::TempDir;
+using sy::testing::expect_error;
 
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& needles) {
-  try {
-    f();
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    for (const auto& n : needles)
-      EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << "message lacks '" << n << "': " << e.what();
-  }
-}
+using sy::testing::TempDir;
 
 void fill(std::vector<float>& v, std::mt19937& rng, float scale) {
   std::normal_distribution<float> d(0.0f, scale);

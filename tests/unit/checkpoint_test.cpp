@@ -14,6 +14,7 @@
 
 #include "io/file_util.h"
 #include "io/safetensors.h"
+#include "expect_error.h"
 #include "temp_dir.h"
 #include "train/checkpoint.h"
 #include "util/error.h"
@@ -21,18 +22,10 @@
 namespace sy::train {
 namespace {
 
+using sy::testing::expect_error;
+
 namespace fs = std::filesystem;
 using sy::testing::TempDir;
-
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& needles) {
-  try {
-    f();
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    for (const auto& n : needles)
-      EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << "message lacks '" << n << "': " << e.what();
-  }
-}
 
 // The model's shape: names only matter, not how a model is built from them.
 ParamSet make_params(uint32_t seed) {

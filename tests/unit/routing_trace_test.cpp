@@ -4,6 +4,7 @@
 // message naming the file and the problem.
 #include <gtest/gtest.h>
 
+#include "expect_error.h"
 #include "temp_dir.h"
 #include <stdlib.h>
 
@@ -20,6 +21,8 @@
 
 namespace sy::moe {
 namespace {
+
+using sy::testing::expect_error;
 
 namespace fs = std::filesystem;
 
@@ -77,17 +80,6 @@ RoutingTraceInfo sample_info() {
   info.placement = "2 devices";
   info.extra["prompt"] = "hello";
   return info;
-}
-
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    for (const auto& n : needles)
-      EXPECT_NE(std::string(e.what()).find(n), std::string::npos)
-          << "message lacks '" << n << "': " << e.what();
-  }
 }
 
 TEST(RoutingTrace, RoundTripWithPaddingAndMetadata) {
