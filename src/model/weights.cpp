@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "model/tensor_names.h"
 #include "util/error.h"
 
 namespace sy::model {
@@ -58,10 +59,8 @@ class Loader {
   std::set<std::string> used_;
 };
 
-FfnWeights load_ffn(Loader& L, const std::string& prefix, const std::string& gate,
-                    const std::string& up, const std::string& down, int64_t H, int64_t I) {
-  return FfnWeights{L.matrix(prefix + gate + ".weight", I, H), L.matrix(prefix + up + ".weight", I, H),
-                    L.matrix(prefix + down + ".weight", H, I)};
+FfnWeights load_ffn(Loader& L, const FfnNames& n, int64_t H, int64_t I) {
+  return FfnWeights{L.matrix(n.gate, I, H), L.matrix(n.up, I, H), L.matrix(n.down, H, I)};
 }
 
 // Counts an expert's bytes and, when another process owns it, drops the views (shapes were
@@ -75,8 +74,9 @@ void account_expert(FfnWeights& x, bool owned, ModelWeights& w) {
   x.gate.data = x.up.data = x.down.data = nullptr;
 }
 
-void load_experts(Loader& L, const ModelConfig& c, const std::string& moe_prefix,
-                  MoeWeights& moe, const ExpertMask& owned, ModelWeights& w) {
+void load_experts(Loader& L, const ModelConfig& c, int64_t layer, MoeWeights& moe,
+                  const ExpertMask& owned, ModelWeights& w) {
+  const std::string mp = moe_prefix(c, layer);
   const int64_t E = c.router.num_experts, H = c.hidden_size, I = c.expert_intermediate_size;
   moe.experts.resize(size_t(E));
   auto finish = [&] {
@@ -84,22 +84,17 @@ void load_experts(Loader& L, const ModelConfig& c, const std::string& moe_prefix
       account_expert(moe.experts[size_t(e)], owned.empty() || owned[size_t(e)], w);
   };
   // transformers v5 saves experts fused: gate_up_proj [E, 2I, H] (gate rows first), down [E, H, I].
-  const std::string fused_gate_up = moe_prefix + "experts.gate_up_proj";
+  const std::string fused_gate_up = mp + "experts.gate_up_proj";
   if (L.has(fused_gate_up)) {
     for (int64_t e = 0; e < E; ++e) {
       auto& x = moe.experts[size_t(e)];
       x.gate = L.fused_slice(fused_gate_up, E, 2 * I, H, e, 0, I);
       x.up = L.fused_slice(fused_gate_up, E, 2 * I, H, e, I, I);
-      x.down = L.fused_slice(moe_prefix + "experts.down_proj", E, H, I, e, 0, H);
+      x.down = L.fused_slice(mp + "experts.down_proj", E, H, I, e, 0, H);
     }
     return finish();
   }
-  const bool mixtral_names = c.family == Family::kMixtral;
-  for (int64_t e = 0; e < E; ++e) {
-    const std::string p = moe_prefix + "experts." + std::to_string(e) + ".";
-    moe.experts[size_t(e)] = mixtral_names ? load_ffn(L, p, "w1", "w3", "w2", H, I)
-                                           : load_ffn(L, p, "gate_proj", "up_proj", "down_proj", H, I);
-  }
+  for (int64_t e = 0; e < E; ++e) moe.experts[size_t(e)] = load_ffn(L, expert_names(c, layer, e), H, I);
   finish();
 }
 
@@ -144,26 +139,24 @@ ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
   mw.layers.resize(size_t(c.num_layers));
   for (int64_t i = 0; i < c.num_layers; ++i) {
     LayerWeights& w = mw.layers[size_t(i)];
-    const std::string p = "model.layers." + std::to_string(i) + ".";
+    const std::string p = layer_prefix(i);
     w.attn_norm = L.vector(p + "input_layernorm.weight", H);
     w.ffn_norm = L.vector(p + "post_attention_layernorm.weight", H);
     load_attention(L, c, p + "self_attn.", w);
     w.is_moe = c.layer_is_moe[size_t(i)];
     if (!w.is_moe) {
-      w.dense = load_ffn(L, p + "mlp.", "gate_proj", "up_proj", "down_proj", H,
-                         c.dense_intermediate_size);
+      w.dense = load_ffn(L, dense_ffn_names(i), H, c.dense_intermediate_size);
       continue;
     }
-    const std::string mp = p + (c.family == Family::kMixtral ? "block_sparse_moe." : "mlp.");
+    const std::string mp = moe_prefix(c, i);
     const int64_t E = c.router.num_experts;
     w.moe.router = L.matrix_f32(mp + "gate.weight", E, H);
     if (c.router.has_selection_bias)
       w.moe.selection_bias = L.vector(mp + "gate.e_score_correction_bias", E);
-    load_experts(L, c, mp, w.moe, owned, mw);
+    load_experts(L, c, i, w.moe, owned, mw);
     if (c.shared_intermediate_size > 0) {
       w.moe.has_shared = true;
-      const std::string sp = mp + (c.family == Family::kQwen2Moe ? "shared_expert." : "shared_experts.");
-      w.moe.shared = load_ffn(L, sp, "gate_proj", "up_proj", "down_proj", H, c.shared_intermediate_size);
+      w.moe.shared = load_ffn(L, shared_expert_names(c, i), H, c.shared_intermediate_size);
       if (c.shared_expert_gated) w.moe.shared_gate = L.matrix_f32(mp + "shared_expert_gate.weight", 1, H);
     }
   }
