@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "moe/capacity.h"
+#include "ops/elementwise.h"
 #include "train/linear.h"
 #include "train/router_grad.h"
 
@@ -182,51 +183,64 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
   const int64_t H = p.gate->shape[1];
   const int64_t R = a.offsets[size_t(E)];
 
-  // Combine: d y_r = w * d_out[t];  d w[t, j] = d_out[t] . y_r
-  std::vector<float> dye(size_t(R * H)), dweights(size_t(T * K), 0.0f);
+  MoeScratch local;
+  MoeScratch& ws = opt.scratch ? *opt.scratch : local;
+  // Combine: d y_r = w * d_out[t];  d w[t, j] = d_out[t] . y_r (0 for dropped slots)
+  ws.dye.resize(size_t(R * H));
+  ws.dweights.assign(size_t(T * K), 0.0f);
+  float* dye = ws.dye.data();
+  float* dweights = ws.dweights.data();
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < R; ++r) {
     const int64_t t = a.row_token[size_t(r)], j = a.row_slot[size_t(r)];
     const float w = a.weights[size_t(t * K + j)];
     const float* g = d_out + t * H;
     const float* y = a.ye.data() + r * H;
-    float* dy = dye.data() + r * H;
+    float* dy = dye + r * H;
     double dot = 0;
     for (int64_t i = 0; i < H; ++i) {
       dy[i] = w * g[i];
       dot += double(g[i]) * y[i];
     }
-    dweights[size_t(t * K + j)] = float(dot);
+    dweights[t * K + j] = float(dot);
   }
 
-  // Experts, then scatter their input gradients back to the tokens.
-  std::vector<float> dxe(size_t(R * H));
-  opt.experts->backward(p, opt.layer, a.offsets, dye.data(), H, dxe.data());
-  std::fill(dx, dx + T * H, 0.0f);
-  for (int64_t r = 0; r < R; ++r) {  // serial: rows of one token must not race
-    float* d = dx + int64_t(a.row_token[size_t(r)]) * H;
-    const float* s = dxe.data() + r * H;
-    for (int64_t i = 0; i < H; ++i) d[i] += s[i];
+  // Experts, then gather their input gradients back to the tokens (each token sums its rows in
+  // slot order, so tokens run in parallel).
+  ws.dxe.resize(size_t(R * H));
+  opt.experts->backward(p, opt.layer, a.offsets, dye, H, ws.dxe.data());
+  ws.row_of.assign(size_t(T * K), -1);
+  for (int64_t r = 0; r < R; ++r)
+    ws.row_of[size_t(a.row_token[size_t(r)]) * K + a.row_slot[size_t(r)]] = r;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < T; ++t) {
+    float* d = dx + t * H;
+    std::fill(d, d + H, 0.0f);
+    for (int j = 0; j < K; ++j) {
+      const int64_t r = ws.row_of[size_t(t * K + j)];
+      if (r >= 0) ops::add(ws.dxe.data() + r * H, H, d);
+    }
   }
 
   // Router: combine weights and balancing losses -> logits -> x and the router weight.
-  std::vector<float> dlogits(size_t(T * E), 0.0f);
+  ws.dlogits.assign(size_t(T * E), 0.0f);
+  float* dlogits = ws.dlogits.data();
   if (!a.noisy.empty()) {  // weights came from H = logits + noise: dH flows to both
-    route_weights_backward(rc, a.noisy.data(), a.router_ids.data(), dweights.data(), T,
-                           dlogits.data());
+    route_weights_backward(rc, a.noisy.data(), a.router_ids.data(), dweights, T,
+                           dlogits);
     std::vector<float> dnoise(size_t(T * E), 0.0f);
-    noisy_gating_backward(a.noise_logits.data(), a.noise.data(), dlogits.data(), T * E,
+    noisy_gating_backward(a.noise_logits.data(), a.noise.data(), dlogits, T * E,
                           dnoise.data());
     linear_backward_weight(dnoise.data(), T, E, x, H, p.noise->grad.data());
     linear_backward_input(dnoise.data(), T, E, p.noise->value.data(), H, dx, true);
   } else {
-    route_weights_backward(rc, a.logits.data(), a.router_ids.data(), dweights.data(), T,
-                           dlogits.data());
+    route_weights_backward(rc, a.logits.data(), a.router_ids.data(), dweights, T,
+                           dlogits);
   }
   router_losses(a.logits.data(), a.router_ids.data(), T, E, K, opt.aux_scale, opt.z_scale,
-                dlogits.data(), a.counts.data(), opt.global ? opt.global->tokens : T);
-  linear_backward_weight(dlogits.data(), T, E, x, H, p.gate->grad.data());
-  linear_backward_input(dlogits.data(), T, E, p.gate->value.data(), H, dx, true);
+                dlogits, a.counts.data(), opt.global ? opt.global->tokens : T);
+  linear_backward_weight(dlogits, T, E, x, H, p.gate->grad.data());
+  linear_backward_input(dlogits, T, E, p.gate->value.data(), H, dx, true);
 
   if (p.has_shared()) {
     std::vector<float> dys(size_t(T * H));

@@ -61,6 +61,13 @@ struct GlobalBatch {
   std::function<void(std::vector<int64_t>&)> sum_counts;  // all-reduce of [E] counts
 };
 
+// Buffers of moe_train_backward, kept between calls so the step does not allocate and zero
+// them each time (contents are scratch).
+struct MoeScratch {
+  std::vector<float> dye, dxe, dweights, dlogits;
+  std::vector<int64_t> row_of;
+};
+
 struct MoeTrainOptions {
   double capacity_factor = 0;  // > 0: C = ceil(g T k / E), keep the C highest-p pairs
   float aux_scale = 0;         // coefficient on this layer's aux loss in the total
@@ -73,6 +80,7 @@ struct MoeTrainOptions {
   uint64_t noise_seed = 0;
   int64_t noise_stream = -1;
   const GlobalBatch* global = nullptr;  // null: this process holds the whole batch
+  MoeScratch* scratch = nullptr;        // null: temporary buffers
 };
 
 // What one layer's forward saved, and its routing statistics.

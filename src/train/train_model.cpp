@@ -32,6 +32,12 @@ FfnParams bind_ffn(ParamSet& ps, const std::string& prefix, const char* gate, co
                    bind(ps, prefix + down + ".weight", {H, I})};
 }
 
+// y[rows, n] += x, rows in parallel.
+void add_rows(const float* x, int64_t rows, int64_t n, float* y) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) ops::add(x + r * n, n, y + r * n);
+}
+
 void add_bias_rows(float* y, int64_t rows, const Param* bias) {
   if (!bias) return;
   const int64_t n = bias->numel();
@@ -168,10 +174,9 @@ void TrainModel::attention_forward_layer(int l, int64_t B, int64_t S) {
   A.probs.resize(size_t(d.prob_size()));
   A.attn.resize(size_t(T * qw));
   attention_forward(d, A.q.data(), A.k.data(), A.v.data(), A.attn.data(), A.probs.data());
-  std::vector<float> proj(size_t(T * H));
-  linear_forward(A.attn.data(), T, qw, L.o->value.data(), H, proj.data());
-  add_bias_rows(proj.data(), T, L.o_bias);
-  for (int64_t i = 0; i < T * H; ++i) x_[size_t(i)] += proj[size_t(i)];
+  // x += attn o^T (+ bias): the residual add rides on sgemm's beta = 1.
+  linear_forward(A.attn.data(), T, qw, L.o->value.data(), H, x_.data(), true);
+  add_bias_rows(x_.data(), T, L.o_bias);
 }
 
 void TrainModel::attention_backward_layer(int l, int64_t B, int64_t S, float* dx) {
@@ -180,13 +185,17 @@ void TrainModel::attention_backward_layer(int l, int64_t B, int64_t S, float* dx
   const LayerActivations& A = acts_[size_t(l)];
   const int64_t T = B * S, H = c.hidden_size, hd = c.head_dim, qw = c.q_width(), kvw = c.kv_width();
   // o_proj
-  std::vector<float> d_attn(size_t(T * qw));
+  std::vector<float>& d_attn = ws_.d_attn;
+  std::vector<float>&dq = ws_.dq, &dk = ws_.dk, &dv = ws_.dv;
+  d_attn.resize(size_t(T * qw));
+  dq.resize(size_t(T * qw));
+  dk.resize(size_t(T * kvw));
+  dv.resize(size_t(T * kvw));
   linear_backward_weight(dx, T, H, A.attn.data(), qw, L.o->grad.data());
   if (L.o_bias) bias_backward(dx, T, H, L.o_bias->grad.data());
   linear_backward_input(dx, T, H, L.o->value.data(), qw, d_attn.data());
   // attention core
   const AttentionDims d{B, S, c.num_heads, c.num_kv_heads, hd};
-  std::vector<float> dq(size_t(T * qw)), dk(size_t(T * kvw)), dv(size_t(T * kvw));
   attention_backward(d, A.q.data(), A.k.data(), A.v.data(), A.probs.data(), d_attn.data(),
                      dq.data(), dk.data(), dv.data());
 #pragma omp parallel for schedule(static)
@@ -199,7 +208,9 @@ void TrainModel::attention_backward_layer(int l, int64_t B, int64_t S, float* dx
   if (c.qk_norm != QkNorm::kNone) {
     const bool per_head = c.qk_norm == QkNorm::kPerHead;
     const int64_t qn = per_head ? hd : qw, kn = per_head ? hd : kvw;
-    std::vector<float> dq_raw(dq.size()), dk_raw(dk.size());
+    std::vector<float>&dq_raw = ws_.dq_raw, &dk_raw = ws_.dk_raw;
+    dq_raw.resize(dq.size());
+    dk_raw.resize(dk.size());
     rmsnorm_backward(dq.data(), A.q_raw.data(), L.q_norm->value.data(), A.rstd_q.data(),
                      T * qw / qn, qn, dq_raw.data(), L.q_norm->grad.data(), false);
     rmsnorm_backward(dk.data(), A.k_raw.data(), L.k_norm->value.data(), A.rstd_k.data(),
@@ -215,7 +226,8 @@ void TrainModel::attention_backward_layer(int l, int64_t B, int64_t S, float* dx
   linear_backward_weight(dq.data(), T, qw, A.a.data(), H, L.q->grad.data());
   linear_backward_weight(dk.data(), T, kvw, A.a.data(), H, L.k->grad.data());
   linear_backward_weight(dv.data(), T, kvw, A.a.data(), H, L.v->grad.data());
-  std::vector<float> da(size_t(T * H));
+  std::vector<float>& da = ws_.da;
+  da.resize(size_t(T * H));
   linear_backward_input(dq.data(), T, qw, L.q->value.data(), H, da.data());
   linear_backward_input(dk.data(), T, kvw, L.k->value.data(), H, da.data(), true);
   linear_backward_input(dv.data(), T, kvw, L.v->value.data(), H, da.data(), true);
@@ -245,6 +257,7 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
   MoeTrainOptions mopt;
   mopt.capacity_factor = opt.capacity_factor;
   mopt.experts = parallel_experts_ ? parallel_experts_ : &local_experts_;
+  mopt.scratch = &ws_.moe;
   if (parallel_sum_) {
     std::vector<int64_t> n{T};
     parallel_sum_(n);
@@ -274,13 +287,14 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
     A.rstd2.resize(size_t(T));
     rmsnorm_forward(x_.data(), L.ffn_norm->value.data(), T, H, c.rms_norm_eps, A.f.data(),
                     A.rstd2.data());
-    std::vector<float> out(size_t(T * H));
+    std::vector<float>& out = ws_.ffn_out;
+    out.resize(size_t(T * H));
     mopt.layer = l;
     mopt.noise_seed = opt.noise_seed;
     mopt.noise_stream = opt.noise_step < 0 ? -1 : opt.noise_step * c.num_layers + l;
     if (L.is_moe) moe_train_forward(L.moe, mopt, A.f.data(), T, A.moe_act, out.data());
     else ffn_train_forward(L.dense, A.f.data(), T, A.dense_act, out.data());
-    for (int64_t i = 0; i < T * H; ++i) x_[size_t(i)] += out[size_t(i)];
+    add_rows(out.data(), T, H, x_.data());
   }
   PhaseTimer pt_head(profile_, "lm head + loss fwd");
   xf_.resize(size_t(T * H));
@@ -320,15 +334,18 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
   if (!backward) return loss;
 
   // ---- backward (logits_ now holds dloss/dlogits)
-  std::vector<float> dxf(size_t(T * H)), dx(size_t(T * H));
+  std::vector<float>&dxf = ws_.dxf, &dx = ws_.dx;
+  dxf.resize(size_t(T * H));
+  dx.resize(size_t(T * H));
   PhaseTimer pt_head_bwd(profile_, "lm head bwd");
   linear_backward_weight(logits_.data(), T, V, xf_.data(), H, lm_head_->grad.data());
   linear_backward_input(logits_.data(), T, V, lm_head_->value.data(), H, dxf.data());
   rmsnorm_backward(dxf.data(), x_.data(), final_norm_->value.data(), rstd_f_.data(), T, H,
                    dx.data(), final_norm_->grad.data(), false);
   pt_head_bwd.stop();
-  std::vector<float> df(size_t(T * H)), dffn(size_t(T * H));
-  FfnActivations scratch;
+  std::vector<float>& df = ws_.df;
+  df.resize(size_t(T * H));
+  FfnActivations& scratch = ws_.ffn_scratch;
   for (int l = int(c.num_layers) - 1; l >= 0; --l) {
     const LayerParams& L = layers_[size_t(l)];
     const LayerActivations& A = acts_[size_t(l)];

@@ -107,6 +107,14 @@ class TrainModel {
   std::vector<LayerActivations> acts_;
   std::vector<float> rope_cos_, rope_sin_;  // [S, hd/2]
   std::vector<float> x_, xf_, rstd_f_, logits_;
+  // Buffers of one step kept between steps (no per-step allocation and zeroing).
+  struct Workspace {
+    std::vector<float> ffn_out;                          // [T, H]
+    std::vector<float> dxf, dx, df, da;                  // [T, H]
+    std::vector<float> d_attn, dq, dk, dv, dq_raw, dk_raw;  // [T, qw] / [T, kvw]
+    FfnActivations ffn_scratch;  // dense FFN backward
+    MoeScratch moe;
+  } ws_;
   TrainProfile* profile_ = nullptr;
   LocalExperts local_experts_;
   std::function<void(std::vector<int64_t>&)> parallel_sum_;
