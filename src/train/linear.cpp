@@ -13,8 +13,9 @@ namespace {
 // here. The split is fixed by the shape alone (up to kMaxBlocks blocks of at least kMinBlock
 // rows of C, or columns when C has more columns than rows), never by the thread count, and no block splits the reduction
 // dimension, so every element of C is one single-threaded dot in the same order whatever the
-// thread count. Inside another parallel region (experts run concurrently) the blocks run in
-// order on the calling thread.
+// thread count. Inside another parallel region (experts run concurrently; omp_get_level counts
+// it whether or not it has several threads, so the choice does not depend on the thread count)
+// a product is one call.
 // Few blocks: each one packs the other operand again.
 constexpr int64_t kMinBlock = 64;
 constexpr int64_t kMaxBlocks = 4;
@@ -26,12 +27,16 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const flo
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
   const auto ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
+  if (omp_get_level() > 0) {  // inside a parallel region (active or not): one call, no repacking
+    cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0f, a, int(lda), b, int(ldb),
+                beta, c, int(ldc));
+    return;
+  }
   const bool by_rows = m >= n;
   const int64_t dim = by_rows ? m : n;
   const int64_t block = std::max(kMinBlock, ((dim + kMaxBlocks - 1) / kMaxBlocks + 15) / 16 * 16);
   const int64_t num_blocks = (dim + block - 1) / block;
-  const bool split = num_blocks > 1 && double(m) * double(n) * double(k) >= kSplitMin &&
-                     !omp_in_parallel();
+  const bool split = num_blocks > 1 && double(m) * double(n) * double(k) >= kSplitMin;
 #pragma omp parallel for schedule(static) if (split)
   for (int64_t blk = 0; blk < num_blocks; ++blk) {
     const int64_t lo = blk * block, len = std::min(block, dim - lo);

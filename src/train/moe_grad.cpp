@@ -24,6 +24,17 @@ void softmax_rows(const float* x, int64_t rows, int n, float* p) {
   }
 }
 
+// Expert indices by descending row count (ties: lower index first), so the dynamic schedule
+// starts the big experts first and the threads finish together.
+std::vector<int64_t> largest_first(const std::vector<int64_t>& offsets) {
+  std::vector<int64_t> order(offsets.size() - 1);
+  for (size_t e = 0; e < order.size(); ++e) order[e] = int64_t(e);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    return offsets[size_t(a) + 1] - offsets[size_t(a)] > offsets[size_t(b) + 1] - offsets[size_t(b)];
+  });
+  return order;
+}
+
 }  // namespace
 
 void LocalExperts::forward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
@@ -34,9 +45,11 @@ void LocalExperts::forward(const MoeParams& p, int layer, const std::vector<int6
   L.act.resize(p.experts.size());
   // Experts run concurrently, each product single-threaded (nested regions are serial): the
   // result of every expert does not depend on which thread ran it.
-  const int64_t E = int64_t(p.experts.size());
+  const std::vector<int64_t> order = largest_first(offsets);
+  const int64_t E = int64_t(order.size());
 #pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t e = 0; e < E; ++e) {
+  for (int64_t i = 0; i < E; ++i) {
+    const int64_t e = order[size_t(i)];
     const int64_t r0 = offsets[size_t(e)], n = offsets[size_t(e) + 1] - r0;
     if (n > 0) ffn_train_forward(p.experts[size_t(e)], xe + r0 * H, n, L.act[size_t(e)], ye + r0 * H);
   }
@@ -47,8 +60,10 @@ void LocalExperts::backward(const MoeParams& p, int layer, const std::vector<int
   Layer& L = layers_.at(size_t(layer));
   const int64_t E = int64_t(p.experts.size());
   if (int64_t(scratch_.size()) < E) scratch_.resize(size_t(E));
+  const std::vector<int64_t> order = largest_first(offsets);
 #pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t e = 0; e < E; ++e) {
+  for (int64_t i = 0; i < E; ++i) {
+    const int64_t e = order[size_t(i)];
     const int64_t r0 = offsets[size_t(e)], n = offsets[size_t(e) + 1] - r0;
     if (n > 0)
       ffn_train_backward(p.experts[size_t(e)], L.xe + r0 * H, n, L.act[size_t(e)], dye + r0 * H,
