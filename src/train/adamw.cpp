@@ -15,24 +15,24 @@
 namespace sy::train {
 namespace {
 
-// Below this many elements a tensor is updated by one thread (the fork costs more than it saves).
-constexpr int64_t kParallelMin = 1 << 15;
-// The norm sums fixed chunks of this many elements, then the chunk sums in order, so it does
-// not depend on how OpenMP splits the work; AdamW updates chunks of the same size.
+// Tensors are cut into chunks of this many elements and the chunks of all tensors go to one
+// parallel loop. The norm sums each chunk, then a tensor's chunk sums in order, then the
+// tensors in order, so it does not depend on how OpenMP splits the work.
 constexpr int64_t kChunk = 1 << 16;
 
 std::string shape_str(const std::vector<int64_t>& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
 
-double sum_squares(const std::vector<float>& g) {
-  const int64_t n = int64_t(g.size());
-  const int64_t num_chunks = (n + kChunk - 1) / kChunk;
-  std::vector<double> partial(size_t(num_chunks), 0.0);
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t c = 0; c < num_chunks; ++c)
-    partial[size_t(c)] = ops::sum_squares(g.data() + c * kChunk, std::min(n, (c + 1) * kChunk) - c * kChunk);
-  double total = 0;
-  for (double s : partial) total += s;
-  return total;
+struct Chunk {
+  size_t tensor;  // index in the caller's list
+  int64_t begin, end;
+};
+
+// The chunks of tensors of the given sizes, tensor by tensor.
+std::vector<Chunk> chunks_of(const std::vector<int64_t>& sizes) {
+  std::vector<Chunk> out;
+  for (size_t t = 0; t < sizes.size(); ++t)
+    for (int64_t b = 0; b < sizes[t]; b += kChunk) out.push_back({t, b, std::min(sizes[t], b + kChunk)});
+  return out;
 }
 
 // torch's CPU kernels (AVX2 / AVX-512 builds of Vectorized, i.e. any current x86 machine) fuse
@@ -75,6 +75,13 @@ void AdamW::step(ParamSet& params, double lr) {
       fail("AdamW: parameter '{}' {} has {} elements but its optimizer state has {}", p.name,
            shape_str(p.shape), p.numel(), it->second.exp_avg.size());
   }
+  struct Tensor {
+    ops::AdamWScalars k;
+    float *theta, *m, *v;
+    const float* g;
+  };
+  std::vector<Tensor> tensors;
+  std::vector<int64_t> sizes;
   for (Param& p : params.all()) {
     if (!p.trainable) continue;
     const int64_t n = p.numel();
@@ -84,16 +91,17 @@ void AdamW::step(ParamSet& params, double lr) {
       s.exp_avg_sq.assign(size_t(n), 0.0f);
     }
     const bool decays = p.decays() && c.weight_decay != 0;
-    const ops::AdamWScalars k{decays ? decay : 1.0f, b1, one_minus_b1, b2, one_minus_b2, bc2_sqrt, eps, neg_step_size};
-    float* theta = p.value.data();
-    const float* g = p.grad.data();
-    float* m = s.exp_avg.data();
-    float* v = s.exp_avg_sq.data();
-    const int64_t num_chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-    for (int64_t ch = 0; ch < num_chunks; ++ch)
-      ops::adamw_update(k, 1.0f, theta + ch * kChunk, g + ch * kChunk, m + ch * kChunk,
-                        v + ch * kChunk, std::min(n, (ch + 1) * kChunk) - ch * kChunk);
+    tensors.push_back({{decays ? decay : 1.0f, b1, one_minus_b1, b2, one_minus_b2, bc2_sqrt, eps, neg_step_size},
+                       p.value.data(), s.exp_avg.data(), s.exp_avg_sq.data(), p.grad.data()});
+    sizes.push_back(n);
+  }
+  const std::vector<Chunk> work = chunks_of(sizes);
+#pragma omp parallel for schedule(dynamic, 4)
+  for (size_t i = 0; i < work.size(); ++i) {
+    const Chunk& w = work[i];
+    const Tensor& x = tensors[w.tensor];
+    ops::adamw_update(x.k, 1.0f, x.theta + w.begin, x.g + w.begin, x.m + w.begin, x.v + w.begin,
+                      w.end - w.begin);
   }
   step_ = t;
 }
@@ -179,24 +187,34 @@ void AdamW::load(const std::string& path, const ParamSet& params) {
 
 double clip_grad_norm(ParamSet& params, double max_norm) {
   if (std::isnan(max_norm)) fail("clip_grad_norm: max_norm is NaN");
+  std::vector<float*> grads;
+  std::vector<int64_t> sizes;
+  for (Param& p : params.all())
+    if (p.trainable) {
+      grads.push_back(p.grad.data());
+      sizes.push_back(int64_t(p.grad.size()));
+    }
+  const std::vector<Chunk> work = chunks_of(sizes);
+  std::vector<double> partial(work.size());
+#pragma omp parallel for schedule(dynamic, 4)
+  for (size_t i = 0; i < work.size(); ++i)
+    partial[i] = ops::sum_squares(grads[work[i].tensor] + work[i].begin, work[i].end - work[i].begin);
   double sum = 0;
-  for (const Param& p : params.all())
-    if (p.trainable) sum += sum_squares(p.grad);
+  for (size_t i = 0; i < work.size();) {  // per tensor in order, then the tensors in order
+    double tensor_sum = 0;
+    const size_t t = work[i].tensor;
+    for (; i < work.size() && work[i].tensor == t; ++i) tensor_sum += partial[i];
+    sum += tensor_sum;
+  }
   const double norm = std::sqrt(sum);
   if (max_norm > 0) {
     // torch: clip_coef = max_norm / (total_norm + 1e-6) on a float32 tensor, which Tensor.__rdiv__
     // evaluates as reciprocal() * max_norm; then clamp(max=1). A NaN / inf norm propagates into the
     // gradients as in torch; the caller sees it in the returned norm.
     const float coef = std::min((1.0f / (float(norm) + 1e-6f)) * float(max_norm), 1.0f);
-    for (Param& p : params.all()) {
-      if (!p.trainable) continue;
-      float* g = p.grad.data();
-      const int64_t n = int64_t(p.grad.size());
-      const int64_t num_chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-      for (int64_t ch = 0; ch < num_chunks; ++ch)
-        ops::scale(coef, std::min(n, (ch + 1) * kChunk) - ch * kChunk, g + ch * kChunk);
-    }
+#pragma omp parallel for schedule(dynamic, 4)
+    for (size_t i = 0; i < work.size(); ++i)
+      ops::scale(coef, work[i].end - work[i].begin, grads[work[i].tensor] + work[i].begin);
   }
   return norm;
 }
