@@ -212,12 +212,8 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
     const float* g = d_out + t * H;
     const float* y = a.ye.data() + r * H;
     float* dy = dye + r * H;
-    double dot = 0;
-    for (int64_t i = 0; i < H; ++i) {
-      dy[i] = w * g[i];
-      dot += double(g[i]) * y[i];
-    }
-    dweights[t * K + j] = float(dot);
+    for (int64_t i = 0; i < H; ++i) dy[i] = w * g[i];
+    dweights[t * K + j] = ops::dot(g, y, H);
   }
 
   // Experts, then gather their input gradients back to the tokens (each token sums its rows in
