@@ -16,7 +16,8 @@ namespace {
 // thread count. Inside another parallel region (experts run concurrently; omp_get_level counts
 // it whether or not it has several threads, so the choice does not depend on the thread count)
 // a product is one call.
-// Few blocks: each one packs the other operand again.
+// Few blocks: each one packs the other operand again. Blocks are handed out dynamically, so a
+// thread the OS preempts (a shared machine) does not hold the other one at the barrier.
 constexpr int64_t kMinBlock = 64;
 constexpr int64_t kMaxBlocks = 4;
 // Below this many multiply-adds one call does it all (the fork costs more than it saves).
@@ -37,7 +38,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const flo
   const int64_t block = std::max(kMinBlock, ((dim + kMaxBlocks - 1) / kMaxBlocks + 15) / 16 * 16);
   const int64_t num_blocks = (dim + block - 1) / block;
   const bool split = num_blocks > 1 && double(m) * double(n) * double(k) >= kSplitMin;
-#pragma omp parallel for schedule(static) if (split)
+#pragma omp parallel for schedule(dynamic, 1) if (split)
   for (int64_t blk = 0; blk < num_blocks; ++blk) {
     const int64_t lo = blk * block, len = std::min(block, dim - lo);
     if (by_rows) {

@@ -141,7 +141,7 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
 
   a.xe.resize(size_t(R * H));
   a.ye.resize(size_t(R * H));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 64)
   for (int64_t r = 0; r < R; ++r)
     std::memcpy(a.xe.data() + r * H, x + int64_t(a.row_token[size_t(r)]) * H, size_t(H) * 4);
   opt.experts->forward(p, opt.layer, a.offsets, a.xe.data(), H, a.ye.data());
@@ -149,7 +149,7 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
   // Combine in slot order per token (the inference path's order).
   std::vector<int64_t> row_of(size_t(T * K), -1);
   for (int64_t r = 0; r < R; ++r) row_of[size_t(a.row_token[size_t(r)]) * K + a.row_slot[size_t(r)]] = r;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 64)
   for (int64_t t = 0; t < T; ++t) {
     float* o = out + t * H;
     std::fill(o, o + H, 0.0f);
@@ -205,7 +205,7 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
   ws.dweights.assign(size_t(T * K), 0.0f);
   float* dye = ws.dye.data();
   float* dweights = ws.dweights.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 64)
   for (int64_t r = 0; r < R; ++r) {
     const int64_t t = a.row_token[size_t(r)], j = a.row_slot[size_t(r)];
     const float w = a.weights[size_t(t * K + j)];
@@ -223,7 +223,7 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
   ws.row_of.assign(size_t(T * K), -1);
   for (int64_t r = 0; r < R; ++r)
     ws.row_of[size_t(a.row_token[size_t(r)]) * K + a.row_slot[size_t(r)]] = r;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 64)
   for (int64_t t = 0; t < T; ++t) {
     float* d = dx + t * H;
     std::fill(d, d + H, 0.0f);

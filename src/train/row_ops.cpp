@@ -11,7 +11,7 @@ namespace sy::train {
 
 void rmsnorm_forward(const float* x, const float* w, int64_t rows, int64_t n, float eps, float* y,
                      float* rstd) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 64)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * n;
     double ss = 0;
@@ -33,7 +33,7 @@ void rmsnorm_backward(const float* dy, const float* x, const float* w, const flo
     return;
   }
   std::vector<float> partial(size_t(num_chunks * n), 0.0f);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
   for (int64_t c = 0; c < num_chunks; ++c) {
     float* pw = partial.data() + c * n;
     for (int64_t r = c * kRowsPerChunk, end = std::min(rows, (c + 1) * kRowsPerChunk); r < end; ++r)

@@ -34,7 +34,7 @@ FfnParams bind_ffn(ParamSet& ps, const std::string& prefix, const char* gate, co
 
 // y[rows, n] += x, rows in parallel.
 void add_rows(const float* x, int64_t rows, int64_t n, float* y) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 64)
   for (int64_t r = 0; r < rows; ++r) ops::add(x + r * n, n, y + r * n);
 }
 
@@ -163,7 +163,7 @@ void TrainModel::attention_forward_layer(int l, int64_t B, int64_t S) {
     rmsnorm_forward(A.k_raw.data(), L.k_norm->value.data(), T * kvw / kn, kn, c.rms_norm_eps,
                     A.k.data(), A.rstd_k.data());
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 64)
   for (int64_t t = 0; t < T; ++t) {
     const float* cs = rope_cos_.data() + (t % S) * (hd / 2);
     const float* sn = rope_sin_.data() + (t % S) * (hd / 2);
@@ -198,7 +198,7 @@ void TrainModel::attention_backward_layer(int l, int64_t B, int64_t S, float* dx
   const AttentionDims d{B, S, c.num_heads, c.num_kv_heads, hd};
   attention_backward(d, A.q.data(), A.k.data(), A.v.data(), A.probs.data(), d_attn.data(),
                      dq.data(), dk.data(), dv.data());
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 64)
   for (int64_t t = 0; t < T; ++t) {
     const float* cs = rope_cos_.data() + (t % S) * (hd / 2);
     const float* sn = rope_sin_.data() + (t % S) * (hd / 2);
