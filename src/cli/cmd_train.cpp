@@ -11,6 +11,7 @@
 #include "dist/communicator.h"
 #include "io/file_util.h"
 #include "model/config.h"
+#include "model/tensor_names.h"
 #include "ops/threads.h"
 #include "synth/synthetic_checkpoint.h"
 #include "tokenizer/tokenizer.h"
@@ -112,18 +113,13 @@ void run_train(TrainArgs& a) {
     config_json = std::move(fresh.config_json);
     params = std::move(fresh.params);
   }
-  if (a.noisy_gating) {  // W_noise per MoE layer, zero-initialised (softplus(0) noise scale)
-    std::vector<std::pair<std::string, std::vector<int64_t>>> add;
-    for (const train::Param& p : params.all()) {
-      const std::string suffix = "gate.weight";
-      if (p.name.size() > suffix.size() && p.name.ends_with("." + suffix) &&
-          p.name.find("shared_expert") == std::string::npos && p.shape.size() == 2 &&
-          !params.find(p.name.substr(0, p.name.size() - 6) + "noise.weight"))
-        add.push_back({p.name.substr(0, p.name.size() - 6) + "noise.weight", p.shape});
-    }
-    for (auto& [name, shape] : add) params.add(name, shape);
-  }
   const model::ModelConfig config = model::parse_config(config_json, source_dir.empty() ? "config.json" : source_dir + "/config.json");
+  if (a.noisy_gating)  // W_noise per MoE layer, zero-initialised (noise scale softplus(0))
+    for (int64_t l = 0; l < config.num_layers; ++l) {
+      const std::string name = model::moe_prefix(config, l) + "gate.noise.weight";
+      if (config.layer_is_moe[size_t(l)] && !params.find(name))
+        params.add(name, {config.router.num_experts, config.hidden_size});
+    }
   if (config.vocab_size < tokenizer.vocab_size())
     fail("the model's vocabulary ({}) is smaller than the tokenizer's ({})", config.vocab_size,
          tokenizer.vocab_size());

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "model/attention.h"
+#include "model/tensor_names.h"
 #include "ops/elementwise.h"
 #include "train/linear.h"
 #include "train/row_ops.h"
@@ -14,7 +15,6 @@ namespace sy::train {
 
 namespace {
 
-using model::Family;
 using model::QkNorm;
 
 Param* bind(ParamSet& ps, const std::string& name, std::vector<int64_t> shape) {
@@ -25,11 +25,8 @@ Param* bind(ParamSet& ps, const std::string& name, std::vector<int64_t> shape) {
   return &p;
 }
 
-FfnParams bind_ffn(ParamSet& ps, const std::string& prefix, const char* gate, const char* up,
-                   const char* down, int64_t H, int64_t I) {
-  return FfnParams{bind(ps, prefix + gate + ".weight", {I, H}),
-                   bind(ps, prefix + up + ".weight", {I, H}),
-                   bind(ps, prefix + down + ".weight", {H, I})};
+FfnParams bind_ffn(ParamSet& ps, const model::FfnNames& n, int64_t H, int64_t I) {
+  return FfnParams{bind(ps, n.gate, {I, H}), bind(ps, n.up, {I, H}), bind(ps, n.down, {H, I})};
 }
 
 // y[rows, n] += x, rows in parallel.
@@ -65,7 +62,7 @@ TrainModel::TrainModel(const model::ModelConfig& c, ParamSet& ps) : config_(c), 
   acts_.resize(size_t(c.num_layers));
   for (int64_t i = 0; i < c.num_layers; ++i) {
     LayerParams& L = layers_[size_t(i)];
-    const std::string p = "model.layers." + std::to_string(i) + ".";
+    const std::string p = model::layer_prefix(i);
     L.attn_norm = bind(ps, p + "input_layernorm.weight", {H});
     L.ffn_norm = bind(ps, p + "post_attention_layernorm.weight", {H});
     const std::string a = p + "self_attn.";
@@ -88,12 +85,12 @@ TrainModel::TrainModel(const model::ModelConfig& c, ParamSet& ps) : config_(c), 
     }
     L.is_moe = c.layer_is_moe[size_t(i)];
     if (!L.is_moe) {
-      L.dense = bind_ffn(ps, p + "mlp.", "gate_proj", "up_proj", "down_proj", H,
+      L.dense = bind_ffn(ps, model::dense_ffn_names(i), H,
                          c.dense_intermediate_size);
       continue;
     }
     const int64_t E = c.router.num_experts, I = c.expert_intermediate_size;
-    const std::string m = p + (c.family == Family::kMixtral ? "block_sparse_moe." : "mlp.");
+    const std::string m = model::moe_prefix(c, i);
     MoeParams& moe = L.moe;
     moe.router = &config_.router;
     moe.gate = bind(ps, m + "gate.weight", {E, H});
@@ -103,15 +100,12 @@ TrainModel::TrainModel(const model::ModelConfig& c, ParamSet& ps) : config_(c), 
       moe.selection_bias->trainable = false;  // moved by aux-loss-free balancing, not by gradients
     }
     for (int64_t e = 0; e < E; ++e) {
-      const std::string x = m + "experts." + std::to_string(e) + ".";
-      FfnParams f = c.family == Family::kMixtral ? bind_ffn(ps, x, "w1", "w3", "w2", H, I)
-                                                 : bind_ffn(ps, x, "gate_proj", "up_proj", "down_proj", H, I);
+      FfnParams f = bind_ffn(ps, model::expert_names(c, i, e), H, I);
       f.gate->expert = f.up->expert = f.down->expert = true;
       moe.experts.push_back(f);
     }
     if (c.shared_intermediate_size > 0) {
-      const std::string s = m + (c.family == Family::kQwen2Moe ? "shared_expert." : "shared_experts.");
-      moe.shared = bind_ffn(ps, s, "gate_proj", "up_proj", "down_proj", H, c.shared_intermediate_size);
+      moe.shared = bind_ffn(ps, model::shared_expert_names(c, i), H, c.shared_intermediate_size);
       if (c.shared_expert_gated) moe.shared_gate = bind(ps, m + "shared_expert_gate.weight", {1, H});
     }
   }

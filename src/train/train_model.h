@@ -73,6 +73,8 @@ class TrainModel {
   LossParts evaluate(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t seq,
                      const LossOptions& opt);
 
+  const LayerParams& layer_params(int layer) const { return layers_[size_t(layer)]; }
+
   // Routing of the last forward pass, per layer (empty for dense layers).
   const LayerActivations& layer_activations(int layer) const { return acts_[size_t(layer)]; }
 

@@ -191,7 +191,7 @@ void Trainer::update_selection_biases() {
   for (int l = 0; l < int(model_config_.num_layers); ++l) {
     const auto& counts = model_.layer_activations(l).moe_act.counts;
     if (counts.empty()) continue;
-    Param* bias = params_.find(fmt::format("model.layers.{}.mlp.gate.e_score_correction_bias", l));
+    Param* bias = model_.layer_params(l).moe.selection_bias;
     if (!bias) continue;
     double mean = 0;
     for (int64_t c : counts) mean += double(c);

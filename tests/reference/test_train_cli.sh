@@ -110,6 +110,21 @@ sys.exit(0 if on < 0.75 * off else 1)
 PY
 ); then pass "aux-loss-free balancing" "$msg"; else fail "aux-loss-free balancing" "$msg"; fi
 
+# ---- noisy top-k gating: W_noise is trained and saved; inference ignores it (no noise there)
+if "$sy" train --out "$work/noisy" "${F[@]}" --noisy-gating >"$work/noisy.out" 2>&1 &&
+   "$py" - "$work/noisy/model/model.safetensors" "$here" <<'PY' &&
+import sys
+sys.path.insert(0, sys.argv[2])
+import numpy as np, safetensors_np
+w = safetensors_np.read_file(sys.argv[1])
+noise = [k for k in w if k.endswith("gate.noise.weight")]
+print(f"{len(noise)} noise matrices, max |W_noise| {max(float(np.abs(w[k]).max()) for k in noise):.2e}")
+sys.exit(0 if len(noise) == 2 and all(np.abs(w[k]).max() > 0 for k in noise) else 1)
+PY
+   "$sy" generate --model "$work/noisy/model" --prompt "And" -n 4 >/dev/null 2>&1; then
+  pass "noisy gating" "trains W_noise (learned, non-zero), and generate loads the checkpoint"
+else fail "noisy gating" "$(tail -3 "$work/noisy.out")"; fi
+
 # ---- bad input
 EXPECT_TIMEOUT=120
 source "$here/expect_error.sh"
