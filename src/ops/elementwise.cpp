@@ -17,10 +17,10 @@ namespace sy::ops::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 
-void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* y) {
-  // Sum of squares in double: hidden sizes reach 8k and activations can be large.
+// Sum of x^2 in double (two accumulators of promoted halves).
+double SumSquares(const float* x, int64_t n) {
   const hn::ScalableTag<double> dd;
-  const hn::Rebind<float, decltype(dd)> dfh;  // half a float vector, promoted to doubles
+  const hn::Rebind<float, decltype(dd)> dfh;
   const size_t N = hn::Lanes(dd);
   auto acc0 = hn::Zero(dd), acc1 = hn::Zero(dd);
   int64_t i = 0;
@@ -32,11 +32,17 @@ void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* y
   }
   double ss = hn::GetLane(hn::SumOfLanes(dd, hn::Add(acc0, acc1)));
   for (; i < n; ++i) ss += double(x[i]) * double(x[i]);
+  return ss;
+}
+
+void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* y) {
+  // Sum of squares in double: hidden sizes reach 8k and activations can be large.
+  const double ss = SumSquares(x, n);
   const float scale = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
   const DF df;
   const size_t L = hn::Lanes(df);
   const auto vs = hn::Set(df, scale);
-  i = 0;
+  int64_t i = 0;
   for (; i + int64_t(L) <= n; i += int64_t(L))
     hn::StoreU(hn::Mul(hn::Mul(hn::LoadU(df, x + i), vs), hn::LoadU(df, weight + i)), df, y + i);
   for (; i < n; ++i) y[i] = x[i] * scale * weight[i];
@@ -220,22 +226,6 @@ void AdamWUpdate(const AdamWScalars& k, float grad_scale, float* theta, const fl
 #pragma GCC pop_options
 #endif
 
-double SumSquares(const float* x, int64_t n) {
-  const hn::ScalableTag<double> dd;
-  const hn::Rebind<float, decltype(dd)> dfh;
-  const size_t N = hn::Lanes(dd);
-  auto acc0 = hn::Zero(dd), acc1 = hn::Zero(dd);
-  int64_t i = 0;
-  for (; i + int64_t(2 * N) <= n; i += int64_t(2 * N)) {
-    const auto a = hn::PromoteTo(dd, hn::LoadU(dfh, x + i));
-    const auto b = hn::PromoteTo(dd, hn::LoadU(dfh, x + i + N));
-    acc0 = hn::MulAdd(a, a, acc0);
-    acc1 = hn::MulAdd(b, b, acc1);
-  }
-  double ss = hn::GetLane(hn::SumOfLanes(dd, hn::Add(acc0, acc1)));
-  for (; i < n; ++i) ss += double(x[i]) * double(x[i]);
-  return ss;
-}
 
 void Scale(float a, int64_t n, float* y) {
   const DF df;
