@@ -23,6 +23,7 @@
 #include "ops/threads.h"
 #include "synth/synthetic_checkpoint.h"
 #include "train/adamw.h"
+#include "train/allocator.h"
 #include "train/params.h"
 #include "train/train_model.h"
 

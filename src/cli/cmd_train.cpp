@@ -18,6 +18,7 @@
 #include "train/corpus.h"
 #include "train/data_parallel.h"
 #include "train/init.h"
+#include "train/allocator.h"
 #include "train/profile.h"
 #include "train/token_data.h"
 #include "train/trainer.h"
