@@ -1,5 +1,7 @@
 #include "train/adamw.h"
 
+#include <functional>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -185,15 +187,24 @@ void AdamW::load(const std::string& path, const ParamSet& params) {
   step_ = step;
 }
 
-double clip_grad_norm(ParamSet& params, double max_norm) {
-  if (std::isnan(max_norm)) fail("clip_grad_norm: max_norm is NaN");
-  std::vector<float*> grads;
-  std::vector<int64_t> sizes;
+namespace {
+
+// The trainable gradients that pass `include`, as tensor pointers and sizes.
+void select_grads(ParamSet& params, const std::function<bool(const Param&)>& include,
+                  std::vector<float*>& grads, std::vector<int64_t>& sizes) {
   for (Param& p : params.all())
-    if (p.trainable) {
+    if (p.trainable && (!include || include(p))) {
       grads.push_back(p.grad.data());
       sizes.push_back(int64_t(p.grad.size()));
     }
+}
+
+}  // namespace
+
+double grad_sum_squares(ParamSet& params, const std::function<bool(const Param&)>& include) {
+  std::vector<float*> grads;
+  std::vector<int64_t> sizes;
+  select_grads(params, include, grads, sizes);
   const std::vector<Chunk> work = chunks_of(sizes);
   std::vector<double> partial(work.size());
 #pragma omp parallel for schedule(dynamic, 4)
@@ -206,16 +217,29 @@ double clip_grad_norm(ParamSet& params, double max_norm) {
     for (; i < work.size() && work[i].tensor == t; ++i) tensor_sum += partial[i];
     sum += tensor_sum;
   }
-  const double norm = std::sqrt(sum);
-  if (max_norm > 0) {
-    // torch: clip_coef = max_norm / (total_norm + 1e-6) on a float32 tensor, which Tensor.__rdiv__
-    // evaluates as reciprocal() * max_norm; then clamp(max=1). A NaN / inf norm propagates into the
-    // gradients as in torch; the caller sees it in the returned norm.
-    const float coef = std::min((1.0f / (float(norm) + 1e-6f)) * float(max_norm), 1.0f);
+  return sum;
+}
+
+void clip_grads_to_norm(ParamSet& params, double norm, double max_norm) {
+  if (std::isnan(max_norm)) fail("clip_grad_norm: max_norm is NaN");
+  if (max_norm <= 0) return;
+  // torch: clip_coef = max_norm / (total_norm + 1e-6) on a float32 tensor, which Tensor.__rdiv__
+  // evaluates as reciprocal() * max_norm; then clamp(max=1). A NaN / inf norm propagates into the
+  // gradients as in torch; the caller sees it in the returned norm.
+  const float coef = std::min((1.0f / (float(norm) + 1e-6f)) * float(max_norm), 1.0f);
+  std::vector<float*> grads;
+  std::vector<int64_t> sizes;
+  select_grads(params, {}, grads, sizes);
+  const std::vector<Chunk> work = chunks_of(sizes);
 #pragma omp parallel for schedule(dynamic, 4)
-    for (size_t i = 0; i < work.size(); ++i)
-      ops::scale(coef, work[i].end - work[i].begin, grads[work[i].tensor] + work[i].begin);
-  }
+  for (size_t i = 0; i < work.size(); ++i)
+    ops::scale(coef, work[i].end - work[i].begin, grads[work[i].tensor] + work[i].begin);
+}
+
+double clip_grad_norm(ParamSet& params, double max_norm) {
+  if (std::isnan(max_norm)) fail("clip_grad_norm: max_norm is NaN");
+  const double norm = std::sqrt(grad_sum_squares(params));
+  clip_grads_to_norm(params, norm, max_norm);
   return norm;
 }
 

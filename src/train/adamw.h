@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -59,5 +60,11 @@ class AdamW {
 // gradient is multiplied by min(1, max_norm / (norm + 1e-6)) computed in float32 as torch does.
 // Returns the norm before clipping.
 double clip_grad_norm(ParamSet& params, double max_norm);
+
+// The two halves of clip_grad_norm, for norms summed over several processes:
+// the sum of squares of the trainable gradients that pass `include` (all when empty), in the
+// same fixed order; and the scaling of every trainable gradient for a given global norm.
+double grad_sum_squares(ParamSet& params, const std::function<bool(const Param&)>& include = {});
+void clip_grads_to_norm(ParamSet& params, double norm, double max_norm);
 
 }  // namespace sy::train

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "train/adamw.h"
 #include "util/error.h"
 
 namespace sy::train {
@@ -58,23 +59,12 @@ void ParallelTraining::reduce_gradients(ParamSet& params) {
 
 double ParallelTraining::clip_grad_norm(ParamSet& params, double max_norm) {
   // Replicated gradients are equal everywhere: count them once; owned experts: sum over ranks.
-  std::vector<double> sums{0.0, 0.0};
-  for (const Param& p : params.all()) {
-    if (!p.trainable) continue;
-    double s = 0;
-    for (float g : p.grad) s += double(g) * g;
-    sums[ep_ && p.expert ? 1 : 0] += s;
-  }
-  std::vector<double> experts{sums[1]};
+  const bool ep = bool(ep_);
+  const double replicated = grad_sum_squares(params, [ep](const Param& p) { return !(ep && p.expert); });
+  std::vector<double> experts{ep ? grad_sum_squares(params, [](const Param& p) { return p.expert; }) : 0.0};
   comm_.all_reduce_sum(experts);
-  const double norm = std::sqrt(sums[0] + experts[0]);
-  if (max_norm > 0) {
-    const float coef = std::min(1.0f, float(max_norm) / float(norm + 1e-6));
-    if (coef < 1.0f)
-      for (Param& p : params.all())
-        if (p.trainable)
-          for (float& g : p.grad) g *= coef;
-  }
+  const double norm = std::sqrt(replicated + experts[0]);
+  clip_grads_to_norm(params, norm, max_norm);
   return norm;
 }
 

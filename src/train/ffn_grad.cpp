@@ -1,5 +1,6 @@
 #include "train/ffn_grad.h"
 
+#include "ops/elementwise.h"
 #include "train/linear.h"
 #include "train/row_ops.h"
 
@@ -13,7 +14,7 @@ void ffn_train_forward(const FfnParams& w, const float* x, int64_t rows, FfnActi
   act.h.resize(size_t(rows * I));
   linear_forward(x, rows, H, w.gate->value.data(), I, act.g.data());
   linear_forward(x, rows, H, w.up->value.data(), I, act.u.data());
-  swiglu_forward(act.g.data(), act.u.data(), rows * I, act.h.data());
+  ops::swiglu(act.g.data(), act.u.data(), rows * I, act.h.data());
   linear_forward(act.h.data(), rows, I, w.down->value.data(), H, y);
 }
 

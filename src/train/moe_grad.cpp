@@ -13,17 +13,6 @@ namespace sy::train {
 
 namespace {
 
-void softmax_rows(const float* x, int64_t rows, int n, float* p) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * n;
-    float* pr = p + r * n;
-    const float mx = *std::max_element(xr, xr + n);
-    double sum = 0;
-    for (int i = 0; i < n; ++i) sum += std::exp(double(xr[i] - mx));
-    for (int i = 0; i < n; ++i) pr[i] = float(std::exp(double(xr[i] - mx)) / sum);
-  }
-}
-
 // Expert indices by descending row count (ties: lower index first), so the dynamic schedule
 // starts the big experts first and the threads finish together.
 std::vector<int64_t> largest_first(const std::vector<int64_t>& offsets) {
@@ -102,8 +91,8 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
   a.dropped = 0;
   a.capacity = 0;
   if (opt.capacity_factor > 0 && T > 0) {
-    std::vector<float> probs(size_t(T * E));
-    softmax_rows(a.logits.data(), T, E, probs.data());
+    std::vector<float> probs = a.logits;  // capacity priority: softmax p, as the twin defines it
+    for (int64_t t = 0; t < T; ++t) ops::softmax(probs.data() + t * E, E);
     moe::CapacityConfig cc;
     cc.policy = moe::CapacityPolicy::kScore;
     cc.factor = opt.capacity_factor;

@@ -42,8 +42,6 @@ void rmsnorm_backward(const float* dy, const float* x, const float* w, const flo
   for (int64_t c = 0; c < num_chunks; ++c) ops::add(partial.data() + c * n, n, dw);
 }
 
-void swiglu_forward(const float* g, const float* u, int64_t n, float* h) { ops::swiglu(g, u, n, h); }
-
 void swiglu_backward(const float* dh, const float* g, const float* u, int64_t n, float* dg,
                      float* du) {
   // Chunks in parallel: expert batches are [rows, I] blocks of up to a few million values.

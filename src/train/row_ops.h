@@ -14,8 +14,7 @@ void rmsnorm_forward(const float* x, const float* w, int64_t rows, int64_t n, fl
 void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd,
                       int64_t rows, int64_t n, float* dx, float* dw, bool accumulate_dx);
 
-// h = silu(g) * u; backward gives dg, du (written).
-void swiglu_forward(const float* g, const float* u, int64_t n, float* h);
+// Backward of h = silu(g) * u (ops::swiglu): dg, du (written).
 void swiglu_backward(const float* dh, const float* g, const float* u, int64_t n, float* dg,
                      float* du);
 
