@@ -20,8 +20,8 @@
 #include <random>
 
 #include "common/timing.h"
-#include "dist/communicator.h"
-#include "dist/expert_parallel.h"
+#include "parallel/communicator.h"
+#include "parallel/expert_parallel.h"
 #include "moe/moe_layer.h"
 #include "ops/blas_env.h"
 #include "ops/threads.h"
@@ -132,7 +132,7 @@ std::unique_ptr<Layer> make_layer(const Options& o, const moe::Placement& pl, in
 }
 
 // One timed layer call on every rank, started together; returns this rank's wall time.
-double timed_call(const dist::Communicator& comm, const Layer& L, const std::vector<float>& x,
+double timed_call(const parallel::Communicator& comm, const Layer& L, const std::vector<float>& x,
                   int64_t T, int64_t H, std::vector<float>& out, moe::MoeScratch& s,
                   const moe::MoeRuntime& rt) {
   comm.barrier();
@@ -149,7 +149,7 @@ void copy_expert(int, const float* rows, int64_t n, int64_t H, float* out, void*
 
 int main(int argc, char** argv) {
   ops::prefer_fast_blas(argc, argv);
-  const dist::Communicator& comm = dist::Communicator::world(&argc, &argv);
+  const parallel::Communicator& comm = parallel::Communicator::world(&argc, &argv);
   Options o;
   CLI::App app{"One expert-parallel MoE layer over MPI ranks: time breakdown, all-to-all GB/s vs raw "
                "MPI_Alltoallv, and layer time vs the busiest rank's load under skew"};
@@ -184,7 +184,7 @@ int main(int argc, char** argv) {
     // ---- 1. time breakdown, uniform routing, dropless
     {
       const auto x = make_tokens(popularity("uniform", o.experts), T, H, 1000 + uint64_t(me));
-      dist::ExpertParallelBackend ep(comm, pl, 1);
+      parallel::ExpertParallelBackend ep(comm, pl, 1);
       moe::MoeRuntime rt;
       rt.placement = pl;
       rt.source_device = me;
@@ -219,7 +219,7 @@ int main(int argc, char** argv) {
     // ---- 2. exchange GB/s vs raw MPI_Alltoallv of the same bytes
     {
       const auto x = make_tokens(popularity("uniform", o.experts), T, H, 2000 + uint64_t(me));
-      dist::ExpertParallelBackend ep(comm, pl, 1);
+      parallel::ExpertParallelBackend ep(comm, pl, 1);
       ep.set_compute_for_tests(copy_expert, nullptr);  // experts replaced by a copy
       moe::MoeRuntime rt;
       rt.placement = pl;
@@ -241,7 +241,7 @@ int main(int argc, char** argv) {
       for (int32_t e : scratch.ids)
         if (e >= 0) ++counts_out[size_t(pl.device_of(e))];
       std::vector<int64_t> counts_in(static_cast<size_t>(D));
-      dist::check_mpi(MPI_Alltoall(counts_out.data(), 1, MPI_INT64_T, counts_in.data(), 1, MPI_INT64_T, comm.comm()),
+      parallel::check_mpi(MPI_Alltoall(counts_out.data(), 1, MPI_INT64_T, counts_in.data(), 1, MPI_INT64_T, comm.comm()),
                 "MPI_Alltoall");
       int64_t total_out = 0, total_in = 0;
       for (int d = 0; d < D; ++d) total_out += counts_out[size_t(d)], total_in += counts_in[size_t(d)];
@@ -249,7 +249,7 @@ int main(int argc, char** argv) {
       for (int r = 0; r < o.reps + 1; ++r) {
         comm.barrier();
         const double t0 = now();
-        dist::RowExchange there, home;
+        parallel::RowExchange there, home;
         there.start(comm, send.data(), counts_out, recv, counts_in, H, false);
         home.start(comm, recv.data(), counts_in, back, counts_out, H, false);
         if (r > 0) raw_times.push_back(now() - t0);
@@ -295,7 +295,7 @@ int main(int argc, char** argv) {
       std::vector<std::pair<std::string, double>> cases{{"none", 0.0}};
       for (double g : o.gammas) cases.push_back({"score", g});
       for (const auto& [policy, gamma] : cases) {
-        dist::ExpertParallelBackend ep(comm, pl, 1);
+        parallel::ExpertParallelBackend ep(comm, pl, 1);
         moe::LoadStats stats(1, o.experts);
         stats.set_placement(pl);
         moe::MoeRuntime rt;

@@ -44,6 +44,7 @@
 #include "ops/threads.h"
 #include "util/dtype.h"
 #include "util/error.h"
+#include "util/splitmix64.h"
 
 namespace {
 
@@ -54,15 +55,10 @@ using Json = nlohmann::json;
 // Deterministic random numbers (splitmix64): the same flags give the same tokens and weights.
 
 struct Rng {
-  uint64_t state;
-  explicit Rng(uint64_t seed) : state(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull) {}
-  uint64_t next() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return (double(next() >> 11) + 0.5) * 0x1.0p-53; }  // (0, 1)
+  SplitMix64 stream;
+  explicit Rng(uint64_t seed) : stream(seed * kSplitMixGolden + 0x632BE59BD9B4E019ull) {}
+  uint64_t next() { return stream.next(); }
+  double uniform() { return stream.uniform_open(); }  // (0, 1)
   double gumbel() { return -std::log(-std::log(uniform())); }
   double gaussian() {
     return std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform());

@@ -37,7 +37,7 @@ void run_bench(const BenchOptions& o) {
   std::unique_ptr<Engine> eng = open_engine(o.model, o.capacity, o.parallel, false);
   const model::Model& m = *eng->model;
   const model::ModelConfig& cfg = m.config();
-  const dist::Communicator& comm = *eng->comm;
+  const parallel::Communicator& comm = *eng->comm;
   RunReport report(o.report, eng->runtime, eng->distributed() ? eng->rank() : -1);
   std::mt19937 rng(uint32_t(1234 + comm.rank()));
   std::uniform_int_distribution<int32_t> tok(0, int32_t(cfg.vocab_size - 1));

@@ -8,7 +8,7 @@
 #include <filesystem>
 
 #include "cli/commands.h"
-#include "dist/communicator.h"
+#include "parallel/communicator.h"
 #include "io/file_util.h"
 #include "model/config.h"
 #include "model/tensor_names.h"
@@ -59,7 +59,7 @@ synth::SyntheticSpec default_spec() {
 }
 
 void run_train(TrainArgs& a) {
-  const dist::Communicator& comm = dist::Communicator::world();
+  const parallel::Communicator& comm = parallel::Communicator::world();
   const bool root = comm.is_root();
   if (a.parallel != "ep" && a.parallel != "dp") fail("--parallel must be ep or dp, got '{}'", a.parallel);
   train::keep_freed_memory();

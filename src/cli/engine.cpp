@@ -49,8 +49,8 @@ void add_parallel_options(CLI::App& cmd, ParallelOptions& o) {
 std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOptions& co,
                                     const ParallelOptions& po, bool need_tokenizer) {
   auto eng = std::make_unique<Engine>();
-  eng->comm = &dist::Communicator::world();
-  const dist::Communicator& comm = *eng->comm;
+  eng->comm = &parallel::Communicator::world();
+  const parallel::Communicator& comm = *eng->comm;
   ops::set_num_threads(mo.threads);
   const model::ModelConfig cfg = model::load_config(mo.model_dir);
   const int E = cfg.router.num_experts;
@@ -90,7 +90,7 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
         fail("ranks disagree on the model: rank {}'s config.json or tensors differ from rank 0's "
              "(fingerprints {:016x} vs {:016x}; this rank loaded '{}'); every rank needs the same "
              "checkpoint", r, prints[size_t(r)], prints[0], mo.model_dir);
-    eng->ep = std::make_unique<dist::ExpertParallelBackend>(comm, eng->runtime.placement,
+    eng->ep = std::make_unique<parallel::ExpertParallelBackend>(comm, eng->runtime.placement,
                                                             int(cfg.num_layers), po.nonblocking);
     eng->runtime.backend = eng->ep.get();
   }
@@ -113,7 +113,7 @@ void reduce_load_stats(const Engine& eng, moe::LoadStats& stats) {
 
 void report_expert_parallel(const Engine& eng, const std::string& json_path) {
   if (!eng.distributed()) return;
-  const dist::Communicator& comm = *eng.comm;
+  const parallel::Communicator& comm = *eng.comm;
   const auto& timings = eng.ep->timings();
   // Per layer: dispatch, wait_dispatch, compute, combine, wait_combine, rows in, bytes remote,
   // route; then expert MB held and resident MB.

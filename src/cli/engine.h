@@ -7,8 +7,8 @@
 #include <optional>
 
 #include "cli/common.h"
-#include "dist/communicator.h"
-#include "dist/expert_parallel.h"
+#include "parallel/communicator.h"
+#include "parallel/expert_parallel.h"
 #include "model/model.h"
 #include "moe/load_stats.h"
 #include "moe/moe_layer.h"
@@ -24,11 +24,11 @@ struct ParallelOptions {
 void add_parallel_options(CLI::App& cmd, ParallelOptions& options);
 
 struct Engine {
-  const dist::Communicator* comm = nullptr;
+  const parallel::Communicator* comm = nullptr;
   std::unique_ptr<model::Model> model;
   std::optional<Tokenizer> tokenizer;
   moe::MoeRuntime runtime;  // capacity policy, placement, stats sink, EP backend
-  std::unique_ptr<dist::ExpertParallelBackend> ep;
+  std::unique_ptr<parallel::ExpertParallelBackend> ep;
   moe::LoadStats stats;
 
   bool distributed() const { return comm->distributed(); }

@@ -5,7 +5,7 @@
 #include <string_view>
 
 #include "cli/commands.h"
-#include "dist/communicator.h"
+#include "parallel/communicator.h"
 #include "ops/blas_env.h"
 #include "util/error.h"
 
@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
   const bool training = argc > 1 && std::string_view(argv[1]) == "train";
   sy::ops::prefer_fast_blas(argc, argv, training);
   // Under mpirun every rank runs this same program; MPI starts only then.
-  const sy::dist::Communicator& comm = sy::dist::Communicator::world(&argc, &argv);
+  const sy::parallel::Communicator& comm = sy::parallel::Communicator::world(&argc, &argv);
   CLI::App app{"Switchyard: a Mixture-of-Experts engine for CPU.\n"
                "Loads Hugging Face checkpoints (config.json + safetensors + tokenizer.json) of\n"
                "Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE and dots.llm1 (DeepSeek-V3 routing).",

@@ -8,6 +8,7 @@
 
 #include "moe/dispatch.h"
 #include "util/error.h"
+#include "util/splitmix64.h"
 
 namespace sy::moe {
 
@@ -35,13 +36,6 @@ struct Pair {
   int32_t slot;
 };
 
-// splitmix64: a reproducible per-pair random priority that does not depend on visit order.
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 class PolicyRun {
  public:
@@ -80,9 +74,10 @@ class PolicyRun {
                          [](const Pair& a, const Pair& b) { return a.token > b.token; });
         break;
       case CapacityPolicy::kRandom: {
-        const uint64_t base = mix(cfg_.seed ^ mix(stream_ ^ mix(uint64_t(e))));
+        // A reproducible per-pair random priority that does not depend on visit order.
+        const uint64_t base = splitmix64(cfg_.seed ^ splitmix64(stream_ ^ splitmix64(uint64_t(e))));
         std::stable_sort(pairs.begin(), pairs.end(), [&](const Pair& a, const Pair& b) {
-          return mix(base ^ uint64_t(a.token)) < mix(base ^ uint64_t(b.token));
+          return splitmix64(base ^ uint64_t(a.token)) < splitmix64(base ^ uint64_t(b.token));
         });
         break;
       }

@@ -1,6 +1,6 @@
 // Where the routed experts run. moe_forward routes and applies the capacity policy, then hands
 // the surviving (token, expert) pairs to a backend: the local one computes every expert in this
-// process; the expert-parallel one (dist/) sends rows to the ranks that own the experts by
+// process; the expert-parallel one (parallel/) sends rows to the ranks that own the experts by
 // all-to-all, and brings the results back. Both add weight * expert(x) into `out`.
 #pragma once
 

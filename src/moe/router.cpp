@@ -8,6 +8,7 @@
 
 #include "moe/dispatch.h"
 #include "util/error.h"
+#include "util/splitmix64.h"
 
 namespace sy::moe {
 
@@ -172,15 +173,8 @@ void route(const RouterConfig& cfg, const float* logits, int64_t num_tokens,
 
 namespace {
 
-// SplitMix64 (Steele, Lea, Flood 2014): output n of the stream seeded at `state` is
-// mix(state + (n + 1) * golden). Counter-based, so any element can be drawn on its own.
-constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ULL;
-
-uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
+// Noise elements are SplitMix64 outputs (util/splitmix64.h), drawn by counter.
+constexpr uint64_t kGolden = kSplitMixGolden;
 
 // softplus(x) = log(1 + exp(x)), without overflow for large x or loss for very negative x.
 float softplus(float x) {

@@ -10,6 +10,7 @@
 #include "synth/tiny_tokenizer.h"
 #include "util/dtype.h"
 #include "util/error.h"
+#include "util/splitmix64.h"
 
 namespace sy::synth {
 namespace {
@@ -28,14 +29,8 @@ struct PlannedTensor {
 
 // Counter-based generator: value i of tensor t depends only on (seed, t, i), so tensors
 // can be filled in parallel and reproducibly.
-inline uint64_t splitmix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 inline float uniform_pm1(uint64_t seed, uint64_t i) {  // uniform in [-1, 1)
-  return float(int64_t(splitmix(seed ^ splitmix(i)) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+  return float(int64_t(splitmix64(seed ^ splitmix64(i)) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
 }
 
 bool is_family(const std::string& f) {
@@ -131,7 +126,7 @@ std::vector<uint8_t> generate(const PlannedTensor& t, const std::string& dtype, 
   if (t.init == Init::kNorm) scale = 0.25f, offset = 1.0f;
   const std::string dt = t.force_f32 ? "F32" : dtype;
   std::vector<uint8_t> bytes(size_t(n) * (dt == "F32" ? 4 : 2));
-  const uint64_t tseed = splitmix(seed ^ std::hash<std::string>{}(t.name));
+  const uint64_t tseed = splitmix64(seed ^ std::hash<std::string>{}(t.name));
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const float v = offset + scale * uniform_pm1(tseed, uint64_t(i));

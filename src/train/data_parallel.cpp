@@ -9,7 +9,7 @@
 
 namespace sy::train {
 
-ParallelTraining::ParallelTraining(const dist::Communicator& comm, ParamSet& params,
+ParallelTraining::ParallelTraining(const parallel::Communicator& comm, ParamSet& params,
                                    int num_experts, bool expert_parallel)
     : comm_(comm) {
   if (expert_parallel && comm.size() > 1) {
@@ -32,7 +32,7 @@ bool ParallelTraining::owned_here(const Param& p) const {
 }
 
 void ParallelTraining::attach(TrainModel& model) {
-  const dist::Communicator* comm = &comm_;
+  const parallel::Communicator* comm = &comm_;
   model.set_parallel([comm](std::vector<int64_t>& v) { comm->all_reduce_sum(v); }, ep_.get());
 }
 

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "dist/communicator.h"
+#include "parallel/communicator.h"
 #include "train/expert_parallel_train.h"
 #include "train/params.h"
 #include "train/token_data.h"
@@ -19,7 +19,7 @@ namespace sy::train {
 class ParallelTraining {
  public:
   // expert_parallel: experts owned by ranks (needs ranks <= experts); else all replicated.
-  ParallelTraining(const dist::Communicator& comm, ParamSet& params, int num_experts,
+  ParallelTraining(const parallel::Communicator& comm, ParamSet& params, int num_experts,
                    bool expert_parallel);
 
   int rank() const { return comm_.rank(); }
@@ -40,7 +40,7 @@ class ParallelTraining {
   bool owned_here(const Param& p) const;  // replicated, or an expert this rank owns
   int expert_of(const Param& p) const;
 
-  const dist::Communicator& comm_;
+  const parallel::Communicator& comm_;
   std::unique_ptr<ExpertParallelCompute> ep_;
   std::vector<float> buffer_;
 };

@@ -19,7 +19,7 @@ int ExpertOwnership::owner(int expert) const {
   return r;
 }
 
-ExpertParallelCompute::ExpertParallelCompute(const dist::Communicator& comm, int num_experts)
+ExpertParallelCompute::ExpertParallelCompute(const parallel::Communicator& comm, int num_experts)
     : comm_(comm), own_(num_experts, comm.size()) {}
 
 void ExpertParallelCompute::exchange(const float* send, const std::vector<int64_t>& send_rows,
@@ -40,7 +40,7 @@ void ExpertParallelCompute::forward(const MoeParams& p, int layer,
   for (int e = 0; e < E; ++e) per_expert[size_t(e)] = offsets[size_t(e + 1)] - offsets[size_t(e)];
   std::vector<int64_t> send_counts(size_t(n) * E);
   for (int q = 0; q < n; ++q) std::copy(per_expert.begin(), per_expert.end(), send_counts.begin() + q * E);
-  L.recv_counts = dist::exchange_counts(comm_, send_counts, E);
+  L.recv_counts = parallel::exchange_counts(comm_, send_counts, E);
   L.send_rows.assign(size_t(n), 0);
   L.recv_rows.assign(size_t(n), 0);
   const int e0 = own_.first(me), e1 = own_.first(me + 1);

@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "dist/all_to_all.h"
-#include "dist/communicator.h"
+#include "parallel/all_to_all.h"
+#include "parallel/communicator.h"
 #include "train/moe_grad.h"
 
 namespace sy::train {
@@ -23,7 +23,7 @@ struct ExpertOwnership {
 
 class ExpertParallelCompute : public ExpertCompute {
  public:
-  ExpertParallelCompute(const dist::Communicator& comm, int num_experts);
+  ExpertParallelCompute(const parallel::Communicator& comm, int num_experts);
 
   void forward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
                const float* xe, int64_t hidden, float* ye) override;
@@ -45,10 +45,10 @@ class ExpertParallelCompute : public ExpertCompute {
   void exchange(const float* send, const std::vector<int64_t>& send_rows, std::vector<float>& recv,
                 const std::vector<int64_t>& recv_rows, int64_t width);
 
-  const dist::Communicator& comm_;
+  const parallel::Communicator& comm_;
   ExpertOwnership own_;
   std::vector<Layer> layers_;
-  dist::RowExchange xchg_;
+  parallel::RowExchange xchg_;
   FfnActivations scratch_;
 };
 

@@ -5,20 +5,9 @@
 #include "tokenizer/bpe_trainer.h"
 #include "train/corpus.h"
 #include "util/error.h"
+#include "util/splitmix64.h"
 
 namespace sy::train {
-namespace {
-
-// SplitMix64's output function: a bijection with full avalanche, so hashing (seed, step, row)
-// through it gives independent-looking window starts without any generator state to save.
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
 
 std::string train_corpus_tokenizer(const std::string& text, int vocab_size) {
   BpeTrainOptions o;

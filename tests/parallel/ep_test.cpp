@@ -12,8 +12,8 @@
 #include <cstring>
 #include <random>
 
-#include "dist/communicator.h"
-#include "dist/expert_parallel.h"
+#include "parallel/communicator.h"
+#include "parallel/expert_parallel.h"
 #include "model/model.h"
 #include "util/error.h"
 
@@ -22,7 +22,7 @@ using namespace sy;
 namespace {
 
 int g_failures = 0;
-const dist::Communicator* g_comm = nullptr;
+const parallel::Communicator* g_comm = nullptr;
 
 #define CHECK_MSG(cond, ...)                                                          \
   do {                                                                                \
@@ -74,10 +74,10 @@ void identity_compute(int expert, const float* rows, int64_t n, int64_t H, float
   }
 }
 
-void check_exchange(const dist::Communicator& comm, const moe::Placement& pl, int scenario,
+void check_exchange(const parallel::Communicator& comm, const moe::Placement& pl, int scenario,
                     int64_t num_tokens, const char* what) {
   const int E = pl.num_experts(), slots = 2;
-  dist::ExpertParallelBackend ep(comm, pl, 1);
+  parallel::ExpertParallelBackend ep(comm, pl, 1);
   IdentityContext ctx{comm.rank(), scenario, E, slots, &pl};
   ep.set_compute_for_tests(identity_compute, &ctx);
   std::vector<float> x(size_t(num_tokens * kWidth)), out(x.size(), 0.0f);
@@ -150,7 +150,7 @@ std::vector<float> run_model(const model::Model& m, const Sequences& seqs, const
   return logits;
 }
 
-void check_model(const dist::Communicator& comm, const std::string& dir, const moe::Placement& pl,
+void check_model(const parallel::Communicator& comm, const std::string& dir, const moe::Placement& pl,
                  const char* what) {
   const model::ModelConfig cfg = model::load_config(dir);
   const int E = cfg.router.num_experts;
@@ -181,7 +181,7 @@ void check_model(const dist::Communicator& comm, const std::string& dir, const m
     const std::vector<float> ref = run_model(full, seqs, rt);  // every expert in this process
     // The non-blocking exchange (MPI_Ialltoallv + MPI_Test) for every other policy.
     const bool nonblocking = (std::string(policy).size() % 2) == 1;
-    dist::ExpertParallelBackend ep(comm, pl, int(cfg.num_layers), nonblocking);
+    parallel::ExpertParallelBackend ep(comm, pl, int(cfg.num_layers), nonblocking);
     rt.backend = &ep;
     const std::vector<float> got = run_model(sharded, seqs, rt);
     double scale = 1, worst = 0;
@@ -200,7 +200,7 @@ void check_model(const dist::Communicator& comm, const std::string& dir, const m
 }  // namespace
 
 int main(int argc, char** argv) {
-  dist::Communicator& comm = dist::Communicator::world(&argc, &argv);
+  parallel::Communicator& comm = parallel::Communicator::world(&argc, &argv);
   g_comm = &comm;
   if (argc != 2) {
     fmt::print(stderr, "usage: mpirun -np N ep_test MODEL_DIR\n");

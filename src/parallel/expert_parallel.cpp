@@ -1,11 +1,11 @@
-#include "dist/expert_parallel.h"
+#include "parallel/expert_parallel.h"
 
 #include <chrono>
 #include <cstring>
 
 #include "util/error.h"
 
-namespace sy::dist {
+namespace sy::parallel {
 
 namespace {
 
@@ -135,4 +135,4 @@ void ExpertParallelBackend::run(const moe::MoeBlock& block, const moe::RoutedPai
                                recv_rows[size_t(me)]) * H * int64_t(sizeof(float));
 }
 
-}  // namespace sy::dist
+}  // namespace sy::parallel

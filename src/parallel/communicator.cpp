@@ -1,4 +1,4 @@
-#include "dist/communicator.h"
+#include "parallel/communicator.h"
 
 #include <algorithm>
 
@@ -9,7 +9,7 @@
 
 #include "util/error.h"
 
-namespace sy::dist {
+namespace sy::parallel {
 
 bool launched_by_mpi() {
   for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
@@ -120,4 +120,4 @@ std::vector<double> Communicator::gather(const std::vector<double>& v, int root)
   return out;
 }
 
-}  // namespace sy::dist
+}  // namespace sy::parallel

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-namespace sy::dist {
+namespace sy::parallel {
 
 // True when an MPI launcher (Open MPI's mpirun, or a PMI/PMIx one) started this process.
 bool launched_by_mpi();
@@ -52,4 +52,4 @@ class Communicator {
 // Throws sy::Error naming `what` when an MPI call did not return MPI_SUCCESS.
 void check_mpi(int code, const char* what);
 
-}  // namespace sy::dist
+}  // namespace sy::parallel

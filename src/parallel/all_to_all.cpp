@@ -1,10 +1,10 @@
-#include "dist/all_to_all.h"
+#include "parallel/all_to_all.h"
 
 #include <limits>
 
 #include "util/error.h"
 
-namespace sy::dist {
+namespace sy::parallel {
 
 namespace {
 
@@ -77,4 +77,4 @@ std::vector<int64_t> exchange_counts(const Communicator& comm, const std::vector
   return recv;
 }
 
-}  // namespace sy::dist
+}  // namespace sy::parallel

@@ -7,9 +7,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "dist/communicator.h"
+#include "parallel/communicator.h"
 
-namespace sy::dist {
+namespace sy::parallel {
 
 // An in-flight exchange of float rows. Counts are in rows of `width` floats per peer.
 class RowExchange {
@@ -37,4 +37,4 @@ class RowExchange {
 std::vector<int64_t> exchange_counts(const Communicator& comm, const std::vector<int64_t>& send,
                                      int64_t per_peer);
 
-}  // namespace sy::dist
+}  // namespace sy::parallel

@@ -8,12 +8,12 @@
 #include <cstdint>
 #include <vector>
 
-#include "dist/all_to_all.h"
-#include "dist/communicator.h"
+#include "parallel/all_to_all.h"
+#include "parallel/communicator.h"
 #include "moe/moe_layer.h"
 #include "moe/placement.h"
 
-namespace sy::dist {
+namespace sy::parallel {
 
 // Where one rank's time in one MoE layer went, summed over calls.
 struct EpLayerTiming {
@@ -62,4 +62,4 @@ class ExpertParallelBackend : public moe::ExpertBackend {
   std::vector<float> send_, recv_, results_, back_, expert_in_, expert_out_;
 };
 
-}  // namespace sy::dist
+}  // namespace sy::parallel
