@@ -89,16 +89,16 @@ void Model::attention_block(int layer, std::span<const SequenceChunk> chunks, in
     if (c.qk_norm == QkNorm::kFullWidth) {
       ops::rmsnorm(q, w.q_norm.data(), qw, c.rms_norm_eps, q);
       ops::rmsnorm(k, w.k_norm.data(), kvw, c.rms_norm_eps, k);
-      if (c.clip_qkv > 0) {  // OLMoE clamps after the norm (q, k) and on v
-        clamp_all(q, size_t(qw), c.clip_qkv);
-        clamp_all(k, size_t(kvw), c.clip_qkv);
-        clamp_all(ws.v.data() + t * kvw, size_t(kvw), c.clip_qkv);
-      }
     } else if (c.qk_norm == QkNorm::kPerHead) {
       for (int64_t h = 0; h < c.num_heads; ++h)
         ops::rmsnorm(q + h * hd, w.q_norm.data(), hd, c.rms_norm_eps, q + h * hd);
       for (int64_t h = 0; h < c.num_kv_heads; ++h)
         ops::rmsnorm(k + h * hd, w.k_norm.data(), hd, c.rms_norm_eps, k + h * hd);
+    }
+    if (c.clip_qkv > 0) {  // OLMoE clamps after the norm (q, k) and on v
+      clamp_all(q, size_t(qw), c.clip_qkv);
+      clamp_all(k, size_t(kvw), c.clip_qkv);
+      clamp_all(ws.v.data() + t * kvw, size_t(kvw), c.clip_qkv);
     }
     const float* cs = ws.rope_cos.data() + t * (hd / 2);
     const float* sn = ws.rope_sin.data() + t * (hd / 2);

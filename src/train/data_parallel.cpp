@@ -17,7 +17,7 @@ ParallelTraining::ParallelTraining(const parallel::Communicator& comm, ParamSet&
     ep_ = std::make_unique<ExpertParallelCompute>(comm, num_experts);
     // Experts owned elsewhere: no update, no optimizer state, no weight decay here.
     for (Param& p : params.all())
-      if (p.expert && ep_->ownership().owner(expert_of(p)) != comm.rank()) p.trainable = false;
+      if (p.expert && ep_->placement().device_of(expert_of(p)) != comm.rank()) p.trainable = false;
   }
 }
 
@@ -28,7 +28,7 @@ int ParallelTraining::expert_of(const Param& p) const {
 }
 
 bool ParallelTraining::owned_here(const Param& p) const {
-  return !ep_ || !p.expert || ep_->ownership().owner(expert_of(p)) == comm_.rank();
+  return !ep_ || !p.expert || ep_->placement().device_of(expert_of(p)) == comm_.rank();
 }
 
 void ParallelTraining::attach(TrainModel& model) {
@@ -80,7 +80,7 @@ void ParallelTraining::sum_loss(LossParts& loss) const {
 void ParallelTraining::gather_experts(ParamSet& params) {
   if (!ep_) return;
   for (Param& p : params.all())
-    if (p.expert) comm_.broadcast(p.value.data(), p.value.size(), ep_->ownership().owner(expert_of(p)));
+    if (p.expert) comm_.broadcast(p.value.data(), p.value.size(), ep_->placement().device_of(expert_of(p)));
 }
 
 }  // namespace sy::train

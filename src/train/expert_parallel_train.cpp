@@ -6,21 +6,23 @@
 
 namespace sy::train {
 
-ExpertOwnership::ExpertOwnership(int experts, int ranks) : num_experts(experts), num_ranks(ranks) {
-  if (ranks > experts)
+namespace {
+
+moe::Placement rank_placement(int num_experts, int num_ranks) {
+  if (num_ranks > num_experts)
     fail("expert parallelism needs at least one expert per rank: {} ranks for {} experts "
-         "(use at most {} ranks)", ranks, experts, experts);
+         "(use at most {} ranks)", num_ranks, num_experts, num_experts);
+  return moe::Placement::contiguous(num_experts, num_ranks);
 }
 
-int ExpertOwnership::owner(int expert) const {
-  int r = int(int64_t(expert) * num_ranks / num_experts);
-  while (r + 1 < num_ranks && first(r + 1) <= expert) ++r;
-  while (first(r) > expert) --r;
-  return r;
-}
+}  // namespace
 
 ExpertParallelCompute::ExpertParallelCompute(const parallel::Communicator& comm, int num_experts)
-    : comm_(comm), own_(num_experts, comm.size()) {}
+    : comm_(comm), placement_(rank_placement(num_experts, comm.size())) {
+  const std::vector<int32_t>& mine = placement_.experts_on(comm.rank());
+  first_ = mine.front();
+  num_mine_ = int(mine.size());
+}
 
 void ExpertParallelCompute::exchange(const float* send, const std::vector<int64_t>& send_rows,
                                      std::vector<float>& recv, const std::vector<int64_t>& recv_rows,
@@ -32,10 +34,11 @@ void ExpertParallelCompute::exchange(const float* send, const std::vector<int64_
 void ExpertParallelCompute::forward(const MoeParams& p, int layer,
                                     const std::vector<int64_t>& offsets, const float* xe,
                                     int64_t H, float* ye) {
-  const int E = own_.num_experts, n = comm_.size(), me = comm_.rank();
+  const int E = placement_.num_experts(), n = comm_.size();
   if (int(layers_.size()) <= layer) layers_.resize(size_t(layer + 1));
   Layer& L = layers_[size_t(layer)];
-  // Rows are grouped by expert and owners hold contiguous experts: peer p's rows are one block.
+  // Rows are grouped by expert and a contiguous placement gives each rank ascending, consecutive
+  // experts: peer p's rows are one block.
   std::vector<int64_t> per_expert(static_cast<size_t>(E));
   for (int e = 0; e < E; ++e) per_expert[size_t(e)] = offsets[size_t(e + 1)] - offsets[size_t(e)];
   std::vector<int64_t> send_counts(size_t(n) * E);
@@ -43,9 +46,9 @@ void ExpertParallelCompute::forward(const MoeParams& p, int layer,
   L.recv_counts = parallel::exchange_counts(comm_, send_counts, E);
   L.send_rows.assign(size_t(n), 0);
   L.recv_rows.assign(size_t(n), 0);
-  const int e0 = own_.first(me), e1 = own_.first(me + 1);
+  const int e0 = first_, e1 = first_ + num_mine_;
   for (int q = 0; q < n; ++q) {
-    for (int e = own_.first(q); e < own_.first(q + 1); ++e) L.send_rows[size_t(q)] += per_expert[size_t(e)];
+    for (int32_t e : placement_.experts_on(q)) L.send_rows[size_t(q)] += per_expert[size_t(e)];
     for (int e = e0; e < e1; ++e) L.recv_rows[size_t(q)] += L.recv_counts[size_t(q) * E + e];
   }
   std::vector<float> recv;
@@ -87,7 +90,7 @@ void ExpertParallelCompute::backward(const MoeParams& p, int layer,
                                      const std::vector<int64_t>& offsets, const float* dye,
                                      int64_t H, float* dxe) {
   Layer& L = layers_.at(size_t(layer));
-  const int me = comm_.rank(), e0 = own_.first(me), mine = own_.first(me + 1) - e0;
+  const int e0 = first_, mine = num_mine_;
   std::vector<float> recv;
   exchange(dye, L.send_rows, recv, L.recv_rows, H);
   const int64_t R = L.local_offsets[size_t(mine)];

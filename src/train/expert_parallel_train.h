@@ -1,5 +1,5 @@
-// Expert parallelism in training: each rank owns a contiguous range of experts (their weights,
-// gradients and optimizer state); the rows routed to an expert travel to its owner with one
+// Expert parallelism in training: each rank owns the experts that moe::Placement::contiguous
+// gives it, the same placement inference uses (their weights, gradients and optimizer state); the rows routed to an expert travel to its owner with one
 // all-to-all, come back as outputs with a second, and the backward pass does the same with
 // the output gradients and input gradients.
 #pragma once
@@ -9,17 +9,10 @@
 
 #include "parallel/all_to_all.h"
 #include "parallel/communicator.h"
+#include "moe/placement.h"
 #include "train/moe_grad.h"
 
 namespace sy::train {
-
-// Experts [first(r), first(r + 1)) belong to rank r: r * E / n (sy::Error when n > E).
-struct ExpertOwnership {
-  int num_experts = 0, num_ranks = 1;
-  ExpertOwnership(int experts, int ranks);
-  int first(int rank) const { return int(int64_t(rank) * num_experts / num_ranks); }
-  int owner(int expert) const;
-};
 
 class ExpertParallelCompute : public ExpertCompute {
  public:
@@ -30,7 +23,8 @@ class ExpertParallelCompute : public ExpertCompute {
   void backward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
                 const float* dye, int64_t hidden, float* dxe) override;
 
-  const ExpertOwnership& ownership() const { return own_; }
+  // Which rank owns each expert (sy::Error at construction when ranks outnumber experts).
+  const moe::Placement& placement() const { return placement_; }
 
  private:
   struct Layer {
@@ -46,7 +40,8 @@ class ExpertParallelCompute : public ExpertCompute {
                 const std::vector<int64_t>& recv_rows, int64_t width);
 
   const parallel::Communicator& comm_;
-  ExpertOwnership own_;
+  moe::Placement placement_;
+  int first_ = 0, num_mine_ = 0;  // my experts: [first_, first_ + num_mine_)
   std::vector<Layer> layers_;
   parallel::RowExchange xchg_;
   FfnActivations scratch_;

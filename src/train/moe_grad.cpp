@@ -71,6 +71,8 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
   a.weights.resize(size_t(T * K));
   linear_forward(x, T, H, p.gate->value.data(), E, a.logits.data());
   std::vector<float> router_weights(size_t(T * K));
+  std::vector<float>& scores = a.scores;  // the capacity policy's pair priority, as in inference
+  scores.resize(size_t(T * E));
   const bool noisy = p.noise && opt.noise_stream >= 0;
   if (noisy) {
     a.noise_logits.resize(size_t(T * E));
@@ -79,27 +81,25 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
     linear_forward(x, T, H, p.noise->value.data(), E, a.noise_logits.data());
     moe::route_noisy(rc, a.logits.data(), a.noise_logits.data(), T, opt.noise_seed,
                      uint64_t(opt.noise_stream), a.router_ids.data(), router_weights.data(),
-                     nullptr, a.noise.data());
+                     scores.data(), a.noise.data());
     for (int64_t i = 0; i < T * E; ++i) a.noisy[size_t(i)] = a.logits[size_t(i)] + a.noise[size_t(i)];
   } else {
     a.noisy.clear();
     route(rc, a.logits.data(), T, p.selection_bias ? p.selection_bias->value.data() : nullptr,
-          a.router_ids.data(), router_weights.data());
+          a.router_ids.data(), router_weights.data(), scores.data());
   }
 
-  // Capacity: score-priority drop with p = softmax(logits) as the priority, one device.
+  // Capacity: score-priority drop on one device, the router's scores as priority.
   a.dropped = 0;
   a.capacity = 0;
   if (opt.capacity_factor > 0 && T > 0) {
-    std::vector<float> probs = a.logits;  // capacity priority: softmax p, as the twin defines it
-    for (int64_t t = 0; t < T; ++t) ops::softmax(probs.data() + t * E, E);
     moe::CapacityConfig cc;
     cc.policy = moe::CapacityPolicy::kScore;
     cc.factor = opt.capacity_factor;
     cc.skip_single_token = false;
     moe::CapacityOutcome outcome;
     outcome.reset(E);
-    moe::apply_capacity(cc, rc, probs.data(), a.router_ids.data(), router_weights.data(), T, {},
+    moe::apply_capacity(cc, rc, scores.data(), a.router_ids.data(), router_weights.data(), T, {},
                         0, 0, a.ids.data(), a.weights.data(), K, outcome);
     a.dropped = outcome.dropped;
     a.capacity = moe::expert_capacity(opt.capacity_factor, T, K, E);
@@ -108,48 +108,18 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
     a.weights = router_weights;
   }
 
-  // Group the kept pairs by expert (stable: token order within an expert).
-  a.offsets.assign(size_t(E + 1), 0);
-  for (int32_t id : a.ids)
-    if (id >= 0) ++a.offsets[size_t(id) + 1];
-  for (int e = 0; e < E; ++e) a.offsets[size_t(e + 1)] += a.offsets[size_t(e)];
-  const int64_t R = a.offsets[size_t(E)];
-  a.row_token.resize(size_t(R));
-  a.row_slot.resize(size_t(R));
-  std::vector<int64_t> fill(a.offsets.begin(), a.offsets.end() - 1);
-  for (int64_t t = 0; t < T; ++t)
-    for (int j = 0; j < K; ++j) {
-      const int32_t id = a.ids[size_t(t * K + j)];
-      if (id < 0) continue;
-      const int64_t r = fill[size_t(id)]++;
-      a.row_token[size_t(r)] = int32_t(t);
-      a.row_slot[size_t(r)] = j;
-    }
+  // Dispatch, experts, combine in expert order: moe/'s plan and kernels, as inference runs them.
+  moe::DispatchPlan& plan = a.plan;
+  moe::plan_dispatch(a.ids.data(), a.weights.data(), T, K, E, plan);
+  const int64_t R = plan.num_rows();
   a.kept.assign(size_t(E), 0);
-  for (int e = 0; e < E; ++e) a.kept[size_t(e)] = a.offsets[size_t(e + 1)] - a.offsets[size_t(e)];
-
+  for (int e = 0; e < E; ++e) a.kept[size_t(e)] = plan.rows_of(e);
   a.xe.resize(size_t(R * H));
   a.ye.resize(size_t(R * H));
-#pragma omp parallel for schedule(dynamic, 64)
-  for (int64_t r = 0; r < R; ++r)
-    std::memcpy(a.xe.data() + r * H, x + int64_t(a.row_token[size_t(r)]) * H, size_t(H) * 4);
-  opt.experts->forward(p, opt.layer, a.offsets, a.xe.data(), H, a.ye.data());
-
-  // Combine in slot order per token (the inference path's order).
-  std::vector<int64_t> row_of(size_t(T * K), -1);
-  for (int64_t r = 0; r < R; ++r) row_of[size_t(a.row_token[size_t(r)]) * K + a.row_slot[size_t(r)]] = r;
-#pragma omp parallel for schedule(dynamic, 64)
-  for (int64_t t = 0; t < T; ++t) {
-    float* o = out + t * H;
-    std::fill(o, o + H, 0.0f);
-    for (int j = 0; j < K; ++j) {
-      const int64_t r = row_of[size_t(t * K + j)];
-      if (r < 0) continue;
-      const float w = a.weights[size_t(t * K + j)];
-      const float* y = a.ye.data() + r * H;
-      for (int64_t i = 0; i < H; ++i) o[i] += w * y[i];
-    }
-  }
+  moe::gather_rows(plan, x, H, a.xe.data());
+  opt.experts->forward(p, opt.layer, plan.offsets, a.xe.data(), H, a.ye.data());
+  std::fill(out, out + T * H, 0.0f);
+  moe::combine_rows(plan, a.ye.data(), H, out);
 
   if (p.has_shared()) {
     a.shared_y.resize(size_t(T * H));
@@ -185,42 +155,32 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
   const moe::RouterConfig& rc = *p.router;
   const int E = rc.num_experts, K = rc.top_k;
   const int64_t H = p.gate->shape[1];
-  const int64_t R = a.offsets[size_t(E)];
+  const int64_t R = a.plan.num_rows();
 
   MoeScratch local;
   MoeScratch& ws = opt.scratch ? *opt.scratch : local;
   // Combine: d y_r = w * d_out[t];  d w[t, j] = d_out[t] . y_r (0 for dropped slots)
+  const moe::DispatchPlan& plan = a.plan;
   ws.dye.resize(size_t(R * H));
   ws.dweights.assign(size_t(T * K), 0.0f);
   float* dye = ws.dye.data();
   float* dweights = ws.dweights.data();
 #pragma omp parallel for schedule(dynamic, 64)
   for (int64_t r = 0; r < R; ++r) {
-    const int64_t t = a.row_token[size_t(r)], j = a.row_slot[size_t(r)];
-    const float w = a.weights[size_t(t * K + j)];
+    const int64_t t = plan.token[size_t(r)];
+    const float w = plan.weight[size_t(r)];
     const float* g = d_out + t * H;
     const float* y = a.ye.data() + r * H;
     float* dy = dye + r * H;
     for (int64_t i = 0; i < H; ++i) dy[i] = w * g[i];
-    dweights[t * K + j] = ops::dot(g, y, H);
+    dweights[t * K + plan.slot[size_t(r)]] = ops::dot(g, y, H);
   }
 
-  // Experts, then gather their input gradients back to the tokens (each token sums its rows in
-  // slot order, so tokens run in parallel).
+  // Experts, then their input gradients back to the tokens (the adjoint of the gather).
   ws.dxe.resize(size_t(R * H));
-  opt.experts->backward(p, opt.layer, a.offsets, dye, H, ws.dxe.data());
-  ws.row_of.assign(size_t(T * K), -1);
-  for (int64_t r = 0; r < R; ++r)
-    ws.row_of[size_t(a.row_token[size_t(r)]) * K + a.row_slot[size_t(r)]] = r;
-#pragma omp parallel for schedule(dynamic, 64)
-  for (int64_t t = 0; t < T; ++t) {
-    float* d = dx + t * H;
-    std::fill(d, d + H, 0.0f);
-    for (int j = 0; j < K; ++j) {
-      const int64_t r = ws.row_of[size_t(t * K + j)];
-      if (r >= 0) ops::add(ws.dxe.data() + r * H, H, d);
-    }
-  }
+  opt.experts->backward(p, opt.layer, plan.offsets, dye, H, ws.dxe.data());
+  std::fill(dx, dx + T * H, 0.0f);
+  moe::scatter_add_rows(plan, ws.dxe.data(), H, dx);
 
   // Router: combine weights and balancing losses -> logits -> x and the router weight.
   ws.dlogits.assign(size_t(T * E), 0.0f);

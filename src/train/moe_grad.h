@@ -1,12 +1,14 @@
 // The MoE block in training: router -> top-k -> optional capacity drop (score priority) ->
 // grouped SwiGLU experts -> weighted combine (+ shared expert), forward and backward, with
-// the balancing losses' gradients added at the router.
+// the balancing losses' gradients added at the router. Routing, the capacity policy and
+// dispatch / combine are moe/'s functions, the same calls inference makes.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <vector>
 
+#include "moe/dispatch.h"
 #include "moe/router.h"
 #include "train/ffn_grad.h"
 #include "train/params.h"
@@ -65,7 +67,6 @@ struct GlobalBatch {
 // them each time (contents are scratch).
 struct MoeScratch {
   std::vector<float> dye, dxe, dweights, dlogits;
-  std::vector<int64_t> row_of;
 };
 
 struct MoeTrainOptions {
@@ -86,13 +87,12 @@ struct MoeTrainOptions {
 // What one layer's forward saved, and its routing statistics.
 struct MoeActivations {
   std::vector<float> logits;           // [T, E] clean router logits (the balancing losses use them)
+  std::vector<float> scores;           // [T, E] the router's scores (capacity priority)
   std::vector<float> noise_logits, noise, noisy;  // [T, E] x W_noise^T, eps*softplus, H (noisy gating)
   std::vector<int32_t> router_ids;     // [T, k] the router's choice
   std::vector<int32_t> ids;            // [T, k] after the capacity drop (-1 = dropped)
   std::vector<float> weights;          // [T, k] combine weights (0 when dropped)
-  std::vector<int64_t> offsets;        // [E + 1] rows of each expert in the grouped buffers
-  std::vector<int32_t> row_token;      // [R] token of each grouped row
-  std::vector<int32_t> row_slot;       // [R] its slot j in ids[t, j]
+  moe::DispatchPlan plan;              // rows grouped by expert (moe/dispatch.h, as inference)
   std::vector<float> xe, ye;           // [R, H] gathered inputs and expert outputs
   FfnActivations shared_act;
   std::vector<float> shared_y;         // [T, H]

@@ -42,10 +42,20 @@ void add_bias_rows(float* y, int64_t rows, const Param* bias) {
     for (int64_t i = 0; i < n; ++i) y[r * n + i] += bias->value[size_t(i)];
 }
 
+// x = clamp(x, -limit, limit), as torch.clamp.
+void clamp_values(std::vector<float>& x, float limit) {
+  for (float& v : x) v = std::clamp(v, -limit, limit);
+}
+
+// torch.clamp's gradient: passed where -limit <= x <= limit, else 0.
+void clamp_backward(const std::vector<float>& x, float limit, std::vector<float>& grad) {
+  for (size_t i = 0; i < x.size(); ++i)
+    if (x[i] < -limit || x[i] > limit) grad[i] = 0.0f;
+}
+
 }  // namespace
 
 TrainModel::TrainModel(const model::ModelConfig& c, ParamSet& ps) : config_(c), params_(ps) {
-  if (c.clip_qkv > 0) fail("training does not support clip_qkv (OLMoE's q/k/v clamp)");
   const int64_t H = c.hidden_size, V = c.vocab_size, qw = c.q_width(), kvw = c.kv_width();
   embed_ = bind(ps, "model.embed_tokens.weight", {V, H});
   final_norm_ = bind(ps, "model.norm.weight", {H});
@@ -157,6 +167,14 @@ void TrainModel::attention_forward_layer(int l, int64_t B, int64_t S) {
     rmsnorm_forward(A.k_raw.data(), L.k_norm->value.data(), T * kvw / kn, kn, c.rms_norm_eps,
                     A.k.data(), A.rstd_k.data());
   }
+  if (c.clip_qkv > 0) {  // OLMoE clamps q, k (after their norm) and v; backward needs the inputs
+    A.q_unclipped = A.q;
+    A.k_unclipped = A.k;
+    A.v_unclipped = A.v;
+    clamp_values(A.q, c.clip_qkv);
+    clamp_values(A.k, c.clip_qkv);
+    clamp_values(A.v, c.clip_qkv);
+  }
 #pragma omp parallel for schedule(dynamic, 64)
   for (int64_t t = 0; t < T; ++t) {
     const float* cs = rope_cos_.data() + (t % S) * (hd / 2);
@@ -198,6 +216,11 @@ void TrainModel::attention_backward_layer(int l, int64_t B, int64_t S, float* dx
     const float* sn = rope_sin_.data() + (t % S) * (hd / 2);
     for (int64_t h = 0; h < c.num_heads; ++h) rope_backward(dq.data() + t * qw + h * hd, hd, cs, sn);
     for (int64_t h = 0; h < c.num_kv_heads; ++h) rope_backward(dk.data() + t * kvw + h * hd, hd, cs, sn);
+  }
+  if (c.clip_qkv > 0) {  // the clamp passes gradient only where it did not clip
+    clamp_backward(A.q_unclipped, c.clip_qkv, dq);
+    clamp_backward(A.k_unclipped, c.clip_qkv, dk);
+    clamp_backward(A.v_unclipped, c.clip_qkv, dv);
   }
   if (c.qk_norm != QkNorm::kNone) {
     const bool per_head = c.qk_norm == QkNorm::kPerHead;

@@ -48,6 +48,7 @@ struct LayerActivations {
   std::vector<float> q_raw, k_raw;       // projections before the q/k norm (when present)
   std::vector<float> rstd_q, rstd_k;     // their 1/rms per norm row
   std::vector<float> q, k, v;            // after norm and RoPE
+  std::vector<float> q_unclipped, k_unclipped, v_unclipped;  // before clip_qkv (when set)
   std::vector<float> probs;              // [B, nh, S, S]
   std::vector<float> attn;               // [T, qw]
   std::vector<float> x_mid, f, rstd2;    // after attention, its norm, 1/rms

@@ -32,6 +32,8 @@ cases=(
   "qwen2_moe_shared|--family qwen2_moe --hidden 32 --heads 4 --kv-heads 2 --experts 6 --expert-ffn 16 --shared-ffn 32|--capacity-factor 1.25"
   "qwen3_moe_qknorm|--family qwen3_moe --hidden 32 --heads 4 --kv-heads 2 --head-dim 16 --experts 4 --expert-ffn 24 --norm-topk 1|"
   "olmoe_fullnorm|--family olmoe --hidden 32 --heads 4 --kv-heads 4 --experts 4 --expert-ffn 24|"
+  "olmoe_clip_qkv|--family olmoe --hidden 32 --heads 4 --kv-heads 4 --experts 4 --expert-ffn 24 --clip-qkv 0.5|"
+  "dots1_sigmoid_capacity|--family dots1 --hidden 32 --heads 4 --kv-heads 2 --layers 2 --experts 8 --top-k 2 --expert-ffn 16 --shared-ffn 16|--capacity-factor 1.0"
   "dots1_sigmoid_groups|--family dots1 --hidden 32 --heads 4 --kv-heads 2 --layers 3 --dense-layers 1 --experts 8 --top-k 2 --groups 4 --topk-groups 2 --expert-ffn 16 --shared-ffn 16 --routed-scale 2.5|"
 )
 i=0

@@ -33,7 +33,8 @@ Loss (what Switchyard's trainer must match):
 
 Capacity (--capacity-factor g > 0; 0 = dropless): per MoE layer, C = ceil(g*T*k/E) evaluated in
   double as ceil(((g*T)*k)/E). For each expert e with more than C pairs routed to it, the C pairs
-  with the highest p[t, e] are kept; ties in p go to the earlier token (lower t = b*S + s). Dropped
+  with the highest score s[t, e] are kept, s = the router's score (p for softmax gates, sigmoid(r)
+  for dots1's sigmoid gate, without the selection bias); ties go to the earlier token (lower t = b*S + s). Dropped
   pairs contribute nothing to the MoE output (their expert is not run for them, and the surviving
   top-k weights of the token are NOT renormalised). The shared expert (qwen2_moe, dots1) is never
   dropped. counts_i / D_i still count the pairs before dropping. Without capacity the MoE output is
@@ -196,8 +197,10 @@ class TrainModel(hf.Model):
         flat = x.reshape(-1, H)
         router_logits = flat @ L["router"].t()  # [N, E], the product hf_reference.route computes
         ids, w = self.route(L, flat)
-        probs = torch.softmax(router_logits, dim=-1)
-        keep = capacity_keep(ids, probs, self.capacity_factor)
+        # Capacity priority: the router's own score (sigmoid for the DeepSeek-V3-style gate)
+        sigmoid_gate = self.cfg.arch == "Dots1ForCausalLM"
+        scores = router_logits.sigmoid() if sigmoid_gate else torch.softmax(router_logits, dim=-1)
+        keep = capacity_keep(ids, scores, self.capacity_factor)
         out = self.experts_out(L, flat, ids, w, keep)
         aux, z, counts = router_losses(router_logits, ids, len(L["experts"]))
         E = len(L["experts"])

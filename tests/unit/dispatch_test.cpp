@@ -1,4 +1,4 @@
-// plan_dispatch / gather_rows / combine_rows (src/moe/dispatch.h). Rows are self-describing:
+// plan_dispatch / gather_rows / combine_rows / scatter_add_rows (src/moe/dispatch.h). Rows are self-describing:
 // x[t, h] = 1000 t + h, so a permuted row names the token it came from and a misrouted row
 // shows up as "expert e row r holds token X". All values are small integers, exact in float32,
 // so dispatch then combine with unit weights must give exactly (pairs kept for t) x input.
@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <memory>
 #include <numeric>
@@ -62,6 +63,8 @@ std::vector<Case> cases() {
       {"no tokens", 0, 2, 4, random_distinct(4, 0.0)},
       {"first and last expert only, reverse slot order", 11, 2, 7,
        [](int64_t, int slot, std::mt19937&) { return int32_t(slot == 0 ? 6 : 0); }},
+      // Enough tokens x slots x columns for combine / scatter to take their parallel path.
+      {"large, parallel path", 3000, 2, 8, random_distinct(8, 0.1)},
   };
 }
 
@@ -184,6 +187,56 @@ TEST(Dispatch, WeightedCombineInExpertOrder) {
       }
     for (size_t i = 0; i < out.size(); ++i)
       ASSERT_EQ(out[i], ref[i]) << c.name << ": token " << i / H << " column " << i % H;
+  }
+}
+
+// Every row names its pair (token, slot), and row_of inverts that map; dropped pairs have none.
+TEST(Dispatch, RowsAndPairsAreInverse) {
+  for (const Case& c : cases()) {
+    const Pairs p = make_pairs(c, 5, false);
+    DispatchPlan plan;
+    plan_dispatch(p.ids.data(), p.weights.data(), c.T, c.k, c.E, plan);
+    ASSERT_EQ(plan.num_tokens(), c.T) << c.name;
+    for (int e = 0; e < c.E; ++e)
+      for (int64_t r = plan.offsets[size_t(e)]; r < plan.offsets[size_t(e) + 1]; ++r) {
+        const int64_t pair = int64_t(plan.token[size_t(r)]) * c.k + plan.slot[size_t(r)];
+        ASSERT_EQ(p.ids[size_t(pair)], e) << c.name << ": row " << r;
+        ASSERT_EQ(plan.row_of[size_t(pair)], r) << c.name << ": row " << r;
+      }
+    for (int64_t i = 0; i < c.T * c.k; ++i)
+      if (p.ids[size_t(i)] == kDroppedExpert) ASSERT_EQ(plan.row_of[size_t(i)], -1) << c.name;
+  }
+}
+
+// scatter_add_rows is gather_rows' adjoint: <gather(x), y> == <x, scatter(y)>, and it sums a
+// token's rows in ascending expert order (compared exactly with a scalar loop in that order).
+TEST(Dispatch, ScatterAddIsTheGathersAdjoint) {
+  constexpr int64_t H = 6;
+  for (const Case& c : cases()) {
+    const Pairs p = make_pairs(c, 9, false);
+    DispatchPlan plan;
+    plan_dispatch(p.ids.data(), p.weights.data(), c.T, c.k, c.E, plan);
+    std::mt19937 rng(11);
+    std::uniform_real_distribution<float> u(-1, 1);
+    std::vector<float> rows(static_cast<size_t>(plan.num_rows() * H));
+    for (float& v : rows) v = u(rng);
+    std::vector<float> out(static_cast<size_t>(c.T * H), 0.25f), ref(out);
+    scatter_add_rows(plan, rows.data(), H, out.data());
+    for (int e = 0; e < c.E; ++e)
+      for (int64_t r = plan.offsets[size_t(e)]; r < plan.offsets[size_t(e) + 1]; ++r)
+        for (int64_t h = 0; h < H; ++h)
+          ref[size_t(plan.token[size_t(r)] * H + h)] += rows[size_t(r * H + h)];
+    for (size_t i = 0; i < out.size(); ++i)
+      ASSERT_EQ(out[i], ref[i]) << c.name << ": token " << i / H << " column " << i % H;
+
+    const auto x = self_describing(c.T, H);
+    std::vector<float> gathered(rows.size()), zero(static_cast<size_t>(c.T * H), 0.0f);
+    gather_rows(plan, x.data(), H, gathered.data());
+    scatter_add_rows(plan, rows.data(), H, zero.data());
+    double lhs = 0, rhs = 0;
+    for (size_t i = 0; i < rows.size(); ++i) lhs += double(gathered[i]) * rows[i];
+    for (size_t i = 0; i < x.size(); ++i) rhs += double(x[i]) * zero[i];
+    EXPECT_NEAR(lhs, rhs, 1e-6 * (std::abs(lhs) + 1) + 1e-3) << c.name;
   }
 }
 
