@@ -132,8 +132,8 @@ LossParts TrainModel::forward_backward(const int32_t* tokens, const int32_t* tar
 }
 
 LossParts TrainModel::evaluate(const int32_t* tokens, const int32_t* targets, int64_t B,
-                               int64_t S, const LossOptions& opt) {
-  return run(tokens, targets, B, S, opt, false, nullptr);
+                               int64_t S, const LossOptions& opt, std::vector<float>* logits_out) {
+  return run(tokens, targets, B, S, opt, false, logits_out);
 }
 
 void TrainModel::attention_forward_layer(int l, int64_t B, int64_t S) {

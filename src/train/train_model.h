@@ -70,9 +70,9 @@ class TrainModel {
   LossParts forward_backward(const int32_t* tokens, const int32_t* targets, int64_t batch,
                              int64_t seq, const LossOptions& opt,
                              std::vector<float>* logits_out = nullptr);
-  // The loss only (validation).
+  // The loss only (validation); logits_out as in forward_backward.
   LossParts evaluate(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t seq,
-                     const LossOptions& opt);
+                     const LossOptions& opt, std::vector<float>* logits_out = nullptr);
 
   const LayerParams& layer_params(int layer) const { return layers_[size_t(layer)]; }
 
