@@ -7,7 +7,7 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 
 packages=(
-  cmake g++ make ninja-build pkg-config git
+  cmake g++ make ninja-build pkg-config git clang-format
   libopenblas-dev libhwy-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libfmt-dev libicu-dev
   libgtest-dev libbenchmark-dev libopenmpi-dev openmpi-bin
   python3 python3-torch python3-numpy bible-kjv-text

@@ -1,16 +1,51 @@
 #!/usr/bin/env bash
-# Sets up, builds and runs the whole test suite: unit tests, the PyTorch / Hugging Face
-# reference comparisons and bad-input checks (CTest). With SY_TEST_ASAN=1 (as CI does) the
-# suite runs a second time under AddressSanitizer + UBSan in build-asan/.
+# Sets up, builds and runs the test suite in tiers: `fast` (unit tests and quick reference
+# checks, under two minutes on 2 cores), then `slow` (training runs and external references).
+# SY_TEST_TIER=fast runs the fast tier only. With SY_TEST_ASAN=1 (as CI does) the fast tier
+# runs a second time under AddressSanitizer + UBSan in build-asan/. Ends with the time of
+# every step.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 jobs=$(nproc)
+tiers="${SY_TEST_TIER:-fast slow}"
+
+timings=()
+step_start=0
+start_step() { step_start=$(date +%s); }
+end_step() { timings+=("$(printf '%-34s %6d s' "$1" $(( $(date +%s) - step_start )))"); }
+report() {
+  local rc=$?
+  echo
+  echo "== timings =="
+  for t in "${timings[@]}"; do echo "$t"; done
+  exit $rc
+}
+trap report EXIT
+
+run_tier() {  # run_tier BUILD_DIR LABEL [VAR=VALUE ...]
+  local dir="$1" label="$2"
+  shift 2
+  (cd "$dir" && env "$@" ctest --output-on-failure -j "$jobs" -L "^${label}\$")
+}
+
+start_step
 "$root/scripts/build.sh"
-(cd "$root/build" && ctest --output-on-failure -j "$jobs" --timeout 900)
+end_step "build (release)"
+for tier in $tiers; do
+  echo "== $tier tier =="
+  start_step
+  run_tier "$root/build" "$tier"
+  end_step "tests: $tier tier (release)"
+done
+
 if [ "${SY_TEST_ASAN:-0}" = "1" ]; then
-  echo "== the same suite under AddressSanitizer + UBSan =="
-  BUILD_DIR="$root/build-asan" "$root/scripts/build.sh" -DSY_ASAN=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
-  (cd "$root/build-asan" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-     ctest --output-on-failure -j "$jobs" --timeout 1800)
+  echo "== the fast tier under AddressSanitizer + UBSan =="
+  start_step
+  BUILD_DIR="$root/build-asan" "$root/scripts/build.sh" -DSY_ASAN=ON -DSY_BUILD_BENCH=OFF \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g"
+  end_step "build (asan + ubsan)"
+  start_step
+  run_tier "$root/build-asan" fast ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+  end_step "tests: fast tier (asan + ubsan)"
 fi
