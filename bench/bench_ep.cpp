@@ -10,8 +10,8 @@
 // Routing is set, not learned: the router weight is the identity on the first E hidden
 // columns, and those columns of each token hold log(p_e) + Gumbel noise, so moe_forward's own
 // router sees exactly these logits and a token's first choice is drawn from p.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -20,11 +20,11 @@
 #include <random>
 
 #include "common/timing.h"
-#include "parallel/communicator.h"
-#include "parallel/expert_parallel.h"
 #include "moe/moe_layer.h"
 #include "ops/blas_env.h"
 #include "ops/threads.h"
+#include "parallel/communicator.h"
+#include "parallel/expert_parallel.h"
 #include "util/dtype.h"
 #include "util/error.h"
 
@@ -78,8 +78,9 @@ std::vector<float> make_tokens(const std::vector<double>& p, int64_t T, int64_t 
   std::vector<float> x(size_t(T * H));
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < H; ++h)
-      x[size_t(t * H + h)] = h < int64_t(p.size()) ? float(std::log(p[size_t(h)]) - std::log(-std::log(u(rng))))
-                                                   : other(rng);
+      x[size_t(t * H + h)] = h < int64_t(p.size())
+                                 ? float(std::log(p[size_t(h)]) - std::log(-std::log(u(rng))))
+                                 : other(rng);
   return x;
 }
 
@@ -93,7 +94,8 @@ struct Layer {
   moe::MoeBlock block;
 };
 
-ops::WeightView random_matrix(Layer& L, DType dt, int64_t rows, int64_t cols, std::mt19937_64& rng) {
+ops::WeightView random_matrix(Layer& L, DType dt, int64_t rows, int64_t cols,
+                              std::mt19937_64& rng) {
   std::normal_distribution<float> n(0.0f, 1.0f / std::sqrt(float(cols)));
   std::vector<float> v(size_t(rows * cols));
   for (float& x : v) x = n(rng);
@@ -103,7 +105,8 @@ ops::WeightView random_matrix(Layer& L, DType dt, int64_t rows, int64_t cols, st
   }
   L.storage16.emplace_back(v.size());
   auto& dst = L.storage16.back();
-  for (size_t i = 0; i < v.size(); ++i) dst[i] = dt == DType::BF16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
+  for (size_t i = 0; i < v.size(); ++i)
+    dst[i] = dt == DType::BF16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
   return {dt, rows, cols, L.storage16.back().data()};
 }
 
@@ -151,8 +154,9 @@ int main(int argc, char** argv) {
   ops::prefer_fast_blas(argc, argv);
   const parallel::Communicator& comm = parallel::Communicator::world(&argc, &argv);
   Options o;
-  CLI::App app{"One expert-parallel MoE layer over MPI ranks: time breakdown, all-to-all GB/s vs raw "
-               "MPI_Alltoallv, and layer time vs the busiest rank's load under skew"};
+  CLI::App app{
+      "One expert-parallel MoE layer over MPI ranks: time breakdown, all-to-all GB/s vs raw "
+      "MPI_Alltoallv, and layer time vs the busiest rank's load under skew"};
   app.add_option("--hidden", o.hidden, "Hidden size")->capture_default_str();
   app.add_option("--ffn", o.ffn, "Expert FFN width")->capture_default_str();
   app.add_option("--experts", o.experts, "Experts")->capture_default_str();
@@ -172,14 +176,17 @@ int main(int argc, char** argv) {
   try {
     ops::set_num_threads(o.threads);
     const int D = comm.size(), me = comm.rank();
-    if (!comm.distributed()) fail("run under mpirun with at least 2 ranks, e.g. mpirun -np 2 bench_ep");
+    if (!comm.distributed())
+      fail("run under mpirun with at least 2 ranks, e.g. mpirun -np 2 bench_ep");
     const moe::Placement pl = moe::Placement::contiguous(o.experts, D);
     const auto L = make_layer(o, pl, me);
     const int64_t T = o.tokens, H = o.hidden;
     std::vector<float> out(size_t(T * H));
     moe::MoeScratch scratch;
-    Json result = {{"ranks", D}, {"hidden", H}, {"ffn", o.ffn}, {"experts", o.experts}, {"top_k", o.top_k},
-                   {"tokens_per_rank", T}, {"dtype", o.dtype}, {"threads_per_rank", o.threads}};
+    Json result = {{"ranks", D},       {"hidden", H},
+                   {"ffn", o.ffn},     {"experts", o.experts},
+                   {"top_k", o.top_k}, {"tokens_per_rank", T},
+                   {"dtype", o.dtype}, {"threads_per_rank", o.threads}};
 
     // ---- 1. time breakdown, uniform routing, dropless
     {
@@ -192,25 +199,38 @@ int main(int argc, char** argv) {
       std::vector<double> wall;
       timed_call(comm, *L, x, T, H, out, scratch, rt);  // warm-up
       ep.reset_timings();
-      for (int r = 0; r < o.reps; ++r) wall.push_back(timed_call(comm, *L, x, T, H, out, scratch, rt));
+      for (int r = 0; r < o.reps; ++r)
+        wall.push_back(timed_call(comm, *L, x, T, H, out, scratch, rt));
       const auto& t = ep.timings()[0];
       const double n = double(t.calls);
-      std::vector<double> mine{t.route_s / n, t.dispatch_s / n, t.wait_dispatch_s / n, t.compute_s / n,
-                               t.combine_s / n, t.wait_combine_s / n, median(wall), double(t.rows_received) / n};
+      std::vector<double> mine{t.route_s / n,         t.dispatch_s / n,
+                               t.wait_dispatch_s / n, t.compute_s / n,
+                               t.combine_s / n,       t.wait_combine_s / n,
+                               median(wall),          double(t.rows_received) / n};
       const auto all = comm.gather(mine);
       if (comm.is_root()) {
-        fmt::print("1. one MoE layer, {} tokens per rank, uniform routing, dropless, {} ranks x {} threads "
-                   "(mean over {} calls, ms)\n{:>5} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
-                   T, D, o.threads, o.reps, "rank", "route", "dispatch", "(wait)", "experts", "combine",
-                   "(wait)", "layer", "rows in");
+        fmt::print(
+            "1. one MoE layer, {} tokens per rank, uniform routing, dropless, {} ranks x {} "
+            "threads "
+            "(mean over {} calls, ms)\n{:>5} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+            T, D, o.threads, o.reps, "rank", "route", "dispatch", "(wait)", "experts", "combine",
+            "(wait)", "layer", "rows in");
         Json ranks = Json::array();
         for (int r = 0; r < D; ++r) {
           const double* v = all.data() + r * 8;
-          fmt::print("{:>5} {:>7.2f} {:>9.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.0f}\n", r,
-                     1e3 * v[0], 1e3 * v[1], 1e3 * v[2], 1e3 * v[3], 1e3 * v[4], 1e3 * v[5], 1e3 * v[6], v[7]);
-          ranks.push_back({{"rank", r}, {"route_s", v[0]}, {"dispatch_s", v[1]}, {"wait_dispatch_s", v[2]},
-                           {"compute_s", v[3]}, {"combine_s", v[4]}, {"wait_combine_s", v[5]},
-                           {"layer_median_s", v[6]}, {"rows_received", v[7]}});
+          fmt::print(
+              "{:>5} {:>7.2f} {:>9.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.0f}\n", r,
+              1e3 * v[0], 1e3 * v[1], 1e3 * v[2], 1e3 * v[3], 1e3 * v[4], 1e3 * v[5], 1e3 * v[6],
+              v[7]);
+          ranks.push_back({{"rank", r},
+                           {"route_s", v[0]},
+                           {"dispatch_s", v[1]},
+                           {"wait_dispatch_s", v[2]},
+                           {"compute_s", v[3]},
+                           {"combine_s", v[4]},
+                           {"wait_combine_s", v[5]},
+                           {"layer_median_s", v[6]},
+                           {"rows_received", v[7]}});
         }
         result["breakdown"] = ranks;
       }
@@ -241,10 +261,12 @@ int main(int argc, char** argv) {
       for (int32_t e : scratch.ids)
         if (e >= 0) ++counts_out[size_t(pl.device_of(e))];
       std::vector<int64_t> counts_in(static_cast<size_t>(D));
-      parallel::check_mpi(MPI_Alltoall(counts_out.data(), 1, MPI_INT64_T, counts_in.data(), 1, MPI_INT64_T, comm.comm()),
-                "MPI_Alltoall");
+      parallel::check_mpi(MPI_Alltoall(counts_out.data(), 1, MPI_INT64_T, counts_in.data(), 1,
+                                       MPI_INT64_T, comm.comm()),
+                          "MPI_Alltoall");
       int64_t total_out = 0, total_in = 0;
-      for (int d = 0; d < D; ++d) total_out += counts_out[size_t(d)], total_in += counts_in[size_t(d)];
+      for (int d = 0; d < D; ++d)
+        total_out += counts_out[size_t(d)], total_in += counts_in[size_t(d)];
       std::vector<float> send(size_t(total_out * H), 1.0f), recv, back;
       for (int r = 0; r < o.reps + 1; ++r) {
         comm.barrier();
@@ -261,33 +283,45 @@ int main(int argc, char** argv) {
       std::vector<double> mine{ep_s, mpi_s, raw_s, double(remote_bytes)};
       const auto all = comm.gather(mine);
       if (comm.is_root()) {
-        fmt::print("\n2. row exchange there and back (experts replaced by a copy), median of {} (ms; GB/s of "
-                   "bytes to and from other ranks)\n{:>5} {:>10} {:>8} {:>10} {:>8} {:>10} {:>8} {:>9} {:>9}\n",
-                   o.reps, "rank", "all-to-all", "GB/s", "+pack/comb", "GB/s", "raw a2av", "GB/s", "a2a/raw",
-                   "full/raw");
+        fmt::print(
+            "\n2. row exchange there and back (experts replaced by a copy), median of {} (ms; GB/s "
+            "of "
+            "bytes to and from other ranks)\n{:>5} {:>10} {:>8} {:>10} {:>8} {:>10} {:>8} {:>9} "
+            "{:>9}\n",
+            o.reps, "rank", "all-to-all", "GB/s", "+pack/comb", "GB/s", "raw a2av", "GB/s",
+            "a2a/raw", "full/raw");
         Json ranks = Json::array();
         for (int r = 0; r < D; ++r) {
           const double* v = all.data() + r * 4;
-          fmt::print("{:>5} {:>10.3f} {:>8.2f} {:>10.3f} {:>8.2f} {:>10.3f} {:>8.2f} {:>8.2f}x {:>8.2f}x\n", r,
-                     1e3 * v[1], v[3] / v[1] / 1e9, 1e3 * v[0], v[3] / v[0] / 1e9, 1e3 * v[2],
-                     v[3] / v[2] / 1e9, v[1] / v[2], v[0] / v[2]);
-          ranks.push_back({{"rank", r}, {"alltoall_s", v[1]}, {"exchange_with_pack_combine_s", v[0]},
-                           {"raw_alltoallv_s", v[2]}, {"remote_bytes", v[3]}, {"alltoall_over_raw", v[1] / v[2]},
+          fmt::print(
+              "{:>5} {:>10.3f} {:>8.2f} {:>10.3f} {:>8.2f} {:>10.3f} {:>8.2f} {:>8.2f}x "
+              "{:>8.2f}x\n",
+              r, 1e3 * v[1], v[3] / v[1] / 1e9, 1e3 * v[0], v[3] / v[0] / 1e9, 1e3 * v[2],
+              v[3] / v[2] / 1e9, v[1] / v[2], v[0] / v[2]);
+          ranks.push_back({{"rank", r},
+                           {"alltoall_s", v[1]},
+                           {"exchange_with_pack_combine_s", v[0]},
+                           {"raw_alltoallv_s", v[2]},
+                           {"remote_bytes", v[3]},
+                           {"alltoall_over_raw", v[1] / v[2]},
                            {"full_over_raw", v[0] / v[2]}});
         }
-        fmt::print("all-to-all = inside MPI: counts MPI_Alltoall + rows MPI_Alltoallv there and back; "
-                   "+pack/comb adds gathering rows by owner and the weighted combine; raw = two "
-                   "MPI_Alltoallv of the same per-peer bytes (target: within 1.2x)\n");
+        fmt::print(
+            "all-to-all = inside MPI: counts MPI_Alltoall + rows MPI_Alltoallv there and back; "
+            "+pack/comb adds gathering rows by owner and the weighted combine; raw = two "
+            "MPI_Alltoallv of the same per-peer bytes (target: within 1.2x)\n");
         result["exchange"] = ranks;
       }
     }
 
     // ---- 3. skewed routing: layer time vs the busiest rank's load, with and without drop
     if (comm.is_root())
-      fmt::print("\n3. layer time vs the busiest rank's load ({} tokens per rank, median of {}; time = slowest "
-                 "rank)\n{:>10} {:>7} {:>6} {:>10} {:>10} {:>10} {:>9} {:>7} {:>10}\n",
-                 T, o.reps, "skew", "policy", "gamma", "layer ms", "vs none", "busiest", "max/mean", "DT",
-                 "ms/krow");
+      fmt::print(
+          "\n3. layer time vs the busiest rank's load ({} tokens per rank, median of {}; time = "
+          "slowest "
+          "rank)\n{:>10} {:>7} {:>6} {:>10} {:>10} {:>10} {:>9} {:>7} {:>10}\n",
+          T, o.reps, "skew", "policy", "gamma", "layer ms", "vs none", "busiest", "max/mean", "DT",
+          "ms/krow");
     Json skew_rows = Json::array();
     for (const std::string& skew : o.skews) {
       const auto x = make_tokens(popularity(skew, o.experts), T, H, 3000 + uint64_t(me));
@@ -315,24 +349,33 @@ int main(int argc, char** argv) {
         const double ms = 1e3 * median(wall);
         if (policy == "none") dropless_ms = ms;
         int64_t busiest = 0, total = 0;
-        for (int d = 0; d < D; ++d) busiest = std::max(busiest, stats.device_count(0, d)), total += stats.device_count(0, d);
+        for (int d = 0; d < D; ++d)
+          busiest = std::max(busiest, stats.device_count(0, d)), total += stats.device_count(0, d);
         busiest /= o.reps;
         total /= o.reps;
         const double dt = stats.dropped_fraction(0);
         if (comm.is_root()) {
-          fmt::print("{:>10} {:>7} {:>6} {:>10.2f} {:>9.2f}x {:>7} {:>10.2f} {:>6.1f}% {:>10.3f}\n", skew, policy,
-                     policy == "none" ? "-" : fmt::format("{:g}", gamma), ms, ms / dropless_ms, busiest,
-                     stats.device_max_over_mean(0), 100 * dt, ms / (busiest / 1000.0));
-          skew_rows.push_back({{"skew", skew}, {"policy", policy}, {"gamma", gamma}, {"layer_median_s", ms / 1e3},
-                               {"busiest_rank_rows", busiest}, {"rows_total", total},
+          fmt::print("{:>10} {:>7} {:>6} {:>10.2f} {:>9.2f}x {:>7} {:>10.2f} {:>6.1f}% {:>10.3f}\n",
+                     skew, policy, policy == "none" ? "-" : fmt::format("{:g}", gamma), ms,
+                     ms / dropless_ms, busiest, stats.device_max_over_mean(0), 100 * dt,
+                     ms / (busiest / 1000.0));
+          skew_rows.push_back({{"skew", skew},
+                               {"policy", policy},
+                               {"gamma", gamma},
+                               {"layer_median_s", ms / 1e3},
+                               {"busiest_rank_rows", busiest},
+                               {"rows_total", total},
                                {"rank_max_over_mean", stats.device_max_over_mean(0)},
-                               {"expert_max_over_mean", stats.max_over_mean(0)}, {"dropped_token_fraction", dt}});
+                               {"expert_max_over_mean", stats.max_over_mean(0)},
+                               {"dropped_token_fraction", dt}});
         }
       }
     }
     if (comm.is_root()) {
-      fmt::print("busiest = rows the most loaded rank's experts computed per call; ms/krow = layer time per "
-                 "1000 of those rows (constant when the busiest rank sets the pace)\n");
+      fmt::print(
+          "busiest = rows the most loaded rank's experts computed per call; ms/krow = layer time "
+          "per "
+          "1000 of those rows (constant when the busiest rank sets the pace)\n");
       result["skew"] = skew_rows;
       if (!o.json.empty()) {
         std::ofstream(o.json) << result.dump(2) << "\n";

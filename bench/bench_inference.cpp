@@ -3,8 +3,8 @@
 //   bench_inference --shape A --dtype BF16 --threads 1,2 --json out.json
 // Decode GB/s = weight bytes read per token x tokens/s, reported as a fraction of a read-
 // bandwidth probe taken right before and after the model runs, in the same process.
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
+#include <CLI/CLI.hpp>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -51,11 +51,15 @@ int main(int argc, char** argv) {
   std::string shape = "A", dtype = "BF16", model_dir, json_path, work_dir;
   std::vector<int> threads = {1, 2};
   int prompt_len = 128, decode_len = 32, reps = 3;
-  app.add_option("--shape", shape, "Reference shape from machine.md: A or B")->capture_default_str();
-  app.add_option("--dtype", dtype, "Weight dtype of the generated model: BF16, F16, F32")->capture_default_str();
+  app.add_option("--shape", shape, "Reference shape from machine.md: A or B")
+      ->capture_default_str();
+  app.add_option("--dtype", dtype, "Weight dtype of the generated model: BF16, F16, F32")
+      ->capture_default_str();
   app.add_option("--model", model_dir, "Benchmark this checkpoint instead of a generated one");
   app.add_option("--work-dir", work_dir, "Where the generated model is kept (default: /tmp)");
-  app.add_option("--threads", threads, "Thread counts to measure")->delimiter(',')->capture_default_str();
+  app.add_option("--threads", threads, "Thread counts to measure")
+      ->delimiter(',')
+      ->capture_default_str();
   app.add_option("--prompt", prompt_len, "Prompt tokens for prefill")->capture_default_str();
   app.add_option("--decode", decode_len, "Tokens decoded per repetition")->capture_default_str();
   app.add_option("--reps", reps, "Timed repetitions (median reported)")->capture_default_str();
@@ -125,10 +129,12 @@ int main(int argc, char** argv) {
       const auto params = model::count_params(cfg);
       const double prefill_gflops = 2.0 * double(params.active_per_token) * prefill_tps / 1e9;
       const int bi = std::min(n, 2) - 1;
-      auto ratio = [&](double v, double base) { return baseline ? fmt::format("{:.2f}x", v / base) : std::string("-"); };
-      fmt::print("{:>7} {:>12.1f} {:>10} {:>11.1f} {:>10} {:>9.1f} {:>9.1f} {:>10.0f}% {:>11.1f}\n", n,
-                 prefill_tps, baseline ? ratio(prefill_tps, baseline->prefill[bi]) : "-", decode_tps,
-                 baseline ? ratio(decode_tps, baseline->decode[bi]) : "-", gbps, probe,
+      auto ratio = [&](double v, double base) {
+        return baseline ? fmt::format("{:.2f}x", v / base) : std::string("-");
+      };
+      fmt::print("{:>7} {:>12.1f} {:>10} {:>11.1f} {:>10} {:>9.1f} {:>9.1f} {:>10.0f}% {:>11.1f}\n",
+                 n, prefill_tps, baseline ? ratio(prefill_tps, baseline->prefill[bi]) : "-",
+                 decode_tps, baseline ? ratio(decode_tps, baseline->decode[bi]) : "-", gbps, probe,
                  100.0 * gbps / probe, prefill_gflops);
       results.push_back({{"threads", n},
                          {"prefill_tokens_per_s", prefill_tps},
@@ -142,18 +148,29 @@ int main(int argc, char** argv) {
                          {"probe_gbps_after", probe_after.gbps_median},
                          {"decode_fraction_of_probe", gbps / probe},
                          {"prefill_gflops", prefill_gflops},
-                         {"llama_cpp_prefill", baseline ? nlohmann::json(baseline->prefill[bi]) : nlohmann::json()},
-                         {"llama_cpp_decode", baseline ? nlohmann::json(baseline->decode[bi]) : nlohmann::json()}});
+                         {"llama_cpp_prefill",
+                          baseline ? nlohmann::json(baseline->prefill[bi]) : nlohmann::json()},
+                         {"llama_cpp_decode",
+                          baseline ? nlohmann::json(baseline->decode[bi]) : nlohmann::json()}});
     }
     if (baseline)
-      fmt::print("\nllama.cpp on this machine class (machine.md): prefill {} / {} t/s, decode {} / {} t/s (1T / 2T)\n",
-                 baseline->prefill[0], baseline->prefill[1], baseline->decode[0], baseline->decode[1]);
-    fmt::print("targets (issue 4, shape A BF16, 2 threads): decode >= 106 t/s and >= 85% of probe; prefill >= 571 t/s\n");
+      fmt::print(
+          "\nllama.cpp on this machine class (machine.md): prefill {} / {} t/s, decode {} / {} t/s "
+          "(1T / 2T)\n",
+          baseline->prefill[0], baseline->prefill[1], baseline->decode[0], baseline->decode[1]);
+    fmt::print(
+        "targets (issue 4, shape A BF16, 2 threads): decode >= 106 t/s and >= 85% of probe; "
+        "prefill >= 571 t/s\n");
     if (!json_path.empty()) {
-      nlohmann::json j = {{"model", model_dir}, {"shape", shape}, {"dtype", dtype},
-                          {"prompt_tokens", prompt_len}, {"decode_tokens", decode_len}, {"reps", reps},
+      nlohmann::json j = {{"model", model_dir},
+                          {"shape", shape},
+                          {"dtype", dtype},
+                          {"prompt_tokens", prompt_len},
+                          {"decode_tokens", decode_len},
+                          {"reps", reps},
                           {"bytes_per_decoded_token", bytes_per_token},
-                          {"openblas_core", ops::blas_core_name()}, {"results", results}};
+                          {"openblas_core", ops::blas_core_name()},
+                          {"results", results}};
       io::write_text_file_atomic(json_path, j.dump(2) + "\n");
       fmt::print("wrote {}\n", json_path);
     }

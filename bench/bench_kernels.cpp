@@ -6,11 +6,11 @@
 //   SWITCHYARD_KEEP_OPENBLAS_CORETYPE=1 OPENBLAS_CORETYPE=Haswell bench_kernels
 #include <cblas.h>
 
+#include <hwy/targets.h>
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <hwy/targets.h>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -44,23 +44,27 @@ struct Arena {
       data[i] = uint16_t(0x3000 | ((i * 2654435761u) >> 20 & 0xfff));
     }
   }
-  ~Arena() { std::free(data); }
+  ~Arena() {
+    std::free(data);
+  }
 };
 
 struct Shape {
   int64_t rows, cols;
 };
 
-double median_probe(int threads) { return sy::bench::probe_read_bandwidth(threads).gbps_median; }
+double median_probe(int threads) {
+  return sy::bench::probe_read_bandwidth(threads).gbps_median;
+}
 
 // Each case is judged against a probe taken right before it with the same thread count:
 // this VM's 2-thread bandwidth switches between ~35 and ~55 GB/s over minutes.
-Json bench_gemv(const Arena& arena, const std::vector<Shape>& shapes, const std::vector<int>& threads,
-                int reps) {
+Json bench_gemv(const Arena& arena, const std::vector<Shape>& shapes,
+                const std::vector<int>& threads, int reps) {
   Json out = Json::array();
   std::printf("\nGEMV y = W x (n = 1), weights cycled through copies totalling <= 512 MiB\n");
-  std::printf("%-6s %-13s %3s %9s %9s %9s %8s\n", "dtype", "rows x cols", "thr", "us/call",
-              "GB/s", "probe", "fraction");
+  std::printf("%-6s %-13s %3s %9s %9s %9s %8s\n", "dtype", "rows x cols", "thr", "us/call", "GB/s",
+              "probe", "fraction");
   for (DType dt : {DType::BF16, DType::F16, DType::F32}) {
     for (const Shape& s : shapes) {
       const size_t bytes = size_t(s.rows * s.cols) * sy::dtype_size(dt);
@@ -68,11 +72,13 @@ Json bench_gemv(const Arena& arena, const std::vector<Shape>& shapes, const std:
       std::vector<float> x(size_t(s.cols), 0.01f), y(size_t(s.rows));
       for (size_t t = 0; t < threads.size(); ++t) {
         sy::ops::set_num_threads(threads[t]);
-        const double probe = sy::bench::probe_read_bandwidth(threads[t], size_t(512) << 20, 5).gbps_median;
+        const double probe =
+            sy::bench::probe_read_bandwidth(threads[t], size_t(512) << 20, 5).gbps_median;
         const auto timing = sy::bench::time_median(
             [&] {
               for (int c = 0; c < copies; ++c) {
-                const WeightView w{dt, s.rows, s.cols, reinterpret_cast<const uint8_t*>(arena.data) + c * bytes};
+                const WeightView w{dt, s.rows, s.cols,
+                                   reinterpret_cast<const uint8_t*>(arena.data) + c * bytes};
                 sy::ops::gemv(w, x.data(), y.data());
               }
             },
@@ -80,11 +86,18 @@ Json bench_gemv(const Arena& arena, const std::vector<Shape>& shapes, const std:
         const double per_call = timing.median_s / copies;
         const double gbps = double(bytes) / per_call * 1e-9;
         const double frac = gbps / probe;
-        std::printf("%-6s %5ldx%-7ld %3d %9.1f %9.1f %9.1f %7.0f%%\n", std::string(sy::dtype_name(dt)).c_str(),
-                    long(s.rows), long(s.cols), threads[t], per_call * 1e6, gbps, probe, 100 * frac);
-        out.push_back({{"dtype", sy::dtype_name(dt)}, {"rows", s.rows}, {"cols", s.cols},
-                       {"threads", threads[t]}, {"us_per_call", per_call * 1e6}, {"gbps", gbps},
-                       {"probe_gbps", probe}, {"fraction_of_probe", frac}, {"copies", copies},
+        std::printf("%-6s %5ldx%-7ld %3d %9.1f %9.1f %9.1f %7.0f%%\n",
+                    std::string(sy::dtype_name(dt)).c_str(), long(s.rows), long(s.cols), threads[t],
+                    per_call * 1e6, gbps, probe, 100 * frac);
+        out.push_back({{"dtype", sy::dtype_name(dt)},
+                       {"rows", s.rows},
+                       {"cols", s.cols},
+                       {"threads", threads[t]},
+                       {"us_per_call", per_call * 1e6},
+                       {"gbps", gbps},
+                       {"probe_gbps", probe},
+                       {"fraction_of_probe", frac},
+                       {"copies", copies},
                        {"gbps_min", double(bytes) * copies / timing.max_s * 1e-9},
                        {"gbps_max", double(bytes) * copies / timing.min_s * 1e-9}});
       }
@@ -97,23 +110,31 @@ Json bench_gemv(const Arena& arena, const std::vector<Shape>& shapes, const std:
 Json bench_crossover(const Arena& arena, int threads, int reps) {
   Json out = Json::array();
   for (const Shape& s : {Shape{2816, 1024}, Shape{1024, 2816}}) {
-  const WeightView w{DType::BF16, s.rows, s.cols, arena.data};
-  std::printf("\nStream vs sgemm path, BF16 %ldx%ld, %d threads (GFLOP/s)\n", long(s.rows),
-              long(s.cols), threads);
-  std::printf("%5s %10s %10s\n", "n", "stream", "sgemm");
-  sy::ops::set_num_threads(threads);
-  for (int64_t n : {1, 2, 4, 8, 16, 32, 64, 128, 512}) {
-    std::vector<float> x(size_t(n * s.cols), 0.01f), y(size_t(n * s.rows));
-    const double flops = 2.0 * double(n) * double(s.rows) * double(s.cols);
-    const auto ts = sy::bench::time_median(
-        [&] { sy::ops::detail::matmul_stream(w, x.data(), n, s.cols, y.data(), s.rows, threads); }, 3, reps);
-    const auto tg = sy::bench::time_median(
-        [&] { sy::ops::detail::matmul_sgemm(w, x.data(), n, s.cols, y.data(), s.rows, threads); }, 3, reps);
-    std::printf("%5ld %10.1f %10.1f\n", long(n), flops / ts.median_s * 1e-9, flops / tg.median_s * 1e-9);
-    out.push_back({{"rows", s.rows}, {"cols", s.cols}, {"n", n}, {"threads", threads},
-                   {"stream_gflops", flops / ts.median_s * 1e-9},
-                   {"sgemm_gflops", flops / tg.median_s * 1e-9}});
-  }
+    const WeightView w{DType::BF16, s.rows, s.cols, arena.data};
+    std::printf("\nStream vs sgemm path, BF16 %ldx%ld, %d threads (GFLOP/s)\n", long(s.rows),
+                long(s.cols), threads);
+    std::printf("%5s %10s %10s\n", "n", "stream", "sgemm");
+    sy::ops::set_num_threads(threads);
+    for (int64_t n : {1, 2, 4, 8, 16, 32, 64, 128, 512}) {
+      std::vector<float> x(size_t(n * s.cols), 0.01f), y(size_t(n * s.rows));
+      const double flops = 2.0 * double(n) * double(s.rows) * double(s.cols);
+      const auto ts = sy::bench::time_median(
+          [&] {
+            sy::ops::detail::matmul_stream(w, x.data(), n, s.cols, y.data(), s.rows, threads);
+          },
+          3, reps);
+      const auto tg = sy::bench::time_median(
+          [&] { sy::ops::detail::matmul_sgemm(w, x.data(), n, s.cols, y.data(), s.rows, threads); },
+          3, reps);
+      std::printf("%5ld %10.1f %10.1f\n", long(n), flops / ts.median_s * 1e-9,
+                  flops / tg.median_s * 1e-9);
+      out.push_back({{"rows", s.rows},
+                     {"cols", s.cols},
+                     {"n", n},
+                     {"threads", threads},
+                     {"stream_gflops", flops / ts.median_s * 1e-9},
+                     {"sgemm_gflops", flops / tg.median_s * 1e-9}});
+    }
   }
   return out;
 }
@@ -137,8 +158,8 @@ Json bench_matmul(const Arena& arena, const std::vector<int>& threads, int reps)
       int i = 0;
       for (DType dt : {DType::BF16, DType::F16, DType::F32}) {
         const WeightView w{dt, s.rows, s.cols, arena.data};
-        const auto tm = sy::bench::time_median(
-            [&] { sy::ops::matmul(w, x.data(), m, y.data()); }, 3, reps);
+        const auto tm =
+            sy::bench::time_median([&] { sy::ops::matmul(w, x.data(), m, y.data()); }, 3, reps);
         g[i++] = flops / tm.median_s * 1e-9;
         row[std::string("gflops_") + std::string(sy::dtype_name(dt))] = g[i - 1];
       }
@@ -171,7 +192,8 @@ int main(int argc, char** argv) {
   bool quick = false;
   std::vector<int> threads = {1, 2};
   app.add_option("--json", json_path, "write the figures to this JSON file");
-  app.add_option("--reps", reps, "timed repetitions per case (median reported)")->check(CLI::Range(5, 1000));
+  app.add_option("--reps", reps, "timed repetitions per case (median reported)")
+      ->check(CLI::Range(5, 1000));
   app.add_option("--threads", threads, "thread counts to measure")->delimiter(',');
   app.add_flag("--quick", quick, "only the smallest GEMV shapes (smoke run)");
   std::vector<std::string> sections = {"gemv", "crossover", "matmul"};
@@ -190,7 +212,8 @@ int main(int argc, char** argv) {
   std::vector<double> probe_before, probe_after;
   for (int t : threads) probe_before.push_back(median_probe(t));
   std::printf("read bandwidth probe:");
-  for (size_t i = 0; i < threads.size(); ++i) std::printf("  %dT %.1f GB/s", threads[i], probe_before[i]);
+  for (size_t i = 0; i < threads.size(); ++i)
+    std::printf("  %dT %.1f GB/s", threads[i], probe_before[i]);
   std::printf("\n");
 
   std::vector<Shape> shapes = {{1024, 2816}, {2816, 1024}, {32000, 1024}, {14336, 4096}};
@@ -201,15 +224,19 @@ int main(int argc, char** argv) {
   Json gemv = wanted("gemv") ? bench_gemv(arena, shapes, threads, reps) : Json::array();
   for (int t : threads) probe_after.push_back(median_probe(t));
   std::printf("probe after GEMV:");
-  for (size_t i = 0; i < threads.size(); ++i) std::printf("  %dT %.1f GB/s", threads[i], probe_after[i]);
+  for (size_t i = 0; i < threads.size(); ++i)
+    std::printf("  %dT %.1f GB/s", threads[i], probe_after[i]);
   std::printf("\n");
-  Json crossover = wanted("crossover") ? bench_crossover(arena, threads.back(), reps) : Json::array();
+  Json crossover =
+      wanted("crossover") ? bench_crossover(arena, threads.back(), reps) : Json::array();
   Json matmul = wanted("matmul") ? bench_matmul(arena, threads, reps) : Json::array();
 
   if (!json_path.empty()) {
     Json probes = Json::array();
     for (size_t i = 0; i < threads.size(); ++i)
-      probes.push_back({{"threads", threads[i]}, {"before_gbps", probe_before[i]}, {"after_gbps", probe_after[i]}});
+      probes.push_back({{"threads", threads[i]},
+                        {"before_gbps", probe_before[i]},
+                        {"after_gbps", probe_after[i]}});
     Json doc = {{"bench", "bench_kernels"},
                 {"simd_target", hwy::TargetName(best_target & -best_target)},
                 {"openblas_core", sy::ops::blas_core_name()},

@@ -5,8 +5,8 @@
 //   bench_train --config T1 --threads 2 --steps 10 [--pytorch] [--json out.json]
 // FLOPs per token follow machine.md's "6N" (N = active non-embedding parameters); the
 // "model FLOPs" column adds the LM head and attention scores, for the sgemm-peak fraction.
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
+#include <CLI/CLI.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -87,13 +87,17 @@ int main(int argc, char** argv) {
   int64_t batch = 8, seq = 256;
   bool pytorch = false, profile = false;
   app.add_option("--config", config_name, "T1 or T2 (machine.md)")->capture_default_str();
-  app.add_option("--threads", threads, "Thread counts to measure")->delimiter(',')->capture_default_str();
+  app.add_option("--threads", threads, "Thread counts to measure")
+      ->delimiter(',')
+      ->capture_default_str();
   app.add_option("--steps", steps, "Timed optimizer steps")->capture_default_str();
   app.add_option("--warmup", warmup, "Untimed steps first")->capture_default_str();
   app.add_option("--batch", batch, "Sequences per step")->capture_default_str();
   app.add_option("--seq", seq, "Tokens per sequence")->capture_default_str();
-  app.add_option("--work-dir", work_dir, "Where the generated model is written")->capture_default_str();
-  app.add_flag("--pytorch", pytorch, "Also run bench/pytorch_train_baseline.py (same threads) in this run");
+  app.add_option("--work-dir", work_dir, "Where the generated model is written")
+      ->capture_default_str();
+  app.add_flag("--pytorch", pytorch,
+               "Also run bench/pytorch_train_baseline.py (same threads) in this run");
   app.add_flag("--profile", profile, "Print the time per phase of a step");
   app.add_option("--json", json_path, "Write the results as JSON");
   CLI11_PARSE(app, argc, argv);
@@ -127,10 +131,11 @@ int main(int argc, char** argv) {
   for (auto& t : tokens) t = int32_t(rng() % uint64_t(V));
 
   nlohmann::json results = nlohmann::json::array();
-  fmt::print("bench_train {}: vocab {} d {} layers {} heads {} experts {} top-{} expert FFN {}, "
-             "batch {} x seq {}; active non-embedding params {:.1f} M; OpenBLAS core {}\n",
-             config_name, V, H, L, ts.heads, ts.experts, ts.top_k, I, batch, seq, n_active / 1e6,
-             ops::blas_core_name());
+  fmt::print(
+      "bench_train {}: vocab {} d {} layers {} heads {} experts {} top-{} expert FFN {}, "
+      "batch {} x seq {}; active non-embedding params {:.1f} M; OpenBLAS core {}\n",
+      config_name, V, H, L, ts.heads, ts.experts, ts.top_k, I, batch, seq, n_active / 1e6,
+      ops::blas_core_name());
   fmt::print("{:>7} {:>10} {:>10} {:>11} {:>12} {:>11} {:>12} {:>10}\n", "threads", "step ms",
              "tokens/s", "PyTorch t/s", "x PyTorch", "GFLOP/s 6N", "sgemm peak", "% of peak");
   for (int th : threads) {
@@ -162,11 +167,12 @@ int main(int argc, char** argv) {
       const std::string script =
           (std::filesystem::path(__FILE__).parent_path() / "pytorch_train_baseline.py").string();
       const std::string tmp = work_dir + "/sy_bench_train_torch.json";
-      run_command(fmt::format("env -u OPENBLAS_CORETYPE MALLOC_MMAP_MAX_=0 "
-                              "MALLOC_TRIM_THRESHOLD_=68719476736 OMP_WAIT_POLICY=passive "
-                              "/usr/bin/python3 {} --config {} --threads {} --steps {} --batch {} "
-                              "--seq {} --json {} >/dev/null 2>&1",
-                              script, config_name, th, steps, batch, seq, tmp));
+      run_command(
+          fmt::format("env -u OPENBLAS_CORETYPE MALLOC_MMAP_MAX_=0 "
+                      "MALLOC_TRIM_THRESHOLD_=68719476736 OMP_WAIT_POLICY=passive "
+                      "/usr/bin/python3 {} --config {} --threads {} --steps {} --batch {} "
+                      "--seq {} --json {} >/dev/null 2>&1",
+                      script, config_name, th, steps, batch, seq, tmp));
       try {
         const auto j = nlohmann::json::parse(io::read_text_file(tmp));
         torch_tps = j.at("tokens_per_s_median").get<double>();
@@ -179,16 +185,25 @@ int main(int argc, char** argv) {
     fmt::print("{:>7} {:>10.1f} {:>10.0f} {:>11.0f} {:>11.2f}x {:>11.1f} {:>12.0f} {:>9.0f}%\n", th,
                t.median_s * 1e3, tps, torch_tps, tps / torch_tps, gf6n, peak, 100 * gfm / peak);
     if (profile) fmt::print("{}", prof.table(steps));
-    results.push_back({{"threads", th}, {"step_ms_median", t.median_s * 1e3},
-                       {"step_ms_min", t.min_s * 1e3}, {"step_ms_max", t.max_s * 1e3},
-                       {"tokens_per_s", tps}, {"pytorch_tokens_per_s", torch_tps},
-                       {"pytorch_source", torch_src}, {"ratio_vs_pytorch", tps / torch_tps},
-                       {"gflops_6n", gf6n}, {"gflops_model", gfm}, {"sgemm_peak_gflops", peak},
+    results.push_back({{"threads", th},
+                       {"step_ms_median", t.median_s * 1e3},
+                       {"step_ms_min", t.min_s * 1e3},
+                       {"step_ms_max", t.max_s * 1e3},
+                       {"tokens_per_s", tps},
+                       {"pytorch_tokens_per_s", torch_tps},
+                       {"pytorch_source", torch_src},
+                       {"ratio_vs_pytorch", tps / torch_tps},
+                       {"gflops_6n", gf6n},
+                       {"gflops_model", gfm},
+                       {"sgemm_peak_gflops", peak},
                        {"fraction_of_sgemm_peak", gfm / peak}});
   }
   if (!json_path.empty())
-    io::write_text_file_atomic(json_path, nlohmann::json{{"config", config_name}, {"batch", batch},
-                                                         {"seq", seq}, {"results", results}}.dump(2));
+    io::write_text_file_atomic(
+        json_path,
+        nlohmann::json{
+            {"config", config_name}, {"batch", batch}, {"seq", seq}, {"results", results}}
+            .dump(2));
   std::filesystem::remove_all(dir);
   return 0;
 }

@@ -40,7 +40,8 @@ __attribute__((target("avx2"))) inline uint64_t read_streams_avx2(const uint8_t*
     }
   }
   __m256i t = _mm256_setzero_si256();
-  for (int k = 0; k < kStreams; ++k) t = _mm256_add_epi64(t, _mm256_xor_si256(acc[k][0], acc[k][1]));
+  for (int k = 0; k < kStreams; ++k)
+    t = _mm256_add_epi64(t, _mm256_xor_si256(acc[k][0], acc[k][1]));
   alignas(32) uint64_t out[4];
   _mm256_store_si256(reinterpret_cast<__m256i*>(out), t);
   return out[0] + out[1] + out[2] + out[3];
@@ -103,7 +104,8 @@ inline BandwidthResult probe_read_bandwidth(int threads, size_t bytes = size_t(5
     }
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     sink = sink + total;
-    if (p > 0) gbps.push_back(double(lines_per_stream * detail::kStreams * threads * 64) / s * 1e-9);
+    if (p > 0)
+      gbps.push_back(double(lines_per_stream * detail::kStreams * threads * 64) / s * 1e-9);
   }
   std::sort(gbps.begin(), gbps.end());
   BandwidthResult r;

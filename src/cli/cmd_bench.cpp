@@ -3,9 +3,9 @@
 // followed by the expert-load table and, under MPI, each rank's MoE time breakdown.
 #include <fmt/core.h>
 
+#include <unistd.h>
 #include <chrono>
 #include <random>
-#include <unistd.h>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -87,7 +87,8 @@ void run_bench(const BenchOptions& o) {
                cfg.architecture, comm.size(), o.batch, o.prompt, o.decode, o.reps);
     fmt::print("prefill {:>9.1f} tokens/s  ({:.3f} s per batch)\n", seqs * o.prompt / p, p);
     if (o.decode > 0)
-      fmt::print("decode  {:>9.1f} tokens/s  ({:.2f} ms per step)\n", seqs * o.decode / d, 1e3 * d / o.decode);
+      fmt::print("decode  {:>9.1f} tokens/s  ({:.2f} ms per step)\n", seqs * o.decode / d,
+                 1e3 * d / o.decode);
   }
   report.finish(eng->stats, m, eng->runtime);
   report_expert_parallel(*eng, o.parallel.ep_json);
@@ -98,12 +99,21 @@ void run_bench(const BenchOptions& o) {
 void register_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App* cmd = app.add_subcommand(
-      "bench", "Prefill and decode tokens/s of a model (expert-parallel under mpirun) on random tokens");
+      "bench",
+      "Prefill and decode tokens/s of a model (expert-parallel under mpirun) on random tokens");
   add_model_options(*cmd, o->model);
-  cmd->add_option("--prompt", o->prompt, "Prompt tokens per sequence")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--decode", o->decode, "Decode steps")->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--batch", o->batch, "Sequences per rank")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--reps", o->reps, "Timed repetitions (median reported)")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--prompt", o->prompt, "Prompt tokens per sequence")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--decode", o->decode, "Decode steps")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--batch", o->batch, "Sequences per rank")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--reps", o->reps, "Timed repetitions (median reported)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   add_capacity_options(*cmd, o->capacity);
   add_parallel_options(*cmd, o->parallel);
   add_report_options(*cmd, o->report);

@@ -36,7 +36,8 @@ void run_generate(const GenerateOptions& o) {
   const model::ModelConfig& cfg = m.config();
   const bool root = eng->is_root();
   std::vector<int32_t> prompt = o.ids.empty() ? eng->tokenizer->encode(o.prompt) : parse_ids(o.ids);
-  if (prompt.empty()) fail("the prompt is empty: give --prompt TEXT (or --ids) with at least one token");
+  if (prompt.empty())
+    fail("the prompt is empty: give --prompt TEXT (or --ids) with at least one token");
   if (o.max_tokens < 0) fail("--max-tokens must be >= 0");
 
   RunReport report(o.report, eng->runtime, eng->distributed() ? eng->rank() : -1);
@@ -57,7 +58,8 @@ void run_generate(const GenerateOptions& o) {
   step(prompt);
   const auto t1 = clock::now();
 
-  if (root && eng->tokenizer) fmt::print("{}", eng->tokenizer->decode(prompt, /*skip_special_tokens=*/true));
+  if (root && eng->tokenizer)
+    fmt::print("{}", eng->tokenizer->decode(prompt, /*skip_special_tokens=*/true));
   std::fflush(stdout);
   int generated = 0;
   std::vector<int32_t> output;
@@ -74,8 +76,10 @@ void run_generate(const GenerateOptions& o) {
     output.push_back(next[0]);
     ++generated;
     if (root) {
-      if (stream) fmt::print("{}", eng->tokenizer->is_special(next[0]) ? "" : stream->push(next[0]));
-      else fmt::print("{} ", next[0]);
+      if (stream)
+        fmt::print("{}", eng->tokenizer->is_special(next[0]) ? "" : stream->push(next[0]));
+      else
+        fmt::print("{} ", next[0]);
       std::fflush(stdout);
     }
     if (generated == o.max_tokens) break;
@@ -89,7 +93,9 @@ void run_generate(const GenerateOptions& o) {
     std::fflush(stdout);  // the text ends before the reports on stderr begin
     const double prefill_s = std::chrono::duration<double>(t1 - t0).count();
     const double decode_s = std::chrono::duration<double>(t2 - t1).count();
-    fmt::print(stderr, "\nprompt {} tokens in {:.3f} s ({:.1f} tokens/s); generated {} tokens in {:.3f} s ({:.1f} tokens/s)\n",
+    fmt::print(stderr,
+               "\nprompt {} tokens in {:.3f} s ({:.1f} tokens/s); generated {} tokens in {:.3f} s "
+               "({:.1f} tokens/s)\n",
                prompt.size(), prefill_s, double(prompt.size()) / prefill_s, generated, decode_s,
                generated > 0 ? double(generated) / decode_s : 0.0);
   }
@@ -105,21 +111,27 @@ void register_generate(CLI::App& app) {
   add_model_options(*cmd, o->model);
   add_capacity_options(*cmd, o->capacity);
   auto* prompt = cmd->add_option("-p,--prompt", o->prompt, "Prompt text");
-  auto* ids = cmd->add_option("--ids", o->ids, "Prompt as comma-separated token ids instead of text");
+  auto* ids =
+      cmd->add_option("--ids", o->ids, "Prompt as comma-separated token ids instead of text");
   prompt->excludes(ids);
-  cmd->add_option("-n,--max-tokens", o->max_tokens, "Tokens to generate at most")->capture_default_str();
+  cmd->add_option("-n,--max-tokens", o->max_tokens, "Tokens to generate at most")
+      ->capture_default_str();
   cmd->add_option("--temperature", o->sampler.temperature, "Sampling temperature (0 = greedy)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-k", o->sampler.top_k, "Keep the k most likely tokens (0 = all)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-p", o->sampler.top_p, "Keep the smallest set of tokens with this mass")
-      ->capture_default_str()->check(CLI::Range(0.0, 1.0));
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", o->sampler.seed, "Random seed for sampling")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past the end-of-sequence token");
   add_report_options(*cmd, o->report);
   add_parallel_options(*cmd, o->parallel);
   cmd->callback([o] {
-    if (o->prompt.empty() && o->ids.empty()) fail("give a prompt with --prompt TEXT or --ids 1,2,3");
+    if (o->prompt.empty() && o->ids.empty())
+      fail("give a prompt with --prompt TEXT or --ids 1,2,3");
     check_report_paths(o->report);
     io::check_output_path(o->parallel.ep_json, "--ep-json");
     run_generate(*o);

@@ -51,10 +51,13 @@ void run_inspect(const InspectOptions& o) {
              human(double(p.total)), human(double(p.active_per_token)),
              human(double(p.total - p.embedding)));
   fmt::print("weights      {:.1f} MB on disk; {:.1f} MB read per decoded token\n",
-             double(w.store.total_bytes()) / 1e6, double(model::decode_bytes_per_token(c, w)) / 1e6);
-  fmt::print("tokenizer    {}\n", lm->tokenizer ? fmt::format("{} tokens", lm->tokenizer->vocab_size())
-                                               : std::string("none (no tokenizer.json)"));
-  if (w.num_unused_tensors) fmt::print("note         {} tensors in the files are not used\n", w.num_unused_tensors);
+             double(w.store.total_bytes()) / 1e6,
+             double(model::decode_bytes_per_token(c, w)) / 1e6);
+  fmt::print("tokenizer    {}\n", lm->tokenizer
+                                      ? fmt::format("{} tokens", lm->tokenizer->vocab_size())
+                                      : std::string("none (no tokenizer.json)"));
+  if (w.num_unused_tensors)
+    fmt::print("note         {} tensors in the files are not used\n", w.num_unused_tensors);
   if (!o.tensors) return;
   fmt::print("\n{:<60} {:>6} {:>20}\n", "tensor", "dtype", "shape");
   for (const auto& [name, t] : w.store.all())
@@ -65,7 +68,8 @@ void run_inspect(const InspectOptions& o) {
 
 void register_inspect(CLI::App& app) {
   auto o = std::make_shared<InspectOptions>();
-  CLI::App* cmd = app.add_subcommand("inspect", "Show a checkpoint's config, tensors and parameter counts");
+  CLI::App* cmd =
+      app.add_subcommand("inspect", "Show a checkpoint's config, tensors and parameter counts");
   add_model_options(*cmd, o->model);
   cmd->add_flag("--tensors", o->tensors, "List every tensor with dtype and shape");
   cmd->callback([o] { run_inspect(*o); });

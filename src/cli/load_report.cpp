@@ -40,11 +40,12 @@ report::Heatmap load_heatmap(const moe::LoadStats& stats, bool before_policy,
     m.row_labels.push_back(fmt::format("layer {}", l));
     for (int e = 0; e < E; ++e)
       m.values.push_back(double(before_policy ? stats.count_before(l, e) : stats.count(l, e)));
-    std::string note = fmt::format(
-        "max/mean {:.2f}, DT {:.1f}%",
-        before_policy ? stats.max_over_mean_before(l) : stats.max_over_mean(l),
-        100.0 * stats.dropped_fraction(l));
-    if (devices) note += fmt::format(", devices {:.2f}", device_max_over_mean(stats, l, before_policy));
+    std::string note =
+        fmt::format("max/mean {:.2f}, DT {:.1f}%",
+                    before_policy ? stats.max_over_mean_before(l) : stats.max_over_mean(l),
+                    100.0 * stats.dropped_fraction(l));
+    if (devices)
+      note += fmt::format(", devices {:.2f}", device_max_over_mean(stats, l, before_policy));
     m.row_notes.push_back(note);
   }
   if (m.num_rows == 0)

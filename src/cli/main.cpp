@@ -1,12 +1,12 @@
 // switchyard: run, score and inspect Mixture-of-Experts checkpoints on CPU.
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
+#include <CLI/CLI.hpp>
 
 #include <string_view>
 
 #include "cli/commands.h"
-#include "parallel/communicator.h"
 #include "ops/blas_env.h"
+#include "parallel/communicator.h"
 #include "util/error.h"
 
 int main(int argc, char** argv) {
@@ -15,10 +15,11 @@ int main(int argc, char** argv) {
   sy::ops::prefer_fast_blas(argc, argv, training);
   // Under mpirun every rank runs this same program; MPI starts only then.
   const sy::parallel::Communicator& comm = sy::parallel::Communicator::world(&argc, &argv);
-  CLI::App app{"Switchyard: a Mixture-of-Experts engine for CPU.\n"
-               "Loads Hugging Face checkpoints (config.json + safetensors + tokenizer.json) of\n"
-               "Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE and dots.llm1 (DeepSeek-V3 routing).",
-               "switchyard"};
+  CLI::App app{
+      "Switchyard: a Mixture-of-Experts engine for CPU.\n"
+      "Loads Hugging Face checkpoints (config.json + safetensors + tokenizer.json) of\n"
+      "Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE and dots.llm1 (DeepSeek-V3 routing).",
+      "switchyard"};
   app.require_subcommand(1);
   sy::cli::register_generate(app);
   sy::cli::register_score(app);
@@ -31,7 +32,10 @@ int main(int argc, char** argv) {
     bool known = false;
     for (const CLI::App* sub : app.get_subcommands({})) known |= sub->get_name() == argv[1];
     if (!known) {
-      fmt::print(stderr, "switchyard: error: unknown command '{}' (commands: generate, score, train, bench, replay, inspect, make-tiny; see --help)\n", argv[1]);
+      fmt::print(stderr,
+                 "switchyard: error: unknown command '{}' (commands: generate, score, train, "
+                 "bench, replay, inspect, make-tiny; see --help)\n",
+                 argv[1]);
       return 2;
     }
   }

@@ -39,7 +39,8 @@ namespace {
 std::string before_path(const std::string& path) {
   const size_t dot = path.rfind('.');
   const size_t slash = path.rfind('/');
-  if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return path + ".before.svg";
+  if (dot == std::string::npos || (slash != std::string::npos && dot < slash))
+    return path + ".before.svg";
   return path.substr(0, dot) + ".before" + path.substr(dot);
 }
 
@@ -55,7 +56,8 @@ void RunReport::finish(const moe::LoadStats& stats, const model::Model& model,
     info.router = model.config().router;
     info.capacity = runtime.capacity;
     info.placement = runtime.placement.empty() ? "" : runtime.placement.describe();
-    const std::string path = rank_ >= 0 ? fmt::format("{}.rank{}", options_.trace, rank_) : options_.trace;
+    const std::string path =
+        rank_ >= 0 ? fmt::format("{}.rank{}", options_.trace, rank_) : options_.trace;
     if (trace_->num_calls() > 0) {
       trace_->finish(path, info);
       fmt::print(stderr, "routing trace of {} calls written to {}\n", trace_->num_calls(), path);
@@ -69,7 +71,8 @@ void RunReport::finish(const moe::LoadStats& stats, const model::Model& model,
     const std::string subtitle =
         runtime.capacity.active() ? runtime.capacity.describe() : std::string("dropless");
     write_load_heatmap(stats, options_.load_heatmap, false, subtitle);
-    if (stats.any_policy_effect()) write_load_heatmap(stats, before_path(options_.load_heatmap), true, subtitle);
+    if (stats.any_policy_effect())
+      write_load_heatmap(stats, before_path(options_.load_heatmap), true, subtitle);
     fmt::print(stderr, "load heatmap written to {}\n", options_.load_heatmap);
   }
 }

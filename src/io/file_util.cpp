@@ -24,7 +24,9 @@ std::string read_text_file(const std::string& path) {
   return ss.str();
 }
 
-bool file_exists(const std::string& path) { return std::filesystem::is_regular_file(path); }
+bool file_exists(const std::string& path) {
+  return std::filesystem::is_regular_file(path);
+}
 
 void check_output_path(const std::string& path, const std::string& flag) {
   if (path.empty()) return;

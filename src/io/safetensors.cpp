@@ -52,11 +52,11 @@ json parse_json_no_duplicates(const std::string& text, const std::string& what) 
 
 std::optional<int> safetensors_dtype_bits(const std::string& d) {
   static const std::map<std::string, int> bits = {
-      {"BOOL", 8},     {"U8", 8},      {"I8", 8},       {"F8_E5M2", 8},     {"F8_E4M3", 8},
-      {"F8_E8M0", 8},  {"F8_E4M3FNUZ", 8}, {"F8_E5M2FNUZ", 8}, {"F4", 4},   {"F6_E2M3", 6},
-      {"F6_E3M2", 6},  {"I16", 16},    {"U16", 16},     {"F16", 16},        {"BF16", 16},
-      {"I32", 32},     {"U32", 32},    {"F32", 32},     {"C64", 64},        {"F64", 64},
-      {"I64", 64},     {"U64", 64}};
+      {"BOOL", 8},    {"U8", 8},          {"I8", 8},          {"F8_E5M2", 8}, {"F8_E4M3", 8},
+      {"F8_E8M0", 8}, {"F8_E4M3FNUZ", 8}, {"F8_E5M2FNUZ", 8}, {"F4", 4},      {"F6_E2M3", 6},
+      {"F6_E3M2", 6}, {"I16", 16},        {"U16", 16},        {"F16", 16},    {"BF16", 16},
+      {"I32", 32},    {"U32", 32},        {"F32", 32},        {"C64", 64},    {"F64", 64},
+      {"I64", 64},    {"U64", 64}};
   auto it = bits.find(d);
   if (it == bits.end()) return std::nullopt;
   return it->second;
@@ -105,8 +105,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       fail("'{}': header length {} runs past the end of the file ({} bytes): truncated?", path,
            header_len, size_);
     std::string header(reinterpret_cast<const char*>(bytes + 8), header_len);
-    if (header.empty() || header[0] != '{')
-      fail("'{}': header does not start with '{{'", path);
+    if (header.empty() || header[0] != '{') fail("'{}': header does not start with '{{'", path);
     json j = parse_json_no_duplicates(header, "'" + path + "'");
     if (!j.is_object()) fail("'{}': header is not a JSON object", path);
 
@@ -125,9 +124,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
         }
         continue;
       }
-      auto bad = [&](const std::string& why) {
-        fail("'{}': tensor '{}': {}", path, name, why);
-      };
+      auto bad = [&](const std::string& why) { fail("'{}': tensor '{}': {}", path, name, why); };
       if (!entry.is_object()) bad("entry is not an object");
       if (!entry.contains("dtype") || !entry["dtype"].is_string()) bad("missing string 'dtype'");
       if (!entry.contains("shape") || !entry["shape"].is_array()) bad("missing array 'shape'");
@@ -177,9 +174,10 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     size_t expected = 0;
     for (const Span& s : spans) {
       if (s.begin != expected)
-        fail("'{}': tensor '{}' starts at byte {} but the previous one ends at {} (offsets must be "
-             "contiguous, without holes or overlap)",
-             path, tensors_[s.index].name, s.begin, expected);
+        fail(
+            "'{}': tensor '{}' starts at byte {} but the previous one ends at {} (offsets must be "
+            "contiguous, without holes or overlap)",
+            path, tensors_[s.index].name, s.begin, expected);
       expected = s.end;
     }
     if (expected != buffer_size)
@@ -270,8 +268,8 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
     for (int64_t d : t.shape) numel *= d;
     SY_ASSERT(size_t(numel) * size_t(*bits) / 8 == t.nbytes);
     if (header.contains(t.name)) fail("write_safetensors: tensor '{}' given twice", t.name);
-    header[t.name] = {{"dtype", t.dtype_name}, {"shape", t.shape},
-                      {"data_offsets", {offset, offset + t.nbytes}}};
+    header[t.name] = {
+        {"dtype", t.dtype_name}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.nbytes}}};
     offset += t.nbytes;
   }
   std::string h = header.dump();

@@ -15,12 +15,12 @@ namespace sy::io {
 
 struct TensorInfo {
   std::string name;
-  std::string dtype_name;       // as written in the header, e.g. "BF16", "I64"
-  std::optional<DType> dtype;   // set when Switchyard computes with this dtype
+  std::string dtype_name;      // as written in the header, e.g. "BF16", "I64"
+  std::optional<DType> dtype;  // set when Switchyard computes with this dtype
   std::vector<int64_t> shape;
-  const void* data = nullptr;   // inside the mapping
+  const void* data = nullptr;  // inside the mapping
   size_t nbytes = 0;
-  std::string file;             // path of the file holding it
+  std::string file;  // path of the file holding it
 
   int64_t numel() const;
   std::string shape_str() const;  // "[8, 64]"

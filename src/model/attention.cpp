@@ -30,7 +30,8 @@ void causal_attention(const AttentionShape& s, const float* q, int64_t n, int64_
           max = std::max(max, scores[size_t(j)]);
         }
         float sum = 0;
-        for (int64_t j = 0; j < len; ++j) sum += (scores[size_t(j)] = std::exp(scores[size_t(j)] - max));
+        for (int64_t j = 0; j < len; ++j)
+          sum += (scores[size_t(j)] = std::exp(scores[size_t(j)] - max));
         const float inv = 1.0f / sum;
         float* oh = out + i * qw + h * hd;
         std::fill(oh, oh + hd, 0.0f);

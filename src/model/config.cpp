@@ -34,7 +34,8 @@ class Keys {
   int64_t integer_or(const char* key, int64_t fallback) const {
     if (!has(key)) return fallback;
     const json& v = j_[key];
-    if (!v.is_number_integer()) fail("{}: key '{}' must be an integer, got {}", origin_, key, v.dump());
+    if (!v.is_number_integer())
+      fail("{}: key '{}' must be an integer, got {}", origin_, key, v.dump());
     return v.get<int64_t>();
   }
   double number_or(const char* key, double fallback) const {
@@ -82,13 +83,15 @@ Family family_from_architecture(const std::string& arch, const std::string& orig
   if (arch == "OlmoeForCausalLM") return Family::kOlmoe;
   if (arch == "Dots1ForCausalLM") return Family::kDots1;
   if (arch == "DeepseekV2ForCausalLM" || arch == "DeepseekV3ForCausalLM")
-    fail("{}: architecture '{}' uses multi-head latent attention (MLA), which Switchyard does not "
-         "implement yet; DeepSeek-style routing on standard attention is supported as "
-         "Dots1ForCausalLM",
-         origin, arch);
-  fail("{}: unknown architecture '{}'; supported: MixtralForCausalLM, Qwen2MoeForCausalLM, "
-       "Qwen3MoeForCausalLM, OlmoeForCausalLM, Dots1ForCausalLM",
-       origin, arch);
+    fail(
+        "{}: architecture '{}' uses multi-head latent attention (MLA), which Switchyard does not "
+        "implement yet; DeepSeek-style routing on standard attention is supported as "
+        "Dots1ForCausalLM",
+        origin, arch);
+  fail(
+      "{}: unknown architecture '{}'; supported: MixtralForCausalLM, Qwen2MoeForCausalLM, "
+      "Qwen3MoeForCausalLM, OlmoeForCausalLM, Dots1ForCausalLM",
+      origin, arch);
 }
 
 void require(bool ok, const std::string& origin, const std::string& what) {
@@ -99,11 +102,16 @@ void require(bool ok, const std::string& origin, const std::string& what) {
 
 std::string ModelConfig::family_name() const {
   switch (family) {
-    case Family::kMixtral: return "mixtral";
-    case Family::kQwen2Moe: return "qwen2_moe";
-    case Family::kQwen3Moe: return "qwen3_moe";
-    case Family::kOlmoe: return "olmoe";
-    case Family::kDots1: return "dots1";
+    case Family::kMixtral:
+      return "mixtral";
+    case Family::kQwen2Moe:
+      return "qwen2_moe";
+    case Family::kQwen3Moe:
+      return "qwen3_moe";
+    case Family::kOlmoe:
+      return "olmoe";
+    case Family::kDots1:
+      return "dots1";
   }
   return "?";
 }
@@ -141,7 +149,8 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
                         c.hidden_size, c.num_heads));
     c.head_dim = c.hidden_size / c.num_heads;
   }
-  require(c.head_dim % 2 == 0, origin, fmt::format("head_dim {} must be even for RoPE", c.head_dim));
+  require(c.head_dim % 2 == 0, origin,
+          fmt::format("head_dim {} must be even for RoPE", c.head_dim));
   require(c.num_heads % c.num_kv_heads == 0, origin,
           fmt::format("num_attention_heads {} is not a multiple of num_key_value_heads {}",
                       c.num_heads, c.num_kv_heads));
@@ -156,9 +165,10 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
   }
   if (k.has("rope_scaling")) {
     const json& rs = j["rope_scaling"];
-    std::string type = rs.is_object() ? Keys(rs, origin).string_or(
-                                            "rope_type", Keys(rs, origin).string_or("type", "default"))
-                                      : "?";
+    std::string type =
+        rs.is_object()
+            ? Keys(rs, origin).string_or("rope_type", Keys(rs, origin).string_or("type", "default"))
+            : "?";
     require(type == "default", origin, "rope_scaling type '" + type + "' is not supported yet");
   }
   c.tie_word_embeddings = k.boolean_or("tie_word_embeddings", false);
@@ -235,9 +245,9 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
   require(r.top_k >= 1 && r.top_k <= r.num_experts, origin,
           fmt::format("num_experts_per_tok {} must be between 1 and the number of experts {}",
                       r.top_k, r.num_experts));
-  require(r.num_groups >= 1 && r.num_experts % r.num_groups == 0, origin,
-          fmt::format("n_group {} must divide the number of experts {}", r.num_groups,
-                      r.num_experts));
+  require(
+      r.num_groups >= 1 && r.num_experts % r.num_groups == 0, origin,
+      fmt::format("n_group {} must divide the number of experts {}", r.num_groups, r.num_experts));
   require(r.topk_groups >= 1 && r.topk_groups <= r.num_groups, origin,
           "topk_group must be between 1 and n_group");
   require(r.num_groups == 1 || r.top_k <= r.topk_groups * (r.num_experts / r.num_groups), origin,
@@ -255,7 +265,8 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
 
 ModelConfig load_config(const std::string& model_dir) {
   const std::string path = model_dir + "/config.json";
-  if (!std::filesystem::is_directory(model_dir)) fail("model directory '{}' does not exist", model_dir);
+  if (!std::filesystem::is_directory(model_dir))
+    fail("model directory '{}' does not exist", model_dir);
   if (!io::file_exists(path)) fail("'{}' has no config.json", model_dir);
   return parse_config(io::read_text_file(path), path);
 }

@@ -13,8 +13,10 @@ namespace sy::model {
 class KvCache {
  public:
   KvCache(const ModelConfig& config, int64_t capacity)
-      : capacity_(capacity), kv_width_(config.kv_width()),
-        k_(size_t(config.num_layers)), v_(size_t(config.num_layers)) {
+      : capacity_(capacity),
+        kv_width_(config.kv_width()),
+        k_(size_t(config.num_layers)),
+        v_(size_t(config.num_layers)) {
     for (auto& x : k_) x.resize(size_t(capacity * kv_width_));
     for (auto& x : v_) x.resize(size_t(capacity * kv_width_));
   }

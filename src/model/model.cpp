@@ -16,7 +16,8 @@ Model::Model(std::string dir, ModelConfig config, ModelWeights weights)
 }
 
 Model::Model(Model&& other) noexcept
-    : dir_(std::move(other.dir_)), config_(std::move(other.config_)),
+    : dir_(std::move(other.dir_)),
+      config_(std::move(other.config_)),
       weights_(std::move(other.weights_)) {
   bind_blocks();
 }

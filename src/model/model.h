@@ -25,8 +25,8 @@ struct SequenceChunk {
 // Buffers reused across forward calls (no allocation once sizes settle).
 struct Workspace {
   std::vector<float> x, xn, q, k, v, attn, proj;  // [T, width]
-  std::vector<float> rope_cos, rope_sin;         // [T, head_dim / 2]
-  std::vector<float> last;                       // [rows for the LM head, H]
+  std::vector<float> rope_cos, rope_sin;          // [T, head_dim / 2]
+  std::vector<float> last;                        // [rows for the LM head, H]
   moe::MoeScratch moe;
   moe::FfnScratch ffn;
 };
@@ -50,11 +50,11 @@ class Model {
   // Runs the new tokens of every chunk through the model and appends them to the caches.
   // logits: [num_chunks, vocab] (kLastToken) or [total_tokens, vocab] (kAllTokens).
   // `runtime` carries the capacity policy, placement and the load-statistics / trace sinks.
-  void forward(std::span<const SequenceChunk> chunks, LogitsFor which, float* logits,
-               Workspace& ws, const moe::MoeRuntime& runtime) const;
+  void forward(std::span<const SequenceChunk> chunks, LogitsFor which, float* logits, Workspace& ws,
+               const moe::MoeRuntime& runtime) const;
   // Dropless; expert loads are added to `stats` when given.
-  void forward(std::span<const SequenceChunk> chunks, LogitsFor which, float* logits,
-               Workspace& ws, moe::LoadStats* stats = nullptr) const;
+  void forward(std::span<const SequenceChunk> chunks, LogitsFor which, float* logits, Workspace& ws,
+               moe::LoadStats* stats = nullptr) const;
 
   moe::LoadStats new_load_stats() const;
 

@@ -12,7 +12,8 @@ int32_t Sampler::sample(const float* logits, int64_t V) {
     return int32_t(std::max_element(logits, logits + V) - logits);
 
   candidates_.resize(size_t(V));
-  for (int64_t i = 0; i < V; ++i) candidates_[size_t(i)] = {logits[i] / config_.temperature, int32_t(i)};
+  for (int64_t i = 0; i < V; ++i)
+    candidates_[size_t(i)] = {logits[i] / config_.temperature, int32_t(i)};
   auto by_logit = [](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
@@ -27,7 +28,8 @@ int32_t Sampler::sample(const float* logits, int64_t V) {
   // Softmax over the kept candidates (sorted descending), then the nucleus cut.
   const float max = candidates_[0].first;
   double sum = 0;
-  for (size_t i = 0; i < n; ++i) sum += (candidates_[i].first = std::exp(candidates_[i].first - max));
+  for (size_t i = 0; i < n; ++i)
+    sum += (candidates_[i].first = std::exp(candidates_[i].first - max));
   if (config_.top_p < 1.0f) {
     double mass = 0;
     size_t keep = 0;

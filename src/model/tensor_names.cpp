@@ -10,7 +10,9 @@ FfnNames ffn(const std::string& prefix, const char* gate, const char* up, const 
 
 }  // namespace
 
-std::string layer_prefix(int64_t layer) { return "model.layers." + std::to_string(layer) + "."; }
+std::string layer_prefix(int64_t layer) {
+  return "model.layers." + std::to_string(layer) + ".";
+}
 
 std::string moe_prefix(const ModelConfig& c, int64_t layer) {
   return layer_prefix(layer) + (c.family == Family::kMixtral ? "block_sparse_moe." : "mlp.");
@@ -27,8 +29,9 @@ FfnNames expert_names(const ModelConfig& c, int64_t layer, int64_t expert) {
 }
 
 FfnNames shared_expert_names(const ModelConfig& c, int64_t layer) {
-  return ffn(moe_prefix(c, layer) + (c.family == Family::kQwen2Moe ? "shared_expert." : "shared_experts."),
-             "gate_proj", "up_proj", "down_proj");
+  return ffn(
+      moe_prefix(c, layer) + (c.family == Family::kQwen2Moe ? "shared_expert." : "shared_experts."),
+      "gate_proj", "up_proj", "down_proj");
 }
 
 }  // namespace sy::model

@@ -94,7 +94,8 @@ void load_experts(Loader& L, const ModelConfig& c, int64_t layer, MoeWeights& mo
     }
     return finish();
   }
-  for (int64_t e = 0; e < E; ++e) moe.experts[size_t(e)] = load_ffn(L, expert_names(c, layer, e), H, I);
+  for (int64_t e = 0; e < E; ++e)
+    moe.experts[size_t(e)] = load_ffn(L, expert_names(c, layer, e), H, I);
   finish();
 }
 
@@ -157,7 +158,8 @@ ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
     if (c.shared_intermediate_size > 0) {
       w.moe.has_shared = true;
       w.moe.shared = load_ffn(L, shared_expert_names(c, i), H, c.shared_intermediate_size);
-      if (c.shared_expert_gated) w.moe.shared_gate = L.matrix_f32(mp + "shared_expert_gate.weight", 1, H);
+      if (c.shared_expert_gated)
+        w.moe.shared_gate = L.matrix_f32(mp + "shared_expert_gate.weight", 1, H);
     }
   }
   mw.num_unused_tensors = L.num_unused();

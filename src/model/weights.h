@@ -20,27 +20,27 @@ struct MoeWeights {
   std::vector<float> selection_bias;  // [E] or empty
   std::vector<FfnWeights> experts;    // [E]
   bool has_shared = false;
-  FfnWeights shared;                  // [Is, H] ...
-  std::vector<float> shared_gate;     // [H] or empty (Qwen2-MoE)
+  FfnWeights shared;               // [Is, H] ...
+  std::vector<float> shared_gate;  // [H] or empty (Qwen2-MoE)
 };
 
 struct LayerWeights {
-  std::vector<float> attn_norm, ffn_norm;          // [H]
-  ops::WeightView q, k, v, o;                      // q [nh*hd, H], k/v [nkv*hd, H], o [H, nh*hd]
+  std::vector<float> attn_norm, ffn_norm;             // [H]
+  ops::WeightView q, k, v, o;                         // q [nh*hd, H], k/v [nkv*hd, H], o [H, nh*hd]
   std::vector<float> q_bias, k_bias, v_bias, o_bias;  // empty when absent
-  std::vector<float> q_norm, k_norm;               // [hd] per-head or [width] full-width
+  std::vector<float> q_norm, k_norm;                  // [hd] per-head or [width] full-width
   bool is_moe = false;
-  FfnWeights dense;                                // when !is_moe
-  MoeWeights moe;                                  // when is_moe
+  FfnWeights dense;  // when !is_moe
+  MoeWeights moe;    // when is_moe
 };
 
 struct ModelWeights {
-  io::TensorStore store;             // owns the mappings every view points into
-  ops::WeightView embed;             // [V, H]
-  std::vector<float> final_norm;     // [H]
-  ops::WeightView lm_head;           // [V, H] (== embed when tied)
+  io::TensorStore store;          // owns the mappings every view points into
+  ops::WeightView embed;          // [V, H]
+  std::vector<float> final_norm;  // [H]
+  ops::WeightView lm_head;        // [V, H] (== embed when tied)
   std::vector<LayerWeights> layers;
-  size_t num_unused_tensors = 0;     // tensors in the files that no layer consumed
+  size_t num_unused_tensors = 0;  // tensors in the files that no layer consumed
   // Loader accounting for expert parallelism: routed-expert bytes this process holds views of
   // (and may touch) versus all routed-expert bytes in the checkpoint.
   size_t expert_bytes_held = 0;

@@ -36,12 +36,18 @@ struct Pair {
   int32_t slot;
 };
 
-
 class PolicyRun {
  public:
-  PolicyRun(const CapacityConfig& cfg, const float* scores, int64_t T, int E, int K,
-            int32_t* ids, float* weights, int slots, uint64_t rng_stream)
-      : cfg_(cfg), p_(scores), T_(T), E_(E), K_(K), ids_(ids), w_(weights), S_(slots),
+  PolicyRun(const CapacityConfig& cfg, const float* scores, int64_t T, int E, int K, int32_t* ids,
+            float* weights, int slots, uint64_t rng_stream)
+      : cfg_(cfg),
+        p_(scores),
+        T_(T),
+        E_(E),
+        K_(K),
+        ids_(ids),
+        w_(weights),
+        S_(slots),
         stream_(rng_stream) {}
 
   float score(int32_t t, int32_t e) const { return p_[int64_t(t) * E_ + e]; }
@@ -93,13 +99,15 @@ class PolicyRun {
       auto& pairs = by[size_t(e)];
       if (int64_t(pairs.size()) <= C) continue;
       rank(pairs, e, policy);
-      for (size_t i = size_t(C); i < pairs.size(); ++i) id(pairs[i]) = kDroppedExpert, weight(pairs[i]) = 0;
+      for (size_t i = size_t(C); i < pairs.size(); ++i)
+        id(pairs[i]) = kDroppedExpert, weight(pairs[i]) = 0;
     }
   }
 
   // Candidates = router pairs + every expert local to the source device; router pairs rank
   // first, so overflowing experts keep exactly what token drop keeps.
-  void expanded_drop(int64_t C, const std::vector<int32_t>& local, const std::vector<float>& scale) {
+  void expanded_drop(int64_t C, const std::vector<int32_t>& local,
+                     const std::vector<float>& scale) {
     auto by = pairs_by_expert();
     std::vector<bool> holds(size_t(T_) * size_t(E_), false);
     for (int32_t e = 0; e < E_; ++e)
@@ -133,7 +141,8 @@ class PolicyRun {
       auto& routed = by[size_t(e)];
       if (int64_t(routed.size()) <= C) continue;
       rank(routed, e, CapacityPolicy::kScore);
-      for (size_t i = size_t(C); i < routed.size(); ++i) id(routed[i]) = kDroppedExpert, weight(routed[i]) = 0;
+      for (size_t i = size_t(C); i < routed.size(); ++i)
+        id(routed[i]) = kDroppedExpert, weight(routed[i]) = 0;
     }
   }
 
@@ -180,8 +189,8 @@ class PolicyRun {
     for (int d = 0; d < D; ++d) {
       const int n_d = placement.empty() ? E_ : int(placement.experts_on(d).size());
       // ceil(gamma*T*k*n_d/E), evaluated in this order (as the paper writes it).
-      const int64_t C_d = std::max<int64_t>(
-          1, int64_t(std::ceil(cfg_.factor * double(T_) * K_ * n_d / E_)));
+      const int64_t C_d =
+          std::max<int64_t>(1, int64_t(std::ceil(cfg_.factor * double(T_) * K_ * n_d / E_)));
       auto& pairs = by[size_t(d)];
       if (int64_t(pairs.size()) <= C_d) continue;
       std::stable_sort(pairs.begin(), pairs.end(), [&](const auto& a, const auto& b) {
@@ -234,7 +243,8 @@ std::string CapacityConfig::describe() const {
   for (const auto& p : kPolicies)
     if (p.policy == policy) what = p.description;
   if (!active()) return std::string(what);
-  std::string s = fmt::format("{}, gamma {} (C = ceil(gamma*T*k/E) per source device)", what, factor);
+  std::string s =
+      fmt::format("{}, gamma {} (C = ceil(gamma*T*k/E) per source device)", what, factor);
   if (policy == CapacityPolicy::kReroute) s += fmt::format(", {} rounds", reroute_rounds);
   if (policy == CapacityPolicy::kRandom) s += fmt::format(", seed {}", seed);
   if (renormalize) s += ", weights renormalised";
@@ -277,10 +287,9 @@ void CapacityOutcome::accumulate(const CapacityOutcome& o) {
 }
 
 void apply_capacity(const CapacityConfig& cfg, const RouterConfig& router, const float* scores,
-                    const int32_t* ids, const float* weights, int64_t T,
-                    const Placement& placement, int source_device, uint64_t rng_stream,
-                    int32_t* out_ids, float* out_weights, int out_slots,
-                    CapacityOutcome& outcome) {
+                    const int32_t* ids, const float* weights, int64_t T, const Placement& placement,
+                    int source_device, uint64_t rng_stream, int32_t* out_ids, float* out_weights,
+                    int out_slots, CapacityOutcome& outcome) {
   const int E = router.num_experts, K = router.top_k;
   SY_ASSERT(out_slots >= capacity_slots(cfg, K, E, placement));
   SY_ASSERT(placement.empty() || (placement.num_experts() == E && source_device >= 0 &&

@@ -22,9 +22,9 @@ enum class CapacityPolicy : uint8_t {
   kOrder,         // token drop: keeps the C earliest tokens (Switch Transformer style)
   kReverseOrder,  // token drop: keeps the C latest tokens
   kRandom,        // token drop: keeps C tokens chosen at random (seeded)
-  kExpanded,      // expanded drop: candidates = top-k + the source device's experts, then score drop
-  kReroute,       // v1 token reroute: overflowed pairs re-select among unfilled experts, in rounds
-  kDevice,        // device-level: the pairs sent to a device are bounded, not each expert's
+  kExpanded,  // expanded drop: candidates = top-k + the source device's experts, then score drop
+  kReroute,   // v1 token reroute: overflowed pairs re-select among unfilled experts, in rounds
+  kDevice,    // device-level: the pairs sent to a device are bounded, not each expert's
 };
 
 // Command-line names: none, score, order, reverse, random, expanded, reroute, device.
@@ -74,10 +74,9 @@ struct CapacityOutcome {
 //     kDroppedExpert with weight 0. in and out may not alias.
 //   rng_stream: mixed with config.seed so each layer / call draws different random drops.
 // Ties in priority keep the earlier token. Adds this call's counts to `outcome`.
-void apply_capacity(const CapacityConfig& config, const RouterConfig& router,
-                    const float* scores, const int32_t* ids, const float* weights,
-                    int64_t num_tokens, const Placement& placement, int source_device,
-                    uint64_t rng_stream, int32_t* out_ids, float* out_weights, int out_slots,
-                    CapacityOutcome& outcome);
+void apply_capacity(const CapacityConfig& config, const RouterConfig& router, const float* scores,
+                    const int32_t* ids, const float* weights, int64_t num_tokens,
+                    const Placement& placement, int source_device, uint64_t rng_stream,
+                    int32_t* out_ids, float* out_weights, int out_slots, CapacityOutcome& outcome);
 
 }  // namespace sy::moe

@@ -15,12 +15,12 @@ constexpr int32_t kDroppedExpert = -1;
 // The permutation for one layer call. Rows of expert e are [offsets[e], offsets[e+1]).
 struct DispatchPlan {
   int num_experts = 0;
-  int slots = 0;                  // pairs per token (top_k, or more after expanded drop)
-  std::vector<int64_t> offsets;   // [E + 1]
-  std::vector<int32_t> token;     // [rows] source token of each permuted row
-  std::vector<int32_t> slot;      // [rows] its slot j in ids[token, j]
-  std::vector<float> weight;      // [rows] combine weight of each permuted row
-  std::vector<int64_t> row_of;    // [tokens, slots] row of each pair, -1 when dropped
+  int slots = 0;                 // pairs per token (top_k, or more after expanded drop)
+  std::vector<int64_t> offsets;  // [E + 1]
+  std::vector<int32_t> token;    // [rows] source token of each permuted row
+  std::vector<int32_t> slot;     // [rows] its slot j in ids[token, j]
+  std::vector<float> weight;     // [rows] combine weight of each permuted row
+  std::vector<int64_t> row_of;   // [tokens, slots] row of each pair, -1 when dropped
   int64_t num_rows() const { return offsets.empty() ? 0 : offsets.back(); }
   int64_t num_tokens() const { return slots == 0 ? 0 : int64_t(row_of.size()) / slots; }
   int64_t rows_of(int e) const { return offsets[size_t(e) + 1] - offsets[size_t(e)]; }

@@ -17,11 +17,11 @@ struct RoutedPairs {
   int layer = 0;
   int64_t num_tokens = 0;
   int64_t hidden = 0;
-  int slots = 0;                    // pairs per token
-  const float* x = nullptr;         // [T, H] normalised input
-  const int32_t* ids = nullptr;     // [T, slots], kDroppedExpert = no pair
-  const float* weights = nullptr;   // [T, slots]
-  double route_seconds = 0;         // time moe_forward spent routing + applying the policy
+  int slots = 0;                   // pairs per token
+  const float* x = nullptr;        // [T, H] normalised input
+  const int32_t* ids = nullptr;    // [T, slots], kDroppedExpert = no pair
+  const float* weights = nullptr;  // [T, slots]
+  double route_seconds = 0;        // time moe_forward spent routing + applying the policy
 };
 
 class ExpertBackend {

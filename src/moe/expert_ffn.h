@@ -24,6 +24,7 @@ struct FfnScratch {
 };
 
 // x: [rows, H] -> out: [rows, H] (overwritten).
-void ffn_forward(const FfnWeights& w, const float* x, int64_t rows, float* out, FfnScratch& scratch);
+void ffn_forward(const FfnWeights& w, const float* x, int64_t rows, float* out,
+                 FfnScratch& scratch);
 
 }  // namespace sy::moe

@@ -21,9 +21,11 @@ double max_over_mean_of(const std::vector<int64_t>& loads) {
 }  // namespace
 
 LoadStats::LoadStats(int num_layers, int num_experts)
-    : num_layers_(num_layers), num_experts_(num_experts),
+    : num_layers_(num_layers),
+      num_experts_(num_experts),
       before_(size_t(num_layers) * size_t(num_experts), 0),
-      after_(size_t(num_layers) * size_t(num_experts), 0), totals_(size_t(num_layers)) {}
+      after_(size_t(num_layers) * size_t(num_experts), 0),
+      totals_(size_t(num_layers)) {}
 
 void LoadStats::record(int layer, const CapacityOutcome& o) {
   for (int e = 0; e < num_experts_ && size_t(e) < o.load_before.size(); ++e) {
@@ -158,11 +160,14 @@ std::string LoadStats::table(int max_columns) const {
         t.routed, t.dropped, t.routed ? 100.0 * t.dropped / t.routed : 0.0, t.added,
         t.routed ? 100.0 * t.overflow / t.routed : 0.0, worst, worst_before);
   } else {
-    out += fmt::format("{} (token, expert) pairs routed; worst layer max/mean = {:.2f} (1.00 = "
-                       "balanced)\n", t.routed, worst);
+    out += fmt::format(
+        "{} (token, expert) pairs routed; worst layer max/mean = {:.2f} (1.00 = "
+        "balanced)\n",
+        t.routed, worst);
   }
-  if (devices) out += fmt::format("devices: {}; dev m/m = busiest device / mean device load\n",
-                                  placement_.describe());
+  if (devices)
+    out += fmt::format("devices: {}; dev m/m = busiest device / mean device load\n",
+                       placement_.describe());
   return out;
 }
 

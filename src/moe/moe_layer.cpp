@@ -10,10 +10,10 @@ namespace sy::moe {
 
 // Capacity is a per-device constraint on that device's own tokens (before any all-to-all),
 // so each device's contiguous token slice goes through the policy on its own.
-void apply_capacity_per_device(const MoeRuntime& rt, const RouterConfig& rc, int layer,
-                               int64_t T, const float* scores, const int32_t* router_ids,
-                               const float* router_weights, int slots, int32_t* ids,
-                               float* weights, CapacityOutcome& outcome) {
+void apply_capacity_per_device(const MoeRuntime& rt, const RouterConfig& rc, int layer, int64_t T,
+                               const float* scores, const int32_t* router_ids,
+                               const float* router_weights, int slots, int32_t* ids, float* weights,
+                               CapacityOutcome& outcome) {
   const int E = rc.num_experts, K = rc.top_k;
   const bool one_source = rt.placement.empty() || rt.source_device >= 0;
   const int D = one_source ? 1 : rt.placement.num_devices();
@@ -44,8 +44,8 @@ void run_local_experts(const MoeBlock& b, const RoutedPairs& p, MoeScratch& s, f
   combine_rows(s.plan, s.expert_out.data(), H, out);  // weighted scatter-add, token order
 }
 
-void moe_forward(const MoeBlock& b, const float* x, int64_t T, int64_t H, float* out,
-                 MoeScratch& s, const MoeRuntime& rt, int layer) {
+void moe_forward(const MoeBlock& b, const float* x, int64_t T, int64_t H, float* out, MoeScratch& s,
+                 const MoeRuntime& rt, int layer) {
   const RouterConfig& rc = *b.router;
   const int E = rc.num_experts, K = rc.top_k;
   std::fill(out, out + T * H, 0.0f);
@@ -81,8 +81,10 @@ void moe_forward(const MoeBlock& b, const float* x, int64_t T, int64_t H, float*
   const double route_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - route_start).count();
   const RoutedPairs pairs{layer, T, H, slots, x, s.ids.data(), s.weights.data(), route_s};
-  if (rt.backend) rt.backend->run(b, pairs, s, out);
-  else run_local_experts(b, pairs, s, out);
+  if (rt.backend)
+    rt.backend->run(b, pairs, s, out);
+  else
+    run_local_experts(b, pairs, s, out);
 
   // 4. Shared expert(s), optionally gated per token.
   if (b.shared) {

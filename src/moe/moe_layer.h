@@ -29,26 +29,26 @@ struct MoeBlock {
 // Per-run settings shared by every MoE layer: the capacity policy and where experts live,
 // plus optional sinks for statistics and routing traces.
 struct MoeRuntime {
-  CapacityConfig capacity;      // default: dropless
-  Placement placement;          // empty: one device
-  int source_device = -1;       // this process's device under expert parallelism; -1: the
-                                // tokens of a call are split into one slice per device
+  CapacityConfig capacity;  // default: dropless
+  Placement placement;      // empty: one device
+  int source_device = -1;   // this process's device under expert parallelism; -1: the
+                            // tokens of a call are split into one slice per device
   LoadStats* stats = nullptr;
   RoutingObserver* observer = nullptr;
   ExpertBackend* backend = nullptr;  // null: every expert runs in this process
 };
 
 struct MoeScratch {
-  std::vector<float> logits;               // [T, E]
-  std::vector<float> scores;               // [T, E] router probabilities
-  std::vector<int32_t> router_ids;         // [T, k]
-  std::vector<float> router_weights;       // [T, k]
-  std::vector<int32_t> ids;                // [T, slots] after the capacity policy
-  std::vector<float> weights;              // [T, slots]
+  std::vector<float> logits;          // [T, E]
+  std::vector<float> scores;          // [T, E] router probabilities
+  std::vector<int32_t> router_ids;    // [T, k]
+  std::vector<float> router_weights;  // [T, k]
+  std::vector<int32_t> ids;           // [T, slots] after the capacity policy
+  std::vector<float> weights;         // [T, slots]
   CapacityOutcome outcome;
   DispatchPlan plan;
   std::vector<float> permuted, expert_out;  // [rows, H]
-  std::vector<float> shared_out;           // [T, H]
+  std::vector<float> shared_out;            // [T, H]
   FfnScratch ffn;
 };
 
@@ -58,8 +58,8 @@ struct MoeScratch {
 //   scores [T, E], router_ids / router_weights [T, top_k] -> ids / weights [T, slots]
 void apply_capacity_per_device(const MoeRuntime& runtime, const RouterConfig& router, int layer,
                                int64_t num_tokens, const float* scores, const int32_t* router_ids,
-                               const float* router_weights, int slots, int32_t* ids,
-                               float* weights, CapacityOutcome& outcome);
+                               const float* router_weights, int slots, int32_t* ids, float* weights,
+                               CapacityOutcome& outcome);
 
 // x: [T, H] -> out: [T, H] (overwritten). With a placement, the T tokens are split into one
 // contiguous slice per device and the capacity policy applies to each slice separately (the

@@ -12,8 +12,10 @@ namespace sy::moe {
 Placement Placement::contiguous(int num_experts, int num_devices) {
   if (num_devices < 1) fail("--devices must be at least 1 (got {})", num_devices);
   if (num_devices > num_experts)
-    fail("{} devices cannot share {} experts: every device needs at least one expert "
-         "(use at most {} devices)", num_devices, num_experts, num_experts);
+    fail(
+        "{} devices cannot share {} experts: every device needs at least one expert "
+        "(use at most {} devices)",
+        num_devices, num_experts, num_experts);
   std::vector<int32_t> device_of(static_cast<size_t>(num_experts));
   const int base = num_experts / num_devices, extra = num_experts % num_devices;
   int e = 0;
@@ -60,11 +62,13 @@ Placement Placement::from_file(const std::string& path, int num_experts) {
         used = 0;
       }
       if (used != field.size())
-        fail("{}:{}: '{}' is not an expert id (one line per device, expert ids separated by "
-             "spaces)", path, line_no, field);
+        fail(
+            "{}:{}: '{}' is not an expert id (one line per device, expert ids separated by "
+            "spaces)",
+            path, line_no, field);
       if (e < 0 || e >= num_experts)
-        fail("{}:{}: expert {} is out of range: the model has {} experts (0..{})", path, line_no,
-             e, num_experts, num_experts - 1);
+        fail("{}:{}: expert {} is out of range: the model has {} experts (0..{})", path, line_no, e,
+             num_experts, num_experts - 1);
       if (device_of[size_t(e)] >= 0)
         fail("{}:{}: expert {} is already placed on device {}", path, line_no, e,
              device_of[size_t(e)]);

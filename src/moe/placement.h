@@ -41,7 +41,7 @@ class Placement {
 
  private:
   int num_devices_ = 1;
-  std::vector<int32_t> device_of_;               // [E]
+  std::vector<int32_t> device_of_;                // [E]
   std::vector<std::vector<int32_t>> experts_of_;  // [D], ascending ids
 };
 

@@ -1,8 +1,8 @@
 #include "moe/router.h"
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <cmath>
-#include <fmt/format.h>
 #include <limits>
 #include <numeric>
 
@@ -25,8 +25,12 @@ constexpr ScoreFuncName kScoreFuncNames[] = {
     {ScoreFunc::kSigmoidTopK, "sigmoid-topk"},
 };
 
-bool top_k_first(ScoreFunc s) { return s == ScoreFunc::kSoftmaxTopK || s == ScoreFunc::kSigmoidTopK; }
-bool is_softmax(ScoreFunc s) { return s == ScoreFunc::kSoftmax || s == ScoreFunc::kSoftmaxTopK; }
+bool top_k_first(ScoreFunc s) {
+  return s == ScoreFunc::kSoftmaxTopK || s == ScoreFunc::kSigmoidTopK;
+}
+bool is_softmax(ScoreFunc s) {
+  return s == ScoreFunc::kSoftmax || s == ScoreFunc::kSoftmaxTopK;
+}
 
 }  // namespace
 
@@ -112,12 +116,15 @@ void route(const RouterConfig& cfg, const float* logits, int64_t num_tokens,
   for (int64_t t = 0; t < num_tokens; ++t) {
     const float* x = logits + t * E;
     if (need_p) {
-      if (softmax) softmax_row(x, E, p.data());
-      else sigmoid_row(x, E, p.data());
+      if (softmax)
+        softmax_row(x, E, p.data());
+      else
+        sigmoid_row(x, E, p.data());
     }
     if (scores_out) std::copy(p.begin(), p.end(), scores_out + t * E);
     const float* base = first ? x : p.data();
-    for (int e = 0; e < E; ++e) choice[e] = base[e] + (cfg.has_selection_bias ? selection_bias[e] : 0);
+    for (int e = 0; e < E; ++e)
+      choice[e] = base[e] + (cfg.has_selection_bias ? selection_bias[e] : 0);
 
     if (cfg.num_groups > 1) {
       const int per_group = E / cfg.num_groups;
@@ -195,8 +202,8 @@ float noisy_gating_normal(uint64_t seed, uint64_t stream, uint64_t index) {
 }
 
 void route_noisy(const RouterConfig& cfg, const float* logits, const float* noise_logits,
-                 int64_t num_tokens, uint64_t seed, uint64_t stream, int32_t* ids,
-                 float* weights, float* scores, float* noise_out) {
+                 int64_t num_tokens, uint64_t seed, uint64_t stream, int32_t* ids, float* weights,
+                 float* scores, float* noise_out) {
   const int E = cfg.num_experts;
   SY_ASSERT(E > 0);
   SY_ASSERT_MSG(!cfg.has_selection_bias, "route_noisy takes no selection bias");
@@ -204,7 +211,8 @@ void route_noisy(const RouterConfig& cfg, const float* logits, const float* nois
   for (int64_t t = 0; t < num_tokens; ++t) {
     for (int e = 0; e < E; ++e) {
       const int64_t i = t * E + e;
-      const float noise = noisy_gating_normal(seed, stream, uint64_t(i)) * softplus(noise_logits[i]);
+      const float noise =
+          noisy_gating_normal(seed, stream, uint64_t(i)) * softplus(noise_logits[i]);
       if (noise_out) noise_out[i] = noise;
       h[size_t(i)] = logits[i] + noise;
     }
@@ -224,9 +232,10 @@ int64_t expert_choice_capacity(double capacity_factor, int64_t num_tokens, int n
 }
 
 std::string describe_expert_choice(int num_experts, double capacity_factor) {
-  return fmt::format("softmax -> expert choice: each of {} experts takes its top-C tokens, "
-                     "C = ceil({} * T / {})",
-                     num_experts, capacity_factor, num_experts);
+  return fmt::format(
+      "softmax -> expert choice: each of {} experts takes its top-C tokens, "
+      "C = ceil({} * T / {})",
+      num_experts, capacity_factor, num_experts);
 }
 
 void route_expert_choice(const float* logits, int64_t num_tokens, int num_experts,
@@ -244,10 +253,11 @@ void route_expert_choice(const float* logits, int64_t num_tokens, int num_expert
   for (int e = 0; e < E; ++e) {
     std::iota(order.begin(), order.end(), int64_t{0});
     const float* col = s.data() + e;  // column e, stride E
-    std::partial_sort(order.begin(), order.begin() + C, order.end(), [col, E](int64_t a, int64_t b) {
-      const float va = col[a * E], vb = col[b * E];
-      return va > vb || (va == vb && a < b);
-    });
+    std::partial_sort(order.begin(), order.begin() + C, order.end(),
+                      [col, E](int64_t a, int64_t b) {
+                        const float va = col[a * E], vb = col[b * E];
+                        return va > vb || (va == vb && a < b);
+                      });
     for (int64_t i = 0; i < C; ++i) {
       const int64_t t = order[size_t(i)];
       ids[t * E + e] = e;

@@ -75,8 +75,8 @@ void route(const RouterConfig& config, const float* logits, int64_t num_tokens,
 //   noise_out (may be nullptr): [T, E] the sampled eps * softplus(noise_logits), for the
 //     backward pass; H is float(logits + noise_out) bit for bit.
 void route_noisy(const RouterConfig& config, const float* logits, const float* noise_logits,
-                 int64_t num_tokens, uint64_t seed, uint64_t stream, int32_t* ids,
-                 float* weights, float* scores, float* noise_out);
+                 int64_t num_tokens, uint64_t seed, uint64_t stream, int32_t* ids, float* weights,
+                 float* scores, float* noise_out);
 
 // The standard normal sample route_noisy uses for element `index` (= t * E + e) of a call.
 float noisy_gating_normal(uint64_t seed, uint64_t stream, uint64_t index);

@@ -11,12 +11,12 @@ struct RoutingRecord {
   int64_t num_tokens = 0;
   int num_experts = 0;
   int top_k = 0;
-  int slots = 0;                           // pairs per token after the policy (>= top_k)
-  const float* scores = nullptr;           // [T, E] router probabilities
-  const int32_t* router_ids = nullptr;     // [T, top_k] the router's choice
-  const float* router_weights = nullptr;   // [T, top_k]
-  const int32_t* ids = nullptr;            // [T, slots] after the policy; kDroppedExpert = dropped
-  const float* weights = nullptr;          // [T, slots]
+  int slots = 0;                          // pairs per token after the policy (>= top_k)
+  const float* scores = nullptr;          // [T, E] router probabilities
+  const int32_t* router_ids = nullptr;    // [T, top_k] the router's choice
+  const float* router_weights = nullptr;  // [T, top_k]
+  const int32_t* ids = nullptr;           // [T, slots] after the policy; kDroppedExpert = dropped
+  const float* weights = nullptr;         // [T, slots]
 };
 
 class RoutingObserver {

@@ -22,12 +22,20 @@ constexpr const char* kFields[] = {"scores", "router_ids", "router_weights",
                                    "ids",    "weights",    "call_tokens"};
 
 // Metadata keys the writer owns; RoutingTraceInfo::extra may not use them.
-const char* const kReservedKeys[] = {
-    "format",          "format_version",   "num_layers",
-    "router",          "capacity",         "capacity_policy",
-    "capacity_factor", "capacity_renormalize", "capacity_skip_single_token",
-    "capacity_reroute_rounds", "capacity_seed", "model",
-    "architecture",    "placement"};
+const char* const kReservedKeys[] = {"format",
+                                     "format_version",
+                                     "num_layers",
+                                     "router",
+                                     "capacity",
+                                     "capacity_policy",
+                                     "capacity_factor",
+                                     "capacity_renormalize",
+                                     "capacity_skip_single_token",
+                                     "capacity_reroute_rounds",
+                                     "capacity_seed",
+                                     "model",
+                                     "architecture",
+                                     "placement"};
 
 int64_t parse_int(const std::string& text, const std::string& where) {
   try {
@@ -104,21 +112,28 @@ RouterConfig parse_router_config_json(const std::string& text, const std::string
   RouterConfig r;
   try {
     for (auto& [key, v] : j.items()) {
-      if (key == "num_experts") r.num_experts = v.get<int>();
-      else if (key == "top_k") r.top_k = v.get<int>();
+      if (key == "num_experts")
+        r.num_experts = v.get<int>();
+      else if (key == "top_k")
+        r.top_k = v.get<int>();
       else if (key == "score") {
         try {
           r.score = parse_score_func(v.get<std::string>());
         } catch (const Error& e) {
           fail("{}: router score: {}", where, e.what());
         }
-      }
-      else if (key == "renormalize") r.renormalize = v.get<bool>();
-      else if (key == "renormalize_epsilon") r.renormalize_epsilon = v.get<float>();
-      else if (key == "routed_scaling_factor") r.routed_scaling_factor = v.get<float>();
-      else if (key == "has_selection_bias") r.has_selection_bias = v.get<bool>();
-      else if (key == "num_groups") r.num_groups = v.get<int>();
-      else if (key == "topk_groups") r.topk_groups = v.get<int>();
+      } else if (key == "renormalize")
+        r.renormalize = v.get<bool>();
+      else if (key == "renormalize_epsilon")
+        r.renormalize_epsilon = v.get<float>();
+      else if (key == "routed_scaling_factor")
+        r.routed_scaling_factor = v.get<float>();
+      else if (key == "has_selection_bias")
+        r.has_selection_bias = v.get<bool>();
+      else if (key == "num_groups")
+        r.num_groups = v.get<int>();
+      else if (key == "topk_groups")
+        r.topk_groups = v.get<int>();
       else if (key == "group_score") {
         const std::string g = v.get<std::string>();
         if (g != "max" && g != "top2_sum")
@@ -148,7 +163,8 @@ int RoutingTrace::num_layers() const {
 void RoutingTraceWriter::observe(const RoutingRecord& r) {
   SY_ASSERT(r.layer >= 0 && r.num_tokens >= 0 && r.num_tokens <= INT32_MAX);
   SY_ASSERT(r.num_experts > 0 && r.top_k > 0 && r.slots >= r.top_k);
-  SY_ASSERT(r.num_tokens == 0 || (r.scores && r.router_ids && r.router_weights && r.ids && r.weights));
+  SY_ASSERT(r.num_tokens == 0 ||
+            (r.scores && r.router_ids && r.router_weights && r.ids && r.weights));
   const int64_t T = r.num_tokens;
   const size_t E = size_t(r.num_experts), K = size_t(r.top_k), S_in = size_t(r.slots);
 
@@ -171,13 +187,15 @@ void RoutingTraceWriter::observe(const RoutingRecord& r) {
   const size_t S = size_t(L.slots);
   L.scores.insert(L.scores.end(), r.scores, r.scores + T * int64_t(E));
   L.router_ids.insert(L.router_ids.end(), r.router_ids, r.router_ids + T * int64_t(K));
-  L.router_weights.insert(L.router_weights.end(), r.router_weights, r.router_weights + T * int64_t(K));
+  L.router_weights.insert(L.router_weights.end(), r.router_weights,
+                          r.router_weights + T * int64_t(K));
   const size_t base = L.ids.size();
   L.ids.resize(base + size_t(T) * S, kDroppedExpert);
   L.weights.resize(base + size_t(T) * S, 0.0f);
   for (int64_t t = 0; t < T; ++t) {
     std::copy_n(r.ids + t * int64_t(S_in), S_in, L.ids.begin() + int64_t(base) + t * int64_t(S));
-    std::copy_n(r.weights + t * int64_t(S_in), S_in, L.weights.begin() + int64_t(base) + t * int64_t(S));
+    std::copy_n(r.weights + t * int64_t(S_in), S_in,
+                L.weights.begin() + int64_t(base) + t * int64_t(S));
   }
   L.num_tokens += T;
   L.call_tokens.push_back(int32_t(T));
@@ -193,7 +211,8 @@ int64_t RoutingTraceWriter::num_calls() const {
 void RoutingTraceWriter::finish(const std::string& path, const RoutingTraceInfo& info) const {
   std::lock_guard<std::mutex> lock(mutex_);
   if (layers_.empty())
-    fail("routing trace '{}': nothing was recorded (no MoE layer ran), so no file was written", path);
+    fail("routing trace '{}': nothing was recorded (no MoE layer ran), so no file was written",
+         path);
 
   std::vector<io::TensorToWrite> tensors;
   for (const auto& [l, L] : layers_) {
@@ -204,7 +223,8 @@ void RoutingTraceWriter::finish(const std::string& path, const RoutingTraceInfo&
     tensors.push_back(tensor(p + "router_weights", "F32", {N, L.top_k}, L.router_weights));
     tensors.push_back(tensor(p + "ids", "I32", {N, L.slots}, L.ids));
     tensors.push_back(tensor(p + "weights", "F32", {N, L.slots}, L.weights));
-    tensors.push_back(tensor(p + "call_tokens", "I32", {int64_t(L.call_tokens.size())}, L.call_tokens));
+    tensors.push_back(
+        tensor(p + "call_tokens", "I32", {int64_t(L.call_tokens.size())}, L.call_tokens));
   }
 
   RouterConfig router = info.router;
@@ -241,17 +261,19 @@ RoutingTrace read_routing_trace(const std::string& path) {
   const std::string where = fmt::format("routing trace '{}'", path);
   auto format = meta.find("format");
   if (format == meta.end() || format->second != kRoutingTraceFormat)
-    fail("'{}' is not a Switchyard routing trace: its metadata has {} instead of format = {}{} "
-         "(write one with `switchyard score --trace FILE` or `generate --trace FILE`)",
-         path, format == meta.end() ? "no 'format'" : "format = " + format->second,
-         kRoutingTraceFormat,
-         format != meta.end() && format->second == "pt" ? "; it looks like a model checkpoint" : "");
+    fail(
+        "'{}' is not a Switchyard routing trace: its metadata has {} instead of format = {}{} "
+        "(write one with `switchyard score --trace FILE` or `generate --trace FILE`)",
+        path, format == meta.end() ? "no 'format'" : "format = " + format->second,
+        kRoutingTraceFormat,
+        format != meta.end() && format->second == "pt" ? "; it looks like a model checkpoint" : "");
   auto version = meta.find("format_version");
   if (version == meta.end()) fail("{}: metadata has no format_version", where);
   const int64_t v = parse_int(version->second, where + " format_version");
   if (v < 1 || v > kRoutingTraceVersion)
     fail("{}: format version {} is not one this build reads (1 to {}){}", where, v,
-         kRoutingTraceVersion, v > kRoutingTraceVersion ? "; it was written by a newer Switchyard" : "");
+         kRoutingTraceVersion,
+         v > kRoutingTraceVersion ? "; it was written by a newer Switchyard" : "");
 
   // Group the tensors by layer; any other name is an error.
   static const std::regex name_re(R"(layer\.(0|[1-9][0-9]{0,5})\.([a-z_]+))");
@@ -263,9 +285,10 @@ RoutingTrace read_routing_trace(const std::string& path) {
                          return m[2].str() == f;
                        }) != std::end(kFields);
     if (!known)
-      fail("{}: unexpected tensor '{}' (a trace holds layer.L.{{scores, router_ids, "
-           "router_weights, ids, weights, call_tokens}})",
-           where, t.name);
+      fail(
+          "{}: unexpected tensor '{}' (a trace holds layer.L.{{scores, router_ids, "
+          "router_weights, ids, weights, call_tokens}})",
+          where, t.name);
     by_layer[std::stoi(m[1].str())][m[2].str()] = &t;
   }
   if (by_layer.empty()) fail("{}: holds no layers", where);
@@ -285,13 +308,16 @@ RoutingTrace read_routing_trace(const std::string& path) {
     info.num_layers = int(n);
   }
   if (auto* s = get("capacity_policy")) info.capacity.policy = parse_capacity_policy(*s);
-  if (auto* s = get("capacity_factor")) info.capacity.factor = parse_double(*s, where + " capacity_factor");
-  if (auto* s = get("capacity_renormalize")) info.capacity.renormalize = parse_bool(*s, where + " capacity_renormalize");
+  if (auto* s = get("capacity_factor"))
+    info.capacity.factor = parse_double(*s, where + " capacity_factor");
+  if (auto* s = get("capacity_renormalize"))
+    info.capacity.renormalize = parse_bool(*s, where + " capacity_renormalize");
   if (auto* s = get("capacity_skip_single_token"))
     info.capacity.skip_single_token = parse_bool(*s, where + " capacity_skip_single_token");
   if (auto* s = get("capacity_reroute_rounds"))
     info.capacity.reroute_rounds = int(parse_int(*s, where + " capacity_reroute_rounds"));
-  if (auto* s = get("capacity_seed")) info.capacity.seed = uint64_t(parse_int(*s, where + " capacity_seed"));
+  if (auto* s = get("capacity_seed"))
+    info.capacity.seed = uint64_t(parse_int(*s, where + " capacity_seed"));
   if (auto* s = get("model")) info.model = *s;
   if (auto* s = get("architecture")) info.architecture = *s;
   if (auto* s = get("placement")) info.placement = *s;
@@ -308,7 +334,8 @@ RoutingTrace read_routing_trace(const std::string& path) {
       if (t.dtype_name != dtype)
         fail("{}: tensor '{}' is {}, expected {}", where, t.name, t.dtype_name, dtype);
       if (t.shape.size() != rank)
-        fail("{}: tensor '{}' has shape {}, expected {} dimensions", where, t.name, t.shape_str(), rank);
+        fail("{}: tensor '{}' has shape {}, expected {} dimensions", where, t.name, t.shape_str(),
+             rank);
       return t;
     };
     const auto& scores = need("scores", "F32", 2);
@@ -317,12 +344,14 @@ RoutingTrace read_routing_trace(const std::string& path) {
     const auto& ids = need("ids", "I32", 2);
     const auto& weights = need("weights", "F32", 2);
     const auto& calls = need("call_tokens", "I32", 1);
-    const int64_t N = scores.shape[0], E = scores.shape[1], K = router_ids.shape[1], S = ids.shape[1];
+    const int64_t N = scores.shape[0], E = scores.shape[1], K = router_ids.shape[1],
+                  S = ids.shape[1];
     auto expect_shape = [&](const io::TensorInfo& t, int64_t cols) {
       if (t.shape[0] != N || t.shape[1] != cols)
-        fail("{}: tensor '{}' has shape {} but layer {} has {} tokens, {} experts, top-{}, {} "
-             "slots: expected [{}, {}]",
-             where, t.name, t.shape_str(), l, N, E, K, S, N, cols);
+        fail(
+            "{}: tensor '{}' has shape {} but layer {} has {} tokens, {} experts, top-{}, {} "
+            "slots: expected [{}, {}]",
+            where, t.name, t.shape_str(), l, N, E, K, S, N, cols);
     };
     if (E < 1 || E > 1'000'000) fail("{}: tensor '{}' has {} experts", where, scores.name, E);
     if (K < 1 || K > E)
@@ -335,7 +364,8 @@ RoutingTrace read_routing_trace(const std::string& path) {
     expect_shape(ids, S);
     expect_shape(weights, S);
     if (info.router.num_experts != 0 && info.router.num_experts != E)
-      fail("{}: metadata router has {} experts but layer {} has {}", where, info.router.num_experts, l, E);
+      fail("{}: metadata router has {} experts but layer {} has {}", where, info.router.num_experts,
+           l, E);
     if (info.router.top_k != 0 && info.router.top_k != K)
       fail("{}: metadata router has top-k {} but layer {} has {}", where, info.router.top_k, l, K);
 
@@ -353,7 +383,8 @@ RoutingTrace read_routing_trace(const std::string& path) {
       sum += L.call_tokens[c];
     }
     if (sum != N)
-      fail("{}: {} adds up to {} tokens but the layer's tensors hold {}", where, calls.name, sum, N);
+      fail("{}: {} adds up to {} tokens but the layer's tensors hold {}", where, calls.name, sum,
+           N);
     L.scores = copy_out<float>(scores);
     L.router_ids = copy_out<int32_t>(router_ids);
     L.router_weights = copy_out<float>(router_weights);

@@ -34,25 +34,25 @@ struct RoutingTraceLayer {
   int layer = 0;
   int num_experts = 0;
   int top_k = 0;
-  int slots = 0;                       // S
-  int64_t num_tokens = 0;              // N
-  std::vector<float> scores;           // [N, E]
-  std::vector<int32_t> router_ids;     // [N, k]
-  std::vector<float> router_weights;   // [N, k]
-  std::vector<int32_t> ids;            // [N, S]
-  std::vector<float> weights;          // [N, S]
-  std::vector<int32_t> call_tokens;    // [num_calls]
+  int slots = 0;                      // S
+  int64_t num_tokens = 0;             // N
+  std::vector<float> scores;          // [N, E]
+  std::vector<int32_t> router_ids;    // [N, k]
+  std::vector<float> router_weights;  // [N, k]
+  std::vector<int32_t> ids;           // [N, S]
+  std::vector<float> weights;         // [N, S]
+  std::vector<int32_t> call_tokens;   // [num_calls]
 };
 
 // What the run that wrote the trace was: enough to re-apply a policy (router) and to say
 // where the trace came from.
 struct RoutingTraceInfo {
-  std::string model;         // model directory
-  std::string architecture;  // e.g. "Qwen3MoeForCausalLM"
-  int num_layers = 0;        // layers of the model (MoE or not); 0 = unknown
-  RouterConfig router;       // num_experts / top_k 0 = take them from the tensors
-  CapacityConfig capacity;   // the policy active while recording
-  std::string placement;     // Placement::describe(), empty = one device
+  std::string model;                         // model directory
+  std::string architecture;                  // e.g. "Qwen3MoeForCausalLM"
+  int num_layers = 0;                        // layers of the model (MoE or not); 0 = unknown
+  RouterConfig router;                       // num_experts / top_k 0 = take them from the tensors
+  CapacityConfig capacity;                   // the policy active while recording
+  std::string placement;                     // Placement::describe(), empty = one device
   std::map<std::string, std::string> extra;  // more metadata (string values)
 };
 

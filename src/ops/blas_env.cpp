@@ -68,7 +68,8 @@ void prefer_fast_blas(int argc, char** argv, bool passive_omp_wait) {
   // Said once per shell session would be ideal; here: only when asked, since every command
   // (and every MPI rank) passes through this (README "OpenBLAS core type" documents it).
   if (std::getenv("SWITCHYARD_VERBOSE") != nullptr)
-    std::fprintf(stderr, "switchyard: restarting with%s%s%s (set SWITCHYARD_KEEP_OPENBLAS_CORETYPE=1 "
+    std::fprintf(stderr,
+                 "switchyard: restarting with%s%s%s (set SWITCHYARD_KEEP_OPENBLAS_CORETYPE=1 "
                  "or OMP_WAIT_POLICY to keep yours)\n",
                  best.empty() ? "" : " OPENBLAS_CORETYPE=", best.c_str(),
                  set_wait ? " OMP_WAIT_POLICY=passive" : "");

@@ -9,6 +9,8 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/elementwise.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
+// (foreach_target.h first: it re-includes this file once per SIMD target)
+
 #include <hwy/contrib/math/math-inl.h>
 #include <hwy/highway.h>
 
@@ -55,7 +57,8 @@ void Softmax(float* x, int64_t n) {
   int64_t i = 0;
   if (n >= int64_t(L)) {
     auto vmax = hn::LoadU(df, x);
-    for (i = int64_t(L); i + int64_t(L) <= n; i += int64_t(L)) vmax = hn::Max(vmax, hn::LoadU(df, x + i));
+    for (i = int64_t(L); i + int64_t(L) <= n; i += int64_t(L))
+      vmax = hn::Max(vmax, hn::LoadU(df, x + i));
     mx = hn::GetLane(hn::MaxOfLanes(df, vmax));
   }
   for (; i < n; ++i) mx = std::max(mx, x[i]);
@@ -76,7 +79,8 @@ void Softmax(float* x, int64_t n) {
   const float inv = float(1.0 / sum);
   const auto vinv = hn::Set(df, inv);
   i = 0;
-  for (; i + int64_t(L) <= n; i += int64_t(L)) hn::StoreU(hn::Mul(hn::LoadU(df, x + i), vinv), df, x + i);
+  for (; i + int64_t(L) <= n; i += int64_t(L))
+    hn::StoreU(hn::Mul(hn::LoadU(df, x + i), vinv), df, x + i);
   for (; i < n; ++i) x[i] *= inv;
 }
 
@@ -173,7 +177,8 @@ void RmsNormBackward(const float* dy, const float* x, const float* w, float rstd
   i = 0;
   for (; i + int64_t(L) <= n; i += int64_t(L)) {
     const auto xhat = hn::Mul(hn::LoadU(df, x + i), vs);
-    auto g = hn::Mul(vs, hn::NegMulAdd(xhat, vmean, hn::Mul(hn::LoadU(df, dy + i), hn::LoadU(df, w + i))));
+    auto g = hn::Mul(
+        vs, hn::NegMulAdd(xhat, vmean, hn::Mul(hn::LoadU(df, dy + i), hn::LoadU(df, w + i))));
     if (accumulate_dx) g = hn::Add(hn::LoadU(df, dx + i), g);
     hn::StoreU(g, df, dx + i);
   }
@@ -193,9 +198,11 @@ void AdamWUpdate(const AdamWScalars& k, float grad_scale, float* theta, const fl
                  float* v, int64_t n) {
   const DF df;
   const size_t L = hn::Lanes(df);
-  const auto decay = hn::Set(df, k.decay), b1 = hn::Set(df, k.b1), omb1 = hn::Set(df, k.one_minus_b1);
+  const auto decay = hn::Set(df, k.decay), b1 = hn::Set(df, k.b1),
+             omb1 = hn::Set(df, k.one_minus_b1);
   const auto b2 = hn::Set(df, k.b2), omb2 = hn::Set(df, k.one_minus_b2);
-  const auto bc2 = hn::Set(df, k.bc2_sqrt), eps = hn::Set(df, k.eps), nss = hn::Set(df, k.neg_step_size);
+  const auto bc2 = hn::Set(df, k.bc2_sqrt), eps = hn::Set(df, k.eps),
+             nss = hn::Set(df, k.neg_step_size);
   const auto gs = hn::Set(df, grad_scale);
   const bool scaled = grad_scale != 1.0f;
   int64_t i = 0;
@@ -226,13 +233,13 @@ void AdamWUpdate(const AdamWScalars& k, float grad_scale, float* theta, const fl
 #pragma GCC pop_options
 #endif
 
-
 void Scale(float a, int64_t n, float* y) {
   const DF df;
   const size_t L = hn::Lanes(df);
   const auto va = hn::Set(df, a);
   int64_t i = 0;
-  for (; i + int64_t(L) <= n; i += int64_t(L)) hn::StoreU(hn::Mul(hn::LoadU(df, y + i), va), df, y + i);
+  for (; i + int64_t(L) <= n; i += int64_t(L))
+    hn::StoreU(hn::Mul(hn::LoadU(df, y + i), va), df, y + i);
   for (; i < n; ++i) y[i] *= a;
 }
 
@@ -289,9 +296,15 @@ void swiglu_backward(const float* dh, const float* gate, const float* up, int64_
                      float* dup) {
   HWY_DYNAMIC_DISPATCH(SwigluBackward)(dh, gate, up, n, dgate, dup);
 }
-float dot(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n); }
-void add(const float* x, int64_t n, float* y) { HWY_DYNAMIC_DISPATCH(Add)(x, n, y); }
-void axpy(float a, const float* x, int64_t n, float* y) { HWY_DYNAMIC_DISPATCH(Axpy)(a, x, n, y); }
+float dot(const float* a, const float* b, int64_t n) {
+  return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n);
+}
+void add(const float* x, int64_t n, float* y) {
+  HWY_DYNAMIC_DISPATCH(Add)(x, n, y);
+}
+void axpy(float a, const float* x, int64_t n, float* y) {
+  HWY_DYNAMIC_DISPATCH(Axpy)(a, x, n, y);
+}
 void rope_neox(float* head, int64_t rot_dim, const float* cos, const float* sin) {
   SY_ASSERT(rot_dim % 2 == 0);
   HWY_DYNAMIC_DISPATCH(RopeNeox)(head, rot_dim, cos, sin);
@@ -304,7 +317,11 @@ void adamw_update(const AdamWScalars& k, float grad_scale, float* theta, const f
                   float* m, float* v, int64_t n) {
   HWY_DYNAMIC_DISPATCH(AdamWUpdate)(k, grad_scale, theta, grad, m, v, n);
 }
-double sum_squares(const float* x, int64_t n) { return HWY_DYNAMIC_DISPATCH(SumSquares)(x, n); }
-void scale(float a, int64_t n, float* y) { HWY_DYNAMIC_DISPATCH(Scale)(a, n, y); }
+double sum_squares(const float* x, int64_t n) {
+  return HWY_DYNAMIC_DISPATCH(SumSquares)(x, n);
+}
+void scale(float a, int64_t n, float* y) {
+  HWY_DYNAMIC_DISPATCH(Scale)(a, n, y);
+}
 }  // namespace sy::ops
 #endif

@@ -11,6 +11,8 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/gemv_simd.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
+// (foreach_target.h first: it re-includes this file once per SIMD target)
+
 #include <hwy/highway.h>
 
 HWY_BEFORE_NAMESPACE();
@@ -52,8 +54,7 @@ struct F16W {
 // ACC: add the dot products to y (a later column chunk) instead of storing them.
 template <class W, int R, int NX, bool ACC>
 HWY_INLINE void DotBlock(const typename W::T* HWY_RESTRICT w, size_t ldw, const float* x,
-                         size_t ldx, size_t cols, float* y, size_t ldy,
-                         const typename W::T* pf) {
+                         size_t ldx, size_t cols, float* y, size_t ldy, const typename W::T* pf) {
   const DF df;
   const size_t N = hn::Lanes(df);
   VF acc[R][NX];
@@ -90,16 +91,23 @@ HWY_INLINE void DotBlock(const typename W::T* HWY_RESTRICT w, size_t ldw, const 
 // activation rows streams W from memory (and prefetches the next block), later chunks
 // find the block in L1/L2.
 template <class W, int R, bool ACC>
-HWY_INLINE void DotRows(const typename W::T* w, size_t ldw, const float* x, size_t ldx,
-                        size_t n, size_t cols, float* y, size_t ldy, const typename W::T* pf) {
+HWY_INLINE void DotRows(const typename W::T* w, size_t ldw, const float* x, size_t ldx, size_t n,
+                        size_t cols, float* y, size_t ldy, const typename W::T* pf) {
   size_t j = 0;
   for (; j + 4 <= n; j += 4, pf = w)
     DotBlock<W, R, 4, ACC>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf);
   switch (n - j) {
-    case 3: DotBlock<W, R, 3, ACC>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf); break;
-    case 2: DotBlock<W, R, 2, ACC>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf); break;
-    case 1: DotBlock<W, R, 1, ACC>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf); break;
-    default: break;
+    case 3:
+      DotBlock<W, R, 3, ACC>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf);
+      break;
+    case 2:
+      DotBlock<W, R, 2, ACC>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf);
+      break;
+    case 1:
+      DotBlock<W, R, 1, ACC>(w, ldw, x + j * ldx, ldx, cols, y + j * ldy, ldy, pf);
+      break;
+    default:
+      break;
   }
 }
 
@@ -107,8 +115,8 @@ HWY_INLINE void DotRows(const typename W::T* w, size_t ldw, const float* x, size
 // rows for the remainder.
 // w points at column 0 of the block (rows are ldw elements apart); `cols` columns are used.
 template <class W, int R, bool ACC = false>
-void GemvBlocks(const typename W::T* w, size_t ldw, size_t cols, int64_t row_begin,
-                int64_t row_end, const float* x, size_t ldx, size_t n, float* y, size_t ldy) {
+void GemvBlocks(const typename W::T* w, size_t ldw, size_t cols, int64_t row_begin, int64_t row_end,
+                const float* x, size_t ldx, size_t n, float* y, size_t ldy) {
   int64_t r = row_begin;
   for (; r + R <= row_end; r += R) {
     const auto* block = w + r * ldw;
@@ -133,8 +141,8 @@ constexpr size_t kColChunk = 1024;
 constexpr size_t kRowBlock = 128;
 
 template <class W>
-void GemvRowsT(const WeightView& wv, int64_t row_begin, int64_t row_end, const float* x,
-               int64_t n, int64_t ldx, float* y, int64_t ldy) {
+void GemvRowsT(const WeightView& wv, int64_t row_begin, int64_t row_end, const float* x, int64_t n,
+               int64_t ldx, float* y, int64_t ldy) {
   const auto* w = static_cast<const typename W::T*>(wv.data);
   const size_t cols = size_t(wv.cols);
   // Decode (n = 1): 8 rows = 8 concurrent DRAM streams per thread; otherwise 4 rows x 4
@@ -157,19 +165,24 @@ void GemvRowsT(const WeightView& wv, int64_t row_begin, int64_t row_end, const f
       const float* xc = x + j * size_t(ldx) + c;
       float* yj = y + j * size_t(ldy);
       if (c == 0)
-        GemvBlocks<W, 4, false>(w, cols, len, row_begin, row_end, xc, size_t(ldx), nb, yj, size_t(ldy));
+        GemvBlocks<W, 4, false>(w, cols, len, row_begin, row_end, xc, size_t(ldx), nb, yj,
+                                size_t(ldy));
       else
-        GemvBlocks<W, 4, true>(w + c, cols, len, row_begin, row_end, xc, size_t(ldx), nb, yj, size_t(ldy));
+        GemvBlocks<W, 4, true>(w + c, cols, len, row_begin, row_end, xc, size_t(ldx), nb, yj,
+                               size_t(ldy));
     }
   }
 }
 
-void GemvRows(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x,
-              int64_t n, int64_t ldx, float* y, int64_t ldy) {
+void GemvRows(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x, int64_t n,
+              int64_t ldx, float* y, int64_t ldy) {
   switch (w.dtype) {
-    case DType::F32: return GemvRowsT<F32W>(w, row_begin, row_end, x, n, ldx, y, ldy);
-    case DType::BF16: return GemvRowsT<BF16W>(w, row_begin, row_end, x, n, ldx, y, ldy);
-    case DType::F16: return GemvRowsT<F16W>(w, row_begin, row_end, x, n, ldx, y, ldy);
+    case DType::F32:
+      return GemvRowsT<F32W>(w, row_begin, row_end, x, n, ldx, y, ldy);
+    case DType::BF16:
+      return GemvRowsT<BF16W>(w, row_begin, row_end, x, n, ldx, y, ldy);
+    case DType::F16:
+      return GemvRowsT<F16W>(w, row_begin, row_end, x, n, ldx, y, ldy);
   }
 }
 
@@ -185,7 +198,9 @@ void WidenT(const typename W::T* HWY_RESTRICT src, size_t count, float* HWY_REST
 void WidenRows(const WeightView& w, int64_t row_begin, int64_t row_end, float* dst) {
   const size_t count = size_t(row_end - row_begin) * size_t(w.cols);
   switch (w.dtype) {
-    case DType::F32: std::memcpy(dst, w.row(row_begin), count * 4); return;
+    case DType::F32:
+      std::memcpy(dst, w.row(row_begin), count * 4);
+      return;
     case DType::BF16:
       return WidenT<BF16W>(static_cast<const uint16_t*>(w.row(row_begin)), count, dst);
     case DType::F16:
@@ -201,8 +216,8 @@ namespace sy::ops::detail {
 HWY_EXPORT(GemvRows);
 HWY_EXPORT(WidenRows);
 
-void gemv_rows(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x,
-               int64_t n, int64_t ldx, float* y, int64_t ldy) {
+void gemv_rows(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x, int64_t n,
+               int64_t ldx, float* y, int64_t ldy) {
   HWY_DYNAMIC_DISPATCH(GemvRows)(w, row_begin, row_end, x, n, ldx, y, ldy);
 }
 

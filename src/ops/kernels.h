@@ -11,8 +11,8 @@ namespace sy::ops::detail {
 // Y[j, r] = dot(W row r, X row j) for rows r in [row_begin, row_end) and j in [0, n).
 // Each block of weight rows is read from memory once and applied to all n rows of X
 // (in chunks of 4, the later chunks hitting cache). Single-threaded; the caller splits rows.
-void gemv_rows(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x,
-               int64_t n, int64_t ldx, float* y, int64_t ldy);
+void gemv_rows(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x, int64_t n,
+               int64_t ldx, float* y, int64_t ldy);
 
 // dst[(r - row_begin) * cols + c] = float(W[r, c]): widens a panel of rows to float32.
 void widen_rows(const WeightView& w, int64_t row_begin, int64_t row_end, float* dst);

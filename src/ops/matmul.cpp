@@ -54,17 +54,17 @@ namespace detail {
 // Y[n, rows] = X W^T for large n: each thread widens panels of its rows and calls sgemm.
 void matmul_sgemm(const WeightView& w, const float* x, int64_t n, int64_t ldx, float* y,
                   int64_t ldy, int nt) {
-  const int64_t panel_rows =
-      std::max<int64_t>(16, (kPanelBytes / int64_t(sizeof(float)) / std::max<int64_t>(1, w.cols)) & ~int64_t(15));
+  const int64_t panel_rows = std::max<int64_t>(
+      16, (kPanelBytes / int64_t(sizeof(float)) / std::max<int64_t>(1, w.cols)) & ~int64_t(15));
 #pragma omp parallel num_threads(nt)
   {
     int64_t begin, end;
     thread_range(w.rows, 16, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
     if (w.dtype == DType::F32) {
       if (end > begin)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(end - begin),
-                    int(w.cols), 1.0f, x, int(ldx), static_cast<const float*>(w.row(begin)),
-                    int(w.cols), 0.0f, y + begin, int(ldy));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(end - begin), int(w.cols),
+                    1.0f, x, int(ldx), static_cast<const float*>(w.row(begin)), int(w.cols), 0.0f,
+                    y + begin, int(ldy));
     } else {
       thread_local std::vector<float> panel;  // grows once, reused by every later call
       const size_t need = size_t(std::min(panel_rows, end - begin)) * size_t(w.cols);
@@ -72,8 +72,8 @@ void matmul_sgemm(const WeightView& w, const float* x, int64_t n, int64_t ldx, f
       for (int64_t r = begin; r < end; r += panel_rows) {
         const int64_t count = std::min(panel_rows, end - r);
         detail::widen_rows(w, r, r + count, panel.data());
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(count), int(w.cols),
-                    1.0f, x, int(ldx), panel.data(), int(w.cols), 0.0f, y + r, int(ldy));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(count), int(w.cols), 1.0f,
+                    x, int(ldx), panel.data(), int(w.cols), 0.0f, y + r, int(ldy));
       }
     }
   }
@@ -92,7 +92,9 @@ void matmul_stream(const WeightView& w, const float* x, int64_t n, int64_t ldx, 
 
 }  // namespace detail
 
-void gemv(const WeightView& w, const float* x, float* y) { matmul(w, x, 1, y); }
+void gemv(const WeightView& w, const float* x, float* y) {
+  matmul(w, x, 1, y);
+}
 
 void matmul(const WeightView& w, const float* x, int64_t n, float* y, int64_t x_stride,
             int64_t y_stride) {
@@ -135,8 +137,8 @@ void sgemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, cons
     } else {
       thread_range(n, 16, tid, cnt, &b0, &b1);
       if (b1 > b0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(b1 - b0), int(k), alpha,
-                    a, int(lda), b + b0 * ldb, int(ldb), 0.0f, y + b0, int(ldy));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(b1 - b0), int(k), alpha, a,
+                    int(lda), b + b0 * ldb, int(ldb), 0.0f, y + b0, int(ldy));
     }
   }
 }
@@ -158,13 +160,13 @@ void sgemm_nn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, cons
     if (m >= n) {
       thread_range(m, 1, tid, cnt, &b0, &b1);
       if (b1 > b0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(b1 - b0), int(n), int(k),
-                    1.0f, a + b0 * lda, int(lda), b, int(ldb), 0.0f, y + b0 * ldy, int(ldy));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(b1 - b0), int(n), int(k), 1.0f,
+                    a + b0 * lda, int(lda), b, int(ldb), 0.0f, y + b0 * ldy, int(ldy));
     } else {
       thread_range(n, 16, tid, cnt, &b0, &b1);
       if (b1 > b0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(b1 - b0), int(k),
-                    1.0f, a, int(lda), b + b0, int(ldb), 0.0f, y + b0, int(ldy));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(b1 - b0), int(k), 1.0f,
+                    a, int(lda), b + b0, int(ldb), 0.0f, y + b0, int(ldy));
     }
   }
 }

@@ -42,10 +42,10 @@ void RowExchange::start(const Communicator& comm, const float* send,
   for (int64_t r : recv_rows) total += r * width;
   recv.resize(size_t(total));
   if (nonblocking) {
-    check_mpi(MPI_Ialltoallv(send, send_counts_.data(), send_displs_.data(), MPI_FLOAT, recv.data(),
-                             recv_counts_.data(), recv_displs_.data(), MPI_FLOAT, comm.comm(),
-                             &request_),
-              "MPI_Ialltoallv");
+    check_mpi(
+        MPI_Ialltoallv(send, send_counts_.data(), send_displs_.data(), MPI_FLOAT, recv.data(),
+                       recv_counts_.data(), recv_displs_.data(), MPI_FLOAT, comm.comm(), &request_),
+        "MPI_Ialltoallv");
     pending_ = true;
   } else {
     check_mpi(MPI_Alltoallv(send, send_counts_.data(), send_displs_.data(), MPI_FLOAT, recv.data(),

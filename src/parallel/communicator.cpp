@@ -81,7 +81,8 @@ void Communicator::all_reduce_sum(float* data, size_t n) const {
   constexpr size_t kMaxCount = size_t(1) << 30;  // MPI counts are int
   for (size_t i = 0; i < n; i += kMaxCount)
     check_mpi(MPI_Allreduce(MPI_IN_PLACE, data + i, int(std::min(kMaxCount, n - i)), MPI_FLOAT,
-                            MPI_SUM, comm_), "MPI_Allreduce");
+                            MPI_SUM, comm_),
+              "MPI_Allreduce");
 }
 
 void Communicator::broadcast(float* data, size_t n, int root) const {

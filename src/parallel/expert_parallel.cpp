@@ -17,7 +17,9 @@ double now() {
 
 ExpertParallelBackend::ExpertParallelBackend(const Communicator& comm, moe::Placement placement,
                                              int num_layers, bool nonblocking)
-    : comm_(comm), placement_(std::move(placement)), nonblocking_(nonblocking),
+    : comm_(comm),
+      placement_(std::move(placement)),
+      nonblocking_(nonblocking),
       timings_(size_t(num_layers)) {
   SY_ASSERT(!placement_.empty() && placement_.num_devices() == comm.size());
 }
@@ -64,7 +66,8 @@ void ExpertParallelBackend::run(const moe::MoeBlock& block, const moe::RoutedPai
   const double t2 = now();
   std::vector<int64_t> recv_rows(size_t(D), 0);
   for (int s = 0; s < D; ++s)
-    for (int32_t e : placement_.experts_on(me)) recv_rows[size_t(s)] += recv_counts[size_t(s) * E + e];
+    for (int32_t e : placement_.experts_on(me))
+      recv_rows[size_t(s)] += recv_counts[size_t(s) * E + e];
   RowExchange dispatch;
   dispatch.start(comm_, send_.data(), send_rows, recv_, recv_rows, H, nonblocking_);
   dispatch.wait();
@@ -74,7 +77,8 @@ void ExpertParallelBackend::run(const moe::MoeBlock& block, const moe::RoutedPai
   //    segment into one block, run it once, scatter the outputs back into the same layout.
   results_.resize(recv_.size());
   std::vector<int64_t> segment(size_t(D), 0);  // start row of each source's segment
-  for (int s = 1; s < D; ++s) segment[size_t(s)] = segment[size_t(s) - 1] + recv_rows[size_t(s) - 1];
+  for (int s = 1; s < D; ++s)
+    segment[size_t(s)] = segment[size_t(s) - 1] + recv_rows[size_t(s) - 1];
   std::vector<int64_t> cursor = segment;
   for (int32_t e : placement_.experts_on(me)) {
     int64_t n = 0;
@@ -90,8 +94,11 @@ void ExpertParallelBackend::run(const moe::MoeBlock& block, const moe::RoutedPai
       row += c;
     }
     if (n > 0) {
-      if (compute_fn_) compute_fn_(e, expert_in_.data(), n, H, expert_out_.data(), compute_ctx_);
-      else moe::ffn_forward(block.experts[size_t(e)], expert_in_.data(), n, expert_out_.data(), scratch.ffn);
+      if (compute_fn_)
+        compute_fn_(e, expert_in_.data(), n, H, expert_out_.data(), compute_ctx_);
+      else
+        moe::ffn_forward(block.experts[size_t(e)], expert_in_.data(), n, expert_out_.data(),
+                         scratch.ffn);
     }
     row = 0;
     for (int s = 0; s < D; ++s) {
@@ -131,8 +138,9 @@ void ExpertParallelBackend::run(const moe::MoeBlock& block, const moe::RoutedPai
   for (int64_t r : recv_rows) received += r;
   timing.rows_sent += plan_.num_rows();
   timing.rows_received += received;
-  timing.bytes_sent_remote += (plan_.num_rows() - send_rows[size_t(me)] + received -
-                               recv_rows[size_t(me)]) * H * int64_t(sizeof(float));
+  timing.bytes_sent_remote +=
+      (plan_.num_rows() - send_rows[size_t(me)] + received - recv_rows[size_t(me)]) * H *
+      int64_t(sizeof(float));
 }
 
 }  // namespace sy::parallel

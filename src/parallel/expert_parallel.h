@@ -8,10 +8,10 @@
 #include <cstdint>
 #include <vector>
 
-#include "parallel/all_to_all.h"
-#include "parallel/communicator.h"
 #include "moe/moe_layer.h"
 #include "moe/placement.h"
+#include "parallel/all_to_all.h"
+#include "parallel/communicator.h"
 
 namespace sy::parallel {
 
@@ -45,9 +45,11 @@ class ExpertParallelBackend : public moe::ExpertBackend {
   void reset_timings();
 
   // Test hook: replaces the expert computation (rows [n, H] of local expert `expert`).
-  using ComputeFn = void (*)(int expert, const float* rows, int64_t n, int64_t hidden,
-                             float* out, void* context);
-  void set_compute_for_tests(ComputeFn fn, void* context) { compute_fn_ = fn, compute_ctx_ = context; }
+  using ComputeFn = void (*)(int expert, const float* rows, int64_t n, int64_t hidden, float* out,
+                             void* context);
+  void set_compute_for_tests(ComputeFn fn, void* context) {
+    compute_fn_ = fn, compute_ctx_ = context;
+  }
 
  private:
   const Communicator& comm_;
@@ -58,7 +60,7 @@ class ExpertParallelBackend : public moe::ExpertBackend {
   void* compute_ctx_ = nullptr;
   // Reused buffers.
   moe::DispatchPlan plan_;
-  std::vector<int64_t> send_pos_;       // [plan rows] position of each plan row in send_
+  std::vector<int64_t> send_pos_;  // [plan rows] position of each plan row in send_
   std::vector<float> send_, recv_, results_, back_, expert_in_, expert_out_;
 };
 

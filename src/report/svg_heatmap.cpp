@@ -23,7 +23,9 @@ constexpr double kMinCellHeight = 16, kMaxCellHeight = 30;
 constexpr double kBarWidth = 14, kMinBarHeight = 120;
 constexpr int kGradientStops = 33;
 
-double text_width(size_t chars, double font_size) { return double(chars) * 0.62 * font_size; }
+double text_width(size_t chars, double font_size) {
+  return double(chars) * 0.62 * font_size;
+}
 
 size_t max_length(const std::vector<std::string>& items) {
   size_t n = 0;
@@ -49,7 +51,9 @@ double luminance(const std::array<uint8_t, 3>& rgb) {
   return 0.2126 * linear(rgb[0]) + 0.7152 * linear(rgb[1]) + 0.0722 * linear(rgb[2]);
 }
 
-std::string fmt_num(double v) { return fmt::format("{:g}", std::round(v * 100) / 100); }
+std::string fmt_num(double v) {
+  return fmt::format("{:g}", std::round(v * 100) / 100);
+}
 
 void validate(const Heatmap& m) {
   const std::string what = m.title.empty() ? "heatmap" : fmt::format("heatmap '{}'", m.title);
@@ -77,7 +81,8 @@ void validate(const Heatmap& m) {
              std::isnan(v) ? "NaN" : "infinite");
     }
   for (const auto& bound : {m.scale_min, m.scale_max})
-    if (bound && !std::isfinite(*bound)) fail("{}: the colour scale bound {} is not finite", what, *bound);
+    if (bound && !std::isfinite(*bound))
+      fail("{}: the colour scale bound {} is not finite", what, *bound);
   if (m.scale_min && m.scale_max && !(*m.scale_min < *m.scale_max))
     fail("{}: colour scale minimum {} is not below its maximum {}", what, *m.scale_min,
          *m.scale_max);
@@ -89,14 +94,13 @@ void validate(const Heatmap& m) {
 std::array<uint8_t, 3> viridis(double t) {
   // Degree-6 least-squares fit of matplotlib's viridis per channel (public-domain fit by
   // Matt Zucker); its lightness increases monotonically over [0, 1].
-  static const double kC[7][3] = {
-      {0.2777273272234177, 0.005407344544966578, 0.3340998053353061},
-      {0.1050930431085774, 1.404613529898575, 1.384590162594685},
-      {-0.3308618287255563, 0.214847559468213, 0.09509516302823659},
-      {-4.634230498983486, -5.799100973351585, -19.33244095627987},
-      {6.228269936347081, 14.17993336680509, 56.69055260068105},
-      {4.776384997670288, -13.74514537774601, -65.35303263337234},
-      {-5.435455855934631, 4.645852612178535, 26.3124352495832}};
+  static const double kC[7][3] = {{0.2777273272234177, 0.005407344544966578, 0.3340998053353061},
+                                  {0.1050930431085774, 1.404613529898575, 1.384590162594685},
+                                  {-0.3308618287255563, 0.214847559468213, 0.09509516302823659},
+                                  {-4.634230498983486, -5.799100973351585, -19.33244095627987},
+                                  {6.228269936347081, 14.17993336680509, 56.69055260068105},
+                                  {4.776384997670288, -13.74514537774601, -65.35303263337234},
+                                  {-5.435455855934631, 4.645852612178535, 26.3124352495832}};
   t = std::isnan(t) ? 0.0 : std::clamp(t, 0.0, 1.0);
   std::array<uint8_t, 3> rgb{};
   for (int ch = 0; ch < 3; ++ch) {
@@ -117,14 +121,26 @@ std::string xml_escape(const std::string& text) {
   for (char ch : text) {
     const auto u = static_cast<unsigned char>(ch);
     switch (ch) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
       default:
-        if ((u < 0x20 && ch != '\t' && ch != '\n' && ch != '\r') || u == 0x7f) out += '?';
-        else out += ch;
+        if ((u < 0x20 && ch != '\t' && ch != '\n' && ch != '\r') || u == 0x7f)
+          out += '?';
+        else
+          out += ch;
     }
   }
   return out;
@@ -134,8 +150,12 @@ std::string heatmap_svg(const Heatmap& m) {
   validate(m);
   const int64_t R = m.num_rows, C = m.num_cols;
 
-  auto row_label = [&](int64_t r) { return m.row_labels.empty() ? std::to_string(r) : m.row_labels[size_t(r)]; };
-  auto col_label = [&](int64_t c) { return m.col_labels.empty() ? std::to_string(c) : m.col_labels[size_t(c)]; };
+  auto row_label = [&](int64_t r) {
+    return m.row_labels.empty() ? std::to_string(r) : m.row_labels[size_t(r)];
+  };
+  auto col_label = [&](int64_t c) {
+    return m.col_labels.empty() ? std::to_string(c) : m.col_labels[size_t(c)];
+  };
 
   // Values: range of the colour scale and their text form.
   double lo = m.values[0], hi = m.values[0];
@@ -159,7 +179,8 @@ std::string heatmap_svg(const Heatmap& m) {
   std::vector<std::string> row_texts(static_cast<size_t>(R)), col_texts(static_cast<size_t>(C));
   for (int64_t r = 0; r < R; ++r) row_texts[size_t(r)] = row_label(r);
   for (int64_t c = 0; c < C; ++c) col_texts[size_t(c)] = col_label(c);
-  const double cell_w = std::clamp(std::floor(kTargetGridWidth / double(C)), kMinCellWidth, kMaxCellWidth);
+  const double cell_w =
+      std::clamp(std::floor(kTargetGridWidth / double(C)), kMinCellWidth, kMaxCellWidth);
   const double cell_h = std::clamp(cell_w, kMinCellHeight, kMaxCellHeight);
   const double col_font = std::min(kLabelSize, std::max(8.0, cell_h - 4));
   const int64_t stride = label_stride(cell_w, text_width(max_length(col_texts), col_font) + 4);
@@ -216,7 +237,8 @@ std::string heatmap_svg(const Heatmap& m) {
   s += "</linearGradient></defs>\n";
 
   // Column labels (thinned to every `stride`-th column) with ticks.
-  s += fmt::format("<g class=\"col-labels\" font-size=\"{}\" text-anchor=\"middle\">\n", fmt_num(col_font));
+  s += fmt::format("<g class=\"col-labels\" font-size=\"{}\" text-anchor=\"middle\">\n",
+                   fmt_num(col_font));
   for (int64_t c = 0; c < C; c += stride) {
     const double cx = grid_x + (double(c) + 0.5) * cell_w;
     s += fmt::format("<text x=\"{}\" y=\"{}\">{}</text>", fmt_num(cx), fmt_num(grid_y - 5),
@@ -231,8 +253,9 @@ std::string heatmap_svg(const Heatmap& m) {
   // Row labels and notes.
   s += "<g class=\"row-labels\" text-anchor=\"end\" dominant-baseline=\"central\">\n";
   for (int64_t r = 0; r < R; ++r)
-    s += fmt::format("<text x=\"{}\" y=\"{}\">{}</text>\n", fmt_num(grid_x - 6),
-                     fmt_num(grid_y + (double(r) + 0.5) * cell_h), xml_escape(row_texts[size_t(r)]));
+    s +=
+        fmt::format("<text x=\"{}\" y=\"{}\">{}</text>\n", fmt_num(grid_x - 6),
+                    fmt_num(grid_y + (double(r) + 0.5) * cell_h), xml_escape(row_texts[size_t(r)]));
   s += "</g>\n";
   if (!m.row_notes.empty()) {
     s += "<g class=\"row-notes\" dominant-baseline=\"central\" fill=\"#333\">\n";
@@ -241,7 +264,8 @@ std::string heatmap_svg(const Heatmap& m) {
                        fmt_num(grid_y - 5 - kLabelSize / 2 + 2), xml_escape(m.notes_header));
     for (int64_t r = 0; r < R; ++r)
       s += fmt::format("<text x=\"{}\" y=\"{}\">{}</text>\n", fmt_num(notes_x),
-                       fmt_num(grid_y + (double(r) + 0.5) * cell_h), xml_escape(m.row_notes[size_t(r)]));
+                       fmt_num(grid_y + (double(r) + 0.5) * cell_h),
+                       xml_escape(m.row_notes[size_t(r)]));
     s += "</g>\n";
   }
 
@@ -255,8 +279,8 @@ std::string heatmap_svg(const Heatmap& m) {
           "<rect class=\"cell\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\">"
           "<title>{}, {}: {:.6g}</title></rect>\n",
           fmt_num(grid_x + double(c) * cell_w), fmt_num(grid_y + double(r) * cell_h),
-          fmt_num(cell_w), fmt_num(cell_h), css_hex(colour_of(v)),
-          xml_escape(row_texts[size_t(r)]), xml_escape(col_texts[size_t(c)]), v);
+          fmt_num(cell_w), fmt_num(cell_h), css_hex(colour_of(v)), xml_escape(row_texts[size_t(r)]),
+          xml_escape(col_texts[size_t(c)]), v);
     }
   s += "</g>\n";
   if (cell_text) {

@@ -16,15 +16,15 @@ struct Heatmap {
   std::string title;
   int64_t num_rows = 0;
   int64_t num_cols = 0;
-  std::vector<double> values;           // [num_rows, num_cols] row-major; finite
-  std::vector<std::string> row_labels;  // [num_rows] ("layer 3"), or empty: "0", "1", ...
-  std::vector<std::string> col_labels;  // [num_cols] ("e12"), or empty: "0", "1", ...
-  std::vector<std::string> row_notes;   // [num_rows] right-hand annotations, or empty: none
-  std::string notes_header;             // caption above the notes column (optional)
-  std::string value_caption;            // caption of the colour bar, e.g. "pairs"
-  std::string footer;                   // one line under the map (optional)
-  bool cell_text = true;                // print each value in its cell when it fits
-  int precision = -1;                   // digits after the point; -1: integers if all are
+  std::vector<double> values;                  // [num_rows, num_cols] row-major; finite
+  std::vector<std::string> row_labels;         // [num_rows] ("layer 3"), or empty: "0", "1", ...
+  std::vector<std::string> col_labels;         // [num_cols] ("e12"), or empty: "0", "1", ...
+  std::vector<std::string> row_notes;          // [num_rows] right-hand annotations, or empty: none
+  std::string notes_header;                    // caption above the notes column (optional)
+  std::string value_caption;                   // caption of the colour bar, e.g. "pairs"
+  std::string footer;                          // one line under the map (optional)
+  bool cell_text = true;                       // print each value in its cell when it fits
+  int precision = -1;                          // digits after the point; -1: integers if all are
   std::optional<double> scale_min, scale_max;  // colour range; default: the data's min/max
 };
 

@@ -22,8 +22,12 @@ constexpr int kTargetTicks = 6;
 const char* const kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
 
-double text_width(size_t chars, double font_size) { return double(chars) * 0.62 * font_size; }
-std::string num(double v) { return fmt::format("{:.1f}", v); }
+double text_width(size_t chars, double font_size) {
+  return double(chars) * 0.62 * font_size;
+}
+std::string num(double v) {
+  return fmt::format("{:.1f}", v);
+}
 
 struct Range {
   double lo = 0, hi = 1;
@@ -39,7 +43,8 @@ std::vector<double> linear_ticks(Range r, int* decimals) {
       step = m * mag;
       break;
     }
-  *decimals = std::clamp(int(-std::floor(std::log10(step) + 1e-9)) + (step / mag == 2.5 ? 1 : 0), 0, 10);
+  *decimals =
+      std::clamp(int(-std::floor(std::log10(step) + 1e-9)) + (step / mag == 2.5 ? 1 : 0), 0, 10);
   std::vector<double> ticks;
   const double first = std::ceil(r.lo / step - 1e-9);
   for (int i = 0; i < 100; ++i) {
@@ -58,9 +63,10 @@ std::string tick_label(double v, int decimals) {
 // the range spans few decades; linear ticks when even that gives fewer than two.
 std::vector<std::pair<double, std::string>> log_ticks(Range r) {
   const double span = r.hi - r.lo;
-  const std::vector<double> mantissas = span >= 3 ? std::vector<double>{1} :
-                                        span >= 1 ? std::vector<double>{1, 2, 5} :
-                                                    std::vector<double>{1, 2, 3, 4, 5, 6, 7, 8, 9};
+  const std::vector<double> mantissas = span >= 3 ? std::vector<double>{1}
+                                        : span >= 1
+                                            ? std::vector<double>{1, 2, 5}
+                                            : std::vector<double>{1, 2, 3, 4, 5, 6, 7, 8, 9};
   std::vector<std::pair<double, std::string>> ticks;
   for (double k = std::floor(r.lo); k <= std::ceil(r.hi); ++k)
     for (double m : mantissas) {
@@ -116,11 +122,13 @@ std::string line_plot_svg(const LinePlot& p) {
 
   int x_decimals = 0, y_decimals = 0;
   std::vector<std::pair<double, std::string>> x_ticks, y_ticks;
-  for (double v : linear_ticks(x_range, &x_decimals)) x_ticks.push_back({v, tick_label(v, x_decimals)});
+  for (double v : linear_ticks(x_range, &x_decimals))
+    x_ticks.push_back({v, tick_label(v, x_decimals)});
   if (p.log_y) {
     y_ticks = log_ticks(y_range);
   } else {
-    for (double v : linear_ticks(y_range, &y_decimals)) y_ticks.push_back({v, tick_label(v, y_decimals)});
+    for (double v : linear_ticks(y_range, &y_decimals))
+      y_ticks.push_back({v, tick_label(v, y_decimals)});
   }
 
   // Geometry.
@@ -130,24 +138,31 @@ std::string line_plot_svg(const LinePlot& p) {
   const double plot_x = kMargin + (p.y_label.empty() ? 0 : kLabelSize + 8) +
                         text_width(y_label_chars, kLabelSize) + kTickLength + 4;
   const double plot_y = kMargin + title_h + 6;
-  const double bottom = kMargin + (p.x_label.empty() ? 0 : kLabelSize + 6) + kLabelSize + kTickLength + 6 +
-                        (p.footer.empty() ? 0 : kLabelSize + 8);
-  const double plot_w = p.width - plot_x - kMargin - text_width(4, kLabelSize);  // room for the last x label
+  const double bottom = kMargin + (p.x_label.empty() ? 0 : kLabelSize + 6) + kLabelSize +
+                        kTickLength + 6 + (p.footer.empty() ? 0 : kLabelSize + 8);
+  const double plot_w =
+      p.width - plot_x - kMargin - text_width(4, kLabelSize);  // room for the last x label
   const double plot_h = p.height - plot_y - bottom;
-  auto px = [&](double x) { return plot_x + (x - x_range.lo) / (x_range.hi - x_range.lo) * plot_w; };
-  auto py = [&](double y) { return plot_y + plot_h - (y - y_range.lo) / (y_range.hi - y_range.lo) * plot_h; };
+  auto px = [&](double x) {
+    return plot_x + (x - x_range.lo) / (x_range.hi - x_range.lo) * plot_w;
+  };
+  auto py = [&](double y) {
+    return plot_y + plot_h - (y - y_range.lo) / (y_range.hi - y_range.lo) * plot_h;
+  };
 
   std::string s;
   s += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
   s += fmt::format(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\" "
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} "
+      "{1}\" "
       "font-family=\"monospace\" font-size=\"{2}\">\n",
       num(p.width), num(p.height), kLabelSize);
   s += fmt::format("<title>{}</title>\n", xml_escape(p.title.empty() ? "line plot" : p.title));
   s += "<rect x=\"0\" y=\"0\" width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n";
   if (!p.title.empty())
     s += fmt::format(
-        "<text x=\"{}\" y=\"{}\" font-family=\"sans-serif\" font-size=\"{}\" font-weight=\"bold\">{}</text>\n",
+        "<text x=\"{}\" y=\"{}\" font-family=\"sans-serif\" font-size=\"{}\" "
+        "font-weight=\"bold\">{}</text>\n",
         num(kMargin), num(kMargin + kTitleSize), kTitleSize, xml_escape(p.title));
 
   // Grid, ticks and tick labels.
@@ -168,44 +183,54 @@ std::string line_plot_svg(const LinePlot& p) {
         "<line x1=\"{0}\" y1=\"{2}\" x2=\"{1}\" y2=\"{2}\" stroke=\"#e6e6e6\"/>"
         "<line x1=\"{3}\" y1=\"{2}\" x2=\"{0}\" y2=\"{2}\" stroke=\"#444\"/>"
         "<text x=\"{4}\" y=\"{2}\">{5}</text>\n",
-        num(plot_x), num(plot_x + plot_w), num(y), num(plot_x - kTickLength), num(plot_x - kTickLength - 3),
-        xml_escape(label));
+        num(plot_x), num(plot_x + plot_w), num(y), num(plot_x - kTickLength),
+        num(plot_x - kTickLength - 3), xml_escape(label));
   }
   s += "</g>\n";
-  s += fmt::format("<rect class=\"plot-area\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#444\"/>\n",
-                   num(plot_x), num(plot_y), num(plot_w), num(plot_h));
+  s += fmt::format(
+      "<rect class=\"plot-area\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" "
+      "stroke=\"#444\"/>\n",
+      num(plot_x), num(plot_y), num(plot_w), num(plot_h));
   if (!p.x_label.empty())
-    s += fmt::format("<text class=\"x-label\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
-                     num(plot_x + plot_w / 2), num(plot_y + plot_h + kTickLength + 2 * kLabelSize + 8),
-                     xml_escape(p.x_label));
+    s +=
+        fmt::format("<text class=\"x-label\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+                    num(plot_x + plot_w / 2),
+                    num(plot_y + plot_h + kTickLength + 2 * kLabelSize + 8), xml_escape(p.x_label));
   if (!p.y_label.empty()) {
     const double cx = kMargin + kLabelSize / 2, cy = plot_y + plot_h / 2;
     s += fmt::format(
-        "<text class=\"y-label\" x=\"{0}\" y=\"{1}\" text-anchor=\"middle\" dominant-baseline=\"central\" "
+        "<text class=\"y-label\" x=\"{0}\" y=\"{1}\" text-anchor=\"middle\" "
+        "dominant-baseline=\"central\" "
         "transform=\"rotate(-90 {0} {1})\">{2}</text>\n",
         num(cx), num(cy), xml_escape(p.y_label + (p.log_y ? " (log scale)" : "")));
   }
   if (!has_data)
-    s += fmt::format("<text class=\"no-data\" x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"#888\">no data</text>\n",
-                     num(plot_x + plot_w / 2), num(plot_y + plot_h / 2));
+    s += fmt::format(
+        "<text class=\"no-data\" x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"#888\">no "
+        "data</text>\n",
+        num(plot_x + plot_w / 2), num(plot_y + plot_h / 2));
 
   // Series: one polyline per run of drawable points; a lone point becomes a dot.
   auto colour = [&](size_t i) {
-    return p.series[i].color.empty() ? std::string(kPalette[i % std::size(kPalette)]) : p.series[i].color;
+    return p.series[i].color.empty() ? std::string(kPalette[i % std::size(kPalette)])
+                                     : p.series[i].color;
   };
   for (size_t k = 0; k < p.series.size(); ++k) {
     const LineSeries& ser = p.series[k];
     const std::string c = xml_escape(colour(k));
-    s += fmt::format("<g class=\"series\" stroke=\"{0}\" fill=\"{0}\"><title>{1}</title>\n", c, xml_escape(ser.name));
+    s += fmt::format("<g class=\"series\" stroke=\"{0}\" fill=\"{0}\"><title>{1}</title>\n", c,
+                     xml_escape(ser.name));
     std::vector<std::string> run;
     auto flush = [&] {
       if (run.size() == 1) {
         const size_t comma = run[0].find(',');
-        s += fmt::format("<circle cx=\"{}\" cy=\"{}\" r=\"2.5\" stroke=\"none\"/>\n", run[0].substr(0, comma),
-                         run[0].substr(comma + 1));
+        s += fmt::format("<circle cx=\"{}\" cy=\"{}\" r=\"2.5\" stroke=\"none\"/>\n",
+                         run[0].substr(0, comma), run[0].substr(comma + 1));
       } else if (run.size() > 1) {
-        s += fmt::format("<polyline fill=\"none\" stroke-width=\"1.6\" stroke-linejoin=\"round\"{} points=\"{}\"/>\n",
-                         ser.dashed ? " stroke-dasharray=\"6 4\"" : "", fmt::join(run, " "));
+        s += fmt::format(
+            "<polyline fill=\"none\" stroke-width=\"1.6\" stroke-linejoin=\"round\"{} "
+            "points=\"{}\"/>\n",
+            ser.dashed ? " stroke-dasharray=\"6 4\"" : "", fmt::join(run, " "));
       }
       run.clear();
     };
@@ -245,15 +270,17 @@ std::string line_plot_svg(const LinePlot& p) {
       const double y = by + 4 + row_h * (double(k) + 0.5);
       s += fmt::format(
           "<line x1=\"{0}\" y1=\"{2}\" x2=\"{1}\" y2=\"{2}\" stroke=\"{3}\" stroke-width=\"2\"{4}/>"
-          "<text class=\"legend-entry\" x=\"{5}\" y=\"{2}\" dominant-baseline=\"central\">{6}</text>\n",
+          "<text class=\"legend-entry\" x=\"{5}\" y=\"{2}\" "
+          "dominant-baseline=\"central\">{6}</text>\n",
           num(bx + 6), num(bx + 6 + sample_w), num(y), xml_escape(colour(k)),
-          p.series[k].dashed ? " stroke-dasharray=\"6 4\"" : "", num(bx + 6 + sample_w + 8), xml_escape(texts[k]));
+          p.series[k].dashed ? " stroke-dasharray=\"6 4\"" : "", num(bx + 6 + sample_w + 8),
+          xml_escape(texts[k]));
     }
     s += "</g>\n";
   }
   if (!p.footer.empty())
-    s += fmt::format("<text class=\"footer\" x=\"{}\" y=\"{}\" fill=\"#444\">{}</text>\n", num(kMargin),
-                     num(p.height - kMargin), xml_escape(p.footer));
+    s += fmt::format("<text class=\"footer\" x=\"{}\" y=\"{}\" fill=\"#444\">{}</text>\n",
+                     num(kMargin), num(p.height - kMargin), xml_escape(p.footer));
   s += "</svg>\n";
   return s;
 }

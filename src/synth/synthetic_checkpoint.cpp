@@ -1,8 +1,8 @@
 #include "synth/synthetic_checkpoint.h"
 
 #include <cmath>
-#include <map>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "io/file_util.h"
@@ -73,7 +73,8 @@ class Planner {
       const std::string m = p + (s_.family == "mixtral" ? "block_sparse_moe." : "mlp.");
       const int64_t E = s_.num_experts, I = s_.expert_ffn;
       add(m + "gate.weight", {E, H}, Init::kMatrix, shard);
-      if (s_.family == "dots1") add(m + "gate.e_score_correction_bias", {E}, Init::kBias, shard, true);
+      if (s_.family == "dots1")
+        add(m + "gate.e_score_correction_bias", {E}, Init::kBias, shard, true);
       if (s_.fused_experts) {
         add(m + "experts.gate_up_proj", {E, 2 * I, H}, Init::kMatrix, shard);
         add(m + "experts.down_proj", {E, H, I}, Init::kMatrix, shard);
@@ -130,18 +131,22 @@ std::vector<uint8_t> generate(const PlannedTensor& t, const std::string& dtype, 
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const float v = offset + scale * uniform_pm1(tseed, uint64_t(i));
-    if (dt == "F32") reinterpret_cast<float*>(bytes.data())[i] = v;
-    else if (dt == "BF16") reinterpret_cast<uint16_t*>(bytes.data())[i] = f32_to_bf16(v);
-    else reinterpret_cast<uint16_t*>(bytes.data())[i] = f32_to_f16(v);
+    if (dt == "F32")
+      reinterpret_cast<float*>(bytes.data())[i] = v;
+    else if (dt == "BF16")
+      reinterpret_cast<uint16_t*>(bytes.data())[i] = f32_to_bf16(v);
+    else
+      reinterpret_cast<uint16_t*>(bytes.data())[i] = f32_to_f16(v);
   }
   return bytes;
 }
 
 json make_config(const SyntheticSpec& s, int64_t head_dim, int32_t bos, int32_t eos) {
-  static const std::map<std::string, std::string> arch = {
-      {"mixtral", "MixtralForCausalLM"}, {"qwen2_moe", "Qwen2MoeForCausalLM"},
-      {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"olmoe", "OlmoeForCausalLM"},
-      {"dots1", "Dots1ForCausalLM"}};
+  static const std::map<std::string, std::string> arch = {{"mixtral", "MixtralForCausalLM"},
+                                                          {"qwen2_moe", "Qwen2MoeForCausalLM"},
+                                                          {"qwen3_moe", "Qwen3MoeForCausalLM"},
+                                                          {"olmoe", "OlmoeForCausalLM"},
+                                                          {"dots1", "Dots1ForCausalLM"}};
   static const std::map<std::string, std::string> torch_dtype = {
       {"F32", "float32"}, {"F16", "float16"}, {"BF16", "bfloat16"}};
   json c = {{"architectures", {arch.at(s.family)}},
@@ -161,7 +166,9 @@ json make_config(const SyntheticSpec& s, int64_t head_dim, int32_t bos, int32_t 
             {"num_experts_per_tok", s.top_k},
             {"bos_token_id", bos},
             {"eos_token_id", eos}};
-  auto norm_topk = [&](bool fallback) { return s.norm_topk_prob < 0 ? fallback : s.norm_topk_prob == 1; };
+  auto norm_topk = [&](bool fallback) {
+    return s.norm_topk_prob < 0 ? fallback : s.norm_topk_prob == 1;
+  };
   if (s.family == "mixtral") {
     c["num_local_experts"] = s.num_experts;
     c["intermediate_size"] = s.expert_ffn;
@@ -175,8 +182,10 @@ json make_config(const SyntheticSpec& s, int64_t head_dim, int32_t bos, int32_t 
     for (int64_t l = 0; l < s.first_dense_layers; ++l) mlp_only.push_back(l);
     c["mlp_only_layers"] = mlp_only;
     c["norm_topk_prob"] = norm_topk(s.family == "qwen3_moe");
-    if (s.family == "qwen2_moe") c["shared_expert_intermediate_size"] = s.shared_ffn;
-    else c["attention_bias"] = false;
+    if (s.family == "qwen2_moe")
+      c["shared_expert_intermediate_size"] = s.shared_ffn;
+    else
+      c["attention_bias"] = false;
   } else if (s.family == "olmoe") {
     c["num_experts"] = s.num_experts;
     c["intermediate_size"] = s.expert_ffn;
@@ -209,15 +218,20 @@ void validate(const SyntheticSpec& s) {
     fail("invalid attention shape: hidden {}, heads {}, kv heads {}", s.hidden_size, s.num_heads,
          s.num_kv_heads);
   if (s.head_dim == 0 && s.hidden_size % s.num_heads != 0)
-    fail("hidden_size {} is not divisible by {} heads; give --head-dim", s.hidden_size, s.num_heads);
-  if (s.top_k < 1 || s.top_k > s.num_experts) fail("top-k {} must be in 1..{}", s.top_k, s.num_experts);
+    fail("hidden_size {} is not divisible by {} heads; give --head-dim", s.hidden_size,
+         s.num_heads);
+  if (s.top_k < 1 || s.top_k > s.num_experts)
+    fail("top-k {} must be in 1..{}", s.top_k, s.num_experts);
   if (s.shared_ffn > 0 && s.family == "dots1" && s.shared_ffn % s.expert_ffn != 0)
     fail("dots1 shared width must be a multiple of the expert width");
   if (s.num_shards < 1) fail("num_shards must be >= 1");
   if (s.vocab_size < 0) fail("vocab size must be positive (or 0 for the tokenizer's size)");
-  if (s.first_dense_layers > 0 && s.family != "qwen2_moe" && s.family != "qwen3_moe" && s.family != "dots1")
-    fail("family {} has no dense layers (--dense-layers applies to qwen2_moe, qwen3_moe, dots1)", s.family);
-  if (s.num_groups < 1 || s.num_experts % s.num_groups != 0 || s.topk_groups < 1 || s.topk_groups > s.num_groups)
+  if (s.first_dense_layers > 0 && s.family != "qwen2_moe" && s.family != "qwen3_moe" &&
+      s.family != "dots1")
+    fail("family {} has no dense layers (--dense-layers applies to qwen2_moe, qwen3_moe, dots1)",
+         s.family);
+  if (s.num_groups < 1 || s.num_experts % s.num_groups != 0 || s.topk_groups < 1 ||
+      s.topk_groups > s.num_groups)
     fail("--groups must divide the experts and --topk-groups must be in 1..groups");
 }
 
@@ -249,9 +263,9 @@ std::vector<std::string> write_synthetic_checkpoint(const SyntheticSpec& request
   for (const auto& t : plan) data.push_back(generate(t, spec.dtype, spec.seed));
 
   auto file_name = [&](int shard) {
-    return spec.num_shards == 1 ? std::string("model.safetensors")
-                                : fmt::format("model-{:05d}-of-{:05d}.safetensors", shard + 1,
-                                              spec.num_shards);
+    return spec.num_shards == 1
+               ? std::string("model.safetensors")
+               : fmt::format("model-{:05d}-of-{:05d}.safetensors", shard + 1, spec.num_shards);
   };
   json weight_map = json::object();
   size_t total = 0;

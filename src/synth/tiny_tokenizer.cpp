@@ -9,7 +9,8 @@ namespace {
 
 // A small multilingual text so merges cover common English pieces while other scripts,
 // digits and emoji still exercise byte-level / byte-fallback paths.
-constexpr const char* kCorpus = R"(In the beginning the engine had no experts, and the tokens waited.
+constexpr const char* kCorpus =
+    R"(In the beginning the engine had no experts, and the tokens waited.
 Then the router looked at every token and chose the experts it liked best, two of eight.
 The busiest expert set the pace, and the others waited for it: that is the straggler effect.
 A mixture of experts keeps many parameters but touches few of them for each token.
@@ -38,15 +39,17 @@ TinyTokenizer make_tiny_tokenizer(const std::string& style, int64_t vocab_size) 
     options.style = BpeStyle::ByteLevel;
     options.special_tokens = {"<|endoftext|>"};
     if (vocab_size < 257 + 1)
-      fail("a byte-level tokenizer needs a vocabulary of at least 258 tokens (got --vocab {}); "
-           "use --tokenizer none for smaller models",
-           vocab_size);
+      fail(
+          "a byte-level tokenizer needs a vocabulary of at least 258 tokens (got --vocab {}); "
+          "use --tokenizer none for smaller models",
+          vocab_size);
   } else if (style == "sentencepiece") {
     options.style = BpeStyle::SentencePiece;
     if (vocab_size < 3 + 256 + 1)
-      fail("a SentencePiece-style tokenizer needs at least 260 tokens (got --vocab {}); "
-           "use --tokenizer none for smaller models",
-           vocab_size);
+      fail(
+          "a SentencePiece-style tokenizer needs at least 260 tokens (got --vocab {}); "
+          "use --tokenizer none for smaller models",
+          vocab_size);
   } else {
     fail("unknown tokenizer style '{}' (expected byte_level, sentencepiece or none)", style);
   }

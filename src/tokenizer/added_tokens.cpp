@@ -99,7 +99,8 @@ std::vector<Section> AddedTokenMatcher::split(std::string_view text) const {
   std::vector<Section> sections;
   size_t prev = 0;
   for (const Match& m : matches) {
-    if (m.begin > prev) sections.push_back({std::string(text.substr(prev, m.begin - prev)), std::nullopt, prev});
+    if (m.begin > prev)
+      sections.push_back({std::string(text.substr(prev, m.begin - prev)), std::nullopt, prev});
     sections.push_back({std::string(text.substr(m.begin, m.end - m.begin)), m.id, m.begin});
     prev = m.end;
   }

@@ -16,8 +16,10 @@ BpeModel BpeModel::from_json(const json& model, const std::string& path, const J
   const json& vocab = ctx.require(model, "vocab", path);
   if (!vocab.is_object()) ctx.error(fmt::format("'{}.vocab' must be an object", path));
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 || it.value().get<int64_t>() > INT32_MAX) {
-      ctx.error(fmt::format("'{}.vocab[\"{}\"]' must be a non-negative 32-bit integer id", path, it.key()));
+    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
+        it.value().get<int64_t>() > INT32_MAX) {
+      ctx.error(fmt::format("'{}.vocab[\"{}\"]' must be a non-negative 32-bit integer id", path,
+                            it.key()));
     }
     const auto id = it.value().get<int32_t>();
     m.vocab_[it.key()] = id;
@@ -53,23 +55,31 @@ BpeModel BpeModel::from_json(const json& model, const std::string& path, const J
       const std::string s = merge.get<std::string>();
       const size_t space = s.find(' ');
       if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos) {
-        ctx.error(fmt::format("'{}.merges[{}]' = \"{}\" must be two tokens separated by one space", path, rank, s));
+        ctx.error(fmt::format("'{}.merges[{}]' = \"{}\" must be two tokens separated by one space",
+                              path, rank, s));
       }
       left = s.substr(0, space);
       right = s.substr(space + 1);
-    } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string()) {
+    } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() &&
+               merge[1].is_string()) {
       left = merge[0].get<std::string>();
       right = merge[1].get<std::string>();
     } else {
       ctx.error(fmt::format("'{}.merges[{}]' must be \"a b\" or [\"a\", \"b\"]", path, rank));
     }
-    std::string merged = left + (!m.prefix_.empty() && right.starts_with(m.prefix_) ? right.substr(m.prefix_.size()) : right);
+    std::string merged =
+        left + (!m.prefix_.empty() && right.starts_with(m.prefix_) ? right.substr(m.prefix_.size())
+                                                                   : right);
     auto a = m.token_to_id(left), b = m.token_to_id(right), c = m.token_to_id(merged);
     if (!a || !b || !c) {
-      ctx.error(fmt::format("'{}.merges[{}]' ('{}', '{}'): token '{}' is not in the vocab", path, rank, left, right,
-                            !a ? left : !b ? right : merged));
+      ctx.error(fmt::format("'{}.merges[{}]' ('{}', '{}'): token '{}' is not in the vocab", path,
+                            rank, left, right,
+                            !a   ? left
+                            : !b ? right
+                                 : merged));
     }
-    m.merges_.try_emplace(pair_key(*a, *b), static_cast<int32_t>(rank), *c);  // first (lowest) rank wins
+    m.merges_.try_emplace(pair_key(*a, *b), static_cast<int32_t>(rank),
+                          *c);  // first (lowest) rank wins
   }
   return m;
 }
@@ -117,9 +127,11 @@ void BpeModel::tokenize(std::string_view word, std::vector<int32_t>& out) const 
     }
     if (byte_fallback_) {
       bool all = true;
-      for (size_t i = start; i < pos; ++i) all = all && byte_ids_[static_cast<unsigned char>(word[i])] >= 0;
+      for (size_t i = start; i < pos; ++i)
+        all = all && byte_ids_[static_cast<unsigned char>(word[i])] >= 0;
       if (all) {
-        for (size_t i = start; i < pos; ++i) symbols.push_back({byte_ids_[static_cast<unsigned char>(word[i])], 0, 0, true});
+        for (size_t i = start; i < pos; ++i)
+          symbols.push_back({byte_ids_[static_cast<unsigned char>(word[i])], 0, 0, true});
         last_unk = false;
         continue;
       }
@@ -137,7 +149,9 @@ void BpeModel::tokenize(std::string_view word, std::vector<int32_t>& out) const 
 
   struct Candidate {
     int32_t rank, pos, new_id;
-    bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+    bool operator>(const Candidate& o) const {
+      return rank != o.rank ? rank > o.rank : pos > o.pos;
+    }
   };
   std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> queue;
   auto consider = [&](int32_t left) {
@@ -153,7 +167,8 @@ void BpeModel::tokenize(std::string_view word, std::vector<int32_t>& out) const 
     if (!left.alive || left.next < 0) continue;
     // Stale entry: the pair at this position changed since it was queued.
     auto it = merges_.find(pair_key(left.id, symbols[left.next].id));
-    if (it == merges_.end() || it->second.second != top.new_id || it->second.first != top.rank) continue;
+    if (it == merges_.end() || it->second.second != top.new_id || it->second.first != top.rank)
+      continue;
     Symbol& right = symbols[left.next];
     left.id = top.new_id;
     right.alive = false;

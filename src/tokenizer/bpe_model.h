@@ -35,10 +35,11 @@ class BpeModel {
   StringIdMap vocab_;
   std::vector<std::string> id_to_token_;
   std::vector<bool> has_id_;
-  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges_;  // (left<<32|right) -> (rank, merged id)
+  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>>
+      merges_;  // (left<<32|right) -> (rank, merged id)
   std::optional<int32_t> unk_id_;
   bool byte_fallback_ = false, fuse_unk_ = false, ignore_merges_ = false;
-  std::string prefix_, suffix_;  // continuing_subword_prefix, end_of_word_suffix
+  std::string prefix_, suffix_;          // continuing_subword_prefix, end_of_word_suffix
   std::array<int32_t, 256> byte_ids_{};  // <0xXX> token ids, -1 when absent
 };
 

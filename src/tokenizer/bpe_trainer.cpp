@@ -16,7 +16,9 @@
 namespace sy {
 namespace {
 
-uint64_t key(int32_t a, int32_t b) { return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b); }
+uint64_t key(int32_t a, int32_t b) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+}
 
 struct Vocab {
   std::vector<std::string> tokens;
@@ -34,10 +36,11 @@ struct Vocab {
 // Unique pre-tokenized words of the corpus with their counts, in sorted order.
 std::map<std::string, int64_t> count_words(std::string_view corpus, const TrainerPipeline& pipeline,
                                            const std::vector<std::string>& specials) {
-  ojson skeleton = {{"added_tokens", ojson::array()},
-                    {"normalizer", pipeline.normalizer},
-                    {"pre_tokenizer", pipeline.training_pre_tokenizer},
-                    {"model", {{"type", "BPE"}, {"vocab", ojson::object()}, {"merges", ojson::array()}}}};
+  ojson skeleton = {
+      {"added_tokens", ojson::array()},
+      {"normalizer", pipeline.normalizer},
+      {"pre_tokenizer", pipeline.training_pre_tokenizer},
+      {"model", {{"type", "BPE"}, {"vocab", ojson::object()}, {"merges", ojson::array()}}}};
   for (size_t i = 0; i < specials.size(); ++i) {
     skeleton["added_tokens"].push_back(
         {{"id", i}, {"content", specials[i]}, {"special", true}, {"normalized", false}});
@@ -67,7 +70,8 @@ std::map<std::string, int64_t> count_words(std::string_view corpus, const Traine
       end = nl == std::string_view::npos ? corpus.size() : nl + 1;
     }
     impl.split_words(
-        corpus.substr(begin, end - begin), [](int32_t) {}, [&](const std::string& w) { ++counts[w]; });
+        corpus.substr(begin, end - begin), [](int32_t) {},
+        [&](const std::string& w) { ++counts[w]; });
     begin = end;
   }
   return {counts.begin(), counts.end()};
@@ -77,7 +81,8 @@ std::map<std::string, int64_t> count_words(std::string_view corpus, const Traine
 
 std::string train_bpe_tokenizer_json(std::string_view corpus, const BpeTrainOptions& o) {
   const size_t bad = utf8::find_invalid(corpus);
-  if (bad != std::string_view::npos) fail("bpe trainer: corpus is not valid UTF-8 (byte offset {})", bad);
+  if (bad != std::string_view::npos)
+    fail("bpe trainer: corpus is not valid UTF-8 (byte offset {})", bad);
   const TrainerPipeline pipeline = trainer_pipeline(o);
   const bool sp = o.style == BpeStyle::SentencePiece;
 
@@ -92,11 +97,13 @@ std::string train_bpe_tokenizer_json(std::string_view corpus, const BpeTrainOpti
   std::vector<std::string> extra;
   for (const std::string& s : o.special_tokens) {
     if (s.empty()) fail("bpe trainer: empty special token");
-    if (std::find(extra.begin(), extra.end(), s) == extra.end() && !(sp && vocab.ids.count(s))) extra.push_back(s);
+    if (std::find(extra.begin(), extra.end(), s) == extra.end() && !(sp && vocab.ids.count(s)))
+      extra.push_back(s);
   }
   const int64_t num_fixed = static_cast<int64_t>(vocab.tokens.size() + extra.size());
   if (o.vocab_size < num_fixed) {
-    fail("bpe trainer: vocab_size {} is smaller than the {} fixed tokens of this style", o.vocab_size, num_fixed);
+    fail("bpe trainer: vocab_size {} is smaller than the {} fixed tokens of this style",
+         o.vocab_size, num_fixed);
   }
   const auto model_budget = static_cast<size_t>(o.vocab_size - static_cast<int64_t>(extra.size()));
 
@@ -120,7 +127,8 @@ std::string train_bpe_tokenizer_json(std::string_view corpus, const BpeTrainOpti
       return a.second != b.second ? a.second > b.second : a.first < b.first;
     });
     const size_t max_chars = (model_budget - vocab.tokens.size()) / 2;
-    for (size_t i = 0; i < chars.size() && i < max_chars && chars[i].second >= o.min_frequency; ++i) vocab.add(chars[i].first);
+    for (size_t i = 0; i < chars.size() && i < max_chars && chars[i].second >= o.min_frequency; ++i)
+      vocab.add(chars[i].first);
   }
   std::vector<std::vector<int32_t>> words;
   std::vector<int64_t> freq;
@@ -147,13 +155,16 @@ std::string train_bpe_tokenizer_json(std::string_view corpus, const BpeTrainOpti
     for_pairs(words[w], [&](uint64_t k) {
       pair_counts[k] += freq[w];
       auto& list = where[k];
-      if (list.empty() || list.back() != static_cast<int32_t>(w)) list.push_back(static_cast<int32_t>(w));
+      if (list.empty() || list.back() != static_cast<int32_t>(w))
+        list.push_back(static_cast<int32_t>(w));
     });
   }
   struct Entry {
     int64_t count;
     uint64_t pair;
-    bool operator<(const Entry& o) const { return count != o.count ? count < o.count : pair > o.pair; }
+    bool operator<(const Entry& o) const {
+      return count != o.count ? count < o.count : pair > o.pair;
+    }
   };
   std::priority_queue<Entry> heap;
   for (const auto& [k, n] : pair_counts) heap.push({n, k});
@@ -168,7 +179,8 @@ std::string train_bpe_tokenizer_json(std::string_view corpus, const BpeTrainOpti
       continue;
     }
     if (current < o.min_frequency) break;
-    const auto a = static_cast<int32_t>(top.pair >> 32), b = static_cast<int32_t>(top.pair & 0xFFFFFFFFu);
+    const auto a = static_cast<int32_t>(top.pair >> 32),
+               b = static_cast<int32_t>(top.pair & 0xFFFFFFFFu);
     const int32_t merged = vocab.add(vocab.tokens[a] + vocab.tokens[b]);
     merges.emplace_back(a, b);
     std::vector<int32_t> affected = std::move(where[top.pair]);
@@ -216,8 +228,13 @@ std::string train_bpe_tokenizer_json(std::string_view corpus, const BpeTrainOpti
   for (auto [a, b] : merges) merge_list.push_back({vocab.tokens[a], vocab.tokens[b]});
   ojson added = ojson::array();
   auto add_special = [&](const std::string& content, size_t id) {
-    added.push_back({{"id", id}, {"content", content}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
-                     {"normalized", false}, {"special", true}});
+    added.push_back({{"id", id},
+                     {"content", content},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
   };
   if (sp) {
     for (size_t i = 0; i < 3; ++i) add_special(vocab.tokens[i], i);
@@ -229,7 +246,11 @@ std::string train_bpe_tokenizer_json(std::string_view corpus, const BpeTrainOpti
     const ojson bos = {{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}};
     post = {{"type", "TemplateProcessing"},
             {"single", {bos, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
-            {"pair", {bos, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, bos, {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
+            {"pair",
+             {bos,
+              {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+              bos,
+              {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
             {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}};
   }
   ojson out = {{"version", "1.0"},

@@ -12,24 +12,33 @@ const char* kDeepSeekRegex =
 const char* kDeepSeekCjkRegex = R"([一-龥\u3040-ゟ゠-ヿ]+)";
 
 static ojson split(const std::string& regex) {
-  return {{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", "Isolated"}, {"invert", false}};
+  return {{"type", "Split"},
+          {"pattern", {{"Regex", regex}}},
+          {"behavior", "Isolated"},
+          {"invert", false}};
 }
 
 static ojson byte_level(bool use_regex) {
-  return {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", use_regex}};
+  return {{"type", "ByteLevel"},
+          {"add_prefix_space", false},
+          {"trim_offsets", false},
+          {"use_regex", use_regex}};
 }
 
 TrainerPipeline trainer_pipeline(const BpeTrainOptions& o) {
   TrainerPipeline p;
   if (o.style == BpeStyle::SentencePiece) {
-    p.normalizer = {{"type", "Sequence"},
-                    {"normalizers",
-                     {{{"type", "Prepend"}, {"prepend", "\u2581"}},
-                      {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\u2581"}}}}};
+    p.normalizer = {
+        {"type", "Sequence"},
+        {"normalizers",
+         {{{"type", "Prepend"}, {"prepend", "\u2581"}},
+          {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\u2581"}}}}};
     p.pre_tokenizer = nullptr;
     // Training only: words start at "▁" so merges never span a word boundary (as SentencePiece).
-    p.training_pre_tokenizer = {
-        {"type", "Split"}, {"pattern", {{"String", "\u2581"}}}, {"behavior", "MergedWithNext"}, {"invert", false}};
+    p.training_pre_tokenizer = {{"type", "Split"},
+                                {"pattern", {{"String", "\u2581"}}},
+                                {"behavior", "MergedWithNext"},
+                                {"invert", false}};
     p.decoder = {{"type", "Sequence"},
                  {"decoders",
                   {{{"type", "Replace"}, {"pattern", {{"String", "\u2581"}}}, {"content", " "}},
@@ -39,7 +48,7 @@ TrainerPipeline trainer_pipeline(const BpeTrainOptions& o) {
     return p;  // post_processor is filled in once the <s> id is known
   }
   p.normalizer = nullptr;
-  std::string main_regex = o.preset == SplitPreset::Llama3 ? kLlama3Regex
+  std::string main_regex = o.preset == SplitPreset::Llama3     ? kLlama3Regex
                            : o.preset == SplitPreset::DeepSeek ? kDeepSeekRegex
                                                                : kQwen2Regex;
   if (!o.split_regex.empty()) main_regex = o.split_regex;
@@ -48,10 +57,13 @@ TrainerPipeline trainer_pipeline(const BpeTrainOptions& o) {
   } else if (o.preset == SplitPreset::DeepSeek) {
     p.pre_tokenizer = {{"type", "Sequence"},
                        {"pretokenizers",
-                        {{{"type", "Digits"}, {"individual_digits", true}}, split(kDeepSeekCjkRegex), split(main_regex),
+                        {{{"type", "Digits"}, {"individual_digits", true}},
+                         split(kDeepSeekCjkRegex),
+                         split(main_regex),
                          byte_level(false)}}};
   } else {
-    p.pre_tokenizer = {{"type", "Sequence"}, {"pretokenizers", {split(main_regex), byte_level(false)}}};
+    p.pre_tokenizer = {{"type", "Sequence"},
+                       {"pretokenizers", {split(main_regex), byte_level(false)}}};
   }
   p.training_pre_tokenizer = p.pre_tokenizer;
   p.post_processor = byte_level(false);

@@ -50,10 +50,13 @@ class PostProcessor {
 };
 
 // Each returns nullptr for a JSON null and throws sy::Error for unsupported types.
-std::unique_ptr<Normalizer> parse_normalizer(const json& j, const std::string& path, const JsonCtx& ctx);
-std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const json& j, const std::string& path, const JsonCtx& ctx);
+std::unique_ptr<Normalizer> parse_normalizer(const json& j, const std::string& path,
+                                             const JsonCtx& ctx);
+std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const json& j, const std::string& path,
+                                                  const JsonCtx& ctx);
 std::unique_ptr<Decoder> parse_decoder(const json& j, const std::string& path, const JsonCtx& ctx);
-std::unique_ptr<PostProcessor> parse_post_processor(const json& j, const std::string& path, const JsonCtx& ctx,
+std::unique_ptr<PostProcessor> parse_post_processor(const json& j, const std::string& path,
+                                                    const JsonCtx& ctx,
                                                     const TokenIdLookup& lookup);
 
 // {"String": s} or {"Regex": r} as used by Split, Replace.
@@ -64,7 +67,8 @@ enum class SplitBehavior { Removed, Isolated, MergedWithPrevious, MergedWithNext
 
 // Splits `piece` at `matches` (sorted, non-overlapping byte ranges) the way HF's
 // NormalizedString::split does; empty pieces are dropped.
-std::vector<Piece> split_at_matches(const Piece& piece, const std::vector<std::pair<size_t, size_t>>& matches,
+std::vector<Piece> split_at_matches(const Piece& piece,
+                                    const std::vector<std::pair<size_t, size_t>>& matches,
                                     SplitBehavior behavior, bool invert);
 
 // Unicode White_Space, as Rust's char::is_whitespace.

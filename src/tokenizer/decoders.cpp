@@ -83,7 +83,8 @@ class ByteFallbackDecoder : public Decoder {
     };
     for (std::string& t : tokens) {
       int byte = -1;
-      if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' && std::isxdigit(static_cast<unsigned char>(t[3])) &&
+      if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' &&
+          std::isxdigit(static_cast<unsigned char>(t[3])) &&
           std::isxdigit(static_cast<unsigned char>(t[4]))) {
         byte = std::stoi(t.substr(3, 2), nullptr, 16);
       }
@@ -117,7 +118,8 @@ class StripDecoder : public Decoder {
   std::vector<std::string> decode_chain(std::vector<std::string> tokens) const override {
     for (std::string& t : tokens) {
       size_t begin = 0, end = t.size();
-      for (int64_t i = 0; i < start && t.compare(begin, content.size(), content) == 0 && begin < end; ++i) {
+      for (int64_t i = 0;
+           i < start && t.compare(begin, content.size(), content) == 0 && begin < end; ++i) {
         begin += content.size();
       }
       for (int64_t i = 0; i < stop && end >= begin + content.size() &&
@@ -220,8 +222,9 @@ std::unique_ptr<Decoder> parse_decoder(const json& j, const std::string& path, c
     return m;
   }
   if (type == "Replace") {
-    return std::make_unique<ReplaceDecoder>(parse_pattern(ctx.require(j, "pattern", path), path + ".pattern", ctx),
-                                            ctx.str(j, "content", path));
+    return std::make_unique<ReplaceDecoder>(
+        parse_pattern(ctx.require(j, "pattern", path), path + ".pattern", ctx),
+        ctx.str(j, "content", path));
   }
   if (type == "ByteFallback") return std::make_unique<ByteFallbackDecoder>();
   if (type == "Fuse") return std::make_unique<FuseDecoder>();
@@ -241,7 +244,8 @@ std::unique_ptr<Decoder> parse_decoder(const json& j, const std::string& path, c
   ctx.error(fmt::format("unsupported decoder type '{}' at '{}'", type, path));
 }
 
-std::unique_ptr<PostProcessor> parse_post_processor(const json& j, const std::string& path, const JsonCtx& ctx,
+std::unique_ptr<PostProcessor> parse_post_processor(const json& j, const std::string& path,
+                                                    const JsonCtx& ctx,
                                                     const TokenIdLookup& lookup) {
   if (j.is_null()) return nullptr;
   const std::string type = ctx.type(j, path);
@@ -251,7 +255,8 @@ std::unique_ptr<PostProcessor> parse_post_processor(const json& j, const std::st
     const json& list = ctx.require(j, "processors", path);
     if (!list.is_array()) ctx.error(fmt::format("'{}.processors' must be an array", path));
     for (size_t i = 0; i < list.size(); ++i) {
-      auto step = parse_post_processor(list[i], fmt::format("{}.processors[{}]", path, i), ctx, lookup);
+      auto step =
+          parse_post_processor(list[i], fmt::format("{}.processors[{}]", path, i), ctx, lookup);
       if (step) seq->steps.push_back(std::move(step));
     }
     return seq;
@@ -266,7 +271,9 @@ std::unique_ptr<PostProcessor> parse_post_processor(const json& j, const std::st
       const json& item = single[i];
       if (item.is_object() && item.contains("Sequence")) {
         const std::string seq_id = ctx.str(item["Sequence"], "id", item_path + ".Sequence");
-        if (seq_id != "A") ctx.error(fmt::format("'{}' refers to sequence '{}' in a single template", item_path, seq_id));
+        if (seq_id != "A")
+          ctx.error(
+              fmt::format("'{}' refers to sequence '{}' in a single template", item_path, seq_id));
         t->items.push_back(std::nullopt);
       } else if (item.is_object() && item.contains("SpecialToken")) {
         const std::string token = ctx.str(item["SpecialToken"], "id", item_path + ".SpecialToken");
@@ -274,9 +281,11 @@ std::unique_ptr<PostProcessor> parse_post_processor(const json& j, const std::st
         if (specials && specials->is_object() && specials->contains(token)) {
           const json& entry = (*specials)[token];
           const json& id_list = ctx.require(entry, "ids", path + ".special_tokens." + token);
-          if (!id_list.is_array()) ctx.error(fmt::format("'{}.special_tokens.{}.ids' must be an array", path, token));
+          if (!id_list.is_array())
+            ctx.error(fmt::format("'{}.special_tokens.{}.ids' must be an array", path, token));
           for (const json& id : id_list) {
-            if (!id.is_number_integer()) ctx.error(fmt::format("'{}.special_tokens.{}.ids' must hold integers", path, token));
+            if (!id.is_number_integer())
+              ctx.error(fmt::format("'{}.special_tokens.{}.ids' must hold integers", path, token));
             ids.push_back(id.get<int32_t>());
           }
         } else if (auto id = lookup(token)) {

@@ -14,7 +14,9 @@ using json = nlohmann::json;
 struct JsonCtx {
   std::string origin;  // the file (or other source) being parsed
 
-  [[noreturn]] void error(const std::string& what) const { fail("tokenizer.json: {} in {}", what, origin); }
+  [[noreturn]] void error(const std::string& what) const {
+    fail("tokenizer.json: {} in {}", what, origin);
+  }
 
   const json& require(const json& obj, const char* key, const std::string& path) const {
     if (!obj.is_object()) error(fmt::format("'{}' must be an object", path));
@@ -23,7 +25,8 @@ struct JsonCtx {
     return *it;
   }
   // Absent and null both read as the default, as HF's serde defaults do.
-  std::string str(const json& obj, const char* key, const std::string& path, const char* def = nullptr) const {
+  std::string str(const json& obj, const char* key, const std::string& path,
+                  const char* def = nullptr) const {
     auto it = obj.find(key);
     if (it == obj.end() || it->is_null()) {
       if (def == nullptr) error(fmt::format("missing field '{}.{}'", path, key));
@@ -38,7 +41,8 @@ struct JsonCtx {
     if (!it->is_boolean()) error(fmt::format("field '{}.{}' must be a boolean", path, key));
     return it->get<bool>();
   }
-  int64_t integer(const json& obj, const char* key, const std::string& path, std::optional<int64_t> def = {}) const {
+  int64_t integer(const json& obj, const char* key, const std::string& path,
+                  std::optional<int64_t> def = {}) const {
     auto it = obj.find(key);
     if (it == obj.end() || it->is_null()) {
       if (!def) error(fmt::format("missing field '{}.{}'", path, key));

@@ -19,7 +19,9 @@ class SequenceNormalizer : public Normalizer {
 class PrependNormalizer : public Normalizer {
  public:
   std::string prefix;
-  std::string normalize(std::string text) const override { return text.empty() ? text : prefix + text; }
+  std::string normalize(std::string text) const override {
+    return text.empty() ? text : prefix + text;
+  }
 };
 
 class ReplaceNormalizer : public Normalizer {
@@ -27,7 +29,9 @@ class ReplaceNormalizer : public Normalizer {
   ReplaceNormalizer(Regex p, std::string c) : pattern(std::move(p)), content(std::move(c)) {}
   Regex pattern;
   std::string content;
-  std::string normalize(std::string text) const override { return pattern.replace_all(text, content); }
+  std::string normalize(std::string text) const override {
+    return pattern.replace_all(text, content);
+  }
 };
 
 // Full lowercase mapping per code point, as HF's Rust NormalizedString::lowercase.
@@ -72,19 +76,21 @@ class StripNormalizer : public Normalizer {
 
 bool is_unicode_whitespace(char32_t cp) {
   return (cp >= 9 && cp <= 13) || cp == 32 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
-         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
-         cp == 0x3000;
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
+         cp == 0x205F || cp == 0x3000;
 }
 
 Regex parse_pattern(const json& j, const std::string& path, const JsonCtx& ctx) {
-  if (!j.is_object()) ctx.error(fmt::format("'{}' must be an object with \"String\" or \"Regex\"", path));
+  if (!j.is_object())
+    ctx.error(fmt::format("'{}' must be an object with \"String\" or \"Regex\"", path));
   const std::string where = fmt::format("tokenizer.json: '{}' in {}", path, ctx.origin);
   if (j.contains("String")) return Regex::literal(ctx.str(j, "String", path), where);
   if (j.contains("Regex")) return Regex(ctx.str(j, "Regex", path), where);
   ctx.error(fmt::format("'{}' must have \"String\" or \"Regex\"", path));
 }
 
-std::unique_ptr<Normalizer> parse_normalizer(const json& j, const std::string& path, const JsonCtx& ctx) {
+std::unique_ptr<Normalizer> parse_normalizer(const json& j, const std::string& path,
+                                             const JsonCtx& ctx) {
   if (j.is_null()) return nullptr;
   const std::string type = ctx.type(j, path);
   if (type == "Sequence") {
@@ -103,8 +109,9 @@ std::unique_ptr<Normalizer> parse_normalizer(const json& j, const std::string& p
     return n;
   }
   if (type == "Replace") {
-    return std::make_unique<ReplaceNormalizer>(parse_pattern(ctx.require(j, "pattern", path), path + ".pattern", ctx),
-                                               ctx.str(j, "content", path));
+    return std::make_unique<ReplaceNormalizer>(
+        parse_pattern(ctx.require(j, "pattern", path), path + ".pattern", ctx),
+        ctx.str(j, "content", path));
   }
   if (type == "Lowercase") return std::make_unique<LowercaseNormalizer>();
   if (type == "Strip") {

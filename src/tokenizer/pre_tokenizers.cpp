@@ -6,7 +6,8 @@
 namespace sy {
 
 // GPT-2's pre-tokenizer regex (HF ByteLevel with use_regex = true).
-static const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+static const char* kGpt2Pattern =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
 std::vector<Piece> PreTokenizer::apply(std::vector<Piece> pieces) const {
   std::vector<Piece> out;
@@ -16,7 +17,8 @@ std::vector<Piece> PreTokenizer::apply(std::vector<Piece> pieces) const {
   return out;
 }
 
-std::vector<Piece> split_at_matches(const Piece& piece, const std::vector<std::pair<size_t, size_t>>& matches,
+std::vector<Piece> split_at_matches(const Piece& piece,
+                                    const std::vector<std::pair<size_t, size_t>>& matches,
                                     SplitBehavior behavior, bool invert) {
   // (range, is_match) covering the whole text, as HF's Pattern::find_matches.
   struct Span {
@@ -97,7 +99,8 @@ namespace {
 
 class SplitPreTokenizer : public PreTokenizer {
  public:
-  SplitPreTokenizer(Regex p, SplitBehavior b, bool inv) : pattern(std::move(p)), behavior(b), invert(inv) {}
+  SplitPreTokenizer(Regex p, SplitBehavior b, bool inv)
+      : pattern(std::move(p)), behavior(b), invert(inv) {}
   Regex pattern;
   SplitBehavior behavior;
   bool invert;
@@ -114,7 +117,8 @@ class ByteLevelPreTokenizer : public PreTokenizer {
     Piece p = piece;
     if (add_prefix_space && (p.text.empty() || p.text[0] != ' ')) p.text.insert(0, " ");
     std::vector<Piece> parts =
-        pattern ? split_at_matches(p, pattern->find_all(p.text), SplitBehavior::Isolated, false) : std::vector{p};
+        pattern ? split_at_matches(p, pattern->find_all(p.text), SplitBehavior::Isolated, false)
+                : std::vector{p};
     const auto& table = utf8::byte_to_char();
     for (Piece& part : parts) {
       std::string mapped;
@@ -149,7 +153,8 @@ class MetaspacePreTokenizer : public PreTokenizer {
       p.text.insert(0, replacement);
     }
     if (!split_words) return {p};
-    return split_at_matches(p, replacement_pattern->find_all(p.text), SplitBehavior::MergedWithNext, false);
+    return split_at_matches(p, replacement_pattern->find_all(p.text), SplitBehavior::MergedWithNext,
+                            false);
   }
 };
 
@@ -174,7 +179,8 @@ SplitBehavior parse_behavior(const std::string& name, const std::string& path, c
 
 }  // namespace
 
-std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const json& j, const std::string& path, const JsonCtx& ctx) {
+std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const json& j, const std::string& path,
+                                                  const JsonCtx& ctx) {
   if (j.is_null()) return nullptr;
   const std::string type = ctx.type(j, path);
   const std::string where = fmt::format("tokenizer.json: '{}' in {}", path, ctx.origin);
@@ -189,9 +195,10 @@ std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const json& j, const std::stri
     return seq;
   }
   if (type == "Split") {
-    return std::make_unique<SplitPreTokenizer>(parse_pattern(ctx.require(j, "pattern", path), path + ".pattern", ctx),
-                                               parse_behavior(ctx.str(j, "behavior", path), path, ctx),
-                                               ctx.boolean(j, "invert", path, false));
+    return std::make_unique<SplitPreTokenizer>(
+        parse_pattern(ctx.require(j, "pattern", path), path + ".pattern", ctx),
+        parse_behavior(ctx.str(j, "behavior", path), path, ctx),
+        ctx.boolean(j, "invert", path, false));
   }
   if (type == "ByteLevel") {
     auto b = std::make_unique<ByteLevelPreTokenizer>();
@@ -215,8 +222,9 @@ std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const json& j, const std::stri
         ctx.error(fmt::format("unknown prepend_scheme '{}' at '{}'", scheme, path));
       }
     } else {  // older files: add_prefix_space
-      m->prepend = ctx.boolean(j, "add_prefix_space", path, true) ? MetaspacePreTokenizer::Prepend::Always
-                                                                  : MetaspacePreTokenizer::Prepend::Never;
+      m->prepend = ctx.boolean(j, "add_prefix_space", path, true)
+                       ? MetaspacePreTokenizer::Prepend::Always
+                       : MetaspacePreTokenizer::Prepend::Never;
     }
     m->split_words = ctx.boolean(j, "split", path, true);
     m->replacement_pattern.emplace(Regex::literal(m->replacement, where));
@@ -224,15 +232,19 @@ std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const json& j, const std::stri
   }
   if (type == "Digits") {
     // Rust's char::is_numeric is the Unicode N categories.
-    return std::make_unique<SplitPreTokenizer>(
-        Regex("\\p{N}", where),
-        ctx.boolean(j, "individual_digits", path, false) ? SplitBehavior::Isolated : SplitBehavior::Contiguous, false);
+    return std::make_unique<SplitPreTokenizer>(Regex("\\p{N}", where),
+                                               ctx.boolean(j, "individual_digits", path, false)
+                                                   ? SplitBehavior::Isolated
+                                                   : SplitBehavior::Contiguous,
+                                               false);
   }
   if (type == "Whitespace") {
-    return std::make_unique<SplitPreTokenizer>(Regex(R"(\w+|[^\w\s]+)", where), SplitBehavior::Removed, true);
+    return std::make_unique<SplitPreTokenizer>(Regex(R"(\w+|[^\w\s]+)", where),
+                                               SplitBehavior::Removed, true);
   }
   if (type == "WhitespaceSplit") {
-    return std::make_unique<SplitPreTokenizer>(Regex(R"(\s)", where), SplitBehavior::Removed, false);
+    return std::make_unique<SplitPreTokenizer>(Regex(R"(\s)", where), SplitBehavior::Removed,
+                                               false);
   }
   ctx.error(fmt::format("unsupported pre_tokenizer type '{}' at '{}'", type, path));
 }

@@ -26,7 +26,8 @@ std::string rewrite_oniguruma(const std::string& pattern) {
     if (pattern[i] == '\\' && i + 1 < pattern.size()) {
       if (pattern[i + 1] == 'u' && i + 6 <= pattern.size()) {
         const std::string hex = pattern.substr(i + 2, 4);
-        if (hex.size() == 4 && hex.find_first_not_of("0123456789abcdefABCDEF") == std::string::npos) {
+        if (hex.size() == 4 &&
+            hex.find_first_not_of("0123456789abcdefABCDEF") == std::string::npos) {
           out += "\\x{" + hex + "}";
           i += 5;
           continue;
@@ -67,15 +68,17 @@ Regex::Regex(const std::string& pattern, const std::string& where) {
   const std::string translated = rewrite_oniguruma(pattern);
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
-                                   PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr);
+  pcre2_code* code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
+                    PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr);
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error_code, message, sizeof(message));
     fail("{}: invalid regex '{}' at offset {}: {}", where, pattern, error_offset,
          reinterpret_cast<const char*>(message));
   }
-  pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter if JIT is unavailable
+  pcre2_jit_compile(code,
+                    PCRE2_JIT_COMPLETE);  // falls back to the interpreter if JIT is unavailable
   auto c = std::make_shared<Code>();
   c->code = code;
   code_ = std::move(c);
@@ -85,7 +88,8 @@ Regex Regex::literal(const std::string& text, const std::string& where) {
   if (text.find("\\E") != std::string::npos) {
     std::string escaped;
     for (char ch : text) {
-      if (!std::isalnum(static_cast<unsigned char>(ch)) && static_cast<unsigned char>(ch) < 0x80) escaped += '\\';
+      if (!std::isalnum(static_cast<unsigned char>(ch)) && static_cast<unsigned char>(ch) < 0x80)
+        escaped += '\\';
       escaped += ch;
     }
     return Regex(escaped, where);
@@ -100,8 +104,8 @@ std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view text) co
   size_t pos = 0;
   while (pos <= text.size()) {
     // Callers validate UTF-8 once at the boundary, so PCRE2 need not re-check each call.
-    const int rc = pcre2_match(code_->code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos,
-                               PCRE2_NO_UTF_CHECK, md, mctx);
+    const int rc = pcre2_match(code_->code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(),
+                               pos, PCRE2_NO_UTF_CHECK, md, mctx);
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {
       pcre2_match_data_free(md);

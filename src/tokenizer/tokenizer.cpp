@@ -26,7 +26,8 @@ void parse_added_tokens(const json& root, Tokenizer::Impl& impl, const JsonCtx& 
     tok.id = static_cast<int32_t>(id);
     tok.content = ctx.str(t, "content", path);
     if (tok.content.empty()) ctx.error(fmt::format("'{}.content' must not be empty", path));
-    if (utf8::find_invalid(tok.content) != std::string::npos) ctx.error(fmt::format("'{}.content' is not valid UTF-8", path));
+    if (utf8::find_invalid(tok.content) != std::string::npos)
+      ctx.error(fmt::format("'{}.content' is not valid UTF-8", path));
     tok.special = ctx.boolean(t, "special", path, false);
     tok.lstrip = ctx.boolean(t, "lstrip", path, false);
     tok.rstrip = ctx.boolean(t, "rstrip", path, false);
@@ -87,27 +88,31 @@ Tokenizer Tokenizer::from_json_string(std::string_view text, const std::string& 
   impl->decoder = parse_decoder(component("decoder"), "decoder", ctx);
   parse_added_tokens(root, *impl, ctx);
   Impl* raw = impl.get();
-  impl->post_processor = parse_post_processor(component("post_processor"), "post_processor", ctx,
-                                              [raw](const std::string& token) -> std::optional<int32_t> {
-                                                auto it = raw->added_by_content.find(token);
-                                                if (it != raw->added_by_content.end()) return it->second;
-                                                return raw->model.token_to_id(token);
-                                              });
+  impl->post_processor =
+      parse_post_processor(component("post_processor"), "post_processor", ctx,
+                           [raw](const std::string& token) -> std::optional<int32_t> {
+                             auto it = raw->added_by_content.find(token);
+                             if (it != raw->added_by_content.end()) return it->second;
+                             return raw->model.token_to_id(token);
+                           });
   return Tokenizer(std::move(impl));
 }
 
 std::vector<int32_t> Tokenizer::Impl::encode_ids(std::string_view text) const {
   std::vector<int32_t> ids;
   split_words(
-      text, [&](int32_t id) { ids.push_back(id); }, [&](const std::string& word) { model.tokenize(word, ids); });
+      text, [&](int32_t id) { ids.push_back(id); },
+      [&](const std::string& word) { model.tokenize(word, ids); });
   return ids;
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
   const size_t bad = utf8::find_invalid(text);
-  if (bad != std::string_view::npos) fail("tokenizer: input text is not valid UTF-8 (byte offset {})", bad);
+  if (bad != std::string_view::npos)
+    fail("tokenizer: input text is not valid UTF-8 (byte offset {})", bad);
   std::vector<int32_t> ids = impl_->encode_ids(text);
-  if (impl_->post_processor) ids = impl_->post_processor->process(std::move(ids), add_special_tokens);
+  if (impl_->post_processor)
+    ids = impl_->post_processor->process(std::move(ids), add_special_tokens);
   return ids;
 }
 

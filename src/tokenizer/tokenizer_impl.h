@@ -23,7 +23,7 @@ struct Tokenizer::Impl {
   std::vector<AddedToken> added_tokens;
   std::unordered_map<int32_t, size_t> added_by_id;  // id -> index in added_tokens
   StringIdMap added_by_content;
-  AddedTokenMatcher raw_matcher;         // special or normalized=false: matched before normalization
+  AddedTokenMatcher raw_matcher;  // special or normalized=false: matched before normalization
   AddedTokenMatcher normalized_matcher;  // normalized=true: matched in normalized text
 
   // Added-token split + normalization + pre-tokenization; the callback gets either an
@@ -35,13 +35,15 @@ struct Tokenizer::Impl {
 };
 
 template <typename OnToken, typename OnWord>
-void Tokenizer::Impl::split_words(std::string_view text, OnToken&& on_token, OnWord&& on_word) const {
+void Tokenizer::Impl::split_words(std::string_view text, OnToken&& on_token,
+                                  OnWord&& on_word) const {
   for (Section& raw : raw_matcher.split(text)) {
     if (raw.id) {
       on_token(*raw.id);
       continue;
     }
-    std::string normalized = normalizer ? normalizer->normalize(std::move(raw.text)) : std::move(raw.text);
+    std::string normalized =
+        normalizer ? normalizer->normalize(std::move(raw.text)) : std::move(raw.text);
     for (Section& sec : normalized_matcher.split(normalized)) {
       if (sec.id) {
         on_token(*sec.id);

@@ -62,7 +62,8 @@ char32_t next(std::string_view text, size_t& pos) {
   const size_t n = sequence_length(b0);
   SY_ASSERT(pos + n <= text.size());
   char32_t cp = n == 1 ? b0 : n == 2 ? (b0 & 0x1F) : n == 3 ? (b0 & 0x0F) : (b0 & 0x07);
-  for (size_t i = 1; i < n; ++i) cp = (cp << 6) | (static_cast<unsigned char>(text[pos + i]) & 0x3F);
+  for (size_t i = 1; i < n; ++i)
+    cp = (cp << 6) | (static_cast<unsigned char>(text[pos + i]) & 0x3F);
   pos += n;
   return cp;
 }
@@ -126,7 +127,8 @@ const std::array<char32_t, 256>& byte_to_char() {
     std::array<char32_t, 256> t{};
     char32_t n = 0;
     for (int b = 0; b < 256; ++b) {
-      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      const bool printable =
+          (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
       t[b] = printable ? static_cast<char32_t>(b) : 256 + n++;
     }
     return t;

@@ -22,7 +22,9 @@ namespace {
 // tensors in order, so it does not depend on how OpenMP splits the work.
 constexpr int64_t kChunk = 1 << 16;
 
-std::string shape_str(const std::vector<int64_t>& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+std::string shape_str(const std::vector<int64_t>& shape) {
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
 
 struct Chunk {
   size_t tensor;  // index in the caller's list
@@ -33,7 +35,8 @@ struct Chunk {
 std::vector<Chunk> chunks_of(const std::vector<int64_t>& sizes) {
   std::vector<Chunk> out;
   for (size_t t = 0; t < sizes.size(); ++t)
-    for (int64_t b = 0; b < sizes[t]; b += kChunk) out.push_back({t, b, std::min(sizes[t], b + kChunk)});
+    for (int64_t b = 0; b < sizes[t]; b += kChunk)
+      out.push_back({t, b, std::min(sizes[t], b + kChunk)});
   return out;
 }
 
@@ -73,7 +76,8 @@ void AdamW::step(ParamSet& params, double lr) {
     if (!p.trainable) continue;
     SY_ASSERT(int64_t(p.value.size()) == p.numel() && int64_t(p.grad.size()) == p.numel());
     const auto it = state_.find(p.name);
-    if (it != state_.end() && !it->second.exp_avg.empty() && int64_t(it->second.exp_avg.size()) != p.numel())
+    if (it != state_.end() && !it->second.exp_avg.empty() &&
+        int64_t(it->second.exp_avg.size()) != p.numel())
       fail("AdamW: parameter '{}' {} has {} elements but its optimizer state has {}", p.name,
            shape_str(p.shape), p.numel(), it->second.exp_avg.size());
   }
@@ -93,8 +97,12 @@ void AdamW::step(ParamSet& params, double lr) {
       s.exp_avg_sq.assign(size_t(n), 0.0f);
     }
     const bool decays = p.decays() && c.weight_decay != 0;
-    tensors.push_back({{decays ? decay : 1.0f, b1, one_minus_b1, b2, one_minus_b2, bc2_sqrt, eps, neg_step_size},
-                       p.value.data(), s.exp_avg.data(), s.exp_avg_sq.data(), p.grad.data()});
+    tensors.push_back(
+        {{decays ? decay : 1.0f, b1, one_minus_b1, b2, one_minus_b2, bc2_sqrt, eps, neg_step_size},
+         p.value.data(),
+         s.exp_avg.data(),
+         s.exp_avg_sq.data(),
+         p.grad.data()});
     sizes.push_back(n);
   }
   const std::vector<Chunk> work = chunks_of(sizes);
@@ -209,7 +217,8 @@ double grad_sum_squares(ParamSet& params, const std::function<bool(const Param&)
   std::vector<double> partial(work.size());
 #pragma omp parallel for schedule(dynamic, 4)
   for (size_t i = 0; i < work.size(); ++i)
-    partial[i] = ops::sum_squares(grads[work[i].tensor] + work[i].begin, work[i].end - work[i].begin);
+    partial[i] =
+        ops::sum_squares(grads[work[i].tensor] + work[i].begin, work[i].end - work[i].begin);
   double sum = 0;
   for (size_t i = 0; i < work.size();) {  // per tensor in order, then the tensors in order
     double tensor_sum = 0;

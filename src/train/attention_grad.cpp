@@ -50,8 +50,8 @@ void attention_forward(const AttentionDims& d, const float* q, const float* k, c
           std::fill(row + i + 1, row + r1, 0.0f);
         }
         // out[r0:r1] = P[r0:r1, 0:r1] V[0:r1]
-        cblas_sgemm(kRow, kN, kN, int(m), int(hd), int(r1), 1.0f, P + r0 * S, int(S), vb,
-                    int(kvw), 0.0f, ob + r0 * qw, int(qw));
+        cblas_sgemm(kRow, kN, kN, int(m), int(hd), int(r1), 1.0f, P + r0 * S, int(S), vb, int(kvw),
+                    0.0f, ob + r0 * qw, int(qw));
       }
     }
   }
@@ -99,10 +99,10 @@ void attention_backward(const AttentionDims& d, const float* q, const float* k, 
             std::fill(ds + i + 1, ds + r1, 0.0f);
           }
           // dQ[r0:r1] = dS K[0:r1] ; dK[0:r1] += dS^T Q[r0:r1]
-          cblas_sgemm(kRow, kN, kN, int(m), int(hd), int(r1), 1.0f, dS.data(), int(S), kb,
-                      int(kvw), 0.0f, dqb + r0 * qw, int(qw));
-          cblas_sgemm(kRow, kT, kN, int(r1), int(hd), int(m), 1.0f, dS.data(), int(S),
-                      qb + r0 * qw, int(qw), 1.0f, dkb, int(kvw));
+          cblas_sgemm(kRow, kN, kN, int(m), int(hd), int(r1), 1.0f, dS.data(), int(S), kb, int(kvw),
+                      0.0f, dqb + r0 * qw, int(qw));
+          cblas_sgemm(kRow, kT, kN, int(r1), int(hd), int(m), 1.0f, dS.data(), int(S), qb + r0 * qw,
+                      int(qw), 1.0f, dkb, int(kvw));
         }
       }
     }

@@ -1,7 +1,7 @@
 #include "train/checkpoint.h"
 
-#include <fmt/ranges.h>
 #include <fcntl.h>
+#include <fmt/ranges.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -22,7 +22,9 @@ namespace fs = std::filesystem;
 
 constexpr const char* kStateFile = "trainer_state.json";
 
-std::string shape_str(const std::vector<int64_t>& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+std::string shape_str(const std::vector<int64_t>& shape) {
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
 
 // Makes a directory's entries (renames, new files) durable.
 void fsync_dir(const fs::path& dir) {
@@ -41,7 +43,9 @@ void rename_or_fail(const fs::path& from, const fs::path& to) {
 
 // A sibling left by `pid`'s save is stale when that process is gone (or is this one: saves in
 // one process run one after another).
-bool stale(pid_t pid) { return pid == ::getpid() || (::kill(pid, 0) != 0 && errno == ESRCH); }
+bool stale(pid_t pid) {
+  return pid == ::getpid() || (::kill(pid, 0) != 0 && errno == ESRCH);
+}
 
 // pid of "<base><tag><pid>", or -1 when `name` is not of that form.
 pid_t sibling_pid(const std::string& name, const std::string& prefix) {
@@ -76,7 +80,8 @@ void write_weights(const fs::path& path, const ParamSet& params, DType dtype) {
   io::write_safetensors(path.string(), tensors);
 }
 
-// Absolute, normalised, without a trailing '/' (whose empty file name would put the temp dir inside).
+// Absolute, normalised, without a trailing '/' (whose empty file name would put the temp dir
+// inside).
 fs::path checkpoint_path(const std::string& dir) {
   fs::path p = fs::absolute(dir).lexically_normal();
   return p.has_filename() ? p : p.parent_path();
@@ -93,8 +98,10 @@ void recover_checkpoint_dir(const std::string& dir_arg) {
   std::vector<fs::path> tmps, olds;
   for (const auto& e : fs::directory_iterator(parent, ec)) {
     const std::string name = e.path().filename().string();
-    if (const pid_t pid = sibling_pid(name, base + ".tmp-"); pid > 0 && stale(pid)) tmps.push_back(e.path());
-    if (const pid_t pid = sibling_pid(name, base + ".old-"); pid > 0 && stale(pid)) olds.push_back(e.path());
+    if (const pid_t pid = sibling_pid(name, base + ".tmp-"); pid > 0 && stale(pid))
+      tmps.push_back(e.path());
+    if (const pid_t pid = sibling_pid(name, base + ".old-"); pid > 0 && stale(pid))
+      olds.push_back(e.path());
   }
   // A temp dir may be incomplete: never promote it, only remove it.
   for (const auto& t : tmps) fs::remove_all(t, ec);
@@ -121,7 +128,8 @@ void save_checkpoint(const std::string& dir_arg, const ParamSet& params, const A
   if (!c.tokenizer_json.empty())
     parse_json(c.tokenizer_json, fmt::format("checkpoint '{}': tokenizer.json", dir_arg));
   if (!c.trainer_state.is_object())
-    fail("checkpoint '{}': the trainer state must be a JSON object, not {}", dir_arg, c.trainer_state.type_name());
+    fail("checkpoint '{}': the trainer state must be a JSON object, not {}", dir_arg,
+         c.trainer_state.type_name());
   const fs::path dir = checkpoint_path(dir_arg);
   const fs::path parent = dir.parent_path();
   if (!fs::is_directory(parent))
@@ -131,8 +139,10 @@ void save_checkpoint(const std::string& dir_arg, const ParamSet& params, const A
   if (fs::exists(dir)) {
     if (!fs::is_directory(dir)) fail("checkpoint '{}' exists and is not a directory", dir_arg);
     if (!fs::is_empty(dir) && !fs::exists(dir / kStateFile))
-      fail("refusing to replace '{}': it is not a training checkpoint (no {}); choose another directory",
-           dir_arg, kStateFile);
+      fail(
+          "refusing to replace '{}': it is not a training checkpoint (no {}); choose another "
+          "directory",
+          dir_arg, kStateFile);
   }
 
   const std::string pid = std::to_string(::getpid());
@@ -145,9 +155,11 @@ void save_checkpoint(const std::string& dir_arg, const ParamSet& params, const A
     fs::remove_all(tmp, ec);
   };
   try {
-    if (!fs::create_directory(tmp)) fail("checkpoint '{}': '{}' exists already", dir_arg, tmp.string());
+    if (!fs::create_directory(tmp))
+      fail("checkpoint '{}': '{}' exists already", dir_arg, tmp.string());
     io::write_text_file_atomic((tmp / "config.json").string(), c.config_json);
-    if (!c.tokenizer_json.empty()) io::write_text_file_atomic((tmp / "tokenizer.json").string(), c.tokenizer_json);
+    if (!c.tokenizer_json.empty())
+      io::write_text_file_atomic((tmp / "tokenizer.json").string(), c.tokenizer_json);
     write_weights(tmp / "model.safetensors", params, c.weights_dtype);
     optimizer.save((tmp / "optimizer.safetensors").string(), params);
     nlohmann::json state = c.trainer_state;
@@ -182,22 +194,25 @@ nlohmann::json load_checkpoint(const std::string& dir_arg, ParamSet& params, Ada
   for (const Param& p : params.all()) {
     const io::TensorInfo* t = store.find(p.name);
     if (!t)
-      fail("checkpoint '{}' lacks parameter '{}' {} that the model has", dir_arg, p.name, shape_str(p.shape));
+      fail("checkpoint '{}' lacks parameter '{}' {} that the model has", dir_arg, p.name,
+           shape_str(p.shape));
     if (t->shape != p.shape)
-      fail("checkpoint '{}': parameter '{}' has shape {} but the model's has shape {}", dir_arg, p.name,
-           t->shape_str(), shape_str(p.shape));
+      fail("checkpoint '{}': parameter '{}' has shape {} but the model's has shape {}", dir_arg,
+           p.name, t->shape_str(), shape_str(p.shape));
     if (!t->dtype)
-      fail("checkpoint '{}': parameter '{}' has dtype {}; expected F32, F16 or BF16", dir_arg, p.name,
-           t->dtype_name);
+      fail("checkpoint '{}': parameter '{}' has dtype {}; expected F32, F16 or BF16", dir_arg,
+           p.name, t->dtype_name);
   }
   for (const auto& [name, t] : store.all())
     if (!params.find(name))
-      fail("checkpoint '{}' has tensor '{}' {} that the model lacks", dir_arg, name, t->shape_str());
+      fail("checkpoint '{}' has tensor '{}' {} that the model lacks", dir_arg, name,
+           t->shape_str());
 
   AdamW loaded(optimizer.config());
   loaded.load((dir / "optimizer.safetensors").string(), params);
   const std::string state_path = (dir / kStateFile).string();
-  nlohmann::json state = parse_json(io::read_text_file(state_path), fmt::format("'{}'", state_path));
+  nlohmann::json state =
+      parse_json(io::read_text_file(state_path), fmt::format("'{}'", state_path));
   if (!state.is_object()) fail("'{}' must hold a JSON object", state_path);
   if (!state.contains("optimizer_step") || state["optimizer_step"] != loaded.step_count())
     fail("'{}': optimizer_step {} does not match optimizer.safetensors' step {}", state_path,

@@ -60,8 +60,10 @@ void ParallelTraining::reduce_gradients(ParamSet& params) {
 double ParallelTraining::clip_grad_norm(ParamSet& params, double max_norm) {
   // Replicated gradients are equal everywhere: count them once; owned experts: sum over ranks.
   const bool ep = bool(ep_);
-  const double replicated = grad_sum_squares(params, [ep](const Param& p) { return !(ep && p.expert); });
-  std::vector<double> experts{ep ? grad_sum_squares(params, [](const Param& p) { return p.expert; }) : 0.0};
+  const double replicated =
+      grad_sum_squares(params, [ep](const Param& p) { return !(ep && p.expert); });
+  std::vector<double> experts{ep ? grad_sum_squares(params, [](const Param& p) { return p.expert; })
+                                 : 0.0};
   comm_.all_reduce_sum(experts);
   const double norm = std::sqrt(replicated + experts[0]);
   clip_grads_to_norm(params, norm, max_norm);
@@ -80,7 +82,8 @@ void ParallelTraining::sum_loss(LossParts& loss) const {
 void ParallelTraining::gather_experts(ParamSet& params) {
   if (!ep_) return;
   for (Param& p : params.all())
-    if (p.expert) comm_.broadcast(p.value.data(), p.value.size(), ep_->placement().device_of(expert_of(p)));
+    if (p.expert)
+      comm_.broadcast(p.value.data(), p.value.size(), ep_->placement().device_of(expert_of(p)));
 }
 
 }  // namespace sy::train

@@ -31,10 +31,10 @@ class ParallelTraining {
   void attach(TrainModel& model);
   RowRange rows(int64_t batch_size) const { return rank_rows(batch_size, rank(), size()); }
 
-  void reduce_gradients(ParamSet& params);                 // replicated params' grads summed
+  void reduce_gradients(ParamSet& params);                   // replicated params' grads summed
   double clip_grad_norm(ParamSet& params, double max_norm);  // global norm, as clip_grad_norm
-  void sum_loss(LossParts& loss) const;                    // shares -> the batch's values
-  void gather_experts(ParamSet& params);                   // owners' values to every rank
+  void sum_loss(LossParts& loss) const;                      // shares -> the batch's values
+  void gather_experts(ParamSet& params);                     // owners' values to every rank
 
  private:
   bool owned_here(const Param& p) const;  // replicated, or an expert this rank owns

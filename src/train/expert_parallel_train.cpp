@@ -10,8 +10,10 @@ namespace {
 
 moe::Placement rank_placement(int num_experts, int num_ranks) {
   if (num_ranks > num_experts)
-    fail("expert parallelism needs at least one expert per rank: {} ranks for {} experts "
-         "(use at most {} ranks)", num_ranks, num_experts, num_experts);
+    fail(
+        "expert parallelism needs at least one expert per rank: {} ranks for {} experts "
+        "(use at most {} ranks)",
+        num_ranks, num_experts, num_experts);
   return moe::Placement::contiguous(num_experts, num_ranks);
 }
 
@@ -25,15 +27,15 @@ ExpertParallelCompute::ExpertParallelCompute(const parallel::Communicator& comm,
 }
 
 void ExpertParallelCompute::exchange(const float* send, const std::vector<int64_t>& send_rows,
-                                     std::vector<float>& recv, const std::vector<int64_t>& recv_rows,
-                                     int64_t width) {
+                                     std::vector<float>& recv,
+                                     const std::vector<int64_t>& recv_rows, int64_t width) {
   xchg_.start(comm_, send, send_rows, recv, recv_rows, width, false);
   xchg_.wait();
 }
 
 void ExpertParallelCompute::forward(const MoeParams& p, int layer,
-                                    const std::vector<int64_t>& offsets, const float* xe,
-                                    int64_t H, float* ye) {
+                                    const std::vector<int64_t>& offsets, const float* xe, int64_t H,
+                                    float* ye) {
   const int E = placement_.num_experts(), n = comm_.size();
   if (int(layers_.size()) <= layer) layers_.resize(size_t(layer + 1));
   Layer& L = layers_[size_t(layer)];
@@ -42,7 +44,8 @@ void ExpertParallelCompute::forward(const MoeParams& p, int layer,
   std::vector<int64_t> per_expert(static_cast<size_t>(E));
   for (int e = 0; e < E; ++e) per_expert[size_t(e)] = offsets[size_t(e + 1)] - offsets[size_t(e)];
   std::vector<int64_t> send_counts(size_t(n) * E);
-  for (int q = 0; q < n; ++q) std::copy(per_expert.begin(), per_expert.end(), send_counts.begin() + q * E);
+  for (int q = 0; q < n; ++q)
+    std::copy(per_expert.begin(), per_expert.end(), send_counts.begin() + q * E);
   L.recv_counts = parallel::exchange_counts(comm_, send_counts, E);
   L.send_rows.assign(size_t(n), 0);
   L.recv_rows.assign(size_t(n), 0);
@@ -58,7 +61,8 @@ void ExpertParallelCompute::forward(const MoeParams& p, int layer,
   const int mine = e1 - e0;
   L.local_offsets.assign(size_t(mine + 1), 0);
   for (int q = 0; q < n; ++q)
-    for (int e = e0; e < e1; ++e) L.local_offsets[size_t(e - e0 + 1)] += L.recv_counts[size_t(q) * E + e];
+    for (int e = e0; e < e1; ++e)
+      L.local_offsets[size_t(e - e0 + 1)] += L.recv_counts[size_t(q) * E + e];
   for (int i = 0; i < mine; ++i) L.local_offsets[size_t(i + 1)] += L.local_offsets[size_t(i)];
   const int64_t R = L.local_offsets[size_t(mine)];
   L.perm.resize(size_t(R));
@@ -66,7 +70,8 @@ void ExpertParallelCompute::forward(const MoeParams& p, int layer,
   int64_t row = 0;
   for (int q = 0; q < n; ++q)
     for (int e = e0; e < e1; ++e)
-      for (int64_t k = 0; k < L.recv_counts[size_t(q) * E + e]; ++k) L.perm[size_t(row++)] = fill[size_t(e - e0)]++;
+      for (int64_t k = 0; k < L.recv_counts[size_t(q) * E + e]; ++k)
+        L.perm[size_t(row++)] = fill[size_t(e - e0)]++;
   L.xloc.resize(size_t(R * H));
   for (int64_t i = 0; i < R; ++i)
     std::memcpy(L.xloc.data() + L.perm[size_t(i)] * H, recv.data() + i * H, size_t(H) * 4);

@@ -1,15 +1,15 @@
 // Expert parallelism in training: each rank owns the experts that moe::Placement::contiguous
-// gives it, the same placement inference uses (their weights, gradients and optimizer state); the rows routed to an expert travel to its owner with one
-// all-to-all, come back as outputs with a second, and the backward pass does the same with
-// the output gradients and input gradients.
+// gives it, the same placement inference uses (their weights, gradients and optimizer state); the
+// rows routed to an expert travel to its owner with one all-to-all, come back as outputs with a
+// second, and the backward pass does the same with the output gradients and input gradients.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "moe/placement.h"
 #include "parallel/all_to_all.h"
 #include "parallel/communicator.h"
-#include "moe/placement.h"
 #include "train/moe_grad.h"
 
 namespace sy::train {
@@ -18,8 +18,8 @@ class ExpertParallelCompute : public ExpertCompute {
  public:
   ExpertParallelCompute(const parallel::Communicator& comm, int num_experts);
 
-  void forward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
-               const float* xe, int64_t hidden, float* ye) override;
+  void forward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets, const float* xe,
+               int64_t hidden, float* ye) override;
   void backward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
                 const float* dye, int64_t hidden, float* dxe) override;
 
@@ -28,12 +28,12 @@ class ExpertParallelCompute : public ExpertCompute {
 
  private:
   struct Layer {
-    std::vector<int64_t> recv_counts;    // [peers, E] rows each peer sent for each expert
+    std::vector<int64_t> recv_counts;           // [peers, E] rows each peer sent for each expert
     std::vector<int64_t> send_rows, recv_rows;  // [peers]
-    std::vector<int64_t> local_offsets;  // [my experts + 1] into xloc
-    std::vector<int64_t> perm;           // received row i -> row of xloc
-    std::vector<float> xloc;             // received rows, grouped by my experts
-    std::vector<FfnActivations> act;     // [my experts]
+    std::vector<int64_t> local_offsets;         // [my experts + 1] into xloc
+    std::vector<int64_t> perm;                  // received row i -> row of xloc
+    std::vector<float> xloc;                    // received rows, grouped by my experts
+    std::vector<FfnActivations> act;            // [my experts]
   };
   // Rows arriving peer-major -> expert-major (and back) for this layer's plan.
   void exchange(const float* send, const std::vector<int64_t>& send_rows, std::vector<float>& recv,

@@ -18,9 +18,8 @@ void ffn_train_forward(const FfnParams& w, const float* x, int64_t rows, FfnActi
   linear_forward(act.h.data(), rows, I, w.down->value.data(), H, y);
 }
 
-void ffn_train_backward(const FfnParams& w, const float* x, int64_t rows,
-                        const FfnActivations& act, const float* dy, float* dx,
-                        bool accumulate_dx, FfnActivations& s) {
+void ffn_train_backward(const FfnParams& w, const float* x, int64_t rows, const FfnActivations& act,
+                        const float* dy, float* dx, bool accumulate_dx, FfnActivations& s) {
   const int64_t H = w.hidden(), I = w.intermediate();
   s.h.resize(size_t(rows * I));
   s.g.resize(size_t(rows * I));

@@ -26,8 +26,7 @@ void ffn_train_forward(const FfnParams& w, const float* x, int64_t rows, FfnActi
                        float* y);
 // dy [rows, H] -> dx [rows, H] (overwritten, or added when accumulate_dx); weight grads +=.
 // `scratch` is reused for dh / dg / du.
-void ffn_train_backward(const FfnParams& w, const float* x, int64_t rows,
-                        const FfnActivations& act, const float* dy, float* dx,
-                        bool accumulate_dx, FfnActivations& scratch);
+void ffn_train_backward(const FfnParams& w, const float* x, int64_t rows, const FfnActivations& act,
+                        const float* dy, float* dx, bool accumulate_dx, FfnActivations& scratch);
 
 }  // namespace sy::train

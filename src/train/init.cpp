@@ -1,10 +1,10 @@
 #include "train/init.h"
 
+#include <unistd.h>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <unistd.h>
 
 #include "io/file_util.h"
 #include "util/error.h"
@@ -14,7 +14,8 @@ namespace sy::train {
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 bool is_residual_output(const std::string& name) {
@@ -32,8 +33,8 @@ FreshModel fresh_model(const synth::SyntheticSpec& spec_in, int32_t eos_id, uint
   spec.num_shards = 1;
   spec.fused_experts = false;
   // The layout comes from synth's writer; its random values are replaced below.
-  const std::string tmp = (std::filesystem::temp_directory_path() /
-                           ("sy_fresh_" + std::to_string(getpid()))).string();
+  const std::string tmp =
+      (std::filesystem::temp_directory_path() / ("sy_fresh_" + std::to_string(getpid()))).string();
   FreshModel out;
   try {
     synth::write_synthetic_checkpoint(spec, tmp);

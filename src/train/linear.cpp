@@ -11,26 +11,26 @@ namespace {
 
 // OpenBLAS runs single-threaded (ops/threads.h); the products are split over OpenMP threads
 // here. The split is fixed by the shape alone (up to kMaxBlocks blocks of at least kMinBlock
-// rows of C, or columns when C has more columns than rows), never by the thread count, and no block splits the reduction
-// dimension, so every element of C is one single-threaded dot in the same order whatever the
-// thread count. Inside another parallel region (experts run concurrently; omp_get_level counts
-// it whether or not it has several threads, so the choice does not depend on the thread count)
-// a product is one call.
-// Few blocks: each one packs the other operand again. Blocks are handed out dynamically, so a
-// thread the OS preempts (a shared machine) does not hold the other one at the barrier.
+// rows of C, or columns when C has more columns than rows), never by the thread count, and no block
+// splits the reduction dimension, so every element of C is one single-threaded dot in the same
+// order whatever the thread count. Inside another parallel region (experts run concurrently;
+// omp_get_level counts it whether or not it has several threads, so the choice does not depend on
+// the thread count) a product is one call. Few blocks: each one packs the other operand again.
+// Blocks are handed out dynamically, so a thread the OS preempts (a shared machine) does not hold
+// the other one at the barrier.
 constexpr int64_t kMinBlock = 64;
 constexpr int64_t kMaxBlocks = 4;
 // Below this many multiply-adds one call does it all (the fork costs more than it saves).
 constexpr double kSplitMin = 1 << 21;
 
 // C[m, n] = alpha op(A) op(B) + beta C, row-major, split as above.
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a,
-          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+          const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
   const auto ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
   if (omp_get_level() > 0) {  // inside a parallel region (active or not): one call, no repacking
-    cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0f, a, int(lda), b, int(ldb),
-                beta, c, int(ldc));
+    cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0f, a, int(lda), b, int(ldb), beta,
+                c, int(ldc));
     return;
   }
   const bool by_rows = m >= n;
@@ -43,12 +43,12 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const flo
     const int64_t lo = blk * block, len = std::min(block, dim - lo);
     if (by_rows) {
       const float* ab = trans_a ? a + lo : a + lo * lda;
-      cblas_sgemm(CblasRowMajor, ta, tb, int(len), int(n), int(k), 1.0f, ab, int(lda), b,
-                  int(ldb), beta, c + lo * ldc, int(ldc));
+      cblas_sgemm(CblasRowMajor, ta, tb, int(len), int(n), int(k), 1.0f, ab, int(lda), b, int(ldb),
+                  beta, c + lo * ldc, int(ldc));
     } else {
       const float* bb = trans_b ? b + lo * ldb : b + lo;
-      cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(len), int(k), 1.0f, a, int(lda), bb,
-                  int(ldb), beta, c + lo, int(ldc));
+      cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(len), int(k), 1.0f, a, int(lda), bb, int(ldb),
+                  beta, c + lo, int(ldc));
     }
   }
 }

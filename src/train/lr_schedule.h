@@ -8,9 +8,9 @@ namespace sy::train {
 
 struct LrSchedule {
   double lr_max = 3e-3;
-  int64_t warmup_steps = 0;  // 0 .. total_steps
-  int64_t total_steps = 1;   // >= 1
-  double min_lr_ratio = 0.1; // in [0, 1]
+  int64_t warmup_steps = 0;   // 0 .. total_steps
+  int64_t total_steps = 1;    // >= 1
+  double min_lr_ratio = 0.1;  // in [0, 1]
 };
 
 // sy::Error naming the bad field (lr_max not finite and > 0, warmup outside [0, total], ...).

@@ -19,7 +19,8 @@ std::vector<int64_t> largest_first(const std::vector<int64_t>& offsets) {
   std::vector<int64_t> order(offsets.size() - 1);
   for (size_t e = 0; e < order.size(); ++e) order[e] = int64_t(e);
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-    return offsets[size_t(a) + 1] - offsets[size_t(a)] > offsets[size_t(b) + 1] - offsets[size_t(b)];
+    return offsets[size_t(a) + 1] - offsets[size_t(a)] >
+           offsets[size_t(b) + 1] - offsets[size_t(b)];
   });
   return order;
 }
@@ -40,7 +41,8 @@ void LocalExperts::forward(const MoeParams& p, int layer, const std::vector<int6
   for (int64_t i = 0; i < E; ++i) {
     const int64_t e = order[size_t(i)];
     const int64_t r0 = offsets[size_t(e)], n = offsets[size_t(e) + 1] - r0;
-    if (n > 0) ffn_train_forward(p.experts[size_t(e)], xe + r0 * H, n, L.act[size_t(e)], ye + r0 * H);
+    if (n > 0)
+      ffn_train_forward(p.experts[size_t(e)], xe + r0 * H, n, L.act[size_t(e)], ye + r0 * H);
   }
 }
 
@@ -60,8 +62,8 @@ void LocalExperts::backward(const MoeParams& p, int layer, const std::vector<int
   }
 }
 
-void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const float* x,
-                       int64_t T, MoeActivations& a, float* out) {
+void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const float* x, int64_t T,
+                       MoeActivations& a, float* out) {
   const moe::RouterConfig& rc = *p.router;
   const int E = rc.num_experts, K = rc.top_k;
   const int64_t H = p.gate->shape[1];
@@ -82,7 +84,8 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
     moe::route_noisy(rc, a.logits.data(), a.noise_logits.data(), T, opt.noise_seed,
                      uint64_t(opt.noise_stream), a.router_ids.data(), router_weights.data(),
                      scores.data(), a.noise.data());
-    for (int64_t i = 0; i < T * E; ++i) a.noisy[size_t(i)] = a.logits[size_t(i)] + a.noise[size_t(i)];
+    for (int64_t i = 0; i < T * E; ++i)
+      a.noisy[size_t(i)] = a.logits[size_t(i)] + a.noise[size_t(i)];
   } else {
     a.noisy.clear();
     route(rc, a.logits.data(), T, p.selection_bias ? p.selection_bias->value.data() : nullptr,
@@ -99,8 +102,8 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
     cc.skip_single_token = false;
     moe::CapacityOutcome outcome;
     outcome.reset(E);
-    moe::apply_capacity(cc, rc, scores.data(), a.router_ids.data(), router_weights.data(), T, {},
-                        0, 0, a.ids.data(), a.weights.data(), K, outcome);
+    moe::apply_capacity(cc, rc, scores.data(), a.router_ids.data(), router_weights.data(), T, {}, 0,
+                        0, a.ids.data(), a.weights.data(), K, outcome);
     a.dropped = outcome.dropped;
     a.capacity = moe::expert_capacity(opt.capacity_factor, T, K, E);
   } else {
@@ -128,7 +131,8 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
     if (p.shared_gate) {
       for (int64_t t = 0; t < T; ++t) {
         double dot = 0;
-        for (int64_t i = 0; i < H; ++i) dot += double(p.shared_gate->value[size_t(i)]) * x[t * H + i];
+        for (int64_t i = 0; i < H; ++i)
+          dot += double(p.shared_gate->value[size_t(i)]) * x[t * H + i];
         a.shared_gate[size_t(t)] = float(1.0 / (1.0 + std::exp(-dot)));
       }
     }
@@ -150,8 +154,8 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
   a.z = losses.z;
 }
 
-void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const float* x,
-                        int64_t T, const MoeActivations& a, const float* d_out, float* dx) {
+void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const float* x, int64_t T,
+                        const MoeActivations& a, const float* d_out, float* dx) {
   const moe::RouterConfig& rc = *p.router;
   const int E = rc.num_experts, K = rc.top_k;
   const int64_t H = p.gate->shape[1];
@@ -186,19 +190,16 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
   ws.dlogits.assign(size_t(T * E), 0.0f);
   float* dlogits = ws.dlogits.data();
   if (!a.noisy.empty()) {  // weights came from H = logits + noise: dH flows to both
-    route_weights_backward(rc, a.noisy.data(), a.router_ids.data(), dweights, T,
-                           dlogits);
+    route_weights_backward(rc, a.noisy.data(), a.router_ids.data(), dweights, T, dlogits);
     std::vector<float> dnoise(size_t(T * E), 0.0f);
-    noisy_gating_backward(a.noise_logits.data(), a.noise.data(), dlogits, T * E,
-                          dnoise.data());
+    noisy_gating_backward(a.noise_logits.data(), a.noise.data(), dlogits, T * E, dnoise.data());
     linear_backward_weight(dnoise.data(), T, E, x, H, p.noise->grad.data());
     linear_backward_input(dnoise.data(), T, E, p.noise->value.data(), H, dx, true);
   } else {
-    route_weights_backward(rc, a.logits.data(), a.router_ids.data(), dweights, T,
-                           dlogits);
+    route_weights_backward(rc, a.logits.data(), a.router_ids.data(), dweights, T, dlogits);
   }
-  router_losses(a.logits.data(), a.router_ids.data(), T, E, K, opt.aux_scale, opt.z_scale,
-                dlogits, a.counts.data(), opt.global ? opt.global->tokens : T);
+  router_losses(a.logits.data(), a.router_ids.data(), T, E, K, opt.aux_scale, opt.z_scale, dlogits,
+                a.counts.data(), opt.global ? opt.global->tokens : T);
   linear_backward_weight(dlogits, T, E, x, H, p.gate->grad.data());
   linear_backward_input(dlogits, T, E, p.gate->value.data(), H, dx, true);
 
@@ -214,7 +215,8 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
       const float* gw = p.shared_gate->value.data();
       for (int64_t t = 0; t < T; ++t) {
         double dot = 0;
-        for (int64_t i = 0; i < H; ++i) dot += double(d_out[t * H + i]) * a.shared_y[size_t(t * H + i)];
+        for (int64_t i = 0; i < H; ++i)
+          dot += double(d_out[t * H + i]) * a.shared_y[size_t(t * H + i)];
         const float s = a.shared_gate[size_t(t)];
         const float dz = float(dot) * s * (1.0f - s);
         for (int64_t i = 0; i < H; ++i) {

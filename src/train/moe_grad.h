@@ -41,15 +41,15 @@ class ExpertCompute {
 // Every expert in this process.
 class LocalExperts : public ExpertCompute {
  public:
-  void forward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
-               const float* xe, int64_t hidden, float* ye) override;
+  void forward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets, const float* xe,
+               int64_t hidden, float* ye) override;
   void backward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
                 const float* dye, int64_t hidden, float* dxe) override;
 
  private:
   struct Layer {
-    const float* xe = nullptr;          // the forward's input rows (owned by MoeActivations)
-    std::vector<FfnActivations> act;    // [E]
+    const float* xe = nullptr;        // the forward's input rows (owned by MoeActivations)
+    std::vector<FfnActivations> act;  // [E]
   };
   std::vector<Layer> layers_;
   std::vector<FfnActivations> scratch_;  // [E]: experts run concurrently
@@ -59,7 +59,7 @@ class LocalExperts : public ExpertCompute {
 // losses use the global expert counts and token count, so every rank's gradient is its share
 // of the single-process gradient.
 struct GlobalBatch {
-  int64_t tokens = 0;  // B * S over all ranks
+  int64_t tokens = 0;                                     // B * S over all ranks
   std::function<void(std::vector<int64_t>&)> sum_counts;  // all-reduce of [E] counts
 };
 
@@ -74,7 +74,7 @@ struct MoeTrainOptions {
   float aux_scale = 0;         // coefficient on this layer's aux loss in the total
   float z_scale = 0;           // coefficient on this layer's z loss in the total
   int layer = 0;
-  ExpertCompute* experts = nullptr;     // required
+  ExpertCompute* experts = nullptr;  // required
   // Noisy top-k gating (when MoeParams::noise is set): the selection uses
   // H = logits + eps * softplus(x W_noise^T), eps drawn from (noise_seed, noise_stream);
   // noise_stream < 0 (validation) routes on the clean logits.
@@ -86,19 +86,20 @@ struct MoeTrainOptions {
 
 // What one layer's forward saved, and its routing statistics.
 struct MoeActivations {
-  std::vector<float> logits;           // [T, E] clean router logits (the balancing losses use them)
-  std::vector<float> scores;           // [T, E] the router's scores (capacity priority)
-  std::vector<float> noise_logits, noise, noisy;  // [T, E] x W_noise^T, eps*softplus, H (noisy gating)
-  std::vector<int32_t> router_ids;     // [T, k] the router's choice
-  std::vector<int32_t> ids;            // [T, k] after the capacity drop (-1 = dropped)
-  std::vector<float> weights;          // [T, k] combine weights (0 when dropped)
-  moe::DispatchPlan plan;              // rows grouped by expert (moe/dispatch.h, as inference)
-  std::vector<float> xe, ye;           // [R, H] gathered inputs and expert outputs
+  std::vector<float> logits;  // [T, E] clean router logits (the balancing losses use them)
+  std::vector<float> scores;  // [T, E] the router's scores (capacity priority)
+  std::vector<float> noise_logits, noise,
+      noisy;                        // [T, E] x W_noise^T, eps*softplus, H (noisy gating)
+  std::vector<int32_t> router_ids;  // [T, k] the router's choice
+  std::vector<int32_t> ids;         // [T, k] after the capacity drop (-1 = dropped)
+  std::vector<float> weights;       // [T, k] combine weights (0 when dropped)
+  moe::DispatchPlan plan;           // rows grouped by expert (moe/dispatch.h, as inference)
+  std::vector<float> xe, ye;        // [R, H] gathered inputs and expert outputs
   FfnActivations shared_act;
-  std::vector<float> shared_y;         // [T, H]
-  std::vector<float> shared_gate;      // [T] sigmoid(g . x)
-  double aux = 0, z = 0;               // this rank's share (sums to the global value)
-  std::vector<int64_t> counts, kept;   // [E] pairs routed / kept (counts: global batch)
+  std::vector<float> shared_y;        // [T, H]
+  std::vector<float> shared_gate;     // [T] sigmoid(g . x)
+  double aux = 0, z = 0;              // this rank's share (sums to the global value)
+  std::vector<int64_t> counts, kept;  // [E] pairs routed / kept (counts: global batch)
   int64_t dropped = 0, capacity = 0;
 };
 

@@ -10,11 +10,11 @@
 namespace sy::train {
 
 struct Param {
-  std::string name;              // checkpoint tensor name, e.g. "model.layers.0.mlp.gate.weight"
+  std::string name;  // checkpoint tensor name, e.g. "model.layers.0.mlp.gate.weight"
   std::vector<int64_t> shape;
   std::vector<float> value, grad;
-  bool trainable = true;         // false: buffers (dots1's e_score_correction_bias)
-  bool expert = false;           // a routed expert's weight (owned by one rank under EP)
+  bool trainable = true;  // false: buffers (dots1's e_score_correction_bias)
+  bool expert = false;    // a routed expert's weight (owned by one rank under EP)
 
   int64_t numel() const;
   bool decays() const { return shape.size() >= 2; }  // AdamW decays matrices only

@@ -27,7 +27,8 @@ class PhaseTimer {
   ~PhaseTimer() { stop(); }
   void stop() {
     if (profile_)
-      profile_->add(phase_, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count());
+      profile_->add(phase_,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count());
     profile_ = nullptr;
   }
   PhaseTimer(const PhaseTimer&) = delete;

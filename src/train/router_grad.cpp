@@ -14,18 +14,20 @@ void softmax_into(const float* x, int n, double* p) {
   for (int i = 0; i < n; ++i) p[i] /= sum;
 }
 
-double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+double sigmoid(double x) {
+  return 1.0 / (1.0 + std::exp(-x));
+}
 
 }  // namespace
 
-void route_weights_backward(const moe::RouterConfig& cfg, const float* logits,
-                            const int32_t* ids, const float* dweights, int64_t T,
-                            float* dlogits) {
+void route_weights_backward(const moe::RouterConfig& cfg, const float* logits, const int32_t* ids,
+                            const float* dweights, int64_t T, float* dlogits) {
   using moe::ScoreFunc;
   const int E = cfg.num_experts, K = cfg.top_k;
 #pragma omp parallel
   {
-    std::vector<double> p(static_cast<size_t>(E)), w0(static_cast<size_t>(K)), dw0(static_cast<size_t>(K)), sel(static_cast<size_t>(K));
+    std::vector<double> p(static_cast<size_t>(E)), w0(static_cast<size_t>(K)),
+        dw0(static_cast<size_t>(K)), sel(static_cast<size_t>(K));
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < T; ++t) {
       const float* x = logits + t * E;
@@ -36,10 +38,16 @@ void route_weights_backward(const moe::RouterConfig& cfg, const float* logits,
       if (cfg.score == ScoreFunc::kSoftmax) softmax_into(x, E, p.data());
       for (int j = 0; j < K; ++j) {
         switch (cfg.score) {
-          case ScoreFunc::kSoftmax: w0[j] = p[size_t(id[j])]; break;
+          case ScoreFunc::kSoftmax:
+            w0[j] = p[size_t(id[j])];
+            break;
           case ScoreFunc::kSigmoid:
-          case ScoreFunc::kSigmoidTopK: w0[j] = sigmoid(x[id[j]]); break;
-          case ScoreFunc::kSoftmaxTopK: sel[j] = x[id[j]]; break;
+          case ScoreFunc::kSigmoidTopK:
+            w0[j] = sigmoid(x[id[j]]);
+            break;
+          case ScoreFunc::kSoftmaxTopK:
+            sel[j] = x[id[j]];
+            break;
         }
       }
       if (cfg.score == ScoreFunc::kSoftmaxTopK) {
@@ -107,7 +115,8 @@ RouterLosses router_losses(const float* logits, const int32_t* ids, int64_t loca
                              : expert_counts(ids, local_T * K, E);
   const int64_t T = global_tokens > 0 ? global_tokens : local_T;  // the mean's denominator
   if (T == 0) return out;
-  std::vector<double> D(static_cast<size_t>(E)), P(static_cast<size_t>(E), 0.0), p(static_cast<size_t>(E));
+  std::vector<double> D(static_cast<size_t>(E)), P(static_cast<size_t>(E), 0.0),
+      p(static_cast<size_t>(E));
   for (int e = 0; e < E; ++e) D[size_t(e)] = double(out.counts[size_t(e)]) / double(T * K);
   double zsum = 0;
   for (int64_t t = 0; t < local_T; ++t) {

@@ -54,7 +54,8 @@ void swiglu_backward(const float* dh, const float* g, const float* u, int64_t n,
 }
 
 void rope_backward(float* d, int64_t rot_dim, const float* cos, const float* sin) {
-  // Forward: (a, b) -> (a c - b s, b c + a s). Its transpose: (da, db) -> (da c + db s, db c - da s).
+  // Forward: (a, b) -> (a c - b s, b c + a s). Its transpose: (da, db) -> (da c + db s, db c - da
+  // s).
   const int64_t half = rot_dim / 2;
   for (int64_t i = 0; i < half; ++i) {
     const float da = d[i], db = d[i + half];
@@ -78,7 +79,8 @@ double cross_entropy_forward_backward(float* logits, const int32_t* targets, int
     // so the loss is exact to ~1e-7 absolute; a p_target that underflowed (logit 87+ below the
     // max) counts as the smallest float (loss 103.3) -- the gradient p - onehot stays exact.
     ops::softmax(z, vocab);  // z <- p
-    total += -std::log(std::max(double(z[target]), double(std::numeric_limits<float>::denorm_min())));
+    total +=
+        -std::log(std::max(double(z[target]), double(std::numeric_limits<float>::denorm_min())));
     for (int64_t i = 0; i < vocab; ++i) z[i] *= scale;
     z[target] -= scale;
   }

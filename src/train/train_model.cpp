@@ -20,8 +20,8 @@ using model::QkNorm;
 Param* bind(ParamSet& ps, const std::string& name, std::vector<int64_t> shape) {
   Param& p = ps.get(name);
   if (p.shape != shape)
-    fail("tensor '{}' has shape [{}] but config.json implies [{}]", name,
-         fmt::join(p.shape, ", "), fmt::join(shape, ", "));
+    fail("tensor '{}' has shape [{}] but config.json implies [{}]", name, fmt::join(p.shape, ", "),
+         fmt::join(shape, ", "));
   return &p;
 }
 
@@ -95,8 +95,7 @@ TrainModel::TrainModel(const model::ModelConfig& c, ParamSet& ps) : config_(c), 
     }
     L.is_moe = c.layer_is_moe[size_t(i)];
     if (!L.is_moe) {
-      L.dense = bind_ffn(ps, model::dense_ffn_names(i), H,
-                         c.dense_intermediate_size);
+      L.dense = bind_ffn(ps, model::dense_ffn_names(i), H, c.dense_intermediate_size);
       continue;
     }
     const int64_t E = c.router.num_experts, I = c.expert_intermediate_size;
@@ -116,7 +115,8 @@ TrainModel::TrainModel(const model::ModelConfig& c, ParamSet& ps) : config_(c), 
     }
     if (c.shared_intermediate_size > 0) {
       moe.shared = bind_ffn(ps, model::shared_expert_names(c, i), H, c.shared_intermediate_size);
-      if (c.shared_expert_gated) moe.shared_gate = bind(ps, m + "shared_expert_gate.weight", {1, H});
+      if (c.shared_expert_gated)
+        moe.shared_gate = bind(ps, m + "shared_expert_gate.weight", {1, H});
     }
   }
 }
@@ -131,8 +131,8 @@ LossParts TrainModel::forward_backward(const int32_t* tokens, const int32_t* tar
   return run(tokens, targets, B, S, opt, true, logits_out);
 }
 
-LossParts TrainModel::evaluate(const int32_t* tokens, const int32_t* targets, int64_t B,
-                               int64_t S, const LossOptions& opt, std::vector<float>* logits_out) {
+LossParts TrainModel::evaluate(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t S,
+                               const LossOptions& opt, std::vector<float>* logits_out) {
   return run(tokens, targets, B, S, opt, false, logits_out);
 }
 
@@ -179,8 +179,10 @@ void TrainModel::attention_forward_layer(int l, int64_t B, int64_t S) {
   for (int64_t t = 0; t < T; ++t) {
     const float* cs = rope_cos_.data() + (t % S) * (hd / 2);
     const float* sn = rope_sin_.data() + (t % S) * (hd / 2);
-    for (int64_t h = 0; h < c.num_heads; ++h) ops::rope_neox(A.q.data() + t * qw + h * hd, hd, cs, sn);
-    for (int64_t h = 0; h < c.num_kv_heads; ++h) ops::rope_neox(A.k.data() + t * kvw + h * hd, hd, cs, sn);
+    for (int64_t h = 0; h < c.num_heads; ++h)
+      ops::rope_neox(A.q.data() + t * qw + h * hd, hd, cs, sn);
+    for (int64_t h = 0; h < c.num_kv_heads; ++h)
+      ops::rope_neox(A.k.data() + t * kvw + h * hd, hd, cs, sn);
   }
   const AttentionDims d{B, S, c.num_heads, c.num_kv_heads, hd};
   A.probs.resize(size_t(d.prob_size()));
@@ -214,8 +216,10 @@ void TrainModel::attention_backward_layer(int l, int64_t B, int64_t S, float* dx
   for (int64_t t = 0; t < T; ++t) {
     const float* cs = rope_cos_.data() + (t % S) * (hd / 2);
     const float* sn = rope_sin_.data() + (t % S) * (hd / 2);
-    for (int64_t h = 0; h < c.num_heads; ++h) rope_backward(dq.data() + t * qw + h * hd, hd, cs, sn);
-    for (int64_t h = 0; h < c.num_kv_heads; ++h) rope_backward(dk.data() + t * kvw + h * hd, hd, cs, sn);
+    for (int64_t h = 0; h < c.num_heads; ++h)
+      rope_backward(dq.data() + t * qw + h * hd, hd, cs, sn);
+    for (int64_t h = 0; h < c.num_kv_heads; ++h)
+      rope_backward(dk.data() + t * kvw + h * hd, hd, cs, sn);
   }
   if (c.clip_qkv > 0) {  // the clamp passes gradient only where it did not clip
     clamp_backward(A.q_unclipped, c.clip_qkv, dq);
@@ -257,7 +261,8 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
   const model::ModelConfig& c = config_;
   const int64_t T = B * S, H = c.hidden_size, V = c.vocab_size, hd = c.head_dim;
   if (B < 1 || S < (targets_in ? 1 : 2))
-    fail("a training batch needs at least 1 row of {} tokens, got [{}, {}]", targets_in ? 1 : 2, B, S);
+    fail("a training batch needs at least 1 row of {} tokens, got [{}, {}]", targets_in ? 1 : 2, B,
+         S);
   for (int64_t i = 0; i < T; ++i) {
     if (tokens[i] < 0 || tokens[i] >= V)
       fail("token id {} at position {} is outside the vocabulary (size {})", tokens[i], i, V);
@@ -309,8 +314,10 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
     mopt.layer = l;
     mopt.noise_seed = opt.noise_seed;
     mopt.noise_stream = opt.noise_step < 0 ? -1 : opt.noise_step * c.num_layers + l;
-    if (L.is_moe) moe_train_forward(L.moe, mopt, A.f.data(), T, A.moe_act, out.data());
-    else ffn_train_forward(L.dense, A.f.data(), T, A.dense_act, out.data());
+    if (L.is_moe)
+      moe_train_forward(L.moe, mopt, A.f.data(), T, A.moe_act, out.data());
+    else
+      ffn_train_forward(L.dense, A.f.data(), T, A.dense_act, out.data());
     add_rows(out.data(), T, H, x_.data());
   }
   PhaseTimer pt_head(profile_, "lm head + loss fwd");
@@ -369,8 +376,11 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
     {
       PhaseTimer pt(profile_, L.is_moe ? "moe bwd" : "dense ffn bwd");
       mopt.layer = l;
-      if (L.is_moe) moe_train_backward(L.moe, mopt, A.f.data(), T, A.moe_act, dx.data(), df.data());
-      else ffn_train_backward(L.dense, A.f.data(), T, A.dense_act, dx.data(), df.data(), false, scratch);
+      if (L.is_moe)
+        moe_train_backward(L.moe, mopt, A.f.data(), T, A.moe_act, dx.data(), df.data());
+      else
+        ffn_train_backward(L.dense, A.f.data(), T, A.dense_act, dx.data(), df.data(), false,
+                           scratch);
       rmsnorm_backward(df.data(), A.x_mid.data(), L.ffn_norm->value.data(), A.rstd2.data(), T, H,
                        dx.data(), L.ffn_norm->grad.data(), true);
     }

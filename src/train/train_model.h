@@ -44,14 +44,14 @@ struct LayerParams {
 
 // What the forward pass of one layer keeps for backward.
 struct LayerActivations {
-  std::vector<float> x_in, a, rstd1;     // residual input, its norm, 1/rms  [T, H], [T]
-  std::vector<float> q_raw, k_raw;       // projections before the q/k norm (when present)
-  std::vector<float> rstd_q, rstd_k;     // their 1/rms per norm row
-  std::vector<float> q, k, v;            // after norm and RoPE
+  std::vector<float> x_in, a, rstd1;  // residual input, its norm, 1/rms  [T, H], [T]
+  std::vector<float> q_raw, k_raw;    // projections before the q/k norm (when present)
+  std::vector<float> rstd_q, rstd_k;  // their 1/rms per norm row
+  std::vector<float> q, k, v;         // after norm and RoPE
   std::vector<float> q_unclipped, k_unclipped, v_unclipped;  // before clip_qkv (when set)
-  std::vector<float> probs;              // [B, nh, S, S]
-  std::vector<float> attn;               // [T, qw]
-  std::vector<float> x_mid, f, rstd2;    // after attention, its norm, 1/rms
+  std::vector<float> probs;                                  // [B, nh, S, S]
+  std::vector<float> attn;                                   // [T, qw]
+  std::vector<float> x_mid, f, rstd2;                        // after attention, its norm, 1/rms
   FfnActivations dense_act;
   MoeActivations moe_act;
 };
@@ -104,18 +104,18 @@ class TrainModel {
   ParamSet& params_;
   Param* embed_ = nullptr;
   Param* final_norm_ = nullptr;
-  Param* lm_head_ = nullptr;        // == embed_ when tied
-  Param* tied_copy_ = nullptr;      // "lm_head.weight" in a tied checkpoint (kept in sync)
+  Param* lm_head_ = nullptr;    // == embed_ when tied
+  Param* tied_copy_ = nullptr;  // "lm_head.weight" in a tied checkpoint (kept in sync)
   std::vector<LayerParams> layers_;
   std::vector<LayerActivations> acts_;
   std::vector<float> rope_cos_, rope_sin_;  // [S, hd/2]
   std::vector<float> x_, xf_, rstd_f_, logits_;
   // Buffers of one step kept between steps (no per-step allocation and zeroing).
   struct Workspace {
-    std::vector<float> ffn_out;                          // [T, H]
-    std::vector<float> dxf, dx, df, da;                  // [T, H]
+    std::vector<float> ffn_out;                             // [T, H]
+    std::vector<float> dxf, dx, df, da;                     // [T, H]
     std::vector<float> d_attn, dq, dk, dv, dq_raw, dk_raw;  // [T, qw] / [T, kvw]
-    FfnActivations ffn_scratch;  // dense FFN backward
+    FfnActivations ffn_scratch;                             // dense FFN backward
     MoeScratch moe;
   } ws_;
   TrainProfile* profile_ = nullptr;

@@ -30,12 +30,18 @@ std::string duration(double s) {
 }  // namespace
 
 nlohmann::json run_identity(const TrainerConfig& c, const BatchSampler& sampler, uint64_t seed) {
-  return {{"seed", seed}, {"batch", sampler.batch_size()}, {"seq", sampler.seq_len()},
+  return {{"seed", seed},
+          {"batch", sampler.batch_size()},
+          {"seq", sampler.seq_len()},
           {"train_tokens", sampler.train_tokens().size()},
-          {"val_tokens", sampler.val_tokens().size()}, {"steps", c.steps},
-          {"lr", c.schedule.lr_max}, {"warmup", c.schedule.warmup_steps},
-          {"min_lr_ratio", c.schedule.min_lr_ratio}, {"capacity_factor", c.loss.capacity_factor},
-          {"aux_coef", c.loss.aux_coef}, {"z_coef", c.loss.z_coef}};
+          {"val_tokens", sampler.val_tokens().size()},
+          {"steps", c.steps},
+          {"lr", c.schedule.lr_max},
+          {"warmup", c.schedule.warmup_steps},
+          {"min_lr_ratio", c.schedule.min_lr_ratio},
+          {"capacity_factor", c.loss.capacity_factor},
+          {"aux_coef", c.loss.aux_coef},
+          {"z_coef", c.loss.z_coef}};
 }
 
 Trainer::Trainer(TrainerConfig config, model::ModelConfig model_config, std::string config_json,
@@ -66,8 +72,9 @@ Trainer::Trainer(TrainerConfig config, model::ModelConfig model_config, std::str
 
 void Trainer::resume() {
   if (parallel_ && parallel_->size() > 1)
-    fail("--resume under mpirun is not supported yet: resume with one process (the checkpoint "
-         "holds every expert), or start a new --out");
+    fail(
+        "--resume under mpirun is not supported yet: resume with one process (the checkpoint "
+        "holds every expert), or start a new --out");
   const std::string dir = config_.run_dir + "/model";
   const nlohmann::json state = load_checkpoint(dir, params_, optimizer_);
   const nlohmann::json want = run_identity(config_, sampler_, seed_);
@@ -75,9 +82,10 @@ void Trainer::resume() {
   for (const auto& [key, value] : want.items()) {
     if (key == "steps") continue;  // a run may be extended
     if (!have.contains(key) || have[key] != value)
-      fail("cannot resume {}: it was trained with {} = {}, this run has {} (use the same "
-           "settings, or a new --out)", dir, key, have.contains(key) ? have[key].dump() : "?",
-           value.dump());
+      fail(
+          "cannot resume {}: it was trained with {} = {}, this run has {} (use the same "
+          "settings, or a new --out)",
+          dir, key, have.contains(key) ? have[key].dump() : "?", value.dump());
   }
   step_ = state.at("step").get<int64_t>();
   elapsed_s_ = state.value("elapsed_s", 0.0);
@@ -102,8 +110,7 @@ void Trainer::resume() {
     }
   }
   io::write_text_file_atomic(log_path, kept);
-  if (!config_.quiet)
-    fmt::print("resuming {} at step {} of {}\n", dir, step_, config_.steps);
+  if (!config_.quiet) fmt::print("resuming {} at step {} of {}\n", dir, step_, config_.steps);
 }
 
 void Trainer::log_line(const nlohmann::json& entry) {
@@ -118,10 +125,11 @@ void Trainer::write_plot() const {
   report::LinePlot plot;
   plot.title = "Switchyard training: cross-entropy (nats / token)";
   plot.series.push_back({"train", plot_steps_, plot_train_, "", false});
-  if (!plot_val_.empty()) plot.series.push_back({"validation", plot_val_steps_, plot_val_, "", false});
-  plot.footer = fmt::format("{} layers, {} experts, top-{}, batch {} x {}", model_config_.num_layers,
-                            model_config_.router.num_experts, model_config_.router.top_k,
-                            sampler_.batch_size(), sampler_.seq_len());
+  if (!plot_val_.empty())
+    plot.series.push_back({"validation", plot_val_steps_, plot_val_, "", false});
+  plot.footer = fmt::format("{} layers, {} experts, top-{}, batch {} x {}",
+                            model_config_.num_layers, model_config_.router.num_experts,
+                            model_config_.router.top_k, sampler_.batch_size(), sampler_.seq_len());
   report::write_line_plot_svg(config_.run_dir + "/loss.svg", plot);
 }
 
@@ -129,8 +137,8 @@ double Trainer::evaluate() {
   const int64_t n = std::min(config_.eval_batches, sampler_.num_val_batches());
   if (n <= 0) return std::numeric_limits<double>::quiet_NaN();
   const int64_t S = sampler_.seq_len();
-  const RowRange rows = parallel_ ? parallel_->rows(sampler_.batch_size())
-                                  : RowRange{0, sampler_.batch_size()};
+  const RowRange rows =
+      parallel_ ? parallel_->rows(sampler_.batch_size()) : RowRange{0, sampler_.batch_size()};
   std::vector<int32_t> in(size_t(rows.count * S)), tg(size_t(rows.count * S));
   double sum = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -153,7 +161,8 @@ void Trainer::save() {
   c.config_json = cfg.dump(2);
   c.tokenizer_json = tokenizer_json_;
   c.weights_dtype = config_.save_dtype;
-  c.trainer_state = {{"step", step_}, {"elapsed_s", elapsed_s_},
+  c.trainer_state = {{"step", step_},
+                     {"elapsed_s", elapsed_s_},
                      {"identity", run_identity(config_, sampler_, seed_)}};
   save_checkpoint(config_.run_dir + "/model", params_, optimizer_, c);
 }
@@ -213,7 +222,8 @@ double Trainer::run() {
   const double elapsed_before = elapsed_s_;
   double val = std::numeric_limits<double>::quiet_NaN();
   double tokens_window = 0, time_window = 0;
-  const int64_t end = config_.stop_at > 0 ? std::min(config_.stop_at, config_.steps) : config_.steps;
+  const int64_t end =
+      config_.stop_at > 0 ? std::min(config_.stop_at, config_.steps) : config_.steps;
   while (step_ < end) {
     const auto t0 = std::chrono::steady_clock::now();
     const int64_t s = step_ + 1;
@@ -245,13 +255,20 @@ double Trainer::run() {
 
     const bool last = s == end;
     const bool do_eval = last || (config_.eval_every > 0 && s % config_.eval_every == 0);
-    const bool do_log = last || do_eval || s % std::max<int64_t>(1, config_.log_every) == 0 || s == 1;
+    const bool do_log =
+        last || do_eval || s % std::max<int64_t>(1, config_.log_every) == 0 || s == 1;
     if (!do_log) continue;
     const double imbalance = load_imbalance();  // this step's routing (before validation runs)
-    nlohmann::json entry{{"step", s}, {"lr", lr}, {"loss", loss.total}, {"ce", loss.ce},
-                         {"aux", loss.aux}, {"z", loss.z}, {"grad_norm", norm},
+    nlohmann::json entry{{"step", s},
+                         {"lr", lr},
+                         {"loss", loss.total},
+                         {"ce", loss.ce},
+                         {"aux", loss.aux},
+                         {"z", loss.z},
+                         {"grad_norm", norm},
                          {"tokens_per_s", tokens_window / time_window},
-                         {"elapsed_s", elapsed_s_}, {"load_max_over_mean", imbalance},
+                         {"elapsed_s", elapsed_s_},
+                         {"load_max_over_mean", imbalance},
                          {"dropped_fraction", dropped_fraction()}};
     const double tps = tokens_window / time_window;
     tokens_window = time_window = 0;
@@ -271,10 +288,11 @@ double Trainer::run() {
     log_line(entry);
     if (!config_.quiet && root_) {
       const double per_step = (elapsed_s_ - elapsed_before) / double(s - first);
-      fmt::print("step {:>6}/{} | loss {:.3f} (ce {:.3f}){} | lr {:.2e} | {:.0f} tok/s | "
-                 "load max/mean {:.2f} | ETA {}\n",
-                 s, config_.steps, loss.total, loss.ce, val_text, lr, tps, imbalance,
-                 duration(per_step * double(config_.steps - s)));
+      fmt::print(
+          "step {:>6}/{} | loss {:.3f} (ce {:.3f}){} | lr {:.2e} | {:.0f} tok/s | "
+          "load max/mean {:.2f} | ETA {}\n",
+          s, config_.steps, loss.total, loss.ce, val_text, lr, tps, imbalance,
+          duration(per_step * double(config_.steps - s)));
       std::fflush(stdout);
     }
     if (do_eval) write_plot();

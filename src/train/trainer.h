@@ -29,23 +29,24 @@ namespace sy::train {
 struct TrainerConfig {
   std::string run_dir;
   int64_t steps = 1000;
-  LrSchedule schedule;          // total_steps is set from `steps`
+  LrSchedule schedule;  // total_steps is set from `steps`
   AdamWConfig adamw;
-  double clip = 1.0;            // global gradient-norm limit (0: off)
+  double clip = 1.0;  // global gradient-norm limit (0: off)
   LossOptions loss;
   float bias_update_rate = 1e-3f;  // aux-loss-free balancing: b_i += rate * sign(mean - load_i)
   int64_t log_every = 10;
-  int64_t eval_every = 100;     // 0: only at the end
-  int64_t eval_batches = 8;     // validation batches per evaluation (<= available)
-  int64_t save_every = 500;     // 0: only at the end
+  int64_t eval_every = 100;  // 0: only at the end
+  int64_t eval_batches = 8;  // validation batches per evaluation (<= available)
+  int64_t save_every = 500;  // 0: only at the end
   DType save_dtype = DType::F32;
-  int64_t stop_at = 0;          // > 0: end this session after that step (checkpointed), as an
-                                // interruption would; --resume continues the same schedule
-  bool quiet = false;           // no progress lines
+  int64_t stop_at = 0;  // > 0: end this session after that step (checkpointed), as an
+                        // interruption would; --resume continues the same schedule
+  bool quiet = false;   // no progress lines
 };
 
 // Settings that must not change across a resume (the data order and model depend on them).
-nlohmann::json run_identity(const TrainerConfig& config, const BatchSampler& sampler, uint64_t seed);
+nlohmann::json run_identity(const TrainerConfig& config, const BatchSampler& sampler,
+                            uint64_t seed);
 
 class ParallelTraining;
 
@@ -54,8 +55,8 @@ class Trainer {
   // The model's config.json / tokenizer.json texts go into every checkpoint.
   // parallel: the other ranks under mpirun (null: this process alone).
   Trainer(TrainerConfig config, model::ModelConfig model_config, std::string config_json,
-          std::string tokenizer_json, ParamSet& params, const BatchSampler& sampler,
-          uint64_t seed, ParallelTraining* parallel = nullptr);
+          std::string tokenizer_json, ParamSet& params, const BatchSampler& sampler, uint64_t seed,
+          ParallelTraining* parallel = nullptr);
 
   // Continues from run_dir/model (sy::Error when it was made with other data/model settings).
   void resume();
@@ -63,7 +64,10 @@ class Trainer {
   double run();
 
   int64_t step() const { return step_; }
-  void set_profile(TrainProfile* profile) { profile_ = profile; model_.set_profile(profile); }
+  void set_profile(TrainProfile* profile) {
+    profile_ = profile;
+    model_.set_profile(profile);
+  }
 
  private:
   double evaluate();

@@ -17,7 +17,9 @@ constexpr uint64_t mix64(uint64_t z) {
 }
 
 // One step from state x: the hash of x used wherever a single value is needed.
-constexpr uint64_t splitmix64(uint64_t x) { return mix64(x + kSplitMixGolden); }
+constexpr uint64_t splitmix64(uint64_t x) {
+  return mix64(x + kSplitMixGolden);
+}
 
 // The sequential stream (benchmarks' data generators).
 struct SplitMix64 {

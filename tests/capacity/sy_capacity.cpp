@@ -102,7 +102,10 @@ nlohmann::json run_case(const nlohmann::json& c, const std::string& blob, std::s
 
 int main(int argc, char** argv) {
   try {
-    if (argc != 2) sy::fail("usage: sy_capacity DIR  (reads DIR/cases.{{json,bin}}, writes DIR/results.{{json,bin}})");
+    if (argc != 2)
+      sy::fail(
+          "usage: sy_capacity DIR  (reads DIR/cases.{{json,bin}}, writes "
+          "DIR/results.{{json,bin}})");
     const std::string dir = argv[1];
     const nlohmann::json cases = nlohmann::json::parse(read_file(dir + "/cases.json")).at("cases");
     const std::string blob = read_file(dir + "/cases.bin");
@@ -115,7 +118,8 @@ int main(int argc, char** argv) {
         results.push_back({{"error", e.what()}});
       }
     }
-    std::ofstream(dir + "/results.bin", std::ios::binary).write(out_blob.data(), std::streamsize(out_blob.size()));
+    std::ofstream(dir + "/results.bin", std::ios::binary)
+        .write(out_blob.data(), std::streamsize(out_blob.size()));
     std::ofstream(dir + "/results.json") << nlohmann::json{{"results", results}}.dump() << "\n";
     std::cout << "sy_capacity: " << results.size() << " cases\n";
     return 0;

@@ -12,9 +12,9 @@
 #include <cstring>
 #include <random>
 
+#include "model/model.h"
 #include "parallel/communicator.h"
 #include "parallel/expert_parallel.h"
-#include "model/model.h"
 #include "util/error.h"
 
 using namespace sy;
@@ -24,13 +24,13 @@ namespace {
 int g_failures = 0;
 const parallel::Communicator* g_comm = nullptr;
 
-#define CHECK_MSG(cond, ...)                                                          \
-  do {                                                                                \
-    if (!(cond)) {                                                                    \
-      if (++g_failures <= 12)                                                         \
-      fmt::print(stderr, "rank {}: FAILED {} ({}:{}): {}\n", g_comm->rank(), #cond,  \
-                 __FILE__, __LINE__, fmt::format(__VA_ARGS__));                       \
-    }                                                                                 \
+#define CHECK_MSG(cond, ...)                                                                    \
+  do {                                                                                          \
+    if (!(cond)) {                                                                              \
+      if (++g_failures <= 12)                                                                   \
+        fmt::print(stderr, "rank {}: FAILED {} ({}:{}): {}\n", g_comm->rank(), #cond, __FILE__, \
+                   __LINE__, fmt::format(__VA_ARGS__));                                         \
+    }                                                                                           \
   } while (0)
 
 // --- 1. exchange identity ----------------------------------------------------------------
@@ -40,9 +40,14 @@ constexpr int64_t kWidth = 6;  // [source rank, token, expert-independent payloa
 // Deterministic routing every rank can recompute: token t of rank r, slot s.
 int32_t route_of(int scenario, int rank, int64_t t, int s, int E, const moe::Placement& pl) {
   switch (scenario) {
-    case 0: return int32_t((rank * 7 + t * 3 + s * 5) % E);           // spread
-    case 1: return pl.experts_on(pl.num_devices() - 1)[size_t(s) % pl.experts_on(pl.num_devices() - 1).size()];  // all to the last rank
-    default: return s == 0 ? int32_t((t + rank) % E) : moe::kDroppedExpert;  // one slot dropped
+    case 0:
+      return int32_t((rank * 7 + t * 3 + s * 5) % E);  // spread
+    case 1:
+      return pl.experts_on(
+          pl.num_devices() -
+          1)[size_t(s) % pl.experts_on(pl.num_devices() - 1).size()];  // all to the last rank
+    default:
+      return s == 0 ? int32_t((t + rank) % E) : moe::kDroppedExpert;  // one slot dropped
   }
 }
 
@@ -59,16 +64,19 @@ struct IdentityContext {
 // row + 1000 * (expert + 1) so the sender can check which expert answered.
 void identity_compute(int expert, const float* rows, int64_t n, int64_t H, float* out, void* ctx_) {
   auto& ctx = *static_cast<IdentityContext*>(ctx_);
-  CHECK_MSG(ctx.placement->device_of(expert) == ctx.rank, "rank {} got rows of expert {} it does not own",
-            ctx.rank, expert);
+  CHECK_MSG(ctx.placement->device_of(expert) == ctx.rank,
+            "rank {} got rows of expert {} it does not own", ctx.rank, expert);
   for (int64_t i = 0; i < n; ++i) {
     const float* r = rows + i * H;
     const int src = int(r[0]);
     const int64_t t = int64_t(r[1]);
     bool chose = false;
-    for (int s = 0; s < ctx.slots; ++s) chose |= route_of(ctx.scenario, src, t, s, ctx.E, *ctx.placement) == expert;
-    CHECK_MSG(chose, "row from rank {} token {} arrived at expert {} it did not choose", src, t, expert);
-    CHECK_MSG(r[2] == float(src * 100 + t) && r[5] == float(t % 7), "row from rank {} token {} is corrupt", src, t);
+    for (int s = 0; s < ctx.slots; ++s)
+      chose |= route_of(ctx.scenario, src, t, s, ctx.E, *ctx.placement) == expert;
+    CHECK_MSG(chose, "row from rank {} token {} arrived at expert {} it did not choose", src, t,
+              expert);
+    CHECK_MSG(r[2] == float(src * 100 + t) && r[5] == float(t % 7),
+              "row from rank {} token {} is corrupt", src, t);
     for (int64_t h = 0; h < H; ++h) out[i * H + h] = r[h] + 1000.0f * float(expert + 1);
     ++ctx.rows_seen;
   }
@@ -91,11 +99,13 @@ void check_exchange(const parallel::Communicator& comm, const moe::Placement& pl
       ids[size_t(t * slots + s)] = route_of(scenario, comm.rank(), t, s, E, pl);
       w[size_t(t * slots + s)] = s == 0 ? 1.0f : 0.25f;
     }
-    if (ids[size_t(t * slots)] == ids[size_t(t * slots + 1)]) ids[size_t(t * slots + 1)] = moe::kDroppedExpert;
+    if (ids[size_t(t * slots)] == ids[size_t(t * slots + 1)])
+      ids[size_t(t * slots + 1)] = moe::kDroppedExpert;
   }
   moe::MoeBlock block;
   moe::MoeScratch scratch;
-  ep.run(block, {0, num_tokens, kWidth, slots, x.data(), ids.data(), w.data()}, scratch, out.data());
+  ep.run(block, {0, num_tokens, kWidth, slots, x.data(), ids.data(), w.data()}, scratch,
+         out.data());
   for (int64_t t = 0; t < num_tokens; ++t) {
     for (int64_t h = 0; h < kWidth; ++h) {
       double want = 0;
@@ -104,8 +114,9 @@ void check_exchange(const parallel::Communicator& comm, const moe::Placement& pl
         if (e == moe::kDroppedExpert) continue;
         want += double(w[size_t(t * slots + s)]) * (x[size_t(t * kWidth + h)] + 1000.0 * (e + 1));
       }
-      CHECK_MSG(std::abs(out[size_t(t * kWidth + h)] - want) <= 1e-3, "{}: token {} column {}: got {}, want {}",
-                what, t, h, out[size_t(t * kWidth + h)], want);
+      CHECK_MSG(std::abs(out[size_t(t * kWidth + h)] - want) <= 1e-3,
+                "{}: token {} column {}: got {}, want {}", what, t, h, out[size_t(t * kWidth + h)],
+                want);
     }
   }
 }
@@ -129,7 +140,8 @@ Sequences my_sequences(int rank, int size, int64_t vocab) {
 }
 
 // Prefill logits of every token, then one decode step per sequence.
-std::vector<float> run_model(const model::Model& m, const Sequences& seqs, const moe::MoeRuntime& rt) {
+std::vector<float> run_model(const model::Model& m, const Sequences& seqs,
+                             const moe::MoeRuntime& rt) {
   const int64_t V = m.config().vocab_size;
   std::vector<model::KvCache> caches;
   for (size_t i = 0; i < seqs.tokens.size(); ++i) caches.emplace_back(m.config(), 64);
@@ -150,8 +162,8 @@ std::vector<float> run_model(const model::Model& m, const Sequences& seqs, const
   return logits;
 }
 
-void check_model(const parallel::Communicator& comm, const std::string& dir, const moe::Placement& pl,
-                 const char* what) {
+void check_model(const parallel::Communicator& comm, const std::string& dir,
+                 const moe::Placement& pl, const char* what) {
   const model::ModelConfig cfg = model::load_config(dir);
   const int E = cfg.router.num_experts;
   model::ExpertMask mine(size_t(E), false);
@@ -168,11 +180,13 @@ void check_model(const parallel::Communicator& comm, const std::string& dir, con
   for (size_t l = 0; l < w.layers.size(); ++l)
     if (w.layers[l].is_moe)
       for (int e = 0; e < E; ++e)
-        CHECK_MSG((w.layers[l].moe.experts[size_t(e)].gate.data != nullptr) == bool(mine[size_t(e)]),
-                  "{}: layer {} expert {} view presence does not match ownership", what, l, e);
+        CHECK_MSG(
+            (w.layers[l].moe.experts[size_t(e)].gate.data != nullptr) == bool(mine[size_t(e)]),
+            "{}: layer {} expert {} view presence does not match ownership", what, l, e);
 
   const Sequences seqs = my_sequences(comm.rank(), comm.size(), cfg.vocab_size);
-  for (const char* policy : {"none", "score", "order", "reverse", "random", "expanded", "reroute", "device"}) {
+  for (const char* policy :
+       {"none", "score", "order", "reverse", "random", "expanded", "reroute", "device"}) {
     moe::MoeRuntime rt;
     rt.capacity.policy = moe::parse_capacity_policy(policy);
     rt.capacity.factor = 1.0;
@@ -188,12 +202,15 @@ void check_model(const parallel::Communicator& comm, const std::string& dir, con
     size_t worst_i = 0;
     for (float v : ref) scale = std::max(scale, double(std::abs(v)));
     for (size_t i = 0; i < ref.size(); ++i)
-      if (std::abs(double(got[i]) - ref[i]) > worst) worst = std::abs(double(got[i]) - ref[i]), worst_i = i;
+      if (std::abs(double(got[i]) - ref[i]) > worst)
+        worst = std::abs(double(got[i]) - ref[i]), worst_i = i;
     // Both paths compute in float32 and differ only in how many rows one expert matmul sees.
     const double tol = 1e-5 * scale;
-    CHECK_MSG(worst <= tol, "{} policy {}: worst logit {} (row {}, col {}): EP {} vs single-process {}, tolerance {}",
-              what, policy, worst_i, worst_i / size_t(cfg.vocab_size), worst_i % size_t(cfg.vocab_size),
-              got.empty() ? 0.f : got[worst_i], ref.empty() ? 0.f : ref[worst_i], tol);
+    CHECK_MSG(
+        worst <= tol,
+        "{} policy {}: worst logit {} (row {}, col {}): EP {} vs single-process {}, tolerance {}",
+        what, policy, worst_i, worst_i / size_t(cfg.vocab_size), worst_i % size_t(cfg.vocab_size),
+        got.empty() ? 0.f : got[worst_i], ref.empty() ? 0.f : ref[worst_i], tol);
   }
 }
 
@@ -224,7 +241,8 @@ int main(int argc, char** argv) {
     const int E = model::load_config(dir).router.num_experts;
     check_model(comm, dir, moe::Placement::contiguous(E, D), "contiguous placement");
     std::vector<int32_t> uneven(static_cast<size_t>(E));
-    for (int e = 0; e < E; ++e) uneven[size_t(e)] = e < E - (D - 1) ? 0 : e - (E - D);  // rank 0 holds most
+    for (int e = 0; e < E; ++e)
+      uneven[size_t(e)] = e < E - (D - 1) ? 0 : e - (E - D);  // rank 0 holds most
     check_model(comm, dir, moe::Placement::from_map(uneven, D), "uneven placement");
   } catch (const std::exception& e) {
     comm.abort(e.what());
@@ -232,7 +250,8 @@ int main(int argc, char** argv) {
   std::vector<int64_t> failures{g_failures};
   comm.all_reduce_sum(failures);
   if (comm.is_root())
-    fmt::print("{} ranks: {}\n", comm.size(), failures[0] == 0 ? "all expert-parallel checks passed"
-                                                                : fmt::format("{} checks FAILED", failures[0]));
+    fmt::print("{} ranks: {}\n", comm.size(),
+               failures[0] == 0 ? "all expert-parallel checks passed"
+                                : fmt::format("{} checks FAILED", failures[0]));
   return failures[0] == 0 ? 0 : 1;
 }

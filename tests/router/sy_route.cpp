@@ -41,11 +41,15 @@ RouterConfig router_config(const json& j, int E) {
   c.num_groups = j.value("num_groups", 1);
   c.topk_groups = j.value("topk_groups", 1);
   const std::string gs = j.value("group_score", std::string("top2_sum"));
-  if (gs == "max") c.group_score = GroupScore::kMax;
-  else if (gs == "top2_sum") c.group_score = GroupScore::kTop2Sum;
-  else sy::fail("unknown group_score '{}' (valid: max, top2_sum)", gs);
+  if (gs == "max")
+    c.group_score = GroupScore::kMax;
+  else if (gs == "top2_sum")
+    c.group_score = GroupScore::kTop2Sum;
+  else
+    sy::fail("unknown group_score '{}' (valid: max, top2_sum)", gs);
   if (c.top_k < 1 || c.top_k > E) sy::fail("top_k {} out of range for {} experts", c.top_k, E);
-  if (c.num_groups < 1 || E % c.num_groups != 0 || c.topk_groups < 1 || c.topk_groups > c.num_groups)
+  if (c.num_groups < 1 || E % c.num_groups != 0 || c.topk_groups < 1 ||
+      c.topk_groups > c.num_groups)
     sy::fail("bad groups {}/{} for {} experts", c.topk_groups, c.num_groups, E);
   return c;
 }
@@ -77,9 +81,11 @@ json run_case(const json& cs) {
       bias = floats(cs["bias"], size_t(E), "bias");
       c.has_selection_bias = true;
     }
-    route(c, logits.data(), T, bias.empty() ? nullptr : bias.data(), ids.data(), w.data(), scores.data());
+    route(c, logits.data(), T, bias.empty() ? nullptr : bias.data(), ids.data(), w.data(),
+          scores.data());
   } else if (mode == "noisy") {
-    const std::vector<float> noise_logits = floats(cs.at("noise_logits"), size_t(T) * size_t(E), "noise_logits");
+    const std::vector<float> noise_logits =
+        floats(cs.at("noise_logits"), size_t(T) * size_t(E), "noise_logits");
     std::vector<float> noise(size_t(T) * size_t(E));
     route_noisy(c, logits.data(), noise_logits.data(), T, cs.at("seed").get<uint64_t>(),
                 cs.at("stream").get<uint64_t>(), ids.data(), w.data(), scores.data(), noise.data());

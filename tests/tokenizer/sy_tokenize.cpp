@@ -43,16 +43,24 @@ int train(int argc, char** argv) {
     };
     if (arg == "--style") {
       const std::string v = value();
-      if (v == "bytelevel") o.style = sy::BpeStyle::ByteLevel;
-      else if (v == "sentencepiece") o.style = sy::BpeStyle::SentencePiece;
-      else sy::fail("unknown --style '{}'", v);
+      if (v == "bytelevel")
+        o.style = sy::BpeStyle::ByteLevel;
+      else if (v == "sentencepiece")
+        o.style = sy::BpeStyle::SentencePiece;
+      else
+        sy::fail("unknown --style '{}'", v);
     } else if (arg == "--preset") {
       const std::string v = value();
-      if (v == "qwen2") o.preset = sy::SplitPreset::Qwen2;
-      else if (v == "llama3") o.preset = sy::SplitPreset::Llama3;
-      else if (v == "gpt2") o.preset = sy::SplitPreset::Gpt2;
-      else if (v == "deepseek") o.preset = sy::SplitPreset::DeepSeek;
-      else sy::fail("unknown --preset '{}'", v);
+      if (v == "qwen2")
+        o.preset = sy::SplitPreset::Qwen2;
+      else if (v == "llama3")
+        o.preset = sy::SplitPreset::Llama3;
+      else if (v == "gpt2")
+        o.preset = sy::SplitPreset::Gpt2;
+      else if (v == "deepseek")
+        o.preset = sy::SplitPreset::DeepSeek;
+      else
+        sy::fail("unknown --preset '{}'", v);
     } else if (arg == "--vocab") {
       o.vocab_size = std::stoll(value());
     } else if (arg == "--special") {
@@ -70,7 +78,8 @@ int train(int argc, char** argv) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::ofstream(positional[1], std::ios::binary) << json;
   const sy::Tokenizer tok = sy::Tokenizer::from_json_string(json, positional[1]);
-  std::cerr << "trained " << tok.vocab_size() << " tokens on " << corpus.size() << " bytes in " << secs << " s\n";
+  std::cerr << "trained " << tok.vocab_size() << " tokens on " << corpus.size() << " bytes in "
+            << secs << " s\n";
   return 0;
 }
 

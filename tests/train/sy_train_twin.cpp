@@ -72,10 +72,11 @@ nlohmann::json loss_json(const train::LossParts& l) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  std::map<std::string, std::string> a{{"--steps", "10"}, {"--lr", "3e-3"}, {"--warmup", "3"},
+  std::map<std::string, std::string> a{
+      {"--steps", "10"},         {"--lr", "3e-3"},          {"--warmup", "3"},
       {"--min-lr-ratio", "0.1"}, {"--weight-decay", "0.1"}, {"--beta1", "0.9"},
-      {"--beta2", "0.95"}, {"--eps", "1e-8"}, {"--clip", "1.0"}, {"--aux-coef", "0.01"},
-      {"--z-coef", "0.001"}, {"--capacity-factor", "0"}};
+      {"--beta2", "0.95"},       {"--eps", "1e-8"},         {"--clip", "1.0"},
+      {"--aux-coef", "0.01"},    {"--z-coef", "0.001"},     {"--capacity-factor", "0"}};
   for (int i = 1; i + 1 < argc; i += 2) a[argv[i]] = argv[i + 1];
   for (const char* k : {"--model", "--tokens", "--out"})
     if (!a.count(k)) fail("missing {}", k);
@@ -99,8 +100,12 @@ int main(int argc, char** argv) try {
   for (int l = 0; l < int(config.num_layers); ++l) {
     const train::MoeActivations& m = model.layer_activations(l).moe_act;
     if (m.counts.empty()) continue;
-    per_layer.push_back({{"layer", l}, {"aux", m.aux}, {"z", m.z}, {"expert_counts", m.counts},
-                         {"kept_counts", m.kept}, {"dropped_pairs", m.dropped}});
+    per_layer.push_back({{"layer", l},
+                         {"aux", m.aux},
+                         {"z", m.z},
+                         {"expert_counts", m.counts},
+                         {"kept_counts", m.kept},
+                         {"dropped_pairs", m.dropped}});
   }
   nlohmann::json lj = loss_json(l0);
   lj["per_layer"] = per_layer;
@@ -124,12 +129,14 @@ int main(int argc, char** argv) try {
     const double norm = train::clip_grad_norm(params, std::stod(a["--clip"]));
     const double lr = train::lr_at(sched, s);
     opt.step(params, lr);
-    trace.push_back({{"step", s}, {"lr", lr}, {"loss_before_update", loss_json(l)},
+    trace.push_back({{"step", s},
+                     {"lr", lr},
+                     {"loss_before_update", loss_json(l)},
                      {"grad_norm_before_clip", norm}});
   }
   const train::LossParts lf = model.evaluate(tokens.data(), nullptr, B, S, lo);
-  io::write_text_file_atomic(out + "/trace.json",
-                             nlohmann::json{{"steps", trace}, {"final_loss", loss_json(lf)}}.dump(1));
+  io::write_text_file_atomic(
+      out + "/trace.json", nlohmann::json{{"steps", trace}, {"final_loss", loss_json(lf)}}.dump(1));
   model.sync_tied_head();
   write_params(out + "/final_weights.safetensors", params, false);
   return 0;

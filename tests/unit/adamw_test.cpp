@@ -10,14 +10,14 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
-#include <fstream>
 #include <random>
 
-#include "io/safetensors.h"
 #include "expect_error.h"
+#include "io/safetensors.h"
 #include "temp_dir.h"
 #include "train/adamw.h"
 #include "train/lr_schedule.h"
@@ -127,7 +127,8 @@ struct ScalarAdamW {
   double b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1;
   int t = 0;
   std::map<std::string, std::vector<double>> m, v;
-  void step(std::map<std::string, std::vector<double>>& theta, const std::map<std::string, std::vector<double>>& grad,
+  void step(std::map<std::string, std::vector<double>>& theta,
+            const std::map<std::string, std::vector<double>>& grad,
             const std::map<std::string, bool>& decays, double lr) {
     ++t;
     for (auto& [name, th] : theta) {
@@ -150,7 +151,8 @@ struct ScalarAdamW {
 
 TEST(AdamW, MatchesScalarDoubleReference) {
   ParamSet set = make_params(3);
-  const std::vector<float> frozen_before = set.get("model.layers.0.mlp.gate.e_score_correction_bias").value;
+  const std::vector<float> frozen_before =
+      set.get("model.layers.0.mlp.gate.e_score_correction_bias").value;
   std::map<std::string, std::vector<double>> theta;
   std::map<std::string, bool> decays;
   for (const Param& p : set.all())
@@ -173,7 +175,8 @@ TEST(AdamW, MatchesScalarDoubleReference) {
       const auto& s = opt.state().at(name);
       for (size_t i = 0; i < th.size(); ++i) {
         // float32 arithmetic vs double: a few float ulps of theta plus of the update.
-        EXPECT_NEAR(p.value[i], th[i], 1e-6 * std::max(1.0, std::fabs(th[i]))) << name << "[" << i << "] step " << ref.t;
+        EXPECT_NEAR(p.value[i], th[i], 1e-6 * std::max(1.0, std::fabs(th[i])))
+            << name << "[" << i << "] step " << ref.t;
         EXPECT_NEAR(s.exp_avg[i], ref.m[name][i], 1e-6 * std::max(1.0, std::fabs(ref.m[name][i])));
         EXPECT_NEAR(s.exp_avg_sq[i], ref.v[name][i], 1e-6 * std::max(1.0, ref.v[name][i]));
       }
@@ -181,7 +184,8 @@ TEST(AdamW, MatchesScalarDoubleReference) {
   }
   EXPECT_EQ(opt.step_count(), 6);
   EXPECT_EQ(set.get("model.layers.0.mlp.gate.e_score_correction_bias").value, frozen_before);
-  EXPECT_EQ(opt.state().count("model.layers.0.mlp.gate.e_score_correction_bias"), 0u) << "no state for buffers";
+  EXPECT_EQ(opt.state().count("model.layers.0.mlp.gate.e_score_correction_bias"), 0u)
+      << "no state for buffers";
 }
 
 TEST(AdamW, WeightDecayOnMatricesOnly) {
@@ -258,25 +262,28 @@ TEST(AdamW, LoadMismatchIsAClearErrorAndKeepsState) {
 
   ParamSet more = make_params(9);
   more.add("lm_head.weight", {2, 2});
-  expect_error([&] { other.load(dir.file("opt.safetensors"), more); }, {"lm_head.weight.exp_avg", "[2, 2]"});
+  expect_error([&] { other.load(dir.file("opt.safetensors"), more); },
+               {"lm_head.weight.exp_avg", "[2, 2]"});
   ParamSet fewer;
   fewer.add("model.norm.weight", {7});
   expect_error([&] { other.load(dir.file("opt.safetensors"), fewer); },
                {"model.layers.0.mlp.gate.weight.exp_avg", "no trainable parameter"});
   io::write_safetensors(dir.file("not_adamw.safetensors"), {});
-  expect_error([&] { other.load(dir.file("not_adamw.safetensors"), set); }, {"not an AdamW state file"});
+  expect_error([&] { other.load(dir.file("not_adamw.safetensors"), set); },
+               {"not an AdamW state file"});
 }
 
 // torch.optim.AdamW (two groups: decay for ndim >= 2, none for vectors), without and with
 // clip_grad_norm_, run by tests/reference/adamw_torch.py on the same initial values and gradients.
 TEST(AdamW, MatchesTorch) {
   const std::string py = "/usr/bin/python3";
-  if (!std::filesystem::exists(py) || std::system((py + " -c 'import torch, numpy' 2>/dev/null").c_str()) != 0)
+  if (!std::filesystem::exists(py) ||
+      std::system((py + " -c 'import torch, numpy' 2>/dev/null").c_str()) != 0)
     GTEST_SKIP() << py << " cannot import torch and numpy: no PyTorch cross-check";
   TempDir dir;
   ParamSet start;
   std::mt19937 rng(11);
-  fill(start.add("w", {64, 33}).value, rng, 0.5f);     // vectorised body and a scalar tail in torch
+  fill(start.add("w", {64, 33}).value, rng, 0.5f);  // vectorised body and a scalar tail in torch
   fill(start.add("b", {33}).value, rng, 0.5f);
   fill(start.add("big", {40000, 3}).value, rng, 0.02f);  // above the OpenMP threshold here
   const std::vector<double> lrs = {1e-3, 3e-2, 2e-2, 1e-2, 5e-3};
@@ -285,19 +292,22 @@ TEST(AdamW, MatchesTorch) {
   std::vector<std::vector<float>> grads;  // [step * params + param]
   std::vector<io::TensorToWrite> in;
   grads.reserve(start.size() * lrs.size());
-  for (const Param& p : start.all()) in.push_back({"p." + p.name, "F32", p.shape, p.value.data(), p.value.size() * 4});
+  for (const Param& p : start.all())
+    in.push_back({"p." + p.name, "F32", p.shape, p.value.data(), p.value.size() * 4});
   for (size_t s = 0; s < lrs.size(); ++s)
     for (const Param& p : start.all()) {
       auto& g = grads.emplace_back(p.value.size());
       fill(g, rng, s % 2 ? 0.001f : 0.5f);  // alternately clipped and below max_norm
-      in.push_back({"g" + std::to_string(s) + "." + p.name, "F32", p.shape, g.data(), g.size() * 4});
+      in.push_back(
+          {"g" + std::to_string(s) + "." + p.name, "F32", p.shape, g.data(), g.size() * 4});
     }
   io::write_safetensors(dir.file("in.safetensors"), in);
   std::string lr_list;
   for (double lr : lrs) lr_list += (lr_list.empty() ? "" : ",") + fmt::format("{}", lr);
   const std::string out_path = dir.file("out.safetensors");
-  const std::string cmd = fmt::format("{} {}/tests/reference/adamw_torch.py {} {} {} {} > {} 2>&1", py, SY_SOURCE_DIR,
-                                      dir.file("in.safetensors"), out_path, lr_list, max_norm, dir.file("log.txt"));
+  const std::string cmd =
+      fmt::format("{} {}/tests/reference/adamw_torch.py {} {} {} {} > {} 2>&1", py, SY_SOURCE_DIR,
+                  dir.file("in.safetensors"), out_path, lr_list, max_norm, dir.file("log.txt"));
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   const io::SafetensorsFile out(out_path);
   std::map<std::string, const io::TensorInfo*> torch_values;
@@ -315,7 +325,8 @@ TEST(AdamW, MatchesTorch) {
         double torch_norm = 0;
         norms_in >> torch_norm;
         // torch sums in float32; this sums in double: they agree to float accuracy.
-        EXPECT_NEAR(clip_grad_norm(set, max_norm), torch_norm, 2e-6 * torch_norm) << "grad norm, step " << s + 1;
+        EXPECT_NEAR(clip_grad_norm(set, max_norm), torch_norm, 2e-6 * torch_norm)
+            << "grad norm, step " << s + 1;
       }
       opt.step(set, lrs[s]);
     }
@@ -323,13 +334,15 @@ TEST(AdamW, MatchesTorch) {
     size_t total = 0, identical = 0;
     double worst = 0;
     for (const Param& p : set.all())
-      for (const auto& [kind, mine] : {std::pair{"p", &p.value}, {"m", &opt.state().at(p.name).exp_avg},
+      for (const auto& [kind, mine] : {std::pair{"p", &p.value},
+                                       {"m", &opt.state().at(p.name).exp_avg},
                                        {"v", &opt.state().at(p.name).exp_avg_sq}}) {
         const std::string name = tag + "." + kind + "." + p.name;
         ASSERT_TRUE(torch_values.count(name)) << name;
         const float* ref = static_cast<const float*>(torch_values[name]->data);
         double scale = 1e-30;  // differences relative to the tensor's largest magnitude
-        for (size_t i = 0; i < mine->size(); ++i) scale = std::max(scale, std::fabs(double(ref[i])));
+        for (size_t i = 0; i < mine->size(); ++i)
+          scale = std::max(scale, std::fabs(double(ref[i])));
         for (size_t i = 0; i < mine->size(); ++i) {
           worst = std::max(worst, std::fabs(double((*mine)[i]) - ref[i]) / scale);
           identical += (*mine)[i] == ref[i];
@@ -337,8 +350,8 @@ TEST(AdamW, MatchesTorch) {
         }
       }
     std::cout << "[ torch    ] " << tag << ": " << identical << " of " << total
-              << " values bitwise equal, worst relative difference " << worst << " (torch CPU capability "
-              << capability << ")\n";
+              << " values bitwise equal, worst relative difference " << worst
+              << " (torch CPU capability " << capability << ")\n";
     // torch's AVX2 / AVX-512 kernels round as adamw.cpp does (fused multiply-adds included); with
     // clipping the coefficient differs by float32 ulps (torch's float norm vs a double one).
     if (!clip && capability.rfind("AVX", 0) == 0) {

@@ -63,7 +63,8 @@ Batch make_batch(int64_t T, int E, int k, uint32_t seed, ScoreFunc score = Score
   std::vector<float> logits(size_t(T * E));
   for (int64_t t = 0; t < T; ++t)
     for (int e = 0; e < E; ++e)
-      logits[size_t(t * E + e)] = normal(rng) + (e % 4 == 1 ? 2.0f : 0.0f) - (e % 5 == 4 ? 3.0f : 0.0f);
+      logits[size_t(t * E + e)] =
+          normal(rng) + (e % 4 == 1 ? 2.0f : 0.0f) - (e % 5 == 4 ? 3.0f : 0.0f);
   b.scores.resize(size_t(T * E));
   b.ids.resize(size_t(T * k));
   b.weights.resize(size_t(T * k));
@@ -73,7 +74,7 @@ Batch make_batch(int64_t T, int E, int k, uint32_t seed, ScoreFunc score = Score
 
 struct Result {
   int slots = 0;
-  std::vector<int32_t> ids;   // [T, slots]
+  std::vector<int32_t> ids;    // [T, slots]
   std::vector<float> weights;  // [T, slots]
   CapacityOutcome outcome;
 };
@@ -129,17 +130,17 @@ void expect_message(const std::function<void()>& f, const std::vector<std::strin
 
 const CapacityPolicy kTokenDrops[] = {CapacityPolicy::kScore, CapacityPolicy::kOrder,
                                       CapacityPolicy::kReverseOrder, CapacityPolicy::kRandom};
-const CapacityPolicy kAllPolicies[] = {CapacityPolicy::kNone,     CapacityPolicy::kScore,
-                                       CapacityPolicy::kOrder,    CapacityPolicy::kReverseOrder,
-                                       CapacityPolicy::kRandom,   CapacityPolicy::kExpanded,
-                                       CapacityPolicy::kReroute,  CapacityPolicy::kDevice};
+const CapacityPolicy kAllPolicies[] = {CapacityPolicy::kNone,    CapacityPolicy::kScore,
+                                       CapacityPolicy::kOrder,   CapacityPolicy::kReverseOrder,
+                                       CapacityPolicy::kRandom,  CapacityPolicy::kExpanded,
+                                       CapacityPolicy::kReroute, CapacityPolicy::kDevice};
 
 struct Shape {
   int64_t T;
   int E, k;
 };
-const Shape kShapes[] = {{2, 1, 1}, {7, 3, 1}, {64, 4, 2}, {100, 8, 3}, {33, 8, 8}, {300, 12, 2},
-                         {250, 60, 4}, {5, 60, 60}};
+const Shape kShapes[] = {{2, 1, 1},  {7, 3, 1},    {64, 4, 2},   {100, 8, 3},
+                         {33, 8, 8}, {300, 12, 2}, {250, 60, 4}, {5, 60, 60}};
 
 // ---------------------------------------------------------------------------------------------
 // C, slots, names
@@ -151,7 +152,7 @@ TEST(ExpertCapacity, RoundsUpInFloat64) {
   EXPECT_EQ(expert_capacity(1.25, 16, 1, 4), 5);    // exactly 5
   EXPECT_EQ(expert_capacity(1.0, 100, 8, 8), 100);  // k = E: every token
   EXPECT_EQ(expert_capacity(2.0, 300, 4, 60), 40);
-  EXPECT_EQ(expert_capacity(0.5, 1, 1, 60), 1);     // at least 1 for T > 0
+  EXPECT_EQ(expert_capacity(0.5, 1, 1, 60), 1);  // at least 1 for T > 0
   EXPECT_EQ(expert_capacity(1e-9, 3, 1, 8), 1);
   // Non-dyadic gammas follow the stated float64 formula, rounding error included
   // (0.1 * 48 * 5 / 8 = 3.0000000000000004 -> 4).
@@ -167,7 +168,9 @@ TEST(ExpertCapacity, RoundsUpInFloat64) {
 TEST(CapacitySlots, ExpandedAddsTheLargestDevice) {
   const CapacityConfig expanded = config(CapacityPolicy::kExpanded, 1.5);
   EXPECT_EQ(capacity_slots(expanded, 2, 12, Placement()), 14);  // one device: all experts
-  EXPECT_EQ(capacity_slots(expanded, 2, 12, Placement::from_map({0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2}, 3)), 8);
+  EXPECT_EQ(
+      capacity_slots(expanded, 2, 12, Placement::from_map({0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2}, 3)),
+      8);
   EXPECT_EQ(capacity_slots(expanded, 3, 10, Placement::contiguous(10, 4)), 6);
   for (CapacityPolicy p : kAllPolicies)
     if (p != CapacityPolicy::kExpanded) {
@@ -176,9 +179,11 @@ TEST(CapacitySlots, ExpandedAddsTheLargestDevice) {
 }
 
 TEST(CapacityPolicyName, RoundTripsAndRejectsUnknown) {
-  const char* names[] = {"none", "score", "order", "reverse", "random", "expanded", "reroute", "device"};
+  const char* names[] = {"none",   "score",    "order",   "reverse",
+                         "random", "expanded", "reroute", "device"};
   for (const char* n : names) EXPECT_EQ(capacity_policy_name(parse_capacity_policy(n)), n);
-  for (CapacityPolicy p : kAllPolicies) EXPECT_EQ(parse_capacity_policy(capacity_policy_name(p)), p);
+  for (CapacityPolicy p : kAllPolicies)
+    EXPECT_EQ(parse_capacity_policy(capacity_policy_name(p)), p);
   std::vector<std::string> parts = {"drop-by-score"};
   for (const char* n : names) parts.push_back(n);
   expect_message([] { parse_capacity_policy("drop-by-score"); }, parts);
@@ -265,15 +270,17 @@ TEST(TokenDrop, DroppedFractionIsTheFormula) {
       EXPECT_EQ(r.outcome.routed, routed);
       EXPECT_EQ(r.outcome.overflow, over);
       const double dt = double(r.outcome.overflow) / double(r.outcome.routed);
-      EXPECT_EQ(dt, double(over) / double(routed)) << "T=" << s.T << " E=" << s.E << " gamma=" << gamma;
+      EXPECT_EQ(dt, double(over) / double(routed))
+          << "T=" << s.T << " E=" << s.E << " gamma=" << gamma;
       // the same overflow whatever the policy does with it
-      for (CapacityPolicy p : kAllPolicies) EXPECT_EQ(run(b, config(p, gamma)).outcome.overflow, over);
+      for (CapacityPolicy p : kAllPolicies)
+        EXPECT_EQ(run(b, config(p, gamma)).outcome.overflow, over);
     }
 }
 
 TEST(TokenDrop, RenormalizeRestoresTheRouterSum) {
-  for (CapacityPolicy p : {CapacityPolicy::kScore, CapacityPolicy::kExpanded, CapacityPolicy::kReroute,
-                           CapacityPolicy::kDevice}) {
+  for (CapacityPolicy p : {CapacityPolicy::kScore, CapacityPolicy::kExpanded,
+                           CapacityPolicy::kReroute, CapacityPolicy::kDevice}) {
     const Batch b = make_batch(200, 8, 3, 7, ScoreFunc::kSoftmax, true);
     CapacityConfig cfg = config(p, 0.5);
     cfg.renormalize = true;
@@ -313,14 +320,15 @@ TEST(ExpandedDrop, KeepsTokenDropsPairsAndAddsOnlyLocalExperts) {
         const Batch b = make_batch(s.T, s.E, s.k, seed++);
         const Result drop = run(b, config(CapacityPolicy::kScore, gamma));
         const Result exp = run(b, config(CapacityPolicy::kExpanded, gamma), placement, source);
-        SCOPED_TRACE(::testing::Message() << "T=" << s.T << " E=" << s.E << " k=" << s.k << " D=" << D
-                                          << " gamma=" << gamma);
+        SCOPED_TRACE(::testing::Message() << "T=" << s.T << " E=" << s.E << " k=" << s.k
+                                          << " D=" << D << " gamma=" << gamma);
         const int64_t C = expert_capacity(gamma, s.T, s.k, s.E);
         const auto before = loads(b.ids, s.E);
         // the router's slots are token drop's table
         for (int64_t t = 0; t < s.T; ++t)
           for (int j = 0; j < s.k; ++j) {
-            EXPECT_EQ(exp.ids[size_t(t * exp.slots + j)], drop.ids[size_t(t * s.k + j)]) << t << "," << j;
+            EXPECT_EQ(exp.ids[size_t(t * exp.slots + j)], drop.ids[size_t(t * s.k + j)])
+                << t << "," << j;
             EXPECT_EQ(exp.weights[size_t(t * exp.slots + j)], drop.weights[size_t(t * s.k + j)]);
           }
         for (int e = 0; e < s.E; ++e) {
@@ -367,23 +375,27 @@ TEST(LargeGamma, EveryPolicyButExpandedIsDropless) {
   uint32_t seed = 500;
   for (const Shape& s : kShapes) {
     ++seed;
-    const Batch b = make_batch(s.T, s.E, s.k, seed, seed % 2 ? ScoreFunc::kSigmoid : ScoreFunc::kSoftmax,
-                               seed % 3 == 0);
-    const Placement placement = s.E >= 3 ? Placement::from_map([&] {
-      std::vector<int32_t> m(size_t(s.E), 2);
-      m[0] = 0;
-      m[1] = 1;
-      return m;
-    }(), 3) : Placement();
+    const Batch b = make_batch(s.T, s.E, s.k, seed,
+                               seed % 2 ? ScoreFunc::kSigmoid : ScoreFunc::kSoftmax, seed % 3 == 0);
+    const Placement placement = s.E >= 3 ? Placement::from_map(
+                                               [&] {
+                                                 std::vector<int32_t> m(size_t(s.E), 2);
+                                                 m[0] = 0;
+                                                 m[1] = 1;
+                                                 return m;
+                                               }(),
+                                               3)
+                                         : Placement();
     const double gamma = double(s.E) / s.k + 1;  // C >= T: no expert can overflow
     const Result none = run(b, config(CapacityPolicy::kNone, gamma), placement);
     EXPECT_EQ(none.ids, b.ids);
     EXPECT_TRUE(same_bits(none.weights, b.weights));
-    for (CapacityPolicy p : {CapacityPolicy::kScore, CapacityPolicy::kOrder, CapacityPolicy::kReverseOrder,
-                             CapacityPolicy::kRandom, CapacityPolicy::kReroute, CapacityPolicy::kDevice}) {
+    for (CapacityPolicy p :
+         {CapacityPolicy::kScore, CapacityPolicy::kOrder, CapacityPolicy::kReverseOrder,
+          CapacityPolicy::kRandom, CapacityPolicy::kReroute, CapacityPolicy::kDevice}) {
       const Result r = run(b, config(p, gamma), placement, 1);
-      SCOPED_TRACE(::testing::Message() << capacity_policy_name(p) << " T=" << s.T << " E=" << s.E
-                                        << " k=" << s.k);
+      SCOPED_TRACE(::testing::Message()
+                   << capacity_policy_name(p) << " T=" << s.T << " E=" << s.E << " k=" << s.k);
       EXPECT_EQ(r.ids, b.ids);
       EXPECT_TRUE(same_bits(r.weights, b.weights));
       EXPECT_EQ(r.outcome.load_after, r.outcome.load_before);
@@ -399,7 +411,8 @@ TEST(SingleToken, IsLeftAloneByDefault) {
   for (CapacityPolicy p : kAllPolicies) {
     const Result r = run(b, config(p, 0.01), Placement::contiguous(8, 2), 0);
     for (int j = 0; j < r.slots; ++j) {
-      EXPECT_EQ(r.ids[size_t(j)], j < b.k ? b.ids[size_t(j)] : kDroppedExpert) << capacity_policy_name(p);
+      EXPECT_EQ(r.ids[size_t(j)], j < b.k ? b.ids[size_t(j)] : kDroppedExpert)
+          << capacity_policy_name(p);
       EXPECT_EQ(r.weights[size_t(j)], j < b.k ? b.weights[size_t(j)] : 0.0f);
     }
   }
@@ -422,12 +435,13 @@ TEST(OutSlots, ExtraSlotsArePadding) {
     std::vector<float> w(ids.size(), 9.0f);
     CapacityOutcome o;
     o.reset(b.E);
-    apply_capacity(cfg, b.router, b.scores.data(), b.ids.data(), b.weights.data(), b.T, placement, 1, 0,
-                   ids.data(), w.data(), wide, o);
+    apply_capacity(cfg, b.router, b.scores.data(), b.ids.data(), b.weights.data(), b.T, placement,
+                   1, 0, ids.data(), w.data(), wide, o);
     for (int64_t t = 0; t < b.T; ++t)
       for (int j = 0; j < wide; ++j) {
         const size_t i = size_t(t * wide + j), n = size_t(t * r.slots + j);
-        EXPECT_EQ(ids[i], j < r.slots ? r.ids[n] : kDroppedExpert) << capacity_policy_name(p) << " " << t << "," << j;
+        EXPECT_EQ(ids[i], j < r.slots ? r.ids[n] : kDroppedExpert)
+            << capacity_policy_name(p) << " " << t << "," << j;
         EXPECT_EQ(w[i], j < r.slots ? r.weights[n] : 0.0f);
       }
   }
@@ -498,8 +512,9 @@ TEST(Reroute, RespectsCapacityAndMovesOnlyToNewExperts) {
         EXPECT_EQ(r.outcome.load_after, loads(r.ids, s.E));
         EXPECT_LE(r.outcome.rerouted, r.outcome.added);
         // a rerouted pair fills a slot that lost its pair: pairs never exceed the router's
-        EXPECT_EQ(r.outcome.routed - r.outcome.dropped + r.outcome.added,
-                  std::accumulate(r.outcome.load_after.begin(), r.outcome.load_after.end(), int64_t(0)));
+        EXPECT_EQ(
+            r.outcome.routed - r.outcome.dropped + r.outcome.added,
+            std::accumulate(r.outcome.load_after.begin(), r.outcome.load_after.end(), int64_t(0)));
         EXPECT_LE(r.outcome.added, r.outcome.dropped);
         // rerouting never keeps fewer pairs than dropping them
         const Result drop = run(b, config(CapacityPolicy::kScore, gamma));
@@ -514,7 +529,8 @@ TEST(DeviceCapacity, BoundsThePairsEachDeviceReceives) {
   for (const auto& [E, map] : maps)
     for (int k : {1, 2, 3})
       for (double gamma : {0.5, 1.0, 1.5}) {
-        const Placement placement = Placement::from_map(map, *std::max_element(map.begin(), map.end()) + 1);
+        const Placement placement =
+            Placement::from_map(map, *std::max_element(map.begin(), map.end()) + 1);
         const int64_t T = 97;
         const Batch b = make_batch(T, E, k, seed++);
         const Result r = run(b, config(CapacityPolicy::kDevice, gamma), placement, 0);
@@ -544,8 +560,10 @@ TEST(CapacityOutcome, AccumulatesCalls) {
   sum.accumulate(a.outcome);
   sum.accumulate(c.outcome);
   for (int e = 0; e < 8; ++e) {
-    EXPECT_EQ(sum.load_before[size_t(e)], a.outcome.load_before[size_t(e)] + c.outcome.load_before[size_t(e)]);
-    EXPECT_EQ(sum.load_after[size_t(e)], a.outcome.load_after[size_t(e)] + c.outcome.load_after[size_t(e)]);
+    EXPECT_EQ(sum.load_before[size_t(e)],
+              a.outcome.load_before[size_t(e)] + c.outcome.load_before[size_t(e)]);
+    EXPECT_EQ(sum.load_after[size_t(e)],
+              a.outcome.load_after[size_t(e)] + c.outcome.load_after[size_t(e)]);
   }
   EXPECT_EQ(sum.routed, a.outcome.routed + c.outcome.routed);
   EXPECT_EQ(sum.overflow, a.outcome.overflow + c.outcome.overflow);
@@ -589,19 +607,24 @@ TEST(Placement, FromMapValidates) {
   const Placement p = Placement::from_map({2, 0, 2, 1}, 3);
   EXPECT_EQ(p.experts_on(2), (std::vector<int32_t>{0, 2}));
   EXPECT_EQ(p.device_of(3), 1);
-  expect_message([] { Placement::from_map({0, 3, 1}, 2); }, {"expert 1", "3"});   // out of range
+  expect_message([] { Placement::from_map({0, 3, 1}, 2); }, {"expert 1", "3"});    // out of range
   expect_message([] { Placement::from_map({0, -1, 1}, 2); }, {"expert 1", "-1"});  // unassigned
-  expect_message([] { Placement::from_map({0, 0, 2}, 3); }, {"device 1"});        // empty device
-  expect_message([] { Placement::from_map({0, 1}, 3); }, {"device 2"});           // more devices than experts
+  expect_message([] { Placement::from_map({0, 0, 2}, 3); }, {"device 1"});         // empty device
+  expect_message(
+      [] {
+        Placement::from_map({0, 1}, 3);
+      },
+      {"device 2"});  // more devices than experts
   EXPECT_THROW(Placement::from_map({0, 1}, 0), Error);
 }
 
 class PlacementFile : public ::testing::Test {
  protected:
   std::string write(const std::string& text) {
-    const std::string path = (std::filesystem::temp_directory_path() /
-                              ("sy_placement_" + std::to_string(::getpid()) + "_" + std::to_string(n_++) + ".txt"))
-                                 .string();
+    const std::string path =
+        (std::filesystem::temp_directory_path() /
+         ("sy_placement_" + std::to_string(::getpid()) + "_" + std::to_string(n_++) + ".txt"))
+            .string();
     std::ofstream(path) << text;
     paths_.push_back(path);
     return path;
@@ -634,10 +657,12 @@ TEST_F(PlacementFile, NamesTheFileLineAndProblem) {
   path = write("0 1\n2 x3\n");
   expect_message([&] { Placement::from_file(path, 4); }, {path, ":2", "x3"});  // not a number
   path = write("0\n1\n2\n3\n0\n");
-  expect_message([&] { Placement::from_file(path, 4); }, {path, ":5"});  // more devices than experts
+  expect_message([&] { Placement::from_file(path, 4); },
+                 {path, ":5"});  // more devices than experts
   path = write("# nothing\n\n");
   expect_message([&] { Placement::from_file(path, 4); }, {path});
-  expect_message([] { Placement::from_file("/nonexistent/placement.txt", 4); }, {"/nonexistent/placement.txt"});
+  expect_message([] { Placement::from_file("/nonexistent/placement.txt", 4); },
+                 {"/nonexistent/placement.txt"});
 }
 
 }  // namespace

@@ -12,9 +12,9 @@
 #include <functional>
 #include <random>
 
+#include "expect_error.h"
 #include "io/file_util.h"
 #include "io/safetensors.h"
-#include "expect_error.h"
 #include "temp_dir.h"
 #include "train/checkpoint.h"
 #include "util/error.h"
@@ -47,7 +47,8 @@ CheckpointContents contents(int64_t step) {
   CheckpointContents c;
   c.config_json = R"({"model_type": "dots1", "hidden_size": 4})";
   c.tokenizer_json = R"({"model": {"type": "BPE"}})";
-  c.trainer_state = {{"step", step}, {"seed", 42}, {"data_position", 1234}, {"train_loss", {3.5, 3.1}}};
+  c.trainer_state = {
+      {"step", step}, {"seed", 42}, {"data_position", 1234}, {"train_loss", {3.5, 3.1}}};
   return c;
 }
 
@@ -85,7 +86,8 @@ TEST(Checkpoint, RoundTrip) {
   const std::string dir = tmp.file("ckpt");
   Trained t(3);
   save_checkpoint(dir, t.params, t.opt, contents(3));
-  for (const char* f : {"config.json", "tokenizer.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"})
+  for (const char* f : {"config.json", "tokenizer.json", "model.safetensors",
+                        "optimizer.safetensors", "trainer_state.json"})
     EXPECT_TRUE(fs::is_regular_file(fs::path(dir) / f)) << f;
   EXPECT_EQ(io::read_text_file(dir + "/config.json"), contents(3).config_json);
   EXPECT_TRUE(siblings(dir).empty()) << "no temp dir left behind";
@@ -127,7 +129,8 @@ TEST(Checkpoint, Bf16WeightsAndNoTokenizer) {
   for (const Param& p : t.params.all())
     for (size_t i = 0; i < p.value.size(); ++i)
       EXPECT_EQ(loaded.get(p.name).value[i], bf16_to_f32(f32_to_bf16(p.value[i]))) << p.name;
-  EXPECT_EQ(opt.state().at("model.norm.weight").exp_avg, t.opt.state().at("model.norm.weight").exp_avg)
+  EXPECT_EQ(opt.state().at("model.norm.weight").exp_avg,
+            t.opt.state().at("model.norm.weight").exp_avg)
       << "optimizer state stays F32";
 }
 
@@ -136,7 +139,8 @@ TEST(Checkpoint, ReplaceIsAtomicAndLeavesNothingBehind) {
   const std::string dir = tmp.file("ckpt");
   Trained first(1, 1), second(2, 2);
   save_checkpoint(dir, first.params, first.opt, contents(1));
-  save_checkpoint(dir + "/", second.params, second.opt, contents(2));  // a trailing '/' names the same
+  save_checkpoint(dir + "/", second.params, second.opt,
+                  contents(2));  // a trailing '/' names the same
   EXPECT_TRUE(siblings(dir).empty());
   EXPECT_FALSE(fs::exists(dir + "/trainer_state.json.tmp")) << "nothing nested inside";
   EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 5);
@@ -233,11 +237,13 @@ TEST(Checkpoint, MismatchIsAClearErrorAndChangesNothing) {
   io::write_text_file_atomic(dir + "/trainer_state.json", state.dump());
   check(make_params(3), {"optimizer_step 7", "step 2"});
 
-  expect_error([&] {
-    ParamSet p = make_params(3);
-    AdamW opt;
-    load_checkpoint(tmp.file("missing"), p, opt);
-  }, {"missing", "does not exist"});
+  expect_error(
+      [&] {
+        ParamSet p = make_params(3);
+        AdamW opt;
+        load_checkpoint(tmp.file("missing"), p, opt);
+      },
+      {"missing", "does not exist"});
 }
 
 TEST(Checkpoint, BadSaveInputIsAClearErrorAndKeepsTheOldOne) {
@@ -249,17 +255,21 @@ TEST(Checkpoint, BadSaveInputIsAClearErrorAndKeepsTheOldOne) {
 
   CheckpointContents bad = contents(2);
   bad.config_json = "{not json";
-  expect_error([&] { save_checkpoint(dir, t.params, t.opt, bad); }, {"config.json", "not valid JSON"});
+  expect_error([&] { save_checkpoint(dir, t.params, t.opt, bad); },
+               {"config.json", "not valid JSON"});
   bad = contents(2);
   bad.config_json = "[1, 2]";
-  expect_error([&] { save_checkpoint(dir, t.params, t.opt, bad); }, {"config.json must be a JSON object"});
+  expect_error([&] { save_checkpoint(dir, t.params, t.opt, bad); },
+               {"config.json must be a JSON object"});
   bad = contents(2);
   bad.trainer_state = 5;
-  expect_error([&] { save_checkpoint(dir, t.params, t.opt, bad); }, {"trainer state must be a JSON object"});
+  expect_error([&] { save_checkpoint(dir, t.params, t.opt, bad); },
+               {"trainer state must be a JSON object"});
   bad = contents(2);
   bad.weights_dtype = DType::F16;
   expect_error([&] { save_checkpoint(dir, t.params, t.opt, bad); }, {"F16", "F32 or BF16"});
-  expect_error([&] { save_checkpoint(tmp.file("no/such/ckpt"), t.params, t.opt, contents(1)); }, {"does not exist"});
+  expect_error([&] { save_checkpoint(tmp.file("no/such/ckpt"), t.params, t.opt, contents(1)); },
+               {"does not exist"});
   EXPECT_EQ(io::read_text_file(dir + "/trainer_state.json"), before);
   EXPECT_TRUE(siblings(dir).empty());
 
@@ -267,7 +277,8 @@ TEST(Checkpoint, BadSaveInputIsAClearErrorAndKeepsTheOldOne) {
   const std::string model = tmp.file("model");
   fs::create_directory(model);
   io::write_text_file_atomic(model + "/config.json", "{}");
-  expect_error([&] { save_checkpoint(model, t.params, t.opt, contents(1)); }, {"refusing to replace", "trainer_state.json"});
+  expect_error([&] { save_checkpoint(model, t.params, t.opt, contents(1)); },
+               {"refusing to replace", "trainer_state.json"});
   EXPECT_TRUE(fs::exists(model + "/config.json"));
   EXPECT_FALSE(fs::exists(model + "/model.safetensors"));
   // An empty directory may be used.

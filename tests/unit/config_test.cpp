@@ -85,7 +85,9 @@ json dots1() {
   return j;
 }
 
-ModelConfig parse(const json& j) { return parse_config(j.dump(), kOrigin); }
+ModelConfig parse(const json& j) {
+  return parse_config(j.dump(), kOrigin);
+}
 
 void expect_rejected(const std::string& text, const std::vector<std::string>& needles,
                      const std::string& what) {
@@ -106,9 +108,11 @@ void expect_rejected(const std::string& text, const std::vector<std::string>& ne
 
 TEST(Config, BaseConfigsParse) {
   // The controls for the rejection table: each base config is accepted as written.
-  for (const auto& [name, j] : std::vector<std::pair<const char*, json>>{
-           {"mixtral", mixtral()}, {"qwen2_moe", qwen2_moe()}, {"qwen3_moe", qwen3_moe()},
-           {"olmoe", olmoe()}, {"dots1", dots1()}}) {
+  for (const auto& [name, j] : std::vector<std::pair<const char*, json>>{{"mixtral", mixtral()},
+                                                                         {"qwen2_moe", qwen2_moe()},
+                                                                         {"qwen3_moe", qwen3_moe()},
+                                                                         {"olmoe", olmoe()},
+                                                                         {"dots1", dots1()}}) {
     try {
       EXPECT_EQ(parse(j).family_name(), name);
     } catch (const std::exception& e) {
@@ -170,8 +174,8 @@ TEST(Config, Qwen2MoeLayerPattern) {
     std::vector<int> mlp_only;
     int step;
   };
-  const std::vector<Case> cases = {
-      {4, {}, 1}, {6, {0, 3}, 1}, {6, {}, 2}, {6, {0, 3}, 2}, {7, {5}, 3}, {3, {0, 1, 2}, 1}};
+  const std::vector<Case> cases = {{4, {}, 1},     {6, {0, 3}, 1}, {6, {}, 2},
+                                   {6, {0, 3}, 2}, {7, {5}, 3},    {3, {0, 1, 2}, 1}};
   for (const auto& k : cases) {
     json j = qwen2_moe();
     j["num_hidden_layers"] = k.num_layers;
@@ -278,46 +282,149 @@ TEST(Config, RejectionsNameOriginAndKey) {
     std::vector<std::string> needles;  // besides the origin
   };
   const std::vector<Case> cases = {
-      {"unknown architecture", mixtral, [](json& j) { j["architectures"] = {"LlamaForCausalLM"}; },
+      {"unknown architecture",
+       mixtral,
+       [](json& j) { j["architectures"] = {"LlamaForCausalLM"}; },
        {"LlamaForCausalLM"}},
-      {"DeepSeek-V3 needs MLA", dots1, [](json& j) { j["architectures"] = {"DeepseekV3ForCausalLM"}; },
+      {"DeepSeek-V3 needs MLA",
+       dots1,
+       [](json& j) { j["architectures"] = {"DeepseekV3ForCausalLM"}; },
        {"DeepseekV3ForCausalLM", "MLA"}},
-      {"DeepSeek-V2 needs MLA", dots1, [](json& j) { j["architectures"] = {"DeepseekV2ForCausalLM"}; },
+      {"DeepSeek-V2 needs MLA",
+       dots1,
+       [](json& j) { j["architectures"] = {"DeepseekV2ForCausalLM"}; },
        {"DeepseekV2ForCausalLM", "MLA"}},
-      {"architectures missing", mixtral, [](json& j) { j.erase("architectures"); }, {"architectures"}},
-      {"architectures empty", mixtral, [](json& j) { j["architectures"] = json::array(); }, {"architectures"}},
+      {"architectures missing",
+       mixtral,
+       [](json& j) { j.erase("architectures"); },
+       {"architectures"}},
+      {"architectures empty",
+       mixtral,
+       [](json& j) { j["architectures"] = json::array(); },
+       {"architectures"}},
       {"vocab_size missing", mixtral, [](json& j) { j.erase("vocab_size"); }, {"'vocab_size'"}},
-      {"hidden_size missing", qwen3_moe, [](json& j) { j.erase("hidden_size"); }, {"'hidden_size'"}},
-      {"num_hidden_layers missing", olmoe, [](json& j) { j.erase("num_hidden_layers"); }, {"'num_hidden_layers'"}},
-      {"num_attention_heads null", mixtral, [](json& j) { j["num_attention_heads"] = nullptr; }, {"'num_attention_heads'"}},
-      {"num_local_experts missing", mixtral, [](json& j) { j.erase("num_local_experts"); }, {"'num_local_experts'"}},
-      {"num_experts_per_tok missing", qwen2_moe, [](json& j) { j.erase("num_experts_per_tok"); }, {"'num_experts_per_tok'"}},
+      {"hidden_size missing",
+       qwen3_moe,
+       [](json& j) { j.erase("hidden_size"); },
+       {"'hidden_size'"}},
+      {"num_hidden_layers missing",
+       olmoe,
+       [](json& j) { j.erase("num_hidden_layers"); },
+       {"'num_hidden_layers'"}},
+      {"num_attention_heads null",
+       mixtral,
+       [](json& j) { j["num_attention_heads"] = nullptr; },
+       {"'num_attention_heads'"}},
+      {"num_local_experts missing",
+       mixtral,
+       [](json& j) { j.erase("num_local_experts"); },
+       {"'num_local_experts'"}},
+      {"num_experts_per_tok missing",
+       qwen2_moe,
+       [](json& j) { j.erase("num_experts_per_tok"); },
+       {"'num_experts_per_tok'"}},
       {"num_experts missing", olmoe, [](json& j) { j.erase("num_experts"); }, {"'num_experts'"}},
-      {"moe_intermediate_size missing", qwen3_moe, [](json& j) { j.erase("moe_intermediate_size"); }, {"'moe_intermediate_size'"}},
-      {"Mixtral intermediate_size missing", mixtral, [](json& j) { j.erase("intermediate_size"); }, {"'intermediate_size'"}},
-      {"n_routed_experts missing", dots1, [](json& j) { j.erase("n_routed_experts"); }, {"'n_routed_experts'"}},
-      {"hidden_size is a string", mixtral, [](json& j) { j["hidden_size"] = "64"; }, {"'hidden_size'"}},
-      {"hidden_size is fractional", mixtral, [](json& j) { j["hidden_size"] = 64.5; }, {"'hidden_size'"}},
-      {"num_experts_per_tok is a bool", mixtral, [](json& j) { j["num_experts_per_tok"] = true; }, {"'num_experts_per_tok'"}},
-      {"norm_topk_prob is a string", qwen2_moe, [](json& j) { j["norm_topk_prob"] = "yes"; }, {"'norm_topk_prob'"}},
-      {"rms_norm_eps is a string", mixtral, [](json& j) { j["rms_norm_eps"] = "1e-5"; }, {"'rms_norm_eps'"}},
-      {"tie_word_embeddings is 1", mixtral, [](json& j) { j["tie_word_embeddings"] = 1; }, {"'tie_word_embeddings'"}},
-      {"mlp_only_layers holds a string", qwen2_moe, [](json& j) { j["mlp_only_layers"] = {0, "1"}; }, {"'mlp_only_layers'"}},
-      {"heads do not divide hidden", mixtral, [](json& j) { j["num_attention_heads"] = 6; j["num_key_value_heads"] = 2; }, {"64", "6"}},
-      {"kv heads do not divide heads", mixtral, [](json& j) { j["num_key_value_heads"] = 3; }, {"num_key_value_heads"}},
+      {"moe_intermediate_size missing",
+       qwen3_moe,
+       [](json& j) { j.erase("moe_intermediate_size"); },
+       {"'moe_intermediate_size'"}},
+      {"Mixtral intermediate_size missing",
+       mixtral,
+       [](json& j) { j.erase("intermediate_size"); },
+       {"'intermediate_size'"}},
+      {"n_routed_experts missing",
+       dots1,
+       [](json& j) { j.erase("n_routed_experts"); },
+       {"'n_routed_experts'"}},
+      {"hidden_size is a string",
+       mixtral,
+       [](json& j) { j["hidden_size"] = "64"; },
+       {"'hidden_size'"}},
+      {"hidden_size is fractional",
+       mixtral,
+       [](json& j) { j["hidden_size"] = 64.5; },
+       {"'hidden_size'"}},
+      {"num_experts_per_tok is a bool",
+       mixtral,
+       [](json& j) { j["num_experts_per_tok"] = true; },
+       {"'num_experts_per_tok'"}},
+      {"norm_topk_prob is a string",
+       qwen2_moe,
+       [](json& j) { j["norm_topk_prob"] = "yes"; },
+       {"'norm_topk_prob'"}},
+      {"rms_norm_eps is a string",
+       mixtral,
+       [](json& j) { j["rms_norm_eps"] = "1e-5"; },
+       {"'rms_norm_eps'"}},
+      {"tie_word_embeddings is 1",
+       mixtral,
+       [](json& j) { j["tie_word_embeddings"] = 1; },
+       {"'tie_word_embeddings'"}},
+      {"mlp_only_layers holds a string",
+       qwen2_moe,
+       [](json& j) {
+         j["mlp_only_layers"] = {0, "1"};
+       },
+       {"'mlp_only_layers'"}},
+      {"heads do not divide hidden",
+       mixtral,
+       [](json& j) {
+         j["num_attention_heads"] = 6;
+         j["num_key_value_heads"] = 2;
+       },
+       {"64", "6"}},
+      {"kv heads do not divide heads",
+       mixtral,
+       [](json& j) { j["num_key_value_heads"] = 3; },
+       {"num_key_value_heads"}},
       {"odd head_dim", qwen3_moe, [](json& j) { j["head_dim"] = 15; }, {"head_dim"}},
       {"zero heads", mixtral, [](json& j) { j["num_attention_heads"] = 0; }, {"head"}},
-      {"top-k > experts", mixtral, [](json& j) { j["num_experts_per_tok"] = 9; }, {"num_experts_per_tok", "9", "8"}},
+      {"top-k > experts",
+       mixtral,
+       [](json& j) { j["num_experts_per_tok"] = 9; },
+       {"num_experts_per_tok", "9", "8"}},
       {"top-k = 0", olmoe, [](json& j) { j["num_experts_per_tok"] = 0; }, {"num_experts_per_tok"}},
       {"zero experts", qwen3_moe, [](json& j) { j["num_experts"] = 0; }, {"experts"}},
-      {"n_group does not divide experts", dots1, [](json& j) { j["n_group"] = 3; }, {"n_group", "3", "8"}},
+      {"n_group does not divide experts",
+       dots1,
+       [](json& j) { j["n_group"] = 3; },
+       {"n_group", "3", "8"}},
       {"topk_group > n_group", dots1, [](json& j) { j["topk_group"] = 5; }, {"topk_group"}},
-      {"top-k beyond the selected groups", dots1, [](json& j) { j["n_group"] = 4; j["topk_group"] = 1; j["num_experts_per_tok"] = 3; }, {"num_experts_per_tok"}},
-      {"first_k_dense_replace > layers", dots1, [](json& j) { j["first_k_dense_replace"] = 5; }, {"first_k_dense_replace"}},
-      {"dense layers without intermediate_size", qwen2_moe, [](json& j) { j.erase("intermediate_size"); j["mlp_only_layers"] = {1}; }, {"intermediate_size"}},
-      {"decoder_sparse_step 0", qwen2_moe, [](json& j) { j["decoder_sparse_step"] = 0; }, {"decoder_sparse_step"}},
-      {"rope_scaling yarn", mixtral, [](json& j) { j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}}; }, {"yarn"}},
-      {"rope_parameters yarn", mixtral, [](json& j) { j["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 1e4}}; }, {"yarn"}},
+      {"top-k beyond the selected groups",
+       dots1,
+       [](json& j) {
+         j["n_group"] = 4;
+         j["topk_group"] = 1;
+         j["num_experts_per_tok"] = 3;
+       },
+       {"num_experts_per_tok"}},
+      {"first_k_dense_replace > layers",
+       dots1,
+       [](json& j) { j["first_k_dense_replace"] = 5; },
+       {"first_k_dense_replace"}},
+      {"dense layers without intermediate_size",
+       qwen2_moe,
+       [](json& j) {
+         j.erase("intermediate_size");
+         j["mlp_only_layers"] = {1};
+       },
+       {"intermediate_size"}},
+      {"decoder_sparse_step 0",
+       qwen2_moe,
+       [](json& j) { j["decoder_sparse_step"] = 0; },
+       {"decoder_sparse_step"}},
+      {"rope_scaling yarn",
+       mixtral,
+       [](json& j) {
+         j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+       },
+       {"yarn"}},
+      {"rope_parameters yarn",
+       mixtral,
+       [](json& j) {
+         j["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 1e4}};
+       },
+       {"yarn"}},
       {"hidden_act gelu", mixtral, [](json& j) { j["hidden_act"] = "gelu"; }, {"gelu"}},
   };
   for (const auto& k : cases) {
@@ -327,15 +434,18 @@ TEST(Config, RejectionsNameOriginAndKey) {
     needles.push_back(kOrigin);
     expect_rejected(j.dump(), needles, k.name);
   }
-  expect_rejected("{\"architectures\": [\"MixtralForCausalLM\"", {kOrigin, "JSON"}, "truncated JSON");
+  expect_rejected("{\"architectures\": [\"MixtralForCausalLM\"", {kOrigin, "JSON"},
+                  "truncated JSON");
   expect_rejected("[1, 2]", {kOrigin}, "JSON array");
 }
 
 // Counts are read as int64 and narrowed to int: 2^32 + 8 experts must be rejected, not
 // silently become 8 (config.cpp casts k.integer(...) with int(...) and no range check).
 TEST(Config, ExpertCountBeyondIntIsRejected) {
-  for (const auto& [key, base] : std::vector<std::pair<const char*, std::function<json()>>>{
-           {"num_local_experts", mixtral}, {"num_experts", qwen3_moe}, {"num_experts_per_tok", olmoe}}) {
+  for (const auto& [key, base] :
+       std::vector<std::pair<const char*, std::function<json()>>>{{"num_local_experts", mixtral},
+                                                                  {"num_experts", qwen3_moe},
+                                                                  {"num_experts_per_tok", olmoe}}) {
     json j = base();
     j[key] = 4294967304LL;  // 2^32 + 8
     expect_rejected(j.dump(), {kOrigin, key}, std::string(key) + " = 2^32 + 8");

@@ -1,7 +1,7 @@
-// plan_dispatch / gather_rows / combine_rows / scatter_add_rows (src/moe/dispatch.h). Rows are self-describing:
-// x[t, h] = 1000 t + h, so a permuted row names the token it came from and a misrouted row
-// shows up as "expert e row r holds token X". All values are small integers, exact in float32,
-// so dispatch then combine with unit weights must give exactly (pairs kept for t) x input.
+// plan_dispatch / gather_rows / combine_rows / scatter_add_rows (src/moe/dispatch.h). Rows are
+// self-describing: x[t, h] = 1000 t + h, so a permuted row names the token it came from and a
+// misrouted row shows up as "expert e row r holds token X". All values are small integers, exact in
+// float32, so dispatch then combine with unit weights must give exactly (pairs kept for t) x input.
 // The weighted combine is compared with a float32 reference that accumulates in ascending
 // expert order, the order the header promises (Hugging Face index_add_), so it must be exact.
 #include <gtest/gtest.h>
@@ -20,7 +20,9 @@
 namespace sy::moe {
 namespace {
 
-float cell(int64_t t, int64_t h) { return float(1000 * t + h); }
+float cell(int64_t t, int64_t h) {
+  return float(1000 * t + h);
+}
 
 std::vector<float> self_describing(int64_t T, int64_t H) {
   std::vector<float> x(static_cast<size_t>(T * H));
@@ -56,9 +58,12 @@ std::vector<Case> cases() {
       {"random k=3 of 5 with drops", 50, 3, 5, random_distinct(5, 0.3)},
       {"k = E", 9, 4, 4, random_distinct(4, 0.0)},
       {"k = 1 of 1", 5, 1, 1, random_distinct(1, 0.0)},
-      {"all tokens to one expert", 23, 1, 6, [](int64_t, int, std::mt19937&) { return int32_t(4); }},
+      {"all tokens to one expert", 23, 1, 6,
+       [](int64_t, int, std::mt19937&) { return int32_t(4); }},
       {"empty experts (only 0 and 3 used)", 17, 2, 8,
-       [](int64_t t, int slot, std::mt19937&) { return int32_t(slot == 0 ? (t % 2 ? 0 : 3) : (t % 2 ? 3 : 0)); }},
+       [](int64_t t, int slot, std::mt19937&) {
+         return int32_t(slot == 0 ? (t % 2 ? 0 : 3) : (t % 2 ? 3 : 0));
+       }},
       {"every pair dropped", 6, 2, 4, [](int64_t, int, std::mt19937&) { return kDroppedExpert; }},
       {"no tokens", 0, 2, 4, random_distinct(4, 0.0)},
       {"first and last expert only, reverse slot order", 11, 2, 7,
@@ -103,12 +108,16 @@ TEST(Dispatch, PlanMatchesReference) {
       std::vector<int32_t> tokens;
       std::vector<float> weights;
       for (int64_t i = 0; i < c.T * c.k; ++i)
-        if (p.ids[size_t(i)] == e) tokens.push_back(int32_t(i / c.k)), weights.push_back(p.weights[size_t(i)]);
+        if (p.ids[size_t(i)] == e)
+          tokens.push_back(int32_t(i / c.k)), weights.push_back(p.weights[size_t(i)]);
       ASSERT_EQ(plan.rows_of(e), int64_t(tokens.size())) << c.name << ": expert " << e;
       const auto begin = size_t(plan.offsets[size_t(e)]);
-      const std::vector<int32_t> got_tokens(plan.token.begin() + long(begin), plan.token.begin() + long(begin + tokens.size()));
-      const std::vector<float> got_weights(plan.weight.begin() + long(begin), plan.weight.begin() + long(begin + tokens.size()));
-      EXPECT_EQ(got_tokens, tokens) << c.name << ": tokens of expert " << e << " (must keep token order)";
+      const std::vector<int32_t> got_tokens(plan.token.begin() + long(begin),
+                                            plan.token.begin() + long(begin + tokens.size()));
+      const std::vector<float> got_weights(plan.weight.begin() + long(begin),
+                                           plan.weight.begin() + long(begin + tokens.size()));
+      EXPECT_EQ(got_tokens, tokens)
+          << c.name << ": tokens of expert " << e << " (must keep token order)";
       EXPECT_EQ(got_weights, weights) << c.name << ": weights of expert " << e;
     }
   }

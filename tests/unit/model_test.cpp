@@ -21,7 +21,9 @@ struct Case {
   synth::SyntheticSpec spec;
 };
 // GoogleTest prints a parameter into the test's listed name; the case name is enough.
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.name;
+}
 
 std::vector<Case> cases() {
   std::vector<Case> out;
@@ -127,7 +129,8 @@ TEST_P(ModelEquivalence, PrefillThenDecodeEqualsFullForward) {
   for (int64_t t = prefill; t < T; ++t) {
     model::SequenceChunk one{&cache, std::span<const int32_t>(tokens.data() + t, 1)};
     m.forward({&one, 1}, model::LogitsFor::kLastToken, step.data(), ws);
-    expect_close(step.data(), full.data() + t * V, V, depth, "decode position " + std::to_string(t));
+    expect_close(step.data(), full.data() + t * V, V, depth,
+                 "decode position " + std::to_string(t));
   }
   EXPECT_EQ(cache.size(), T);
 }
@@ -139,7 +142,8 @@ TEST_P(ModelEquivalence, BatchEqualsSingles) {
   const int64_t depth = c.hidden_size * c.num_layers;
   const std::vector<int64_t> lengths = {5, 1, 7};
   std::vector<std::vector<int32_t>> seqs;
-  for (size_t i = 0; i < lengths.size(); ++i) seqs.push_back(random_tokens(lengths[i], V, 100 + uint32_t(i)));
+  for (size_t i = 0; i < lengths.size(); ++i)
+    seqs.push_back(random_tokens(lengths[i], V, 100 + uint32_t(i)));
 
   model::Workspace ws;
   std::vector<model::KvCache> caches;
@@ -177,7 +181,8 @@ TEST_P(ModelEquivalence, BatchEqualsSingles) {
     std::vector<float> single(static_cast<size_t>(V));
     model::SequenceChunk chunk{&cache, seq};
     m.forward({&chunk, 1}, model::LogitsFor::kLastToken, single.data(), ws);
-    expect_close(step_logits.data() + i * V, single.data(), V, depth, "decode step " + std::to_string(i));
+    expect_close(step_logits.data() + i * V, single.data(), V, depth,
+                 "decode step " + std::to_string(i));
   }
 }
 

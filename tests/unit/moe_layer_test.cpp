@@ -34,7 +34,9 @@ namespace {
 constexpr double kEps = std::numeric_limits<float>::epsilon();
 constexpr double kSafety = 1;  // measured errors stay below 2% of the bound
 
-double growth(int64_t n) { return std::sqrt(double(n)) + 1; }  // rounding growth of an n-term sum
+double growth(int64_t n) {
+  return std::sqrt(double(n)) + 1;
+}  // rounding growth of an n-term sum
 
 struct Matrix {  // [rows, cols] float32, row-major
   int64_t rows = 0, cols = 0;
@@ -57,7 +59,8 @@ struct Expert {
 
 Expert random_expert(int64_t H, int64_t I, std::mt19937& rng) {
   const float s = 1.0f / std::sqrt(float(H));
-  return {random_matrix(I, H, rng, 2 * s), random_matrix(I, H, rng, 2 * s), random_matrix(H, I, rng, 1.0f / std::sqrt(float(I)))};
+  return {random_matrix(I, H, rng, 2 * s), random_matrix(I, H, rng, 2 * s),
+          random_matrix(H, I, rng, 1.0f / std::sqrt(float(I)))};
 }
 
 // y = down(silu(gate x) * up x) in double; mag = the same with magnitudes (error scale).
@@ -114,7 +117,7 @@ struct Layer {
 struct RefOut {
   std::vector<double> y, tol;  // [H]
   std::vector<int> ids;
-  double min_gap = 1e300;       // relative gap deciding the selection
+  double min_gap = 1e300;  // relative gap deciding the selection
 };
 
 // One token through the reference MoE.
@@ -122,17 +125,20 @@ RefOut ref_moe(const Layer& L, const float* x) {
   const RouterConfig& c = L.router;
   const int E = c.num_experts, K = c.top_k;
   const int64_t H = L.H;
-  std::vector<double> logit(static_cast<size_t>(E)), p(static_cast<size_t>(E)), choice(static_cast<size_t>(E));
+  std::vector<double> logit(static_cast<size_t>(E)), p(static_cast<size_t>(E)),
+      choice(static_cast<size_t>(E));
   double max_dl = 0, range = 0;
   for (int e = 0; e < E; ++e) {
     double s = 0, s_mag = 0;
-    for (int64_t h = 0; h < H; ++h) s += L.router_w.at(e, h) * x[h], s_mag += std::abs(L.router_w.at(e, h) * x[h]);
+    for (int64_t h = 0; h < H; ++h)
+      s += L.router_w.at(e, h) * x[h], s_mag += std::abs(L.router_w.at(e, h) * x[h]);
     logit[size_t(e)] = s;
     max_dl = std::max(max_dl, growth(H) * kEps * s_mag);
   }
   const double m = *std::max_element(logit.begin(), logit.end());
   double z = 0;
-  for (int e = 0; e < E; ++e) z += std::exp(logit[size_t(e)] - m), range = std::max(range, std::abs(logit[size_t(e)] - m));
+  for (int e = 0; e < E; ++e)
+    z += std::exp(logit[size_t(e)] - m), range = std::max(range, std::abs(logit[size_t(e)] - m));
   for (int e = 0; e < E; ++e) {
     p[size_t(e)] = c.score == ScoreFunc::kSoftmax ? std::exp(logit[size_t(e)] - m) / z
                                                   : 1 / (1 + std::exp(-logit[size_t(e)]));
@@ -154,18 +160,23 @@ RefOut ref_moe(const Layer& L, const float* x) {
       if (!keep) choice[size_t(e)] = 0;
     }
     if (c.topk_groups < c.num_groups)
-      r.min_gap = (gs[size_t(c.topk_groups)].first - gs[size_t(c.topk_groups - 1)].first) / -gs[0].first;
+      r.min_gap =
+          (gs[size_t(c.topk_groups)].first - gs[size_t(c.topk_groups - 1)].first) / -gs[0].first;
   }
   std::vector<int> order(static_cast<size_t>(E));
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return choice[size_t(a)] > choice[size_t(b)]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return choice[size_t(a)] > choice[size_t(b)]; });
   if (K < E)
-    r.min_gap = std::min(r.min_gap, (choice[size_t(order[size_t(K - 1)])] - choice[size_t(order[size_t(K)])]) /
-                                        std::abs(choice[size_t(order[0])]));
+    r.min_gap = std::min(r.min_gap,
+                         (choice[size_t(order[size_t(K - 1)])] - choice[size_t(order[size_t(K)])]) /
+                             std::abs(choice[size_t(order[0])]));
   std::vector<double> w(static_cast<size_t>(K));
   double sum = 0;
-  for (int i = 0; i < K; ++i) sum += (w[size_t(i)] = p[size_t(order[size_t(i)])]), r.ids.push_back(order[size_t(i)]);
-  for (auto& wi : w) wi = (c.renormalize ? wi / (sum + c.renormalize_epsilon) : wi) * c.routed_scaling_factor;
+  for (int i = 0; i < K; ++i)
+    sum += (w[size_t(i)] = p[size_t(order[size_t(i)])]), r.ids.push_back(order[size_t(i)]);
+  for (auto& wi : w)
+    wi = (c.renormalize ? wi / (sum + c.renormalize_epsilon) : wi) * c.routed_scaling_factor;
 
   const double w_rel = (c.score == ScoreFunc::kSoftmax ? 2 : 1) * max_dl + (range + 8) * kEps;
   r.y.assign(size_t(H), 0.0);
@@ -175,7 +186,9 @@ RefOut ref_moe(const Layer& L, const float* x) {
     ref_ffn(L.experts[size_t(r.ids[size_t(i)])], x, y, mag);
     for (int64_t h = 0; h < H; ++h) {
       r.y[size_t(h)] += w[size_t(i)] * y[size_t(h)];
-      r.tol[size_t(h)] += w[size_t(i)] * ((2 * growth(H) + growth(L.I) + 4) * kEps * mag[size_t(h)] + w_rel * std::abs(y[size_t(h)]));
+      r.tol[size_t(h)] +=
+          w[size_t(i)] * ((2 * growth(H) + growth(L.I) + 4) * kEps * mag[size_t(h)] +
+                          w_rel * std::abs(y[size_t(h)]));
     }
   }
   if (L.has_shared) {
@@ -183,14 +196,16 @@ RefOut ref_moe(const Layer& L, const float* x) {
     double g = 1, g_tol = 0;
     if (L.shared_gated) {
       double d = 0, d_mag = 0;
-      for (int64_t h = 0; h < H; ++h) d += L.shared_gate[size_t(h)] * x[h], d_mag += std::abs(L.shared_gate[size_t(h)] * x[h]);
+      for (int64_t h = 0; h < H; ++h)
+        d += L.shared_gate[size_t(h)] * x[h], d_mag += std::abs(L.shared_gate[size_t(h)] * x[h]);
       g = 1 / (1 + std::exp(-d));
       g_tol = (growth(H) * d_mag + 4) * kEps;  // sigmoid' <= 1/4, plus rounding
     }
     const int64_t Is = L.shared.gate.rows;
     for (int64_t h = 0; h < H; ++h) {
       r.y[size_t(h)] += g * y[size_t(h)];
-      r.tol[size_t(h)] += g * (2 * growth(H) + growth(Is) + 4) * kEps * mag[size_t(h)] + g_tol * std::abs(y[size_t(h)]);
+      r.tol[size_t(h)] += g * (2 * growth(H) + growth(Is) + 4) * kEps * mag[size_t(h)] +
+                          g_tol * std::abs(y[size_t(h)]);
     }
   }
   for (auto& t : r.tol) t *= kSafety;
@@ -236,7 +251,8 @@ Layer make_layer(const Spec& s, uint32_t seed) {
 }
 
 // T tokens whose routing is decisively separated under the reference.
-std::vector<float> draw_tokens(const Layer& L, int64_t T, uint32_t seed, std::vector<RefOut>& refs) {
+std::vector<float> draw_tokens(const Layer& L, int64_t T, uint32_t seed,
+                               std::vector<RefOut>& refs) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> d(0.0f, 1.0f);
   std::vector<float> x(static_cast<size_t>(T * L.H));
@@ -261,7 +277,8 @@ void expect_close(const std::vector<float>& out, const std::vector<RefOut>& refs
   int64_t worst_t = -1, worst_h = -1;
   for (size_t t = 0; t < refs.size(); ++t)
     for (int64_t h = 0; h < H; ++h) {
-      const double ratio = std::abs(out[t * size_t(H) + size_t(h)] - refs[t].y[size_t(h)]) / refs[t].tol[size_t(h)];
+      const double ratio =
+          std::abs(out[t * size_t(H) + size_t(h)] - refs[t].y[size_t(h)]) / refs[t].tol[size_t(h)];
       if (!(ratio <= worst)) worst = ratio, worst_t = int64_t(t), worst_h = h;
     }
   if (worst_t >= 0) {
@@ -273,13 +290,18 @@ void expect_close(const std::vector<float>& out, const std::vector<RefOut>& refs
 }
 
 const Spec kSpecs[] = {
-    // name                                   E  K  score                renorm scale bias grp tkg shared gated  H   I
-    {"Mixtral: softmax top-2 renorm",          4, 2, ScoreFunc::kSoftmax, true,  1.0f, false, 1, 1, false, false, 16, 12},
-    {"OLMoE: softmax top-1 no renorm",         6, 1, ScoreFunc::kSoftmax, false, 1.0f, false, 1, 1, false, false, 16, 8},
-    {"Qwen2-MoE: top-3 + gated shared",        6, 3, ScoreFunc::kSoftmax, false, 1.0f, false, 1, 1, true,  true,  24, 10},
-    {"dots1: sigmoid+bias groups x2.5 + shared", 8, 2, ScoreFunc::kSigmoid, true, 2.5f, true, 4, 2, true,  false, 16, 6},
-    {"single expert",                          1, 1, ScoreFunc::kSoftmax, true,  1.0f, false, 1, 1, false, false, 8,  5},
-    {"k = E = 5",                              5, 5, ScoreFunc::kSoftmax, true,  1.0f, false, 1, 1, false, false, 12, 7},
+    // name                                   E  K  score                renorm scale bias grp tkg
+    // shared gated  H   I
+    {"Mixtral: softmax top-2 renorm", 4, 2, ScoreFunc::kSoftmax, true, 1.0f, false, 1, 1, false,
+     false, 16, 12},
+    {"OLMoE: softmax top-1 no renorm", 6, 1, ScoreFunc::kSoftmax, false, 1.0f, false, 1, 1, false,
+     false, 16, 8},
+    {"Qwen2-MoE: top-3 + gated shared", 6, 3, ScoreFunc::kSoftmax, false, 1.0f, false, 1, 1, true,
+     true, 24, 10},
+    {"dots1: sigmoid+bias groups x2.5 + shared", 8, 2, ScoreFunc::kSigmoid, true, 2.5f, true, 4, 2,
+     true, false, 16, 6},
+    {"single expert", 1, 1, ScoreFunc::kSoftmax, true, 1.0f, false, 1, 1, false, false, 8, 5},
+    {"k = E = 5", 5, 5, ScoreFunc::kSoftmax, true, 1.0f, false, 1, 1, false, false, 12, 7},
 };
 
 TEST(MoeLayer, MatchesScalarReference) {
@@ -301,7 +323,8 @@ TEST(MoeLayer, MatchesScalarReference) {
 // here without any top-k at all.
 TEST(MoeLayer, AllExpertsEqualsDenseMixture) {
   for (int E : {2, 3, 8}) {
-    const Spec s = {"dense", E, E, ScoreFunc::kSoftmax, true, 1.0f, false, 1, 1, false, false, 16, 9};
+    const Spec s = {"dense", E,  E, ScoreFunc::kSoftmax, true, 1.0f, false, 1, 1, false,
+                    false,   16, 9};
     Layer L = make_layer(s, 7 + uint32_t(E));
     constexpr int64_t T = 21;
     std::mt19937 rng(3);
@@ -319,7 +342,9 @@ TEST(MoeLayer, AllExpertsEqualsDenseMixture) {
       double max_dl = 0;
       for (int e = 0; e < E; ++e) {
         double mag = 0;
-        for (int64_t h = 0; h < s.H; ++h) logit[size_t(e)] += L.router_w.at(e, h) * xt[h], mag += std::abs(L.router_w.at(e, h) * xt[h]);
+        for (int64_t h = 0; h < s.H; ++h)
+          logit[size_t(e)] += L.router_w.at(e, h) * xt[h],
+              mag += std::abs(L.router_w.at(e, h) * xt[h]);
         max_dl = std::max(max_dl, growth(s.H) * kEps * mag);
       }
       const double m = *std::max_element(logit.begin(), logit.end());
@@ -333,8 +358,10 @@ TEST(MoeLayer, AllExpertsEqualsDenseMixture) {
         ref_ffn(L.experts[size_t(e)], xt, y, mag);
         for (int64_t h = 0; h < s.H; ++h) {
           dense[size_t(t)].y[size_t(h)] += pe * y[size_t(h)];
-          dense[size_t(t)].tol[size_t(h)] += kSafety * pe * ((2 * growth(s.H) + growth(s.I) + 4) * kEps * mag[size_t(h)] +
-                                                       (2 * max_dl + (range + 8) * kEps) * std::abs(y[size_t(h)]));
+          dense[size_t(t)].tol[size_t(h)] +=
+              kSafety * pe *
+              ((2 * growth(s.H) + growth(s.I) + 4) * kEps * mag[size_t(h)] +
+               (2 * max_dl + (range + 8) * kEps) * std::abs(y[size_t(h)]));
         }
       }
     }
@@ -366,10 +393,15 @@ TEST(MoeLayer, SharedExpertGate) {
     ref_ffn(L.shared, &x[size_t(t * s.H)], y, mag);
     for (int64_t h = 0; h < s.H; ++h) {
       const size_t i = size_t(t * s.H + h);
-      const double tol = kSafety * ((2 * growth(s.H) + growth(2 * s.I) + 4) * kEps * mag[size_t(h)] + 2 * kEps * std::abs(routed[i]));
-      for (auto [got, factor, name] : {std::tuple{half[i], 0.5, "gate 0"}, std::tuple{full[i], 1.0, "ungated"}}) {
+      const double tol =
+          kSafety * ((2 * growth(s.H) + growth(2 * s.I) + 4) * kEps * mag[size_t(h)] +
+                     2 * kEps * std::abs(routed[i]));
+      for (auto [got, factor, name] :
+           {std::tuple{half[i], 0.5, "gate 0"}, std::tuple{full[i], 1.0, "ungated"}}) {
         const double r = std::abs(got - routed[i] - factor * y[size_t(h)]) / tol;
-        if (r > worst) worst = r, where = std::string(name) + " token " + std::to_string(t) + " column " + std::to_string(h);
+        if (r > worst)
+          worst = r, where = std::string(name) + " token " + std::to_string(t) + " column " +
+                             std::to_string(h);
       }
     }
   }
@@ -520,8 +552,8 @@ TEST(MoeLayerCapacity, OutputSumsExactlyTheKeptPairs) {
           }
         }
       }
-      expect_close(out, expect, s.H, std::string(s.name) + " policy " +
-                                         std::string(capacity_policy_name(policy)));
+      expect_close(out, expect, s.H,
+                   std::string(s.name) + " policy " + std::string(capacity_policy_name(policy)));
     }
   }
 }
@@ -548,10 +580,11 @@ TEST(MoeLayerCapacity, CapacityIsPerSourceDeviceSlice) {
     std::vector<int64_t> load(size_t(s.E), 0);
     for (int64_t t = begin; t < end; ++t)
       for (int slot = 0; slot < capture.slots; ++slot)
-        if (const int32_t e = capture.ids[size_t(t * capture.slots + slot)]; e >= 0) ++load[size_t(e)];
+        if (const int32_t e = capture.ids[size_t(t * capture.slots + slot)]; e >= 0)
+          ++load[size_t(e)];
     for (int e = 0; e < s.E; ++e)
-      EXPECT_LE(load[size_t(e)], C) << "device " << d << " tokens [" << begin << "," << end
-                                    << ") expert " << e;
+      EXPECT_LE(load[size_t(e)], C)
+          << "device " << d << " tokens [" << begin << "," << end << ") expert " << e;
   }
 }
 

@@ -238,7 +238,8 @@ void check_sgemm(bool transposed_b, int64_t m, int64_t n, int64_t k, float alpha
       }
       ref *= alpha;
       const double tol = 4.0 * kEps * std::sqrt(double(k)) * std::abs(alpha) *
-                             norm2(&a[i * lda], k) * std::sqrt(bn) + 1e-30;
+                             norm2(&a[i * lda], k) * std::sqrt(bn) +
+                         1e-30;
       const double r = std::abs(y[i * ldy + j] - ref) / tol;
       if (!(r <= worst)) {
         worst = std::isnan(r) ? INFINITY : r;

@@ -8,8 +8,8 @@
 // softmax weight the chain (x - max, exp, sum, reciprocal, product) gives a relative error
 // below eps * (|x - max| / 2 + 3); renormalisation and scaling add a few eps. We allow
 // 4 * eps * (logit range + 8) relative. Random inputs whose selection is decided by a gap
-// smaller than 1e-4 relative (where float rounding could legally reorder) are redrawn; exact ties are
-// tested separately with hand-made logits.
+// smaller than 1e-4 relative (where float rounding could legally reorder) are redrawn; exact ties
+// are tested separately with hand-made logits.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -41,7 +41,8 @@ struct RefRoute {
 std::vector<int> order_desc(const std::vector<double>& v) {
   std::vector<int> idx(v.size());
   std::iota(idx.begin(), idx.end(), 0);
-  std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return v[size_t(a)] > v[size_t(b)]; });
+  std::stable_sort(idx.begin(), idx.end(),
+                   [&](int a, int b) { return v[size_t(a)] > v[size_t(b)]; });
   return idx;
 }
 
@@ -72,9 +73,8 @@ RefRoute reference_route(const RouterConfig& c, const float* logits, const float
     for (int g = 0; g < c.num_groups; ++g) {
       std::vector<double> members(choice.begin() + g * per, choice.begin() + (g + 1) * per);
       std::sort(members.begin(), members.end(), std::greater<>());
-      group_score[size_t(g)] = c.group_score == GroupScore::kMax || per < 2
-                                   ? members[0]
-                                   : members[0] + members[1];
+      group_score[size_t(g)] =
+          c.group_score == GroupScore::kMax || per < 2 ? members[0] : members[0] + members[1];
     }
     const auto gorder = order_desc(group_score);
     for (int i = 0; i < c.topk_groups && i + 1 < c.num_groups; ++i)
@@ -115,16 +115,23 @@ struct Variant {
 
 const Variant kVariants[] = {
     {"softmax -> top-k", ScoreFunc::kSoftmax, false, 0.0f, 1.0f, false, 0, GroupScore::kMax},
-    {"softmax -> top-k -> renorm", ScoreFunc::kSoftmax, true, 0.0f, 1.0f, false, 0, GroupScore::kMax},
-    {"softmax -> top-k -> renorm(eps 1e-3)", ScoreFunc::kSoftmax, true, 1e-3f, 1.0f, false, 0, GroupScore::kMax},
-    {"softmax -> group max -> top-k -> x1.5 (DeepSeek-V2)", ScoreFunc::kSoftmax, false, 0.0f, 1.5f, false, 1, GroupScore::kMax},
+    {"softmax -> top-k -> renorm", ScoreFunc::kSoftmax, true, 0.0f, 1.0f, false, 0,
+     GroupScore::kMax},
+    {"softmax -> top-k -> renorm(eps 1e-3)", ScoreFunc::kSoftmax, true, 1e-3f, 1.0f, false, 0,
+     GroupScore::kMax},
+    {"softmax -> group max -> top-k -> x1.5 (DeepSeek-V2)", ScoreFunc::kSoftmax, false, 0.0f, 1.5f,
+     false, 1, GroupScore::kMax},
     {"sigmoid -> top-k", ScoreFunc::kSigmoid, false, 0.0f, 1.0f, false, 0, GroupScore::kTop2Sum},
-    {"sigmoid + bias -> top-k -> renorm -> x2.5", ScoreFunc::kSigmoid, true, 1e-20f, 2.5f, true, 0, GroupScore::kTop2Sum},
-    {"sigmoid + bias -> group top-2 sum -> top-k -> renorm -> x2.5 (DeepSeek-V3)", ScoreFunc::kSigmoid, true, 1e-20f, 2.5f, true, 1, GroupScore::kTop2Sum},
-    {"sigmoid + bias -> group max -> top-k", ScoreFunc::kSigmoid, false, 0.0f, 1.0f, true, 1, GroupScore::kMax},
+    {"sigmoid + bias -> top-k -> renorm -> x2.5", ScoreFunc::kSigmoid, true, 1e-20f, 2.5f, true, 0,
+     GroupScore::kTop2Sum},
+    {"sigmoid + bias -> group top-2 sum -> top-k -> renorm -> x2.5 (DeepSeek-V3)",
+     ScoreFunc::kSigmoid, true, 1e-20f, 2.5f, true, 1, GroupScore::kTop2Sum},
+    {"sigmoid + bias -> group max -> top-k", ScoreFunc::kSigmoid, false, 0.0f, 1.0f, true, 1,
+     GroupScore::kMax},
 };
 
-std::string describe_case(const Variant& v, int E, int K, int groups, int topk_groups, uint32_t seed) {
+std::string describe_case(const Variant& v, int E, int K, int groups, int topk_groups,
+                          uint32_t seed) {
   return std::string(v.name) + " E=" + std::to_string(E) + " k=" + std::to_string(K) +
          " groups=" + std::to_string(groups) + "/" + std::to_string(topk_groups) +
          " seed=" + std::to_string(seed);
@@ -153,7 +160,10 @@ TEST(Router, MatchesReferenceOnRandomLogits) {
         if (v.groups) {
           int g = 1;
           for (int cand : {4, 3, 2})
-            if (E % cand == 0 && E / cand >= 1) { g = cand; break; }
+            if (E % cand == 0 && E / cand >= 1) {
+              g = cand;
+              break;
+            }
           if (g == 1) continue;  // E = 1: no grouping possible
           c.num_groups = g;
           c.topk_groups = g / 2;
@@ -184,29 +194,30 @@ TEST(Router, MatchesReferenceOnRandomLogits) {
           std::vector<int32_t> ids(size_t(kTokens * K), -7);
           std::vector<float> weights(size_t(kTokens * K), -7.0f);
           std::vector<float> scores(size_t(kTokens * E), -7.0f);
-          route(c, logits.data(), kTokens, v.bias ? bias.data() : nullptr, ids.data(), weights.data(),
-                scores.data());
+          route(c, logits.data(), kTokens, v.bias ? bias.data() : nullptr, ids.data(),
+                weights.data(), scores.data());
 
           const double rel_tol = 4 * kEps * (2 * kLogitRange + 8);
           for (int t = 0; t < kTokens; ++t) {
             const RefRoute& r = refs[size_t(t)];
             for (int i = 0; i < K; ++i) {
               const size_t at = size_t(t * K + i);
-              ASSERT_EQ(ids[at], r.ids[size_t(i)])
-                  << what << ": token " << t << " slot " << i << " (decisive gap " << r.min_gap << ")";
+              ASSERT_EQ(ids[at], r.ids[size_t(i)]) << what << ": token " << t << " slot " << i
+                                                   << " (decisive gap " << r.min_gap << ")";
             }
             double worst = 0;
             int worst_i = -1;
             for (int i = 0; i < K; ++i) {
               const size_t at = size_t(t * K + i);
-              const double err = std::abs(weights[at] - r.weights[size_t(i)]) / std::abs(r.weights[size_t(i)]);
+              const double err =
+                  std::abs(weights[at] - r.weights[size_t(i)]) / std::abs(r.weights[size_t(i)]);
               if (err > worst) worst = err, worst_i = i;
             }
             if (worst_i >= 0) {
-              EXPECT_LE(worst, rel_tol) << what << ": token " << t << " worst weight slot " << worst_i
-                                        << " (expert " << r.ids[size_t(worst_i)] << "): got "
-                                        << weights[size_t(t * K + worst_i)] << ", reference "
-                                        << r.weights[size_t(worst_i)];
+              EXPECT_LE(worst, rel_tol)
+                  << what << ": token " << t << " worst weight slot " << worst_i << " (expert "
+                  << r.ids[size_t(worst_i)] << "): got " << weights[size_t(t * K + worst_i)]
+                  << ", reference " << r.weights[size_t(worst_i)];
             }
             for (int e = 0; e < E; ++e) {
               const double got = scores[size_t(t * E + e)], ref = r.p[size_t(e)];
@@ -260,17 +271,33 @@ TEST(Router, TiesAndGroupsByHand) {
       {"k = E keeps descending order", cfg(4, 4), {0.1f, 0.4f, 0.3f, 0.2f}, {}, {1, 2, 3, 0}},
       // Group top-2 sum: groups {0,1} {2,3} {4,5}; group 1 has the single best expert (5) but
       // group 2's top-2 sum is larger: 4+4 > 5+0.
-      {"group top-2 sum beats single best", grouped(cfg(6, 2, ScoreFunc::kSigmoid), 3, 1, GroupScore::kTop2Sum, false),
-       {1, 1, 5, -5, 4, 4}, {}, {4, 5}},
-      {"group max picks the single best", grouped(cfg(6, 2, ScoreFunc::kSigmoid), 3, 1, GroupScore::kMax, false),
-       {1, 1, 5, -5, 4, 4}, {}, {2, 3}},  // group 1 kept; its weak expert 3 still beats masked 0.0
-      {"equal groups -> lower group", grouped(cfg(4, 2, ScoreFunc::kSigmoid), 2, 1, GroupScore::kTop2Sum, false),
-       {0, 0, 0, 0}, {}, {0, 1}},
+      {"group top-2 sum beats single best",
+       grouped(cfg(6, 2, ScoreFunc::kSigmoid), 3, 1, GroupScore::kTop2Sum, false),
+       {1, 1, 5, -5, 4, 4},
+       {},
+       {4, 5}},
+      {"group max picks the single best",
+       grouped(cfg(6, 2, ScoreFunc::kSigmoid), 3, 1, GroupScore::kMax, false),
+       {1, 1, 5, -5, 4, 4},
+       {},
+       {2, 3}},  // group 1 kept; its weak expert 3 still beats masked 0.0
+      {"equal groups -> lower group",
+       grouped(cfg(4, 2, ScoreFunc::kSigmoid), 2, 1, GroupScore::kTop2Sum, false),
+       {0, 0, 0, 0},
+       {},
+       {0, 1}},
       // The bias changes the selection but not the weights: expert 0 has the lowest score
       // but the largest biased choice.
-      {"bias selects, does not weigh", grouped(cfg(4, 1, ScoreFunc::kSigmoid), 1, 1, GroupScore::kTop2Sum, true),
-       {-1, 1, 0.5f, 0}, {2.0f, 0, 0, 0}, {0}},
-      {"huge logits stay finite", cfg(3, 2, ScoreFunc::kSoftmax, true), {1000, 999, -1000}, {}, {0, 1}},
+      {"bias selects, does not weigh",
+       grouped(cfg(4, 1, ScoreFunc::kSigmoid), 1, 1, GroupScore::kTop2Sum, true),
+       {-1, 1, 0.5f, 0},
+       {2.0f, 0, 0, 0},
+       {0}},
+      {"huge logits stay finite",
+       cfg(3, 2, ScoreFunc::kSoftmax, true),
+       {1000, 999, -1000},
+       {},
+       {0, 1}},
   };
   for (const auto& hc : cases) {
     const RouterConfig& c = hc.config;
@@ -279,13 +306,15 @@ TEST(Router, TiesAndGroupsByHand) {
     std::vector<float> w(size_t(c.top_k));
     route(c, hc.logits.data(), 1, hc.bias.empty() ? nullptr : hc.bias.data(), ids.data(), w.data());
     // The reference agrees on every hand case (checks the reference as much as route()).
-    const RefRoute ref = reference_route(c, hc.logits.data(), hc.bias.empty() ? nullptr : hc.bias.data());
+    const RefRoute ref =
+        reference_route(c, hc.logits.data(), hc.bias.empty() ? nullptr : hc.bias.data());
     const std::vector<int32_t> ref_ids(ref.ids.begin(), ref.ids.end());
     EXPECT_EQ(ref_ids, hc.ids) << hc.name << " (reference)";
     EXPECT_EQ(ids, hc.ids) << hc.name;
     for (int i = 0; i < c.top_k; ++i) {
       EXPECT_TRUE(std::isfinite(w[size_t(i)])) << hc.name;
-      EXPECT_NEAR(w[size_t(i)], ref.weights[size_t(i)], 8 * kEps * std::abs(ref.weights[size_t(i)]) + 1e-30)
+      EXPECT_NEAR(w[size_t(i)], ref.weights[size_t(i)],
+                  8 * kEps * std::abs(ref.weights[size_t(i)]) + 1e-30)
           << hc.name << " slot " << i;
     }
   }
@@ -310,7 +339,8 @@ TEST(Router, AllExpertsRenormalisedIsSoftmax) {
       int worst_e = -1;
       for (int i = 0; i < E; ++i) {
         const int e = ids[size_t(i)];
-        ASSERT_TRUE(e >= 0 && e < E && !seen[size_t(e)]) << "E=" << E << " seed " << seed << ": bad id " << e;
+        ASSERT_TRUE(e >= 0 && e < E && !seen[size_t(e)])
+            << "E=" << E << " seed " << seed << ": bad id " << e;
         seen[size_t(e)] = true;
         const double ref = std::exp(logits[size_t(e)] - m) / z;
         const double err = std::abs(w[size_t(i)] - ref) / ref;
@@ -352,7 +382,6 @@ TEST(Router, ManyTokensAreIndependent) {
   EXPECT_EQ(none_ids[0], -3) << "T = 0 wrote output";
 }
 
-
 // ============================================================================================
 // The survey's other gating functions (papers.md section 2): top-k before the score function
 // (kSoftmaxTopK, kSigmoidTopK), noisy top-k gating (route_noisy) and expert choice
@@ -372,7 +401,9 @@ TEST(Router, ManyTokensAreIndependent) {
 constexpr double kTol = 1e-6;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-double tol_for(double ref) { return kTol * std::max(1.0, std::abs(ref)); }
+double tol_for(double ref) {
+  return kTol * std::max(1.0, std::abs(ref));
+}
 
 struct RefTopKFirst {
   std::vector<double> scores;   // [E]
@@ -395,7 +426,8 @@ RefTopKFirst reference_topk_first(const RouterConfig& c, const float* logits, co
     for (int e = 0; e < E; ++e) r.scores[size_t(e)] = 1.0 / (1.0 + std::exp(-double(logits[e])));
   }
   std::vector<double> choice(static_cast<size_t>(E));
-  for (int e = 0; e < E; ++e) choice[size_t(e)] = double(logits[e]) + (c.has_selection_bias ? bias[e] : 0.0);
+  for (int e = 0; e < E; ++e)
+    choice[size_t(e)] = double(logits[e]) + (c.has_selection_bias ? bias[e] : 0.0);
   if (c.num_groups > 1) {
     const int per = E / c.num_groups;
     std::vector<double> group_score(size_t(c.num_groups));
@@ -416,7 +448,8 @@ RefTopKFirst reference_topk_first(const RouterConfig& c, const float* logits, co
   }
   const auto order = order_desc(choice);
   for (int i = 0; i < K && i + 1 < E; ++i)
-    r.min_gap = std::min(r.min_gap, choice[size_t(order[size_t(i)])] - choice[size_t(order[size_t(i + 1)])]);
+    r.min_gap = std::min(r.min_gap,
+                         choice[size_t(order[size_t(i)])] - choice[size_t(order[size_t(i + 1)])]);
   double m = -kInf;
   for (int i = 0; i < K; ++i) {
     r.ids.push_back(order[size_t(i)]);
@@ -437,8 +470,9 @@ RefTopKFirst reference_topk_first(const RouterConfig& c, const float* logits, co
 }
 
 // Compares route()'s output rows with the references; returns the number of tokens checked.
-void expect_matches(const RouterConfig& c, const std::vector<RefTopKFirst>& refs, const std::vector<int32_t>& ids,
-                    const std::vector<float>& weights, const std::vector<float>& scores, const std::string& what) {
+void expect_matches(const RouterConfig& c, const std::vector<RefTopKFirst>& refs,
+                    const std::vector<int32_t>& ids, const std::vector<float>& weights,
+                    const std::vector<float>& scores, const std::string& what) {
   const int E = c.num_experts, K = c.top_k;
   for (size_t t = 0; t < refs.size(); ++t) {
     const RefTopKFirst& r = refs[t];
@@ -448,16 +482,18 @@ void expect_matches(const RouterConfig& c, const std::vector<RefTopKFirst>& refs
     double worst = 0;
     int worst_i = -1;
     for (int i = 0; i < K; ++i) {
-      const double ref = r.weights[size_t(i)], err = std::abs(weights[t * size_t(K) + size_t(i)] - ref) / tol_for(ref);
+      const double ref = r.weights[size_t(i)],
+                   err = std::abs(weights[t * size_t(K) + size_t(i)] - ref) / tol_for(ref);
       if (err > worst) worst = err, worst_i = i;
     }
-    EXPECT_LE(worst, 1.0) << what << ": token " << t << " worst weight slot " << worst_i << " (expert "
-                          << r.ids[size_t(worst_i)] << "): got " << weights[t * size_t(K) + size_t(worst_i)]
-                          << ", reference " << r.weights[size_t(worst_i)];
+    EXPECT_LE(worst, 1.0) << what << ": token " << t << " worst weight slot " << worst_i
+                          << " (expert " << r.ids[size_t(worst_i)] << "): got "
+                          << weights[t * size_t(K) + size_t(worst_i)] << ", reference "
+                          << r.weights[size_t(worst_i)];
     for (int e = 0; e < E; ++e) {
       const double got = scores[t * size_t(E) + size_t(e)], ref = r.scores[size_t(e)];
-      ASSERT_LE(std::abs(got - ref), tol_for(ref))
-          << what << ": token " << t << " score of expert " << e << ": got " << got << ", reference " << ref;
+      ASSERT_LE(std::abs(got - ref), tol_for(ref)) << what << ": token " << t << " score of expert "
+                                                   << e << ": got " << got << ", reference " << ref;
     }
   }
 }
@@ -477,7 +513,8 @@ const TopKFirstVariant kTopKFirstVariants[] = {
     {"top-k -> renorm", true, 0.0f, 1.0f, false, 0, GroupScore::kMax},
     {"top-k -> renorm(eps 1e-3) -> x2.5", true, 1e-3f, 2.5f, false, 0, GroupScore::kMax},
     {"+ bias -> top-k", false, 0.0f, 1.0f, true, 0, GroupScore::kMax},
-    {"+ bias -> group top-2 sum -> top-k -> renorm -> x2.5", true, 1e-20f, 2.5f, true, 1, GroupScore::kTop2Sum},
+    {"+ bias -> group top-2 sum -> top-k -> renorm -> x2.5", true, 1e-20f, 2.5f, true, 1,
+     GroupScore::kTop2Sum},
     {"group max -> top-k", false, 0.0f, 1.0f, false, 1, GroupScore::kMax},
 };
 
@@ -487,7 +524,10 @@ bool set_groups(RouterConfig& c, int groups_wanted) {
   const int E = c.num_experts;
   int g = 1;
   for (int cand : {4, 3, 2})
-    if (E % cand == 0) { g = cand; break; }
+    if (E % cand == 0) {
+      g = cand;
+      break;
+    }
   if (g == 1) return false;
   c.num_groups = g;
   c.topk_groups = g / 2;
@@ -523,11 +563,13 @@ TEST(RouterTopKFirst, MatchesReferenceOnRandomLogits) {
             c.group_score = v.group_score;
             if (!set_groups(c, v.groups)) continue;
             for (uint32_t seed = 1; seed <= 8; ++seed) {
-              const std::string what = std::string(score_func_name(score)) + " " + v.name + " E=" + std::to_string(E) +
-                                        " k=" + std::to_string(K) + " T=" + std::to_string(T) + " groups=" +
-                                        std::to_string(c.num_groups) + "/" + std::to_string(c.topk_groups) +
-                                        " seed=" + std::to_string(seed);
-              std::mt19937 rng(seed * 104729u + uint32_t(E) * 131u + uint32_t(K) * 7u + uint32_t(T));
+              const std::string what =
+                  std::string(score_func_name(score)) + " " + v.name + " E=" + std::to_string(E) +
+                  " k=" + std::to_string(K) + " T=" + std::to_string(T) +
+                  " groups=" + std::to_string(c.num_groups) + "/" + std::to_string(c.topk_groups) +
+                  " seed=" + std::to_string(seed);
+              std::mt19937 rng(seed * 104729u + uint32_t(E) * 131u + uint32_t(K) * 7u +
+                               uint32_t(T));
               std::uniform_real_distribution<float> logit_dist(-3.0f, 3.0f), bias_dist(-0.5f, 0.5f);
               std::vector<float> bias(static_cast<size_t>(E));
               for (auto& b : bias) b = bias_dist(rng);
@@ -547,13 +589,15 @@ TEST(RouterTopKFirst, MatchesReferenceOnRandomLogits) {
               }
               std::vector<int32_t> ids(size_t(T * K), -7);
               std::vector<float> weights(size_t(T * K), -7.0f), scores(size_t(T * E), -7.0f);
-              route(c, logits.data(), T, v.bias ? bias.data() : nullptr, ids.data(), weights.data(), scores.data());
+              route(c, logits.data(), T, v.bias ? bias.data() : nullptr, ids.data(), weights.data(),
+                    scores.data());
               expect_matches(c, refs, ids, weights, scores, what);
               if (HasFatalFailure()) return;
               // Without the scores output the ids and weights are the same, bit for bit.
               std::vector<int32_t> ids2(size_t(T * K));
               std::vector<float> weights2(size_t(T * K));
-              route(c, logits.data(), T, v.bias ? bias.data() : nullptr, ids2.data(), weights2.data(), nullptr);
+              route(c, logits.data(), T, v.bias ? bias.data() : nullptr, ids2.data(),
+                    weights2.data(), nullptr);
               ASSERT_EQ(ids2, ids) << what << " (scores = nullptr)";
               ASSERT_EQ(weights2, weights) << what << " (scores = nullptr)";
               ++num_checked;
@@ -576,29 +620,77 @@ TEST(RouterTopKFirst, TiesAndSaturationByHand) {
     std::vector<int32_t> ids;
   };
   const std::vector<Case> cases = {
-      {"softmax-topk: all equal -> lowest ids", cfg(8, 3, ScoreFunc::kSoftmaxTopK), std::vector<float>(8, 0.5f), {}, {0, 1, 2}},
-      {"softmax-topk: ties among the best", cfg(5, 2, ScoreFunc::kSoftmaxTopK), {1, 3, 3, 0, 3}, {}, {1, 2}},
-      {"softmax-topk: tie at the k boundary", cfg(5, 3, ScoreFunc::kSoftmaxTopK), {5, 1, 2, 2, 2}, {}, {0, 2, 3}},
+      {"softmax-topk: all equal -> lowest ids",
+       cfg(8, 3, ScoreFunc::kSoftmaxTopK),
+       std::vector<float>(8, 0.5f),
+       {},
+       {0, 1, 2}},
+      {"softmax-topk: ties among the best",
+       cfg(5, 2, ScoreFunc::kSoftmaxTopK),
+       {1, 3, 3, 0, 3},
+       {},
+       {1, 2}},
+      {"softmax-topk: tie at the k boundary",
+       cfg(5, 3, ScoreFunc::kSoftmaxTopK),
+       {5, 1, 2, 2, 2},
+       {},
+       {0, 2, 3}},
       {"sigmoid-topk: ties", cfg(4, 2, ScoreFunc::kSigmoidTopK), {-1, 2, -1, 2}, {}, {1, 3}},
-      {"sigmoid-topk: k = E keeps descending order", cfg(4, 4, ScoreFunc::kSigmoidTopK), {0.1f, 0.4f, 0.3f, 0.2f}, {}, {1, 2, 3, 0}},
+      {"sigmoid-topk: k = E keeps descending order",
+       cfg(4, 4, ScoreFunc::kSigmoidTopK),
+       {0.1f, 0.4f, 0.3f, 0.2f},
+       {},
+       {1, 2, 3, 0}},
       // sigmoid(20), sigmoid(30), sigmoid(40) are all 1.0f: score-first sees a three-way tie,
       // top-k-first ranks the logits.
-      {"sigmoid-topk ranks saturated logits", cfg(3, 2, ScoreFunc::kSigmoidTopK), {30, 20, 40}, {}, {2, 0}},
-      {"sigmoid (score first) ties saturated scores", cfg(3, 2, ScoreFunc::kSigmoid), {30, 20, 40}, {}, {0, 1}},
+      {"sigmoid-topk ranks saturated logits",
+       cfg(3, 2, ScoreFunc::kSigmoidTopK),
+       {30, 20, 40},
+       {},
+       {2, 0}},
+      {"sigmoid (score first) ties saturated scores",
+       cfg(3, 2, ScoreFunc::kSigmoid),
+       {30, 20, 40},
+       {},
+       {0, 1}},
       // softmax of -110 and -120 next to 0 underflow to 0.0f: same story.
-      {"softmax-topk ranks underflowed logits", cfg(3, 2, ScoreFunc::kSoftmaxTopK), {0, -120, -110}, {}, {0, 2}},
-      {"softmax (score first) ties underflowed scores", cfg(3, 2, ScoreFunc::kSoftmax), {0, -120, -110}, {}, {0, 1}},
+      {"softmax-topk ranks underflowed logits",
+       cfg(3, 2, ScoreFunc::kSoftmaxTopK),
+       {0, -120, -110},
+       {},
+       {0, 2}},
+      {"softmax (score first) ties underflowed scores",
+       cfg(3, 2, ScoreFunc::kSoftmax),
+       {0, -120, -110},
+       {},
+       {0, 1}},
       // Dropped groups get -inf, not 0: group {2,3} is dropped although its logits (-1) beat the
       // kept group's weaker member (-5), and k = 2 still comes from the kept group.
-      {"softmax-topk groups mask with -inf", grouped(cfg(4, 2, ScoreFunc::kSoftmaxTopK), 2, 1, GroupScore::kMax, false),
-       {3, -5, -1, -1}, {}, {0, 1}},
-      {"sigmoid-topk group top-2 sum", grouped(cfg(6, 2, ScoreFunc::kSigmoidTopK), 3, 1, GroupScore::kTop2Sum, false),
-       {1, 1, 5, -5, 4, 4}, {}, {4, 5}},
-      {"softmax-topk equal groups -> lower group", grouped(cfg(4, 2, ScoreFunc::kSoftmaxTopK), 2, 1, GroupScore::kTop2Sum, false),
-       {0, 0, 0, 0}, {}, {0, 1}},
-      {"softmax-topk: bias selects, does not weigh", grouped(cfg(4, 1, ScoreFunc::kSoftmaxTopK), 1, 1, GroupScore::kMax, true),
-       {-1, 1, 0.5f, 0}, {2.5f, 0, 0, 0}, {0}},
-      {"softmax-topk: huge logits stay finite", cfg(3, 2, ScoreFunc::kSoftmaxTopK), {1000, 999, -1000}, {}, {0, 1}},
+      {"softmax-topk groups mask with -inf",
+       grouped(cfg(4, 2, ScoreFunc::kSoftmaxTopK), 2, 1, GroupScore::kMax, false),
+       {3, -5, -1, -1},
+       {},
+       {0, 1}},
+      {"sigmoid-topk group top-2 sum",
+       grouped(cfg(6, 2, ScoreFunc::kSigmoidTopK), 3, 1, GroupScore::kTop2Sum, false),
+       {1, 1, 5, -5, 4, 4},
+       {},
+       {4, 5}},
+      {"softmax-topk equal groups -> lower group",
+       grouped(cfg(4, 2, ScoreFunc::kSoftmaxTopK), 2, 1, GroupScore::kTop2Sum, false),
+       {0, 0, 0, 0},
+       {},
+       {0, 1}},
+      {"softmax-topk: bias selects, does not weigh",
+       grouped(cfg(4, 1, ScoreFunc::kSoftmaxTopK), 1, 1, GroupScore::kMax, true),
+       {-1, 1, 0.5f, 0},
+       {2.5f, 0, 0, 0},
+       {0}},
+      {"softmax-topk: huge logits stay finite",
+       cfg(3, 2, ScoreFunc::kSoftmaxTopK),
+       {1000, 999, -1000},
+       {},
+       {0, 1}},
   };
   for (const auto& hc : cases) {
     const RouterConfig& c = hc.config;
@@ -611,13 +703,16 @@ TEST(RouterTopKFirst, TiesAndSaturationByHand) {
     EXPECT_EQ(ids, hc.ids) << hc.name;
     if (c.score == ScoreFunc::kSoftmaxTopK || c.score == ScoreFunc::kSigmoidTopK) {
       const RefTopKFirst ref = reference_topk_first(c, hc.logits.data(), bias);
-      EXPECT_EQ(std::vector<int32_t>(ref.ids.begin(), ref.ids.end()), hc.ids) << hc.name << " (reference)";
+      EXPECT_EQ(std::vector<int32_t>(ref.ids.begin(), ref.ids.end()), hc.ids)
+          << hc.name << " (reference)";
       for (int i = 0; i < K; ++i) {
         EXPECT_TRUE(std::isfinite(w[size_t(i)])) << hc.name;
-        EXPECT_NEAR(w[size_t(i)], ref.weights[size_t(i)], tol_for(ref.weights[size_t(i)])) << hc.name << " slot " << i;
+        EXPECT_NEAR(w[size_t(i)], ref.weights[size_t(i)], tol_for(ref.weights[size_t(i)]))
+            << hc.name << " slot " << i;
       }
       for (int e = 0; e < c.num_experts; ++e)
-        EXPECT_NEAR(scores[size_t(e)], ref.scores[size_t(e)], tol_for(ref.scores[size_t(e)])) << hc.name << " score " << e;
+        EXPECT_NEAR(scores[size_t(e)], ref.scores[size_t(e)], tol_for(ref.scores[size_t(e)]))
+            << hc.name << " score " << e;
     }
   }
 }
@@ -633,7 +728,8 @@ TEST(RouterTopKFirst, SoftmaxTopKEqualsSoftmaxThenRenormalise) {
       for (auto& x : logits) x = dist(rng);
       RouterConfig a = cfg(E, K, ScoreFunc::kSoftmax, true), b = cfg(E, K, ScoreFunc::kSoftmaxTopK);
       std::vector<int32_t> ids_a(size_t(T * K)), ids_b(size_t(T * K));
-      std::vector<float> w_a(size_t(T * K)), w_b(size_t(T * K)), s_a(size_t(T * E)), s_b(size_t(T * E));
+      std::vector<float> w_a(size_t(T * K)), w_b(size_t(T * K)), s_a(size_t(T * E)),
+          s_b(size_t(T * E));
       route(a, logits.data(), T, nullptr, ids_a.data(), w_a.data(), s_a.data());
       route(b, logits.data(), T, nullptr, ids_b.data(), w_b.data(), s_b.data());
       EXPECT_EQ(ids_a, ids_b) << "E=" << E << " k=" << K;
@@ -645,7 +741,8 @@ TEST(RouterTopKFirst, SoftmaxTopKEqualsSoftmaxThenRenormalise) {
 }
 
 TEST(RouterTopKFirst, NamesAndDescribe) {
-  for (ScoreFunc s : {ScoreFunc::kSoftmax, ScoreFunc::kSigmoid, ScoreFunc::kSoftmaxTopK, ScoreFunc::kSigmoidTopK})
+  for (ScoreFunc s :
+       {ScoreFunc::kSoftmax, ScoreFunc::kSigmoid, ScoreFunc::kSoftmaxTopK, ScoreFunc::kSigmoidTopK})
     EXPECT_EQ(parse_score_func(score_func_name(s)), s) << score_func_name(s);
   EXPECT_EQ(parse_score_func("softmax-topk"), ScoreFunc::kSoftmaxTopK);
   EXPECT_EQ(parse_score_func("sigmoid-topk"), ScoreFunc::kSigmoidTopK);
@@ -660,18 +757,26 @@ TEST(RouterTopKFirst, NamesAndDescribe) {
   }
   EXPECT_THROW(parse_score_func(""), sy::Error);
   // The score-first descriptions are unchanged.
-  EXPECT_EQ(cfg(8, 2, ScoreFunc::kSoftmax, true).describe(), "softmax -> top-2 of 8 -> renormalise");
-  EXPECT_EQ(cfg(8, 2, ScoreFunc::kSoftmaxTopK).describe(), "logits -> top-2 of 8 -> softmax over the selected");
-  RouterConfig c = grouped(cfg(8, 2, ScoreFunc::kSigmoidTopK, true), 4, 2, GroupScore::kTop2Sum, true);
+  EXPECT_EQ(cfg(8, 2, ScoreFunc::kSoftmax, true).describe(),
+            "softmax -> top-2 of 8 -> renormalise");
+  EXPECT_EQ(cfg(8, 2, ScoreFunc::kSoftmaxTopK).describe(),
+            "logits -> top-2 of 8 -> softmax over the selected");
+  RouterConfig c =
+      grouped(cfg(8, 2, ScoreFunc::kSigmoidTopK, true), 4, 2, GroupScore::kTop2Sum, true);
   c.routed_scaling_factor = 2.5f;
   EXPECT_EQ(c.describe(),
-            "logits + selection bias -> top-2 of 4 groups (top-2 sum) -> top-2 of 8 -> sigmoid -> renormalise -> x2.5");
-  EXPECT_EQ(describe_expert_choice(8, 2.0), "softmax -> expert choice: each of 8 experts takes its top-C tokens, C = ceil(2 * T / 8)");
+            "logits + selection bias -> top-2 of 4 groups (top-2 sum) -> top-2 of 8 -> sigmoid -> "
+            "renormalise -> x2.5");
+  EXPECT_EQ(
+      describe_expert_choice(8, 2.0),
+      "softmax -> expert choice: each of 8 experts takes its top-C tokens, C = ceil(2 * T / 8)");
 }
 
 // --- Noisy top-k gating -----------------------------------------------------------------------
 
-double softplus_ref(double x) { return std::log1p(std::exp(-std::abs(x))) + std::max(x, 0.0); }
+double softplus_ref(double x) {
+  return std::log1p(std::exp(-std::abs(x))) + std::max(x, 0.0);
+}
 
 TEST(RouterNoisy, MatchesReferenceOnTheSampledNoise) {
   int num_checked = 0, num_redrawn = 0;
@@ -681,9 +786,11 @@ TEST(RouterNoisy, MatchesReferenceOnTheSampledNoise) {
         for (int T : {1, 5, 17}) {
           RouterConfig c = cfg(E, K, score);
           for (uint64_t seed = 1; seed <= 6; ++seed) {
-            const std::string what = std::string(score_func_name(score)) + " E=" + std::to_string(E) + " k=" +
-                                     std::to_string(K) + " T=" + std::to_string(T) + " seed=" + std::to_string(seed);
-            std::mt19937 rng(uint32_t(seed * 7 + uint64_t(E) * 1000 + uint64_t(K) * 100 + uint64_t(T)));
+            const std::string what = std::string(score_func_name(score)) +
+                                     " E=" + std::to_string(E) + " k=" + std::to_string(K) +
+                                     " T=" + std::to_string(T) + " seed=" + std::to_string(seed);
+            std::mt19937 rng(
+                uint32_t(seed * 7 + uint64_t(E) * 1000 + uint64_t(K) * 100 + uint64_t(T)));
             std::uniform_real_distribution<float> logit_dist(-3.0f, 3.0f), noise_dist(-4.0f, 1.0f);
             std::vector<float> logits(size_t(T * E)), noise_logits(size_t(T * E));
             std::vector<int32_t> ids(size_t(T * K));
@@ -692,18 +799,20 @@ TEST(RouterNoisy, MatchesReferenceOnTheSampledNoise) {
             for (int attempt = 0;; ++attempt) {
               for (auto& x : logits) x = logit_dist(rng);
               for (auto& x : noise_logits) x = noise_dist(rng);
-              route_noisy(c, logits.data(), noise_logits.data(), T, seed, 77, ids.data(), w.data(), scores.data(),
-                          noise.data());
+              route_noisy(c, logits.data(), noise_logits.data(), T, seed, 77, ids.data(), w.data(),
+                          scores.data(), noise.data());
               refs.clear();
               double gap = kInf;
               for (int t = 0; t < T; ++t) {
                 std::vector<float> h(static_cast<size_t>(E));
-                for (int e = 0; e < E; ++e) h[size_t(e)] = logits[size_t(t * E + e)] + noise[size_t(t * E + e)];
+                for (int e = 0; e < E; ++e)
+                  h[size_t(e)] = logits[size_t(t * E + e)] + noise[size_t(t * E + e)];
                 RouterConfig rc = c;
                 rc.score = score == ScoreFunc::kSoftmax ? ScoreFunc::kSoftmaxTopK : score;
                 RefTopKFirst r = reference_topk_first(rc, h.data(), nullptr);
                 if (score == ScoreFunc::kSoftmax)  // softmax(H) -> top-k, no renormalisation
-                  for (int i = 0; i < K; ++i) r.weights[size_t(i)] = r.scores[size_t(r.ids[size_t(i)])];
+                  for (int i = 0; i < K; ++i)
+                    r.weights[size_t(i)] = r.scores[size_t(r.ids[size_t(i)])];
                 gap = std::min(gap, r.min_gap);
                 refs.push_back(std::move(r));
               }
@@ -715,8 +824,10 @@ TEST(RouterNoisy, MatchesReferenceOnTheSampledNoise) {
             if (HasFatalFailure()) return;
             // The noise is eps(seed, stream, t * E + e) * softplus(noise_logits).
             for (int i = 0; i < T * E; ++i) {
-              const double ref = double(noisy_gating_normal(seed, 77, uint64_t(i))) * softplus_ref(noise_logits[size_t(i)]);
-              ASSERT_NEAR(noise[size_t(i)], ref, 4 * kEps * std::abs(ref) + 1e-30) << what << " element " << i;
+              const double ref = double(noisy_gating_normal(seed, 77, uint64_t(i))) *
+                                 softplus_ref(noise_logits[size_t(i)]);
+              ASSERT_NEAR(noise[size_t(i)], ref, 4 * kEps * std::abs(ref) + 1e-30)
+                  << what << " element " << i;
             }
             ++num_checked;
           }
@@ -738,13 +849,14 @@ TEST(RouterNoisy, SeedStreamAndNoiseOut) {
   for (auto& x : noise_logits) x = dist(rng);
   struct Out {
     std::vector<int32_t> ids = std::vector<int32_t>(size_t(T * K));
-    std::vector<float> w = std::vector<float>(size_t(T * K)), scores = std::vector<float>(size_t(T * E)),
+    std::vector<float> w = std::vector<float>(size_t(T * K)),
+                       scores = std::vector<float>(size_t(T * E)),
                        noise = std::vector<float>(size_t(T * E));
   };
   auto run = [&](uint64_t seed, uint64_t stream) {
     Out o;
-    route_noisy(c, logits.data(), noise_logits.data(), T, seed, stream, o.ids.data(), o.w.data(), o.scores.data(),
-                o.noise.data());
+    route_noisy(c, logits.data(), noise_logits.data(), T, seed, stream, o.ids.data(), o.w.data(),
+                o.scores.data(), o.noise.data());
     return o;
   };
   const Out a = run(42, 3), b = run(42, 3), other_seed = run(43, 3), other_stream = run(42, 4);
@@ -756,7 +868,8 @@ TEST(RouterNoisy, SeedStreamAndNoiseOut) {
   EXPECT_NE(a.noise, other_stream.noise);
   // Nullable outputs change nothing else.
   Out n;
-  route_noisy(c, logits.data(), noise_logits.data(), T, 42, 3, n.ids.data(), n.w.data(), nullptr, nullptr);
+  route_noisy(c, logits.data(), noise_logits.data(), T, 42, 3, n.ids.data(), n.w.data(), nullptr,
+              nullptr);
   EXPECT_EQ(n.ids, a.ids);
   EXPECT_EQ(n.w, a.w);
   // noise_out reproduces H - logits: routing H = logits + noise_out is the same, bit for bit.
@@ -784,9 +897,10 @@ TEST(RouterNoisy, VanishingNoiseIsPlainSoftmaxTopK) {
         std::vector<float> logits(size_t(T * E)), noise_logits(size_t(T * E), off);
         for (auto& x : logits) x = dist(rng);
         std::vector<int32_t> ids(size_t(T * K)), ids_ref(size_t(T * K));
-        std::vector<float> w(size_t(T * K)), w_ref(size_t(T * K)), s(size_t(T * E)), s_ref(size_t(T * E)),
-            noise(size_t(T * E), 5.0f);
-        route_noisy(c, logits.data(), noise_logits.data(), T, 9, 1, ids.data(), w.data(), s.data(), noise.data());
+        std::vector<float> w(size_t(T * K)), w_ref(size_t(T * K)), s(size_t(T * E)),
+            s_ref(size_t(T * E)), noise(size_t(T * E), 5.0f);
+        route_noisy(c, logits.data(), noise_logits.data(), T, 9, 1, ids.data(), w.data(), s.data(),
+                    noise.data());
         route(c, logits.data(), T, nullptr, ids_ref.data(), w_ref.data(), s_ref.data());
         EXPECT_EQ(ids, ids_ref) << "E=" << E << " k=" << K << " noise logit " << off;
         EXPECT_EQ(w, w_ref) << "E=" << E << " k=" << K << " noise logit " << off;
@@ -830,7 +944,9 @@ TEST(RouterNoisy, NoiseIsStandardNormal) {
 
 // --- Expert choice ---------------------------------------------------------------------------
 
-int64_t ref_capacity(double cf, int64_t T, int E) { return int64_t(std::ceil(cf * double(T) / E - 1e-9)); }
+int64_t ref_capacity(double cf, int64_t T, int E) {
+  return int64_t(std::ceil(cf * double(T) / E - 1e-9));
+}
 
 TEST(RouterExpertChoice, Capacity) {
   EXPECT_EQ(expert_choice_capacity(1.0, 8, 4), 2);
@@ -849,21 +965,23 @@ TEST(RouterExpertChoice, MatchesReferenceOnRandomLogits) {
     for (int T : {1, 2, 5, 17, 64}) {
       for (double cf : {0.5, 1.0, 1.25, 2.0, 8.0}) {
         for (uint32_t seed = 1; seed <= 5; ++seed) {
-          const std::string what = "E=" + std::to_string(E) + " T=" + std::to_string(T) + " cf=" + std::to_string(cf) +
-                                   " seed=" + std::to_string(seed);
+          const std::string what = "E=" + std::to_string(E) + " T=" + std::to_string(T) +
+                                   " cf=" + std::to_string(cf) + " seed=" + std::to_string(seed);
           const int64_t C = std::min<int64_t>(ref_capacity(cf, T, E), T);
           std::mt19937 rng(seed * 7u + uint32_t(E) * 1000u + uint32_t(T) * 10u + uint32_t(cf * 4));
           std::uniform_real_distribution<float> dist(-3.0f, 3.0f);
           std::vector<float> logits(size_t(T * E));
-          std::vector<double> s(size_t(T * E));          // reference affinity
-          std::vector<std::vector<int>> chosen(static_cast<size_t>(E));  // reference picks per expert
+          std::vector<double> s(size_t(T * E));  // reference affinity
+          std::vector<std::vector<int>> chosen(
+              static_cast<size_t>(E));  // reference picks per expert
           for (int attempt = 0;; ++attempt) {
             for (auto& x : logits) x = dist(rng);
             for (int t = 0; t < T; ++t) {
               double m = -kInf, z = 0;
               for (int e = 0; e < E; ++e) m = std::max(m, double(logits[size_t(t * E + e)]));
               for (int e = 0; e < E; ++e) z += std::exp(double(logits[size_t(t * E + e)]) - m);
-              for (int e = 0; e < E; ++e) s[size_t(t * E + e)] = std::exp(double(logits[size_t(t * E + e)]) - m) / z;
+              for (int e = 0; e < E; ++e)
+                s[size_t(t * E + e)] = std::exp(double(logits[size_t(t * E + e)]) - m) / z;
             }
             bool decisive = true;
             for (int e = 0; e < E; ++e) {
@@ -872,7 +990,9 @@ TEST(RouterExpertChoice, MatchesReferenceOnRandomLogits) {
               const auto order = order_desc(col);
               chosen[size_t(e)].assign(order.begin(), order.begin() + C);
               // E = 1: every affinity is exactly 1 in both, an exact tie (earliest tokens win).
-              if (E > 1 && C > 0 && C < T && relative_gap(col[size_t(order[size_t(C - 1)])], col[size_t(order[size_t(C)])]) < kDecisiveGap)
+              if (E > 1 && C > 0 && C < T &&
+                  relative_gap(col[size_t(order[size_t(C - 1)])], col[size_t(order[size_t(C)])]) <
+                      kDecisiveGap)
                 decisive = false;
             }
             if (decisive) break;
@@ -890,8 +1010,10 @@ TEST(RouterExpertChoice, MatchesReferenceOnRandomLogits) {
               const size_t i = size_t(t * E + e);
               ASSERT_EQ(ids[i], ref_ids[i]) << what << ": token " << t << " expert " << e;
               const double ref_w = ids[i] == kDroppedExpert ? 0.0 : s[i];
-              ASSERT_NEAR(w[i], ref_w, kTol) << what << ": weight of token " << t << " expert " << e;
-              ASSERT_NEAR(scores[i], s[i], kTol) << what << ": affinity of token " << t << " expert " << e;
+              ASSERT_NEAR(w[i], ref_w, kTol)
+                  << what << ": weight of token " << t << " expert " << e;
+              ASSERT_NEAR(scores[i], s[i], kTol)
+                  << what << ": affinity of token " << t << " expert " << e;
             }
           }
           ++num_checked;
@@ -910,7 +1032,8 @@ TEST(RouterExpertChoice, InvariantsWithTies) {
   for (int E : {1, 3, 8, 60}) {
     for (int T : {1, 4, 31, 100}) {
       for (double cf : {0.3, 1.0, 2.0, 100.0}) {
-        const std::string what = "E=" + std::to_string(E) + " T=" + std::to_string(T) + " cf=" + std::to_string(cf);
+        const std::string what =
+            "E=" + std::to_string(E) + " T=" + std::to_string(T) + " cf=" + std::to_string(cf);
         std::mt19937 rng(uint32_t(E * 31 + T));
         std::uniform_int_distribution<int> pick(0, 2), level(-2, 2);
         std::vector<float> rows(size_t(3 * E)), logits(size_t(T * E));
@@ -929,7 +1052,8 @@ TEST(RouterExpertChoice, InvariantsWithTies) {
           int last_chosen_at_min = -1, first_unchosen_at_max = T;
           for (int t = 0; t < T; ++t) {
             const size_t i = size_t(t * E + e);
-            ASSERT_TRUE(ids[i] == e || ids[i] == kDroppedExpert) << what << ": slot holds " << ids[i];
+            ASSERT_TRUE(ids[i] == e || ids[i] == kDroppedExpert)
+                << what << ": slot holds " << ids[i];
             if (ids[i] == e) {
               ++count;
               ASSERT_EQ(w[i], s[i]) << what;
@@ -943,7 +1067,8 @@ TEST(RouterExpertChoice, InvariantsWithTies) {
           if (count > 0 && count < T) {
             ASSERT_GE(min_chosen, max_unchosen) << what << " expert " << e << ": not its top-C";
             if (min_chosen == max_unchosen) {
-              ASSERT_LT(last_chosen_at_min, first_unchosen_at_max) << what << " expert " << e << ": tie kept a later token";
+              ASSERT_LT(last_chosen_at_min, first_unchosen_at_max)
+                  << what << " expert " << e << ": tie kept a later token";
             }
           }
         }

@@ -4,9 +4,9 @@
 // message naming the file and the problem.
 #include <gtest/gtest.h>
 
+#include <stdlib.h>
 #include "expect_error.h"
 #include "temp_dir.h"
-#include <stdlib.h>
 
 #include <filesystem>
 #include <functional>
@@ -36,8 +36,16 @@ struct Call {
   std::vector<int32_t> router_ids, ids;
 
   RoutingRecord record() const {
-    return {layer, T, E, K, S, scores.data(), router_ids.data(), router_weights.data(),
-            ids.data(), weights.data()};
+    return {layer,
+            T,
+            E,
+            K,
+            S,
+            scores.data(),
+            router_ids.data(),
+            router_weights.data(),
+            ids.data(),
+            weights.data()};
   }
 };
 
@@ -102,10 +110,18 @@ TEST(RoutingTrace, RoundTripWithPaddingAndMetadata) {
     for (const auto& t : f.tensors()) {
       const bool ints = t.name.ends_with("ids") || t.name.ends_with("call_tokens");
       EXPECT_EQ(t.dtype_name, ints ? "I32" : "F32") << t.name;
-      if (t.name == "layer.1.ids") { EXPECT_EQ(t.shape_str(), "[9, 6]"); }
-      if (t.name == "layer.1.scores") { EXPECT_EQ(t.shape_str(), "[9, 8]"); }
-      if (t.name == "layer.3.weights") { EXPECT_EQ(t.shape_str(), "[8, 2]"); }
-      if (t.name == "layer.1.call_tokens") { EXPECT_EQ(t.shape_str(), "[3]"); }
+      if (t.name == "layer.1.ids") {
+        EXPECT_EQ(t.shape_str(), "[9, 6]");
+      }
+      if (t.name == "layer.1.scores") {
+        EXPECT_EQ(t.shape_str(), "[9, 8]");
+      }
+      if (t.name == "layer.3.weights") {
+        EXPECT_EQ(t.shape_str(), "[8, 2]");
+      }
+      if (t.name == "layer.1.call_tokens") {
+        EXPECT_EQ(t.shape_str(), "[3]");
+      }
     }
     EXPECT_EQ(f.metadata().at("format"), "switchyard-routing-trace");
     EXPECT_EQ(f.metadata().at("format_version"), "1");
@@ -223,7 +239,9 @@ struct RawTrace {
   void write(const std::string& path) const {
     std::vector<io::TensorToWrite> t;
     auto add = [&](const std::string& name, const char* dtype, std::vector<int64_t> shape,
-                   const void* data, size_t bytes) { t.push_back({name, dtype, shape, data, bytes}); };
+                   const void* data, size_t bytes) {
+      t.push_back({name, dtype, shape, data, bytes});
+    };
     add("layer.2.scores", "F32", {4, 4}, scores.data(), scores.size() * 4);
     add("layer.2.router_ids", "I32", {4, 2}, router_ids.data(), router_ids.size() * 4);
     add("layer.2.router_weights", "F32", {4, 2}, router_weights.data(), router_weights.size() * 4);
@@ -243,25 +261,40 @@ TEST(RoutingTrace, BrokenTracesAreClearErrors) {
   good.write(path);
   EXPECT_EQ(read_routing_trace(path).find(2)->num_tokens, 4) << "the control case reads";
 
-  auto check = [&](const std::function<void(RawTrace&)>& breakit, std::vector<std::string> needles) {
+  auto check = [&](const std::function<void(RawTrace&)>& breakit,
+                   std::vector<std::string> needles) {
     RawTrace bad;
     breakit(bad);
     bad.write(path);
     needles.push_back(path);
     expect_error([&] { read_routing_trace(path); }, needles);
   };
-  check([](RawTrace& t) { t.meta = {{"format", "pt"}}; },
-        {"not a Switchyard routing trace", "model checkpoint"});
-  check([](RawTrace& t) { t.meta.erase("format"); }, {"not a Switchyard routing trace", "no 'format'"});
+  check(
+      [](RawTrace& t) {
+        t.meta = {{"format", "pt"}};
+      },
+      {"not a Switchyard routing trace", "model checkpoint"});
+  check([](RawTrace& t) { t.meta.erase("format"); },
+        {"not a Switchyard routing trace", "no 'format'"});
   check([](RawTrace& t) { t.meta["format_version"] = "2"; }, {"version 2", "newer Switchyard"});
   check([](RawTrace& t) { t.meta["format_version"] = "one"; }, {"'one' is not an integer"});
   check([](RawTrace& t) { t.skip_weights = true; }, {"layer 2 has no tensor 'layer.2.weights'"});
-  check([](RawTrace& t) { t.extra_name = "model.norm.weight"; }, {"unexpected tensor 'model.norm.weight'"});
-  check([](RawTrace& t) { t.extra_name = "layer.2.logits"; }, {"unexpected tensor 'layer.2.logits'"});
-  check([](RawTrace& t) { t.ids_shape = {2, 4}; }, {"'layer.2.ids'", "shape [2, 4]", "layer 2 has 4 tokens"});
+  check([](RawTrace& t) { t.extra_name = "model.norm.weight"; },
+        {"unexpected tensor 'model.norm.weight'"});
+  check([](RawTrace& t) { t.extra_name = "layer.2.logits"; },
+        {"unexpected tensor 'layer.2.logits'"});
+  check(
+      [](RawTrace& t) {
+        t.ids_shape = {2, 4};
+      },
+      {"'layer.2.ids'", "shape [2, 4]", "layer 2 has 4 tokens"});
   check([](RawTrace& t) { t.ids_shape = {8}; }, {"'layer.2.ids'", "expected 2 dimensions"});
   check([](RawTrace& t) { t.ids_dtype = "F32"; }, {"'layer.2.ids' is F32, expected I32"});
-  check([](RawTrace& t) { t.call_tokens = {3, 2}; }, {"layer.2.call_tokens", "adds up to 5", "hold 4"});
+  check(
+      [](RawTrace& t) {
+        t.call_tokens = {3, 2};
+      },
+      {"layer.2.call_tokens", "adds up to 5", "hold 4"});
   check([](RawTrace& t) { t.call_tokens = {5, -1}; }, {"layer.2.call_tokens[1] = -1"});
   check([](RawTrace& t) { t.ids[5] = 4; }, {"layer.2.ids[2, 1] = 4", "below 4"});
   check([](RawTrace& t) { t.router_ids[0] = -7; }, {"layer.2.router_ids[0, 0] = -7"});
@@ -270,11 +303,14 @@ TEST(RoutingTrace, BrokenTracesAreClearErrors) {
         {"metadata router has 8 experts but layer 2 has 4"});
   check([](RawTrace& t) { t.meta["router"] = R"({"num_experts": 4, "topk": 2})"; },
         {"unknown key 'topk'"});
-  check([](RawTrace& t) { t.meta["router"] = R"({"score": "cosine"})"; }, {"router score", "cosine"});
+  check([](RawTrace& t) { t.meta["router"] = R"({"score": "cosine"})"; },
+        {"router score", "cosine"});
   check([](RawTrace& t) { t.meta["capacity_factor"] = "lots"; }, {"capacity_factor", "'lots'"});
-  check([](RawTrace& t) { t.meta["num_layers"] = "2"; }, {"num_layers = 2", "layer 2 was recorded"});
+  check([](RawTrace& t) { t.meta["num_layers"] = "2"; },
+        {"num_layers = 2", "layer 2 was recorded"});
 
-  expect_error([&] { read_routing_trace(dir.file("missing.safetensors")); }, {"missing.safetensors"});
+  expect_error([&] { read_routing_trace(dir.file("missing.safetensors")); },
+               {"missing.safetensors"});
 }
 
 TEST(RoutingTrace, WriterErrors) {

@@ -5,8 +5,8 @@
 // The writer is checked independently: its raw bytes are parsed here with nlohmann::json.
 #include <gtest/gtest.h>
 
-#include "temp_dir.h"
 #include <stdlib.h>
+#include "temp_dir.h"
 
 #include <cstdint>
 #include <cstring>
@@ -89,13 +89,21 @@ struct ImageCase {
 // Files the reader must accept; each malformed case below differs from one of them in one way.
 TEST(Safetensors, HandBuiltValidFilesLoad) {
   const std::vector<ImageCase> valid = {
-      {"two F32 tensors", "{" + entry("a", "F32", "[2]", 0, 8) + "," + entry("b", "F32", "[2]", 8, 16) + "}", 16, nullptr},
-      {"listed out of offset order", "{" + entry("b", "F32", "[2]", 8, 16) + "," + entry("a", "F32", "[2]", 0, 8) + "}", 16, nullptr},
+      {"two F32 tensors",
+       "{" + entry("a", "F32", "[2]", 0, 8) + "," + entry("b", "F32", "[2]", 8, 16) + "}", 16,
+       nullptr},
+      {"listed out of offset order",
+       "{" + entry("b", "F32", "[2]", 8, 16) + "," + entry("a", "F32", "[2]", 0, 8) + "}", 16,
+       nullptr},
       {"header padded with spaces", "{" + entry("a", "F32", "[2]", 0, 8) + "}      ", 8, nullptr},
-      {"metadata and zero-size tensors", "{\"__metadata__\":{\"format\":\"pt\"}," + entry("z", "F32", "[0,4]", 0, 0) + "," + entry("a", "BF16", "[2,2]", 0, 8) + "," + entry("y", "I64", "[3,0]", 8, 8) + "}", 8, nullptr},
+      {"metadata and zero-size tensors",
+       "{\"__metadata__\":{\"format\":\"pt\"}," + entry("z", "F32", "[0,4]", 0, 0) + "," +
+           entry("a", "BF16", "[2,2]", 0, 8) + "," + entry("y", "I64", "[3,0]", 8, 8) + "}",
+       8, nullptr},
       {"scalar", "{" + entry("s", "F64", "[]", 0, 8) + "}", 8, nullptr},
       {"no tensors", "{}", 0, nullptr},
-      {"sub-byte dtype F4 with whole bytes", "{" + entry("q", "F4", "[2,3]", 0, 3) + "}", 3, nullptr},
+      {"sub-byte dtype F4 with whole bytes", "{" + entry("q", "F4", "[2,3]", 0, 3) + "}", 3,
+       nullptr},
   };
   TempDir dir;
   for (const auto& c : valid) {
@@ -128,7 +136,8 @@ TEST(Safetensors, MalformedHeadersNameFileAndTensor) {
       {"data past end of buffer", "{" + entry("a", "F32", "[4]", 0, 16) + "}", 12, "a"},
       // numel = 2^48 * 2^48 * 2^32 = 2^128: wraps to 0 in 128-bit arithmetic, so a zero-byte
       // span would "match". The reference parser uses checked multiplication and rejects it.
-      {"element count overflows", "{" + entry("a", "F32", "[281474976710656,281474976710656,4294967296]", 0, 0) + "}", 0, "a"},
+      {"element count overflows",
+       "{" + entry("a", "F32", "[281474976710656,281474976710656,4294967296]", 0, 0) + "}", 0, "a"},
       {"file longer than the tensors", "{" + a8 + "}", 12, nullptr},
       {"not JSON", "{\"a\": {\"dtype\": \"F32\", ", 8, nullptr},
       {"header does not start with '{'", " {" + a8 + "}", 8, nullptr},
@@ -248,7 +257,8 @@ std::vector<Tensor> sample_tensors() {
 
 std::vector<TensorToWrite> to_write(const std::vector<Tensor>& ts) {
   std::vector<TensorToWrite> out;
-  for (const auto& t : ts) out.push_back({t.name, t.dtype, t.shape, t.bytes.data(), t.bytes.size()});
+  for (const auto& t : ts)
+    out.push_back({t.name, t.dtype, t.shape, t.bytes.data(), t.bytes.size()});
   return out;
 }
 
@@ -277,8 +287,7 @@ TEST(Safetensors, WriteThenReadRoundTrip) {
     const uint64_t begin = e["data_offsets"][0], end = e["data_offsets"][1];
     ASSERT_EQ(end - begin, t.bytes.size());
     ASSERT_LE(8 + n + end, raw.size());
-    EXPECT_EQ(raw.substr(8 + n + begin, end - begin),
-              std::string(t.bytes.begin(), t.bytes.end()));
+    EXPECT_EQ(raw.substr(8 + n + begin, end - begin), std::string(t.bytes.begin(), t.bytes.end()));
     covered += t.bytes.size();
   }
   EXPECT_EQ(8 + n + covered, raw.size());
@@ -361,8 +370,9 @@ void write_index(const TempDir& dir, const json& weight_map) {
 
 TEST(TensorStore, SingleFile) {
   TempDir dir;
-  write_raw(dir.file("model.safetensors"),
-            st_image("{" + entry("x", "F32", "[2]", 0, 8) + "," + entry("y", "BF16", "[3]", 8, 14) + "}", 14));
+  write_raw(dir.file("model.safetensors"), st_image("{" + entry("x", "F32", "[2]", 0, 8) + "," +
+                                                        entry("y", "BF16", "[3]", 8, 14) + "}",
+                                                    14));
   TensorStore store = TensorStore::open(dir.path());
   EXPECT_EQ(store.all().size(), 2u);
   EXPECT_EQ(store.total_bytes(), 14u);
@@ -374,8 +384,10 @@ TEST(TensorStore, SingleFile) {
 
 TEST(TensorStore, ShardsFollowTheIndex) {
   TempDir dir;
-  write_raw(dir.file("model-00001-of-00002.safetensors"),
-            st_image("{" + entry("a", "F32", "[2]", 0, 8) + "," + entry("b", "F32", "[1]", 8, 12) + "}", 12));
+  write_raw(
+      dir.file("model-00001-of-00002.safetensors"),
+      st_image("{" + entry("a", "F32", "[2]", 0, 8) + "," + entry("b", "F32", "[1]", 8, 12) + "}",
+               12));
   write_raw(dir.file("model-00002-of-00002.safetensors"),
             st_image("{" + entry("c", "F16", "[2]", 0, 4) + "}", 4));
   write_index(dir, {{"a", "model-00001-of-00002.safetensors"},
@@ -390,7 +402,8 @@ TEST(TensorStore, ShardsFollowTheIndex) {
 }
 
 TEST(TensorStore, InconsistentShardsAreRejected) {
-  const std::string s1 = "model-00001-of-00002.safetensors", s2 = "model-00002-of-00002.safetensors";
+  const std::string s1 = "model-00001-of-00002.safetensors",
+                    s2 = "model-00002-of-00002.safetensors";
   struct Case {
     const char* name;
     std::string shard1_header, shard2_header;
@@ -399,19 +412,37 @@ TEST(TensorStore, InconsistentShardsAreRejected) {
   };
   const std::string a = entry("a", "F32", "[2]", 0, 8), c = entry("c", "F32", "[2]", 0, 8);
   const std::vector<Case> cases = {
-      {"index maps a tensor to a shard lacking it", "{" + a + "}", "{" + c + "}",
-       {{"a", s2}, {"c", s2}}, {"'a'", s2}},
-      {"index maps a tensor no shard has", "{" + a + "}", "{" + c + "}",
-       {{"a", s1}, {"c", s2}, {"ghost", s2}}, {"'ghost'", "index.json"}},
-      {"tensor in two shards", "{" + a + "}", "{" + entry("a", "F32", "[2]", 0, 8) + "}",
-       {{"a", s1}, {"c", s2}}, {"'a'", s1, s2}},
-      {"shard name with '/'", "{" + a + "}", "{" + c + "}",
-       {{"a", s1}, {"c", "sub/" + s2}}, {"sub/" + s2, "index.json"}},
+      {"index maps a tensor to a shard lacking it",
+       "{" + a + "}",
+       "{" + c + "}",
+       {{"a", s2}, {"c", s2}},
+       {"'a'", s2}},
+      {"index maps a tensor no shard has",
+       "{" + a + "}",
+       "{" + c + "}",
+       {{"a", s1}, {"c", s2}, {"ghost", s2}},
+       {"'ghost'", "index.json"}},
+      {"tensor in two shards",
+       "{" + a + "}",
+       "{" + entry("a", "F32", "[2]", 0, 8) + "}",
+       {{"a", s1}, {"c", s2}},
+       {"'a'", s1, s2}},
+      {"shard name with '/'",
+       "{" + a + "}",
+       "{" + c + "}",
+       {{"a", s1}, {"c", "sub/" + s2}},
+       {"sub/" + s2, "index.json"}},
       {"shard name '..'", "{" + a + "}", "{" + c + "}", {{"a", s1}, {"c", ".."}}, {"index.json"}},
-      {"weight_map entry not a string", "{" + a + "}", "{" + c + "}", {{"a", s1}, {"c", 2}},
+      {"weight_map entry not a string",
+       "{" + a + "}",
+       "{" + c + "}",
+       {{"a", s1}, {"c", 2}},
        {"'c'", "index.json"}},
-      {"shard file missing", "{" + a + "}", "{" + c + "}",
-       {{"a", s1}, {"c", "model-00003-of-00002.safetensors"}}, {"model-00003-of-00002.safetensors"}},
+      {"shard file missing",
+       "{" + a + "}",
+       "{" + c + "}",
+       {{"a", s1}, {"c", "model-00003-of-00002.safetensors"}},
+       {"model-00003-of-00002.safetensors"}},
   };
   for (const auto& k : cases) {
     TempDir dir;
@@ -432,8 +463,8 @@ TEST(TensorStore, DirectoryWithoutCheckpoint) {
   expect_error([&] { TensorStore::open(dir.file("absent")); }, {dir.file("absent")},
                "missing directory");
   write_raw(dir.file("model.safetensors.index.json"), "{\"weight_map\": [1, 2]}");
-  expect_error([&] { TensorStore::open(dir.path()); }, {"model.safetensors.index.json", "weight_map"},
-               "index without a weight_map object");
+  expect_error([&] { TensorStore::open(dir.path()); },
+               {"model.safetensors.index.json", "weight_map"}, "index without a weight_map object");
 }
 
 }  // namespace

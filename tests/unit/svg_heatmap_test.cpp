@@ -4,8 +4,8 @@
 // labels, thins column labels, and rejects NaN / empty input without touching the file.
 #include <gtest/gtest.h>
 
-#include "temp_dir.h"
 #include <stdlib.h>
+#include "temp_dir.h"
 
 #include <cmath>
 #include <filesystem>
@@ -38,7 +38,8 @@ std::string check_balanced(const std::string& doc) {
     if (tag[0] == '/') {
       const std::string name = tag.substr(1);
       if (stack.empty() || stack.back() != name)
-        return "closing </" + name + "> does not match <" + (stack.empty() ? "" : stack.back()) + ">";
+        return "closing </" + name + "> does not match <" + (stack.empty() ? "" : stack.back()) +
+               ">";
       stack.pop_back();
       continue;
     }
@@ -57,7 +58,8 @@ std::string check_balanced(const std::string& doc) {
 
 int count(const std::string& doc, const std::string& needle) {
   int n = 0;
-  for (size_t pos = doc.find(needle); pos != std::string::npos; pos = doc.find(needle, pos + 1)) ++n;
+  for (size_t pos = doc.find(needle); pos != std::string::npos; pos = doc.find(needle, pos + 1))
+    ++n;
   return n;
 }
 
@@ -65,7 +67,8 @@ int count(const std::string& doc, const std::string& needle) {
 std::vector<std::string> cell_fills(const std::string& doc) {
   static const std::regex cell("<rect class=\"cell\"[^>]* fill=\"(#[0-9a-f]{6})\"");
   std::vector<std::string> fills;
-  for (auto it = std::sregex_iterator(doc.begin(), doc.end(), cell); it != std::sregex_iterator(); ++it)
+  for (auto it = std::sregex_iterator(doc.begin(), doc.end(), cell); it != std::sregex_iterator();
+       ++it)
     fills.push_back((*it)[1]);
   return fills;
 }
@@ -119,7 +122,8 @@ TEST(SvgHeatmap, BalancedWithOneCellPerValue) {
     const std::string doc = heatmap_svg(load_map(rows, cols));
     EXPECT_EQ(check_balanced(doc), "") << rows << "x" << cols;
     EXPECT_EQ(count(doc, "<rect class=\"cell\""), rows * cols) << rows << "x" << cols;
-    EXPECT_EQ(doc.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 200) != std::string::npos, true);
+    EXPECT_EQ(doc.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 200) != std::string::npos,
+              true);
     EXPECT_EQ(count(doc, "href"), 0) << "a standalone file refers to nothing outside";
     EXPECT_EQ(count(doc, "<script"), 0);
     EXPECT_EQ(count(doc, "@import"), 0);
@@ -136,9 +140,11 @@ TEST(SvgHeatmap, ColoursGetLighterAsValuesGrow) {
   for (size_t i = 1; i < fills.size(); ++i)
     EXPECT_GT(luminance_of(fills[i]), luminance_of(fills[i - 1]))
         << "cell " << i << " (" << fills[i] << ") vs " << fills[i - 1];
-  // The ends of the scale are viridis' ends (#440154 dark purple, #fde725 yellow) within the fit's error.
+  // The ends of the scale are viridis' ends (#440154 dark purple, #fde725 yellow) within the fit's
+  // error.
   auto near = [](const std::string& hex, int r, int g, int b) {
-    const int got[3] = {std::stoi(hex.substr(1, 2), nullptr, 16), std::stoi(hex.substr(3, 2), nullptr, 16),
+    const int got[3] = {std::stoi(hex.substr(1, 2), nullptr, 16),
+                        std::stoi(hex.substr(3, 2), nullptr, 16),
                         std::stoi(hex.substr(5, 2), nullptr, 16)};
     return std::abs(got[0] - r) <= 6 && std::abs(got[1] - g) <= 6 && std::abs(got[2] - b) <= 6;
   };
@@ -166,7 +172,8 @@ TEST(SvgHeatmap, ScaleLabelsAndConstantMatrix) {
   EXPECT_NE(fractional.find(">7.75</text>"), std::string::npos) << "max label";
   m.scale_min = 0;
   m.scale_max = 10;
-  EXPECT_NE(heatmap_svg(m).find(">10.0</text>"), std::string::npos) << "explicit scale max (one decimal at magnitude 10)";
+  EXPECT_NE(heatmap_svg(m).find(">10.0</text>"), std::string::npos)
+      << "explicit scale max (one decimal at magnitude 10)";
 }
 
 TEST(SvgHeatmap, LabelsAreEscaped) {
@@ -199,7 +206,8 @@ TEST(SvgHeatmap, ManyColumnsThinLabelsAndDropCellText) {
   // Thinned labels sit on a regular stride.
   std::regex label(">e([0-9]+)</text>");
   std::vector<int> ids;
-  for (auto it = std::sregex_iterator(wide.begin(), wide.end(), label); it != std::sregex_iterator(); ++it)
+  for (auto it = std::sregex_iterator(wide.begin(), wide.end(), label);
+       it != std::sregex_iterator(); ++it)
     ids.push_back(std::stoi((*it)[1]));
   ASSERT_GE(ids.size(), 2u);
   for (size_t i = 1; i < ids.size(); ++i) EXPECT_EQ(ids[i] - ids[i - 1], ids[1] - ids[0]);
@@ -263,15 +271,16 @@ TEST(SvgHeatmap, PythonXmlParserAcceptsIt) {
   m.row_labels[2] = "l<2>&";
   write_heatmap_svg(dir.file("m.svg"), m);
   const std::string script = dir.file("check.py");
-  std::ofstream(script) << "import sys, xml.etree.ElementTree as ET\n"
-                           "root = ET.parse(sys.argv[1]).getroot()\n"
-                           "ns = '{http://www.w3.org/2000/svg}'\n"
-                           "assert root.tag == ns + 'svg', root.tag\n"
-                           "cells = [e for e in root.iter(ns + 'rect') if e.get('class') == 'cell']\n"
-                           "assert len(cells) == 5 * 70, len(cells)\n"
-                           "texts = [t.text for t in root.iter(ns + 'text')]\n"
-                           "assert 'A & B <quoted>' in texts, texts[:3]\n"
-                           "assert 'l<2>&' in texts\n";
+  std::ofstream(script)
+      << "import sys, xml.etree.ElementTree as ET\n"
+         "root = ET.parse(sys.argv[1]).getroot()\n"
+         "ns = '{http://www.w3.org/2000/svg}'\n"
+         "assert root.tag == ns + 'svg', root.tag\n"
+         "cells = [e for e in root.iter(ns + 'rect') if e.get('class') == 'cell']\n"
+         "assert len(cells) == 5 * 70, len(cells)\n"
+         "texts = [t.text for t in root.iter(ns + 'text')]\n"
+         "assert 'A & B <quoted>' in texts, texts[:3]\n"
+         "assert 'l<2>&' in texts\n";
   const std::string cmd = "/usr/bin/python3 " + script + " " + dir.file("m.svg");
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
 }

@@ -33,7 +33,8 @@ std::string check_balanced(const std::string& doc) {
     if (tag.empty()) return "empty tag";
     if (tag[0] == '?' || tag[0] == '!') continue;
     if (tag[0] == '/') {
-      if (stack.empty() || stack.back() != tag.substr(1)) return "mismatched </" + tag.substr(1) + ">";
+      if (stack.empty() || stack.back() != tag.substr(1))
+        return "mismatched </" + tag.substr(1) + ">";
       stack.pop_back();
       continue;
     }
@@ -49,7 +50,8 @@ std::string check_balanced(const std::string& doc) {
 
 int count(const std::string& doc, const std::string& needle) {
   int n = 0;
-  for (size_t pos = doc.find(needle); pos != std::string::npos; pos = doc.find(needle, pos + 1)) ++n;
+  for (size_t pos = doc.find(needle); pos != std::string::npos; pos = doc.find(needle, pos + 1))
+    ++n;
   return n;
 }
 
@@ -57,20 +59,25 @@ std::vector<std::pair<double, double>> points_of(const std::string& polyline_poi
   std::vector<std::pair<double, double>> pts;
   std::istringstream in(polyline_points);
   std::string pair;
-  while (in >> pair) pts.push_back({std::stod(pair.substr(0, pair.find(','))), std::stod(pair.substr(pair.find(',') + 1))});
+  while (in >> pair)
+    pts.push_back(
+        {std::stod(pair.substr(0, pair.find(','))), std::stod(pair.substr(pair.find(',') + 1))});
   return pts;
 }
 
 std::vector<std::string> polylines(const std::string& doc) {
   std::vector<std::string> out;
   static const std::regex re("<polyline[^>]* points=\"([^\"]*)\"");
-  for (auto it = std::sregex_iterator(doc.begin(), doc.end(), re); it != std::sregex_iterator(); ++it)
+  for (auto it = std::sregex_iterator(doc.begin(), doc.end(), re); it != std::sregex_iterator();
+       ++it)
     out.push_back((*it)[1]);
   return out;
 }
 
 // fmt writes non-finite numbers as "nan" / "inf": none may reach a coordinate.
-bool has_non_finite(const std::string& doc) { return std::regex_search(doc, std::regex("\\b-?(nan|inf)\\b")); }
+bool has_non_finite(const std::string& doc) {
+  return std::regex_search(doc, std::regex("\\b-?(nan|inf)\\b"));
+}
 
 LineSeries series(std::string name, std::vector<double> x, std::vector<double> y) {
   LineSeries s;
@@ -119,9 +126,11 @@ TEST(SvgLinePlot, SeriesLegendTicksAndOrder) {
   const auto train = points_of(lines[0]);
   ASSERT_EQ(train.size(), 200u);
   std::smatch area;
-  ASSERT_TRUE(std::regex_search(doc, area, std::regex(
-      "class=\"plot-area\" x=\"([-0-9.]+)\" y=\"([-0-9.]+)\" width=\"([-0-9.]+)\" height=\"([-0-9.]+)\"")));
-  const double ax = std::stod(area[1]), ay = std::stod(area[2]), aw = std::stod(area[3]), ah = std::stod(area[4]);
+  ASSERT_TRUE(std::regex_search(doc, area,
+                                std::regex("class=\"plot-area\" x=\"([-0-9.]+)\" y=\"([-0-9.]+)\" "
+                                           "width=\"([-0-9.]+)\" height=\"([-0-9.]+)\"")));
+  const double ax = std::stod(area[1]), ay = std::stod(area[2]), aw = std::stod(area[3]),
+               ah = std::stod(area[4]);
   for (size_t i = 0; i < train.size(); ++i) {
     EXPECT_GE(train[i].first, ax - 0.05);
     EXPECT_LE(train[i].first, ax + aw + 0.05);
@@ -204,7 +213,9 @@ TEST(SvgLinePlot, EscapesNamesAndRejectsBadInput) {
     line_plot_svg(bad);
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("series 'val' has 8 x values but 7 y values"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("series 'val' has 8 x values but 7 y values"),
+              std::string::npos)
+        << e.what();
   }
   LinePlot tiny = loss_plot();
   tiny.width = 100;
@@ -221,14 +232,15 @@ TEST(SvgLinePlot, WritesAFileThatPythonParses) {
   std::ifstream in(path);
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), line_plot_svg(p));
   if (!fs::exists("/usr/bin/python3")) GTEST_SKIP() << "/usr/bin/python3 not found";
-  std::ofstream(dir.file("check.py")) << "import sys, xml.etree.ElementTree as ET\n"
-                                         "root = ET.parse(sys.argv[1]).getroot()\n"
-                                         "ns = '{http://www.w3.org/2000/svg}'\n"
-                                         "assert root.tag == ns + 'svg', root.tag\n"
-                                         "groups = [g for g in root.iter(ns + 'g') if g.get('class') == 'series']\n"
-                                         "assert len(groups) == 2, len(groups)\n"
-                                         "texts = [t.text for t in root.iter(ns + 'text')]\n"
-                                         "assert 'A & B' in texts, texts\n";
+  std::ofstream(dir.file("check.py"))
+      << "import sys, xml.etree.ElementTree as ET\n"
+         "root = ET.parse(sys.argv[1]).getroot()\n"
+         "ns = '{http://www.w3.org/2000/svg}'\n"
+         "assert root.tag == ns + 'svg', root.tag\n"
+         "groups = [g for g in root.iter(ns + 'g') if g.get('class') == 'series']\n"
+         "assert len(groups) == 2, len(groups)\n"
+         "texts = [t.text for t in root.iter(ns + 'text')]\n"
+         "assert 'A & B' in texts, texts\n";
   const std::string cmd = "/usr/bin/python3 " + dir.file("check.py") + " " + path;
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
 }

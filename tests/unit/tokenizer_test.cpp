@@ -26,7 +26,8 @@ std::string tiny_json(const std::string& merges, const std::string& extra = "") 
 }
 
 std::string read_sample() {
-  std::ifstream in(std::string(SY_SOURCE_DIR) + "/tests/tokenizer/sample_unicode.txt", std::ios::binary);
+  std::ifstream in(std::string(SY_SOURCE_DIR) + "/tests/tokenizer/sample_unicode.txt",
+                   std::ios::binary);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -35,15 +36,17 @@ std::string read_sample() {
 TEST(TokenizerBpe, MergesApplyByRank) {
   auto t1 = Tokenizer::from_json_string(tiny_json(R"(["b c", "a b", "ab c"])"), "t1");
   EXPECT_EQ(t1.encode("abc"), (Ids{0, 4}));  // "b c" has rank 0, and there is no "a bc" merge
-  auto t2 = Tokenizer::from_json_string(tiny_json(R"([["a", "b"], ["b", "c"], ["ab", "c"]])"), "t2");
+  auto t2 =
+      Tokenizer::from_json_string(tiny_json(R"([["a", "b"], ["b", "c"], ["ab", "c"]])"), "t2");
   EXPECT_EQ(t2.encode("abc"), (Ids{5}));
   EXPECT_EQ(t2.encode("abab"), (Ids{3, 3}));
   EXPECT_EQ(t2.encode("abx"), (Ids{3, 6}));  // unknown character -> unk
-  EXPECT_EQ(t2.decode({3, 2}), "ab c");       // no decoder: tokens joined by spaces, as HF
+  EXPECT_EQ(t2.decode({3, 2}), "ab c");      // no decoder: tokens joined by spaces, as HF
 }
 
 TEST(TokenizerBpe, ByteFallbackAndFusedUnk) {
-  const std::string json = R"({"model": {"type": "BPE", "byte_fallback": true, "fuse_unk": true, "unk_token": "<unk>",
+  const std::string json =
+      R"({"model": {"type": "BPE", "byte_fallback": true, "fuse_unk": true, "unk_token": "<unk>",
       "vocab": {"<unk>": 0, "<0xC3>": 1, "<0xA9>": 2, "x": 3}, "merges": []},
       "decoder": {"type": "Sequence", "decoders": [{"type": "ByteFallback"}, {"type": "Fuse"}]}})";
   auto t = Tokenizer::from_json_string(json, "bf");
@@ -61,9 +64,10 @@ TEST(TokenizerBpe, AddedTokensSplitFirstAndSpecialsSkip) {
       {"id": 10, "content": "bc", "special": false, "normalized": false}])";
   auto t = Tokenizer::from_json_string(tiny_json(R"(["a b", "b c"])", added), "added");
   EXPECT_EQ(t.encode("a<s>c"), (Ids{0, 7, 2}));
-  EXPECT_EQ(t.encode("<s>abc"), (Ids{8, 2}));   // longest match first
-  EXPECT_EQ(t.encode("ab  [M]  c"), (Ids{3, 9, 2}));  // lstrip/rstrip absorb the spaces (else: unk for ' ')
-  EXPECT_EQ(t.encode("abc"), (Ids{0, 10}));      // added tokens split before the model sees the text
+  EXPECT_EQ(t.encode("<s>abc"), (Ids{8, 2}));  // longest match first
+  EXPECT_EQ(t.encode("ab  [M]  c"),
+            (Ids{3, 9, 2}));                 // lstrip/rstrip absorb the spaces (else: unk for ' ')
+  EXPECT_EQ(t.encode("abc"), (Ids{0, 10}));  // added tokens split before the model sees the text
   EXPECT_TRUE(t.is_special(7));
   EXPECT_FALSE(t.is_special(10));
   EXPECT_EQ(t.decode({7, 3, 10}, true), "ab bc");
@@ -88,7 +92,8 @@ TEST(TokenizerSplit, Behaviours) {
   const Regex dash = Regex::literal("-", "test");
   auto texts = [&](SplitBehavior b, bool invert = false) {
     std::vector<std::string> out;
-    for (const Piece& q : split_at_matches(p, dash.find_all(p.text), b, invert)) out.push_back(q.text);
+    for (const Piece& q : split_at_matches(p, dash.find_all(p.text), b, invert))
+      out.push_back(q.text);
     return out;
   };
   using V = std::vector<std::string>;
@@ -101,7 +106,8 @@ TEST(TokenizerSplit, Behaviours) {
 }
 
 TEST(TokenizerMetaspace, PrependAndDecode) {
-  const std::string json = R"({"model": {"type": "BPE", "vocab": {"▁": 0, "a": 1, "b": 2, "▁a": 3}, "merges": [["▁", "a"]]},
+  const std::string json =
+      R"({"model": {"type": "BPE", "vocab": {"▁": 0, "a": 1, "b": 2, "▁a": 3}, "merges": [["▁", "a"]]},
       "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": true},
       "decoder": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": true}})";
   auto t = Tokenizer::from_json_string(json, "ms");
@@ -119,20 +125,27 @@ TEST(TokenizerErrors, BadFilesNameTheProblem) {
     return "no error";
   };
   EXPECT_NE(message("{not json").find("invalid JSON"), std::string::npos);
-  EXPECT_NE(message("{}").find("missing field '<root>.model' in my/tokenizer.json"), std::string::npos);
+  EXPECT_NE(message("{}").find("missing field '<root>.model' in my/tokenizer.json"),
+            std::string::npos);
   EXPECT_NE(message(tiny_json("[]", R"(, "pre_tokenizer": {"type": "Frobnicate"})"))
                 .find("unsupported pre_tokenizer type 'Frobnicate'"),
             std::string::npos);
   EXPECT_NE(message(tiny_json("[]", R"(, "normalizer": {"type": "Frobnicate"})"))
                 .find("unsupported normalizer type 'Frobnicate' at 'normalizer'"),
             std::string::npos);
-  EXPECT_NE(message(tiny_json(R"(["a c"])")).find("token 'ac' is not in the vocab"), std::string::npos);
+  EXPECT_NE(message(tiny_json(R"(["a c"])")).find("token 'ac' is not in the vocab"),
+            std::string::npos);
   EXPECT_NE(message(tiny_json(R"(["a"])")).find("merges[0]"), std::string::npos);
-  EXPECT_NE(message(R"({"model": {"type": "WordPiece", "vocab": {}}})").find("unsupported model type 'WordPiece'"),
+  EXPECT_NE(message(R"({"model": {"type": "WordPiece", "vocab": {}}})")
+                .find("unsupported model type 'WordPiece'"),
             std::string::npos);
-  EXPECT_NE(message(tiny_json("[]", R"(, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(a"}, "behavior": "Isolated"})"))
-                .find("invalid regex"),
-            std::string::npos);
+  EXPECT_NE(
+      message(
+          tiny_json(
+              "[]",
+              R"(, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(a"}, "behavior": "Isolated"})"))
+          .find("invalid regex"),
+      std::string::npos);
   EXPECT_THROW(Tokenizer::from_file("/nonexistent/tokenizer.json"), Error);
   auto t = Tokenizer::from_json_string(tiny_json("[]"), "t");
   EXPECT_THROW(t.encode("\xC3"), Error);  // invalid UTF-8 input
@@ -146,8 +159,12 @@ TEST(TokenizerUnicode, NormalizationForms) {
   auto nfkc = [](std::string_view s) { return unicode_normalize(s, NormalForm::NFKC); };
   auto nfkd = [](std::string_view s) { return unicode_normalize(s, NormalForm::NFKD); };
   // e + COMBINING ACUTE (U+0301) <-> U+00E9
-  EXPECT_EQ(nfc("Caf" "e\xCC\x81"), "Caf\xC3\xA9");
-  EXPECT_EQ(nfd("Caf\xC3\xA9"), "Caf" "e\xCC\x81");
+  EXPECT_EQ(nfc("Caf"
+                "e\xCC\x81"),
+            "Caf\xC3\xA9");
+  EXPECT_EQ(nfd("Caf\xC3\xA9"),
+            "Caf"
+            "e\xCC\x81");
   EXPECT_EQ(nfc("Caf\xC3\xA9"), "Caf\xC3\xA9");
   // Hangul syllable U+D55C <-> jamo U+1112 U+1161 U+11AB (algorithmic decomposition)
   EXPECT_EQ(nfd("\xED\x95\x9C"), "\xE1\x84\x92\xE1\x85\xA1\xE1\x86\xAB");
@@ -159,7 +176,9 @@ TEST(TokenizerUnicode, NormalizationForms) {
   EXPECT_EQ(nfc("\xEF\xAC\x81\xEF\xBC\xA1"), "\xEF\xAC\x81\xEF\xBC\xA1");
   EXPECT_EQ(nfkc("\xEF\xAC\x81le \xEF\xBC\xA1"), "file A");
   // VULGAR FRACTION ONE HALF U+00BD -> 1 FRACTION SLASH (U+2044) 2
-  EXPECT_EQ(nfkd("\xC2\xBD"), "1\xE2\x81\x84" "2");
+  EXPECT_EQ(nfkd("\xC2\xBD"),
+            "1\xE2\x81\x84"
+            "2");
   // Canonical ordering: U+0323 (ccc 220) sorts before U+0307 (ccc 230)
   EXPECT_EQ(nfc("q\xCC\x87\xCC\xA3"), "q\xCC\xA3\xCC\x87");
   // UAX #15 example: U+1E9B U+0323 in the four forms
@@ -174,43 +193,56 @@ TEST(TokenizerUnicode, NormalizationForms) {
 
 TEST(TokenizerUnicode, FullLowercasePerCharacter) {
   EXPECT_EQ(unicode_lowercase("ABC xyz 123"), "abc xyz 123");
-  EXPECT_EQ(unicode_lowercase("\xC3\x80\xC3\x98"), "\xC3\xA0\xC3\xB8");  // U+00C0 U+00D8 -> U+00E0 U+00F8
+  EXPECT_EQ(unicode_lowercase("\xC3\x80\xC3\x98"),
+            "\xC3\xA0\xC3\xB8");  // U+00C0 U+00D8 -> U+00E0 U+00F8
   // U+0130 LATIN CAPITAL I WITH DOT ABOVE: full mapping is i + U+0307 (SpecialCasing.txt)
   EXPECT_EQ(unicode_lowercase("\xC4\xB0stanbul"), "i\xCC\x87stanbul");
   // HF lowercases char by char (Rust char::to_lowercase): final capital sigma U+03A3 gives
   // U+03C3, not the word-final U+03C2 of a contextual (str::to_lowercase) mapping.
-  EXPECT_EQ(unicode_lowercase("\xCE\x9F\xCE\x94\xCE\x9F\xCE\xA3"), "\xCE\xBF\xCE\xB4\xCE\xBF\xCF\x83");
+  EXPECT_EQ(unicode_lowercase("\xCE\x9F\xCE\x94\xCE\x9F\xCE\xA3"),
+            "\xCE\xBF\xCE\xB4\xCE\xBF\xCF\x83");
   // KELVIN SIGN U+212A -> k, OHM SIGN U+2126 -> U+03C9, CAPITAL SHARP S U+1E9E -> U+00DF
   EXPECT_EQ(unicode_lowercase("\xE2\x84\xAA\xE2\x84\xA6\xE1\xBA\x9E"), "k\xCF\x89\xC3\x9F");
   // DZ digraphs: U+01C4 and titlecase U+01C5 -> U+01C6; Deseret U+10400 -> U+10428 (4-byte)
   EXPECT_EQ(unicode_lowercase("\xC7\x84\xC7\x85"), "\xC7\x86\xC7\x86");
   EXPECT_EQ(unicode_lowercase("\xF0\x90\x90\x80"), "\xF0\x90\x90\xA8");
-  EXPECT_EQ(unicode_lowercase("\xE4\xB8\xAD\xF0\x9F\x98\x80"), "\xE4\xB8\xAD\xF0\x9F\x98\x80");  // uncased
+  EXPECT_EQ(unicode_lowercase("\xE4\xB8\xAD\xF0\x9F\x98\x80"),
+            "\xE4\xB8\xAD\xF0\x9F\x98\x80");  // uncased
 }
 
 TEST(TokenizerUnicode, NormalizersInThePipeline) {
   // Vocab: U+00E9 "é", "fi", "A" (Ohm/Kelvin etc. left out); unk for anything else.
-  const std::string vocab = R"("vocab": {"<unk>": 0, "\u00e9": 1, "f": 2, "i": 3, "fi": 4, "a": 5, "e": 6,
+  const std::string vocab =
+      R"("vocab": {"<unk>": 0, "\u00e9": 1, "f": 2, "i": 3, "fi": 4, "a": 5, "e": 6,
       "\u0301": 7, "\u00c5": 8, "A": 9}, "unk_token": "<unk>", "merges": [["f", "i"]])";
   auto with = [&](const std::string& normalizer) {
-    return Tokenizer::from_json_string(R"({"model": {"type": "BPE", )" + vocab + R"(}, "normalizer": )" + normalizer + "}",
-                                       "norm");
+    return Tokenizer::from_json_string(
+        R"({"model": {"type": "BPE", )" + vocab + R"(}, "normalizer": )" + normalizer + "}",
+        "norm");
   };
-  const std::string decomposed_e = "e\xCC\x81", ligature_fi = "\xEF\xAC\x81", angstrom = "\xE2\x84\xAB";
+  const std::string decomposed_e = "e\xCC\x81", ligature_fi = "\xEF\xAC\x81",
+                    angstrom = "\xE2\x84\xAB";
   EXPECT_EQ(with("null").encode(decomposed_e), (Ids{6, 7}));
   EXPECT_EQ(with(R"({"type": "NFC"})").encode(decomposed_e), (Ids{1}));
   EXPECT_EQ(with(R"({"type": "NFD"})").encode("\xC3\xA9"), (Ids{6, 7}));
   EXPECT_EQ(with(R"({"type": "NFC"})").encode(angstrom), (Ids{8}));
   EXPECT_EQ(with(R"({"type": "NFC"})").encode(ligature_fi), (Ids{0}));
   EXPECT_EQ(with(R"({"type": "NFKC"})").encode(ligature_fi), (Ids{4}));
-  EXPECT_EQ(with(R"({"type": "NFKD"})").encode(ligature_fi + "\xEF\xBC\xA1"), (Ids{4, 9}));  // U+FF21
-  EXPECT_EQ(with(R"({"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Lowercase"}]})")
-                .encode("\xEF\xBC\xA1" + angstrom),
-            (Ids{5, 0}));  // U+00E5 is not in the vocab
+  EXPECT_EQ(with(R"({"type": "NFKD"})").encode(ligature_fi + "\xEF\xBC\xA1"),
+            (Ids{4, 9}));  // U+FF21
+  EXPECT_EQ(
+      with(R"({"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Lowercase"}]})")
+          .encode("\xEF\xBC\xA1" + angstrom),
+      (Ids{5, 0}));  // U+00E5 is not in the vocab
   // Added tokens with normalized=true match the normalized text (their content normalized too).
-  const std::string added = R"({"model": {"type": "BPE", )" + vocab + R"(}, "normalizer": {"type": "NFC"},
+  const std::string added =
+      R"({"model": {"type": "BPE", )" + vocab + R"(}, "normalizer": {"type": "NFC"},
       "added_tokens": [{"id": 10, "content": "e\u0301a", "special": false, "normalized": true}]})";
-  EXPECT_EQ(Tokenizer::from_json_string(added, "added").encode("\xC3\xA9" "a" + decomposed_e + "a"), (Ids{10, 10}));
+  EXPECT_EQ(Tokenizer::from_json_string(added, "added")
+                .encode("\xC3\xA9"
+                        "a" +
+                        decomposed_e + "a"),
+            (Ids{10, 10}));
 }
 
 // Trains each style on the sample (plus repetitions so pairs recur) and round-trips it.
@@ -240,7 +272,8 @@ TEST_P(TrainedStyles, RoundTripAndStreaming) {
   const Ids ids = t.encode(text, false);
   EXPECT_LT(ids.size(), text.size() * 3 / 4) << "merges should compress the sample";
   EXPECT_EQ(t.decode(ids), text);
-  for (const std::string line : {"", " ", "  leading spaces", "tab\tand\nnewline\n", "😀👨‍👩‍👧", "a\u0301"}) {
+  for (const std::string line :
+       {"", " ", "  leading spaces", "tab\tand\nnewline\n", "😀👨‍👩‍👧", "a\u0301"}) {
     EXPECT_EQ(t.decode(t.encode(line, false)), line) << line;
   }
 
@@ -269,8 +302,11 @@ TEST_P(TrainedStyles, RoundTripAndStreaming) {
   EXPECT_EQ(t.decode(special, true).find("<|endoftext|>"), std::string::npos);
 }
 
-INSTANTIATE_TEST_SUITE_P(Styles, TrainedStyles, ::testing::Values(BpeStyle::ByteLevel, BpeStyle::SentencePiece),
-                         [](const auto& info) { return info.param == BpeStyle::ByteLevel ? "ByteLevel" : "SentencePiece"; });
+INSTANTIATE_TEST_SUITE_P(Styles, TrainedStyles,
+                         ::testing::Values(BpeStyle::ByteLevel, BpeStyle::SentencePiece),
+                         [](const auto& info) {
+                           return info.param == BpeStyle::ByteLevel ? "ByteLevel" : "SentencePiece";
+                         });
 
 TEST(TokenizerUtf8, LossyAndPartial) {
   EXPECT_EQ(utf8::lossy("a\xF0\x9F\x98"), "a\xEF\xBF\xBD");  // one U+FFFD for the maximal subpart

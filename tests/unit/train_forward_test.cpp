@@ -80,7 +80,9 @@ struct SynthCase {
   std::string name;
   synth::SyntheticSpec spec;
 };
-void PrintTo(const SynthCase& c, std::ostream* os) { *os << c.name; }
+void PrintTo(const SynthCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 std::vector<SynthCase> synth_cases() {
   auto base = [](const std::string& family) {

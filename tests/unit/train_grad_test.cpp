@@ -55,8 +55,8 @@ void expect_grad_matches(std::vector<float>& x, const std::vector<float>& g,
     EXPECT_NEAR(fd, g[i], rel_tol * gmax) << what << " coordinate " << i;
     ++checked;
   }
-  EXPECT_GT(checked, int(x.size()) / 2) << what << ": too many coordinates changed the routing ("
-                                        << skipped << " skipped)";
+  EXPECT_GT(checked, int(x.size()) / 2)
+      << what << ": too many coordinates changed the routing (" << skipped << " skipped)";
 }
 
 struct RouterCase {
@@ -104,10 +104,12 @@ INSTANTIATE_TEST_SUITE_P(
     AllScoreFunctions, RouteWeightsGrad,
     ::testing::Values(RouterCase{"softmax", ScoreFunc::kSoftmax, false, 1.0f, 1, 1, false},
                       RouterCase{"softmax_renorm", ScoreFunc::kSoftmax, true, 1.0f, 1, 1, false},
-                      RouterCase{"sigmoid_renorm_scaled_groups_bias", ScoreFunc::kSigmoid, true, 2.5f, 4, 2, true},
+                      RouterCase{"sigmoid_renorm_scaled_groups_bias", ScoreFunc::kSigmoid, true,
+                                 2.5f, 4, 2, true},
                       RouterCase{"sigmoid_plain", ScoreFunc::kSigmoid, false, 1.0f, 1, 1, false},
                       RouterCase{"softmax_topk", ScoreFunc::kSoftmaxTopK, false, 1.0f, 1, 1, false},
-                      RouterCase{"sigmoid_topk_renorm", ScoreFunc::kSigmoidTopK, true, 1.0f, 1, 1, false}),
+                      RouterCase{"sigmoid_topk_renorm", ScoreFunc::kSigmoidTopK, true, 1.0f, 1, 1,
+                                 false}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // Noisy top-k: H = logits + eps * softplus(noise_logits), eps the router's seeded normal draws.
@@ -124,7 +126,8 @@ TEST(NoisyGating, NoiseGradientMatchesFiniteDifferences) {
   const std::vector<float> dH = randn(size_t(T * E), 33);
   std::vector<int32_t> ids(size_t(T * K));
   std::vector<float> w(size_t(T * K)), noise(size_t(T * E));
-  moe::route_noisy(rc, logits.data(), nl.data(), T, 7, 3, ids.data(), w.data(), nullptr, noise.data());
+  moe::route_noisy(rc, logits.data(), nl.data(), T, 7, 3, ids.data(), w.data(), nullptr,
+                   noise.data());
   auto f = [&] {  // sum dH * eps * softplus(nl), eps drawn as the router draws it
     double s = 0;
     for (int64_t i = 0; i < T * E; ++i) {
@@ -135,7 +138,8 @@ TEST(NoisyGating, NoiseGradientMatchesFiniteDifferences) {
   };
   std::vector<float> g(size_t(T * E), 0.0f);
   noisy_gating_backward(nl.data(), noise.data(), dH.data(), T * E, g.data());
-  expect_grad_matches(nl, g, f, [] { return true; }, 1e-3, 2e-3, "noise logits");
+  expect_grad_matches(
+      nl, g, f, [] { return true; }, 1e-3, 2e-3, "noise logits");
 }
 
 // L_aux = E * sum_i (count_i / (T k)) * mean_t p_ti and L_z = mean_t lse_t^2, written out here.
@@ -154,10 +158,12 @@ TEST(RouterLosses, ValuesMatchTheirFormulasAndGradientsMatchFiniteDifferences) {
     double mx = -1e30, s = 0;
     for (int64_t e = 0; e < E; ++e) mx = std::max(mx, double(logits[size_t(t * E + e)]));
     for (int64_t e = 0; e < E; ++e) s += std::exp(double(logits[size_t(t * E + e)]) - mx);
-    for (int64_t e = 0; e < E; ++e) P[size_t(e)] += std::exp(double(logits[size_t(t * E + e)]) - mx) / s / double(T);
+    for (int64_t e = 0; e < E; ++e)
+      P[size_t(e)] += std::exp(double(logits[size_t(t * E + e)]) - mx) / s / double(T);
     z += std::pow(mx + std::log(s), 2) / double(T);
   }
-  for (int64_t e = 0; e < E; ++e) aux += double(E) * counts[size_t(e)] / double(T * K) * P[size_t(e)];
+  for (int64_t e = 0; e < E; ++e)
+    aux += double(E) * counts[size_t(e)] / double(T * K) * P[size_t(e)];
   const RouterLosses l = router_losses(logits.data(), ids.data(), T, int(E), int(K), 0, 0, nullptr);
   EXPECT_NEAR(l.aux, aux, 1e-6);
   EXPECT_NEAR(l.z, z, 1e-5);
@@ -167,10 +173,12 @@ TEST(RouterLosses, ValuesMatchTheirFormulasAndGradientsMatchFiniteDifferences) {
   std::vector<float> g(size_t(T * E), 0.0f);
   router_losses(logits.data(), ids.data(), T, int(E), int(K), a, b, g.data());
   auto f = [&] {
-    const RouterLosses r = router_losses(logits.data(), ids.data(), T, int(E), int(K), 0, 0, nullptr);
+    const RouterLosses r =
+        router_losses(logits.data(), ids.data(), T, int(E), int(K), 0, 0, nullptr);
     return a * r.aux + b * r.z;
   };
-  expect_grad_matches(logits, g, f, [] { return true; }, 1e-3, 2e-3, "aux + z");
+  expect_grad_matches(
+      logits, g, f, [] { return true; }, 1e-3, 2e-3, "aux + z");
 }
 
 // Balanced uniform routing gives L_aux = 1 exactly (the survey's normalisation).
@@ -179,7 +187,8 @@ TEST(RouterLosses, UniformBalancedIsOne) {
   std::vector<float> logits(size_t(T * E), 0.25f);
   std::vector<int32_t> ids(size_t(T * K));
   for (int64_t i = 0; i < T * K; ++i) ids[size_t(i)] = int32_t(i % E);
-  EXPECT_NEAR(router_losses(logits.data(), ids.data(), T, int(E), int(K), 0, 0, nullptr).aux, 1.0, 1e-7);
+  EXPECT_NEAR(router_losses(logits.data(), ids.data(), T, int(E), int(K), 0, 0, nullptr).aux, 1.0,
+              1e-7);
 }
 
 // Two halves of a batch with the whole batch's counts and token count add up to the whole.
@@ -189,13 +198,14 @@ TEST(RouterLosses, DataParallelSharesSumToTheWholeBatch) {
   std::vector<int32_t> ids(size_t(T * K));
   for (int64_t i = 0; i < T * K; ++i) ids[size_t(i)] = int32_t((i * 3 + i / 5) % E);
   std::vector<float> g_all(size_t(T * E), 0.0f), g_parts(size_t(T * E), 0.0f);
-  const RouterLosses all = router_losses(logits.data(), ids.data(), T, int(E), int(K), 0.5f, 0.2f, g_all.data());
+  const RouterLosses all =
+      router_losses(logits.data(), ids.data(), T, int(E), int(K), 0.5f, 0.2f, g_all.data());
   const std::vector<int64_t> counts = expert_counts(ids.data(), T * K, int(E));
   double aux = 0, z = 0;
   for (int part = 0; part < 2; ++part) {
-    const RouterLosses l = router_losses(logits.data() + part * half * E, ids.data() + part * half * K,
-                                         half, int(E), int(K), 0.5f, 0.2f,
-                                         g_parts.data() + part * half * E, counts.data(), T);
+    const RouterLosses l =
+        router_losses(logits.data() + part * half * E, ids.data() + part * half * K, half, int(E),
+                      int(K), 0.5f, 0.2f, g_parts.data() + part * half * E, counts.data(), T);
     aux += l.aux;
     z += l.z;
   }
@@ -241,7 +251,8 @@ TEST_P(MoeBlockGrad, MatchesFiniteDifferences) {
                          add(n + ".down", {H, I}, 0.5f)});
   }
   if (c.shared) {
-    p.shared = {add("s.gate", {I, H}, 0.5f), add("s.up", {I, H}, 0.5f), add("s.down", {H, I}, 0.5f)};
+    p.shared = {add("s.gate", {I, H}, 0.5f), add("s.up", {I, H}, 0.5f),
+                add("s.down", {H, I}, 0.5f)};
     p.shared_gate = add("s.g", {1, H}, 0.5f);
   }
   if (c.noisy) p.noise = add("noise", {E, H}, 0.3f);
@@ -280,8 +291,11 @@ TEST_P(MoeBlockGrad, MatchesFiniteDifferences) {
   moe_train_forward(p, opt, x.data(), T, act, out.data());
   moe_train_backward(p, opt, x.data(), T, act, R.data(), dx.data());
   expect_grad_matches(x, dx, f, stable, 1e-3, 3e-3, "d x");
-  const std::vector<Param*> checked = {p.gate, p.experts[1].gate, p.experts[2].down,
-                                       p.experts[3].up, c.shared ? p.shared_gate : p.gate,
+  const std::vector<Param*> checked = {p.gate,
+                                       p.experts[1].gate,
+                                       p.experts[2].down,
+                                       p.experts[3].up,
+                                       c.shared ? p.shared_gate : p.gate,
                                        c.shared ? p.shared.down : p.gate,
                                        c.noisy ? p.noise : p.gate};
   for (Param* q : checked) {
