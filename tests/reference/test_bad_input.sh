@@ -5,6 +5,7 @@
 set -uo pipefail
 sy="$1"
 work="$2"
+here="$(cd "$(dirname "$0")" && pwd)"
 rm -rf "$work" && mkdir -p "$work"
 good="$work/good"
 "$sy" make-tiny --family qwen3_moe --out "$good" --vocab 300 --tokenizer none --dtype BF16 >/dev/null || exit 1
@@ -16,17 +17,7 @@ source "$(dirname "$0")/expect_error.sh"
 # A fresh copy of the good checkpoint to break.
 copy() { rm -rf "$work/$1"; cp -r "$good" "$work/$1"; echo "$work/$1"; }
 edit_header() {  # edit_header FILE PYTHON_EXPR_ON_HEADER_DICT (h)
-  /usr/bin/python3 - "$1" "$2" <<'PY'
-import json, struct, sys
-path, expr = sys.argv[1], sys.argv[2]
-data = open(path, "rb").read()
-n = struct.unpack("<Q", data[:8])[0]
-h = json.loads(data[8:8 + n])
-exec(expr)
-new = json.dumps(h).encode()
-new += b" " * ((8 - len(new) % 8) % 8)
-open(path, "wb").write(struct.pack("<Q", len(new)) + new + data[8 + n:])
-PY
+  /usr/bin/python3 "$here/bad_input_checks.py" edit-header "$1" "$2"
 }
 
 d=$(copy truncated); size=$(stat -c %s "$d/model.safetensors"); truncate -s $((size - 100)) "$d/model.safetensors"

@@ -29,17 +29,8 @@ for ranks in 2 3; do
     >"$work/ep$ranks.out" 2>&1 || { fail "score under mpirun -np $ranks"; cat "$work/ep$ranks.out"; continue; }
   /usr/bin/python3 "$here/compare_npy.py" "$work/ep$ranks.npy" "$work/one.npy" --dtype f32 --model "$work/model" \
     --label "score logits, $ranks ranks vs one process" || fail "logits differ with $ranks ranks"
-  /usr/bin/python3 - "$work/one_load.json" "$work/ep${ranks}_load.json" "$work/ep$ranks.json" "$ranks" <<'PY' || fail "loads or rank report with $ranks ranks"
-import json, sys
-one, ep, rep, ranks = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), json.load(open(sys.argv[3])), int(sys.argv[4])
-a = [l["tokens_per_expert"] for l in one["layers"]]
-b = [l["tokens_per_expert"] for l in ep["layers"]]
-assert a == b, f"expert loads differ: one process {a}, {ranks} ranks {b}"
-assert len(rep["ranks"]) == ranks, rep
-rows = sum(l["rows_received"] for r in rep["ranks"] for l in r["layers"])
-assert rows == sum(map(sum, a)), f"rows received over ranks {rows} != pairs routed {sum(map(sum, a))}"
-print(f"loads equal, {ranks} ranks received {rows:.0f} rows = pairs routed")
-PY
+  /usr/bin/python3 "$here/ep_cli_checks.py" loads "$work/one_load.json" "$work/ep${ranks}_load.json" "$work/ep$ranks.json" "$ranks" \
+    || fail "loads or rank report with $ranks ranks"
   p1=$(grep -o "perplexity [0-9.]*" "$work/one.out"); p2=$(grep -o "perplexity [0-9.]*" "$work/ep$ranks.out")
   echo "one process: $p1; $ranks ranks: $p2"
 done

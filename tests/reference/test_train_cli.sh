@@ -38,17 +38,7 @@ for f in model/config.json model/tokenizer.json model/model.safetensors model/op
 done
 ls -d "$work"/a/model.* 2>/dev/null | grep -q . && fail "outputs" "temporary checkpoint dirs left: $(ls -d "$work"/a/model.*)"
 grep -q "<svg" "$work/a/loss.svg" && grep -q "validation" "$work/a/loss.svg" || fail "plot" "loss.svg lacks the svg / validation series"
-"$py" - "$work/a/train_log.jsonl" <<'PY' && pass "log" "loss falls, validation logged" || fail "log" "see above"
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-steps = [r["step"] for r in rows]
-val = [r for r in rows if "val_ce" in r]
-ok = steps[0] == 1 and steps[-1] == 20 and len(val) == 2 and rows[-1]["ce"] < rows[0]["ce"] - 0.3
-for r in rows:
-    ok &= all(k in r for k in ("lr", "loss", "ce", "aux", "z", "grad_norm", "tokens_per_s", "load_max_over_mean"))
-print(f"steps {steps}, ce {rows[0]['ce']:.3f} -> {rows[-1]['ce']:.3f}, val {[round(v['val_ce'], 3) for v in val]}")
-sys.exit(0 if ok else 1)
-PY
+"$py" "$here/train_cli_checks.py" log "$work/a/train_log.jsonl" && pass "log" "loss falls, validation logged" || fail "log" "see above"
 if out=$("$sy" generate --model "$work/a/model" --prompt "In the beginning" --max-tokens 8 2>&1); then
   pass "generate loads the checkpoint" "$(head -c 120 <<<"$out" | tr '\n' ' ')"
 else fail "generate loads the checkpoint" "$out"; fi
@@ -57,27 +47,7 @@ else fail "generate loads the checkpoint" "$out"; fi
 "$sy" train --out "$work/b" "${F[@]}" --stop-at 10 >/dev/null 2>&1 || fail "stop-at" "exit $?"
 "$sy" train --out "$work/b" "${F[@]}" --resume >"$work/b.out" 2>&1 || fail "resume" "$(tail -3 "$work/b.out")"
 compare_runs() {  # NAME DIR_A DIR_B TOL: same steps; losses and final weights within TOL
-  "$py" - "$2" "$3" "$4" "$here" <<'PY'
-import json, sys
-sys.path.insert(0, sys.argv[4])
-import numpy as np, safetensors_np
-a, b, tol = sys.argv[1], sys.argv[2], float(sys.argv[3])
-ra = [json.loads(l) for l in open(a + "/train_log.jsonl")]
-rb = [json.loads(l) for l in open(b + "/train_log.jsonl")]
-worst = 0.0
-ok = [r["step"] for r in ra] == [r["step"] for r in rb]
-for x, y in zip(ra, rb):
-    for k in ("loss", "ce", "aux", "z", "val_ce", "grad_norm"):
-        if k in x:
-            ok &= k in y
-            worst = max(worst, abs(x[k] - y.get(k, 1e9)) / max(1.0, abs(x[k])))
-wa = safetensors_np.read_file(a + "/model/model.safetensors")
-wb = safetensors_np.read_file(b + "/model/model.safetensors")
-ok &= set(wa) == set(wb)
-wd = max(float(np.abs(wa[k].astype(np.float64) - wb[k]).max()) for k in wa)
-print(f"{len(ra)} log entries, worst relative loss diff {worst:.1e}, max weight diff {wd:.1e} (tol {tol})")
-sys.exit(0 if ok and worst <= tol and wd <= 10 * tol else 1)
-PY
+  "$py" "$here/train_cli_checks.py" compare-runs "$2" "$3" "$4"
 }
 if msg=$(compare_runs resume "$work/a" "$work/b" 0); then pass "resume == uninterrupted (exact)" "$msg"
 else fail "resume == uninterrupted (exact)" "$msg"; fi
@@ -98,29 +68,11 @@ A=(--batch 8 --seq 64 --hidden 64 --layers 2 --heads 4 --kv-heads 2 --expert-ffn
    --save-every 0 --family dots1 --aux-coef 0)
 "$sy" train --out "$work/alf0" "${A[@]}" --bias-update-rate 0 >/dev/null 2>&1 || fail "aux-free" "rate 0 run failed"
 "$sy" train --out "$work/alf1" "${A[@]}" --bias-update-rate 0.01 >/dev/null 2>&1 || fail "aux-free" "rate 0.01 run failed"
-if msg=$("$py" - "$work/alf0" "$work/alf1" <<'PY'
-import json, sys
-def late_load(d):
-    rows = [json.loads(l) for l in open(d + "/train_log.jsonl")]
-    late = [r["load_max_over_mean"] for r in rows if r["step"] >= 60]
-    return sum(late) / len(late)
-off, on = late_load(sys.argv[1]), late_load(sys.argv[2])
-print(f"expert load max/mean over steps 60-100: bias updates off {off:.2f}, on {on:.2f}")
-sys.exit(0 if on < 0.75 * off else 1)
-PY
-); then pass "aux-loss-free balancing" "$msg"; else fail "aux-loss-free balancing" "$msg"; fi
+if msg=$("$py" "$here/train_cli_checks.py" aux-free "$work/alf0" "$work/alf1"); then pass "aux-loss-free balancing" "$msg"; else fail "aux-loss-free balancing" "$msg"; fi
 
 # ---- noisy top-k gating: W_noise is trained and saved; inference ignores it (no noise there)
 if "$sy" train --out "$work/noisy" "${F[@]}" --noisy-gating >"$work/noisy.out" 2>&1 &&
-   "$py" - "$work/noisy/model/model.safetensors" "$here" <<'PY' &&
-import sys
-sys.path.insert(0, sys.argv[2])
-import numpy as np, safetensors_np
-w = safetensors_np.read_file(sys.argv[1])
-noise = [k for k in w if k.endswith("gate.noise.weight")]
-print(f"{len(noise)} noise matrices, max |W_noise| {max(float(np.abs(w[k]).max()) for k in noise):.2e}")
-sys.exit(0 if len(noise) == 2 and all(np.abs(w[k]).max() > 0 for k in noise) else 1)
-PY
+   "$py" "$here/train_cli_checks.py" noisy "$work/noisy/model/model.safetensors" &&
    "$sy" generate --model "$work/noisy/model" --prompt "And" -n 4 >/dev/null 2>&1; then
   pass "noisy gating" "trains W_noise (learned, non-zero), and generate loads the checkpoint"
 else fail "noisy gating" "$(tail -3 "$work/noisy.out")"; fi
