@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "finite_difference.h"
 #include "moe/router.h"
 #include "ops/threads.h"
 #include "train/moe_grad.h"
@@ -21,6 +22,7 @@ namespace {
 
 using moe::RouterConfig;
 using moe::ScoreFunc;
+using sy::testing::expect_grad_matches;
 
 std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
   std::mt19937 rng(seed);
@@ -28,35 +30,6 @@ std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
   std::vector<float> v(n);
   for (float& x : v) x = d(rng);
   return v;
-}
-
-// Compares analytic gradient `g` with central differences of f at `x` (perturbing x in place).
-// Coordinates where `stable` says the discrete choices changed are skipped (counted).
-void expect_grad_matches(std::vector<float>& x, const std::vector<float>& g,
-                         const std::function<double()>& f, const std::function<bool()>& stable,
-                         double h, double rel_tol, const char* what) {
-  double gmax = 1e-12;
-  for (float v : g) gmax = std::max(gmax, double(std::abs(v)));
-  int checked = 0, skipped = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    const float x0 = x[i];
-    x[i] = float(x0 + h);
-    const double fp = f();
-    const bool sp = stable();
-    x[i] = float(x0 - h);
-    const double fm = f();
-    const bool sm = stable();
-    x[i] = x0;
-    if (!sp || !sm) {
-      ++skipped;
-      continue;
-    }
-    const double fd = (fp - fm) / (2 * h);
-    EXPECT_NEAR(fd, g[i], rel_tol * gmax) << what << " coordinate " << i;
-    ++checked;
-  }
-  EXPECT_GT(checked, int(x.size()) / 2)
-      << what << ": too many coordinates changed the routing (" << skipped << " skipped)";
 }
 
 struct RouterCase {
