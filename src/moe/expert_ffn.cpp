@@ -12,8 +12,13 @@ void ffn_forward(const FfnWeights& w, const float* x, int64_t rows, float* out, 
   s.up.resize(size_t(rows * I));
   ops::matmul(w.gate, x, rows, s.gate.data());  // [rows, I]
   ops::matmul(w.up, x, rows, s.up.data());      // [rows, I]
-  ops::swiglu(s.gate.data(), s.up.data(), rows * I, s.gate.data());
-  ops::matmul(w.down, s.gate.data(), rows, out);  // [rows, H]
+  float* act = s.gate.data();
+  if (s.keep) {
+    s.act.resize(size_t(rows * I));
+    act = s.act.data();
+  }
+  ops::swiglu(s.gate.data(), s.up.data(), rows * I, act);
+  ops::matmul(w.down, act, rows, out);  // [rows, H]
 }
 
 }  // namespace sy::moe

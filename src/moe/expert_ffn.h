@@ -18,12 +18,16 @@ struct FfnWeights {
   int64_t intermediate() const { return gate.rows; }
 };
 
-// Reusable buffers so the hot path does not allocate.
+// Reusable buffers so the hot path does not allocate. With `keep` (training records the
+// forward for its backward pass) gate and up survive as computed and the SwiGLU product goes
+// to `act`; without it the product overwrites gate.
 struct FfnScratch {
-  std::vector<float> gate, up;  // [rows, I]
+  std::vector<float> gate, up;  // [rows, I] x gate^T, x up^T
+  std::vector<float> act;       // [rows, I] silu(gate) * up (only with keep)
+  bool keep = false;
 };
 
-// x: [rows, H] -> out: [rows, H] (overwritten).
+// x: [rows, H] -> out: [rows, H] (overwritten). Inference and training both run it.
 void ffn_forward(const FfnWeights& w, const float* x, int64_t rows, float* out,
                  FfnScratch& scratch);
 

@@ -1,15 +1,15 @@
 // Dispatch of weight products: up to kStreamMaxRows activation rows (kF32StreamMaxRows for
 // float32 weights) stream W once through the Highway kernels (gemv_simd.cpp); larger batches
-// widen W panels to float32 (float32 W is used in place) and run single-threaded OpenBLAS
-// sgemm on each OpenMP thread's share of the output columns.
+// go through ops::sgemm (gemm.h): float32 W in place, other dtypes widened to float32 panels
+// on each OpenMP thread's share of the output columns.
 #include "ops/matmul.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <vector>
 
+#include "ops/gemm.h"
 #include "ops/kernels.h"
 #include "ops/threads.h"
 #include "util/error.h"
@@ -56,25 +56,22 @@ void matmul_sgemm(const WeightView& w, const float* x, int64_t n, int64_t ldx, f
                   int64_t ldy, int nt) {
   const int64_t panel_rows = std::max<int64_t>(
       16, (kPanelBytes / int64_t(sizeof(float)) / std::max<int64_t>(1, w.cols)) & ~int64_t(15));
+  if (w.dtype == DType::F32)  // used in place: the one GEMM entry point (gemm.h)
+    return sgemm(Trans::kNo, Trans::kYes, n, w.rows, w.cols, 1.0f, x, ldx,
+                 static_cast<const float*>(w.data), w.cols, 0.0f, y, ldy);
 #pragma omp parallel num_threads(nt)
   {
     int64_t begin, end;
     thread_range(w.rows, 16, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
-    if (w.dtype == DType::F32) {
-      if (end > begin)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(end - begin), int(w.cols),
-                    1.0f, x, int(ldx), static_cast<const float*>(w.row(begin)), int(w.cols), 0.0f,
-                    y + begin, int(ldy));
-    } else {
-      thread_local std::vector<float> panel;  // grows once, reused by every later call
-      const size_t need = size_t(std::min(panel_rows, end - begin)) * size_t(w.cols);
-      if (panel.size() < need) panel.resize(need);
-      for (int64_t r = begin; r < end; r += panel_rows) {
-        const int64_t count = std::min(panel_rows, end - r);
-        detail::widen_rows(w, r, r + count, panel.data());
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(count), int(w.cols), 1.0f,
-                    x, int(ldx), panel.data(), int(w.cols), 0.0f, y + r, int(ldy));
-      }
+    thread_local std::vector<float> panel;  // grows once, reused by every later call
+    const size_t need = size_t(std::min(panel_rows, end - begin)) * size_t(w.cols);
+    if (panel.size() < need) panel.resize(need);
+    for (int64_t r = begin; r < end; r += panel_rows) {
+      const int64_t count = std::min(panel_rows, end - r);
+      detail::widen_rows(w, r, r + count, panel.data());
+      // Inside this parallel region: one single-threaded call.
+      sgemm(Trans::kNo, Trans::kYes, n, count, w.cols, 1.0f, x, ldx, panel.data(), w.cols, 0.0f,
+            y + r, ldy);
     }
   }
 }
@@ -117,58 +114,13 @@ void matmul(const WeightView& w, const float* x, int64_t n, float* y, int64_t x_
 void sgemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
               int64_t ldb, float* y, int64_t ldy, float alpha) {
   SY_ASSERT(m >= 0 && n >= 0 && k >= 0);
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    for (int64_t i = 0; i < m; ++i) std::fill(y + i * ldy, y + i * ldy + n, 0.0f);
-    return;
-  }
-  const int all = num_threads();  // also pins OpenBLAS to one thread
-  const int nt = double(m) * double(n) * double(k) < 1e6 ? 1 : all;
-  // Split the longer output side across threads; each runs single-threaded OpenBLAS.
-#pragma omp parallel num_threads(nt)
-  {
-    const int tid = omp_get_thread_num(), cnt = omp_get_num_threads();
-    int64_t b0, b1;
-    if (m >= n) {
-      thread_range(m, 1, tid, cnt, &b0, &b1);
-      if (b1 > b0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(b1 - b0), int(n), int(k), alpha,
-                    a + b0 * lda, int(lda), b, int(ldb), 0.0f, y + b0 * ldy, int(ldy));
-    } else {
-      thread_range(n, 16, tid, cnt, &b0, &b1);
-      if (b1 > b0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(b1 - b0), int(k), alpha, a,
-                    int(lda), b + b0 * ldb, int(ldb), 0.0f, y + b0, int(ldy));
-    }
-  }
+  sgemm(Trans::kNo, Trans::kYes, m, n, k, alpha, a, lda, b, ldb, 0.0f, y, ldy);
 }
 
 void sgemm_nn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
               int64_t ldb, float* y, int64_t ldy) {
   SY_ASSERT(m >= 0 && n >= 0 && k >= 0);
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    for (int64_t i = 0; i < m; ++i) std::fill(y + i * ldy, y + i * ldy + n, 0.0f);
-    return;
-  }
-  const int all = num_threads();  // also pins OpenBLAS to one thread
-  const int nt = double(m) * double(n) * double(k) < 1e6 ? 1 : all;
-#pragma omp parallel num_threads(nt)
-  {
-    const int tid = omp_get_thread_num(), cnt = omp_get_num_threads();
-    int64_t b0, b1;
-    if (m >= n) {
-      thread_range(m, 1, tid, cnt, &b0, &b1);
-      if (b1 > b0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(b1 - b0), int(n), int(k), 1.0f,
-                    a + b0 * lda, int(lda), b, int(ldb), 0.0f, y + b0 * ldy, int(ldy));
-    } else {
-      thread_range(n, 16, tid, cnt, &b0, &b1);
-      if (b1 > b0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(b1 - b0), int(k), 1.0f,
-                    a, int(lda), b + b0, int(ldb), 0.0f, y + b0, int(ldy));
-    }
-  }
+  sgemm(Trans::kNo, Trans::kNo, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, y, ldy);
 }
 
 }  // namespace sy::ops

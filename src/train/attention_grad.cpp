@@ -4,9 +4,8 @@
 #include <cmath>
 #include <vector>
 
-#include <cblas.h>
-
 #include "ops/elementwise.h"
+#include "ops/gemm.h"
 
 namespace sy::train {
 
@@ -17,9 +16,8 @@ namespace sy::train {
 // of the full square).
 namespace {
 
-constexpr auto kRow = CblasRowMajor;
-constexpr auto kN = CblasNoTrans;
-constexpr auto kT = CblasTrans;
+constexpr auto kN = ops::Trans::kNo;
+constexpr auto kT = ops::Trans::kYes;
 constexpr int64_t kBlock = 64;
 
 }  // namespace
@@ -42,16 +40,16 @@ void attention_forward(const AttentionDims& d, const float* q, const float* k, c
       for (int64_t r0 = 0; r0 < S; r0 += kBlock) {
         const int64_t r1 = std::min(S, r0 + kBlock), m = r1 - r0;
         // P[r0:r1, 0:r1] = scale Q[r0:r1] K[0:r1]^T
-        cblas_sgemm(kRow, kN, kT, int(m), int(r1), int(hd), scale, qb + r0 * qw, int(qw), kb,
-                    int(kvw), 0.0f, P + r0 * S, int(S));
+        ops::sgemm(kN, kT, int(m), int(r1), int(hd), scale, qb + r0 * qw, int(qw), kb, int(kvw),
+                   0.0f, P + r0 * S, int(S));
         for (int64_t i = r0; i < r1; ++i) {
           float* row = P + i * S;
           ops::softmax(row, i + 1);
           std::fill(row + i + 1, row + r1, 0.0f);
         }
         // out[r0:r1] = P[r0:r1, 0:r1] V[0:r1]
-        cblas_sgemm(kRow, kN, kN, int(m), int(hd), int(r1), 1.0f, P + r0 * S, int(S), vb, int(kvw),
-                    0.0f, ob + r0 * qw, int(qw));
+        ops::sgemm(kN, kN, int(m), int(hd), int(r1), 1.0f, P + r0 * S, int(S), vb, int(kvw), 0.0f,
+                   ob + r0 * qw, int(qw));
       }
     }
   }
@@ -86,10 +84,10 @@ void attention_backward(const AttentionDims& d, const float* q, const float* k, 
           const int64_t r1 = std::min(S, r0 + kBlock), m = r1 - r0;
           const float* Pb = P + r0 * S;
           // dV[0:r1] += P[r0:r1, 0:r1]^T dO[r0:r1] ; dP = dO[r0:r1] V[0:r1]^T
-          cblas_sgemm(kRow, kT, kN, int(r1), int(hd), int(m), 1.0f, Pb, int(S), dob + r0 * qw,
-                      int(qw), 1.0f, dvb, int(kvw));
-          cblas_sgemm(kRow, kN, kT, int(m), int(r1), int(hd), 1.0f, dob + r0 * qw, int(qw), vb,
-                      int(kvw), 0.0f, dS.data(), int(S));
+          ops::sgemm(kT, kN, int(r1), int(hd), int(m), 1.0f, Pb, int(S), dob + r0 * qw, int(qw),
+                     1.0f, dvb, int(kvw));
+          ops::sgemm(kN, kT, int(m), int(r1), int(hd), 1.0f, dob + r0 * qw, int(qw), vb, int(kvw),
+                     0.0f, dS.data(), int(S));
           // dS = P * (dP - sum_j P dP) * scale (zero above the diagonal, where P is zero)
           for (int64_t i = r0; i < r1; ++i) {
             float* ds = dS.data() + (i - r0) * S;
@@ -99,10 +97,10 @@ void attention_backward(const AttentionDims& d, const float* q, const float* k, 
             std::fill(ds + i + 1, ds + r1, 0.0f);
           }
           // dQ[r0:r1] = dS K[0:r1] ; dK[0:r1] += dS^T Q[r0:r1]
-          cblas_sgemm(kRow, kN, kN, int(m), int(hd), int(r1), 1.0f, dS.data(), int(S), kb, int(kvw),
-                      0.0f, dqb + r0 * qw, int(qw));
-          cblas_sgemm(kRow, kT, kN, int(r1), int(hd), int(m), 1.0f, dS.data(), int(S), qb + r0 * qw,
-                      int(qw), 1.0f, dkb, int(kvw));
+          ops::sgemm(kN, kN, int(m), int(hd), int(r1), 1.0f, dS.data(), int(S), kb, int(kvw), 0.0f,
+                     dqb + r0 * qw, int(qw));
+          ops::sgemm(kT, kN, int(r1), int(hd), int(m), 1.0f, dS.data(), int(S), qb + r0 * qw,
+                     int(qw), 1.0f, dkb, int(kvw));
         }
       }
     }

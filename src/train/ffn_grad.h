@@ -1,10 +1,12 @@
 // A SwiGLU feed-forward network (dense MLP, routed expert or shared expert) in training:
-// y = down(silu(gate x) * up x), with the intermediate activations kept for backward.
+// y = down(silu(gate x) * up x) by inference's forward (moe/expert_ffn.h) on float32 views of
+// the parameters, with the intermediate activations kept for the backward written here.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "moe/expert_ffn.h"
 #include "train/params.h"
 
 namespace sy::train {
@@ -17,11 +19,13 @@ struct FfnParams {
   int64_t intermediate() const { return gate->shape[0]; }
 };
 
-struct FfnActivations {
-  std::vector<float> g, u, h;  // [rows, I]
-};
+// What the forward keeps for backward: gate, up and act = silu(gate) * up, [rows, I] each.
+using FfnActivations = moe::FfnScratch;
 
-// x [rows, H] -> y [rows, H] (overwritten).
+// The parameters as float32 weight views, for the shared forward.
+moe::FfnWeights weight_views(const FfnParams& w);
+
+// x [rows, H] -> y [rows, H] (overwritten): moe::ffn_forward, inference's FFN, recording.
 void ffn_train_forward(const FfnParams& w, const float* x, int64_t rows, FfnActivations& act,
                        float* y);
 // dy [rows, H] -> dx [rows, H] (overwritten, or added when accumulate_dx); weight grads +=.

@@ -6,7 +6,7 @@
 
 #include "moe/capacity.h"
 #include "ops/elementwise.h"
-#include "train/linear.h"
+#include "ops/linear.h"
 #include "train/router_grad.h"
 
 namespace sy::train {
@@ -71,7 +71,7 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
   a.router_ids.resize(size_t(T * K));
   a.ids.resize(size_t(T * K));
   a.weights.resize(size_t(T * K));
-  linear_forward(x, T, H, p.gate->value.data(), E, a.logits.data());
+  ops::linear_forward(x, T, H, p.gate->value.data(), E, a.logits.data());
   std::vector<float> router_weights(size_t(T * K));
   std::vector<float>& scores = a.scores;  // the capacity policy's pair priority, as in inference
   scores.resize(size_t(T * E));
@@ -80,7 +80,7 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
     a.noise_logits.resize(size_t(T * E));
     a.noise.resize(size_t(T * E));
     a.noisy.resize(size_t(T * E));
-    linear_forward(x, T, H, p.noise->value.data(), E, a.noise_logits.data());
+    ops::linear_forward(x, T, H, p.noise->value.data(), E, a.noise_logits.data());
     moe::route_noisy(rc, a.logits.data(), a.noise_logits.data(), T, opt.noise_seed,
                      uint64_t(opt.noise_stream), a.router_ids.data(), router_weights.data(),
                      scores.data(), a.noise.data());
@@ -193,15 +193,15 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
     route_weights_backward(rc, a.noisy.data(), a.router_ids.data(), dweights, T, dlogits);
     std::vector<float> dnoise(size_t(T * E), 0.0f);
     noisy_gating_backward(a.noise_logits.data(), a.noise.data(), dlogits, T * E, dnoise.data());
-    linear_backward_weight(dnoise.data(), T, E, x, H, p.noise->grad.data());
-    linear_backward_input(dnoise.data(), T, E, p.noise->value.data(), H, dx, true);
+    ops::linear_backward_weight(dnoise.data(), T, E, x, H, p.noise->grad.data());
+    ops::linear_backward_input(dnoise.data(), T, E, p.noise->value.data(), H, dx, true);
   } else {
     route_weights_backward(rc, a.logits.data(), a.router_ids.data(), dweights, T, dlogits);
   }
   router_losses(a.logits.data(), a.router_ids.data(), T, E, K, opt.aux_scale, opt.z_scale, dlogits,
                 a.counts.data(), opt.global ? opt.global->tokens : T);
-  linear_backward_weight(dlogits, T, E, x, H, p.gate->grad.data());
-  linear_backward_input(dlogits, T, E, p.gate->value.data(), H, dx, true);
+  ops::linear_backward_weight(dlogits, T, E, x, H, p.gate->grad.data());
+  ops::linear_backward_input(dlogits, T, E, p.gate->value.data(), H, dx, true);
 
   if (p.has_shared()) {
     std::vector<float> dys(size_t(T * H));

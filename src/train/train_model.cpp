@@ -7,7 +7,7 @@
 #include "model/attention.h"
 #include "model/tensor_names.h"
 #include "ops/elementwise.h"
-#include "train/linear.h"
+#include "ops/linear.h"
 #include "train/row_ops.h"
 #include "util/error.h"
 
@@ -149,9 +149,9 @@ void TrainModel::attention_forward_layer(int l, int64_t B, int64_t S) {
   A.q.resize(size_t(T * qw));
   A.k.resize(size_t(T * kvw));
   A.v.resize(size_t(T * kvw));
-  linear_forward(A.a.data(), T, H, L.q->value.data(), qw, A.q.data());
-  linear_forward(A.a.data(), T, H, L.k->value.data(), kvw, A.k.data());
-  linear_forward(A.a.data(), T, H, L.v->value.data(), kvw, A.v.data());
+  ops::linear_forward(A.a.data(), T, H, L.q->value.data(), qw, A.q.data());
+  ops::linear_forward(A.a.data(), T, H, L.k->value.data(), kvw, A.k.data());
+  ops::linear_forward(A.a.data(), T, H, L.v->value.data(), kvw, A.v.data());
   add_bias_rows(A.q.data(), T, L.q_bias);
   add_bias_rows(A.k.data(), T, L.k_bias);
   add_bias_rows(A.v.data(), T, L.v_bias);
@@ -189,7 +189,7 @@ void TrainModel::attention_forward_layer(int l, int64_t B, int64_t S) {
   A.attn.resize(size_t(T * qw));
   attention_forward(d, A.q.data(), A.k.data(), A.v.data(), A.attn.data(), A.probs.data());
   // x += attn o^T (+ bias): the residual add rides on sgemm's beta = 1.
-  linear_forward(A.attn.data(), T, qw, L.o->value.data(), H, x_.data(), true);
+  ops::linear_forward(A.attn.data(), T, qw, L.o->value.data(), H, x_.data(), true);
   add_bias_rows(x_.data(), T, L.o_bias);
 }
 
@@ -205,9 +205,9 @@ void TrainModel::attention_backward_layer(int l, int64_t B, int64_t S, float* dx
   dq.resize(size_t(T * qw));
   dk.resize(size_t(T * kvw));
   dv.resize(size_t(T * kvw));
-  linear_backward_weight(dx, T, H, A.attn.data(), qw, L.o->grad.data());
-  if (L.o_bias) bias_backward(dx, T, H, L.o_bias->grad.data());
-  linear_backward_input(dx, T, H, L.o->value.data(), qw, d_attn.data());
+  ops::linear_backward_weight(dx, T, H, A.attn.data(), qw, L.o->grad.data());
+  if (L.o_bias) ops::bias_backward(dx, T, H, L.o_bias->grad.data());
+  ops::linear_backward_input(dx, T, H, L.o->value.data(), qw, d_attn.data());
   // attention core
   const AttentionDims d{B, S, c.num_heads, c.num_kv_heads, hd};
   attention_backward(d, A.q.data(), A.k.data(), A.v.data(), A.probs.data(), d_attn.data(),
@@ -240,18 +240,18 @@ void TrainModel::attention_backward_layer(int l, int64_t B, int64_t S, float* dx
     dk.swap(dk_raw);
   }
   if (L.q_bias) {
-    bias_backward(dq.data(), T, qw, L.q_bias->grad.data());
-    bias_backward(dk.data(), T, kvw, L.k_bias->grad.data());
-    bias_backward(dv.data(), T, kvw, L.v_bias->grad.data());
+    ops::bias_backward(dq.data(), T, qw, L.q_bias->grad.data());
+    ops::bias_backward(dk.data(), T, kvw, L.k_bias->grad.data());
+    ops::bias_backward(dv.data(), T, kvw, L.v_bias->grad.data());
   }
-  linear_backward_weight(dq.data(), T, qw, A.a.data(), H, L.q->grad.data());
-  linear_backward_weight(dk.data(), T, kvw, A.a.data(), H, L.k->grad.data());
-  linear_backward_weight(dv.data(), T, kvw, A.a.data(), H, L.v->grad.data());
+  ops::linear_backward_weight(dq.data(), T, qw, A.a.data(), H, L.q->grad.data());
+  ops::linear_backward_weight(dk.data(), T, kvw, A.a.data(), H, L.k->grad.data());
+  ops::linear_backward_weight(dv.data(), T, kvw, A.a.data(), H, L.v->grad.data());
   std::vector<float>& da = ws_.da;
   da.resize(size_t(T * H));
-  linear_backward_input(dq.data(), T, qw, L.q->value.data(), H, da.data());
-  linear_backward_input(dk.data(), T, kvw, L.k->value.data(), H, da.data(), true);
-  linear_backward_input(dv.data(), T, kvw, L.v->value.data(), H, da.data(), true);
+  ops::linear_backward_input(dq.data(), T, qw, L.q->value.data(), H, da.data());
+  ops::linear_backward_input(dk.data(), T, kvw, L.k->value.data(), H, da.data(), true);
+  ops::linear_backward_input(dv.data(), T, kvw, L.v->value.data(), H, da.data(), true);
   rmsnorm_backward(da.data(), A.x_in.data(), L.attn_norm->value.data(), A.rstd1.data(), T, H, dx,
                    L.attn_norm->grad.data(), true);
 }
@@ -326,7 +326,7 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
   rmsnorm_forward(x_.data(), final_norm_->value.data(), T, H, c.rms_norm_eps, xf_.data(),
                   rstd_f_.data());
   logits_.resize(size_t(T * V));
-  linear_forward(xf_.data(), T, H, lm_head_->value.data(), V, logits_.data());
+  ops::linear_forward(xf_.data(), T, H, lm_head_->value.data(), V, logits_.data());
   if (logits_out) *logits_out = logits_;
 
   // ---- loss
@@ -362,8 +362,8 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
   dxf.resize(size_t(T * H));
   dx.resize(size_t(T * H));
   PhaseTimer pt_head_bwd(profile_, "lm head bwd");
-  linear_backward_weight(logits_.data(), T, V, xf_.data(), H, lm_head_->grad.data());
-  linear_backward_input(logits_.data(), T, V, lm_head_->value.data(), H, dxf.data());
+  ops::linear_backward_weight(logits_.data(), T, V, xf_.data(), H, lm_head_->grad.data());
+  ops::linear_backward_input(logits_.data(), T, V, lm_head_->value.data(), H, dxf.data());
   rmsnorm_backward(dxf.data(), x_.data(), final_norm_->value.data(), rstd_f_.data(), T, H,
                    dx.data(), final_norm_->grad.data(), false);
   pt_head_bwd.stop();
