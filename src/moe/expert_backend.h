@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "moe/expert_ffn.h"
 
@@ -33,8 +34,18 @@ class ExpertBackend {
                    float* out) = 0;
 };
 
-// The in-process backend: dispatch (permute), grouped expert FFN, combine.
+// Runs the routed experts over rows grouped by expert: ye = expert_e(xe) on the rows
+// [offsets[e], offsets[e + 1]) of each expert e.
+class GroupedExperts {
+ public:
+  virtual ~GroupedExperts() = default;
+  virtual void forward(const MoeBlock& block, int layer, const std::vector<int64_t>& offsets,
+                       const float* xe, int64_t hidden, float* ye) = 0;
+};
+
+// The in-process backend: dispatch (permute), grouped expert FFN (by `experts`, or each expert
+// in turn here when null), combine.
 void run_local_experts(const MoeBlock& block, const RoutedPairs& pairs, MoeScratch& scratch,
-                       float* out);
+                       float* out, GroupedExperts* experts = nullptr);
 
 }  // namespace sy::moe

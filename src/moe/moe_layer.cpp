@@ -28,18 +28,23 @@ void apply_capacity_per_device(const MoeRuntime& rt, const RouterConfig& rc, int
   }
 }
 
-void run_local_experts(const MoeBlock& b, const RoutedPairs& p, MoeScratch& s, float* out) {
+void run_local_experts(const MoeBlock& b, const RoutedPairs& p, MoeScratch& s, float* out,
+                       GroupedExperts* experts) {
   const int E = b.router->num_experts;
   const int64_t H = p.hidden;
   plan_dispatch(p.ids, p.weights, p.num_tokens, p.slots, E, s.plan);  // rows grouped by expert
   s.permuted.resize(size_t(s.plan.num_rows() * H));
   s.expert_out.resize(s.permuted.size());
   gather_rows(s.plan, p.x, H, s.permuted.data());
-  for (int e = 0; e < E; ++e) {  // one matmul chain per expert over its contiguous rows
-    const int64_t begin = s.plan.offsets[size_t(e)], rows = s.plan.rows_of(e);
-    if (rows == 0) continue;
-    ffn_forward(b.experts[size_t(e)], s.permuted.data() + begin * H, rows,
-                s.expert_out.data() + begin * H, s.ffn);
+  if (experts) {
+    experts->forward(b, p.layer, s.plan.offsets, s.permuted.data(), H, s.expert_out.data());
+  } else {
+    for (int e = 0; e < E; ++e) {  // one matmul chain per expert over its contiguous rows
+      const int64_t begin = s.plan.offsets[size_t(e)], rows = s.plan.rows_of(e);
+      if (rows == 0) continue;
+      ffn_forward(b.experts[size_t(e)], s.permuted.data() + begin * H, rows,
+                  s.expert_out.data() + begin * H, s.ffn);
+    }
   }
   combine_rows(s.plan, s.expert_out.data(), H, out);  // weighted scatter-add, token order
 }
@@ -61,8 +66,21 @@ void moe_forward(const MoeBlock& b, const float* x, int64_t T, int64_t H, float*
   s.scores.resize(size_t(T * E));
   s.router_ids.resize(size_t(T * K));
   s.router_weights.resize(size_t(T * K));
-  route(rc, s.logits.data(), T, b.selection_bias, s.router_ids.data(), s.router_weights.data(),
-        s.scores.data());
+  if (b.noise_weight && rt.noise_stream >= 0) {  // noisy top-k gating: select on logits + noise
+    s.noise_logits.resize(size_t(T * E));
+    s.noise.resize(size_t(T * E));
+    s.noisy.resize(size_t(T * E));
+    ops::sgemm_nt(T, E, H, x, H, b.noise_weight, H, s.noise_logits.data(), E);
+    route_noisy(rc, s.logits.data(), s.noise_logits.data(), T, rt.noise_seed,
+                uint64_t(rt.noise_stream), s.router_ids.data(), s.router_weights.data(),
+                s.scores.data(), s.noise.data());
+    for (int64_t i = 0; i < T * E; ++i)
+      s.noisy[size_t(i)] = s.logits[size_t(i)] + s.noise[size_t(i)];
+  } else {
+    s.noisy.clear();
+    route(rc, s.logits.data(), T, b.selection_bias, s.router_ids.data(), s.router_weights.data(),
+          s.scores.data());
+  }
 
   // 2. Capacity policy: which (token, expert) pairs survive; dropped ones get kDroppedExpert.
   const int slots = capacity_slots(rt.capacity, K, E, rt.placement);
@@ -84,19 +102,22 @@ void moe_forward(const MoeBlock& b, const float* x, int64_t T, int64_t H, float*
   if (rt.backend)
     rt.backend->run(b, pairs, s, out);
   else
-    run_local_experts(b, pairs, s, out);
+    run_local_experts(b, pairs, s, out, rt.experts);
 
   // 4. Shared expert(s), optionally gated per token.
   if (b.shared) {
     s.shared_out.resize(size_t(T * H));
-    ffn_forward(*b.shared, x, T, s.shared_out.data(), s.ffn);
-    for (int64_t t = 0; t < T; ++t) {
-      float g = 1.0f;
-      if (b.shared_gate) {
+    ffn_forward(*b.shared, x, T, s.shared_out.data(), s.shared_ffn);
+    s.shared_gate.assign(size_t(T), 1.0f);
+    if (b.shared_gate) {
+      for (int64_t t = 0; t < T; ++t) {
         double dot = 0;
         for (int64_t i = 0; i < H; ++i) dot += double(b.shared_gate[i]) * x[t * H + i];
-        g = 1.0f / (1.0f + std::exp(-float(dot)));
+        s.shared_gate[size_t(t)] = 1.0f / (1.0f + std::exp(-float(dot)));
       }
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      const float g = s.shared_gate[size_t(t)];
       for (int64_t i = 0; i < H; ++i) out[t * H + i] += g * s.shared_out[size_t(t * H + i)];
     }
   }

@@ -21,6 +21,7 @@ struct MoeBlock {
   const RouterConfig* router = nullptr;
   const float* router_weight = nullptr;   // [E, H] float32
   const float* selection_bias = nullptr;  // [E] or nullptr
+  const float* noise_weight = nullptr;    // [E, H] noisy top-k gating's W_noise, or nullptr
   std::span<const FfnWeights> experts;    // [E]
   const FfnWeights* shared = nullptr;     // optional shared expert(s), one wide FFN
   const float* shared_gate = nullptr;     // [H] or nullptr: out += sigmoid(gate . x) * shared(x)
@@ -36,20 +37,33 @@ struct MoeRuntime {
   LoadStats* stats = nullptr;
   RoutingObserver* observer = nullptr;
   ExpertBackend* backend = nullptr;  // null: every expert runs in this process
+  // Without a backend: who runs the rows grouped by expert (null: each expert in turn here;
+  // training passes its own, which records the experts' activations or owns them by rank).
+  GroupedExperts* experts = nullptr;
+  // Noisy top-k gating (training steps): with block.noise_weight set and noise_stream >= 0 the
+  // router selects on logits + eps * softplus(x W_noise^T), eps from (noise_seed, noise_stream).
+  uint64_t noise_seed = 0;
+  int64_t noise_stream = -1;
 };
 
+// Buffers of one MoE call. They are also its record: after moe_forward they hold everything a
+// backward pass needs (training keeps one per layer; inference reuses one for all layers).
 struct MoeScratch {
-  std::vector<float> logits;          // [T, E]
-  std::vector<float> scores;          // [T, E] router probabilities
-  std::vector<int32_t> router_ids;    // [T, k]
-  std::vector<float> router_weights;  // [T, k]
-  std::vector<int32_t> ids;           // [T, slots] after the capacity policy
-  std::vector<float> weights;         // [T, slots]
+  std::vector<float> logits;               // [T, E]
+  std::vector<float> scores;               // [T, E] router probabilities
+  std::vector<float> noise_logits, noise;  // [T, E] x W_noise^T, eps * softplus (noisy gating)
+  std::vector<float> noisy;                // [T, E] logits + noise (empty: clean routing)
+  std::vector<int32_t> router_ids;         // [T, k]
+  std::vector<float> router_weights;       // [T, k]
+  std::vector<int32_t> ids;                // [T, slots] after the capacity policy
+  std::vector<float> weights;              // [T, slots]
   CapacityOutcome outcome;
   DispatchPlan plan;
-  std::vector<float> permuted, expert_out;  // [rows, H]
+  std::vector<float> permuted, expert_out;  // [rows, H] grouped expert inputs and outputs
   std::vector<float> shared_out;            // [T, H]
-  FfnScratch ffn;
+  std::vector<float> shared_gate;           // [T] sigmoid(gate . x), 1 without a gate
+  FfnScratch ffn;                           // the routed experts run here in turn
+  FfnScratch shared_ffn;                    // the shared expert's (keep = true records it)
 };
 
 // Applies runtime.capacity to one call's routing of T tokens: per source-device slice (each

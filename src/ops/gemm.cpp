@@ -51,12 +51,12 @@ void sgemm(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, float 
     const int64_t lo = blk * block, len = std::min(block, dim - lo);
     if (by_rows) {
       const float* ab = ta_yes ? a + lo : a + lo * lda;
-      cblas_sgemm(CblasRowMajor, ta, tb, int(len), int(n), int(k), alpha, ab, int(lda), b,
-                  int(ldb), beta, c + lo * ldc, int(ldc));
+      cblas_sgemm(CblasRowMajor, ta, tb, int(len), int(n), int(k), alpha, ab, int(lda), b, int(ldb),
+                  beta, c + lo * ldc, int(ldc));
     } else {
       const float* bb = tb_yes ? b + lo * ldb : b + lo;
-      cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(len), int(k), alpha, a, int(lda), bb,
-                  int(ldb), beta, c + lo, int(ldc));
+      cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(len), int(k), alpha, a, int(lda), bb, int(ldb),
+                  beta, c + lo, int(ldc));
     }
   }
 }

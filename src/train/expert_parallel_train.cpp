@@ -33,7 +33,7 @@ void ExpertParallelCompute::exchange(const float* send, const std::vector<int64_
   xchg_.wait();
 }
 
-void ExpertParallelCompute::forward(const MoeParams& p, int layer,
+void ExpertParallelCompute::forward(const moe::MoeBlock& block, int layer,
                                     const std::vector<int64_t>& offsets, const float* xe, int64_t H,
                                     float* ye) {
   const int E = placement_.num_experts(), n = comm_.size();
@@ -80,9 +80,10 @@ void ExpertParallelCompute::forward(const MoeParams& p, int layer,
   L.act.resize(size_t(mine));
   for (int i = 0; i < mine; ++i) {
     const int64_t r0 = L.local_offsets[size_t(i)], m = L.local_offsets[size_t(i + 1)] - r0;
-    if (m > 0)
-      ffn_train_forward(p.experts[size_t(e0 + i)], L.xloc.data() + r0 * H, m, L.act[size_t(i)],
-                        yloc.data() + r0 * H);
+    if (m == 0) continue;
+    L.act[size_t(i)].keep = true;
+    moe::ffn_forward(block.experts[size_t(e0 + i)], L.xloc.data() + r0 * H, m, yloc.data() + r0 * H,
+                     L.act[size_t(i)]);
   }
   for (int64_t i = 0; i < R; ++i)
     std::memcpy(yback.data() + i * H, yloc.data() + L.perm[size_t(i)] * H, size_t(H) * 4);

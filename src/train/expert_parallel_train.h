@@ -18,8 +18,8 @@ class ExpertParallelCompute : public ExpertCompute {
  public:
   ExpertParallelCompute(const parallel::Communicator& comm, int num_experts);
 
-  void forward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets, const float* xe,
-               int64_t hidden, float* ye) override;
+  void forward(const moe::MoeBlock& block, int layer, const std::vector<int64_t>& offsets,
+               const float* xe, int64_t hidden, float* ye) override;
   void backward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
                 const float* dye, int64_t hidden, float* dxe) override;
 

@@ -8,6 +8,7 @@
 #include "ops/elementwise.h"
 #include "ops/linear.h"
 #include "train/router_grad.h"
+#include "util/error.h"
 
 namespace sy::train {
 
@@ -27,12 +28,13 @@ std::vector<int64_t> largest_first(const std::vector<int64_t>& offsets) {
 
 }  // namespace
 
-void LocalExperts::forward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
-                           const float* xe, int64_t H, float* ye) {
+void LocalExperts::forward(const moe::MoeBlock& block, int layer,
+                           const std::vector<int64_t>& offsets, const float* xe, int64_t H,
+                           float* ye) {
   if (int(layers_.size()) <= layer) layers_.resize(size_t(layer + 1));
   Layer& L = layers_[size_t(layer)];
   L.xe = xe;
-  L.act.resize(p.experts.size());
+  L.act.resize(block.experts.size());
   // Experts run concurrently, each product single-threaded (nested regions are serial): the
   // result of every expert does not depend on which thread ran it.
   const std::vector<int64_t> order = largest_first(offsets);
@@ -41,8 +43,9 @@ void LocalExperts::forward(const MoeParams& p, int layer, const std::vector<int6
   for (int64_t i = 0; i < E; ++i) {
     const int64_t e = order[size_t(i)];
     const int64_t r0 = offsets[size_t(e)], n = offsets[size_t(e) + 1] - r0;
-    if (n > 0)
-      ffn_train_forward(p.experts[size_t(e)], xe + r0 * H, n, L.act[size_t(e)], ye + r0 * H);
+    if (n == 0) continue;
+    L.act[size_t(e)].keep = true;
+    moe::ffn_forward(block.experts[size_t(e)], xe + r0 * H, n, ye + r0 * H, L.act[size_t(e)]);
   }
 }
 
@@ -67,89 +70,46 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
   const moe::RouterConfig& rc = *p.router;
   const int E = rc.num_experts, K = rc.top_k;
   const int64_t H = p.gate->shape[1];
-  a.logits.resize(size_t(T * E));
-  a.router_ids.resize(size_t(T * K));
-  a.ids.resize(size_t(T * K));
-  a.weights.resize(size_t(T * K));
-  ops::linear_forward(x, T, H, p.gate->value.data(), E, a.logits.data());
-  std::vector<float> router_weights(size_t(T * K));
-  std::vector<float>& scores = a.scores;  // the capacity policy's pair priority, as in inference
-  scores.resize(size_t(T * E));
-  const bool noisy = p.noise && opt.noise_stream >= 0;
-  if (noisy) {
-    a.noise_logits.resize(size_t(T * E));
-    a.noise.resize(size_t(T * E));
-    a.noisy.resize(size_t(T * E));
-    ops::linear_forward(x, T, H, p.noise->value.data(), E, a.noise_logits.data());
-    moe::route_noisy(rc, a.logits.data(), a.noise_logits.data(), T, opt.noise_seed,
-                     uint64_t(opt.noise_stream), a.router_ids.data(), router_weights.data(),
-                     scores.data(), a.noise.data());
-    for (int64_t i = 0; i < T * E; ++i)
-      a.noisy[size_t(i)] = a.logits[size_t(i)] + a.noise[size_t(i)];
-  } else {
-    a.noisy.clear();
-    route(rc, a.logits.data(), T, p.selection_bias ? p.selection_bias->value.data() : nullptr,
-          a.router_ids.data(), router_weights.data(), scores.data());
-  }
-
-  // Capacity: score-priority drop on one device, the router's scores as priority.
-  a.dropped = 0;
-  a.capacity = 0;
-  if (opt.capacity_factor > 0 && T > 0) {
-    moe::CapacityConfig cc;
-    cc.policy = moe::CapacityPolicy::kScore;
-    cc.factor = opt.capacity_factor;
-    cc.skip_single_token = false;
-    moe::CapacityOutcome outcome;
-    outcome.reset(E);
-    moe::apply_capacity(cc, rc, scores.data(), a.router_ids.data(), router_weights.data(), T, {}, 0,
-                        0, a.ids.data(), a.weights.data(), K, outcome);
-    a.dropped = outcome.dropped;
-    a.capacity = moe::expert_capacity(opt.capacity_factor, T, K, E);
-  } else {
-    a.ids = a.router_ids;
-    a.weights = router_weights;
-  }
-
-  // Dispatch, experts, combine in expert order: moe/'s plan and kernels, as inference runs them.
-  moe::DispatchPlan& plan = a.plan;
-  moe::plan_dispatch(a.ids.data(), a.weights.data(), T, K, E, plan);
-  const int64_t R = plan.num_rows();
-  a.kept.assign(size_t(E), 0);
-  for (int e = 0; e < E; ++e) a.kept[size_t(e)] = plan.rows_of(e);
-  a.xe.resize(size_t(R * H));
-  a.ye.resize(size_t(R * H));
-  moe::gather_rows(plan, x, H, a.xe.data());
-  opt.experts->forward(p, opt.layer, plan.offsets, a.xe.data(), H, a.ye.data());
-  std::fill(out, out + T * H, 0.0f);
-  moe::combine_rows(plan, a.ye.data(), H, out);
-
+  // The block as inference sees it, on float32 views of the parameters (rebuilt per call:
+  // the views follow the parameters' storage).
+  a.expert_views.clear();
+  for (const FfnParams& f : p.experts) a.expert_views.push_back(weight_views(f));
+  moe::MoeBlock block;
+  block.router = p.router;
+  block.router_weight = p.gate->value.data();
+  block.selection_bias = p.selection_bias ? p.selection_bias->value.data() : nullptr;
+  block.noise_weight = p.noise ? p.noise->value.data() : nullptr;
+  block.experts = a.expert_views;
   if (p.has_shared()) {
-    a.shared_y.resize(size_t(T * H));
-    ffn_train_forward(p.shared, x, T, a.shared_act, a.shared_y.data());
-    a.shared_gate.assign(size_t(T), 1.0f);
-    if (p.shared_gate) {
-      for (int64_t t = 0; t < T; ++t) {
-        double dot = 0;
-        for (int64_t i = 0; i < H; ++i)
-          dot += double(p.shared_gate->value[size_t(i)]) * x[t * H + i];
-        a.shared_gate[size_t(t)] = float(1.0 / (1.0 + std::exp(-dot)));
-      }
-    }
-    for (int64_t t = 0; t < T; ++t) {
-      const float g = a.shared_gate[size_t(t)];
-      for (int64_t i = 0; i < H; ++i) out[t * H + i] += g * a.shared_y[size_t(t * H + i)];
-    }
+    a.shared_view = weight_views(p.shared);
+    block.shared = &a.shared_view;
+    block.shared_gate = p.shared_gate ? p.shared_gate->value.data() : nullptr;
   }
+  moe::MoeRuntime rt;
+  if (opt.capacity_factor > 0) {  // score-priority drop on one device, as the paper's Token Drop
+    rt.capacity.policy = moe::CapacityPolicy::kScore;
+    rt.capacity.factor = opt.capacity_factor;
+    rt.capacity.skip_single_token = false;
+  }
+  rt.experts = opt.experts;
+  rt.noise_seed = opt.noise_seed;
+  rt.noise_stream = opt.noise_stream;
+  a.fwd.shared_ffn.keep = true;  // the shared expert's activations are backward's
+  moe::moe_forward(block, x, T, H, out, a.fwd, rt, opt.layer);
+  SY_ASSERT(a.fwd.plan.slots == K);  // training's policies keep the router's slots
 
-  a.counts = expert_counts(a.router_ids.data(), T * K, E);
+  a.dropped = a.fwd.outcome.dropped;
+  a.capacity = opt.capacity_factor > 0 ? moe::expert_capacity(opt.capacity_factor, T, K, E) : 0;
+  a.kept.assign(size_t(E), 0);
+  for (int e = 0; e < E; ++e) a.kept[size_t(e)] = a.fwd.plan.rows_of(e);
+  a.counts = expert_counts(a.fwd.router_ids.data(), T * K, E);
   int64_t global_tokens = T;
   if (opt.global) {
     opt.global->sum_counts(a.counts);
     global_tokens = opt.global->tokens;
   }
-  const RouterLosses losses = router_losses(a.logits.data(), a.router_ids.data(), T, E, K, 0, 0,
-                                            nullptr, a.counts.data(), global_tokens);
+  const RouterLosses losses = router_losses(a.fwd.logits.data(), a.fwd.router_ids.data(), T, E, K,
+                                            0, 0, nullptr, a.counts.data(), global_tokens);
   a.aux = losses.aux;
   a.z = losses.z;
 }
@@ -159,12 +119,12 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
   const moe::RouterConfig& rc = *p.router;
   const int E = rc.num_experts, K = rc.top_k;
   const int64_t H = p.gate->shape[1];
-  const int64_t R = a.plan.num_rows();
+  const int64_t R = a.fwd.plan.num_rows();
 
-  MoeScratch local;
-  MoeScratch& ws = opt.scratch ? *opt.scratch : local;
+  MoeBackwardScratch local;
+  MoeBackwardScratch& ws = opt.scratch ? *opt.scratch : local;
   // Combine: d y_r = w * d_out[t];  d w[t, j] = d_out[t] . y_r (0 for dropped slots)
-  const moe::DispatchPlan& plan = a.plan;
+  const moe::DispatchPlan& plan = a.fwd.plan;
   ws.dye.resize(size_t(R * H));
   ws.dweights.assign(size_t(T * K), 0.0f);
   float* dye = ws.dye.data();
@@ -174,7 +134,7 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
     const int64_t t = plan.token[size_t(r)];
     const float w = plan.weight[size_t(r)];
     const float* g = d_out + t * H;
-    const float* y = a.ye.data() + r * H;
+    const float* y = a.fwd.expert_out.data() + r * H;
     float* dy = dye + r * H;
     for (int64_t i = 0; i < H; ++i) dy[i] = w * g[i];
     dweights[t * K + plan.slot[size_t(r)]] = ops::dot(g, y, H);
@@ -189,24 +149,25 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
   // Router: combine weights and balancing losses -> logits -> x and the router weight.
   ws.dlogits.assign(size_t(T * E), 0.0f);
   float* dlogits = ws.dlogits.data();
-  if (!a.noisy.empty()) {  // weights came from H = logits + noise: dH flows to both
-    route_weights_backward(rc, a.noisy.data(), a.router_ids.data(), dweights, T, dlogits);
+  if (!a.fwd.noisy.empty()) {  // weights came from H = logits + noise: dH flows to both
+    route_weights_backward(rc, a.fwd.noisy.data(), a.fwd.router_ids.data(), dweights, T, dlogits);
     std::vector<float> dnoise(size_t(T * E), 0.0f);
-    noisy_gating_backward(a.noise_logits.data(), a.noise.data(), dlogits, T * E, dnoise.data());
+    noisy_gating_backward(a.fwd.noise_logits.data(), a.fwd.noise.data(), dlogits, T * E,
+                          dnoise.data());
     ops::linear_backward_weight(dnoise.data(), T, E, x, H, p.noise->grad.data());
     ops::linear_backward_input(dnoise.data(), T, E, p.noise->value.data(), H, dx, true);
   } else {
-    route_weights_backward(rc, a.logits.data(), a.router_ids.data(), dweights, T, dlogits);
+    route_weights_backward(rc, a.fwd.logits.data(), a.fwd.router_ids.data(), dweights, T, dlogits);
   }
-  router_losses(a.logits.data(), a.router_ids.data(), T, E, K, opt.aux_scale, opt.z_scale, dlogits,
-                a.counts.data(), opt.global ? opt.global->tokens : T);
+  router_losses(a.fwd.logits.data(), a.fwd.router_ids.data(), T, E, K, opt.aux_scale, opt.z_scale,
+                dlogits, a.counts.data(), opt.global ? opt.global->tokens : T);
   ops::linear_backward_weight(dlogits, T, E, x, H, p.gate->grad.data());
   ops::linear_backward_input(dlogits, T, E, p.gate->value.data(), H, dx, true);
 
   if (p.has_shared()) {
     std::vector<float> dys(size_t(T * H));
     for (int64_t t = 0; t < T; ++t) {
-      const float g = a.shared_gate[size_t(t)];
+      const float g = a.fwd.shared_gate[size_t(t)];
       const float* d = d_out + t * H;
       for (int64_t i = 0; i < H; ++i) dys[size_t(t * H + i)] = g * d[i];
     }
@@ -216,8 +177,8 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
       for (int64_t t = 0; t < T; ++t) {
         double dot = 0;
         for (int64_t i = 0; i < H; ++i)
-          dot += double(d_out[t * H + i]) * a.shared_y[size_t(t * H + i)];
-        const float s = a.shared_gate[size_t(t)];
+          dot += double(d_out[t * H + i]) * a.fwd.shared_out[size_t(t * H + i)];
+        const float s = a.fwd.shared_gate[size_t(t)];
         const float dz = float(dot) * s * (1.0f - s);
         for (int64_t i = 0; i < H; ++i) {
           dg[i] += dz * x[t * H + i];
@@ -226,7 +187,7 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
       }
     }
     FfnActivations s2;
-    ffn_train_backward(p.shared, x, T, a.shared_act, dys.data(), dx, true, s2);
+    ffn_train_backward(p.shared, x, T, a.fwd.shared_ffn, dys.data(), dx, true, s2);
   }
 }
 

@@ -1,15 +1,15 @@
-// The MoE block in training: router -> top-k -> optional capacity drop (score priority) ->
-// grouped SwiGLU experts -> weighted combine (+ shared expert), forward and backward, with
-// the balancing losses' gradients added at the router. Routing, the capacity policy and
-// dispatch / combine are moe/'s functions, the same calls inference makes.
+// The MoE block in training. The forward is inference's moe::moe_forward (router -> top-k ->
+// optional score-priority capacity drop -> grouped SwiGLU experts -> weighted combine +
+// shared expert) on float32 views of the parameters, its scratch kept per layer as the record
+// backward reads; this file adds the balancing losses and the backward pass, with the
+// losses' gradients added at the router.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <vector>
 
-#include "moe/dispatch.h"
-#include "moe/router.h"
+#include "moe/moe_layer.h"
 #include "train/ffn_grad.h"
 #include "train/params.h"
 
@@ -27,12 +27,10 @@ struct MoeParams {
 };
 
 // Where the routed experts run. Rows come grouped by expert (rows offsets[e] .. offsets[e+1]
-// of xe / ye); forward keeps what backward of the same layer needs.
-class ExpertCompute {
+// of xe / ye); the forward (moe::GroupedExperts, called by moe_forward) keeps what backward of
+// the same layer needs.
+class ExpertCompute : public moe::GroupedExperts {
  public:
-  virtual ~ExpertCompute() = default;
-  virtual void forward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
-                       const float* xe, int64_t hidden, float* ye) = 0;
   // dye -> dxe (overwritten); the experts' weight gradients accumulate where they live.
   virtual void backward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
                         const float* dye, int64_t hidden, float* dxe) = 0;
@@ -41,8 +39,8 @@ class ExpertCompute {
 // Every expert in this process.
 class LocalExperts : public ExpertCompute {
  public:
-  void forward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets, const float* xe,
-               int64_t hidden, float* ye) override;
+  void forward(const moe::MoeBlock& block, int layer, const std::vector<int64_t>& offsets,
+               const float* xe, int64_t hidden, float* ye) override;
   void backward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
                 const float* dye, int64_t hidden, float* dxe) override;
 
@@ -65,7 +63,7 @@ struct GlobalBatch {
 
 // Buffers of moe_train_backward, kept between calls so the step does not allocate and zero
 // them each time (contents are scratch).
-struct MoeScratch {
+struct MoeBackwardScratch {
   std::vector<float> dye, dxe, dweights, dlogits;
 };
 
@@ -80,24 +78,15 @@ struct MoeTrainOptions {
   // noise_stream < 0 (validation) routes on the clean logits.
   uint64_t noise_seed = 0;
   int64_t noise_stream = -1;
-  const GlobalBatch* global = nullptr;  // null: this process holds the whole batch
-  MoeScratch* scratch = nullptr;        // null: temporary buffers
+  const GlobalBatch* global = nullptr;    // null: this process holds the whole batch
+  MoeBackwardScratch* scratch = nullptr;  // null: temporary buffers
 };
 
 // What one layer's forward saved, and its routing statistics.
 struct MoeActivations {
-  std::vector<float> logits;  // [T, E] clean router logits (the balancing losses use them)
-  std::vector<float> scores;  // [T, E] the router's scores (capacity priority)
-  std::vector<float> noise_logits, noise,
-      noisy;                        // [T, E] x W_noise^T, eps*softplus, H (noisy gating)
-  std::vector<int32_t> router_ids;  // [T, k] the router's choice
-  std::vector<int32_t> ids;         // [T, k] after the capacity drop (-1 = dropped)
-  std::vector<float> weights;       // [T, k] combine weights (0 when dropped)
-  moe::DispatchPlan plan;           // rows grouped by expert (moe/dispatch.h, as inference)
-  std::vector<float> xe, ye;        // [R, H] gathered inputs and expert outputs
-  FfnActivations shared_act;
-  std::vector<float> shared_y;        // [T, H]
-  std::vector<float> shared_gate;     // [T] sigmoid(g . x)
+  moe::MoeScratch fwd;                        // moe_forward's buffers: the record backward reads
+  std::vector<moe::FfnWeights> expert_views;  // [E] float32 views of the experts' parameters
+  moe::FfnWeights shared_view;
   double aux = 0, z = 0;              // this rank's share (sums to the global value)
   std::vector<int64_t> counts, kept;  // [E] pairs routed / kept (counts: global batch)
   int64_t dropped = 0, capacity = 0;

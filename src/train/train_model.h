@@ -116,7 +116,7 @@ class TrainModel {
     std::vector<float> dxf, dx, df, da;                     // [T, H]
     std::vector<float> d_attn, dq, dk, dv, dq_raw, dk_raw;  // [T, qw] / [T, kvw]
     FfnActivations ffn_scratch;                             // dense FFN backward
-    MoeScratch moe;
+    MoeBackwardScratch moe;
   } ws_;
   TrainProfile* profile_ = nullptr;
   LocalExperts local_experts_;

@@ -242,7 +242,7 @@ TEST_P(MoeBlockGrad, MatchesFiniteDifferences) {
   MoeActivations act;
   std::vector<float> out(size_t(T * H));
   moe_train_forward(p, opt, x.data(), T, act, out.data());
-  const std::vector<int32_t> ids0 = act.ids;
+  const std::vector<int32_t> ids0 = act.fwd.ids;
   if (c.capacity > 0) {
     EXPECT_GT(act.dropped, 0) << "the case should drop pairs";
   }
@@ -258,7 +258,7 @@ TEST_P(MoeBlockGrad, MatchesFiniteDifferences) {
     MoeActivations a;
     std::vector<float> o(size_t(T * H));
     moe_train_forward(p, opt, x.data(), T, a, o.data());
-    return a.ids == ids0;
+    return a.fwd.ids == ids0;
   };
   std::vector<float> dx(size_t(T * H));
   moe_train_forward(p, opt, x.data(), T, act, out.data());
