@@ -4,6 +4,9 @@
 #include <cmath>
 #include <vector>
 
+#include "ops/elementwise.h"
+#include "ops/gemm.h"
+
 namespace sy::model {
 
 void causal_attention(const AttentionShape& s, const float* q, int64_t n, int64_t pos0,
@@ -41,6 +44,43 @@ void causal_attention(const AttentionShape& s, const float* q, int64_t n, int64_
 #pragma omp simd
           for (int64_t d = 0; d < hd; ++d) oh[d] += p * vj[d];
         }
+      }
+    }
+  }
+}
+
+namespace {
+constexpr int64_t kQueryBlock = 64;
+}  // namespace
+
+void batched_causal_attention(const AttentionDims& d, const float* q, const float* k,
+                              const float* v, float* out, float* probs) {
+  const int64_t S = d.seq, hd = d.head_dim, qw = d.q_width(), kvw = d.kv_width();
+  const int64_t group = d.num_heads / d.num_kv_heads;
+  const float scale = 1.0f / std::sqrt(float(hd));
+  const int64_t num_tasks = d.batch * d.num_kv_heads;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t task = 0; task < num_tasks; ++task) {
+    const int64_t b = task / d.num_kv_heads, kh = task % d.num_kv_heads;
+    const float* kb = k + b * S * kvw + kh * hd;
+    const float* vb = v + b * S * kvw + kh * hd;
+    for (int64_t h = kh * group; h < (kh + 1) * group; ++h) {
+      const float* qb = q + b * S * qw + h * hd;
+      float* ob = out + b * S * qw + h * hd;
+      float* P = probs + (b * d.num_heads + h) * S * S;
+      for (int64_t r0 = 0; r0 < S; r0 += kQueryBlock) {
+        const int64_t r1 = std::min(S, r0 + kQueryBlock), m = r1 - r0;
+        // P[r0:r1, 0:r1] = scale Q[r0:r1] K[0:r1]^T
+        ops::sgemm(ops::Trans::kNo, ops::Trans::kYes, int(m), int(r1), int(hd), scale, qb + r0 * qw,
+                   int(qw), kb, int(kvw), 0.0f, P + r0 * S, int(S));
+        for (int64_t i = r0; i < r1; ++i) {
+          float* row = P + i * S;
+          ops::softmax(row, i + 1);
+          std::fill(row + i + 1, row + r1, 0.0f);
+        }
+        // out[r0:r1] = P[r0:r1, 0:r1] V[0:r1]
+        ops::sgemm(ops::Trans::kNo, ops::Trans::kNo, int(m), int(hd), int(r1), 1.0f, P + r0 * S,
+                   int(S), vb, int(kvw), 0.0f, ob + r0 * qw, int(qw));
       }
     }
   }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "model/config.h"
@@ -41,6 +42,12 @@ class KvCache {
   int64_t kv_width_;
   int64_t size_ = 0;
   std::vector<std::vector<float>> k_, v_;
+};
+
+// New tokens of one sequence, appended at positions cache->size() ...
+struct SequenceChunk {
+  KvCache* cache = nullptr;
+  std::span<const int32_t> tokens;
 };
 
 }  // namespace sy::model

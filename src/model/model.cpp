@@ -33,8 +33,21 @@ Model& Model::operator=(Model&& other) noexcept {
 // The MoE blocks point into config_ and weights_, so they are rebuilt whenever those move.
 void Model::bind_blocks() {
   moe_blocks_.assign(weights_.layers.size(), moe::MoeBlock{});
+  attention_.assign(weights_.layers.size(), AttentionWeights{});
+  auto data_or_null = [](const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); };
   for (size_t l = 0; l < weights_.layers.size(); ++l) {
     const LayerWeights& w = weights_.layers[l];
+    attention_[l] = AttentionWeights{w.attn_norm.data(),
+                                     w.q,
+                                     w.k,
+                                     w.v,
+                                     w.o,
+                                     data_or_null(w.q_bias),
+                                     data_or_null(w.k_bias),
+                                     data_or_null(w.v_bias),
+                                     data_or_null(w.o_bias),
+                                     data_or_null(w.q_norm),
+                                     data_or_null(w.k_norm)};
     if (!w.is_moe) continue;
     moe::MoeBlock& b = moe_blocks_[l];
     b.router = &config_.router;
@@ -54,74 +67,6 @@ Model Model::load(const std::string& model_dir, const ExpertMask& owned_experts)
 
 moe::LoadStats Model::new_load_stats() const {
   return moe::LoadStats(int(config_.num_layers), config_.router.num_experts);
-}
-
-namespace {
-
-void add_bias(float* x, int64_t rows, const std::vector<float>& bias) {
-  if (bias.empty()) return;
-  const int64_t n = int64_t(bias.size());
-  for (int64_t r = 0; r < rows; ++r) ops::add(bias.data(), n, x + r * n);
-}
-
-void clamp_all(float* x, size_t n, float limit) {
-  for (size_t i = 0; i < n; ++i) x[i] = std::clamp(x[i], -limit, limit);
-}
-
-}  // namespace
-
-void Model::attention_block(int layer, std::span<const SequenceChunk> chunks, int64_t T,
-                            Workspace& ws) const {
-  const ModelConfig& c = config_;
-  const LayerWeights& w = weights_.layers[size_t(layer)];
-  const int64_t H = c.hidden_size, hd = c.head_dim, qw = c.q_width(), kvw = c.kv_width();
-
-  for (int64_t t = 0; t < T; ++t)
-    ops::rmsnorm(ws.x.data() + t * H, w.attn_norm.data(), H, c.rms_norm_eps, ws.xn.data() + t * H);
-  ops::matmul(w.q, ws.xn.data(), T, ws.q.data());  // [T, qw]
-  ops::matmul(w.k, ws.xn.data(), T, ws.k.data());  // [T, kvw]
-  ops::matmul(w.v, ws.xn.data(), T, ws.v.data());  // [T, kvw]
-  add_bias(ws.q.data(), T, w.q_bias);
-  add_bias(ws.k.data(), T, w.k_bias);
-  add_bias(ws.v.data(), T, w.v_bias);
-  for (int64_t t = 0; t < T; ++t) {
-    float* q = ws.q.data() + t * qw;
-    float* k = ws.k.data() + t * kvw;
-    if (c.qk_norm == QkNorm::kFullWidth) {
-      ops::rmsnorm(q, w.q_norm.data(), qw, c.rms_norm_eps, q);
-      ops::rmsnorm(k, w.k_norm.data(), kvw, c.rms_norm_eps, k);
-    } else if (c.qk_norm == QkNorm::kPerHead) {
-      for (int64_t h = 0; h < c.num_heads; ++h)
-        ops::rmsnorm(q + h * hd, w.q_norm.data(), hd, c.rms_norm_eps, q + h * hd);
-      for (int64_t h = 0; h < c.num_kv_heads; ++h)
-        ops::rmsnorm(k + h * hd, w.k_norm.data(), hd, c.rms_norm_eps, k + h * hd);
-    }
-    if (c.clip_qkv > 0) {  // OLMoE clamps after the norm (q, k) and on v
-      clamp_all(q, size_t(qw), c.clip_qkv);
-      clamp_all(k, size_t(kvw), c.clip_qkv);
-      clamp_all(ws.v.data() + t * kvw, size_t(kvw), c.clip_qkv);
-    }
-    const float* cs = ws.rope_cos.data() + t * (hd / 2);
-    const float* sn = ws.rope_sin.data() + t * (hd / 2);
-    for (int64_t h = 0; h < c.num_heads; ++h) ops::rope_neox(q + h * hd, hd, cs, sn);
-    for (int64_t h = 0; h < c.num_kv_heads; ++h) ops::rope_neox(k + h * hd, hd, cs, sn);
-  }
-
-  // Append the new keys/values to each sequence's cache and attend.
-  const AttentionShape shape{c.num_heads, c.num_kv_heads, hd};
-  int64_t row = 0;
-  for (const SequenceChunk& ch : chunks) {
-    const int64_t n = int64_t(ch.tokens.size()), pos0 = ch.cache->size();
-    float* kc = ch.cache->keys(layer);
-    float* vc = ch.cache->values(layer);
-    std::memcpy(kc + pos0 * kvw, ws.k.data() + row * kvw, size_t(n * kvw) * 4);
-    std::memcpy(vc + pos0 * kvw, ws.v.data() + row * kvw, size_t(n * kvw) * 4);
-    causal_attention(shape, ws.q.data() + row * qw, n, pos0, kc, vc, ws.attn.data() + row * qw);
-    row += n;
-  }
-  ops::matmul(w.o, ws.attn.data(), T, ws.proj.data());  // [T, H]
-  add_bias(ws.proj.data(), T, w.o_bias);
-  ops::add(ws.proj.data(), T * H, ws.x.data());
 }
 
 void Model::ffn_block(int layer, int64_t T, Workspace& ws, const moe::MoeRuntime& runtime) const {
@@ -161,10 +106,6 @@ void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, floa
 
   ws.x.resize(size_t(T * H));
   ws.xn.resize(size_t(T * H));
-  ws.q.resize(size_t(T * c.q_width()));
-  ws.attn.resize(size_t(T * c.q_width()));
-  ws.k.resize(size_t(T * c.kv_width()));
-  ws.v.resize(size_t(T * c.kv_width()));
   ws.proj.resize(size_t(T * H));
   ws.rope_cos.resize(size_t(T * hd / 2));
   ws.rope_sin.resize(size_t(T * hd / 2));
@@ -184,7 +125,9 @@ void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, floa
   for (int l = 0; l < int(c.num_layers); ++l) {
     // With no tokens (a rank without work under expert parallelism) the MoE layers still run:
     // their all-to-alls are collective.
-    if (T > 0) attention_block(l, chunks, T, ws);
+    if (T > 0)
+      attention_block(c, attention_[size_t(l)], l, chunks, T, ws.rope_cos.data(),
+                      ws.rope_sin.data(), ws.x.data(), ws.attention);
     ffn_block(l, T, ws, runtime);
   }
   if (T == 0) return;

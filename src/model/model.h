@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "model/attention_block.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
@@ -16,17 +17,12 @@
 
 namespace sy::model {
 
-// New tokens of one sequence, appended at positions cache->size() ...
-struct SequenceChunk {
-  KvCache* cache = nullptr;
-  std::span<const int32_t> tokens;
-};
-
 // Buffers reused across forward calls (no allocation once sizes settle).
 struct Workspace {
-  std::vector<float> x, xn, q, k, v, attn, proj;  // [T, width]
-  std::vector<float> rope_cos, rope_sin;          // [T, head_dim / 2]
-  std::vector<float> last;                        // [rows for the LM head, H]
+  std::vector<float> x, xn, proj;  // [T, H] residual stream, FFN input, FFN output
+  AttentionScratch attention;
+  std::vector<float> rope_cos, rope_sin;  // [T, head_dim / 2]
+  std::vector<float> last;                // [rows for the LM head, H]
   moe::MoeScratch moe;
   moe::FfnScratch ffn;
 };
@@ -61,14 +57,13 @@ class Model {
  private:
   Model(std::string dir, ModelConfig config, ModelWeights weights);
   void bind_blocks();
-  void attention_block(int layer, std::span<const SequenceChunk> chunks, int64_t T,
-                       Workspace& ws) const;
   void ffn_block(int layer, int64_t T, Workspace& ws, const moe::MoeRuntime& runtime) const;
 
   std::string dir_;
   ModelConfig config_;
   ModelWeights weights_;
-  std::vector<moe::MoeBlock> moe_blocks_;  // per layer (unused for dense layers)
+  std::vector<AttentionWeights> attention_;  // per layer, views into weights_
+  std::vector<moe::MoeBlock> moe_blocks_;    // per layer (unused for dense layers)
 };
 
 }  // namespace sy::model

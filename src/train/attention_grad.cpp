@@ -9,11 +9,9 @@
 
 namespace sy::train {
 
-// The (sequence, kv head) groups run concurrently on OpenMP threads, each with single-threaded
-// sgemm (OpenBLAS is pinned to one thread, ops/threads.h), so a group's result does not depend
-// on the thread count. Within a head, query rows go in blocks of kBlock: block [r0, r1) needs
-// keys [0, r1) only, so the products skip most of the masked upper triangle (S = 256: 10/16
-// of the full square).
+// The backward of model::batched_causal_attention, organised as it is: (sequence, kv head)
+// groups run concurrently, each with single-threaded sgemm, and query rows go in blocks of
+// kBlock that skip the masked upper triangle.
 namespace {
 
 constexpr auto kN = ops::Trans::kNo;
@@ -21,39 +19,6 @@ constexpr auto kT = ops::Trans::kYes;
 constexpr int64_t kBlock = 64;
 
 }  // namespace
-
-void attention_forward(const AttentionDims& d, const float* q, const float* k, const float* v,
-                       float* out, float* probs) {
-  const int64_t S = d.seq, hd = d.head_dim, qw = d.q_width(), kvw = d.kv_width();
-  const int64_t group = d.num_heads / d.num_kv_heads;
-  const float scale = 1.0f / std::sqrt(float(hd));
-  const int64_t num_tasks = d.batch * d.num_kv_heads;
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t task = 0; task < num_tasks; ++task) {
-    const int64_t b = task / d.num_kv_heads, kh = task % d.num_kv_heads;
-    const float* kb = k + b * S * kvw + kh * hd;
-    const float* vb = v + b * S * kvw + kh * hd;
-    for (int64_t h = kh * group; h < (kh + 1) * group; ++h) {
-      const float* qb = q + b * S * qw + h * hd;
-      float* ob = out + b * S * qw + h * hd;
-      float* P = probs + (b * d.num_heads + h) * S * S;
-      for (int64_t r0 = 0; r0 < S; r0 += kBlock) {
-        const int64_t r1 = std::min(S, r0 + kBlock), m = r1 - r0;
-        // P[r0:r1, 0:r1] = scale Q[r0:r1] K[0:r1]^T
-        ops::sgemm(kN, kT, int(m), int(r1), int(hd), scale, qb + r0 * qw, int(qw), kb, int(kvw),
-                   0.0f, P + r0 * S, int(S));
-        for (int64_t i = r0; i < r1; ++i) {
-          float* row = P + i * S;
-          ops::softmax(row, i + 1);
-          std::fill(row + i + 1, row + r1, 0.0f);
-        }
-        // out[r0:r1] = P[r0:r1, 0:r1] V[0:r1]
-        ops::sgemm(kN, kN, int(m), int(hd), int(r1), 1.0f, P + r0 * S, int(S), vb, int(kvw), 0.0f,
-                   ob + r0 * qw, int(qw));
-      }
-    }
-  }
-}
 
 void attention_backward(const AttentionDims& d, const float* q, const float* k, const float* v,
                         const float* probs, const float* d_out, float* dq, float* dk, float* dv) {

@@ -9,18 +9,6 @@
 
 namespace sy::train {
 
-void rmsnorm_forward(const float* x, const float* w, int64_t rows, int64_t n, float eps, float* y,
-                     float* rstd) {
-#pragma omp parallel for schedule(dynamic, 64)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * n;
-    double ss = 0;
-    for (int64_t i = 0; i < n; ++i) ss += double(xr[i]) * xr[i];
-    rstd[r] = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
-    ops::rmsnorm(xr, w, n, eps, y + r * n);  // the inference kernel, so both paths agree
-  }
-}
-
 void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd,
                       int64_t rows, int64_t n, float* dx, float* dw, bool accumulate_dx) {
   // dw is shared by all rows: fixed chunks of rows sum into their own copy, then the copies are

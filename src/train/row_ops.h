@@ -1,16 +1,15 @@
-// Row-wise forward/backward pairs of the transformer's elementwise pieces (float32). Backward
-// functions accumulate (+=) into weight gradients; input gradients are written or added as
-// each function says, so a residual stream can collect several contributions.
+// Row-wise backward passes of the transformer's elementwise pieces (float32); their forwards are
+// the inference kernels in ops/. Backward functions accumulate (+=) into weight gradients; input
+// gradients are written or added as each function says, so a residual stream can collect several
+// contributions.
 #pragma once
 
 #include <cstdint>
 
 namespace sy::train {
 
-// y = x * rstd * w per row of n values, rstd = 1/sqrt(mean(x^2) + eps) saved per row.
-void rmsnorm_forward(const float* x, const float* w, int64_t rows, int64_t n, float eps, float* y,
-                     float* rstd);
-// dx (+)= d/dx, dw += d/dw. x and rstd are the forward's input and saved values.
+// RMSNorm backward (forward: ops::rmsnorm_rows with rstd). dx (+)= d/dx, dw += d/dw. x and rstd are
+// the forward's input and saved values.
 void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd,
                       int64_t rows, int64_t n, float* dx, float* dw, bool accumulate_dx);
 

@@ -8,6 +8,7 @@
 #include "model/tensor_names.h"
 #include "ops/elementwise.h"
 #include "ops/linear.h"
+#include "ops/norm_rows.h"
 #include "train/row_ops.h"
 #include "util/error.h"
 
@@ -144,8 +145,8 @@ void TrainModel::attention_forward_layer(int l, int64_t B, int64_t S) {
   A.x_in = x_;
   A.a.resize(size_t(T * H));
   A.rstd1.resize(size_t(T));
-  rmsnorm_forward(x_.data(), L.attn_norm->value.data(), T, H, c.rms_norm_eps, A.a.data(),
-                  A.rstd1.data());
+  ops::rmsnorm_rows(x_.data(), L.attn_norm->value.data(), T, H, c.rms_norm_eps, A.a.data(),
+                    A.rstd1.data());
   A.q.resize(size_t(T * qw));
   A.k.resize(size_t(T * kvw));
   A.v.resize(size_t(T * kvw));
@@ -162,10 +163,10 @@ void TrainModel::attention_forward_layer(int l, int64_t B, int64_t S) {
     const int64_t qn = per_head ? hd : qw, kn = per_head ? hd : kvw;
     A.rstd_q.resize(size_t(T * qw / qn));
     A.rstd_k.resize(size_t(T * kvw / kn));
-    rmsnorm_forward(A.q_raw.data(), L.q_norm->value.data(), T * qw / qn, qn, c.rms_norm_eps,
-                    A.q.data(), A.rstd_q.data());
-    rmsnorm_forward(A.k_raw.data(), L.k_norm->value.data(), T * kvw / kn, kn, c.rms_norm_eps,
-                    A.k.data(), A.rstd_k.data());
+    ops::rmsnorm_rows(A.q_raw.data(), L.q_norm->value.data(), T * qw / qn, qn, c.rms_norm_eps,
+                      A.q.data(), A.rstd_q.data());
+    ops::rmsnorm_rows(A.k_raw.data(), L.k_norm->value.data(), T * kvw / kn, kn, c.rms_norm_eps,
+                      A.k.data(), A.rstd_k.data());
   }
   if (c.clip_qkv > 0) {  // OLMoE clamps q, k (after their norm) and v; backward needs the inputs
     A.q_unclipped = A.q;
@@ -187,7 +188,8 @@ void TrainModel::attention_forward_layer(int l, int64_t B, int64_t S) {
   const AttentionDims d{B, S, c.num_heads, c.num_kv_heads, hd};
   A.probs.resize(size_t(d.prob_size()));
   A.attn.resize(size_t(T * qw));
-  attention_forward(d, A.q.data(), A.k.data(), A.v.data(), A.attn.data(), A.probs.data());
+  model::batched_causal_attention(d, A.q.data(), A.k.data(), A.v.data(), A.attn.data(),
+                                  A.probs.data());
   // x += attn o^T (+ bias): the residual add rides on sgemm's beta = 1.
   ops::linear_forward(A.attn.data(), T, qw, L.o->value.data(), H, x_.data(), true);
   add_bias_rows(x_.data(), T, L.o_bias);
@@ -307,8 +309,8 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
     A.x_mid = x_;
     A.f.resize(size_t(T * H));
     A.rstd2.resize(size_t(T));
-    rmsnorm_forward(x_.data(), L.ffn_norm->value.data(), T, H, c.rms_norm_eps, A.f.data(),
-                    A.rstd2.data());
+    ops::rmsnorm_rows(x_.data(), L.ffn_norm->value.data(), T, H, c.rms_norm_eps, A.f.data(),
+                      A.rstd2.data());
     std::vector<float>& out = ws_.ffn_out;
     out.resize(size_t(T * H));
     mopt.layer = l;
@@ -323,8 +325,8 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
   PhaseTimer pt_head(profile_, "lm head + loss fwd");
   xf_.resize(size_t(T * H));
   rstd_f_.resize(size_t(T));
-  rmsnorm_forward(x_.data(), final_norm_->value.data(), T, H, c.rms_norm_eps, xf_.data(),
-                  rstd_f_.data());
+  ops::rmsnorm_rows(x_.data(), final_norm_->value.data(), T, H, c.rms_norm_eps, xf_.data(),
+                    rstd_f_.data());
   logits_.resize(size_t(T * V));
   ops::linear_forward(xf_.data(), T, H, lm_head_->value.data(), V, logits_.data());
   if (logits_out) *logits_out = logits_;

@@ -21,6 +21,7 @@
 
 #include "finite_difference.h"
 #include "ops/elementwise.h"
+#include "ops/norm_rows.h"
 #include "ops/threads.h"
 #include "train/attention_grad.h"
 #include "train/row_ops.h"
@@ -84,7 +85,7 @@ TEST_P(AttentionGrad, MatchesFiniteDifferences) {
   const std::vector<float> R = randn(size_t(T * d.q_width()), 4);
   std::vector<float> out(size_t(T * d.q_width())), probs(size_t(d.prob_size()));
   auto f = [&] {
-    attention_forward(d, q.data(), k.data(), v.data(), out.data(), probs.data());
+    model::batched_causal_attention(d, q.data(), k.data(), v.data(), out.data(), probs.data());
     return dot(out, R);
   };
   f();
@@ -142,7 +143,7 @@ TEST(RopeGrad, BackwardIsTheForwardsAdjoint) {
 
 // ---- RMSNorm ----
 
-// loss = sum(R * rmsnorm_forward(x, w)): dy = R; d x and d w from rmsnorm_backward.
+// loss = sum(R * ops::rmsnorm_rows(x, w)): dy = R; d x and d w from rmsnorm_backward.
 TEST(RmsNormGrad, MatchesFiniteDifferences) {
   ops::set_num_threads(1);
   for (int64_t n : {2, 7, 33}) {
@@ -154,11 +155,11 @@ TEST(RmsNormGrad, MatchesFiniteDifferences) {
     const std::vector<float> R = randn(size_t(rows * n), seed + 2);
     auto f = [&] {
       std::vector<float> y(x.size()), rstd(static_cast<size_t>(rows));
-      rmsnorm_forward(x.data(), w.data(), rows, n, 1e-5f, y.data(), rstd.data());
+      ops::rmsnorm_rows(x.data(), w.data(), rows, n, 1e-5f, y.data(), rstd.data());
       return dot(y, R);
     };
     std::vector<float> y(x.size()), rstd(static_cast<size_t>(rows));
-    rmsnorm_forward(x.data(), w.data(), rows, n, 1e-5f, y.data(), rstd.data());
+    ops::rmsnorm_rows(x.data(), w.data(), rows, n, 1e-5f, y.data(), rstd.data());
     std::vector<float> dx(x.size(), NAN), dw(w.size(), 0.0f);
     rmsnorm_backward(R.data(), x.data(), w.data(), rstd.data(), rows, n, dx.data(), dw.data(),
                      false);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "ops/elementwise.h"
+#include "ops/norm_rows.h"
 #include "ops/threads.h"
 #include "train/row_ops.h"
 
@@ -319,7 +320,7 @@ TEST(RowOps, RmsNormForward) {
       const auto w = random_floats(size_t(n), uint32_t(n) + 1, 0.5f, 1.5f);
       const float eps = 1e-5f;
       std::vector<float> y(size_t(rows * n), NAN), rstd(size_t(rows), NAN);
-      train::rmsnorm_forward(x.data(), w.data(), rows, n, eps, y.data(), rstd.data());
+      ops::rmsnorm_rows(x.data(), w.data(), rows, n, eps, y.data(), rstd.data());
       WorstElement wy, wr;
       for (int64_t r = 0; r < rows; ++r) {
         const double ss = norm2(&x[size_t(r * n)], n);
@@ -349,7 +350,7 @@ TEST(RowOps, RmsNormBackward) {
         const auto dx0 = random_floats(size_t(rows * n), seed + 3, -1.0f, 1.0f);
         const auto dw0 = random_floats(size_t(n), seed + 4, -1.0f, 1.0f);
         std::vector<float> y(size_t(rows * n)), rstd(static_cast<size_t>(rows));
-        train::rmsnorm_forward(x.data(), w.data(), rows, n, 1e-5f, y.data(), rstd.data());
+        ops::rmsnorm_rows(x.data(), w.data(), rows, n, 1e-5f, y.data(), rstd.data());
         std::vector<float> dx = accumulate ? dx0 : std::vector<float>(size_t(rows * n), NAN);
         std::vector<float> dw = dw0;
         train::rmsnorm_backward(dy.data(), x.data(), w.data(), rstd.data(), rows, n, dx.data(),
@@ -388,7 +389,7 @@ TEST(RowOps, RmsNormBackwardIndependentOfThreadCount) {
   const auto w = random_floats(size_t(n), 72, 0.5f, 1.5f);
   const auto dy = random_floats(size_t(rows * n), 73);
   std::vector<float> y(size_t(rows * n)), rstd(static_cast<size_t>(rows));
-  train::rmsnorm_forward(x.data(), w.data(), rows, n, 1e-5f, y.data(), rstd.data());
+  ops::rmsnorm_rows(x.data(), w.data(), rows, n, 1e-5f, y.data(), rstd.data());
   std::vector<std::vector<float>> dws, dxs;
   for (int threads : {1, 2}) {
     ops::set_num_threads(threads);

@@ -1,0 +1,23 @@
+#include "ops/norm_rows.h"
+
+#include <cmath>
+
+#include "ops/elementwise.h"
+
+namespace sy::ops {
+
+void rmsnorm_rows(const float* x, const float* w, int64_t rows, int64_t n, float eps, float* y,
+                  float* rstd) {
+#pragma omp parallel for schedule(dynamic, 64) if (rows >= 32)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * n;
+    if (rstd) {
+      double ss = 0;
+      for (int64_t i = 0; i < n; ++i) ss += double(xr[i]) * xr[i];
+      rstd[r] = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
+    }
+    rmsnorm(xr, w, n, eps, y + r * n);
+  }
+}
+
+}  // namespace sy::ops
