@@ -6,6 +6,7 @@
 #include "model/attention.h"
 #include "ops/elementwise.h"
 #include "ops/matmul.h"
+#include "ops/norm_rows.h"
 #include "util/error.h"
 
 namespace sy::model {
@@ -73,8 +74,7 @@ void Model::ffn_block(int layer, int64_t T, Workspace& ws, const moe::MoeRuntime
   const ModelConfig& c = config_;
   const LayerWeights& w = weights_.layers[size_t(layer)];
   const int64_t H = c.hidden_size;
-  for (int64_t t = 0; t < T; ++t)
-    ops::rmsnorm(ws.x.data() + t * H, w.ffn_norm.data(), H, c.rms_norm_eps, ws.xn.data() + t * H);
+  ops::rmsnorm_rows(ws.x.data(), w.ffn_norm.data(), T, H, c.rms_norm_eps, ws.xn.data());
   if (w.is_moe)
     moe::moe_forward(moe_blocks_[size_t(layer)], ws.xn.data(), T, H, ws.proj.data(), ws.moe,
                      runtime, layer);

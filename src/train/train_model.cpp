@@ -36,18 +36,6 @@ void add_rows(const float* x, int64_t rows, int64_t n, float* y) {
   for (int64_t r = 0; r < rows; ++r) ops::add(x + r * n, n, y + r * n);
 }
 
-void add_bias_rows(float* y, int64_t rows, const Param* bias) {
-  if (!bias) return;
-  const int64_t n = bias->numel();
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t i = 0; i < n; ++i) y[r * n + i] += bias->value[size_t(i)];
-}
-
-// x = clamp(x, -limit, limit), as torch.clamp.
-void clamp_values(std::vector<float>& x, float limit) {
-  for (float& v : x) v = std::clamp(v, -limit, limit);
-}
-
 // torch.clamp's gradient: passed where -limit <= x <= limit, else 0.
 void clamp_backward(const std::vector<float>& x, float limit, std::vector<float>& grad) {
   for (size_t i = 0; i < x.size(); ++i)
@@ -137,68 +125,34 @@ LossParts TrainModel::evaluate(const int32_t* tokens, const int32_t* targets, in
   return run(tokens, targets, B, S, opt, false, logits_out);
 }
 
+// The attention half is inference's model::attention_block over whole sequences, recording.
 void TrainModel::attention_forward_layer(int l, int64_t B, int64_t S) {
-  const model::ModelConfig& c = config_;
   const LayerParams& L = layers_[size_t(l)];
-  LayerActivations& A = acts_[size_t(l)];
-  const int64_t T = B * S, H = c.hidden_size, hd = c.head_dim, qw = c.q_width(), kvw = c.kv_width();
-  A.x_in = x_;
-  A.a.resize(size_t(T * H));
-  A.rstd1.resize(size_t(T));
-  ops::rmsnorm_rows(x_.data(), L.attn_norm->value.data(), T, H, c.rms_norm_eps, A.a.data(),
-                    A.rstd1.data());
-  A.q.resize(size_t(T * qw));
-  A.k.resize(size_t(T * kvw));
-  A.v.resize(size_t(T * kvw));
-  ops::linear_forward(A.a.data(), T, H, L.q->value.data(), qw, A.q.data());
-  ops::linear_forward(A.a.data(), T, H, L.k->value.data(), kvw, A.k.data());
-  ops::linear_forward(A.a.data(), T, H, L.v->value.data(), kvw, A.v.data());
-  add_bias_rows(A.q.data(), T, L.q_bias);
-  add_bias_rows(A.k.data(), T, L.k_bias);
-  add_bias_rows(A.v.data(), T, L.v_bias);
-  if (c.qk_norm != QkNorm::kNone) {
-    A.q_raw = A.q;
-    A.k_raw = A.k;
-    const bool per_head = c.qk_norm == QkNorm::kPerHead;
-    const int64_t qn = per_head ? hd : qw, kn = per_head ? hd : kvw;
-    A.rstd_q.resize(size_t(T * qw / qn));
-    A.rstd_k.resize(size_t(T * kvw / kn));
-    ops::rmsnorm_rows(A.q_raw.data(), L.q_norm->value.data(), T * qw / qn, qn, c.rms_norm_eps,
-                      A.q.data(), A.rstd_q.data());
-    ops::rmsnorm_rows(A.k_raw.data(), L.k_norm->value.data(), T * kvw / kn, kn, c.rms_norm_eps,
-                      A.k.data(), A.rstd_k.data());
-  }
-  if (c.clip_qkv > 0) {  // OLMoE clamps q, k (after their norm) and v; backward needs the inputs
-    A.q_unclipped = A.q;
-    A.k_unclipped = A.k;
-    A.v_unclipped = A.v;
-    clamp_values(A.q, c.clip_qkv);
-    clamp_values(A.k, c.clip_qkv);
-    clamp_values(A.v, c.clip_qkv);
-  }
-#pragma omp parallel for schedule(dynamic, 64)
-  for (int64_t t = 0; t < T; ++t) {
-    const float* cs = rope_cos_.data() + (t % S) * (hd / 2);
-    const float* sn = rope_sin_.data() + (t % S) * (hd / 2);
-    for (int64_t h = 0; h < c.num_heads; ++h)
-      ops::rope_neox(A.q.data() + t * qw + h * hd, hd, cs, sn);
-    for (int64_t h = 0; h < c.num_kv_heads; ++h)
-      ops::rope_neox(A.k.data() + t * kvw + h * hd, hd, cs, sn);
-  }
-  const AttentionDims d{B, S, c.num_heads, c.num_kv_heads, hd};
-  A.probs.resize(size_t(d.prob_size()));
-  A.attn.resize(size_t(T * qw));
-  model::batched_causal_attention(d, A.q.data(), A.k.data(), A.v.data(), A.attn.data(),
-                                  A.probs.data());
-  // x += attn o^T (+ bias): the residual add rides on sgemm's beta = 1.
-  ops::linear_forward(A.attn.data(), T, qw, L.o->value.data(), H, x_.data(), true);
-  add_bias_rows(x_.data(), T, L.o_bias);
+  auto f32 = [](const Param* p) {
+    return ops::WeightView{DType::F32, p->shape[0], p->shape[1], p->value.data()};
+  };
+  auto data = [](const Param* p) { return p ? p->value.data() : nullptr; };
+  const model::AttentionWeights w{L.attn_norm->value.data(),
+                                  f32(L.q),
+                                  f32(L.k),
+                                  f32(L.v),
+                                  f32(L.o),
+                                  data(L.q_bias),
+                                  data(L.k_bias),
+                                  data(L.v_bias),
+                                  data(L.o_bias),
+                                  data(L.q_norm),
+                                  data(L.k_norm)};
+  std::vector<model::SequenceChunk> chunks(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) chunks[size_t(b)].tokens = {tokens_ + b * S, size_t(S)};
+  model::attention_block(config_, w, l, chunks, B * S, rope_cos_.data(), rope_sin_.data(),
+                         x_.data(), attention_scratch_, &acts_[size_t(l)].attention);
 }
 
 void TrainModel::attention_backward_layer(int l, int64_t B, int64_t S, float* dx) {
   const model::ModelConfig& c = config_;
   const LayerParams& L = layers_[size_t(l)];
-  const LayerActivations& A = acts_[size_t(l)];
+  const model::AttentionRecord& A = acts_[size_t(l)].attention;
   const int64_t T = B * S, H = c.hidden_size, hd = c.head_dim, qw = c.q_width(), kvw = c.kv_width();
   // o_proj
   std::vector<float>& d_attn = ws_.d_attn;
@@ -216,8 +170,8 @@ void TrainModel::attention_backward_layer(int l, int64_t B, int64_t S, float* dx
                      dq.data(), dk.data(), dv.data());
 #pragma omp parallel for schedule(dynamic, 64)
   for (int64_t t = 0; t < T; ++t) {
-    const float* cs = rope_cos_.data() + (t % S) * (hd / 2);
-    const float* sn = rope_sin_.data() + (t % S) * (hd / 2);
+    const float* cs = rope_cos_.data() + t * (hd / 2);
+    const float* sn = rope_sin_.data() + t * (hd / 2);
     for (int64_t h = 0; h < c.num_heads; ++h)
       rope_backward(dq.data() + t * qw + h * hd, hd, cs, sn);
     for (int64_t h = 0; h < c.num_kv_heads; ++h)
@@ -246,15 +200,15 @@ void TrainModel::attention_backward_layer(int l, int64_t B, int64_t S, float* dx
     ops::bias_backward(dk.data(), T, kvw, L.k_bias->grad.data());
     ops::bias_backward(dv.data(), T, kvw, L.v_bias->grad.data());
   }
-  ops::linear_backward_weight(dq.data(), T, qw, A.a.data(), H, L.q->grad.data());
-  ops::linear_backward_weight(dk.data(), T, kvw, A.a.data(), H, L.k->grad.data());
-  ops::linear_backward_weight(dv.data(), T, kvw, A.a.data(), H, L.v->grad.data());
+  ops::linear_backward_weight(dq.data(), T, qw, A.normed.data(), H, L.q->grad.data());
+  ops::linear_backward_weight(dk.data(), T, kvw, A.normed.data(), H, L.k->grad.data());
+  ops::linear_backward_weight(dv.data(), T, kvw, A.normed.data(), H, L.v->grad.data());
   std::vector<float>& da = ws_.da;
   da.resize(size_t(T * H));
   ops::linear_backward_input(dq.data(), T, qw, L.q->value.data(), H, da.data());
   ops::linear_backward_input(dk.data(), T, kvw, L.k->value.data(), H, da.data(), true);
   ops::linear_backward_input(dv.data(), T, kvw, L.v->value.data(), H, da.data(), true);
-  rmsnorm_backward(da.data(), A.x_in.data(), L.attn_norm->value.data(), A.rstd1.data(), T, H, dx,
+  rmsnorm_backward(da.data(), A.x_in.data(), L.attn_norm->value.data(), A.rstd.data(), T, H, dx,
                    L.attn_norm->grad.data(), true);
 }
 
@@ -271,11 +225,17 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
     if (targets_in && (targets_in[i] < -1 || targets_in[i] >= V))
       fail("target id {} at position {} is outside the vocabulary (size {})", targets_in[i], i, V);
   }
-  rope_cos_.resize(size_t(S * hd / 2));
-  rope_sin_.resize(size_t(S * hd / 2));
-  for (int64_t s = 0; s < S; ++s)
+  rope_cos_.resize(size_t(T * hd / 2));
+  rope_sin_.resize(size_t(T * hd / 2));
+  for (int64_t s = 0; s < S; ++s)  // every row's position: positions restart per sequence
     model::rope_tables(s, hd, c.rope_theta, rope_cos_.data() + s * (hd / 2),
                        rope_sin_.data() + s * (hd / 2));
+  const int64_t per_seq = S * (hd / 2);
+  for (int64_t b = 1; b < B; ++b) {
+    std::copy(rope_cos_.begin(), rope_cos_.begin() + per_seq, rope_cos_.begin() + b * per_seq);
+    std::copy(rope_sin_.begin(), rope_sin_.begin() + per_seq, rope_sin_.begin() + b * per_seq);
+  }
+  tokens_ = tokens;
   int num_moe = 0;
   for (const LayerParams& L : layers_) num_moe += L.is_moe ? 1 : 0;
   MoeTrainOptions mopt;

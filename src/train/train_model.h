@@ -8,6 +8,7 @@
 #include <functional>
 #include <vector>
 
+#include "model/attention_block.h"
 #include "model/config.h"
 #include "train/attention_grad.h"
 #include "train/ffn_grad.h"
@@ -44,14 +45,8 @@ struct LayerParams {
 
 // What the forward pass of one layer keeps for backward.
 struct LayerActivations {
-  std::vector<float> x_in, a, rstd1;  // residual input, its norm, 1/rms  [T, H], [T]
-  std::vector<float> q_raw, k_raw;    // projections before the q/k norm (when present)
-  std::vector<float> rstd_q, rstd_k;  // their 1/rms per norm row
-  std::vector<float> q, k, v;         // after norm and RoPE
-  std::vector<float> q_unclipped, k_unclipped, v_unclipped;  // before clip_qkv (when set)
-  std::vector<float> probs;                                  // [B, nh, S, S]
-  std::vector<float> attn;                                   // [T, qw]
-  std::vector<float> x_mid, f, rstd2;                        // after attention, its norm, 1/rms
+  model::AttentionRecord attention;    // the attention half (model/attention_block.h)
+  std::vector<float> x_mid, f, rstd2;  // after attention, its norm, 1/rms
   FfnActivations dense_act;
   MoeActivations moe_act;
 };
@@ -108,7 +103,9 @@ class TrainModel {
   Param* tied_copy_ = nullptr;  // "lm_head.weight" in a tied checkpoint (kept in sync)
   std::vector<LayerParams> layers_;
   std::vector<LayerActivations> acts_;
-  std::vector<float> rope_cos_, rope_sin_;  // [S, hd/2]
+  std::vector<float> rope_cos_, rope_sin_;  // [T, hd/2], position t % S
+  model::AttentionScratch attention_scratch_;
+  const int32_t* tokens_ = nullptr;  // the batch of the current run (attention chunks)
   std::vector<float> x_, xf_, rstd_f_, logits_;
   // Buffers of one step kept between steps (no per-step allocation and zeroing).
   struct Workspace {
