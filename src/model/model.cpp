@@ -33,30 +33,35 @@ Model& Model::operator=(Model&& other) noexcept {
 
 // The MoE blocks point into config_ and weights_, so they are rebuilt whenever those move.
 void Model::bind_blocks() {
-  moe_blocks_.assign(weights_.layers.size(), moe::MoeBlock{});
-  attention_.assign(weights_.layers.size(), AttentionWeights{});
+  layers_.assign(weights_.layers.size(), LayerView{});
   auto data_or_null = [](const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); };
   for (size_t l = 0; l < weights_.layers.size(); ++l) {
     const LayerWeights& w = weights_.layers[l];
-    attention_[l] = AttentionWeights{w.attn_norm.data(),
-                                     w.q,
-                                     w.k,
-                                     w.v,
-                                     w.o,
-                                     data_or_null(w.q_bias),
-                                     data_or_null(w.k_bias),
-                                     data_or_null(w.v_bias),
-                                     data_or_null(w.o_bias),
-                                     data_or_null(w.q_norm),
-                                     data_or_null(w.k_norm)};
-    if (!w.is_moe) continue;
-    moe::MoeBlock& b = moe_blocks_[l];
+    LayerView& v = layers_[l];
+    v.attention = AttentionWeights{w.attn_norm.data(),
+                                   w.q,
+                                   w.k,
+                                   w.v,
+                                   w.o,
+                                   data_or_null(w.q_bias),
+                                   data_or_null(w.k_bias),
+                                   data_or_null(w.v_bias),
+                                   data_or_null(w.o_bias),
+                                   data_or_null(w.q_norm),
+                                   data_or_null(w.k_norm)};
+    v.ffn_norm = w.ffn_norm.data();
+    v.is_moe = w.is_moe;
+    if (!w.is_moe) {
+      v.dense = w.dense;
+      continue;
+    }
+    moe::MoeBlock& b = v.moe;
     b.router = &config_.router;
     b.router_weight = w.moe.router.data();
-    b.selection_bias = w.moe.selection_bias.empty() ? nullptr : w.moe.selection_bias.data();
+    b.selection_bias = data_or_null(w.moe.selection_bias);
     b.experts = w.moe.experts;
     b.shared = w.moe.has_shared ? &w.moe.shared : nullptr;
-    b.shared_gate = w.moe.shared_gate.empty() ? nullptr : w.moe.shared_gate.data();
+    b.shared_gate = data_or_null(w.moe.shared_gate);
   }
 }
 
@@ -68,19 +73,6 @@ Model Model::load(const std::string& model_dir, const ExpertMask& owned_experts)
 
 moe::LoadStats Model::new_load_stats() const {
   return moe::LoadStats(int(config_.num_layers), config_.router.num_experts);
-}
-
-void Model::ffn_block(int layer, int64_t T, Workspace& ws, const moe::MoeRuntime& runtime) const {
-  const ModelConfig& c = config_;
-  const LayerWeights& w = weights_.layers[size_t(layer)];
-  const int64_t H = c.hidden_size;
-  ops::rmsnorm_rows(ws.x.data(), w.ffn_norm.data(), T, H, c.rms_norm_eps, ws.xn.data());
-  if (w.is_moe)
-    moe::moe_forward(moe_blocks_[size_t(layer)], ws.xn.data(), T, H, ws.proj.data(), ws.moe,
-                     runtime, layer);
-  else
-    moe::ffn_forward(w.dense, ws.xn.data(), T, ws.proj.data(), ws.ffn);
-  ops::add(ws.proj.data(), T * H, ws.x.data());
 }
 
 void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, float* logits,
@@ -105,8 +97,6 @@ void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, floa
   }
 
   ws.x.resize(size_t(T * H));
-  ws.xn.resize(size_t(T * H));
-  ws.proj.resize(size_t(T * H));
   ws.rope_cos.resize(size_t(T * hd / 2));
   ws.rope_sin.resize(size_t(T * hd / 2));
 
@@ -122,14 +112,8 @@ void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, floa
     }
   }
 
-  for (int l = 0; l < int(c.num_layers); ++l) {
-    // With no tokens (a rank without work under expert parallelism) the MoE layers still run:
-    // their all-to-alls are collective.
-    if (T > 0)
-      attention_block(c, attention_[size_t(l)], l, chunks, T, ws.rope_cos.data(),
-                      ws.rope_sin.data(), ws.x.data(), ws.attention);
-    ffn_block(l, T, ws, runtime);
-  }
+  run_layers(c, layers_, chunks, T, ws.rope_cos.data(), ws.rope_sin.data(), ws.x.data(), ws.layers,
+             runtime);
   if (T == 0) return;
   for (const SequenceChunk& ch : chunks) ch.cache->advance(int64_t(ch.tokens.size()));
 

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "model/attention_block.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
+#include "model/layers.h"
 #include "model/weights.h"
 #include "moe/load_stats.h"
 #include "moe/moe_layer.h"
@@ -19,14 +19,11 @@ namespace sy::model {
 
 // Buffers reused across forward calls (no allocation once sizes settle).
 struct Workspace {
-  std::vector<float> x, xn, proj;  // [T, H] residual stream, FFN input, FFN output
-  AttentionScratch attention;
+  std::vector<float> x;                   // [T, H] the residual stream
   std::vector<float> rope_cos, rope_sin;  // [T, head_dim / 2]
   std::vector<float> last;                // [rows for the LM head, H]
-  moe::MoeScratch moe;
-  moe::FfnScratch ffn;
+  LayerScratch layers;
 };
-
 enum class LogitsFor { kLastToken, kAllTokens };
 
 class Model {
@@ -57,13 +54,11 @@ class Model {
  private:
   Model(std::string dir, ModelConfig config, ModelWeights weights);
   void bind_blocks();
-  void ffn_block(int layer, int64_t T, Workspace& ws, const moe::MoeRuntime& runtime) const;
 
   std::string dir_;
   ModelConfig config_;
   ModelWeights weights_;
-  std::vector<AttentionWeights> attention_;  // per layer, views into weights_
-  std::vector<moe::MoeBlock> moe_blocks_;    // per layer (unused for dense layers)
+  std::vector<LayerView> layers_;  // per layer, views into weights_
 };
 
 }  // namespace sy::model

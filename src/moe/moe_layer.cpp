@@ -66,14 +66,14 @@ void moe_forward(const MoeBlock& b, const float* x, int64_t T, int64_t H, float*
   s.scores.resize(size_t(T * E));
   s.router_ids.resize(size_t(T * K));
   s.router_weights.resize(size_t(T * K));
-  if (b.noise_weight && rt.noise_stream >= 0) {  // noisy top-k gating: select on logits + noise
+  if (b.noise_weight && rt.noise_step >= 0) {  // noisy top-k gating: select on logits + noise
     s.noise_logits.resize(size_t(T * E));
     s.noise.resize(size_t(T * E));
     s.noisy.resize(size_t(T * E));
     ops::sgemm_nt(T, E, H, x, H, b.noise_weight, H, s.noise_logits.data(), E);
     route_noisy(rc, s.logits.data(), s.noise_logits.data(), T, rt.noise_seed,
-                uint64_t(rt.noise_stream), s.router_ids.data(), s.router_weights.data(),
-                s.scores.data(), s.noise.data());
+                uint64_t(rt.noise_step * rt.noise_layers + layer), s.router_ids.data(),
+                s.router_weights.data(), s.scores.data(), s.noise.data());
     for (int64_t i = 0; i < T * E; ++i)
       s.noisy[size_t(i)] = s.logits[size_t(i)] + s.noise[size_t(i)];
   } else {

@@ -40,10 +40,12 @@ struct MoeRuntime {
   // Without a backend: who runs the rows grouped by expert (null: each expert in turn here;
   // training passes its own, which records the experts' activations or owns them by rank).
   GroupedExperts* experts = nullptr;
-  // Noisy top-k gating (training steps): with block.noise_weight set and noise_stream >= 0 the
-  // router selects on logits + eps * softplus(x W_noise^T), eps from (noise_seed, noise_stream).
+  // Noisy top-k gating (training steps): with block.noise_weight set and noise_step >= 0 the
+  // router selects on logits + eps * softplus(x W_noise^T), eps drawn from (noise_seed,
+  // stream noise_step * noise_layers + layer): new noise every step and layer.
   uint64_t noise_seed = 0;
-  int64_t noise_stream = -1;
+  int64_t noise_step = -1;
+  int64_t noise_layers = 1;
 };
 
 // Buffers of one MoE call. They are also its record: after moe_forward they hold everything a

@@ -19,12 +19,6 @@ moe::FfnWeights weight_views(const FfnParams& w) {
   return moe::FfnWeights{f32_view(*w.gate), f32_view(*w.up), f32_view(*w.down)};
 }
 
-void ffn_train_forward(const FfnParams& w, const float* x, int64_t rows, FfnActivations& act,
-                       float* y) {
-  act.keep = true;
-  moe::ffn_forward(weight_views(w), x, rows, y, act);
-}
-
 void ffn_train_backward(const FfnParams& w, const float* x, int64_t rows, const FfnActivations& act,
                         const float* dy, float* dx, bool accumulate_dx, FfnActivations& s) {
   const int64_t H = w.hidden(), I = w.intermediate();

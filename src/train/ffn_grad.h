@@ -1,6 +1,6 @@
-// A SwiGLU feed-forward network (dense MLP, routed expert or shared expert) in training:
-// y = down(silu(gate x) * up x) by inference's forward (moe/expert_ffn.h) on float32 views of
-// the parameters, with the intermediate activations kept for the backward written here.
+// The backward of a SwiGLU feed-forward network (dense MLP, routed expert or shared expert),
+// y = down(silu(gate x) * up x). The forward is inference's moe::ffn_forward on float32 views
+// of the parameters (weight_views) with FfnScratch::keep, which keeps gate, up and act.
 #pragma once
 
 #include <cstdint>
@@ -25,9 +25,6 @@ using FfnActivations = moe::FfnScratch;
 // The parameters as float32 weight views, for the shared forward.
 moe::FfnWeights weight_views(const FfnParams& w);
 
-// x [rows, H] -> y [rows, H] (overwritten): moe::ffn_forward, inference's FFN, recording.
-void ffn_train_forward(const FfnParams& w, const float* x, int64_t rows, FfnActivations& act,
-                       float* y);
 // dy [rows, H] -> dx [rows, H] (overwritten, or added when accumulate_dx); weight grads +=.
 // `scratch` is reused for dh / dg / du.
 void ffn_train_backward(const FfnParams& w, const float* x, int64_t rows, const FfnActivations& act,

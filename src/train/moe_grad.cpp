@@ -65,26 +65,24 @@ void LocalExperts::backward(const MoeParams& p, int layer, const std::vector<int
   }
 }
 
-void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const float* x, int64_t T,
-                       MoeActivations& a, float* out) {
-  const moe::RouterConfig& rc = *p.router;
-  const int E = rc.num_experts, K = rc.top_k;
-  const int64_t H = p.gate->shape[1];
-  // The block as inference sees it, on float32 views of the parameters (rebuilt per call:
-  // the views follow the parameters' storage).
-  a.expert_views.clear();
-  for (const FfnParams& f : p.experts) a.expert_views.push_back(weight_views(f));
-  moe::MoeBlock block;
-  block.router = p.router;
-  block.router_weight = p.gate->value.data();
-  block.selection_bias = p.selection_bias ? p.selection_bias->value.data() : nullptr;
-  block.noise_weight = p.noise ? p.noise->value.data() : nullptr;
-  block.experts = a.expert_views;
+void bind_views(const MoeParams& p, MoeViews& v) {
+  v.experts.clear();
+  for (const FfnParams& f : p.experts) v.experts.push_back(weight_views(f));
+  moe::MoeBlock& b = v.block;
+  b = moe::MoeBlock{};
+  b.router = p.router;
+  b.router_weight = p.gate->value.data();
+  b.selection_bias = p.selection_bias ? p.selection_bias->value.data() : nullptr;
+  b.noise_weight = p.noise ? p.noise->value.data() : nullptr;
+  b.experts = v.experts;
   if (p.has_shared()) {
-    a.shared_view = weight_views(p.shared);
-    block.shared = &a.shared_view;
-    block.shared_gate = p.shared_gate ? p.shared_gate->value.data() : nullptr;
+    v.shared = weight_views(p.shared);
+    b.shared = &v.shared;
+    b.shared_gate = p.shared_gate ? p.shared_gate->value.data() : nullptr;
   }
+}
+
+moe::MoeRuntime train_runtime(const MoeTrainOptions& opt) {
   moe::MoeRuntime rt;
   if (opt.capacity_factor > 0) {  // score-priority drop on one device, as the paper's Token Drop
     rt.capacity.policy = moe::CapacityPolicy::kScore;
@@ -93,38 +91,52 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
   }
   rt.experts = opt.experts;
   rt.noise_seed = opt.noise_seed;
-  rt.noise_stream = opt.noise_stream;
-  a.fwd.shared_ffn.keep = true;  // the shared expert's activations are backward's
-  moe::moe_forward(block, x, T, H, out, a.fwd, rt, opt.layer);
-  SY_ASSERT(a.fwd.plan.slots == K);  // training's policies keep the router's slots
+  rt.noise_step = opt.noise_step;
+  rt.noise_layers = opt.noise_layers;
+  return rt;
+}
 
-  a.dropped = a.fwd.outcome.dropped;
+void moe_statistics(const MoeParams& p, const MoeTrainOptions& opt, int64_t T,
+                    const moe::MoeScratch& fwd, MoeActivations& a) {
+  const int E = p.router->num_experts, K = p.router->top_k;
+  SY_ASSERT(fwd.plan.slots == K);  // training's policies keep the router's slots
+  a.dropped = fwd.outcome.dropped;
   a.capacity = opt.capacity_factor > 0 ? moe::expert_capacity(opt.capacity_factor, T, K, E) : 0;
   a.kept.assign(size_t(E), 0);
-  for (int e = 0; e < E; ++e) a.kept[size_t(e)] = a.fwd.plan.rows_of(e);
-  a.counts = expert_counts(a.fwd.router_ids.data(), T * K, E);
+  for (int e = 0; e < E; ++e) a.kept[size_t(e)] = fwd.plan.rows_of(e);
+  a.counts = expert_counts(fwd.router_ids.data(), T * K, E);
   int64_t global_tokens = T;
   if (opt.global) {
     opt.global->sum_counts(a.counts);
     global_tokens = opt.global->tokens;
   }
-  const RouterLosses losses = router_losses(a.fwd.logits.data(), a.fwd.router_ids.data(), T, E, K,
-                                            0, 0, nullptr, a.counts.data(), global_tokens);
+  const RouterLosses losses = router_losses(fwd.logits.data(), fwd.router_ids.data(), T, E, K, 0, 0,
+                                            nullptr, a.counts.data(), global_tokens);
   a.aux = losses.aux;
   a.z = losses.z;
 }
 
+void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const float* x, int64_t T,
+                       moe::MoeScratch& fwd, MoeActivations& a, float* out) {
+  MoeViews views;
+  bind_views(p, views);
+  fwd.shared_ffn.keep = true;  // the shared expert's activations are backward's
+  moe::moe_forward(views.block, x, T, p.gate->shape[1], out, fwd, train_runtime(opt), opt.layer);
+  moe_statistics(p, opt, T, fwd, a);
+}
+
 void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const float* x, int64_t T,
-                        const MoeActivations& a, const float* d_out, float* dx) {
+                        const moe::MoeScratch& fwd, const MoeActivations& a, const float* d_out,
+                        float* dx) {
   const moe::RouterConfig& rc = *p.router;
   const int E = rc.num_experts, K = rc.top_k;
   const int64_t H = p.gate->shape[1];
-  const int64_t R = a.fwd.plan.num_rows();
+  const int64_t R = fwd.plan.num_rows();
 
   MoeBackwardScratch local;
   MoeBackwardScratch& ws = opt.scratch ? *opt.scratch : local;
   // Combine: d y_r = w * d_out[t];  d w[t, j] = d_out[t] . y_r (0 for dropped slots)
-  const moe::DispatchPlan& plan = a.fwd.plan;
+  const moe::DispatchPlan& plan = fwd.plan;
   ws.dye.resize(size_t(R * H));
   ws.dweights.assign(size_t(T * K), 0.0f);
   float* dye = ws.dye.data();
@@ -134,7 +146,7 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
     const int64_t t = plan.token[size_t(r)];
     const float w = plan.weight[size_t(r)];
     const float* g = d_out + t * H;
-    const float* y = a.fwd.expert_out.data() + r * H;
+    const float* y = fwd.expert_out.data() + r * H;
     float* dy = dye + r * H;
     for (int64_t i = 0; i < H; ++i) dy[i] = w * g[i];
     dweights[t * K + plan.slot[size_t(r)]] = ops::dot(g, y, H);
@@ -149,17 +161,16 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
   // Router: combine weights and balancing losses -> logits -> x and the router weight.
   ws.dlogits.assign(size_t(T * E), 0.0f);
   float* dlogits = ws.dlogits.data();
-  if (!a.fwd.noisy.empty()) {  // weights came from H = logits + noise: dH flows to both
-    route_weights_backward(rc, a.fwd.noisy.data(), a.fwd.router_ids.data(), dweights, T, dlogits);
+  if (!fwd.noisy.empty()) {  // weights came from H = logits + noise: dH flows to both
+    route_weights_backward(rc, fwd.noisy.data(), fwd.router_ids.data(), dweights, T, dlogits);
     std::vector<float> dnoise(size_t(T * E), 0.0f);
-    noisy_gating_backward(a.fwd.noise_logits.data(), a.fwd.noise.data(), dlogits, T * E,
-                          dnoise.data());
+    noisy_gating_backward(fwd.noise_logits.data(), fwd.noise.data(), dlogits, T * E, dnoise.data());
     ops::linear_backward_weight(dnoise.data(), T, E, x, H, p.noise->grad.data());
     ops::linear_backward_input(dnoise.data(), T, E, p.noise->value.data(), H, dx, true);
   } else {
-    route_weights_backward(rc, a.fwd.logits.data(), a.fwd.router_ids.data(), dweights, T, dlogits);
+    route_weights_backward(rc, fwd.logits.data(), fwd.router_ids.data(), dweights, T, dlogits);
   }
-  router_losses(a.fwd.logits.data(), a.fwd.router_ids.data(), T, E, K, opt.aux_scale, opt.z_scale,
+  router_losses(fwd.logits.data(), fwd.router_ids.data(), T, E, K, opt.aux_scale, opt.z_scale,
                 dlogits, a.counts.data(), opt.global ? opt.global->tokens : T);
   ops::linear_backward_weight(dlogits, T, E, x, H, p.gate->grad.data());
   ops::linear_backward_input(dlogits, T, E, p.gate->value.data(), H, dx, true);
@@ -167,7 +178,7 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
   if (p.has_shared()) {
     std::vector<float> dys(size_t(T * H));
     for (int64_t t = 0; t < T; ++t) {
-      const float g = a.fwd.shared_gate[size_t(t)];
+      const float g = fwd.shared_gate[size_t(t)];
       const float* d = d_out + t * H;
       for (int64_t i = 0; i < H; ++i) dys[size_t(t * H + i)] = g * d[i];
     }
@@ -177,8 +188,8 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
       for (int64_t t = 0; t < T; ++t) {
         double dot = 0;
         for (int64_t i = 0; i < H; ++i)
-          dot += double(d_out[t * H + i]) * a.fwd.shared_out[size_t(t * H + i)];
-        const float s = a.fwd.shared_gate[size_t(t)];
+          dot += double(d_out[t * H + i]) * fwd.shared_out[size_t(t * H + i)];
+        const float s = fwd.shared_gate[size_t(t)];
         const float dz = float(dot) * s * (1.0f - s);
         for (int64_t i = 0; i < H; ++i) {
           dg[i] += dz * x[t * H + i];
@@ -187,7 +198,7 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
       }
     }
     FfnActivations s2;
-    ffn_train_backward(p.shared, x, T, a.fwd.shared_ffn, dys.data(), dx, true, s2);
+    ffn_train_backward(p.shared, x, T, fwd.shared_ffn, dys.data(), dx, true, s2);
   }
 }
 

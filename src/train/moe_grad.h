@@ -74,31 +74,46 @@ struct MoeTrainOptions {
   int layer = 0;
   ExpertCompute* experts = nullptr;  // required
   // Noisy top-k gating (when MoeParams::noise is set): the selection uses
-  // H = logits + eps * softplus(x W_noise^T), eps drawn from (noise_seed, noise_stream);
-  // noise_stream < 0 (validation) routes on the clean logits.
+  // H = logits + eps * softplus(x W_noise^T), eps drawn from (noise_seed, stream
+  // noise_step * noise_layers + layer); noise_step < 0 (validation) routes on the clean logits.
   uint64_t noise_seed = 0;
-  int64_t noise_stream = -1;
+  int64_t noise_step = -1;
+  int64_t noise_layers = 1;
   const GlobalBatch* global = nullptr;    // null: this process holds the whole batch
   MoeBackwardScratch* scratch = nullptr;  // null: temporary buffers
 };
 
-// What one layer's forward saved, and its routing statistics.
+// Float32 views of a MoE layer's parameters as moe_forward's block. Rebuilt every step: the
+// views follow the parameters' storage.
+struct MoeViews {
+  std::vector<moe::FfnWeights> experts;  // [E]
+  moe::FfnWeights shared;
+  moe::MoeBlock block;
+};
+void bind_views(const MoeParams& p, MoeViews& views);
+
+// The settings moe_forward runs a training step's MoE layers with: score-priority capacity on
+// one device, the expert compute, noisy gating.
+moe::MoeRuntime train_runtime(const MoeTrainOptions& opt);
+
+// One layer's routing statistics and balancing losses, from what its forward recorded.
 struct MoeActivations {
-  moe::MoeScratch fwd;                        // moe_forward's buffers: the record backward reads
-  std::vector<moe::FfnWeights> expert_views;  // [E] float32 views of the experts' parameters
-  moe::FfnWeights shared_view;
   double aux = 0, z = 0;              // this rank's share (sums to the global value)
   std::vector<int64_t> counts, kept;  // [E] pairs routed / kept (counts: global batch)
   int64_t dropped = 0, capacity = 0;
 };
+void moe_statistics(const MoeParams& p, const MoeTrainOptions& opt, int64_t num_tokens,
+                    const moe::MoeScratch& fwd, MoeActivations& act);
 
-// x [T, H] -> out [T, H] (overwritten).
+// One MoE block alone (tests): moe_forward on the views, recording into `fwd`, then
+// moe_statistics. x [T, H] -> out [T, H] (overwritten).
 void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const float* x,
-                       int64_t num_tokens, MoeActivations& act, float* out);
+                       int64_t num_tokens, moe::MoeScratch& fwd, MoeActivations& act, float* out);
 
-// d_out [T, H] -> dx [T, H] (overwritten); parameter gradients accumulate.
+// d_out [T, H] -> dx [T, H] (overwritten); parameter gradients accumulate. fwd / act: what the
+// forward of this layer recorded.
 void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const float* x,
-                        int64_t num_tokens, const MoeActivations& act, const float* d_out,
-                        float* dx);
+                        int64_t num_tokens, const moe::MoeScratch& fwd, const MoeActivations& act,
+                        const float* d_out, float* dx);
 
 }  // namespace sy::train

@@ -30,12 +30,6 @@ FfnParams bind_ffn(ParamSet& ps, const model::FfnNames& n, int64_t H, int64_t I)
   return FfnParams{bind(ps, n.gate, {I, H}), bind(ps, n.up, {I, H}), bind(ps, n.down, {H, I})};
 }
 
-// y[rows, n] += x, rows in parallel.
-void add_rows(const float* x, int64_t rows, int64_t n, float* y) {
-#pragma omp parallel for schedule(dynamic, 64)
-  for (int64_t r = 0; r < rows; ++r) ops::add(x + r * n, n, y + r * n);
-}
-
 // torch.clamp's gradient: passed where -limit <= x <= limit, else 0.
 void clamp_backward(const std::vector<float>& x, float limit, std::vector<float>& grad) {
   for (size_t i = 0; i < x.size(); ++i)
@@ -125,34 +119,44 @@ LossParts TrainModel::evaluate(const int32_t* tokens, const int32_t* targets, in
   return run(tokens, targets, B, S, opt, false, logits_out);
 }
 
-// The attention half is inference's model::attention_block over whole sequences, recording.
-void TrainModel::attention_forward_layer(int l, int64_t B, int64_t S) {
-  const LayerParams& L = layers_[size_t(l)];
+// The model's layers as inference sees them, on float32 views of the parameters. Rebuilt per
+// run: the views follow the parameters' storage.
+void TrainModel::bind_layer_views() {
   auto f32 = [](const Param* p) {
     return ops::WeightView{DType::F32, p->shape[0], p->shape[1], p->value.data()};
   };
   auto data = [](const Param* p) { return p ? p->value.data() : nullptr; };
-  const model::AttentionWeights w{L.attn_norm->value.data(),
-                                  f32(L.q),
-                                  f32(L.k),
-                                  f32(L.v),
-                                  f32(L.o),
-                                  data(L.q_bias),
-                                  data(L.k_bias),
-                                  data(L.v_bias),
-                                  data(L.o_bias),
-                                  data(L.q_norm),
-                                  data(L.k_norm)};
-  std::vector<model::SequenceChunk> chunks(static_cast<size_t>(B));
-  for (int64_t b = 0; b < B; ++b) chunks[size_t(b)].tokens = {tokens_ + b * S, size_t(S)};
-  model::attention_block(config_, w, l, chunks, B * S, rope_cos_.data(), rope_sin_.data(),
-                         x_.data(), attention_scratch_, &acts_[size_t(l)].attention);
+  views_.resize(layers_.size());
+  moe_views_.resize(layers_.size());
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const LayerParams& L = layers_[l];
+    model::LayerView& v = views_[l];
+    v.attention = model::AttentionWeights{L.attn_norm->value.data(),
+                                          f32(L.q),
+                                          f32(L.k),
+                                          f32(L.v),
+                                          f32(L.o),
+                                          data(L.q_bias),
+                                          data(L.k_bias),
+                                          data(L.v_bias),
+                                          data(L.o_bias),
+                                          data(L.q_norm),
+                                          data(L.k_norm)};
+    v.ffn_norm = L.ffn_norm->value.data();
+    v.is_moe = L.is_moe;
+    if (L.is_moe) {
+      bind_views(L.moe, moe_views_[l]);
+      v.moe = moe_views_[l].block;
+    } else {
+      v.dense = weight_views(L.dense);
+    }
+  }
 }
 
 void TrainModel::attention_backward_layer(int l, int64_t B, int64_t S, float* dx) {
   const model::ModelConfig& c = config_;
   const LayerParams& L = layers_[size_t(l)];
-  const model::AttentionRecord& A = acts_[size_t(l)].attention;
+  const model::AttentionRecord& A = records_[size_t(l)].attention;
   const int64_t T = B * S, H = c.hidden_size, hd = c.head_dim, qw = c.q_width(), kvw = c.kv_width();
   // o_proj
   std::vector<float>& d_attn = ws_.d_attn;
@@ -235,7 +239,6 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
     std::copy(rope_cos_.begin(), rope_cos_.begin() + per_seq, rope_cos_.begin() + b * per_seq);
     std::copy(rope_sin_.begin(), rope_sin_.begin() + per_seq, rope_sin_.begin() + b * per_seq);
   }
-  tokens_ = tokens;
   int num_moe = 0;
   for (const LayerParams& L : layers_) num_moe += L.is_moe ? 1 : 0;
   MoeTrainOptions mopt;
@@ -254,33 +257,26 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
     mopt.z_scale = opt.z_coef / float(num_moe);
   }
 
-  // ---- forward
+  // ---- forward: embedding, then the model's layers (model/layers.h) recording for backward
   x_.resize(size_t(T * H));
   for (int64_t t = 0; t < T; ++t)
     std::memcpy(x_.data() + t * H, embed_->value.data() + int64_t(tokens[t]) * H, size_t(H) * 4);
-  for (int l = 0; l < int(c.num_layers); ++l) {
-    const LayerParams& L = layers_[size_t(l)];
-    LayerActivations& A = acts_[size_t(l)];
-    {
-      PhaseTimer pt(profile_, "attention fwd");
-      attention_forward_layer(l, B, S);
-    }
-    PhaseTimer pt(profile_, L.is_moe ? "moe fwd" : "dense ffn fwd");
-    A.x_mid = x_;
-    A.f.resize(size_t(T * H));
-    A.rstd2.resize(size_t(T));
-    ops::rmsnorm_rows(x_.data(), L.ffn_norm->value.data(), T, H, c.rms_norm_eps, A.f.data(),
-                      A.rstd2.data());
-    std::vector<float>& out = ws_.ffn_out;
-    out.resize(size_t(T * H));
-    mopt.layer = l;
+  {
+    PhaseTimer pt(profile_, "layers fwd");
+    bind_layer_views();
+    std::vector<model::SequenceChunk> chunks(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) chunks[size_t(b)].tokens = {tokens + b * S, size_t(S)};
     mopt.noise_seed = opt.noise_seed;
-    mopt.noise_stream = opt.noise_step < 0 ? -1 : opt.noise_step * c.num_layers + l;
-    if (L.is_moe)
-      moe_train_forward(L.moe, mopt, A.f.data(), T, A.moe_act, out.data());
-    else
-      ffn_train_forward(L.dense, A.f.data(), T, A.dense_act, out.data());
-    add_rows(out.data(), T, H, x_.data());
+    mopt.noise_step = opt.noise_step;
+    mopt.noise_layers = c.num_layers;
+    records_.resize(layers_.size());
+    model::run_layers(c, views_, chunks, T, rope_cos_.data(), rope_sin_.data(), x_.data(),
+                      layer_scratch_, train_runtime(mopt), records_);
+    for (size_t l = 0; l < layers_.size(); ++l) {  // balancing statistics of the MoE layers
+      if (!layers_[l].is_moe) continue;
+      mopt.layer = int(l);
+      moe_statistics(layers_[l].moe, mopt, T, records_[l].moe, acts_[l].moe_act);
+    }
   }
   PhaseTimer pt_head(profile_, "lm head + loss fwd");
   xf_.resize(size_t(T * H));
@@ -338,12 +334,13 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
     {
       PhaseTimer pt(profile_, L.is_moe ? "moe bwd" : "dense ffn bwd");
       mopt.layer = l;
+      const model::LayerRecord& R = records_[size_t(l)];
       if (L.is_moe)
-        moe_train_backward(L.moe, mopt, A.f.data(), T, A.moe_act, dx.data(), df.data());
+        moe_train_backward(L.moe, mopt, R.ffn_in.data(), T, R.moe, A.moe_act, dx.data(), df.data());
       else
-        ffn_train_backward(L.dense, A.f.data(), T, A.dense_act, dx.data(), df.data(), false,
+        ffn_train_backward(L.dense, R.ffn_in.data(), T, R.dense, dx.data(), df.data(), false,
                            scratch);
-      rmsnorm_backward(df.data(), A.x_mid.data(), L.ffn_norm->value.data(), A.rstd2.data(), T, H,
+      rmsnorm_backward(df.data(), R.x_mid.data(), L.ffn_norm->value.data(), R.rstd.data(), T, H,
                        dx.data(), L.ffn_norm->grad.data(), true);
     }
     PhaseTimer pt(profile_, "attention bwd");

@@ -8,8 +8,8 @@
 #include <functional>
 #include <vector>
 
-#include "model/attention_block.h"
 #include "model/config.h"
+#include "model/layers.h"
 #include "train/attention_grad.h"
 #include "train/ffn_grad.h"
 #include "train/moe_grad.h"
@@ -45,10 +45,7 @@ struct LayerParams {
 
 // What the forward pass of one layer keeps for backward.
 struct LayerActivations {
-  model::AttentionRecord attention;    // the attention half (model/attention_block.h)
-  std::vector<float> x_mid, f, rstd2;  // after attention, its norm, 1/rms
-  FfnActivations dense_act;
-  MoeActivations moe_act;
+  MoeActivations moe_act;  // routing statistics and balancing losses (MoE layers)
 };
 
 class TrainModel {
@@ -92,7 +89,7 @@ class TrainModel {
  private:
   LossParts run(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t seq,
                 const LossOptions& opt, bool backward, std::vector<float>* logits_out);
-  void attention_forward_layer(int l, int64_t B, int64_t S);
+  void bind_layer_views();
   void attention_backward_layer(int l, int64_t B, int64_t S, float* dx);
 
   model::ModelConfig config_;
@@ -104,12 +101,15 @@ class TrainModel {
   std::vector<LayerParams> layers_;
   std::vector<LayerActivations> acts_;
   std::vector<float> rope_cos_, rope_sin_;  // [T, hd/2], position t % S
-  model::AttentionScratch attention_scratch_;
-  const int32_t* tokens_ = nullptr;  // the batch of the current run (attention chunks)
+  // The forward: the model's layers (model/layers.h) on float32 views of the parameters,
+  // recording per layer what the backward passes read.
+  std::vector<model::LayerView> views_;
+  std::vector<MoeViews> moe_views_;
+  std::vector<model::LayerRecord> records_;
+  model::LayerScratch layer_scratch_;
   std::vector<float> x_, xf_, rstd_f_, logits_;
   // Buffers of one step kept between steps (no per-step allocation and zeroing).
   struct Workspace {
-    std::vector<float> ffn_out;                             // [T, H]
     std::vector<float> dxf, dx, df, da;                     // [T, H]
     std::vector<float> d_attn, dq, dk, dv, dq_raw, dk_raw;  // [T, qw] / [T, kvw]
     FfnActivations ffn_scratch;                             // dense FFN backward

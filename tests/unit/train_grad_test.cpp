@@ -238,31 +238,34 @@ TEST_P(MoeBlockGrad, MatchesFiniteDifferences) {
   opt.z_scale = 0.05f;
   opt.experts = &local;
   opt.noise_seed = 3;
-  opt.noise_stream = c.noisy ? 5 : -1;
+  opt.noise_step = c.noisy ? 5 : -1;  // stream 5 (one layer)
+  moe::MoeScratch fwd;
   MoeActivations act;
   std::vector<float> out(size_t(T * H));
-  moe_train_forward(p, opt, x.data(), T, act, out.data());
-  const std::vector<int32_t> ids0 = act.fwd.ids;
+  moe_train_forward(p, opt, x.data(), T, fwd, act, out.data());
+  const std::vector<int32_t> ids0 = fwd.ids;
   if (c.capacity > 0) {
     EXPECT_GT(act.dropped, 0) << "the case should drop pairs";
   }
   auto f = [&] {
+    moe::MoeScratch f;
     MoeActivations a;
     std::vector<float> o(size_t(T * H));
-    moe_train_forward(p, opt, x.data(), T, a, o.data());
+    moe_train_forward(p, opt, x.data(), T, f, a, o.data());
     double s = opt.aux_scale * a.aux + opt.z_scale * a.z;
     for (size_t i = 0; i < o.size(); ++i) s += double(o[i]) * R[i];
     return s;
   };
   auto stable = [&] {
+    moe::MoeScratch f;
     MoeActivations a;
     std::vector<float> o(size_t(T * H));
-    moe_train_forward(p, opt, x.data(), T, a, o.data());
-    return a.fwd.ids == ids0;
+    moe_train_forward(p, opt, x.data(), T, f, a, o.data());
+    return f.ids == ids0;
   };
   std::vector<float> dx(size_t(T * H));
-  moe_train_forward(p, opt, x.data(), T, act, out.data());
-  moe_train_backward(p, opt, x.data(), T, act, R.data(), dx.data());
+  moe_train_forward(p, opt, x.data(), T, fwd, act, out.data());
+  moe_train_backward(p, opt, x.data(), T, fwd, act, R.data(), dx.data());
   expect_grad_matches(x, dx, f, stable, 1e-3, 3e-3, "d x");
   const std::vector<Param*> checked = {p.gate,
                                        p.experts[1].gate,

@@ -1,0 +1,42 @@
+#include "model/layers.h"
+
+#include "ops/elementwise.h"
+#include "ops/norm_rows.h"
+#include "util/error.h"
+
+namespace sy::model {
+
+void run_layers(const ModelConfig& c, std::span<const LayerView> layers,
+                std::span<const SequenceChunk> chunks, int64_t T, const float* rope_cos,
+                const float* rope_sin, float* x, LayerScratch& s, const moe::MoeRuntime& runtime,
+                std::span<LayerRecord> records) {
+  SY_ASSERT(records.empty() || records.size() == layers.size());
+  const int64_t H = c.hidden_size;
+  s.ffn_out.resize(size_t(T * H));
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const LayerView& w = layers[l];
+    LayerRecord* rec = records.empty() ? nullptr : &records[l];
+    const int layer = int(l);
+    if (T > 0)
+      attention_block(c, w.attention, layer, chunks, T, rope_cos, rope_sin, x, s.attention,
+                      rec ? &rec->attention : nullptr);
+
+    // FFN half: x += ffn(rmsnorm(x)).
+    std::vector<float>& ffn_in = rec ? rec->ffn_in : s.ffn_in;
+    ffn_in.resize(size_t(T * H));
+    if (rec) {
+      rec->x_mid.assign(x, x + T * H);
+      rec->rstd.resize(size_t(T));
+    }
+    ops::rmsnorm_rows(x, w.ffn_norm, T, H, c.rms_norm_eps, ffn_in.data(),
+                      rec ? rec->rstd.data() : nullptr);
+    if (w.is_moe)
+      moe::moe_forward(w.moe, ffn_in.data(), T, H, s.ffn_out.data(), rec ? rec->moe : s.moe,
+                       runtime, layer);
+    else
+      moe::ffn_forward(w.dense, ffn_in.data(), T, s.ffn_out.data(), rec ? rec->dense : s.ffn);
+    ops::add(s.ffn_out.data(), T * H, x);
+  }
+}
+
+}  // namespace sy::model

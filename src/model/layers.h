@@ -1,0 +1,54 @@
+// The stack of transformer layers, one function for inference and training: per layer the
+// attention half (attention_block.h), then the FFN half -- RMSNorm, the MoE block (moe_forward)
+// or a dense SwiGLU, residual add. Training passes records and gets back, per layer, what its
+// backward passes read; inference passes none.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "model/attention_block.h"
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "moe/moe_layer.h"
+
+namespace sy::model {
+
+// One layer's weights as views (a loaded checkpoint's, or training's float32 parameters).
+struct LayerView {
+  AttentionWeights attention;
+  const float* ffn_norm = nullptr;  // [H]
+  bool is_moe = false;
+  moe::MoeBlock moe;      // when is_moe
+  moe::FfnWeights dense;  // otherwise
+};
+
+// What one layer keeps for backward (training).
+struct LayerRecord {
+  AttentionRecord attention;
+  std::vector<float> x_mid;         // [T, H] the residual stream after attention
+  std::vector<float> ffn_in, rstd;  // its RMSNorm [T, H] and 1/rms [T]
+  moe::MoeScratch moe;              // the MoE block's buffers (MoE layers)
+  moe::FfnScratch dense;            // the dense FFN's (other layers)
+  LayerRecord() { moe.shared_ffn.keep = dense.keep = true; }
+};
+
+// Buffers reused across calls (inference).
+struct LayerScratch {
+  AttentionScratch attention;
+  std::vector<float> ffn_in, ffn_out;  // [T, H]
+  moe::MoeScratch moe;
+  moe::FfnScratch ffn;
+};
+
+// x [T, H] through every layer. rope_cos / rope_sin: [T, head_dim / 2] per row (see
+// attention_block for the chunks' two modes). With no tokens (a rank without work under expert
+// parallelism) only the MoE blocks run: their all-to-alls are collective. records: empty, or
+// one per layer (whole sequences; see attention_block).
+void run_layers(const ModelConfig& config, std::span<const LayerView> layers,
+                std::span<const SequenceChunk> chunks, int64_t num_tokens, const float* rope_cos,
+                const float* rope_sin, float* x, LayerScratch& scratch,
+                const moe::MoeRuntime& runtime, std::span<LayerRecord> records = {});
+
+}  // namespace sy::model
