@@ -23,6 +23,7 @@
 #include "ops/elementwise.h"
 #include "ops/norm_rows.h"
 #include "ops/threads.h"
+#include "random_data.h"
 #include "train/attention_grad.h"
 #include "train/row_ops.h"
 
@@ -36,13 +37,7 @@ using sy::testing::expect_grad_matches;
 constexpr double kRelTol = 1e-3;
 constexpr double kStep = 1e-2;
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+using sy::testing::randn;
 
 double dot(const std::vector<float>& a, const std::vector<float>& b) {
   double s = 0;

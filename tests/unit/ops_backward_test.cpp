@@ -20,6 +20,7 @@
 #include "ops/elementwise.h"
 #include "ops/norm_rows.h"
 #include "ops/threads.h"
+#include "random_data.h"
 #include "train/row_ops.h"
 
 namespace sy {
@@ -29,13 +30,7 @@ constexpr double kEps = std::numeric_limits<float>::epsilon();
 
 const int64_t kSizes[] = {1, 2, 7, 15, 16, 17, 33, 130, 1000, 1027, 4096};
 
-std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (auto& e : v) e = dist(rng);
-  return v;
-}
+using sy::testing::random_floats;
 
 double norm2(const float* v, int64_t n) {
   double s = 0;

@@ -21,6 +21,7 @@
 #include "ops/matmul.h"
 #include "ops/threads.h"
 #include "ops/weight.h"
+#include "random_data.h"
 #include "util/dtype.h"
 
 namespace sy::ops {
@@ -28,13 +29,7 @@ namespace {
 
 constexpr double kEps = std::numeric_limits<float>::epsilon();
 
-std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (auto& e : v) e = dist(rng);
-  return v;
-}
+using sy::testing::random_floats;
 
 // A weight matrix stored in `dtype`, plus its exact float32 values (the widening is exact).
 struct TestWeight {

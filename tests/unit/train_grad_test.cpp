@@ -13,6 +13,7 @@
 #include "finite_difference.h"
 #include "moe/router.h"
 #include "ops/threads.h"
+#include "random_data.h"
 #include "train/moe_grad.h"
 #include "train/params.h"
 #include "train/router_grad.h"
@@ -24,13 +25,7 @@ using moe::RouterConfig;
 using moe::ScoreFunc;
 using sy::testing::expect_grad_matches;
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+using sy::testing::randn;
 
 struct RouterCase {
   const char* name;
