@@ -1,4 +1,4 @@
-// Expert parallelism over MPI, one MoE layer of shape A (machine.md) per rank:
+// Expert parallelism over MPI, one MoE layer of machine.md's shape A per rank:
 //  1. where a layer's time goes on each rank (route, dispatch, expert compute, combine, waits)
 //     under uniform routing, dropless;
 //  2. the row exchange's effective GB/s (pack + counts + MPI_Alltoallv there and back, experts

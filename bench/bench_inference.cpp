@@ -1,5 +1,6 @@
-// Prefill and decode throughput of a whole MoE model, next to the machine's limits and
-// llama.cpp's figures on the same shapes (../shared/reference/machine.md).
+// Prefill and decode throughput of a whole MoE model, next to the machine's limits measured in
+// the same run. No other engine runs here (llama.cpp is not packaged for Debian 12), so no
+// ratio against one is printed: a ratio must come from both engines run side by side.
 //   bench_inference --shape A --dtype BF16 --threads 1,2 --json out.json
 // Decode GB/s = weight bytes read per token x tokens/s, reported as a fraction of a read-
 // bandwidth probe taken right before and after the model runs, in the same process.
@@ -20,18 +21,6 @@
 namespace {
 
 using namespace sy;
-
-// llama.cpp on this machine class (machine.md): {prefill 1T, prefill 2T, decode 1T, decode 2T}.
-struct Baseline {
-  double prefill[2], decode[2];
-};
-std::optional<Baseline> llama_cpp_baseline(const std::string& shape, const std::string& dtype) {
-  if (shape == "A" && dtype == "BF16") return Baseline{{268, 571}, {57.5, 88.6}};
-  if (shape == "A" && dtype == "F16") return Baseline{{149, 284}, {39.1, 68.7}};
-  if (shape == "A" && dtype == "F32") return Baseline{{116, 224}, {16.4, 37.9}};
-  if (shape == "B" && dtype == "BF16") return Baseline{{105, 184}, {18.5, 33.4}};
-  return std::nullopt;
-}
 
 std::vector<int32_t> prompt_tokens(int64_t n, int64_t vocab) {
   std::vector<int32_t> t;
@@ -82,16 +71,14 @@ int main(int argc, char** argv) {
     const auto& cfg = model.config();
     const double bytes_per_token = double(model::decode_bytes_per_token(cfg, model.weights()));
     const auto prompt = prompt_tokens(prompt_len, cfg.vocab_size);
-    const auto baseline = llama_cpp_baseline(shape, dtype);
     fmt::print("model {} ({}), {} layers, {} experts top-{}, {:.1f} MB read per decoded token\n",
                model_dir, cfg.architecture, cfg.num_layers, cfg.router.num_experts,
                cfg.router.top_k, bytes_per_token / 1e6);
     fmt::print("OpenBLAS core: {}\n\n", ops::blas_core_name());
 
     nlohmann::json results = nlohmann::json::array();
-    fmt::print("{:>7} {:>12} {:>10} {:>11} {:>10} {:>9} {:>9} {:>11} {:>11}\n", "threads",
-               "prefill t/s", "vs llama", "decode t/s", "vs llama", "GB/s", "probe", "of probe",
-               "prefill GF/s");
+    fmt::print("{:>7} {:>12} {:>11} {:>9} {:>9} {:>11} {:>11}\n", "threads", "prefill t/s",
+               "decode t/s", "GB/s", "probe", "of probe", "prefill GF/s");
     for (int n : threads) {
       ops::set_num_threads(n);
       const auto probe_before = bench::probe_read_bandwidth(n);
@@ -128,14 +115,8 @@ int main(int argc, char** argv) {
       const double gbps = bytes_per_token * decode_tps / 1e9;
       const auto params = model::count_params(cfg);
       const double prefill_gflops = 2.0 * double(params.active_per_token) * prefill_tps / 1e9;
-      const int bi = std::min(n, 2) - 1;
-      auto ratio = [&](double v, double base) {
-        return baseline ? fmt::format("{:.2f}x", v / base) : std::string("-");
-      };
-      fmt::print("{:>7} {:>12.1f} {:>10} {:>11.1f} {:>10} {:>9.1f} {:>9.1f} {:>10.0f}% {:>11.1f}\n",
-                 n, prefill_tps, baseline ? ratio(prefill_tps, baseline->prefill[bi]) : "-",
-                 decode_tps, baseline ? ratio(decode_tps, baseline->decode[bi]) : "-", gbps, probe,
-                 100.0 * gbps / probe, prefill_gflops);
+      fmt::print("{:>7} {:>12.1f} {:>11.1f} {:>9.1f} {:>9.1f} {:>10.0f}% {:>11.1f}\n", n,
+                 prefill_tps, decode_tps, gbps, probe, 100.0 * gbps / probe, prefill_gflops);
       results.push_back({{"threads", n},
                          {"prefill_tokens_per_s", prefill_tps},
                          {"prefill_s_median", tp.median_s},
@@ -147,17 +128,8 @@ int main(int argc, char** argv) {
                          {"probe_gbps_before", probe_before.gbps_median},
                          {"probe_gbps_after", probe_after.gbps_median},
                          {"decode_fraction_of_probe", gbps / probe},
-                         {"prefill_gflops", prefill_gflops},
-                         {"llama_cpp_prefill",
-                          baseline ? nlohmann::json(baseline->prefill[bi]) : nlohmann::json()},
-                         {"llama_cpp_decode",
-                          baseline ? nlohmann::json(baseline->decode[bi]) : nlohmann::json()}});
+                         {"prefill_gflops", prefill_gflops}});
     }
-    if (baseline)
-      fmt::print(
-          "\nllama.cpp on this machine class (machine.md): prefill {} / {} t/s, decode {} / {} t/s "
-          "(1T / 2T)\n",
-          baseline->prefill[0], baseline->prefill[1], baseline->decode[0], baseline->decode[1]);
     fmt::print(
         "targets (issue 4, shape A BF16, 2 threads): decode >= 106 t/s and >= 85% of probe; "
         "prefill >= 571 t/s\n");

@@ -19,10 +19,10 @@
 #include "train/corpus.h"
 #include "train/data_parallel.h"
 #include "train/init.h"
-#include "train/profile.h"
 #include "train/token_data.h"
 #include "train/trainer.h"
 #include "util/error.h"
+#include "util/phase_times.h"
 
 namespace sy::cli {
 
@@ -163,7 +163,7 @@ void run_train(TrainArgs& a) {
   }
   train::Trainer trainer(tc, config, config_json, tokenizer_json, params, sampler, a.seed,
                          parallel.get());
-  train::TrainProfile profile;
+  PhaseTimes profile;
   if (a.profile) trainer.set_profile(&profile);
   if (a.resume) trainer.resume();
   const int64_t first = trainer.step();

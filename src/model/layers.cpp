@@ -9,7 +9,7 @@ namespace sy::model {
 void run_layers(const ModelConfig& c, std::span<const LayerView> layers,
                 std::span<const SequenceChunk> chunks, int64_t T, const float* rope_cos,
                 const float* rope_sin, float* x, LayerScratch& s, const moe::MoeRuntime& runtime,
-                std::span<LayerRecord> records) {
+                std::span<LayerRecord> records, PhaseTimes* times) {
   SY_ASSERT(records.empty() || records.size() == layers.size());
   const int64_t H = c.hidden_size;
   s.ffn_out.resize(size_t(T * H));
@@ -17,11 +17,15 @@ void run_layers(const ModelConfig& c, std::span<const LayerView> layers,
     const LayerView& w = layers[l];
     LayerRecord* rec = records.empty() ? nullptr : &records[l];
     const int layer = int(l);
+    PhaseTimer attention_time(times, "attention fwd");
     if (T > 0)
       attention_block(c, w.attention, layer, chunks, T, rope_cos, rope_sin, x, s.attention,
                       rec ? &rec->attention : nullptr);
 
+    attention_time.stop();
+
     // FFN half: x += ffn(rmsnorm(x)).
+    PhaseTimer ffn_time(times, w.is_moe ? "moe fwd" : "dense ffn fwd");
     std::vector<float>& ffn_in = rec ? rec->ffn_in : s.ffn_in;
     ffn_in.resize(size_t(T * H));
     if (rec) {

@@ -12,6 +12,7 @@
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "moe/moe_layer.h"
+#include "util/phase_times.h"
 
 namespace sy::model {
 
@@ -45,10 +46,12 @@ struct LayerScratch {
 // x [T, H] through every layer. rope_cos / rope_sin: [T, head_dim / 2] per row (see
 // attention_block for the chunks' two modes). With no tokens (a rank without work under expert
 // parallelism) only the MoE blocks run: their all-to-alls are collective. records: empty, or
-// one per layer (whole sequences; see attention_block).
+// one per layer (whole sequences; see attention_block). times (optional): wall time of the
+// "attention fwd", "moe fwd" and "dense ffn fwd" phases.
 void run_layers(const ModelConfig& config, std::span<const LayerView> layers,
                 std::span<const SequenceChunk> chunks, int64_t num_tokens, const float* rope_cos,
                 const float* rope_sin, float* x, LayerScratch& scratch,
-                const moe::MoeRuntime& runtime, std::span<LayerRecord> records = {});
+                const moe::MoeRuntime& runtime, std::span<LayerRecord> records = {},
+                PhaseTimes* times = nullptr);
 
 }  // namespace sy::model

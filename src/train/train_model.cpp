@@ -262,7 +262,6 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
   for (int64_t t = 0; t < T; ++t)
     std::memcpy(x_.data() + t * H, embed_->value.data() + int64_t(tokens[t]) * H, size_t(H) * 4);
   {
-    PhaseTimer pt(profile_, "layers fwd");
     bind_layer_views();
     std::vector<model::SequenceChunk> chunks(static_cast<size_t>(B));
     for (int64_t b = 0; b < B; ++b) chunks[size_t(b)].tokens = {tokens + b * S, size_t(S)};
@@ -271,7 +270,8 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
     mopt.noise_layers = c.num_layers;
     records_.resize(layers_.size());
     model::run_layers(c, views_, chunks, T, rope_cos_.data(), rope_sin_.data(), x_.data(),
-                      layer_scratch_, train_runtime(mopt), records_);
+                      layer_scratch_, train_runtime(mopt), records_, profile_);
+    PhaseTimer pt(profile_, "moe statistics");
     for (size_t l = 0; l < layers_.size(); ++l) {  // balancing statistics of the MoE layers
       if (!layers_[l].is_moe) continue;
       mopt.layer = int(l);

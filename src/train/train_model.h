@@ -14,7 +14,7 @@
 #include "train/ffn_grad.h"
 #include "train/moe_grad.h"
 #include "train/params.h"
-#include "train/profile.h"
+#include "util/phase_times.h"
 
 namespace sy::train {
 
@@ -72,7 +72,7 @@ class TrainModel {
   const LayerActivations& layer_activations(int layer) const { return acts_[size_t(layer)]; }
 
   // Phase timings of later calls go to `profile` (null: off).
-  void set_profile(TrainProfile* profile) { profile_ = profile; }
+  void set_profile(PhaseTimes* profile) { profile_ = profile; }
 
   // Data / expert parallelism: `sum` all-reduces int64 vectors over the ranks that share each
   // batch (each holds some of its rows), `experts` runs the routed experts (null: all here).
@@ -115,7 +115,7 @@ class TrainModel {
     FfnActivations ffn_scratch;                             // dense FFN backward
     MoeBackwardScratch moe;
   } ws_;
-  TrainProfile* profile_ = nullptr;
+  PhaseTimes* profile_ = nullptr;
   LocalExperts local_experts_;
   std::function<void(std::vector<int64_t>&)> parallel_sum_;
   ExpertCompute* parallel_experts_ = nullptr;

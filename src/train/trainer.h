@@ -19,10 +19,10 @@
 #include "train/adamw.h"
 #include "train/lr_schedule.h"
 #include "train/params.h"
-#include "train/profile.h"
 #include "train/token_data.h"
 #include "train/train_model.h"
 #include "util/dtype.h"
+#include "util/phase_times.h"
 
 namespace sy::train {
 
@@ -64,7 +64,7 @@ class Trainer {
   double run();
 
   int64_t step() const { return step_; }
-  void set_profile(TrainProfile* profile) {
+  void set_profile(PhaseTimes* profile) {
     profile_ = profile;
     model_.set_profile(profile);
   }
@@ -89,7 +89,7 @@ class Trainer {
   int64_t step_ = 0;
   double elapsed_s_ = 0;  // training time of all sessions of this run
   std::vector<double> plot_steps_, plot_train_, plot_val_steps_, plot_val_;
-  TrainProfile* profile_ = nullptr;
+  PhaseTimes* profile_ = nullptr;
   ParallelTraining* parallel_ = nullptr;
   bool root_ = true;  // prints, logs and writes files
 };

@@ -1,5 +1,5 @@
-// Wall time per phase of training steps (for `bench_train --profile` and `train --profile`).
-// A null profile costs one branch per phase.
+// Wall time per named phase, summed over calls (training's `--profile`, the layer stack's
+// forward phases). A null sink costs one branch per phase.
 #pragma once
 
 #include <chrono>
@@ -7,9 +7,9 @@
 #include <utility>
 #include <vector>
 
-namespace sy::train {
+namespace sy {
 
-class TrainProfile {
+class PhaseTimes {
  public:
   void add(const char* phase, double seconds);
   // Rows "phase  ms per step  share", in first-seen order.
@@ -22,7 +22,7 @@ class TrainProfile {
 // Adds the time from construction to destruction to `profile` (if not null).
 class PhaseTimer {
  public:
-  PhaseTimer(TrainProfile* profile, const char* phase)
+  PhaseTimer(PhaseTimes* profile, const char* phase)
       : profile_(profile), phase_(phase), t0_(std::chrono::steady_clock::now()) {}
   ~PhaseTimer() { stop(); }
   void stop() {
@@ -35,9 +35,9 @@ class PhaseTimer {
   PhaseTimer& operator=(const PhaseTimer&) = delete;
 
  private:
-  TrainProfile* profile_;
+  PhaseTimes* profile_;
   const char* phase_;
   std::chrono::steady_clock::time_point t0_;
 };
 
-}  // namespace sy::train
+}  // namespace sy

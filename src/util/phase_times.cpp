@@ -1,10 +1,10 @@
-#include "train/profile.h"
+#include "util/phase_times.h"
 
 #include <fmt/core.h>
 
-namespace sy::train {
+namespace sy {
 
-void TrainProfile::add(const char* phase, double seconds) {
+void PhaseTimes::add(const char* phase, double seconds) {
   for (auto& [name, total] : phases_)
     if (name == phase) {
       total += seconds;
@@ -13,7 +13,7 @@ void TrainProfile::add(const char* phase, double seconds) {
   phases_.emplace_back(phase, seconds);
 }
 
-std::string TrainProfile::table(int steps) const {
+std::string PhaseTimes::table(int steps) const {
   double sum = 0;
   for (const auto& p : phases_) sum += p.second;
   std::string out = fmt::format("  {:<28} {:>12} {:>7}\n", "phase", "ms / step", "share");
@@ -23,4 +23,4 @@ std::string TrainProfile::table(int steps) const {
   return out;
 }
 
-}  // namespace sy::train
+}  // namespace sy
