@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
   train::keep_freed_memory();
   const TrainShape ts = shape_of(config_name);
   synth::SyntheticSpec spec;
-  spec.family = "mixtral";
+  spec.family = model::Family::kMixtral;
   spec.vocab_size = ts.vocab;
   spec.hidden_size = ts.hidden;
   spec.num_layers = ts.layers;

@@ -3,6 +3,7 @@
 #include <fmt/core.h>
 
 #include "cli/commands.h"
+#include "cli/common.h"
 #include "synth/synthetic_checkpoint.h"
 #include "util/error.h"
 
@@ -16,8 +17,7 @@ void register_make_tiny(CLI::App& app) {
       "make-tiny",
       "Write a random-weight MoE checkpoint (config.json + safetensors + tokenizer.json)");
   cmd->add_option("-o,--out", *out, "Output directory")->required();
-  cmd->add_option("--family", s->family, "mixtral | qwen2_moe | qwen3_moe | olmoe | dots1")
-      ->capture_default_str();
+  add_family_option(*cmd, s->family, "");
   cmd->add_option("--reference-shape", *shape,
                   "Use a benchmark shape of machine.md: A (Mixtral-like) or B (OLMoE-like)");
   cmd->add_option("--vocab", s->vocab_size, "Vocabulary size (0 = the generated tokenizer's size)")

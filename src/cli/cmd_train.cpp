@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "cli/commands.h"
+#include "cli/common.h"
 #include "io/file_util.h"
 #include "model/config.h"
 #include "model/tensor_names.h"
@@ -46,7 +47,7 @@ struct TrainArgs {
 
 synth::SyntheticSpec default_spec() {
   synth::SyntheticSpec s;
-  s.family = "mixtral";
+  s.family = model::Family::kMixtral;
   s.hidden_size = 256;
   s.num_layers = 6;
   s.num_heads = 8;
@@ -203,10 +204,7 @@ void register_train(CLI::App& app) {
       "--init", a->init,
       "Start from this checkpoint (its tokenizer and weights) instead of a fresh model");
   auto* m = cmd->add_option_group("model", "Shape of a fresh model");
-  m->add_option("--family", a->spec.family,
-                "mixtral | qwen2_moe | qwen3_moe | olmoe | dots1 (dots1: sigmoid router + "
-                "aux-loss-free bias)")
-      ->capture_default_str();
+  add_family_option(*m, a->spec.family, " (dots1: sigmoid router + aux-loss-free bias)");
   m->add_option("--hidden", a->spec.hidden_size, "Hidden size")->capture_default_str();
   m->add_option("--layers", a->spec.num_layers, "Layers")->capture_default_str();
   m->add_option("--heads", a->spec.num_heads, "Attention heads")->capture_default_str();

@@ -1,5 +1,7 @@
 #include "cli/common.h"
 
+#include "model/family.h"
+
 #include <fmt/core.h>
 
 #include <cmath>
@@ -15,6 +17,18 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
                  "Hugging Face model directory (config.json, *.safetensors, tokenizer.json)")
       ->required();
   cmd.add_option("-t,--threads", o.threads, "Threads (0 = all cores)")->capture_default_str();
+}
+
+CLI::Option* add_family_option(CLI::App& cmd, model::Family& family,
+                               const std::string& help_extra) {
+  std::vector<std::string> names;
+  for (const model::FamilyInfo& f : model::families()) names.emplace_back(f.name);
+  return cmd
+      .add_option_function<std::string>(
+          "--family", [&family](const std::string& name) { family = model::parse_family(name); },
+          model::family_names() + help_extra)
+      ->check(CLI::IsMember(names))
+      ->default_str(std::string(model::family_info(family).name));
 }
 
 void add_capacity_options(CLI::App& cmd, CapacityOptions& o) {

@@ -35,6 +35,10 @@ void add_capacity_options(CLI::App& cmd, CapacityOptions& options);
 // Validates the flags against the model's expert count and builds the MoE runtime.
 moe::MoeRuntime make_moe_runtime(const CapacityOptions& options, int num_experts);
 
+// Adds --family (the names of model/family.h; an unknown name is a parse error) bound to
+// `family`; `help_extra` is appended to the help text.
+CLI::Option* add_family_option(CLI::App& cmd, model::Family& family, const std::string& help_extra);
+
 // Parses "1,2,3" into token ids.
 std::vector<int32_t> parse_ids(const std::string& text);
 

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/file_util.h"
+#include "model/family.h"
 #include "util/error.h"
 
 namespace sy::model {
@@ -77,21 +78,17 @@ class Keys {
 };
 
 Family family_from_architecture(const std::string& arch, const std::string& origin) {
-  if (arch == "MixtralForCausalLM") return Family::kMixtral;
-  if (arch == "Qwen2MoeForCausalLM") return Family::kQwen2Moe;
-  if (arch == "Qwen3MoeForCausalLM") return Family::kQwen3Moe;
-  if (arch == "OlmoeForCausalLM") return Family::kOlmoe;
-  if (arch == "Dots1ForCausalLM") return Family::kDots1;
+  if (const FamilyInfo* f = find_family_by_architecture(arch)) return f->family;
   if (arch == "DeepseekV2ForCausalLM" || arch == "DeepseekV3ForCausalLM")
     fail(
         "{}: architecture '{}' uses multi-head latent attention (MLA), which Switchyard does not "
         "implement yet; DeepSeek-style routing on standard attention is supported as "
         "Dots1ForCausalLM",
         origin, arch);
-  fail(
-      "{}: unknown architecture '{}'; supported: MixtralForCausalLM, Qwen2MoeForCausalLM, "
-      "Qwen3MoeForCausalLM, OlmoeForCausalLM, Dots1ForCausalLM",
-      origin, arch);
+  std::string supported;
+  for (const FamilyInfo& f : families())
+    supported += (supported.empty() ? "" : ", ") + std::string(f.architecture);
+  fail("{}: unknown architecture '{}'; supported: {}", origin, arch, supported);
 }
 
 void require(bool ok, const std::string& origin, const std::string& what) {
@@ -101,19 +98,7 @@ void require(bool ok, const std::string& origin, const std::string& what) {
 }  // namespace
 
 std::string ModelConfig::family_name() const {
-  switch (family) {
-    case Family::kMixtral:
-      return "mixtral";
-    case Family::kQwen2Moe:
-      return "qwen2_moe";
-    case Family::kQwen3Moe:
-      return "qwen3_moe";
-    case Family::kOlmoe:
-      return "olmoe";
-    case Family::kDots1:
-      return "dots1";
-  }
-  return "?";
+  return std::string(family_info(family).name);
 }
 
 ModelConfig parse_config(const std::string& text, const std::string& origin) {

@@ -1,5 +1,8 @@
 #include "model/tensor_names.h"
 
+#include "model/family.h"
+#include "util/error.h"
+
 namespace sy::model {
 
 namespace {
@@ -15,7 +18,7 @@ std::string layer_prefix(int64_t layer) {
 }
 
 std::string moe_prefix(const ModelConfig& c, int64_t layer) {
-  return layer_prefix(layer) + (c.family == Family::kMixtral ? "block_sparse_moe." : "mlp.");
+  return layer_prefix(layer) + std::string(family_info(c.family).moe_block);
 }
 
 FfnNames dense_ffn_names(int64_t layer) {
@@ -23,15 +26,16 @@ FfnNames dense_ffn_names(int64_t layer) {
 }
 
 FfnNames expert_names(const ModelConfig& c, int64_t layer, int64_t expert) {
+  const FamilyInfo& f = family_info(c.family);
   const std::string p = moe_prefix(c, layer) + "experts." + std::to_string(expert) + ".";
-  return c.family == Family::kMixtral ? ffn(p, "w1", "w3", "w2")
-                                      : ffn(p, "gate_proj", "up_proj", "down_proj");
+  return ffn(p, f.expert_gate.data(), f.expert_up.data(), f.expert_down.data());
 }
 
 FfnNames shared_expert_names(const ModelConfig& c, int64_t layer) {
-  return ffn(
-      moe_prefix(c, layer) + (c.family == Family::kQwen2Moe ? "shared_expert." : "shared_experts."),
-      "gate_proj", "up_proj", "down_proj");
+  const FamilyInfo& f = family_info(c.family);
+  SY_ASSERT_MSG(!f.shared_expert.empty(), "this family has no shared expert");
+  return ffn(moe_prefix(c, layer) + std::string(f.shared_expert), "gate_proj", "up_proj",
+             "down_proj");
 }
 
 }  // namespace sy::model

@@ -7,6 +7,7 @@
 
 #include "io/file_util.h"
 #include "io/safetensors.h"
+#include "model/family.h"
 #include "synth/tiny_tokenizer.h"
 #include "util/dtype.h"
 #include "util/error.h"
@@ -33,9 +34,7 @@ inline float uniform_pm1(uint64_t seed, uint64_t i) {  // uniform in [-1, 1)
   return float(int64_t(splitmix64(seed ^ splitmix64(i)) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
 }
 
-bool is_family(const std::string& f) {
-  return f == "mixtral" || f == "qwen2_moe" || f == "qwen3_moe" || f == "olmoe" || f == "dots1";
-}
+using model::Family;
 
 class Planner {
  public:
@@ -54,15 +53,15 @@ class Planner {
       add(a + "k_proj.weight", {kvw, H}, Init::kMatrix, shard);
       add(a + "v_proj.weight", {kvw, H}, Init::kMatrix, shard);
       add(a + "o_proj.weight", {H, qw}, Init::kMatrix, shard);
-      if (s_.family == "qwen2_moe") {
+      if (s_.family == Family::kQwen2Moe) {
         add(a + "q_proj.bias", {qw}, Init::kBias, shard);
         add(a + "k_proj.bias", {kvw}, Init::kBias, shard);
         add(a + "v_proj.bias", {kvw}, Init::kBias, shard);
       }
-      if (s_.family == "qwen3_moe" || s_.family == "dots1") {
+      if (s_.family == Family::kQwen3Moe || s_.family == Family::kDots1) {
         add(a + "q_norm.weight", {hd}, Init::kNorm, shard);
         add(a + "k_norm.weight", {hd}, Init::kNorm, shard);
-      } else if (s_.family == "olmoe") {
+      } else if (s_.family == Family::kOlmoe) {
         add(a + "q_norm.weight", {qw}, Init::kNorm, shard);
         add(a + "k_norm.weight", {kvw}, Init::kNorm, shard);
       }
@@ -70,10 +69,11 @@ class Planner {
         ffn(p + "mlp.", "gate_proj", "up_proj", "down_proj", s_.dense_ffn, shard);
         continue;
       }
-      const std::string m = p + (s_.family == "mixtral" ? "block_sparse_moe." : "mlp.");
+      const model::FamilyInfo& fam = model::family_info(s_.family);
+      const std::string m = p + std::string(fam.moe_block);
       const int64_t E = s_.num_experts, I = s_.expert_ffn;
       add(m + "gate.weight", {E, H}, Init::kMatrix, shard);
-      if (s_.family == "dots1")
+      if (s_.family == Family::kDots1)
         add(m + "gate.e_score_correction_bias", {E}, Init::kBias, shard, true);
       if (s_.fused_experts) {
         add(m + "experts.gate_up_proj", {E, 2 * I, H}, Init::kMatrix, shard);
@@ -81,17 +81,14 @@ class Planner {
       } else {
         for (int64_t e = 0; e < E; ++e) {
           const std::string x = m + "experts." + std::to_string(e) + ".";
-          if (s_.family == "mixtral")
-            ffn(x, "w1", "w3", "w2", I, shard);
-          else
-            ffn(x, "gate_proj", "up_proj", "down_proj", I, shard);
+          ffn(x, fam.expert_gate.data(), fam.expert_up.data(), fam.expert_down.data(), I, shard);
         }
       }
-      if (s_.shared_ffn > 0 && s_.family == "qwen2_moe") {
-        ffn(m + "shared_expert.", "gate_proj", "up_proj", "down_proj", s_.shared_ffn, shard);
-        add(m + "shared_expert_gate.weight", {1, H}, Init::kMatrix, shard);
-      } else if (s_.shared_ffn > 0 && s_.family == "dots1") {
-        ffn(m + "shared_experts.", "gate_proj", "up_proj", "down_proj", s_.shared_ffn, shard);
+      if (s_.shared_ffn > 0 && !fam.shared_expert.empty()) {
+        ffn(m + std::string(fam.shared_expert), "gate_proj", "up_proj", "down_proj", s_.shared_ffn,
+            shard);
+        if (s_.family == Family::kQwen2Moe)  // the sigmoid-gated shared expert
+          add(m + "shared_expert_gate.weight", {1, H}, Init::kMatrix, shard);
       }
     }
     const int last = std::max(0, s_.num_shards - 1);
@@ -142,15 +139,11 @@ std::vector<uint8_t> generate(const PlannedTensor& t, const std::string& dtype, 
 }
 
 json make_config(const SyntheticSpec& s, int64_t head_dim, int32_t bos, int32_t eos) {
-  static const std::map<std::string, std::string> arch = {{"mixtral", "MixtralForCausalLM"},
-                                                          {"qwen2_moe", "Qwen2MoeForCausalLM"},
-                                                          {"qwen3_moe", "Qwen3MoeForCausalLM"},
-                                                          {"olmoe", "OlmoeForCausalLM"},
-                                                          {"dots1", "Dots1ForCausalLM"}};
   static const std::map<std::string, std::string> torch_dtype = {
       {"F32", "float32"}, {"F16", "float16"}, {"BF16", "bfloat16"}};
-  json c = {{"architectures", {arch.at(s.family)}},
-            {"model_type", s.family},
+  const model::FamilyInfo& fam = model::family_info(s.family);
+  json c = {{"architectures", {std::string(fam.architecture)}},
+            {"model_type", std::string(fam.name)},
             {"vocab_size", s.vocab_size},
             {"hidden_size", s.hidden_size},
             {"num_hidden_layers", s.num_layers},
@@ -169,11 +162,11 @@ json make_config(const SyntheticSpec& s, int64_t head_dim, int32_t bos, int32_t 
   auto norm_topk = [&](bool fallback) {
     return s.norm_topk_prob < 0 ? fallback : s.norm_topk_prob == 1;
   };
-  if (s.family == "mixtral") {
+  if (s.family == Family::kMixtral) {
     c["num_local_experts"] = s.num_experts;
     c["intermediate_size"] = s.expert_ffn;
     c["sliding_window"] = nullptr;
-  } else if (s.family == "qwen2_moe" || s.family == "qwen3_moe") {
+  } else if (s.family == Family::kQwen2Moe || s.family == Family::kQwen3Moe) {
     c["num_experts"] = s.num_experts;
     c["moe_intermediate_size"] = s.expert_ffn;
     c["intermediate_size"] = s.dense_ffn;
@@ -181,18 +174,18 @@ json make_config(const SyntheticSpec& s, int64_t head_dim, int32_t bos, int32_t 
     std::vector<int64_t> mlp_only;
     for (int64_t l = 0; l < s.first_dense_layers; ++l) mlp_only.push_back(l);
     c["mlp_only_layers"] = mlp_only;
-    c["norm_topk_prob"] = norm_topk(s.family == "qwen3_moe");
-    if (s.family == "qwen2_moe")
+    c["norm_topk_prob"] = norm_topk(s.family == Family::kQwen3Moe);
+    if (s.family == Family::kQwen2Moe)
       c["shared_expert_intermediate_size"] = s.shared_ffn;
     else
       c["attention_bias"] = false;
-  } else if (s.family == "olmoe") {
+  } else if (s.family == Family::kOlmoe) {
     c["num_experts"] = s.num_experts;
     c["intermediate_size"] = s.expert_ffn;
     c["norm_topk_prob"] = norm_topk(false);
     c["clip_qkv"] = s.clip_qkv > 0 ? json(s.clip_qkv) : json(nullptr);
     c["attention_bias"] = false;
-  } else if (s.family == "dots1") {
+  } else if (s.family == Family::kDots1) {
     c["n_routed_experts"] = s.num_experts;
     c["n_shared_experts"] = s.shared_ffn > 0 ? s.shared_ffn / s.expert_ffn : 0;
     c["moe_intermediate_size"] = s.expert_ffn;
@@ -209,8 +202,6 @@ json make_config(const SyntheticSpec& s, int64_t head_dim, int32_t bos, int32_t 
 }
 
 void validate(const SyntheticSpec& s) {
-  if (!is_family(s.family))
-    fail("unknown family '{}' (expected mixtral, qwen2_moe, qwen3_moe, olmoe or dots1)", s.family);
   if (s.dtype != "F32" && s.dtype != "F16" && s.dtype != "BF16")
     fail("dtype '{}' must be F32, F16 or BF16", s.dtype);
   if (s.hidden_size <= 0 || s.num_layers <= 0 || s.num_heads <= 0 || s.num_kv_heads <= 0 ||
@@ -222,14 +213,14 @@ void validate(const SyntheticSpec& s) {
          s.num_heads);
   if (s.top_k < 1 || s.top_k > s.num_experts)
     fail("top-k {} must be in 1..{}", s.top_k, s.num_experts);
-  if (s.shared_ffn > 0 && s.family == "dots1" && s.shared_ffn % s.expert_ffn != 0)
+  if (s.shared_ffn > 0 && s.family == Family::kDots1 && s.shared_ffn % s.expert_ffn != 0)
     fail("dots1 shared width must be a multiple of the expert width");
   if (s.num_shards < 1) fail("num_shards must be >= 1");
   if (s.vocab_size < 0) fail("vocab size must be positive (or 0 for the tokenizer's size)");
-  if (s.first_dense_layers > 0 && s.family != "qwen2_moe" && s.family != "qwen3_moe" &&
-      s.family != "dots1")
+  if (s.first_dense_layers > 0 && s.family != Family::kQwen2Moe && s.family != Family::kQwen3Moe &&
+      s.family != Family::kDots1)
     fail("family {} has no dense layers (--dense-layers applies to qwen2_moe, qwen3_moe, dots1)",
-         s.family);
+         model::family_info(s.family).name);
   if (s.num_groups < 1 || s.num_experts % s.num_groups != 0 || s.topk_groups < 1 ||
       s.topk_groups > s.num_groups)
     fail("--groups must divide the experts and --topk-groups must be in 1..groups");
@@ -247,7 +238,7 @@ std::vector<std::string> write_synthetic_checkpoint(const SyntheticSpec& request
   // Tokenizer first: its special token ids go into config.json.
   TinyTokenizer tok;
   std::string style = spec.tokenizer;
-  if (style == "auto") style = spec.family == "mixtral" ? "sentencepiece" : "byte_level";
+  if (style == "auto") style = spec.family == Family::kMixtral ? "sentencepiece" : "byte_level";
   if (style != "none") {
     tok = make_tiny_tokenizer(style, spec.vocab_size > 0 ? spec.vocab_size : 4096);
     if (spec.vocab_size == 0) spec.vocab_size = tok.vocab_size;
@@ -296,11 +287,11 @@ SyntheticSpec reference_shape(const std::string& name) {
   SyntheticSpec s;
   s.vocab_size = 32000;
   if (name == "A") {
-    s.family = "mixtral";
+    s.family = Family::kMixtral;
     s.hidden_size = 1024, s.num_layers = 8, s.num_heads = 16, s.num_kv_heads = 4;
     s.num_experts = 8, s.top_k = 2, s.expert_ffn = 2816;
   } else if (name == "B") {
-    s.family = "olmoe";
+    s.family = Family::kOlmoe;
     s.hidden_size = 2048, s.num_layers = 16, s.num_heads = 16, s.num_kv_heads = 16;
     s.num_experts = 16, s.top_k = 2, s.expert_ffn = 1408;
   } else {

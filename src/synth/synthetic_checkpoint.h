@@ -6,11 +6,13 @@
 #include <string>
 #include <vector>
 
+#include "model/config.h"
+
 namespace sy::synth {
 
 struct SyntheticSpec {
-  std::string family = "mixtral";  // mixtral | qwen2_moe | qwen3_moe | olmoe | dots1
-  int64_t vocab_size = 0;          // 0: the tokenizer's size (512 without a tokenizer)
+  model::Family family = model::Family::kMixtral;
+  int64_t vocab_size = 0;  // 0: the tokenizer's size (512 without a tokenizer)
   int64_t hidden_size = 64;
   int64_t num_layers = 2;
   int64_t num_heads = 4;

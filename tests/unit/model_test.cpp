@@ -27,7 +27,7 @@ void PrintTo(const Case& c, std::ostream* os) {
 
 std::vector<Case> cases() {
   std::vector<Case> out;
-  auto base = [](const std::string& family) {
+  auto base = [](model::Family family) {
     synth::SyntheticSpec s;
     s.family = family;
     s.dtype = "F32";
@@ -43,24 +43,24 @@ std::vector<Case> cases() {
     s.expert_ffn = 40;
     return s;
   };
-  out.push_back({"mixtral_k3", base("mixtral")});
-  auto m1 = base("mixtral");
+  out.push_back({"mixtral_k3", base(model::Family::kMixtral)});
+  auto m1 = base(model::Family::kMixtral);
   m1.top_k = 1;
   m1.dtype = "BF16";
   out.push_back({"mixtral_k1_bf16", m1});
-  auto q2 = base("qwen2_moe");
+  auto q2 = base(model::Family::kQwen2Moe);
   q2.shared_ffn = 56;
   q2.first_dense_layers = 1;
   q2.dense_ffn = 64;
   q2.dtype = "F16";
   out.push_back({"qwen2_moe_shared", q2});
-  auto q3 = base("qwen3_moe");
+  auto q3 = base(model::Family::kQwen3Moe);
   q3.fused_experts = true;
   out.push_back({"qwen3_moe_fused", q3});
-  auto ol = base("olmoe");
+  auto ol = base(model::Family::kOlmoe);
   ol.num_heads = 4, ol.num_kv_heads = 4, ol.head_dim = 12, ol.clip_qkv = 3.0f;
   out.push_back({"olmoe_clip", ol});
-  auto d = base("dots1");
+  auto d = base(model::Family::kDots1);
   d.num_experts = 8, d.top_k = 2, d.num_groups = 4, d.topk_groups = 2;
   d.first_dense_layers = 1, d.dense_ffn = 64, d.shared_ffn = 80, d.routed_scaling_factor = 2.5f;
   d.expert_ffn = 40;

@@ -85,7 +85,7 @@ void PrintTo(const SynthCase& c, std::ostream* os) {
 }
 
 std::vector<SynthCase> synth_cases() {
-  auto base = [](const std::string& family) {
+  auto base = [](model::Family family) {
     synth::SyntheticSpec s;
     s.family = family;
     s.dtype = "F32";
@@ -102,18 +102,18 @@ std::vector<SynthCase> synth_cases() {
     return s;
   };
   std::vector<SynthCase> out;
-  out.push_back({"mixtral_gqa", base("mixtral")});
-  auto tied = base("mixtral");
+  out.push_back({"mixtral_gqa", base(model::Family::kMixtral)});
+  auto tied = base(model::Family::kMixtral);
   tied.top_k = 1, tied.tie_embeddings = true;
   out.push_back({"mixtral_tied_k1", tied});
-  auto q2 = base("qwen2_moe");
+  auto q2 = base(model::Family::kQwen2Moe);
   q2.shared_ffn = 32, q2.first_dense_layers = 1, q2.dense_ffn = 48;
   out.push_back({"qwen2_moe_shared_dense", q2});
-  out.push_back({"qwen3_moe_per_head_norm", base("qwen3_moe")});
-  auto ol = base("olmoe");
+  out.push_back({"qwen3_moe_per_head_norm", base(model::Family::kQwen3Moe)});
+  auto ol = base(model::Family::kOlmoe);
   ol.num_kv_heads = 4, ol.clip_qkv = 0.8f;
   out.push_back({"olmoe_full_norm_clip", ol});
-  auto d = base("dots1");
+  auto d = base(model::Family::kDots1);
   d.num_experts = 8, d.num_groups = 4, d.topk_groups = 2, d.first_dense_layers = 1;
   d.dense_ffn = 48, d.shared_ffn = 48, d.routed_scaling_factor = 2.5f;
   out.push_back({"dots1_sigmoid_groups", d});
