@@ -19,7 +19,9 @@ constexpr FamilyInfo kFamilies[] = {
 
 }  // namespace
 
-std::span<const FamilyInfo> families() { return kFamilies; }
+std::span<const FamilyInfo> families() {
+  return kFamilies;
+}
 
 const FamilyInfo& family_info(Family family) {
   for (const FamilyInfo& f : kFamilies)
