@@ -133,7 +133,7 @@ void run_sweep(const ScoreOptions& o, Engine& eng, const std::vector<int32_t>& i
   const int E = eng.model->config().router.num_experts;
   const bool root = eng.is_root();
   std::vector<double> factors = o.sweep_factors;
-  if (factors.empty()) factors = {o.capacity.factor};
+  if (factors.empty()) factors = {o.capacity.capacity.factor};
   if (root)
     fmt::print("{:>9} {:>6} {:>11} {:>8} {:>7} {:>9} {:>7} {:>10} {:>10}\n", "policy", "gamma",
                "perplexity", "vs none", "DT", "dropped", "added", "max/mean", "dev m/m");

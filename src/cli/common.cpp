@@ -33,33 +33,21 @@ CLI::Option* add_family_option(CLI::App& cmd, model::Family& family,
 
 void add_capacity_options(CLI::App& cmd, CapacityOptions& o) {
   const std::string group = "Capacity-aware inference (papers.md section 1)";
-  cmd.add_option("--capacity-policy", o.policy,
-                 "none (dropless) | score | order | reverse | random (token drop: an expert over "
-                 "capacity keeps its C best pairs by gate score / earliest / latest / random "
-                 "tokens) | expanded (top-k plus the source device's experts, then score drop) | "
-                 "reroute (overflowed pairs re-select, in rounds) | device (bound each device's "
-                 "total load)")
-      ->group(group)
-      ->capture_default_str();
-  cmd.add_option("--capacity-factor", o.factor,
-                 "gamma: capacity C = ceil(gamma * tokens * top_k / experts) per expert, counted "
-                 "over one device's tokens of one forward call")
-      ->group(group)
-      ->capture_default_str();
-  cmd.add_flag("--capacity-renormalize", o.renormalize,
-               "Rescale a token's surviving weights to their sum before the drop")
-      ->group(group);
-  cmd.add_flag("--capacity-on-decode", o.on_decode,
-               "Apply the policy to single-token (decode) steps too (default: skipped, as the "
-               "authors' code does)")
-      ->group(group);
-  cmd.add_option("--reroute-rounds", o.reroute_rounds,
-                 "Re-selection rounds of --capacity-policy reroute")
-      ->group(group)
-      ->capture_default_str();
-  cmd.add_option("--capacity-seed", o.seed, "Seed of --capacity-policy random")
-      ->group(group)
-      ->capture_default_str();
+  for (const moe::CapacitySetting& setting : moe::capacity_settings()) {
+    const moe::CapacitySetting* st = &setting;
+    if (st->on_switch) {
+      cmd.add_flag_callback(
+             st->flag, [&o, st] { st->on_switch(o.capacity); }, st->help)
+          ->group(group);
+    } else {
+      cmd.add_option_function<std::string>(
+             st->flag, [&o, st](const std::string& v) { st->set(o.capacity, v, st->flag); },
+             st->help)
+          ->group(group)
+          ->type_name(st->value_name)
+          ->default_str(st->get(o.capacity));
+    }
+  }
   auto* devices = cmd.add_option("--devices", o.devices,
                                  "Study expert parallelism over N devices: experts placed "
                                  "contiguously, each forward's tokens split into N slices")
@@ -73,15 +61,7 @@ void add_capacity_options(CLI::App& cmd, CapacityOptions& o) {
 
 moe::MoeRuntime make_moe_runtime(const CapacityOptions& o, int num_experts) {
   moe::MoeRuntime rt;
-  rt.capacity.policy = moe::parse_capacity_policy(o.policy);
-  if (!(o.factor > 0) || !std::isfinite(o.factor))
-    fail("--capacity-factor must be a positive number (got {})", o.factor);
-  if (o.reroute_rounds < 1) fail("--reroute-rounds must be at least 1 (got {})", o.reroute_rounds);
-  rt.capacity.factor = o.factor;
-  rt.capacity.renormalize = o.renormalize;
-  rt.capacity.skip_single_token = !o.on_decode;
-  rt.capacity.reroute_rounds = o.reroute_rounds;
-  rt.capacity.seed = o.seed;
+  rt.capacity = o.capacity;  // validated by each setting as it was parsed
   if (num_experts <= 0) {
     if (rt.capacity.active() || o.devices > 0 || !o.placement_file.empty())
       fail("this model has no MoE layers: capacity policies and placements do not apply");

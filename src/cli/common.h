@@ -22,12 +22,7 @@ void add_model_options(CLI::App& cmd, ModelOptions& options);
 
 // Capacity policy and placement flags shared by generate, score and replay.
 struct CapacityOptions {
-  std::string policy = "none";
-  double factor = 1.5;
-  bool renormalize = false;
-  bool on_decode = false;
-  int reroute_rounds = 3;
-  uint64_t seed = 0;
+  moe::CapacityConfig capacity;  // its flags come from moe::capacity_settings()
   int devices = 0;
   std::string placement_file;
 };

@@ -8,6 +8,7 @@
 
 #include "moe/dispatch.h"
 #include "util/error.h"
+#include "util/parse.h"
 #include "util/splitmix64.h"
 
 namespace sy::moe {
@@ -380,6 +381,71 @@ void apply_capacity(const CapacityConfig& cfg, const RouterConfig& router, const
       for (int s = 0; s < out_slots; ++s) w[s] *= f;
     }
   }
+}
+
+namespace {
+
+std::string bool_text(bool b) {
+  return b ? "true" : "false";
+}
+
+constexpr CapacitySetting kCapacitySettings[] = {
+    {"capacity_policy", "--capacity-policy", "POLICY",
+     "none (dropless) | score | order | reverse | random (token drop: an expert over capacity "
+     "keeps its C best pairs by gate score / earliest / latest / random tokens) | expanded "
+     "(top-k plus the source device's experts, then score drop) | reroute (overflowed pairs "
+     "re-select, in rounds) | device (bound each device's total load)",
+     [](const CapacityConfig& c) { return std::string(capacity_policy_name(c.policy)); },
+     [](CapacityConfig& c, const std::string& v, const std::string&) {
+       c.policy = parse_capacity_policy(v);
+     },
+     nullptr},
+    {"capacity_factor", "--capacity-factor", "FLOAT",
+     "gamma: capacity C = ceil(gamma * tokens * top_k / experts) per expert, counted over one "
+     "device's tokens of one forward call",
+     [](const CapacityConfig& c) { return fmt::format("{}", c.factor); },
+     [](CapacityConfig& c, const std::string& v, const std::string& where) {
+       const double f = parse_double(v, where);
+       if (!(f > 0)) fail("{} must be a positive number (got {})", where, v);
+       c.factor = f;
+     },
+     nullptr},
+    {"capacity_renormalize", "--capacity-renormalize", "",
+     "Rescale a token's surviving weights to their sum before the drop",
+     [](const CapacityConfig& c) { return bool_text(c.renormalize); },
+     [](CapacityConfig& c, const std::string& v, const std::string& where) {
+       c.renormalize = parse_bool(v, where);
+     },
+     [](CapacityConfig& c) { c.renormalize = true; }},
+    {"capacity_skip_single_token", "--capacity-on-decode", "",
+     "Apply the policy to single-token (decode) steps too (default: skipped, as the authors' "
+     "code does)",
+     [](const CapacityConfig& c) { return bool_text(c.skip_single_token); },
+     [](CapacityConfig& c, const std::string& v, const std::string& where) {
+       c.skip_single_token = parse_bool(v, where);
+     },
+     [](CapacityConfig& c) { c.skip_single_token = false; }},
+    {"capacity_reroute_rounds", "--reroute-rounds", "INT",
+     "Re-selection rounds of --capacity-policy reroute",
+     [](const CapacityConfig& c) { return std::to_string(c.reroute_rounds); },
+     [](CapacityConfig& c, const std::string& v, const std::string& where) {
+       const int64_t n = parse_int(v, where);
+       if (n < 1 || n > 1000) fail("{} must be between 1 and 1000 (got {})", where, v);
+       c.reroute_rounds = int(n);
+     },
+     nullptr},
+    {"capacity_seed", "--capacity-seed", "UINT", "Seed of --capacity-policy random",
+     [](const CapacityConfig& c) { return std::to_string(c.seed); },
+     [](CapacityConfig& c, const std::string& v, const std::string& where) {
+       c.seed = uint64_t(parse_int(v, where));
+     },
+     nullptr},
+};
+
+}  // namespace
+
+std::span<const CapacitySetting> capacity_settings() {
+  return kCapacitySettings;
 }
 
 }  // namespace sy::moe

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,6 +43,21 @@ struct CapacityConfig {
   bool active() const { return policy != CapacityPolicy::kNone; }
   std::string describe() const;  // e.g. "score drop, gamma 1.5 (C = ceil(gamma*T*k/E))"
 };
+
+// Every CapacityConfig setting, declared once: its routing-trace metadata key, its command-line
+// flag with help, and how it reads and writes as text (with its own validation). The CLI and
+// the trace writer / reader iterate this table instead of restating the fields.
+struct CapacitySetting {
+  const char* key;         // routing-trace metadata, e.g. "capacity_factor"
+  const char* flag;        // command line, e.g. "--capacity-factor"
+  const char* value_name;  // the flag's value in --help, e.g. "FLOAT" ("" for a switch)
+  const char* help;
+  std::string (*get)(const CapacityConfig&);
+  // From text (metadata, or a flag's value); sy::Error naming `where` when invalid.
+  void (*set)(CapacityConfig&, const std::string& value, const std::string& where);
+  void (*on_switch)(CapacityConfig&);  // non-null: the flag takes no value and does this
+};
+std::span<const CapacitySetting> capacity_settings();
 
 // C = ceil(gamma * T * k / E), the rounding of the authors' code (Algorithm 1 in the paper
 // floors; ceil never sets C below the mean load). At least 1 when T > 0.

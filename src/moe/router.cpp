@@ -1,5 +1,7 @@
 #include "moe/router.h"
 
+#include <nlohmann/json.hpp>
+
 #include <fmt/format.h>
 #include <algorithm>
 #include <cmath>
@@ -265,6 +267,72 @@ void route_expert_choice(const float* logits, int64_t num_tokens, int num_expert
     }
   }
   if (scores) std::copy(s.begin(), s.end(), scores);
+}
+
+namespace {
+using json = nlohmann::json;
+}  // namespace
+
+std::string router_config_json(const RouterConfig& r) {
+  return json{{"num_experts", r.num_experts},
+              {"top_k", r.top_k},
+              {"score", std::string(score_func_name(r.score))},
+              {"renormalize", r.renormalize},
+              {"renormalize_epsilon", r.renormalize_epsilon},
+              {"routed_scaling_factor", r.routed_scaling_factor},
+              {"has_selection_bias", r.has_selection_bias},
+              {"num_groups", r.num_groups},
+              {"topk_groups", r.topk_groups},
+              {"group_score", r.group_score == GroupScore::kMax ? "max" : "top2_sum"}}
+      .dump();
+}
+
+RouterConfig parse_router_config_json(const std::string& text, const std::string& where) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    fail("{}: router is not valid JSON ({})", where, e.what());
+  }
+  if (!j.is_object()) fail("{}: router is not a JSON object", where);
+  RouterConfig r;
+  try {
+    for (auto& [key, v] : j.items()) {
+      if (key == "num_experts")
+        r.num_experts = v.get<int>();
+      else if (key == "top_k")
+        r.top_k = v.get<int>();
+      else if (key == "score") {
+        try {
+          r.score = parse_score_func(v.get<std::string>());
+        } catch (const Error& e) {
+          fail("{}: router score: {}", where, e.what());
+        }
+      } else if (key == "renormalize")
+        r.renormalize = v.get<bool>();
+      else if (key == "renormalize_epsilon")
+        r.renormalize_epsilon = v.get<float>();
+      else if (key == "routed_scaling_factor")
+        r.routed_scaling_factor = v.get<float>();
+      else if (key == "has_selection_bias")
+        r.has_selection_bias = v.get<bool>();
+      else if (key == "num_groups")
+        r.num_groups = v.get<int>();
+      else if (key == "topk_groups")
+        r.topk_groups = v.get<int>();
+      else if (key == "group_score") {
+        const std::string g = v.get<std::string>();
+        if (g != "max" && g != "top2_sum")
+          fail("{}: router group_score '{}' is neither max nor top2_sum", where, g);
+        r.group_score = g == "max" ? GroupScore::kMax : GroupScore::kTop2Sum;
+      } else {
+        fail("{}: router has an unknown key '{}'", where, key);
+      }
+    }
+  } catch (const json::exception& e) {
+    fail("{}: router has a value of the wrong type ({})", where, e.what());
+  }
+  return r;
 }
 
 }  // namespace sy::moe

@@ -51,6 +51,11 @@ struct RouterConfig {
   std::string describe() const;  // e.g. "softmax -> top-2 -> renormalise"
 };
 
+// A RouterConfig as one JSON object and back (routing traces store it; unknown keys and
+// mistyped values are errors naming `where`).
+std::string router_config_json(const RouterConfig& router);
+RouterConfig parse_router_config_json(const std::string& text, const std::string& where);
+
 // Routes `num_tokens` rows of logits [num_tokens, num_experts] (float32).
 //   selection_bias: [num_experts] or nullptr.
 //   ids / weights:  [num_tokens, top_k], ids in descending order of selection value.

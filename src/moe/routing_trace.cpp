@@ -11,6 +11,7 @@
 #include "io/safetensors.h"
 #include "moe/dispatch.h"
 #include "util/error.h"
+#include "util/parse.h"
 
 namespace sy::moe {
 namespace {
@@ -22,45 +23,16 @@ constexpr const char* kFields[] = {"scores", "router_ids", "router_weights",
                                    "ids",    "weights",    "call_tokens"};
 
 // Metadata keys the writer owns; RoutingTraceInfo::extra may not use them.
-const char* const kReservedKeys[] = {"format",
-                                     "format_version",
-                                     "num_layers",
-                                     "router",
-                                     "capacity",
-                                     "capacity_policy",
-                                     "capacity_factor",
-                                     "capacity_renormalize",
-                                     "capacity_skip_single_token",
-                                     "capacity_reroute_rounds",
-                                     "capacity_seed",
-                                     "model",
-                                     "architecture",
-                                     "placement"};
+const char* const kReservedKeys[] = {"format",   "format_version", "num_layers",   "router",
+                                     "capacity", "model",          "architecture", "placement"};
 
-int64_t parse_int(const std::string& text, const std::string& where) {
-  try {
-    size_t used = 0;
-    const long long v = std::stoll(text, &used);
-    if (used == text.size()) return v;
-  } catch (const std::exception&) {
-  }
-  fail("{}: '{}' is not an integer", where, text);
-}
-
-double parse_double(const std::string& text, const std::string& where) {
-  try {
-    size_t used = 0;
-    const double v = std::stod(text, &used);
-    if (used == text.size() && std::isfinite(v)) return v;
-  } catch (const std::exception&) {
-  }
-  fail("{}: '{}' is not a finite number", where, text);
-}
-
-bool parse_bool(const std::string& text, const std::string& where) {
-  if (text == "true" || text == "1") return true;
-  if (text == "false" || text == "0") return false;
-  fail("{}: '{}' is not true or false", where, text);
+// Metadata keys the writer owns: the fixed ones and every capacity setting's.
+bool is_reserved(const std::string& key) {
+  for (const char* k : kReservedKeys)
+    if (key == k) return true;
+  for (const CapacitySetting& c : capacity_settings())
+    if (key == c.key) return true;
+  return false;
 }
 
 // Widens the [N, old_slots] table to [N, new_slots], padding each row with `pad`.
@@ -86,68 +58,6 @@ std::vector<T> copy_out(const io::TensorInfo& t) {
 }
 
 }  // namespace
-
-std::string router_config_json(const RouterConfig& r) {
-  return json{{"num_experts", r.num_experts},
-              {"top_k", r.top_k},
-              {"score", std::string(score_func_name(r.score))},
-              {"renormalize", r.renormalize},
-              {"renormalize_epsilon", r.renormalize_epsilon},
-              {"routed_scaling_factor", r.routed_scaling_factor},
-              {"has_selection_bias", r.has_selection_bias},
-              {"num_groups", r.num_groups},
-              {"topk_groups", r.topk_groups},
-              {"group_score", r.group_score == GroupScore::kMax ? "max" : "top2_sum"}}
-      .dump();
-}
-
-RouterConfig parse_router_config_json(const std::string& text, const std::string& where) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    fail("{}: router is not valid JSON ({})", where, e.what());
-  }
-  if (!j.is_object()) fail("{}: router is not a JSON object", where);
-  RouterConfig r;
-  try {
-    for (auto& [key, v] : j.items()) {
-      if (key == "num_experts")
-        r.num_experts = v.get<int>();
-      else if (key == "top_k")
-        r.top_k = v.get<int>();
-      else if (key == "score") {
-        try {
-          r.score = parse_score_func(v.get<std::string>());
-        } catch (const Error& e) {
-          fail("{}: router score: {}", where, e.what());
-        }
-      } else if (key == "renormalize")
-        r.renormalize = v.get<bool>();
-      else if (key == "renormalize_epsilon")
-        r.renormalize_epsilon = v.get<float>();
-      else if (key == "routed_scaling_factor")
-        r.routed_scaling_factor = v.get<float>();
-      else if (key == "has_selection_bias")
-        r.has_selection_bias = v.get<bool>();
-      else if (key == "num_groups")
-        r.num_groups = v.get<int>();
-      else if (key == "topk_groups")
-        r.topk_groups = v.get<int>();
-      else if (key == "group_score") {
-        const std::string g = v.get<std::string>();
-        if (g != "max" && g != "top2_sum")
-          fail("{}: router group_score '{}' is neither max nor top2_sum", where, g);
-        r.group_score = g == "max" ? GroupScore::kMax : GroupScore::kTop2Sum;
-      } else {
-        fail("{}: router has an unknown key '{}'", where, key);
-      }
-    }
-  } catch (const json::exception& e) {
-    fail("{}: router has a value of the wrong type ({})", where, e.what());
-  }
-  return r;
-}
 
 const RoutingTraceLayer* RoutingTrace::find(int layer) const {
   for (const auto& l : layers)
@@ -233,8 +143,7 @@ void RoutingTraceWriter::finish(const std::string& path, const RoutingTraceInfo&
   if (router.top_k == 0) router.top_k = first.top_k;
   std::map<std::string, std::string> meta;
   for (const auto& [key, value] : info.extra) {
-    if (std::find_if(std::begin(kReservedKeys), std::end(kReservedKeys),
-                     [&](const char* k) { return key == k; }) != std::end(kReservedKeys))
+    if (is_reserved(key))
       fail("routing trace '{}': extra metadata key '{}' is reserved", path, key);
     meta[key] = value;
   }
@@ -243,12 +152,7 @@ void RoutingTraceWriter::finish(const std::string& path, const RoutingTraceInfo&
   meta["num_layers"] = std::to_string(std::max(info.num_layers, layers_.rbegin()->first + 1));
   meta["router"] = router_config_json(router);
   meta["capacity"] = info.capacity.describe();
-  meta["capacity_policy"] = std::string(capacity_policy_name(info.capacity.policy));
-  meta["capacity_factor"] = fmt::format("{}", info.capacity.factor);
-  meta["capacity_renormalize"] = info.capacity.renormalize ? "true" : "false";
-  meta["capacity_skip_single_token"] = info.capacity.skip_single_token ? "true" : "false";
-  meta["capacity_reroute_rounds"] = std::to_string(info.capacity.reroute_rounds);
-  meta["capacity_seed"] = std::to_string(info.capacity.seed);
+  for (const CapacitySetting& c : capacity_settings()) meta[c.key] = c.get(info.capacity);
   meta["model"] = info.model;
   meta["architecture"] = info.architecture;
   meta["placement"] = info.placement;
@@ -307,24 +211,13 @@ RoutingTrace read_routing_trace(const std::string& path) {
       fail("{}: num_layers = {} but layer {} was recorded", where, n, by_layer.rbegin()->first);
     info.num_layers = int(n);
   }
-  if (auto* s = get("capacity_policy")) info.capacity.policy = parse_capacity_policy(*s);
-  if (auto* s = get("capacity_factor"))
-    info.capacity.factor = parse_double(*s, where + " capacity_factor");
-  if (auto* s = get("capacity_renormalize"))
-    info.capacity.renormalize = parse_bool(*s, where + " capacity_renormalize");
-  if (auto* s = get("capacity_skip_single_token"))
-    info.capacity.skip_single_token = parse_bool(*s, where + " capacity_skip_single_token");
-  if (auto* s = get("capacity_reroute_rounds"))
-    info.capacity.reroute_rounds = int(parse_int(*s, where + " capacity_reroute_rounds"));
-  if (auto* s = get("capacity_seed"))
-    info.capacity.seed = uint64_t(parse_int(*s, where + " capacity_seed"));
+  for (const CapacitySetting& c : capacity_settings())
+    if (auto* s = get(c.key)) c.set(info.capacity, *s, where + " " + c.key);
   if (auto* s = get("model")) info.model = *s;
   if (auto* s = get("architecture")) info.architecture = *s;
   if (auto* s = get("placement")) info.placement = *s;
   for (const auto& [key, value] : meta)
-    if (std::find_if(std::begin(kReservedKeys), std::end(kReservedKeys),
-                     [&](const char* k) { return key == k; }) == std::end(kReservedKeys))
-      info.extra[key] = value;
+    if (!is_reserved(key)) info.extra[key] = value;
 
   for (const auto& [l, fields] : by_layer) {
     auto need = [&](const char* field, const char* dtype, size_t rank) -> const io::TensorInfo& {

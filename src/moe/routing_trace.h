@@ -91,8 +91,4 @@ class RoutingTraceWriter : public RoutingObserver {
 // expert ids out of range.
 RoutingTrace read_routing_trace(const std::string& path);
 
-// RouterConfig <-> the JSON string stored under the "router" metadata key.
-std::string router_config_json(const RouterConfig& router);
-RouterConfig parse_router_config_json(const std::string& text, const std::string& where);
-
 }  // namespace sy::moe

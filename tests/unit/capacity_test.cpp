@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "expect_error.h"
 #include "moe/capacity.h"
 #include "moe/dispatch.h"
 #include "moe/placement.h"
@@ -663,6 +664,43 @@ TEST_F(PlacementFile, NamesTheFileLineAndProblem) {
   expect_message([&] { Placement::from_file(path, 4); }, {path});
   expect_message([] { Placement::from_file("/nonexistent/placement.txt", 4); },
                  {"/nonexistent/placement.txt"});
+}
+
+// The settings table: every field of CapacityConfig once, text round trips, bad values named.
+TEST(CapacitySettings, RoundTripAndRejectBadValues) {
+  CapacityConfig c;
+  c.policy = CapacityPolicy::kReroute;
+  c.factor = 1.25;
+  c.renormalize = true;
+  c.skip_single_token = false;
+  c.reroute_rounds = 5;
+  c.seed = 77;
+  CapacityConfig back;
+  for (const CapacitySetting& s : capacity_settings()) s.set(back, s.get(c), s.key);
+  EXPECT_EQ(back.policy, c.policy);
+  EXPECT_EQ(back.factor, c.factor);
+  EXPECT_EQ(back.renormalize, c.renormalize);
+  EXPECT_EQ(back.skip_single_token, c.skip_single_token);
+  EXPECT_EQ(back.reroute_rounds, c.reroute_rounds);
+  EXPECT_EQ(back.seed, c.seed);
+  EXPECT_EQ(capacity_settings().size(), 6u) << "a CapacityConfig field without a setting?";
+
+  auto setting = [](std::string_view key) -> const CapacitySetting& {
+    for (const CapacitySetting& s : capacity_settings())
+      if (key == s.key) return s;
+    throw std::runtime_error("no setting " + std::string(key));
+  };
+  CapacityConfig d;
+  sy::testing::expect_error([&] { setting("capacity_factor").set(d, "0", "--capacity-factor"); },
+                            {"--capacity-factor", "positive"});
+  sy::testing::expect_error([&] { setting("capacity_factor").set(d, "x", "--capacity-factor"); },
+                            {"--capacity-factor", "'x'"});
+  sy::testing::expect_error([&] { setting("capacity_policy").set(d, "fastest", "p"); },
+                            {"fastest", "valid"});
+  sy::testing::expect_error([&] { setting("capacity_reroute_rounds").set(d, "0", "r"); },
+                            {"between 1 and 1000"});
+  setting("capacity_skip_single_token").on_switch(d);  // --capacity-on-decode
+  EXPECT_FALSE(d.skip_single_token);
 }
 
 }  // namespace
