@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/file_util.h"
+#include "model/config_keys.h"
 #include "model/family.h"
 #include "util/error.h"
 
@@ -11,71 +12,6 @@ namespace sy::model {
 namespace {
 
 using json = nlohmann::json;
-
-// Typed access to config.json keys with errors that name the key.
-class Keys {
- public:
-  Keys(const json& j, std::string origin) : j_(j), origin_(std::move(origin)) {}
-
-  bool has(const char* key) const { return j_.contains(key) && !j_[key].is_null(); }
-
-  int64_t integer(const char* key) const {
-    if (!has(key)) fail("{}: missing required key '{}'", origin_, key);
-    return integer_or(key, 0);
-  }
-  // A count that must fit comfortably in an int (experts, top-k, groups).
-  int small_count(const char* key) const { return narrow(key, integer(key)); }
-  int small_count_or(const char* key, int fallback) const {
-    return narrow(key, integer_or(key, fallback));
-  }
-  int narrow(const char* key, int64_t v) const {
-    if (v < 0 || v > (1 << 20)) fail("{}: key '{}' = {} is out of range", origin_, key, v);
-    return int(v);
-  }
-  int64_t integer_or(const char* key, int64_t fallback) const {
-    if (!has(key)) return fallback;
-    const json& v = j_[key];
-    if (!v.is_number_integer())
-      fail("{}: key '{}' must be an integer, got {}", origin_, key, v.dump());
-    return v.get<int64_t>();
-  }
-  double number_or(const char* key, double fallback) const {
-    if (!has(key)) return fallback;
-    const json& v = j_[key];
-    if (!v.is_number()) fail("{}: key '{}' must be a number, got {}", origin_, key, v.dump());
-    return v.get<double>();
-  }
-  bool boolean_or(const char* key, bool fallback) const {
-    if (!has(key)) return fallback;
-    const json& v = j_[key];
-    if (!v.is_boolean()) fail("{}: key '{}' must be true or false, got {}", origin_, key, v.dump());
-    return v.get<bool>();
-  }
-  std::string string_or(const char* key, const std::string& fallback) const {
-    if (!has(key)) return fallback;
-    const json& v = j_[key];
-    if (!v.is_string()) fail("{}: key '{}' must be a string, got {}", origin_, key, v.dump());
-    return v.get<std::string>();
-  }
-  std::vector<int64_t> int_list_or_empty(const char* key) const {
-    std::vector<int64_t> out;
-    if (!has(key)) return out;
-    const json& v = j_[key];
-    if (v.is_number_integer()) return {v.get<int64_t>()};
-    if (!v.is_array()) fail("{}: key '{}' must be an integer or a list of integers", origin_, key);
-    for (const auto& x : v) {
-      if (!x.is_number_integer()) fail("{}: key '{}' must hold integers", origin_, key);
-      out.push_back(x.get<int64_t>());
-    }
-    return out;
-  }
-  const json& raw() const { return j_; }
-  const std::string& origin() const { return origin_; }
-
- private:
-  const json& j_;
-  std::string origin_;
-};
 
 Family family_from_architecture(const std::string& arch, const std::string& origin) {
   if (const FamilyInfo* f = find_family_by_architecture(arch)) return f->family;
@@ -89,10 +25,6 @@ Family family_from_architecture(const std::string& arch, const std::string& orig
   for (const FamilyInfo& f : families())
     supported += (supported.empty() ? "" : ", ") + std::string(f.architecture);
   fail("{}: unknown architecture '{}'; supported: {}", origin, arch, supported);
-}
-
-void require(bool ok, const std::string& origin, const std::string& what) {
-  if (!ok) fail("{}: {}", origin, what);
 }
 
 }  // namespace
@@ -163,69 +95,8 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
 
   auto& r = c.router;
   c.dense_intermediate_size = k.integer_or("intermediate_size", 0);
-  const int64_t num_layers = c.num_layers;
-  c.layer_is_moe.assign(size_t(num_layers), true);
-  switch (c.family) {
-    case Family::kMixtral:
-      r.num_experts = k.small_count("num_local_experts");
-      r.top_k = k.small_count("num_experts_per_tok");
-      r.renormalize = true;
-      c.expert_intermediate_size = k.integer("intermediate_size");
-      break;
-    case Family::kQwen2Moe:
-    case Family::kQwen3Moe: {
-      r.num_experts = k.small_count("num_experts");
-      r.top_k = k.small_count("num_experts_per_tok");
-      r.renormalize = k.boolean_or("norm_topk_prob", c.family == Family::kQwen3Moe);
-      c.expert_intermediate_size = k.integer("moe_intermediate_size");
-      if (c.family == Family::kQwen2Moe) {
-        c.qkv_bias = k.boolean_or("qkv_bias", true);
-        c.shared_intermediate_size = k.integer_or("shared_expert_intermediate_size", 0);
-        c.shared_expert_gated = c.shared_intermediate_size > 0;
-      } else {
-        c.qkv_bias = c.o_bias = k.boolean_or("attention_bias", false);
-        c.qk_norm = QkNorm::kPerHead;
-      }
-      const int64_t step = k.integer_or("decoder_sparse_step", 1);
-      require(step >= 1, origin, "decoder_sparse_step must be >= 1");
-      const auto mlp_only = k.int_list_or_empty("mlp_only_layers");
-      for (int64_t i = 0; i < num_layers; ++i) {
-        bool dense = std::find(mlp_only.begin(), mlp_only.end(), i) != mlp_only.end();
-        c.layer_is_moe[size_t(i)] = !dense && (i + 1) % step == 0;
-      }
-      break;
-    }
-    case Family::kOlmoe:
-      r.num_experts = k.small_count("num_experts");
-      r.top_k = k.small_count("num_experts_per_tok");
-      r.renormalize = k.boolean_or("norm_topk_prob", false);
-      c.expert_intermediate_size = k.integer("intermediate_size");
-      c.qk_norm = QkNorm::kFullWidth;
-      c.clip_qkv = float(k.number_or("clip_qkv", 0.0));
-      c.qkv_bias = c.o_bias = k.boolean_or("attention_bias", false);
-      break;
-    case Family::kDots1: {
-      r.num_experts = k.small_count("n_routed_experts");
-      r.top_k = k.small_count("num_experts_per_tok");
-      r.score = moe::ScoreFunc::kSigmoid;
-      r.has_selection_bias = true;
-      r.renormalize = k.boolean_or("norm_topk_prob", false);
-      r.renormalize_epsilon = 1e-20f;
-      r.routed_scaling_factor = float(k.number_or("routed_scaling_factor", 1.0));
-      r.num_groups = k.small_count_or("n_group", 1);
-      r.topk_groups = k.small_count_or("topk_group", 1);
-      r.group_score = moe::GroupScore::kTop2Sum;
-      c.expert_intermediate_size = k.integer("moe_intermediate_size");
-      c.shared_intermediate_size = k.integer_or("n_shared_experts", 0) * c.expert_intermediate_size;
-      c.qk_norm = QkNorm::kPerHead;
-      c.qkv_bias = c.o_bias = k.boolean_or("attention_bias", false);
-      const int64_t first_dense = k.integer_or("first_k_dense_replace", 0);
-      require(first_dense >= 0 && first_dense <= num_layers, origin,
-              "first_k_dense_replace must be between 0 and num_hidden_layers");
-      for (int64_t i = 0; i < first_dense; ++i) c.layer_is_moe[size_t(i)] = false;
-      break;
-    }
-  }
+  c.layer_is_moe.assign(size_t(c.num_layers), true);
+  family_info(c.family).read_config(k, c);
   require(r.num_experts >= 1, origin, "the number of experts must be at least 1");
   require(r.top_k >= 1 && r.top_k <= r.num_experts, origin,
           fmt::format("num_experts_per_tok {} must be between 1 and the number of experts {}",

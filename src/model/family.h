@@ -1,17 +1,35 @@
-// The supported model families, each named once: its short name (make-tiny / train --family,
-// config.json model_type), its Hugging Face architecture, and the tensor-naming choices that
-// set it apart. The config reader, the loader, the trainer's binder and synthetic checkpoints
-// all read this table.
+// The supported model families, each declared once (model/families/<name>.cpp): its short name
+// (make-tiny / train --family, config.json model_type), its Hugging Face architecture, its
+// tensor names, and its config.json keys both ways. The config reader, the loader, the
+// trainer's binder and synthetic checkpoints all read this table; adding a family is one file
+// plus its entry in family.cpp and test cases.
 #pragma once
 
 #include <span>
 #include <string>
 #include <string_view>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "model/config.h"
+#include "model/config_keys.h"
 
 namespace sy::model {
 
+// The MoE knobs of a synthetic checkpoint that each family spells in its own config.json keys.
+struct FamilyShape {
+  int64_t num_experts = 0, top_k = 0;
+  int64_t expert_ffn = 0;          // one routed expert's width
+  int64_t dense_ffn = 0;           // dense layers' width
+  int64_t shared_ffn = 0;          // total shared-expert width (0: none)
+  int64_t first_dense_layers = 0;  // leading dense layers
+  int64_t num_groups = 1, topk_groups = 1;
+  float routed_scaling_factor = 1.0f;
+  int norm_topk_prob = -1;  // -1: the family's default
+  float clip_qkv = 0.0f;
+};
+
+// One family, declared in one file under model/families/.
 struct FamilyInfo {
   Family family;
   std::string_view name;          // "mixtral"
@@ -19,6 +37,12 @@ struct FamilyInfo {
   std::string_view moe_block;     // the MoE block's module: "block_sparse_moe." or "mlp."
   std::string_view expert_gate, expert_up, expert_down;  // per-expert projections
   std::string_view shared_expert;  // the shared expert(s)' module, "" when the family has none
+  // Its own config.json keys onto the config: router, expert widths, attention variants,
+  // which layers are MoE (the generic keys are already read; layer_is_moe is all true).
+  void (*read_config)(const Keys& keys, ModelConfig& config);
+  // The inverse for synthetic checkpoints: the shape's knobs as this family's keys (the
+  // generic keys are written by the caller). Unsupported knobs are an error.
+  void (*write_config)(const FamilyShape& shape, nlohmann::json& config);
 };
 
 std::span<const FamilyInfo> families();

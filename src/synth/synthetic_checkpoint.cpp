@@ -8,6 +8,7 @@
 #include "io/file_util.h"
 #include "io/safetensors.h"
 #include "model/family.h"
+#include "model/tensor_names.h"
 #include "synth/tiny_tokenizer.h"
 #include "util/dtype.h"
 #include "util/error.h"
@@ -36,79 +37,76 @@ inline float uniform_pm1(uint64_t seed, uint64_t i) {  // uniform in [-1, 1)
 
 using model::Family;
 
+// The tensors of a checkpoint, planned from its config as the loader reads it (so the names and
+// shapes are model/'s: tensor_names.h, the family table), sharded by layer.
 class Planner {
  public:
-  explicit Planner(const SyntheticSpec& s) : s_(s) {}
+  Planner(const model::ModelConfig& c, const SyntheticSpec& s) : c_(c), s_(s) {}
   std::vector<PlannedTensor> plan() {
-    const int64_t H = s_.hidden_size, V = s_.vocab_size, hd = head_dim();
+    const int64_t H = c_.hidden_size, V = c_.vocab_size, hd = c_.head_dim;
+    const int64_t qw = c_.q_width(), kvw = c_.kv_width();
     add("model.embed_tokens.weight", {V, H}, Init::kEmbedding, 0);
-    for (int64_t l = 0; l < s_.num_layers; ++l) {
-      const int shard = int(l * s_.num_shards / std::max<int64_t>(1, s_.num_layers));
-      const std::string p = "model.layers." + std::to_string(l) + ".";
+    for (int64_t l = 0; l < c_.num_layers; ++l) {
+      const int shard = int(l * s_.num_shards / std::max<int64_t>(1, c_.num_layers));
+      const std::string p = model::layer_prefix(l);
       add(p + "input_layernorm.weight", {H}, Init::kNorm, shard);
       add(p + "post_attention_layernorm.weight", {H}, Init::kNorm, shard);
       const std::string a = p + "self_attn.";
-      const int64_t qw = s_.num_heads * hd, kvw = s_.num_kv_heads * hd;
       add(a + "q_proj.weight", {qw, H}, Init::kMatrix, shard);
       add(a + "k_proj.weight", {kvw, H}, Init::kMatrix, shard);
       add(a + "v_proj.weight", {kvw, H}, Init::kMatrix, shard);
       add(a + "o_proj.weight", {H, qw}, Init::kMatrix, shard);
-      if (s_.family == Family::kQwen2Moe) {
+      if (c_.qkv_bias) {
         add(a + "q_proj.bias", {qw}, Init::kBias, shard);
         add(a + "k_proj.bias", {kvw}, Init::kBias, shard);
         add(a + "v_proj.bias", {kvw}, Init::kBias, shard);
       }
-      if (s_.family == Family::kQwen3Moe || s_.family == Family::kDots1) {
+      if (c_.o_bias) add(a + "o_proj.bias", {H}, Init::kBias, shard);
+      if (c_.qk_norm == model::QkNorm::kPerHead) {
         add(a + "q_norm.weight", {hd}, Init::kNorm, shard);
         add(a + "k_norm.weight", {hd}, Init::kNorm, shard);
-      } else if (s_.family == Family::kOlmoe) {
+      } else if (c_.qk_norm == model::QkNorm::kFullWidth) {
         add(a + "q_norm.weight", {qw}, Init::kNorm, shard);
         add(a + "k_norm.weight", {kvw}, Init::kNorm, shard);
       }
-      if (l < s_.first_dense_layers) {
-        ffn(p + "mlp.", "gate_proj", "up_proj", "down_proj", s_.dense_ffn, shard);
+      if (!c_.layer_is_moe[size_t(l)]) {
+        ffn(model::dense_ffn_names(l), c_.dense_intermediate_size, shard);
         continue;
       }
-      const model::FamilyInfo& fam = model::family_info(s_.family);
-      const std::string m = p + std::string(fam.moe_block);
-      const int64_t E = s_.num_experts, I = s_.expert_ffn;
+      const std::string m = model::moe_prefix(c_, l);
+      const int64_t E = c_.router.num_experts, I = c_.expert_intermediate_size;
       add(m + "gate.weight", {E, H}, Init::kMatrix, shard);
-      if (s_.family == Family::kDots1)
+      if (c_.router.has_selection_bias)
         add(m + "gate.e_score_correction_bias", {E}, Init::kBias, shard, true);
-      if (s_.fused_experts) {
+      if (s_.fused_experts) {  // transformers v5's layout
         add(m + "experts.gate_up_proj", {E, 2 * I, H}, Init::kMatrix, shard);
         add(m + "experts.down_proj", {E, H, I}, Init::kMatrix, shard);
       } else {
-        for (int64_t e = 0; e < E; ++e) {
-          const std::string x = m + "experts." + std::to_string(e) + ".";
-          ffn(x, fam.expert_gate.data(), fam.expert_up.data(), fam.expert_down.data(), I, shard);
-        }
+        for (int64_t e = 0; e < E; ++e) ffn(model::expert_names(c_, l, e), I, shard);
       }
-      if (s_.shared_ffn > 0 && !fam.shared_expert.empty()) {
-        ffn(m + std::string(fam.shared_expert), "gate_proj", "up_proj", "down_proj", s_.shared_ffn,
-            shard);
-        if (s_.family == Family::kQwen2Moe)  // the sigmoid-gated shared expert
+      if (c_.shared_intermediate_size > 0) {
+        ffn(model::shared_expert_names(c_, l), c_.shared_intermediate_size, shard);
+        if (c_.shared_expert_gated)
           add(m + "shared_expert_gate.weight", {1, H}, Init::kMatrix, shard);
       }
     }
     const int last = std::max(0, s_.num_shards - 1);
     add("model.norm.weight", {H}, Init::kNorm, last);
-    if (!s_.tie_embeddings) add("lm_head.weight", {V, H}, Init::kMatrix, last);
+    if (!c_.tie_word_embeddings) add("lm_head.weight", {V, H}, Init::kMatrix, last);
     return std::move(out_);
   }
-  int64_t head_dim() const { return s_.head_dim ? s_.head_dim : s_.hidden_size / s_.num_heads; }
 
  private:
   void add(std::string name, std::vector<int64_t> shape, Init init, int shard, bool f32 = false) {
     out_.push_back({std::move(name), std::move(shape), init, shard, f32});
   }
-  void ffn(const std::string& p, const char* gate, const char* up, const char* down, int64_t I,
-           int shard) {
-    const int64_t H = s_.hidden_size;
-    add(p + gate + ".weight", {I, H}, Init::kMatrix, shard);
-    add(p + up + ".weight", {I, H}, Init::kMatrix, shard);
-    add(p + down + ".weight", {H, I}, Init::kMatrix, shard);
+  void ffn(const model::FfnNames& n, int64_t I, int shard) {
+    const int64_t H = c_.hidden_size;
+    add(n.gate, {I, H}, Init::kMatrix, shard);
+    add(n.up, {I, H}, Init::kMatrix, shard);
+    add(n.down, {H, I}, Init::kMatrix, shard);
   }
+  const model::ModelConfig& c_;
   const SyntheticSpec& s_;
   std::vector<PlannedTensor> out_;
 };
@@ -138,6 +136,22 @@ std::vector<uint8_t> generate(const PlannedTensor& t, const std::string& dtype, 
   return bytes;
 }
 
+model::FamilyShape family_shape(const SyntheticSpec& s) {
+  model::FamilyShape shape;
+  shape.num_experts = s.num_experts;
+  shape.top_k = s.top_k;
+  shape.expert_ffn = s.expert_ffn;
+  shape.dense_ffn = s.dense_ffn;
+  shape.shared_ffn = s.shared_ffn;
+  shape.first_dense_layers = s.first_dense_layers;
+  shape.num_groups = s.num_groups;
+  shape.topk_groups = s.topk_groups;
+  shape.routed_scaling_factor = s.routed_scaling_factor;
+  shape.norm_topk_prob = s.norm_topk_prob;
+  shape.clip_qkv = s.clip_qkv;
+  return shape;
+}
+
 json make_config(const SyntheticSpec& s, int64_t head_dim, int32_t bos, int32_t eos) {
   static const std::map<std::string, std::string> torch_dtype = {
       {"F32", "float32"}, {"F16", "float16"}, {"BF16", "bfloat16"}};
@@ -159,49 +173,13 @@ json make_config(const SyntheticSpec& s, int64_t head_dim, int32_t bos, int32_t 
             {"num_experts_per_tok", s.top_k},
             {"bos_token_id", bos},
             {"eos_token_id", eos}};
-  auto norm_topk = [&](bool fallback) {
-    return s.norm_topk_prob < 0 ? fallback : s.norm_topk_prob == 1;
-  };
-  if (s.family == Family::kMixtral) {
-    c["num_local_experts"] = s.num_experts;
-    c["intermediate_size"] = s.expert_ffn;
-    c["sliding_window"] = nullptr;
-  } else if (s.family == Family::kQwen2Moe || s.family == Family::kQwen3Moe) {
-    c["num_experts"] = s.num_experts;
-    c["moe_intermediate_size"] = s.expert_ffn;
-    c["intermediate_size"] = s.dense_ffn;
-    c["decoder_sparse_step"] = 1;
-    std::vector<int64_t> mlp_only;
-    for (int64_t l = 0; l < s.first_dense_layers; ++l) mlp_only.push_back(l);
-    c["mlp_only_layers"] = mlp_only;
-    c["norm_topk_prob"] = norm_topk(s.family == Family::kQwen3Moe);
-    if (s.family == Family::kQwen2Moe)
-      c["shared_expert_intermediate_size"] = s.shared_ffn;
-    else
-      c["attention_bias"] = false;
-  } else if (s.family == Family::kOlmoe) {
-    c["num_experts"] = s.num_experts;
-    c["intermediate_size"] = s.expert_ffn;
-    c["norm_topk_prob"] = norm_topk(false);
-    c["clip_qkv"] = s.clip_qkv > 0 ? json(s.clip_qkv) : json(nullptr);
-    c["attention_bias"] = false;
-  } else if (s.family == Family::kDots1) {
-    c["n_routed_experts"] = s.num_experts;
-    c["n_shared_experts"] = s.shared_ffn > 0 ? s.shared_ffn / s.expert_ffn : 0;
-    c["moe_intermediate_size"] = s.expert_ffn;
-    c["intermediate_size"] = s.dense_ffn;
-    c["first_k_dense_replace"] = s.first_dense_layers;
-    c["n_group"] = s.num_groups;
-    c["topk_group"] = s.topk_groups;
-    c["routed_scaling_factor"] = s.routed_scaling_factor;
-    c["norm_topk_prob"] = norm_topk(true);
-    c["scoring_func"] = "noaux_tc";
-    c["attention_bias"] = false;
-  }
+  fam.write_config(family_shape(s), c);
   return c;
 }
 
 void validate(const SyntheticSpec& s) {
+  json family_keys;  // the family's own constraints (e.g. no dense layers), before any file
+  model::family_info(s.family).write_config(family_shape(s), family_keys);
   if (s.dtype != "F32" && s.dtype != "F16" && s.dtype != "BF16")
     fail("dtype '{}' must be F32, F16 or BF16", s.dtype);
   if (s.hidden_size <= 0 || s.num_layers <= 0 || s.num_heads <= 0 || s.num_kv_heads <= 0 ||
@@ -213,14 +191,8 @@ void validate(const SyntheticSpec& s) {
          s.num_heads);
   if (s.top_k < 1 || s.top_k > s.num_experts)
     fail("top-k {} must be in 1..{}", s.top_k, s.num_experts);
-  if (s.shared_ffn > 0 && s.family == Family::kDots1 && s.shared_ffn % s.expert_ffn != 0)
-    fail("dots1 shared width must be a multiple of the expert width");
   if (s.num_shards < 1) fail("num_shards must be >= 1");
   if (s.vocab_size < 0) fail("vocab size must be positive (or 0 for the tokenizer's size)");
-  if (s.first_dense_layers > 0 && s.family != Family::kQwen2Moe && s.family != Family::kQwen3Moe &&
-      s.family != Family::kDots1)
-    fail("family {} has no dense layers (--dense-layers applies to qwen2_moe, qwen3_moe, dots1)",
-         model::family_info(s.family).name);
   if (s.num_groups < 1 || s.num_experts % s.num_groups != 0 || s.topk_groups < 1 ||
       s.topk_groups > s.num_groups)
     fail("--groups must divide the experts and --topk-groups must be in 1..groups");
@@ -247,8 +219,11 @@ std::vector<std::string> write_synthetic_checkpoint(const SyntheticSpec& request
   }
   if (spec.vocab_size == 0) spec.vocab_size = 512;
 
-  Planner planner(spec);
-  std::vector<PlannedTensor> plan = planner.plan();
+  const int64_t head_dim = spec.head_dim ? spec.head_dim : spec.hidden_size / spec.num_heads;
+  const json config = make_config(spec, head_dim, tok.bos_id, tok.eos_id);
+  // Planned from the config as the loader parses it: one source for names and shapes.
+  const model::ModelConfig parsed = model::parse_config(config.dump(), dir + "/config.json");
+  std::vector<PlannedTensor> plan = Planner(parsed, spec).plan();
   std::vector<std::vector<uint8_t>> data;
   data.reserve(plan.size());
   for (const auto& t : plan) data.push_back(generate(t, spec.dtype, spec.seed));
@@ -277,7 +252,6 @@ std::vector<std::string> write_synthetic_checkpoint(const SyntheticSpec& request
     io::write_text_file_atomic(dir + "/model.safetensors.index.json", index.dump(2));
     written.push_back(dir + "/model.safetensors.index.json");
   }
-  json config = make_config(spec, planner.head_dim(), tok.bos_id, tok.eos_id);
   io::write_text_file_atomic(dir + "/config.json", config.dump(2) + "\n");
   written.push_back(dir + "/config.json");
   return written;
