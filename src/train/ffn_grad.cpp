@@ -3,20 +3,11 @@
 #include "ops/elementwise.h"
 #include "ops/linear.h"
 #include "train/row_ops.h"
-#include "util/dtype.h"
 
 namespace sy::train {
 
-namespace {
-
-ops::WeightView f32_view(const Param& p) {
-  return ops::WeightView{DType::F32, p.shape[0], p.shape[1], p.value.data()};
-}
-
-}  // namespace
-
 moe::FfnWeights weight_views(const FfnParams& w) {
-  return moe::FfnWeights{f32_view(*w.gate), f32_view(*w.up), f32_view(*w.down)};
+  return moe::FfnWeights{w.gate->view(), w.up->view(), w.down->view()};
 }
 
 void ffn_train_backward(const FfnParams& w, const float* x, int64_t rows, const FfnActivations& act,

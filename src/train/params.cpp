@@ -8,6 +8,11 @@
 
 namespace sy::train {
 
+ops::WeightView Param::view() const {
+  SY_ASSERT_MSG(shape.size() == 2, "a weight view needs a [rows, cols] parameter");
+  return ops::WeightView{DType::F32, shape[0], shape[1], value.data()};
+}
+
 int64_t Param::numel() const {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;

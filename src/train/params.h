@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "ops/weight.h"
+
 namespace sy::train {
 
 struct Param {
@@ -18,6 +20,9 @@ struct Param {
 
   int64_t numel() const;
   bool decays() const { return shape.size() >= 2; }  // AdamW decays matrices only
+  // The value of a [rows, cols] parameter as a float32 weight view (the shared forward's input;
+  // valid while the value is not reallocated).
+  ops::WeightView view() const;
 };
 
 class ParamSet {

@@ -122,9 +122,6 @@ LossParts TrainModel::evaluate(const int32_t* tokens, const int32_t* targets, in
 // The model's layers as inference sees them, on float32 views of the parameters. Rebuilt per
 // run: the views follow the parameters' storage.
 void TrainModel::bind_layer_views() {
-  auto f32 = [](const Param* p) {
-    return ops::WeightView{DType::F32, p->shape[0], p->shape[1], p->value.data()};
-  };
   auto data = [](const Param* p) { return p ? p->value.data() : nullptr; };
   views_.resize(layers_.size());
   moe_views_.resize(layers_.size());
@@ -132,10 +129,10 @@ void TrainModel::bind_layer_views() {
     const LayerParams& L = layers_[l];
     model::LayerView& v = views_[l];
     v.attention = model::AttentionWeights{L.attn_norm->value.data(),
-                                          f32(L.q),
-                                          f32(L.k),
-                                          f32(L.v),
-                                          f32(L.o),
+                                          L.q->view(),
+                                          L.k->view(),
+                                          L.v->view(),
+                                          L.o->view(),
                                           data(L.q_bias),
                                           data(L.k_bias),
                                           data(L.v_bias),
