@@ -54,4 +54,15 @@ void run_layers(const ModelConfig& config, std::span<const LayerView> layers,
                 const moe::MoeRuntime& runtime, std::span<LayerRecord> records = {},
                 PhaseTimes* times = nullptr);
 
+// x [n, H] = the embedding rows of `tokens` (any stored dtype); sy::Error for an id outside the
+// vocabulary.
+void embed_tokens(const ops::WeightView& embed, std::span<const int32_t> tokens, float* x);
+
+// The final RMSNorm and LM head: logits [n, V] = head(rmsnorm(x_r) * norm) for the listed rows
+// of x [num_tokens, H], or every row when `rows` is empty. normed [n, H] and rstd [n] (optional)
+// keep what a backward pass reads.
+void lm_head(const ModelConfig& config, const float* norm, const ops::WeightView& head,
+             const float* x, int64_t num_tokens, std::span<const int64_t> rows, float* normed,
+             float* rstd, float* logits);
+
 }  // namespace sy::model

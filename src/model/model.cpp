@@ -85,7 +85,7 @@ void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, floa
 void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, float* logits,
                     Workspace& ws, const moe::MoeRuntime& runtime) const {
   const ModelConfig& c = config_;
-  const int64_t H = c.hidden_size, hd = c.head_dim, V = c.vocab_size;
+  const int64_t H = c.hidden_size, hd = c.head_dim;
   int64_t T = 0;
   for (const SequenceChunk& ch : chunks) {
     SY_ASSERT(ch.cache != nullptr);
@@ -103,13 +103,10 @@ void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, floa
   // Embedding lookup and per-token rotary tables.
   int64_t row = 0;
   for (const SequenceChunk& ch : chunks) {
-    for (size_t i = 0; i < ch.tokens.size(); ++i, ++row) {
-      const int32_t id = ch.tokens[i];
-      if (id < 0 || id >= V) fail("token id {} is outside the vocabulary (size {})", id, V);
-      to_f32(weights_.embed.dtype, weights_.embed.row(id), ws.x.data() + row * H, size_t(H));
+    embed_tokens(weights_.embed, ch.tokens, ws.x.data() + row * H);
+    for (size_t i = 0; i < ch.tokens.size(); ++i, ++row)
       rope_tables(ch.cache->size() + int64_t(i), hd, c.rope_theta,
                   ws.rope_cos.data() + row * (hd / 2), ws.rope_sin.data() + row * (hd / 2));
-    }
   }
 
   run_layers(c, layers_, chunks, T, ws.rope_cos.data(), ws.rope_sin.data(), ws.x.data(), ws.layers,
@@ -117,22 +114,18 @@ void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, floa
   if (T == 0) return;
   for (const SequenceChunk& ch : chunks) ch.cache->advance(int64_t(ch.tokens.size()));
 
-  // Final norm and LM head, only on the rows whose logits are wanted.
+  // Final norm and LM head, only on the rows whose logits are wanted (empty: all).
   std::vector<int64_t> rows;
-  if (which == LogitsFor::kAllTokens) {
-    for (int64_t t = 0; t < T; ++t) rows.push_back(t);
-  } else {
+  if (which == LogitsFor::kLastToken) {
     int64_t end = 0;
     for (const SequenceChunk& ch : chunks) {
       end += int64_t(ch.tokens.size());
       rows.push_back(end - 1);
     }
   }
-  ws.last.resize(rows.size() * size_t(H));
-  for (size_t r = 0; r < rows.size(); ++r)
-    ops::rmsnorm(ws.x.data() + rows[r] * H, weights_.final_norm.data(), H, c.rms_norm_eps,
-                 ws.last.data() + r * size_t(H));
-  ops::matmul(weights_.lm_head, ws.last.data(), int64_t(rows.size()), logits);
+  ws.last.resize(size_t(rows.empty() ? T : int64_t(rows.size())) * size_t(H));
+  lm_head(c, weights_.final_norm.data(), weights_.lm_head, ws.x.data(), T, rows, ws.last.data(),
+          nullptr, logits);
 }
 
 }  // namespace sy::model

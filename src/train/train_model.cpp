@@ -256,8 +256,7 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
 
   // ---- forward: embedding, then the model's layers (model/layers.h) recording for backward
   x_.resize(size_t(T * H));
-  for (int64_t t = 0; t < T; ++t)
-    std::memcpy(x_.data() + t * H, embed_->value.data() + int64_t(tokens[t]) * H, size_t(H) * 4);
+  model::embed_tokens(embed_->view(), {tokens, size_t(T)}, x_.data());
   {
     bind_layer_views();
     std::vector<model::SequenceChunk> chunks(static_cast<size_t>(B));
@@ -278,10 +277,9 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
   PhaseTimer pt_head(profile_, "lm head + loss fwd");
   xf_.resize(size_t(T * H));
   rstd_f_.resize(size_t(T));
-  ops::rmsnorm_rows(x_.data(), final_norm_->value.data(), T, H, c.rms_norm_eps, xf_.data(),
-                    rstd_f_.data());
   logits_.resize(size_t(T * V));
-  ops::linear_forward(xf_.data(), T, H, lm_head_->value.data(), V, logits_.data());
+  model::lm_head(c, final_norm_->value.data(), lm_head_->view(), x_.data(), T, {}, xf_.data(),
+                 rstd_f_.data(), logits_.data());
   if (logits_out) *logits_out = logits_;
 
   // ---- loss
