@@ -1,7 +1,8 @@
-// A causal MoE language model as a function of its ParamSet, with the forward pass that
-// keeps what backward needs and the backward pass written out layer by layer (llm.c style).
-// The math is the inference engine's (model/model.cpp) for every supported family; the loss
-// is cross-entropy plus the router balancing losses (see train_reference.py's docstring).
+// A causal MoE language model as a function of its ParamSet. The forward is inference's own
+// (model::embed_tokens, model::run_layers with per-layer records, model::lm_head) on float32
+// views of the parameters; this class adds the loss -- cross-entropy plus the router balancing
+// losses (see train_reference.py's docstring) -- and the backward pass written out layer by
+// layer (llm.c style) over the records.
 #pragma once
 
 #include <cstdint>
