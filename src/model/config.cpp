@@ -11,6 +11,11 @@
 namespace sy::model {
 namespace {
 
+constexpr int64_t kMaxVocab = int64_t(1) << 26;  // 67 M tokens
+constexpr int64_t kMaxWidth = int64_t(1) << 20;  // hidden, head_dim, FFN widths
+constexpr int64_t kMaxLayers = 4096;
+constexpr int64_t kMaxHeads = 65536;
+
 using json = nlohmann::json;
 
 Family family_from_architecture(const std::string& arch, const std::string& origin) {
@@ -34,12 +39,7 @@ std::string ModelConfig::family_name() const {
 }
 
 ModelConfig parse_config(const std::string& text, const std::string& origin) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON ({})", origin, e.what());
-  }
+  const json j = parse_json_bounded(text, origin);
   if (!j.is_object()) fail("{}: expected a JSON object", origin);
   Keys k(j, origin);
 
@@ -58,6 +58,15 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
   require(c.vocab_size > 0 && c.hidden_size > 0 && c.num_layers > 0 && c.num_heads > 0 &&
               c.num_kv_heads > 0,
           origin, "vocab_size, hidden_size, num_hidden_layers and head counts must be positive");
+  // Bounds far above any published model, so that no size derived from the file overflows or
+  // asks for an absurd allocation before the tensors are even looked at.
+  require(c.vocab_size <= kMaxVocab && c.hidden_size <= kMaxWidth && c.num_layers <= kMaxLayers &&
+              c.num_heads <= kMaxHeads && c.num_kv_heads <= kMaxHeads,
+          origin,
+          fmt::format("implausible shape: vocab_size {} (max {}), hidden_size {} (max {}), "
+                      "num_hidden_layers {} (max {}), heads {} / {} (max {})",
+                      c.vocab_size, kMaxVocab, c.hidden_size, kMaxWidth, c.num_layers, kMaxLayers,
+                      c.num_heads, c.num_kv_heads, kMaxHeads));
   c.head_dim = k.integer_or("head_dim", 0);
   if (c.head_dim == 0) {
     require(c.hidden_size % c.num_heads == 0, origin,
@@ -66,6 +75,10 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
                         c.hidden_size, c.num_heads));
     c.head_dim = c.hidden_size / c.num_heads;
   }
+  require(c.head_dim > 0 && c.head_dim <= kMaxWidth && c.num_heads * c.head_dim <= kMaxWidth * 4,
+          origin,
+          fmt::format("head_dim {} x {} heads is outside 1 .. {}", c.head_dim, c.num_heads,
+                      kMaxWidth * 4));
   require(c.head_dim % 2 == 0, origin,
           fmt::format("head_dim {} must be even for RoPE", c.head_dim));
   require(c.num_heads % c.num_kv_heads == 0, origin,
@@ -108,7 +121,14 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
           "topk_group must be between 1 and n_group");
   require(r.num_groups == 1 || r.top_k <= r.topk_groups * (r.num_experts / r.num_groups), origin,
           "num_experts_per_tok exceeds the experts in the selected groups");
-  require(c.expert_intermediate_size > 0, origin, "expert intermediate size must be positive");
+  require(c.expert_intermediate_size > 0 && c.expert_intermediate_size <= kMaxWidth, origin,
+          fmt::format("expert intermediate size {} is outside 1 .. {}", c.expert_intermediate_size,
+                      kMaxWidth));
+  require(c.dense_intermediate_size >= 0 && c.dense_intermediate_size <= kMaxWidth &&
+              c.shared_intermediate_size >= 0 && c.shared_intermediate_size <= kMaxWidth,
+          origin,
+          fmt::format("intermediate sizes must be in 0 .. {} (dense {}, shared {})", kMaxWidth,
+                      c.dense_intermediate_size, c.shared_intermediate_size));
   for (size_t i = 0; i < c.layer_is_moe.size(); ++i)
     require(c.layer_is_moe[i] || c.dense_intermediate_size > 0, origin,
             "dense layers need 'intermediate_size'");

@@ -452,6 +452,46 @@ TEST(Config, ExpertCountBeyondIntIsRejected) {
   }
 }
 
+// Hostile files (issue 22): sizes that would overflow or allocate absurdly, nesting that would
+// recurse, and values too large to quote are refused with short messages.
+TEST(Config, HostileValuesAreBoundedErrors) {
+  struct Case {
+    const char* key;
+    json value;
+    std::vector<std::string> needles;
+  };
+  const std::vector<Case> cases = {
+      {"hidden_size", json(int64_t(1) << 40), {"implausible shape", "hidden_size"}},
+      {"num_hidden_layers", json(int64_t(1) << 33), {"implausible shape", "num_hidden_layers"}},
+      {"vocab_size", json(int64_t(1) << 50), {"implausible shape", "vocab_size"}},
+      {"head_dim", json(int64_t(1) << 40), {"head_dim"}},
+      {"head_dim", json(-8), {"head_dim"}},
+      {"intermediate_size", json(int64_t(1) << 45), {"intermediate size"}},
+  };
+  for (const Case& c : cases) {
+    json j = mixtral();
+    j[c.key] = c.value;
+    expect_rejected(j.dump(), c.needles, std::string(c.key) + " = " + c.value.dump());
+  }
+  // 10k nested arrays: refused while parsing, not by recursing through them.
+  json j = mixtral();
+  const std::string deep = std::string(10000, '[') + std::string(10000, ']');
+  std::string text = j.dump();
+  text.insert(text.size() - 1, ", \"deep\": " + deep);
+  expect_rejected(text, {"nests deeper than 64"}, "deep nesting");
+  // A huge value under a typed key is described, not dumped into the message.
+  json big = mixtral();
+  big["rms_norm_eps"] = json::array();
+  for (int i = 0; i < 100000; ++i) big["rms_norm_eps"].push_back(i);
+  try {
+    parse(big);
+    ADD_FAILURE() << "an array rms_norm_eps was accepted";
+  } catch (const Error& e) {
+    EXPECT_LT(std::string(e.what()).size(), 300u) << e.what();
+    EXPECT_NE(std::string(e.what()).find("an array of 100000"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Config, AcceptedVariants) {
   // Keys that change nothing must not be rejected; present-but-default rope settings pass.
   json j = mixtral();
