@@ -1,6 +1,7 @@
 // BPE model: see bpe_model.h.
 #include "tokenizer/bpe_model.h"
 
+#include <algorithm>
 #include <queue>
 
 #include "tokenizer/utf8.h"
@@ -15,12 +16,18 @@ BpeModel BpeModel::from_json(const json& model, const std::string& path, const J
   BpeModel m;
   const json& vocab = ctx.require(model, "vocab", path);
   if (!vocab.is_object()) ctx.error(fmt::format("'{}.vocab' must be an object", path));
+  // Ids index a table: one far beyond the vocabulary's size would allocate by the file's word.
+  const int64_t max_id =
+      std::max<int64_t>(2 * int64_t(vocab.size()), int64_t(vocab.size()) + 65536);
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
         it.value().get<int64_t>() > INT32_MAX) {
       ctx.error(fmt::format("'{}.vocab[\"{}\"]' must be a non-negative 32-bit integer id", path,
                             it.key()));
     }
+    if (it.value().get<int64_t>() >= max_id)
+      ctx.error(fmt::format("'{}.vocab[\"{}\"]' = {} is far beyond the vocabulary's {} entries",
+                            path, it.key().substr(0, 40), it.value().get<int64_t>(), vocab.size()));
     const auto id = it.value().get<int32_t>();
     m.vocab_[it.key()] = id;
     if (static_cast<size_t>(id) >= m.id_to_token_.size()) {

@@ -7,6 +7,7 @@
 
 #include "tokenizer/tokenizer_impl.h"
 #include "tokenizer/utf8.h"
+#include "util/json_bounded.h"
 
 namespace sy {
 
@@ -63,12 +64,7 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
 
 Tokenizer Tokenizer::from_json_string(std::string_view text, const std::string& origin) {
   JsonCtx ctx{origin};
-  json root;
-  try {
-    root = json::parse(text);
-  } catch (const json::parse_error& e) {
-    ctx.error(fmt::format("invalid JSON ({})", e.what()));
-  }
+  const json root = parse_json_bounded(std::string(text), "tokenizer.json '" + origin + "'");
   if (!root.is_object()) ctx.error("the top level must be an object");
   auto impl = std::make_unique<Impl>();
   impl->origin = origin;

@@ -124,7 +124,15 @@ TEST(TokenizerErrors, BadFilesNameTheProblem) {
     }
     return "no error";
   };
-  EXPECT_NE(message("{not json").find("invalid JSON"), std::string::npos);
+  EXPECT_NE(message("{not json").find("my/tokenizer.json': not valid JSON"), std::string::npos);
+  // Hostile files (issue 22): nesting refused while parsing; an id far beyond the vocabulary
+  // is refused instead of sizing a table by it.
+  EXPECT_NE(message(std::string(5000, '[') + std::string(5000, ']')).find("nests deeper than 64"),
+            std::string::npos);
+  EXPECT_NE(
+      message(R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 2000000000}, "merges": []}})")
+          .find("far beyond the vocabulary's 2 entries"),
+      std::string::npos);
   EXPECT_NE(message("{}").find("missing field '<root>.model' in my/tokenizer.json"),
             std::string::npos);
   EXPECT_NE(message(tiny_json("[]", R"(, "pre_tokenizer": {"type": "Frobnicate"})"))
