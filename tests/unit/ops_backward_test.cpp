@@ -134,23 +134,32 @@ void swiglu_backward_scalar(const float* dh, const float* g, const float* u, int
   }
 }
 
+// Compares a SwiGLU backward (dh, g, u -> dg, du) with the scalar twin, worst element each.
+template <typename Fn>
+void expect_swiglu_backward_matches(Fn fn, const std::vector<float>& dh,
+                                    const std::vector<float>& g, const std::vector<float>& u,
+                                    const std::string& what) {
+  const int64_t n = int64_t(g.size());
+  std::vector<float> dg(size_t(n), NAN), du(size_t(n), NAN);
+  fn(dh.data(), g.data(), u.data(), n, dg.data(), du.data());
+  std::vector<double> rg, ru, tg, tu;
+  swiglu_backward_scalar(dh.data(), g.data(), u.data(), n, rg, ru, tg, tu);
+  WorstElement wg, wu;
+  for (int64_t i = 0; i < n; ++i) {
+    wg.check(i, dg[size_t(i)], rg[size_t(i)], tg[size_t(i)]);
+    wu.check(i, du[size_t(i)], ru[size_t(i)], tu[size_t(i)]);
+  }
+  EXPECT_TRUE(wg.ok()) << "dgate, " << what;
+  EXPECT_TRUE(wu.ok()) << "dup, " << what;
+}
+
 TEST(ElementwiseBackward, SwigluBackward) {
   for (int64_t n : kSizes) {
     auto g = random_floats(size_t(n), uint32_t(n) + 7, -20.0f, 20.0f);
     const auto u = random_floats(size_t(n), uint32_t(n) + 8, -3.0f, 3.0f);
     const auto dh = random_floats(size_t(n), uint32_t(n) + 9, -2.0f, 2.0f);
     if (n > 3) g[0] = -150.0f, g[1] = 150.0f, g[2] = -1.2785f;  // clamp, saturation, dsilu ~ 0
-    std::vector<float> dg(size_t(n), NAN), du(size_t(n), NAN);
-    ops::swiglu_backward(dh.data(), g.data(), u.data(), n, dg.data(), du.data());
-    std::vector<double> rg, ru, tg, tu;
-    swiglu_backward_scalar(dh.data(), g.data(), u.data(), n, rg, ru, tg, tu);
-    WorstElement wg, wu;
-    for (int64_t i = 0; i < n; ++i) {
-      wg.check(i, dg[size_t(i)], rg[size_t(i)], tg[size_t(i)]);
-      wu.check(i, du[size_t(i)], ru[size_t(i)], tu[size_t(i)]);
-    }
-    EXPECT_TRUE(wg.ok()) << "dgate, n=" << n;
-    EXPECT_TRUE(wu.ok()) << "dup, n=" << n;
+    expect_swiglu_backward_matches(ops::swiglu_backward, dh, g, u, "n=" + std::to_string(n));
   }
 }
 
@@ -406,17 +415,8 @@ TEST(RowOps, SwigluBackward) {
     const auto g = random_floats(size_t(n), uint32_t(n) + 17, -12.0f, 12.0f);
     const auto u = random_floats(size_t(n), uint32_t(n) + 18, -3.0f, 3.0f);
     const auto dh = random_floats(size_t(n), uint32_t(n) + 19, -2.0f, 2.0f);
-    std::vector<float> dg(size_t(n), NAN), du(size_t(n), NAN);
-    train::swiglu_backward(dh.data(), g.data(), u.data(), n, dg.data(), du.data());
-    std::vector<double> rg, ru, tg, tu;
-    swiglu_backward_scalar(dh.data(), g.data(), u.data(), n, rg, ru, tg, tu);
-    WorstElement wg, wu;
-    for (int64_t i = 0; i < n; ++i) {
-      wg.check(i, dg[size_t(i)], rg[size_t(i)], tg[size_t(i)]);
-      wu.check(i, du[size_t(i)], ru[size_t(i)], tu[size_t(i)]);
-    }
-    EXPECT_TRUE(wg.ok()) << "dg, n=" << n;
-    EXPECT_TRUE(wu.ok()) << "du, n=" << n;
+    expect_swiglu_backward_matches(train::swiglu_backward, dh, g, u,
+                                   "row version, n=" + std::to_string(n));
   }
 }
 
