@@ -11,6 +11,7 @@ packages=(
   libopenblas-dev libhwy-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libfmt-dev libicu-dev
   libgtest-dev libbenchmark-dev libopenmpi-dev openmpi-bin
   python3 python3-torch python3-numpy bible-kjv-text
+  clang libclang-rt-14-dev libomp-dev  # libFuzzer + sanitizers for scripts/fuzz.sh
 )
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)

@@ -2,8 +2,9 @@
 # Sets up, builds and runs the test suite in tiers: `fast` (unit tests and quick reference
 # checks, under two minutes on 2 cores), then `slow` (training runs and external references).
 # SY_TEST_TIER=fast runs the fast tier only. With SY_TEST_ASAN=1 (as CI does) the fast tier
-# runs a second time under AddressSanitizer + UBSan in build-asan/. Ends with the time of
-# every step.
+# runs a second time under AddressSanitizer + UBSan in build-asan/. With SY_TEST_FUZZ=N (as CI
+# does, N seconds per target) a short libFuzzer pass over every parser follows (scripts/fuzz.sh;
+# the regression corpus itself is part of the fast tier). Ends with the time of every step.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 jobs=$(nproc)
@@ -48,4 +49,11 @@ if [ "${SY_TEST_ASAN:-0}" = "1" ]; then
   run_tier "$root/build-asan" fast ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
   end_step "tests: fast tier (asan + ubsan)"
+fi
+
+if [ "${SY_TEST_FUZZ:-0}" != "0" ]; then
+  echo "== a short fuzz pass: every parser, ${SY_TEST_FUZZ} s each, under ASan + UBSan =="
+  start_step
+  "$root/scripts/fuzz.sh" --seconds "$SY_TEST_FUZZ"
+  end_step "fuzz pass (${SY_TEST_FUZZ} s per target)"
 fi

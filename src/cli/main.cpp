@@ -51,6 +51,13 @@ int main(int argc, char** argv) {
     if (comm.distributed()) comm.abort("out of memory");
     fmt::print(stderr, "switchyard: error: out of memory\n");
     return 1;
+  } catch (const std::exception& e) {
+    // A defect (every bad input should have become a sy::Error): still an orderly exit with
+    // the message, never an abort.
+    const std::string what = std::string(e.what()).substr(0, 300);
+    if (comm.distributed()) comm.abort(what);
+    fmt::print(stderr, "switchyard: internal error (please report): {}\n", what);
+    return 70;
   }
   return 0;
 }

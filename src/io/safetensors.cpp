@@ -14,20 +14,25 @@
 
 #include "io/file_util.h"
 #include "util/error.h"
+#include "util/json_bounded.h"
 
 namespace sy::io {
 namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the reference parser's limit
+constexpr int kMaxHeaderDepth = 8;  // real headers nest 3 deep (tensor -> shape -> dims)
 
 using json = nlohmann::json;
 
 // Parses JSON and rejects duplicate keys in any object (the reference parser does too;
-// nlohmann would silently keep the last one).
+// nlohmann would silently keep the last one) and nesting deeper than kMaxHeaderDepth (checked
+// while parsing: a hostile header cannot build a deep tree).
 json parse_json_no_duplicates(const std::string& text, const std::string& what) {
   std::vector<std::set<std::string>> keys_per_depth;
   std::string duplicate;
   auto callback = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (depth > kMaxHeaderDepth)
+      fail("{}: JSON nests deeper than {} levels", what, kMaxHeaderDepth);
     if (event == json::parse_event_t::object_start) {
       keys_per_depth.resize(size_t(depth) + 2);
       keys_per_depth[size_t(depth) + 1].clear();
@@ -42,7 +47,7 @@ json parse_json_no_duplicates(const std::string& text, const std::string& what) 
   try {
     j = json::parse(text, callback);
   } catch (const json::exception& e) {
-    fail("{}: header is not valid JSON ({})", what, e.what());
+    fail("{}: header is not valid JSON ({})", what, json_error_message(e));
   }
   if (!duplicate.empty()) fail("{}: header has the key '{}' twice", what, duplicate);
   return j;
@@ -115,7 +120,9 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       size_t begin, end, index;
     };
     std::vector<Span> spans;
-    for (auto& [name, entry] : j.items()) {
+    for (auto& item : j.items()) {
+      const std::string& name = item.key();
+      auto& entry = item.value();
       if (name == "__metadata__") {
         if (!entry.is_object()) fail("'{}': __metadata__ is not an object", path);
         for (auto& [k, v] : entry.items()) {

@@ -10,6 +10,7 @@
 
 #include "moe/dispatch.h"
 #include "util/error.h"
+#include "util/json_bounded.h"
 #include "util/splitmix64.h"
 
 namespace sy::moe {
@@ -288,12 +289,7 @@ std::string router_config_json(const RouterConfig& r) {
 }
 
 RouterConfig parse_router_config_json(const std::string& text, const std::string& where) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    fail("{}: router is not valid JSON ({})", where, e.what());
-  }
+  const json j = parse_json_bounded(text, where + ": router");
   if (!j.is_object()) fail("{}: router is not a JSON object", where);
   RouterConfig r;
   try {

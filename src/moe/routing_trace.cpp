@@ -219,7 +219,9 @@ RoutingTrace read_routing_trace(const std::string& path) {
   for (const auto& [key, value] : meta)
     if (!is_reserved(key)) info.extra[key] = value;
 
-  for (const auto& [l, fields] : by_layer) {
+  for (const auto& layer_fields : by_layer) {
+    const int l = layer_fields.first;  // named copies: lambdas below capture them
+    const auto& fields = layer_fields.second;
     auto need = [&](const char* field, const char* dtype, size_t rank) -> const io::TensorInfo& {
       auto it = fields.find(field);
       if (it == fields.end()) fail("{}: layer {} has no tensor 'layer.{}.{}'", where, l, l, field);

@@ -14,6 +14,7 @@
 #include "io/file_util.h"
 #include "io/safetensors.h"
 #include "util/error.h"
+#include "util/json_bounded.h"
 
 namespace sy::train {
 namespace {
@@ -53,14 +54,6 @@ pid_t sibling_pid(const std::string& name, const std::string& prefix) {
   const std::string digits = name.substr(prefix.size());
   if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
   return pid_t(std::stol(digits));
-}
-
-nlohmann::json parse_json(const std::string& text, const std::string& what) {
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{} is not valid JSON: {}", what, e.what());
-  }
 }
 
 void write_weights(const fs::path& path, const ParamSet& params, DType dtype) {
@@ -123,10 +116,11 @@ void save_checkpoint(const std::string& dir_arg, const ParamSet& params, const A
   if (c.weights_dtype != DType::F32 && c.weights_dtype != DType::BF16)
     fail("checkpoint '{}': weights dtype {} is not supported (F32 or BF16)", dir_arg,
          dtype_name(c.weights_dtype));
-  if (!parse_json(c.config_json, fmt::format("checkpoint '{}': config.json", dir_arg)).is_object())
+  if (!parse_json_bounded(c.config_json, fmt::format("checkpoint '{}': config.json", dir_arg))
+           .is_object())
     fail("checkpoint '{}': config.json must be a JSON object", dir_arg);
   if (!c.tokenizer_json.empty())
-    parse_json(c.tokenizer_json, fmt::format("checkpoint '{}': tokenizer.json", dir_arg));
+    parse_json_bounded(c.tokenizer_json, fmt::format("checkpoint '{}': tokenizer.json", dir_arg));
   if (!c.trainer_state.is_object())
     fail("checkpoint '{}': the trainer state must be a JSON object, not {}", dir_arg,
          c.trainer_state.type_name());
@@ -212,11 +206,12 @@ nlohmann::json load_checkpoint(const std::string& dir_arg, ParamSet& params, Ada
   loaded.load((dir / "optimizer.safetensors").string(), params);
   const std::string state_path = (dir / kStateFile).string();
   nlohmann::json state =
-      parse_json(io::read_text_file(state_path), fmt::format("'{}'", state_path));
+      parse_json_bounded(io::read_text_file(state_path), fmt::format("'{}'", state_path));
   if (!state.is_object()) fail("'{}' must hold a JSON object", state_path);
   if (!state.contains("optimizer_step") || state["optimizer_step"] != loaded.step_count())
     fail("'{}': optimizer_step {} does not match optimizer.safetensors' step {}", state_path,
-         state.value("optimizer_step", nlohmann::json()).dump(), loaded.step_count());
+         state.contains("optimizer_step") ? excerpt(state["optimizer_step"]) : "(none)",
+         loaded.step_count());
 
   for (Param& p : params.all()) {
     const io::TensorInfo& t = store.get(p.name);

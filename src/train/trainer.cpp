@@ -14,6 +14,7 @@
 #include "train/checkpoint.h"
 #include "train/data_parallel.h"
 #include "util/error.h"
+#include "util/json_bounded.h"
 
 namespace sy::train {
 
@@ -42,6 +43,35 @@ nlohmann::json run_identity(const TrainerConfig& c, const BatchSampler& sampler,
           {"capacity_factor", c.loss.capacity_factor},
           {"aux_coef", c.loss.aux_coef},
           {"z_coef", c.loss.z_coef}};
+}
+
+ResumePoint resume_point(const nlohmann::json& state, const nlohmann::json& identity,
+                         const std::string& dir) {
+  const std::string where = fmt::format("'{}/trainer_state.json'", dir);
+  if (!state.is_object()) fail("{} must hold a JSON object", where);
+  if (!state.contains("identity") || !state["identity"].is_object())
+    fail("{} has no object 'identity' (the settings of the run that wrote it)", where);
+  const nlohmann::json& have = state["identity"];
+  for (const auto& [key, value] : identity.items()) {
+    if (key == "steps") continue;  // a run may be extended
+    if (!have.contains(key) || have[key] != value)
+      fail(
+          "cannot resume {}: it was trained with {} = {}, this run has {} (use the same "
+          "settings, or a new --out)",
+          dir, key, have.contains(key) ? excerpt(have[key]) : "?", excerpt(value));
+  }
+  ResumePoint p;
+  if (!state.contains("step") || !state["step"].is_number_unsigned())
+    fail("{}: 'step' is missing or not a step count", where);
+  const uint64_t step = state["step"].get<uint64_t>();
+  if (step > uint64_t(1) << 53) fail("{}: 'step' {} is implausible", where, step);
+  p.step = int64_t(step);
+  if (state.contains("elapsed_s")) {
+    if (!state["elapsed_s"].is_number() || !(state["elapsed_s"].get<double>() >= 0))
+      fail("{}: 'elapsed_s' must be a non-negative number of seconds", where);
+    p.elapsed_s = state["elapsed_s"].get<double>();
+  }
+  return p;
 }
 
 Trainer::Trainer(TrainerConfig config, model::ModelConfig model_config, std::string config_json,
@@ -77,18 +107,12 @@ void Trainer::resume() {
         "holds every expert), or start a new --out");
   const std::string dir = config_.run_dir + "/model";
   const nlohmann::json state = load_checkpoint(dir, params_, optimizer_);
-  const nlohmann::json want = run_identity(config_, sampler_, seed_);
-  const nlohmann::json& have = state.at("identity");
-  for (const auto& [key, value] : want.items()) {
-    if (key == "steps") continue;  // a run may be extended
-    if (!have.contains(key) || have[key] != value)
-      fail(
-          "cannot resume {}: it was trained with {} = {}, this run has {} (use the same "
-          "settings, or a new --out)",
-          dir, key, have.contains(key) ? have[key].dump() : "?", value.dump());
-  }
-  step_ = state.at("step").get<int64_t>();
-  elapsed_s_ = state.value("elapsed_s", 0.0);
+  const ResumePoint point = resume_point(state, run_identity(config_, sampler_, seed_), dir);
+  if (point.step > config_.steps)
+    fail("cannot resume {}: it is at step {}, past this run's --steps {}", dir, point.step,
+         config_.steps);
+  step_ = point.step;
+  elapsed_s_ = point.elapsed_s;
   // Keep the log up to the checkpoint's step, so the resumed run continues it exactly.
   const std::string log_path = config_.run_dir + "/train_log.jsonl";
   std::string kept;
@@ -96,14 +120,18 @@ void Trainer::resume() {
     std::istringstream in(io::read_text_file(log_path));
     for (std::string line; std::getline(in, line);) {
       if (line.empty()) continue;
+      // Lines this program did not write (edited, cut short) are dropped, never fatal.
       const auto j = nlohmann::json::parse(line, nullptr, false);
-      if (j.is_discarded() || j.value("step", int64_t(1) << 62) > step_) continue;
+      auto number = [&](const char* key) {
+        return j.is_object() && j.contains(key) && j[key].is_number();
+      };
+      if (!number("step") || j["step"].get<double>() > double(step_)) continue;
       kept += line + "\n";
-      if (j.contains("loss")) {
+      if (number("ce")) {
         plot_steps_.push_back(j["step"].get<double>());
         plot_train_.push_back(j["ce"].get<double>());
       }
-      if (j.contains("val_ce")) {
+      if (number("val_ce")) {
         plot_val_steps_.push_back(j["step"].get<double>());
         plot_val_.push_back(j["val_ce"].get<double>());
       }

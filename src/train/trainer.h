@@ -48,6 +48,15 @@ struct TrainerConfig {
 nlohmann::json run_identity(const TrainerConfig& config, const BatchSampler& sampler,
                             uint64_t seed);
 
+// Where a checkpoint's trainer_state.json lets this run resume. sy::Error when the state is
+// malformed or was written by a run with other settings than `identity` (run_identity).
+struct ResumePoint {
+  int64_t step = 0;
+  double elapsed_s = 0;
+};
+ResumePoint resume_point(const nlohmann::json& state, const nlohmann::json& identity,
+                         const std::string& dir);
+
 class ParallelTraining;
 
 class Trainer {

@@ -24,6 +24,13 @@ inline std::string excerpt(const nlohmann::json& v) {
   return v.dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
 }
 
+// nlohmann's message for a parse error, cut short: it quotes the token being read, which a
+// hostile file can make megabytes long.
+inline std::string json_error_message(const nlohmann::json::exception& e) {
+  const std::string what = e.what();
+  return what.size() > 200 ? what.substr(0, 200) + "..." : what;
+}
+
 // json::parse with a nesting limit enforced while parsing (no recursion on hostile input
 // afterwards); sy::Error naming `origin` when the text is not JSON or nests too deeply.
 inline nlohmann::json parse_json_bounded(const std::string& text, const std::string& origin,
@@ -35,7 +42,7 @@ inline nlohmann::json parse_json_bounded(const std::string& text, const std::str
           return true;
         });
   } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON ({})", origin, e.what());
+    fail("{}: not valid JSON ({})", origin, json_error_message(e));
   }
 }
 

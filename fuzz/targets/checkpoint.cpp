@@ -1,0 +1,75 @@
+// Target: a training checkpoint directory as `train --resume` reads it. The first input byte
+// picks the file the rest replaces (config.json, model.safetensors, optimizer.safetensors,
+// trainer_state.json); the others stay those of a valid checkpoint of the same model.
+#include <array>
+#include <filesystem>
+
+#include "scratch.h"
+#include "target.h"
+#include "train/checkpoint.h"
+#include "train/init.h"
+#include "train/trainer.h"
+
+namespace sy::fuzz {
+namespace {
+
+constexpr std::array<const char*, 4> kFiles = {"config.json", "model.safetensors",
+                                               "optimizer.safetensors", "trainer_state.json"};
+
+const nlohmann::json& identity() {
+  static const nlohmann::json id = {{"seed", 7}, {"batch", 2}, {"seq", 8}};
+  return id;
+}
+
+struct Base {
+  train::FreshModel model;
+  std::array<std::string, kFiles.size()> files;  // the valid checkpoint's bytes
+};
+
+const Base& base() {
+  static const Base b = [] {
+    synth::SyntheticSpec spec;
+    spec.hidden_size = 8;
+    spec.num_heads = 2;
+    spec.num_kv_heads = 1;
+    spec.num_experts = 4;
+    spec.expert_ffn = 4;
+    spec.num_layers = 1;
+    spec.vocab_size = 16;
+    spec.tokenizer = "none";
+    Base out{train::fresh_model(spec, 0, 1), {}};
+    train::AdamW opt;
+    train::CheckpointContents c;
+    c.config_json = out.model.config_json;
+    c.trainer_state = {{"step", 3}, {"elapsed_s", 1.5}, {"identity", identity()}};
+    const std::string dir = scratch_dir() + "/base-checkpoint";
+    train::save_checkpoint(dir, out.model.params, opt, c);
+    for (size_t i = 0; i < kFiles.size(); ++i) out.files[i] = read_file(dir + "/" + kFiles[i]);
+    return out;
+  }();
+  return b;
+}
+
+}  // namespace
+
+void run_one(std::string_view bytes) {
+  if (bytes.empty()) return;
+  const Base& b = base();
+  const size_t which = uint8_t(bytes[0]) % kFiles.size();
+  const std::string dir = scratch_dir() + "/checkpoint";
+  std::filesystem::create_directories(dir);
+  for (size_t i = 0; i < kFiles.size(); ++i)
+    write_file_in(dir, kFiles[i], i == which ? bytes.substr(1) : std::string_view(b.files[i]));
+  train::ParamSet params = b.model.params;
+  train::AdamW optimizer;
+  const nlohmann::json state = train::load_checkpoint(dir, params, optimizer);
+  (void)train::resume_point(state, identity(), dir);
+}
+
+void write_seeds(const std::string& dir) {
+  const Base& b = base();
+  for (size_t i = 0; i < kFiles.size(); ++i)
+    write_seed(dir, kFiles[i], std::string(1, char(i)) + b.files[i]);
+}
+
+}  // namespace sy::fuzz
