@@ -15,6 +15,7 @@
 #include "io/file_util.h"
 #include "io/npy.h"
 #include "util/error.h"
+#include "util/memory.h"
 
 namespace sy::cli {
 namespace {
@@ -65,7 +66,16 @@ ScoreResult score_tokens(const Engine& eng, const std::vector<int32_t>& ids, int
   const int64_t steps = (num_batches + ranks - 1) / ranks;
   ScoreResult r;
   std::vector<double> lp(size_t(T), 0.0), scored_mask(size_t(T), 0.0);
-  if (keep_logits) r.logits.assign(size_t(T * V), 0.0f);
+  if (keep_logits) {
+    require_memory(uint64_t(T) * uint64_t(V) * 4,
+                   fmt::format("--dump-logits ({} tokens x {} vocabulary, float32)", T, V));
+    r.logits.assign(size_t(T * V), 0.0f);
+  }
+  const int64_t batch_tokens = std::min<int64_t>(T, int64_t(batch) * window);
+  require_memory(uint64_t(batch_tokens) * uint64_t(V) * 4,
+                 fmt::format("the logits of one forward call ({} tokens x {} vocabulary; lower "
+                             "--batch or --window)",
+                             batch_tokens, V));
   model::Workspace ws;
   std::vector<model::KvCache> caches;
   for (int i = 0; i < std::min<int64_t>(batch, num_windows); ++i) caches.emplace_back(cfg, window);
@@ -206,7 +216,10 @@ void run_score(const ScoreOptions& o) {
   if (o.max_tokens > 0 && int64_t(ids.size()) > o.max_tokens) ids.resize(size_t(o.max_tokens));
   if (ids.empty()) fail("nothing to score: the text encodes to zero tokens");
   const int64_t T = int64_t(ids.size());
-  const int64_t window = o.window > 0 ? o.window : T;
+  // Windows never exceed the text (buffers follow the text, not the flag) nor the model's
+  // context; --window 0 cuts a long text at max_position_embeddings.
+  const int64_t window =
+      o.window > 0 ? std::min<int64_t>(o.window, T) : std::min(T, cfg.max_position_embeddings);
   if (!o.sweep_policies.empty()) {
     run_sweep(o, *eng, ids, window);
     report_expert_parallel(*eng, o.parallel.ep_json);
@@ -275,7 +288,8 @@ void register_score(CLI::App& app) {
   text->excludes(file)->excludes(ids);
   file->excludes(ids);
   cmd->add_option("--window", o->window,
-                  "Cut the text into sequences of this many tokens (0 = one sequence)")
+                  "Cut the text into sequences of this many tokens (0 = the model's context, "
+                  "max_position_embeddings)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--batch", o->batch,

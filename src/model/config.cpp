@@ -11,8 +11,10 @@
 namespace sy::model {
 namespace {
 
-constexpr int64_t kMaxVocab = int64_t(1) << 26;  // 67 M tokens
-constexpr int64_t kMaxWidth = int64_t(1) << 20;  // hidden, head_dim, FFN widths
+constexpr int64_t kMaxVocab = int64_t(1) << 26;    // 67 M tokens
+constexpr int64_t kMaxWidth = int64_t(1) << 20;    // hidden, head_dim, FFN widths
+constexpr int64_t kMaxExperts = int64_t(1) << 16;  // routed experts per layer (DeepSeek-V3: 256)
+constexpr int64_t kMaxPositions = int64_t(1) << 31;
 constexpr int64_t kMaxLayers = 4096;
 constexpr int64_t kMaxHeads = 65536;
 
@@ -85,11 +87,21 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
           fmt::format("num_attention_heads {} is not a multiple of num_key_value_heads {}",
                       c.num_heads, c.num_kv_heads));
   c.max_position_embeddings = k.integer_or("max_position_embeddings", 4096);
-  c.rms_norm_eps = float(k.number_or("rms_norm_eps", 1e-6));
-  c.rope_theta = float(k.number_or("rope_theta", 10000.0));
+  require(c.max_position_embeddings >= 1 && c.max_position_embeddings <= kMaxPositions, origin,
+          fmt::format("max_position_embeddings {} is outside 1 .. {}", c.max_position_embeddings,
+                      kMaxPositions));
+  const double eps = k.number_or("rms_norm_eps", 1e-6);
+  require(eps >= 0 && eps < 1, origin, fmt::format("rms_norm_eps {} is outside [0, 1)", eps));
+  c.rms_norm_eps = float(eps);
+  const double theta = k.number_or("rope_theta", 10000.0);
+  require(theta > 0 && theta < 1e30, origin, fmt::format("rope_theta {} must be positive", theta));
+  c.rope_theta = float(theta);
   if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
     Keys rp(j["rope_parameters"], origin + " rope_parameters");
-    c.rope_theta = float(rp.number_or("rope_theta", c.rope_theta));
+    const double rp_theta = rp.number_or("rope_theta", c.rope_theta);
+    require(rp_theta > 0 && rp_theta < 1e30, origin,
+            fmt::format("rope_parameters.rope_theta {} must be positive", rp_theta));
+    c.rope_theta = float(rp_theta);
     std::string type = rp.string_or("rope_type", "default");
     require(type == "default", origin, "rope_type '" + type + "' is not supported yet");
   }
@@ -110,7 +122,8 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
   c.dense_intermediate_size = k.integer_or("intermediate_size", 0);
   c.layer_is_moe.assign(size_t(c.num_layers), true);
   family_info(c.family).read_config(k, c);
-  require(r.num_experts >= 1, origin, "the number of experts must be at least 1");
+  require(r.num_experts >= 1 && r.num_experts <= kMaxExperts, origin,
+          fmt::format("the number of experts {} is outside 1 .. {}", r.num_experts, kMaxExperts));
   require(r.top_k >= 1 && r.top_k <= r.num_experts, origin,
           fmt::format("num_experts_per_tok {} must be between 1 and the number of experts {}",
                       r.top_k, r.num_experts));
@@ -133,9 +146,15 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
     require(c.layer_is_moe[i] || c.dense_intermediate_size > 0, origin,
             "dense layers need 'intermediate_size'");
 
-  c.bos_token_id = int32_t(k.integer_or("bos_token_id", -1));
+  auto token_id = [&](const char* key, int64_t id) {
+    require(id >= -1 && id < c.vocab_size, origin,
+            fmt::format("{} {} is not a token id below vocab_size {}", key, id, c.vocab_size));
+    return int32_t(id);
+  };
+  c.bos_token_id = token_id("bos_token_id", k.integer_or("bos_token_id", -1));
   c.eos_token_ids.clear();
-  for (int64_t id : k.int_list_or_empty("eos_token_id")) c.eos_token_ids.push_back(int32_t(id));
+  for (int64_t id : k.int_list_or_empty("eos_token_id"))
+    c.eos_token_ids.push_back(token_id("eos_token_id", id));
   return c;
 }
 

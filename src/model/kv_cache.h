@@ -2,29 +2,55 @@
 // (the model is immutable after loading).
 #pragma once
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <vector>
 
 #include "model/config.h"
 #include "util/error.h"
+#include "util/memory.h"
 
 namespace sy::model {
 
 class KvCache {
  public:
+  // capacity: the most positions the sequence may reach, at most the model's
+  // max_position_embeddings (sy::Error otherwise). Memory grows with the sequence (doubling),
+  // so a large capacity costs nothing until it is used.
   KvCache(const ModelConfig& config, int64_t capacity)
       : capacity_(capacity),
         kv_width_(config.kv_width()),
         k_(size_t(config.num_layers)),
         v_(size_t(config.num_layers)) {
-    for (auto& x : k_) x.resize(size_t(capacity * kv_width_));
-    for (auto& x : v_) x.resize(size_t(capacity * kv_width_));
+    if (capacity < 1 || capacity > config.max_position_embeddings)
+      fail(
+          "a context of {} positions is outside what the model supports (1 .. {}, its "
+          "max_position_embeddings)",
+          capacity, config.max_position_embeddings);
   }
 
   int64_t size() const { return size_; }
   int64_t capacity() const { return capacity_; }
-  // [capacity, kv_width] rows; the first size() (plus those being appended) are valid.
+  // Makes room for n more positions: the forward pass calls it before appending. sy::Error
+  // when that passes the capacity or the memory available.
+  void reserve_more(int64_t n) {
+    if (n < 0 || size_ + n > capacity_)
+      fail("context full: {} cached + {} new tokens exceed the KV cache capacity of {}", size_, n,
+           capacity_);
+    if (size_ + n <= allocated_) return;
+    const int64_t rows = std::min(capacity_, std::max({size_ + n, 2 * allocated_, int64_t(64)}));
+    const uint64_t bytes = 2 * uint64_t(k_.size()) * uint64_t(rows) * uint64_t(kv_width_) * 4;
+    require_memory(
+        bytes - 2 * uint64_t(k_.size()) * uint64_t(allocated_) * uint64_t(kv_width_) * 4,
+        fmt::format("the KV cache for {} positions ({} in all)", rows, format_bytes(bytes)));
+    for (auto& x : k_) x.resize(size_t(rows * kv_width_));
+    for (auto& x : v_) x.resize(size_t(rows * kv_width_));
+    allocated_ = rows;
+  }
+  // [allocated rows, kv_width]; the first size() (plus those being appended) are valid.
   float* keys(int layer) { return k_[size_t(layer)].data(); }
   float* values(int layer) { return v_[size_t(layer)].data(); }
   const float* keys(int layer) const { return k_[size_t(layer)].data(); }
@@ -32,7 +58,7 @@ class KvCache {
 
   // Called by the forward pass after all layers have appended n positions.
   void advance(int64_t n) {
-    SY_ASSERT(size_ + n <= capacity_);
+    SY_ASSERT(size_ + n <= allocated_);
     size_ += n;
   }
   void clear() { size_ = 0; }
@@ -41,6 +67,7 @@ class KvCache {
   int64_t capacity_;
   int64_t kv_width_;
   int64_t size_ = 0;
+  int64_t allocated_ = 0;  // rows held by each buffer
   std::vector<std::vector<float>> k_, v_;
 };
 

@@ -89,9 +89,7 @@ void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, floa
   int64_t T = 0;
   for (const SequenceChunk& ch : chunks) {
     SY_ASSERT(ch.cache != nullptr);
-    if (ch.cache->size() + int64_t(ch.tokens.size()) > ch.cache->capacity())
-      fail("context full: {} cached + {} new tokens exceed the KV cache capacity of {}",
-           ch.cache->size(), ch.tokens.size(), ch.cache->capacity());
+    ch.cache->reserve_more(int64_t(ch.tokens.size()));
     SY_ASSERT_MSG(!ch.tokens.empty(), "a sequence chunk must hold at least one token");
     T += int64_t(ch.tokens.size());
   }

@@ -12,6 +12,7 @@
 #include "synth/tiny_tokenizer.h"
 #include "util/dtype.h"
 #include "util/error.h"
+#include "util/memory.h"
 #include "util/splitmix64.h"
 
 namespace sy::synth {
@@ -224,6 +225,13 @@ std::vector<std::string> write_synthetic_checkpoint(const SyntheticSpec& request
   // Planned from the config as the loader parses it: one source for names and shapes.
   const model::ModelConfig parsed = model::parse_config(config.dump(), dir + "/config.json");
   std::vector<PlannedTensor> plan = Planner(parsed, spec).plan();
+  uint64_t bytes = 0;
+  for (const auto& t : plan) {
+    uint64_t n = 1;
+    for (int64_t d : t.shape) n = checked_mul(n, uint64_t(d), "tensor " + t.name);
+    bytes += checked_mul(n, 4, "tensor " + t.name);
+  }
+  require_memory(bytes, fmt::format("the synthetic checkpoint's {} tensors", plan.size()));
   std::vector<std::vector<uint8_t>> data;
   data.reserve(plan.size());
   for (const auto& t : plan) data.push_back(generate(t, spec.dtype, spec.seed));
@@ -255,6 +263,19 @@ std::vector<std::string> write_synthetic_checkpoint(const SyntheticSpec& request
   io::write_text_file_atomic(dir + "/config.json", config.dump(2) + "\n");
   written.push_back(dir + "/config.json");
   return written;
+}
+
+SyntheticLayout synthetic_layout(const SyntheticSpec& requested) {
+  SyntheticSpec spec = requested;
+  validate(spec);
+  if (spec.tokenizer != "none" || spec.vocab_size <= 0)
+    fail("synthetic_layout needs tokenizer 'none' and a vocabulary size");
+  const int64_t head_dim = spec.head_dim ? spec.head_dim : spec.hidden_size / spec.num_heads;
+  SyntheticLayout out;
+  out.config_json = make_config(spec, head_dim, -1, -1).dump(2) + "\n";
+  const model::ModelConfig parsed = model::parse_config(out.config_json, "synthetic config.json");
+  for (auto& t : Planner(parsed, spec).plan()) out.tensors.emplace_back(t.name, t.shape);
+  return out;
 }
 
 SyntheticSpec reference_shape(const std::string& name) {

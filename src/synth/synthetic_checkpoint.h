@@ -40,6 +40,15 @@ struct SyntheticSpec {
 std::vector<std::string> write_synthetic_checkpoint(const SyntheticSpec& spec,
                                                     const std::string& dir);
 
+// What write_synthetic_checkpoint would write, without writing or generating anything:
+// config.json's text and every tensor's name and shape. The spec's tokenizer must be "none"
+// and its vocab_size set (a tokenizer would decide both).
+struct SyntheticLayout {
+  std::string config_json;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> tensors;
+};
+SyntheticLayout synthetic_layout(const SyntheticSpec& spec);
+
 // The shapes of ../shared/reference/machine.md (A: Mixtral-like, B: OLMoE-like).
 SyntheticSpec reference_shape(const std::string& name);
 

@@ -214,6 +214,8 @@ std::unique_ptr<Decoder> parse_decoder(const json& j, const std::string& path, c
   if (type == "Metaspace") {
     auto m = std::make_unique<MetaspaceDecoder>();
     m->replacement = ctx.str(j, "replacement", path, "\u2581");
+    if (m->replacement.empty())  // decoding would never advance
+      ctx.error(fmt::format("'{}.replacement' must not be empty", path));
     if (j.contains("prepend_scheme") && !j["prepend_scheme"].is_null()) {
       m->strip_first = ctx.str(j, "prepend_scheme", path) != "never";
     } else {

@@ -1,13 +1,14 @@
 #include "train/init.h"
 
-#include <unistd.h>
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "io/file_util.h"
 #include "util/error.h"
+#include "util/memory.h"
 
 namespace sy::train {
 
@@ -32,23 +33,27 @@ FreshModel fresh_model(const synth::SyntheticSpec& spec_in, int32_t eos_id, uint
   spec.tokenizer = "none";
   spec.num_shards = 1;
   spec.fused_experts = false;
-  // The layout comes from synth's writer; its random values are replaced below.
-  const std::string tmp =
-      (std::filesystem::temp_directory_path() / ("sy_fresh_" + std::to_string(getpid()))).string();
-  FreshModel out;
-  try {
-    synth::write_synthetic_checkpoint(spec, tmp);
-    out.params = load_params(tmp);
-    auto cfg = nlohmann::json::parse(io::read_text_file(tmp + "/config.json"));
-    cfg["eos_token_id"] = eos_id;
-    cfg["bos_token_id"] = eos_id;
-    cfg["torch_dtype"] = "float32";
-    out.config_json = cfg.dump(2);
-  } catch (...) {
-    std::filesystem::remove_all(tmp);
-    throw;
+  // The layout (names, shapes, config.json) is synth's, so it is exactly what inference loads;
+  // nothing is written to disk. Parameters go in name order, as load_params adds them.
+  synth::SyntheticLayout layout = synth::synthetic_layout(spec);
+  std::sort(layout.tensors.begin(), layout.tensors.end());
+  uint64_t numel = 0;
+  for (const auto& [name, shape] : layout.tensors) {
+    uint64_t n = 1;
+    for (int64_t d : shape) n = checked_mul(n, uint64_t(d), "parameter " + name);
+    numel += n;
   }
-  std::filesystem::remove_all(tmp);
+  require_memory(checked_mul(numel, 16, "the model's parameters"),
+                 fmt::format("a fresh model of {} parameters (float32 values, gradients and AdamW "
+                             "moments)",
+                             numel));
+  FreshModel out;
+  for (const auto& [name, shape] : layout.tensors) out.params.add(name, shape);
+  auto cfg = nlohmann::json::parse(layout.config_json);
+  cfg["eos_token_id"] = eos_id;
+  cfg["bos_token_id"] = eos_id;
+  cfg["torch_dtype"] = "float32";
+  out.config_json = cfg.dump(2);
 
   const double out_std = 0.02 / std::sqrt(2.0 * double(std::max<int64_t>(1, spec.num_layers)));
   uint64_t index = 0;

@@ -5,6 +5,7 @@
 #include "io/safetensors.h"
 #include "util/dtype.h"
 #include "util/error.h"
+#include "util/memory.h"
 
 namespace sy::train {
 
@@ -65,6 +66,12 @@ void ParamSet::zero_grads() {
 
 ParamSet load_params(const std::string& model_dir) {
   const io::TensorStore store = io::TensorStore::open(model_dir);
+  // Training holds each parameter in float32 four times: value, gradient, AdamW's two moments.
+  uint64_t numel = 0;
+  for (const auto& [name, info] : store.all()) numel += uint64_t(info->numel());
+  require_memory(numel * 16, fmt::format("training '{}' ({} parameters: float32 values, "
+                                         "gradients and AdamW moments)",
+                                         model_dir, numel));
   ParamSet set;
   for (const auto& [name, info] : store.all()) {
     if (!info->dtype)

@@ -467,6 +467,12 @@ TEST(Config, HostileValuesAreBoundedErrors) {
       {"head_dim", json(int64_t(1) << 40), {"head_dim"}},
       {"head_dim", json(-8), {"head_dim"}},
       {"intermediate_size", json(int64_t(1) << 45), {"intermediate size"}},
+      {"num_local_experts", json(100000), {"number of experts", "1 .. 65536"}},
+      {"max_position_embeddings", json(0), {"max_position_embeddings 0"}},
+      {"rms_norm_eps", json(-1.0), {"rms_norm_eps"}},
+      {"rope_theta", json(0), {"rope_theta"}},
+      {"eos_token_id", json(int64_t(1) << 40), {"eos_token_id", "vocab_size"}},
+      {"bos_token_id", json(-7), {"bos_token_id -7"}},
   };
   for (const Case& c : cases) {
     json j = mixtral();

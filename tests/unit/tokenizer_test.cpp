@@ -105,6 +105,19 @@ TEST(TokenizerSplit, Behaviours) {
   EXPECT_EQ(texts(SplitBehavior::Removed, true), (V{"-", "-", "-"}));
 }
 
+TEST(TokenizerMetaspace, EmptyDecoderReplacementIsRefused) {
+  // Decoding with an empty replacement would never advance (a hang on a hostile file).
+  const std::string json = R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+      "decoder": {"type": "Metaspace", "replacement": "", "prepend_scheme": "always"}})";
+  try {
+    (void)Tokenizer::from_json_string(json, "empty-metaspace");
+    ADD_FAILURE() << "an empty Metaspace replacement was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("replacement' must not be empty"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(TokenizerMetaspace, PrependAndDecode) {
   const std::string json =
       R"({"model": {"type": "BPE", "vocab": {"▁": 0, "a": 1, "b": 2, "▁a": 3}, "merges": [["▁", "a"]]},
