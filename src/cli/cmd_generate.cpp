@@ -19,6 +19,7 @@ struct GenerateOptions {
   ModelOptions model;
   CapacityOptions capacity;
   std::string prompt;
+  std::string file;  // prompt text from a file
   std::string ids;
   int max_tokens = 64;
   model::SamplerConfig sampler;
@@ -35,10 +36,18 @@ void run_generate(const GenerateOptions& o) {
   const model::Model& m = *eng->model;
   const model::ModelConfig& cfg = m.config();
   const bool root = eng->is_root();
-  std::vector<int32_t> prompt = o.ids.empty() ? eng->tokenizer->encode(o.prompt) : parse_ids(o.ids);
+  std::vector<int32_t> prompt =
+      !o.ids.empty()
+          ? parse_ids(o.ids)
+          : eng->tokenizer->encode(o.file.empty() ? o.prompt : io::read_text_file(o.file));
   if (prompt.empty())
-    fail("the prompt is empty: give --prompt TEXT (or --ids) with at least one token");
+    fail("the prompt is empty: give --prompt TEXT (or --file, --ids) with at least one token");
   if (o.max_tokens < 0) fail("--max-tokens must be >= 0");
+  if (int64_t(prompt.size()) + o.max_tokens > cfg.max_position_embeddings)
+    fail(
+        "the prompt's {} tokens plus --max-tokens {} exceed the model's context of {} positions "
+        "(max_position_embeddings): lower --max-tokens",
+        prompt.size(), o.max_tokens, cfg.max_position_embeddings);
 
   RunReport report(o.report, eng->runtime, eng->distributed() ? eng->rank() : -1);
   model::KvCache cache(cfg, int64_t(prompt.size()) + o.max_tokens);
@@ -111,27 +120,32 @@ void register_generate(CLI::App& app) {
   add_model_options(*cmd, o->model);
   add_capacity_options(*cmd, o->capacity);
   auto* prompt = cmd->add_option("-p,--prompt", o->prompt, "Prompt text");
+  auto* file = cmd->add_option("-f,--file", o->file,
+                               "File whose text is the prompt (for prompts longer than a command "
+                               "line holds)");
   auto* ids =
       cmd->add_option("--ids", o->ids, "Prompt as comma-separated token ids instead of text");
   prompt->excludes(ids);
+  prompt->excludes(file);
+  file->excludes(ids);
   cmd->add_option("-n,--max-tokens", o->max_tokens, "Tokens to generate at most")
       ->capture_default_str();
   cmd->add_option("--temperature", o->sampler.temperature, "Sampling temperature (0 = greedy)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kFiniteNumber & CLI::NonNegativeNumber);
   cmd->add_option("--top-k", o->sampler.top_k, "Keep the k most likely tokens (0 = all)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-p", o->sampler.top_p, "Keep the smallest set of tokens with this mass")
       ->capture_default_str()
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(kFiniteNumber & CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", o->sampler.seed, "Random seed for sampling")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past the end-of-sequence token");
   add_report_options(*cmd, o->report);
   add_parallel_options(*cmd, o->parallel);
   cmd->callback([o] {
-    if (o->prompt.empty() && o->ids.empty())
-      fail("give a prompt with --prompt TEXT or --ids 1,2,3");
+    if (o->prompt.empty() && o->ids.empty() && o->file.empty())
+      fail("give a prompt with --prompt TEXT, --file PATH or --ids 1,2,3");
     check_report_paths(o->report);
     io::check_output_path(o->parallel.ep_json, "--ep-json");
     run_generate(*o);

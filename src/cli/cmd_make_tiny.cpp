@@ -65,6 +65,7 @@ void register_make_tiny(CLI::App& app) {
       ref.num_shards = s->num_shards;
       spec = ref;
     }
+    make_output_dir(*out, "--out");
     for (const auto& f : synth::write_synthetic_checkpoint(spec, *out)) fmt::print("wrote {}\n", f);
   });
 }

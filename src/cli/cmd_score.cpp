@@ -318,7 +318,8 @@ void register_score(CLI::App& app) {
       fail("give the text to score with --text, --file or --ids");
     for (const std::string& p : o->sweep_policies) moe::parse_capacity_policy(p);
     for (double g : o->sweep_factors)
-      if (!(g > 0)) fail("--sweep-factors must be positive numbers (got {})", g);
+      if (!(g > 0) || !std::isfinite(g))
+        fail("--sweep-factors must be positive finite numbers (got {})", g);
     if (!o->sweep_factors.empty() && o->sweep_policies.empty())
       fail("--sweep-factors needs --sweep POLICY,... as well");
     if (!o->sweep_policies.empty() && !o->dump_logits.empty())

@@ -17,6 +17,7 @@
 #include "synth/synthetic_checkpoint.h"
 #include "tokenizer/tokenizer.h"
 #include "train/allocator.h"
+#include "train/checkpoint.h"
 #include "train/corpus.h"
 #include "train/data_parallel.h"
 #include "train/init.h"
@@ -68,6 +69,12 @@ void run_train(TrainArgs& a) {
   ops::set_num_threads(a.threads);
   if (a.out.empty() && a.export_corpus.empty()) fail("--out is required");
   const std::string ckpt = a.out + "/model";
+  if (root && a.export_corpus.empty()) {
+    make_output_dir(a.out, "--out");
+    // A save interrupted between its two renames left the checkpoint as model.old-PID: put it
+    // back before deciding whether this is a new run or a resumed one.
+    train::recover_checkpoint_dir(ckpt);
+  }
   if (root && !a.resume && io::file_exists(ckpt + "/trainer_state.json"))
     fail(
         "{} already holds a training checkpoint: pass --resume to continue it, or choose another "
@@ -86,7 +93,7 @@ void run_train(TrainArgs& a) {
   if (!a.export_corpus
            .empty()) {  // the split as text files (e.g. to score held-out text), then stop
     if (!root) return;
-    std::filesystem::create_directories(a.export_corpus);
+    make_output_dir(a.export_corpus, "--export-corpus");
     io::write_text_file_atomic(a.export_corpus + "/train.txt", corpus.train_text);
     io::write_text_file_atomic(a.export_corpus + "/validation.txt", corpus.val_text);
     fmt::print("wrote {0}/train.txt and {0}/validation.txt\n", a.export_corpus);

@@ -4,13 +4,37 @@
 
 #include <fmt/core.h>
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 
 #include "io/file_util.h"
 #include "ops/threads.h"
 #include "util/error.h"
 
 namespace sy::cli {
+
+const CLI::Validator kFiniteNumber(
+    [](std::string& text) -> std::string {
+      double v = 0;
+      if (!CLI::detail::lexical_cast(text, v) || !std::isfinite(v))
+        return "must be a finite number, got '" + text + "'";
+      return "";
+    },
+    "FINITE");
+
+void make_output_dir(const std::string& path, const std::string& flag) {
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_directory(path, ec))
+    fail("{} {}: exists and is not a directory", flag, path);
+  std::filesystem::create_directories(path, ec);
+  if (ec) fail("{} {}: cannot create the directory: {}", flag, path, ec.message());
+  if (::access(path.c_str(), W_OK) != 0)
+    fail("{} {}: the directory is not writable: {}", flag, path, std::strerror(errno));
+}
 
 void add_model_options(CLI::App& cmd, ModelOptions& o) {
   cmd.add_option("-m,--model", o.model_dir,

@@ -34,6 +34,13 @@ moe::MoeRuntime make_moe_runtime(const CapacityOptions& options, int num_experts
 // `family`; `help_extra` is appended to the help text.
 CLI::Option* add_family_option(CLI::App& cmd, model::Family& family, const std::string& help_extra);
 
+// A CLI11 check: the value parses as a finite number (NonNegativeNumber lets "nan" through).
+extern const CLI::Validator kFiniteNumber;
+
+// Creates the output directory of --out (parents included): sy::Error naming `flag` when the
+// path exists but is not a directory, or cannot be created (read-only, no permission).
+void make_output_dir(const std::string& path, const std::string& flag);
+
 // Parses "1,2,3" into token ids.
 std::vector<int32_t> parse_ids(const std::string& text);
 

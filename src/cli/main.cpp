@@ -2,7 +2,11 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
+#include <cstring>
 #include <string_view>
+#include <system_error>
+#include <vector>
 
 #include "cli/commands.h"
 #include "ops/blas_env.h"
@@ -15,6 +19,32 @@ int main(int argc, char** argv) {
   sy::ops::prefer_fast_blas(argc, argv, training);
   // Under mpirun every rank runs this same program; MPI starts only then.
   const sy::parallel::Communicator& comm = sy::parallel::Communicator::world(&argc, &argv);
+  if (comm.distributed()) {
+    // Ranks given different arguments (another -n, --batch, ...) would issue different
+    // collective calls and hang: every rank must run the same command line. The model path
+    // may differ (a copy per machine); its contents are compared when it loads.
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int i = 1; i < argc; ++i) {
+      const std::string_view a = argv[i];
+      if (a == "-m" || a == "--model") {
+        ++i;
+        continue;
+      }
+      if (a.starts_with("--model=")) continue;
+      for (const char c : a) h = (h ^ uint8_t(c)) * 0x100000001b3ull;
+      h = (h ^ 0xff) * 0x100000001b3ull;  // argument boundary
+    }
+    const std::vector<uint64_t> all = comm.all_gather(h);
+    for (int r = 1; r < comm.size(); ++r)
+      if (all[size_t(r)] != all[0]) {
+        if (comm.is_root())
+          fmt::print(stderr,
+                     "switchyard: error: rank {} was started with other arguments than rank 0; "
+                     "under mpirun every rank must run the same command line\n",
+                     r);
+        return 2;
+      }
+  }
   CLI::App app{
       "Switchyard: a Mixture-of-Experts engine for CPU.\n"
       "Loads Hugging Face checkpoints (config.json + safetensors + tokenizer.json) of\n"
@@ -51,6 +81,12 @@ int main(int argc, char** argv) {
     if (comm.distributed()) comm.abort("out of memory");
     fmt::print(stderr, "switchyard: error: out of memory\n");
     return 1;
+  } catch (const std::system_error& e) {
+    // The file system or the C++ library refusing an operation (a read-only --out, a write to
+    // a full disk through fmt::print): the message names the path or the stream.
+    if (comm.distributed()) comm.abort(e.what());
+    fmt::print(stderr, "switchyard: error: {}\n", e.what());
+    return 1;
   } catch (const std::exception& e) {
     // A defect (every bad input should have become a sy::Error): still an orderly exit with
     // the message, never an abort.
@@ -58,6 +94,12 @@ int main(int argc, char** argv) {
     if (comm.distributed()) comm.abort(what);
     fmt::print(stderr, "switchyard: internal error (please report): {}\n", what);
     return 70;
+  }
+  // Output written to a full disk or a closed stream must not end in success.
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    fmt::print(stderr, "switchyard: error: cannot write to standard output: {}\n",
+               std::strerror(errno));
+    return 1;
   }
   return 0;
 }

@@ -16,6 +16,9 @@
 namespace sy::io {
 
 std::string read_text_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    fail("cannot read '{}': it is a directory, not a file", path);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("cannot open '{}': {}", path, std::strerror(errno));
   std::ostringstream ss;
@@ -29,33 +32,69 @@ bool file_exists(const std::string& path) {
 }
 
 void check_output_path(const std::string& path, const std::string& flag) {
-  if (path.empty()) return;
+  if (path.empty() || path == "-") return;
   const auto parent = std::filesystem::absolute(path).parent_path();
   if (!std::filesystem::is_directory(parent))
     fail("{} {}: the directory '{}' does not exist", flag, path, parent.string());
 }
 
-void write_file_atomic(const std::string& path, const void* data, size_t size) {
-  std::string tmp = path + ".tmp.XXXXXX";
-  int fd = mkstemp(tmp.data());
-  if (fd < 0) fail("cannot create a temporary file beside '{}': {}", path, std::strerror(errno));
-  const auto* p = static_cast<const char*>(data);
-  size_t left = size;
+namespace {
+
+// Writes all of `data` to `fd`; the errno of the first failure, or 0.
+int write_all(int fd, const char* p, size_t left) {
   while (left > 0) {
-    ssize_t n = ::write(fd, p, left);
+    const ssize_t n = ::write(fd, p, left);
     if (n < 0) {
       if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail("error writing '{}': {}", path, std::strerror(err));
+      return errno;
     }
     p += n;
     left -= size_t(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+  return 0;
+}
+
+// Standard output, a device, a FIFO: written where it is.
+void write_in_place(const std::string& path, const char* data, size_t size) {
+  const bool to_stdout = path == "-";
+  if (to_stdout) std::fflush(stdout);  // keep the order of earlier buffered output
+  const int fd = to_stdout ? STDOUT_FILENO : ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) fail("cannot open '{}' for writing: {}", path, std::strerror(errno));
+  const int err = write_all(fd, data, size);
+  const int close_err = to_stdout ? 0 : (::close(fd) != 0 ? errno : 0);
+  if (err || close_err)
+    fail("error writing '{}': {}", to_stdout ? "standard output" : path,
+         std::strerror(err ? err : close_err));
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path_arg, const void* data, size_t size) {
+  const auto* bytes = static_cast<const char*>(data);
+  std::string path = path_arg;
+  if (path == "-") return write_in_place(path, bytes, size);
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+    std::error_code ec;
+    const auto target = std::filesystem::canonical(path, ec);
+    if (!ec) path = target.string();  // a dangling link is replaced like a missing file
+  }
+  if (::stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) fail("cannot write '{}': it is a directory", path_arg);
+    if (!S_ISREG(st.st_mode)) return write_in_place(path, bytes, size);
+  }
+  std::string tmp = path + ".tmp.XXXXXX";
+  int fd = mkstemp(tmp.data());
+  if (fd < 0) fail("cannot create a temporary file beside '{}': {}", path, std::strerror(errno));
+  if (const int err = write_all(fd, bytes, size)) {
+    ::close(fd);
     ::unlink(tmp.c_str());
-    fail("error flushing '{}': {}", path, std::strerror(errno));
+    fail("error writing '{}': {}", path, std::strerror(err));
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail("error flushing '{}': {}", path, std::strerror(err));
   }
   ::chmod(tmp.c_str(), 0644);
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {

@@ -6,7 +6,10 @@
 namespace sy::io {
 
 std::string read_text_file(const std::string& path);  // throws sy::Error naming the path
-// Writes `path` atomically: a temporary file beside it, fsync, then rename.
+// Writes `path` atomically when it is (or will be) a regular file: a temporary file beside it,
+// fsync, then rename, so a failure never leaves a half-written file. "-" is standard output;
+// an existing device, FIFO or socket is written in place (never replaced by a file); a symbolic
+// link keeps pointing where it did (its target is replaced). Every write is checked.
 void write_file_atomic(const std::string& path, const void* data, size_t size);
 void write_text_file_atomic(const std::string& path, const std::string& text);
 bool file_exists(const std::string& path);

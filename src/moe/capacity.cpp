@@ -13,6 +13,9 @@
 
 namespace sy::moe {
 
+// Capacities are clamped here before the float-to-integer conversion (no pair count comes near).
+constexpr double kMaxCapacity = 4.0e18;
+
 namespace {
 
 struct PolicyName {
@@ -190,8 +193,9 @@ class PolicyRun {
     for (int d = 0; d < D; ++d) {
       const int n_d = placement.empty() ? E_ : int(placement.experts_on(d).size());
       // ceil(gamma*T*k*n_d/E), evaluated in this order (as the paper writes it).
+      const double c_d = std::ceil(cfg_.factor * double(T_) * K_ * n_d / E_);
       const int64_t C_d =
-          std::max<int64_t>(1, int64_t(std::ceil(cfg_.factor * double(T_) * K_ * n_d / E_)));
+          std::max<int64_t>(1, c_d < kMaxCapacity ? int64_t(c_d) : int64_t(kMaxCapacity));
       auto& pairs = by[size_t(d)];
       if (int64_t(pairs.size()) <= C_d) continue;
       std::stable_sort(pairs.begin(), pairs.end(), [&](const auto& a, const auto& b) {
@@ -255,8 +259,10 @@ std::string CapacityConfig::describe() const {
 
 int64_t expert_capacity(double gamma, int64_t num_tokens, int top_k, int num_experts) {
   if (num_tokens <= 0) return 0;
+  // The clamp keeps a huge gamma (1e300) from overflowing the integer conversion (a capacity
+  // of 2^62 drops nothing, as 1e300 means).
   const double c = std::ceil(gamma * double(num_tokens) * top_k / num_experts);
-  return std::max<int64_t>(1, int64_t(c));
+  return std::max<int64_t>(1, c < kMaxCapacity ? int64_t(c) : int64_t(kMaxCapacity));
 }
 
 int capacity_slots(const CapacityConfig& config, int top_k, int num_experts,

@@ -6,13 +6,20 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include "util/error.h"
+
 namespace sy::ops {
 
 namespace {
 int g_num_threads = 0;  // 0 = not set yet: omp_get_max_threads()
-}
+// OpenMP's runtime crashes creating 100k threads; no machine this engine targets has 1024 cores.
+constexpr int kMaxThreads = 1024;
+}  // namespace
 
 void set_num_threads(int n) {
+  if (n > kMaxThreads)
+    fail("--threads {} is more than {} (this machine has {} cores; 0 = all of them)", n,
+         kMaxThreads, omp_get_num_procs());
   if (n <= 0) n = omp_get_num_procs();
   g_num_threads = n;
   omp_set_num_threads(n);

@@ -285,7 +285,12 @@ double Trainer::run() {
     const bool do_eval = last || (config_.eval_every > 0 && s % config_.eval_every == 0);
     const bool do_log =
         last || do_eval || s % std::max<int64_t>(1, config_.log_every) == 0 || s == 1;
-    if (!do_log) continue;
+    // Checkpoints follow --save-every alone, whether or not the step is logged.
+    const bool do_save = last || (config_.save_every > 0 && s % config_.save_every == 0);
+    if (!do_log) {
+      if (do_save) save();
+      continue;
+    }
     const double imbalance = load_imbalance();  // this step's routing (before validation runs)
     nlohmann::json entry{{"step", s},
                          {"lr", lr},
@@ -324,7 +329,7 @@ double Trainer::run() {
       std::fflush(stdout);
     }
     if (do_eval) write_plot();
-    if (last || (config_.save_every > 0 && s % config_.save_every == 0)) save();
+    if (do_save) save();
   }
   if (step_ == first) {  // nothing left to train: report the checkpoint's validation loss
     val = evaluate();
