@@ -22,12 +22,12 @@ BpeModel BpeModel::from_json(const json& model, const std::string& path, const J
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
         it.value().get<int64_t>() > INT32_MAX) {
-      ctx.error(fmt::format("'{}.vocab[\"{}\"]' must be a non-negative 32-bit integer id", path,
-                            it.key()));
+      ctx.error(fmt::format("'{}.vocab[{}]' must be a non-negative 32-bit integer id", path,
+                            excerpt_text(it.key())));
     }
     if (it.value().get<int64_t>() >= max_id)
-      ctx.error(fmt::format("'{}.vocab[\"{}\"]' = {} is far beyond the vocabulary's {} entries",
-                            path, it.key().substr(0, 40), it.value().get<int64_t>(), vocab.size()));
+      ctx.error(fmt::format("'{}.vocab[{}]' = {} is far beyond the vocabulary's {} entries", path,
+                            excerpt_text(it.key()), it.value().get<int64_t>(), vocab.size()));
     const auto id = it.value().get<int32_t>();
     m.vocab_[it.key()] = id;
     if (static_cast<size_t>(id) >= m.id_to_token_.size()) {
@@ -45,7 +45,8 @@ BpeModel BpeModel::from_json(const json& model, const std::string& path, const J
   const std::string unk = ctx.str(model, "unk_token", path, "");
   if (!unk.empty()) {
     auto id = m.token_to_id(unk);
-    if (!id) ctx.error(fmt::format("'{}.unk_token' '{}' is not in the vocab", path, unk));
+    if (!id)
+      ctx.error(fmt::format("'{}.unk_token' {} is not in the vocab", path, excerpt_text(unk)));
     m.unk_id_ = *id;
   }
   for (int b = 0; b < 256; ++b) {
@@ -79,11 +80,11 @@ BpeModel BpeModel::from_json(const json& model, const std::string& path, const J
                                                                    : right);
     auto a = m.token_to_id(left), b = m.token_to_id(right), c = m.token_to_id(merged);
     if (!a || !b || !c) {
-      ctx.error(fmt::format("'{}.merges[{}]' ('{}', '{}'): token '{}' is not in the vocab", path,
-                            rank, left, right,
-                            !a   ? left
-                            : !b ? right
-                                 : merged));
+      ctx.error(fmt::format("'{}.merges[{}]' ({}, {}): token {} is not in the vocab", path, rank,
+                            excerpt_text(left), excerpt_text(right),
+                            excerpt_text(!a   ? left
+                                         : !b ? right
+                                              : merged)));
     }
     m.merges_.try_emplace(pair_key(*a, *b), static_cast<int32_t>(rank),
                           *c);  // first (lowest) rank wins

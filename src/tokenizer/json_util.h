@@ -6,6 +6,7 @@
 #include <string>
 
 #include "util/error.h"
+#include "util/json_bounded.h"
 
 namespace sy {
 
@@ -15,7 +16,9 @@ struct JsonCtx {
   std::string origin;  // the file (or other source) being parsed
 
   [[noreturn]] void error(const std::string& what) const {
-    fail("tokenizer.json: {} in {}", what, origin);
+    // Messages quote fields of the file: never let one grow without bound.
+    fail("tokenizer.json: {} in {}", what.size() > 400 ? what.substr(0, 400) + "..." : what,
+         origin);
   }
 
   const json& require(const json& obj, const char* key, const std::string& path) const {

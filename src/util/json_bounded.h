@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 
 #include "util/error.h"
 
@@ -22,6 +23,14 @@ inline std::string excerpt(const nlohmann::json& v) {
     return nlohmann::json(cut).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
   }
   return v.dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
+}
+
+// A string from a file as a message may quote it: at most 40 bytes, JSON-escaped (control
+// bytes and invalid UTF-8 cannot garble the terminal), in double quotes.
+inline std::string excerpt_text(std::string_view text) {
+  const std::string cut =
+      text.size() > 40 ? std::string(text.substr(0, 40)) + "..." : std::string(text);
+  return nlohmann::json(cut).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
 }
 
 // nlohmann's message for a parse error, cut short: it quotes the token being read, which a
