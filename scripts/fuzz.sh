@@ -3,6 +3,7 @@
 # under ASan + UBSan, for a time budget; reports executions, coverage and findings per target.
 #
 #   scripts/fuzz.sh [--seconds N] [--jobs J] [--report FILE] [TARGET...]
+#   scripts/fuzz.sh --summary          totals per target over every run in the ledger
 #
 # --seconds N   time per target (default 60); --jobs J targets at once (default: cores)
 # --report FILE also write the table as Markdown (with the cumulative totals of the ledger)
@@ -17,6 +18,7 @@ build="${FUZZ_BUILD_DIR:-$root/build-fuzz}"
 seconds=60
 jobs=$(nproc)
 report=""
+summary=0
 targets=()
 all_targets=(safetensors safetensors_index config tokenizer routing_trace checkpoint model)
 while [ $# -gt 0 ]; do
@@ -24,6 +26,7 @@ while [ $# -gt 0 ]; do
     --seconds) seconds="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --report) report="$2"; shift 2 ;;
+    --summary) summary=1; shift ;;
     -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "fuzz.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     *)
@@ -34,6 +37,19 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ ${#targets[@]} -eq 0 ] && targets=("${all_targets[@]}")
+if [ "$summary" = 1 ]; then  # Markdown: one row per target, summed over the ledger's runs
+  ledger="$build/ledger.tsv"
+  [ -f "$ledger" ] || { echo "fuzz.sh: no ledger at $ledger yet" >&2; exit 1; }
+  echo "| target | runs | executions | wall time | exec/s | edges (max) | features (max) | findings |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  for t in "${targets[@]}"; do
+    awk -F'\t' -v t="$t" '$2 == t { n++; e += $3; w += $4; if ($5 > c) c = $5; if ($6 > f) f = $6;
+        if ($8 > x) x = $8 }
+      END { if (n) printf "| %s | %d | %d | %dh %02dm | %d | %d | %d | %d |\n", t, n, e,
+            w / 3600, (w % 3600) / 60, e / (w ? w : 1), c, f, x }' "$ledger"
+  done
+  exit 0
+fi
 [[ "$seconds" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz.sh: --seconds must be a positive integer" >&2; exit 2; }
 [[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz.sh: --jobs must be a positive integer" >&2; exit 2; }
 
