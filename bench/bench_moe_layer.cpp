@@ -303,9 +303,9 @@ Json run_skew(const LayerSetup& L, const Skew& skew, const std::vector<double>& 
               const int64_t b = L.placement.token_begin(d, T),
                             n = L.placement.token_begin(d + 1, T) - b;
               moe::apply_capacity(rt.capacity, L.router, scores.data() + b * E, rids.data() + b * K,
-                                  rweights.data() + b * K, n, L.placement, d, uint64_t(d),
-                                  pids.data() + b * slots, pweights.data() + b * slots, slots,
-                                  scratch_outcome);
+                                  rweights.data() + b * K, n, L.placement, d,
+                                  moe::CapacityCall{uint64_t(d), false}, pids.data() + b * slots,
+                                  pweights.data() + b * slots, slots, scratch_outcome);
             }
           },
           2, L.policy_reps);

@@ -95,6 +95,13 @@ moe::MoeRuntime make_moe_runtime(const CapacityOptions& o, int num_experts) {
     rt.placement = moe::Placement::from_file(o.placement_file, num_experts);
   else if (o.devices > 0 || o.devices < 0)
     rt.placement = moe::Placement::contiguous(num_experts, o.devices);
+  if (rt.capacity.policy == moe::CapacityPolicy::kExpanded && rt.placement.empty())
+    fmt::print(
+        stderr,
+        "warning: expanded drop without --devices or --placement makes every expert local: "
+        "each expert then fills up to its capacity C (more expert compute than dropless; the "
+        "authors' code does the same without local_expert_indices). Give --devices N to "
+        "study N devices.\n");
   return rt;
 }
 

@@ -87,6 +87,9 @@ void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, floa
   const ModelConfig& c = config_;
   const int64_t H = c.hidden_size, hd = c.head_dim;
   int64_t T = 0;
+  ++runtime.forward_calls;
+  runtime.decode_step = !chunks.empty();
+  for (const SequenceChunk& ch : chunks) runtime.decode_step &= ch.tokens.size() == 1;
   for (const SequenceChunk& ch : chunks) {
     SY_ASSERT(ch.cache != nullptr);
     ch.cache->reserve_more(int64_t(ch.tokens.size()));

@@ -108,45 +108,50 @@ class PolicyRun {
     }
   }
 
-  // Candidates = router pairs + every expert local to the source device; router pairs rank
-  // first, so overflowing experts keep exactly what token drop keeps.
+  // Algorithm 2: a token's candidates are its router pairs plus every expert local to the
+  // source device; each expert keeps the C candidates with the highest score, routed or not
+  // (masked_scores.topk(C, dim=0)). A local expert is a candidate for every token, so it keeps
+  // the C best tokens of the slice (a routed pair can lose its place to a token that did not
+  // route there); an expert elsewhere only has routed candidates: a plain score drop.
   void expanded_drop(int64_t C, const std::vector<int32_t>& local,
                      const std::vector<float>& scale) {
     auto by = pairs_by_expert();
-    std::vector<bool> holds(size_t(T_) * size_t(E_), false);
-    for (int32_t e = 0; e < E_; ++e)
-      for (const Pair& q : by[size_t(e)]) holds[size_t(q.token) * size_t(E_) + size_t(e)] = true;
-    std::vector<int32_t> next_slot(size_t(T_), K_);
-    for (int32_t e : local) {
-      auto& routed = by[size_t(e)];
-      rank(routed, e, CapacityPolicy::kScore);
-      for (size_t i = size_t(std::min<int64_t>(C, int64_t(routed.size()))); i < routed.size(); ++i)
-        id(routed[i]) = kDroppedExpert, weight(routed[i]) = 0;
-      int64_t spare = C - int64_t(routed.size());
-      if (spare <= 0) continue;
-      std::vector<int32_t> extra;
-      for (int32_t t = 0; t < T_; ++t)
-        if (!holds[size_t(t) * size_t(E_) + size_t(e)]) extra.push_back(t);
-      std::stable_sort(extra.begin(), extra.end(),
-                       [&](int32_t a, int32_t b) { return score(a, e) > score(b, e); });
-      for (size_t i = 0; i < extra.size() && int64_t(i) < spare; ++i) {
-        const int32_t t = extra[i];
-        const Pair q{t, next_slot[size_t(t)]++};
-        SY_ASSERT(q.slot < S_);
-        id(q) = e;
-        weight(q) = score(t, e) * scale[size_t(t)];
-      }
-    }
-    // Experts on other devices: plain score drop.
     std::vector<bool> is_local(size_t(E_), false);
     for (int32_t e : local) is_local[size_t(e)] = true;
+    std::vector<int32_t> next_slot(size_t(T_), K_);
     for (int32_t e = 0; e < E_; ++e) {
-      if (is_local[size_t(e)]) continue;
       auto& routed = by[size_t(e)];
-      if (int64_t(routed.size()) <= C) continue;
-      rank(routed, e, CapacityPolicy::kScore);
-      for (size_t i = size_t(C); i < routed.size(); ++i)
-        id(routed[i]) = kDroppedExpert, weight(routed[i]) = 0;
+      if (!is_local[size_t(e)]) {
+        if (int64_t(routed.size()) <= C) continue;
+        rank(routed, e, CapacityPolicy::kScore);
+        for (size_t i = size_t(C); i < routed.size(); ++i)
+          id(routed[i]) = kDroppedExpert, weight(routed[i]) = 0;
+        continue;
+      }
+      // Every token is a candidate: its router slot when it routed here, else a new one.
+      std::vector<int32_t> slot_of(static_cast<size_t>(T_), -1);
+      for (const Pair& q : routed) slot_of[size_t(q.token)] = q.slot;
+      std::vector<int32_t> tokens(static_cast<size_t>(T_));
+      std::iota(tokens.begin(), tokens.end(), 0);
+      const size_t keep = size_t(std::min<int64_t>(C, T_));
+      std::partial_sort(tokens.begin(), tokens.begin() + keep, tokens.end(),
+                        [&](int32_t a, int32_t b) {
+                          const float sa = score(a, e), sb = score(b, e);
+                          return sa > sb || (sa == sb && a < b);
+                        });
+      std::vector<bool> kept(static_cast<size_t>(T_), false);
+      for (size_t i = 0; i < keep; ++i) kept[size_t(tokens[i])] = true;
+      for (int32_t t = 0; t < T_; ++t) {
+        const int32_t s = slot_of[size_t(t)];
+        if (s >= 0 && !kept[size_t(t)]) {  // a routed pair outranked by C others
+          id({t, s}) = kDroppedExpert, weight({t, s}) = 0;
+        } else if (s < 0 && kept[size_t(t)]) {  // a local expert the token did not route to
+          const Pair q{t, next_slot[size_t(t)]++};
+          SY_ASSERT(q.slot < S_);
+          id(q) = e;
+          weight(q) = score(t, e) * scale[size_t(t)];
+        }
+      }
     }
   }
 
@@ -295,8 +300,8 @@ void CapacityOutcome::accumulate(const CapacityOutcome& o) {
 
 void apply_capacity(const CapacityConfig& cfg, const RouterConfig& router, const float* scores,
                     const int32_t* ids, const float* weights, int64_t T, const Placement& placement,
-                    int source_device, uint64_t rng_stream, int32_t* out_ids, float* out_weights,
-                    int out_slots, CapacityOutcome& outcome) {
+                    int source_device, const CapacityCall& call, int32_t* out_ids,
+                    float* out_weights, int out_slots, CapacityOutcome& outcome) {
   const int E = router.num_experts, K = router.top_k;
   SY_ASSERT(out_slots >= capacity_slots(cfg, K, E, placement));
   SY_ASSERT(placement.empty() || (placement.num_experts() == E && source_device >= 0 &&
@@ -324,7 +329,7 @@ void apply_capacity(const CapacityConfig& cfg, const RouterConfig& router, const
     outcome.overflow += std::max<int64_t>(0, before[size_t(e)] - C);
   }
 
-  const bool skip = !cfg.active() || (cfg.skip_single_token && T == 1);
+  const bool skip = !cfg.active() || (cfg.skip_single_token && call.decode_step);
   if (!skip) {
     // Per-token factor mapping a probability to a combine weight (renormalisation, scaling),
     // so pairs a policy adds are weighted as the router would have weighted them.
@@ -336,7 +341,7 @@ void apply_capacity(const CapacityConfig& cfg, const RouterConfig& router, const
           w += weights[t * K + s], p += scores[t * E + e];
       scale[size_t(t)] = p > 0 ? float(w / p) : 0.0f;
     }
-    PolicyRun run(cfg, scores, T, E, K, out_ids, out_weights, out_slots, rng_stream);
+    PolicyRun run(cfg, scores, T, E, K, out_ids, out_weights, out_slots, call.rng_stream);
     switch (cfg.policy) {
       case CapacityPolicy::kScore:
       case CapacityPolicy::kOrder:
@@ -362,15 +367,15 @@ void apply_capacity(const CapacityConfig& cfg, const RouterConfig& router, const
     }
   }
 
-  // Count what changed, per token: router pairs lost and pairs gained; optional renormalise.
+  // Count what changed, per token: router pairs lost and pairs gained; optionally renormalise
+  // the survivors to sum 1 (the authors' renormalize_after_capacity_drop).
   for (int64_t t = 0; t < T; ++t) {
     const int32_t* in = ids + t * K;
     int32_t* out = out_ids + t * out_slots;
     float* w = out_weights + t * out_slots;
-    double sum_before = 0, sum_after = 0;
+    double sum_after = 0;
     for (int s = 0; s < K; ++s) {
       if (in[s] == kDroppedExpert) continue;
-      sum_before += weights[t * K + s];
       if (std::find(out, out + out_slots, in[s]) == out + out_slots) ++outcome.dropped;
     }
     for (int s = 0; s < out_slots; ++s) {
@@ -382,8 +387,8 @@ void apply_capacity(const CapacityConfig& cfg, const RouterConfig& router, const
         if (cfg.policy == CapacityPolicy::kReroute) ++outcome.rerouted;
       }
     }
-    if (!skip && cfg.renormalize && sum_after > 0 && sum_after != sum_before) {
-      const float f = float(sum_before / sum_after);
+    if (!skip && cfg.renormalize && sum_after > 0 && sum_after != 1.0) {
+      const float f = float(1.0 / sum_after);
       for (int s = 0; s < out_slots; ++s) w[s] *= f;
     }
   }
@@ -417,15 +422,16 @@ constexpr CapacitySetting kCapacitySettings[] = {
      },
      nullptr},
     {"capacity_renormalize", "--capacity-renormalize", "",
-     "Rescale a token's surviving weights to their sum before the drop",
+     "Rescale a token's surviving weights to sum to 1 after the policy (the authors' "
+     "renormalize_after_capacity_drop)",
      [](const CapacityConfig& c) { return bool_text(c.renormalize); },
      [](CapacityConfig& c, const std::string& v, const std::string& where) {
        c.renormalize = parse_bool(v, where);
      },
      [](CapacityConfig& c) { c.renormalize = true; }},
     {"capacity_skip_single_token", "--capacity-on-decode", "",
-     "Apply the policy to single-token (decode) steps too (default: skipped, as the authors' "
-     "code does)",
+     "Apply the policy to decode steps too (every sequence of the call one token; default: "
+     "skipped, as the authors' code does)",
      [](const CapacityConfig& c) { return bool_text(c.skip_single_token); },
      [](CapacityConfig& c, const std::string& v, const std::string& where) {
        c.skip_single_token = parse_bool(v, where);

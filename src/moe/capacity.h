@@ -23,9 +23,10 @@ enum class CapacityPolicy : uint8_t {
   kOrder,         // token drop: keeps the C earliest tokens (Switch Transformer style)
   kReverseOrder,  // token drop: keeps the C latest tokens
   kRandom,        // token drop: keeps C tokens chosen at random (seeded)
-  kExpanded,  // expanded drop: candidates = top-k + the source device's experts, then score drop
-  kReroute,   // v1 token reroute: overflowed pairs re-select among unfilled experts, in rounds
-  kDevice,    // device-level: the pairs sent to a device are bounded, not each expert's
+  kExpanded,      // expanded drop (Algorithm 2): candidates = top-k + the source device's experts;
+                  // each expert keeps its C best candidates by score, routed or not
+  kReroute,       // v1 token reroute: overflowed pairs re-select among unfilled experts, in rounds
+  kDevice,        // device-level: the pairs sent to a device are bounded, not each expert's
 };
 
 // Command-line names: none, score, order, reverse, random, expanded, reroute, device.
@@ -35,8 +36,9 @@ CapacityPolicy parse_capacity_policy(std::string_view name);  // error lists the
 struct CapacityConfig {
   CapacityPolicy policy = CapacityPolicy::kNone;
   double factor = 1.5;            // gamma
-  bool renormalize = false;       // rescale a token's surviving weights to their sum before drops
-  bool skip_single_token = true;  // leave one-token (decode) calls alone, as the authors' code does
+  bool renormalize = false;       // rescale a token's surviving weights to sum to 1 (authors' code)
+  bool skip_single_token = true;  // leave decode steps (every sequence one token) alone, as the
+                                  // authors' code does (sequence_length == 1)
   int reroute_rounds = 3;         // kReroute: re-selection rounds before the final drop
   uint64_t seed = 0;              // kRandom
 
@@ -82,17 +84,30 @@ struct CapacityOutcome {
   void accumulate(const CapacityOutcome& other);
 };
 
+// Where one application of a policy sits in the run.
+struct CapacityCall {
+  // Mixed with config.seed: random drops draw anew for every layer, device and forward call,
+  // and replay identically for the same (seed, stream).
+  uint64_t rng_stream = 0;
+  // The forward call is a decode step: every sequence in it holds one token (with
+  // skip_single_token the policy leaves the table alone; a one-token device slice of a prefill
+  // is not a decode step).
+  bool decode_step = false;
+};
+
 // Applies `config` to T tokens that all come from `source_device` (placement may be empty:
 // one device holding every expert). Capacity is computed from T, i.e. per source device.
 //   scores:  [T, E] router probabilities, the priority of a pair (softmax or sigmoid score)
 //   ids, weights: [T, top_k] the router's choice; ids may already hold kDroppedExpert
 //   out_ids, out_weights: [T, out_slots], out_slots >= capacity_slots(...); unused slots are
 //     kDroppedExpert with weight 0. in and out may not alias.
-//   rng_stream: mixed with config.seed so each layer / call draws different random drops.
+// Weights: kept router pairs keep the router's weight; a pair a policy adds gets
+// score * s_t, s_t = (sum of t's router weights) / (sum of their scores), the token's router
+// normalisation (1 for raw-probability routers such as OLMoE's: the paper's raw scores).
 // Ties in priority keep the earlier token. Adds this call's counts to `outcome`.
 void apply_capacity(const CapacityConfig& config, const RouterConfig& router, const float* scores,
                     const int32_t* ids, const float* weights, int64_t num_tokens,
-                    const Placement& placement, int source_device, uint64_t rng_stream,
+                    const Placement& placement, int source_device, const CapacityCall& call,
                     int32_t* out_ids, float* out_weights, int out_slots, CapacityOutcome& outcome);
 
 }  // namespace sy::moe

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "ops/matmul.h"
+#include "util/splitmix64.h"
 
 namespace sy::moe {
 
@@ -21,10 +22,12 @@ void apply_capacity_per_device(const MoeRuntime& rt, const RouterConfig& rc, int
     const int64_t begin = one_source ? 0 : rt.placement.token_begin(d, T);
     const int64_t end = one_source ? T : rt.placement.token_begin(d + 1, T);
     const int device = rt.placement.empty() ? 0 : rt.source_device >= 0 ? rt.source_device : d;
+    const CapacityCall call{
+        splitmix64(rt.forward_calls ^ splitmix64(uint64_t(layer) * 65537u + uint64_t(device))),
+        rt.decode_step};
     apply_capacity(rt.capacity, rc, scores + begin * E, router_ids + begin * K,
-                   router_weights + begin * K, end - begin, rt.placement, device,
-                   uint64_t(layer) * 65537u + uint64_t(device), ids + begin * slots,
-                   weights + begin * slots, slots, outcome);
+                   router_weights + begin * K, end - begin, rt.placement, device, call,
+                   ids + begin * slots, weights + begin * slots, slots, outcome);
   }
 }
 

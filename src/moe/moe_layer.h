@@ -46,6 +46,11 @@ struct MoeRuntime {
   uint64_t noise_seed = 0;
   int64_t noise_step = -1;
   int64_t noise_layers = 1;
+  // The forward call being run, set by Model::forward before its layers (the runtime is shared
+  // and const there): capacity policies leave decode steps alone (every sequence one token), and
+  // calls are counted so that random drops draw anew in every call, replayably.
+  mutable uint64_t forward_calls = 0;
+  mutable bool decode_step = false;
 };
 
 // Buffers of one MoE call. They are also its record: after moe_forward they hold everything a

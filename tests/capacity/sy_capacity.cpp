@@ -78,8 +78,9 @@ nlohmann::json run_case(const nlohmann::json& c, const std::string& blob, std::s
   CapacityOutcome outcome;
   outcome.reset(E);
   apply_capacity(config, router, scores.data(), ids.data(), weights.data(), T, placement,
-                 c.at("source_device"), c.at("rng_stream"), out_ids.data(), out_weights.data(),
-                 slots, outcome);
+                 c.at("source_device"),
+                 CapacityCall{c.at("rng_stream").get<uint64_t>(), c.value("decode_step", false)},
+                 out_ids.data(), out_weights.data(), slots, outcome);
 
   nlohmann::json r;
   r["out_slots"] = slots;

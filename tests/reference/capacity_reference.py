@@ -22,8 +22,14 @@ Semantics (one place; the policies below implement exactly this):
   priority of a pair (t, e) = scores[t, e]; ties keep the earlier token (device: then lower expert).
   s_t   = sum(router weights of t) / sum(scores[t, router ids of t]): weight of a pair the policy
           adds (expanded drop, reroute) is scores[t, e] * s_t; router pairs keep their weight.
-  renormalize: afterwards a token's surviving weights are rescaled to sum to its router weights.
-  skip_single_token: T == 1 leaves the table as it is.
+  expanded (Algorithm 2): candidates of a token = its router pairs + every expert on the source
+          device; each expert keeps the C candidates with the highest score, routed or not
+          (masked_scores.topk(C, dim=0)); kept router pairs stay in their slots, added pairs
+          follow in ascending expert id.
+  renormalize: afterwards a token's surviving weights are rescaled to sum to 1 (the authors'
+          renormalize_after_capacity_drop: weights / weights.sum()).
+  skip_single_token: a decode step (the case's decode_step: every sequence of the forward call
+          holds one token; the authors' sequence_length == 1) leaves the table as it is.
 """
 import argparse
 import json
@@ -166,17 +172,18 @@ def token_drop(scores, ids, weights, C, policy):
 
 
 def expanded_drop(scores, ids, weights, C, placement, source_device, out_slots):
-    """Algorithm 2: candidates = top-k pairs + the source device's experts; per expert the router
-    pairs rank first, then the added candidates, and the first C are kept."""
+    """Algorithm 2 of the paper: exp_mask = router pairs | the source device's experts;
+    keep = topk(scores * exp_mask, C, dim=0) per expert column; final = exp_mask & keep."""
     T, E = scores.shape
     k = ids.shape[1]
     router = pair_mask(ids, E)
     local = torch.zeros(E, dtype=torch.bool)
     local[devices_of(placement, E)[source_device if placement else 0]] = True
+    candidates = router | local.unsqueeze(0)
     cap = torch.full((E,), C, dtype=torch.long)
-    keep_router = keep_top_per_column(scores, router, cap)
-    budget = (cap - router.sum(0)).clamp(min=0)
-    added = keep_top_per_column(scores, local.unsqueeze(0) & ~router, budget)
+    final = keep_top_per_column(scores, candidates, cap)
+    keep_router = final & router
+    added = final & ~router
 
     out = torch.full((T, out_slots), -1, dtype=torch.long)
     out[:, :k] = keep_slots(ids, keep_router)
@@ -259,7 +266,7 @@ def reroute(scores, ids, weights, C, rounds):
 
 
 def renormalize_rows(ids, weights, out_ids, out_w):
-    target = torch.where(ids >= 0, weights.double(), torch.zeros_like(weights, dtype=torch.float64)).sum(1)
+    target = torch.ones(out_w.shape[0], dtype=torch.float64)
     kept = out_w.sum(1)
     scale = torch.where(kept > 0, target / torch.where(kept > 0, kept, torch.ones_like(kept)),
                         torch.zeros_like(kept))
@@ -277,7 +284,8 @@ def apply_capacity(case, scores, ids, weights):
     S = capacity_slots(policy, k, E, placement)
     C = expert_capacity(gamma, T, k, E)
 
-    if policy == "none" or (case["skip_single_token"] and T == 1):
+    decode = case["skip_single_token"] and case["decode_step"]
+    if policy == "none" or decode:
         out = torch.full((T, S), -1, dtype=torch.long)
         out[:, :k] = ids
         w = torch.zeros(T, S, dtype=torch.float64)
@@ -294,7 +302,7 @@ def apply_capacity(case, scores, ids, weights):
         return None, None, None
     else:
         raise ValueError(policy)
-    if case["renormalize"] and policy != "none" and not (case["skip_single_token"] and T == 1):
+    if case["renormalize"] and policy != "none" and not decode:
         w = renormalize_rows(ids, weights, out, w)
     return out, w, outcome_counts(ids, out, C, E, policy)
 
@@ -399,7 +407,7 @@ def generate(out_dir, seed):
 
     def add(name, T, E, k, policy, gamma, kind="softmax", renorm_router=False, scaling=1.0,
             placement=None, source=0, renormalize=False, skip=True, rounds=3, cseed=0, stream=0,
-            predrop=0.0, extra=None):
+            predrop=0.0, extra=None, decode=None):
         scores = make_scores(rng, T, E, kind)
         ids, w = route(scores, k, renorm_router, scaling)
         if predrop > 0:  # the table may already hold dropped pairs
@@ -411,6 +419,9 @@ def generate(out_dir, seed):
         c = {
             "name": f"{len(cases)}:{name}", "T": T, "E": E, "k": k, "policy": policy,
             "gamma": gamma, "renormalize": renormalize, "skip_single_token": skip,
+            # a decode step: by default one-token calls (a batch decoding one token each is
+            # generated explicitly below, and so is a one-token slice of a prefill)
+            "decode_step": (T == 1) if decode is None else decode,
             "reroute_rounds": rounds, "seed": cseed, "rng_stream": stream,
             "score_func": "sigmoid" if kind == "sigmoid" else "softmax",
             "router_renormalize": renorm_router, "routed_scaling_factor": scaling,
@@ -470,12 +481,18 @@ def generate(out_dir, seed):
                 add(f"nodrop-{policy}", T, E, k, policy, float(E) / k + 1.0 if policy != "device" else 1000.0,
                     rng.choice(["softmax", "sigmoid", "ties"]), renorm_router=rng.random() < 0.5,
                     placement=placement, source=source, extra={"expect_identity": policy != "expanded"})
-        # single token: skipped by default, processed when skip_single_token is off
+        # decode steps: skipped by default, processed when skip_single_token is off; a batch of
+        # sequences decoding one token each is a decode step, a one-token prefill slice is not
         for skip in (True, False):
             for E, k in ((4, 2), (8, 8), (60, 3)):
                 placement, source = random_placement(rng, E, "uneven")
                 add(f"single-{policy}-skip{int(skip)}", 1, E, k, policy, 0.5, placement=placement,
                     source=source, skip=skip, extra={"expect_identity": skip})
+                add(f"batched-decode-{policy}-skip{int(skip)}", rng.choice([5, 16, 40]), E, k,
+                    policy, 0.5, placement=placement, source=source, skip=skip, decode=True,
+                    extra={"expect_identity": skip})
+            add(f"prefill-slice-{policy}", 1, 8, 2, policy, 0.5,
+                placement=contiguous_placement(8, 2), source=1, decode=False)
         # tables that already hold dropped pairs
         for E, k in ((4, 2), (8, 3), (12, 12)):
             add(f"predropped-{policy}", rng.choice([9, 40, 120]), E, k, policy, 1.0, predrop=0.3,
@@ -557,7 +574,7 @@ def load_result(res, T, data):
 
 def describe(case):
     keys = ("name", "T", "E", "k", "policy", "gamma", "kind", "renormalize", "skip_single_token",
-            "reroute_rounds", "seed", "rng_stream", "placement", "source_device")
+            "reroute_rounds", "seed", "rng_stream", "placement", "source_device", "decode_step")
     return ", ".join(f"{k}={case[k]}" for k in keys)
 
 
@@ -595,7 +612,7 @@ def check_random(case, scores, ids, weights, got_ids, got_w, res):
     router = pair_mask(ids, E)
     kept = pair_mask(torch.from_numpy(got_ids), E)
     lb, la = router.sum(0), kept.sum(0)
-    single = case["skip_single_token"] and T == 1
+    single = case["skip_single_token"] and case["decode_step"]
     want_la = lb if single else lb.clamp(max=C)
     if not torch.equal(la, want_la):
         e = int((la != want_la).nonzero()[0])
@@ -722,7 +739,8 @@ def scalar_apply(case, scores, ids, weights):
     def users(table, e):
         return [t for t in range(T) if e in table[t]]
 
-    if policy == "none" or (case["skip_single_token"] and T == 1):
+    decode = case["skip_single_token"] and case["decode_step"]
+    if policy == "none" or decode:
         for t in range(T):
             for j in range(k):
                 out[t][j] = rid[t][j]
@@ -735,11 +753,11 @@ def scalar_apply(case, scores, ids, weights):
             us = users(rid, e)
             key = {"score": lambda t: (-sc[t][e], t), "order": lambda t: t,
                    "reverse": lambda t: -t, "expanded": lambda t: (-sc[t][e], t)}[policy]
-            ranked = sorted(us, key=key)
-            keep |= {(t, e) for t in ranked[:C]}
-            if policy == "expanded" and e in local:
-                extra = sorted([t for t in range(T) if t not in us], key=key)
-                added |= {(t, e) for t in extra[:max(0, C - len(us))]}
+            # Algorithm 2: a local expert's candidates are all tokens, routed or not
+            cands = list(range(T)) if policy == "expanded" and e in local else us
+            ranked = sorted(cands, key=key)
+            keep |= {(t, e) for t in ranked[:C] if t in us}
+            added |= {(t, e) for t in ranked[:C] if t not in us}
         for t in range(T):
             for j in range(k):
                 if (t, rid[t][j]) in keep:
@@ -792,9 +810,9 @@ def scalar_apply(case, scores, ids, weights):
                     continue
                 out[t][j] = e
                 w[t][j] = rw[t][j] if e == rid[t][j] else sc[t][e] * s_t[t]
-    if case["renormalize"] and policy != "none" and not (case["skip_single_token"] and T == 1):
+    if case["renormalize"] and policy != "none" and not decode:
         for t in range(T):
-            target = sum(rw[t][j] for j in range(k) if rid[t][j] >= 0)
+            target = 1.0
             kept = sum(w[t])
             w[t] = [x * target / kept if kept > 0 else 0.0 for x in w[t]]
     return out, w

@@ -31,6 +31,7 @@
 #include "expect_error.h"
 #include "moe/capacity.h"
 #include "moe/dispatch.h"
+#include "moe/moe_layer.h"
 #include "moe/placement.h"
 #include "moe/router.h"
 #include "util/error.h"
@@ -81,14 +82,15 @@ struct Result {
 };
 
 Result run(const Batch& b, const CapacityConfig& cfg, const Placement& placement = Placement(),
-           int source_device = 0, uint64_t stream = 0) {
+           int source_device = 0, uint64_t stream = 0, bool decode_step = false) {
   Result r;
   r.slots = capacity_slots(cfg, b.k, b.E, placement);
   r.ids.assign(size_t(b.T * r.slots), 777);  // garbage: every slot must be written
   r.weights.assign(size_t(b.T * r.slots), -3.0f);
   r.outcome.reset(b.E);
   apply_capacity(cfg, b.router, b.scores.data(), b.ids.data(), b.weights.data(), b.T, placement,
-                 source_device, stream, r.ids.data(), r.weights.data(), r.slots, r.outcome);
+                 source_device, CapacityCall{stream, decode_step}, r.ids.data(), r.weights.data(),
+                 r.slots, r.outcome);
   return r;
 }
 
@@ -279,18 +281,20 @@ TEST(TokenDrop, DroppedFractionIsTheFormula) {
     }
 }
 
-TEST(TokenDrop, RenormalizeRestoresTheRouterSum) {
+TEST(TokenDrop, RenormalizeMakesSurvivorsSumToOne) {
+  // As the authors' renormalize_after_capacity_drop: weights / their sum. An OLMoE-style router
+  // (no top-k renormalisation) makes the difference from restoring the router's own sum.
   for (CapacityPolicy p : {CapacityPolicy::kScore, CapacityPolicy::kExpanded,
                            CapacityPolicy::kReroute, CapacityPolicy::kDevice}) {
-    const Batch b = make_batch(200, 8, 3, 7, ScoreFunc::kSoftmax, true);
+    const Batch b = make_batch(200, 8, 3, 7, ScoreFunc::kSoftmax, false);
     CapacityConfig cfg = config(p, 0.5);
     cfg.renormalize = true;
     const Result r = run(b, cfg);
     int64_t renormalised = 0;
     for (int64_t t = 0; t < b.T; ++t) {
-      double want = 0, got = 0;
+      const double want = 1.0;
+      double got = 0;
       bool any = false;
-      for (int j = 0; j < b.k; ++j) want += b.weights[size_t(t * b.k + j)];
       for (int j = 0; j < r.slots; ++j) {
         got += r.weights[size_t(t * r.slots + j)];
         any |= r.ids[size_t(t * r.slots + j)] != kDroppedExpert;
@@ -310,8 +314,26 @@ TEST(TokenDrop, RenormalizeRestoresTheRouterSum) {
 // Expanded drop
 // ---------------------------------------------------------------------------------------------
 
-TEST(ExpandedDrop, KeepsTokenDropsPairsAndAddsOnlyLocalExperts) {
+// Algorithm 2 written out per expert: the candidates of expert e are every token when e is on
+// the source device, else the tokens that routed to e; e keeps the C with the highest score
+// (ties: earlier token).
+std::set<int64_t> algorithm2_keeps(const Batch& b, int e, bool local, int64_t C) {
+  std::vector<int64_t> cand;
+  for (int64_t t = 0; t < b.T; ++t) {
+    bool routed = false;
+    for (int j = 0; j < b.k; ++j) routed |= b.ids[size_t(t * b.k + j)] == e;
+    if (local || routed) cand.push_back(t);
+  }
+  std::stable_sort(cand.begin(), cand.end(), [&](int64_t x, int64_t y) {
+    return b.scores[size_t(x * b.E + e)] > b.scores[size_t(y * b.E + e)];
+  });
+  if (int64_t(cand.size()) > C) cand.resize(size_t(C));
+  return {cand.begin(), cand.end()};
+}
+
+TEST(ExpandedDrop, IsAlgorithm2) {
   uint32_t seed = 300;
+  int64_t routed_pairs_outranked = 0;
   for (const Shape& s : kShapes)
     for (int D : {1, 2, 3})
       for (double gamma : {0.5, 1.0, 1.5}) {
@@ -324,48 +346,73 @@ TEST(ExpandedDrop, KeepsTokenDropsPairsAndAddsOnlyLocalExperts) {
         SCOPED_TRACE(::testing::Message() << "T=" << s.T << " E=" << s.E << " k=" << s.k
                                           << " D=" << D << " gamma=" << gamma);
         const int64_t C = expert_capacity(gamma, s.T, s.k, s.E);
-        const auto before = loads(b.ids, s.E);
-        // the router's slots are token drop's table
-        for (int64_t t = 0; t < s.T; ++t)
-          for (int j = 0; j < s.k; ++j) {
-            EXPECT_EQ(exp.ids[size_t(t * exp.slots + j)], drop.ids[size_t(t * s.k + j)])
-                << t << "," << j;
-            EXPECT_EQ(exp.weights[size_t(t * exp.slots + j)], drop.weights[size_t(t * s.k + j)]);
-          }
         for (int e = 0; e < s.E; ++e) {
           const bool local = placement.empty() || placement.device_of(e) == source;
           const auto kept = tokens_of(exp.ids, exp.slots, e);
-          EXPECT_LE(int64_t(kept.size()), C) << "expert " << e;
-          if (before[size_t(e)] >= C || !local) {
-            EXPECT_EQ(kept, tokens_of(drop.ids, s.k, e)) << "expert " << e;
-          } else {  // an under-loaded local expert fills up to C (every token is a candidate)
-            EXPECT_EQ(int64_t(kept.size()), std::min<int64_t>(C, s.T)) << "expert " << e;
-          }
+          EXPECT_EQ(kept, algorithm2_keeps(b, e, local, C)) << "expert " << e;
+          if (!local) EXPECT_EQ(kept, tokens_of(drop.ids, s.k, e)) << "expert " << e;
         }
-        // added pairs come after the router's slots, in ascending expert id, then -1 padding
         for (int64_t t = 0; t < s.T; ++t) {
+          // router slots: the router's pair and weight, or dropped
+          double w_router = 0, p_router = 0;
+          for (int j = 0; j < s.k; ++j) {
+            const int32_t want = b.ids[size_t(t * s.k + j)];
+            const int32_t got = exp.ids[size_t(t * exp.slots + j)];
+            w_router += b.weights[size_t(t * s.k + j)];
+            p_router += b.scores[size_t(t * s.E + want)];
+            EXPECT_TRUE(got == want || got == kDroppedExpert) << t << "," << j;
+            EXPECT_EQ(exp.weights[size_t(t * exp.slots + j)],
+                      got == want ? b.weights[size_t(t * s.k + j)] : 0.0f);
+            if (got == kDroppedExpert && tokens_of(drop.ids, s.k, want).count(t))
+              ++routed_pairs_outranked;  // token drop keeps it, Algorithm 2 does not
+          }
+          // added pairs: after the router's slots, ascending expert ids, then -1 padding;
+          // weight = score x the token's router normalisation
           int32_t last = -1;
           bool pad = false;
           for (int j = s.k; j < exp.slots; ++j) {
             const int32_t e = exp.ids[size_t(t * exp.slots + j)];
+            const float w = exp.weights[size_t(t * exp.slots + j)];
             if (e == kDroppedExpert) {
               pad = true;
-              EXPECT_EQ(exp.weights[size_t(t * exp.slots + j)], 0.0f);
+              EXPECT_EQ(w, 0.0f);
               continue;
             }
             EXPECT_FALSE(pad) << "added expert after padding, token " << t;
             EXPECT_GT(e, last);
             last = e;
             EXPECT_TRUE(placement.empty() || placement.device_of(e) == source);
-            EXPECT_GT(exp.weights[size_t(t * exp.slots + j)], 0.0f);
+            EXPECT_NEAR(w, b.scores[size_t(t * s.E + e)] * w_router / p_router, 1e-6);
           }
         }
-        EXPECT_EQ(exp.outcome.dropped, drop.outcome.dropped);
         EXPECT_EQ(exp.outcome.load_after, loads(exp.ids, s.E));
         int64_t added = 0;
         for (int e = 0; e < s.E; ++e) added += exp.outcome.load_after[size_t(e)];
         EXPECT_EQ(exp.outcome.added, added - (exp.outcome.routed - exp.outcome.dropped));
       }
+  // The rule that differs from "routed pairs first": some routed pair lost its place to a token
+  // that did not route to that (local) expert but scores higher there.
+  EXPECT_GT(routed_pairs_outranked, 0);
+}
+
+TEST(ExpandedDrop, RoutedPairCanLoseToAHigherScoringLocalCandidate) {
+  // 4 tokens, 3 experts (all local: no placement), top-1, C = ceil(1.0 * 4 * 1 / 3) = 2.
+  // Expert 0 is routed by tokens 0 (0.6) and 1 (0.4): within C, token drop keeps both. Token 2
+  // routed to expert 1 but scores 0.45 on expert 0, above token 1: Algorithm 2 keeps 0 and 2.
+  Batch b;
+  b.T = 4, b.E = 3, b.k = 1;
+  b.router.num_experts = 3, b.router.top_k = 1;
+  b.scores = {0.6f, 0.3f, 0.1f, 0.4f, 0.3f, 0.3f, 0.45f, 0.5f, 0.05f, 0.2f, 0.1f, 0.7f};
+  b.ids = {0, 0, 1, 2};
+  b.weights = {0.6f, 0.4f, 0.5f, 0.7f};
+  const Result r = run(b, config(CapacityPolicy::kExpanded, 1.0));
+  EXPECT_EQ(tokens_of(r.ids, r.slots, 0), (std::set<int64_t>{0, 2}));
+  EXPECT_EQ(r.ids[size_t(1 * r.slots)], kDroppedExpert);  // token 1's routed pair lost its place
+  // Expert 1: every token a candidate (0.3, 0.3, 0.5, 0.1): token 2, then token 0 (tie: earlier).
+  EXPECT_EQ(tokens_of(r.ids, r.slots, 1), (std::set<int64_t>{0, 2}));
+  EXPECT_EQ(tokens_of(r.ids, r.slots, 2), (std::set<int64_t>{1, 3}));
+  const Result drop = run(b, config(CapacityPolicy::kScore, 1.0));
+  EXPECT_EQ(tokens_of(drop.ids, drop.slots, 0), (std::set<int64_t>{0, 1}));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -407,22 +454,35 @@ TEST(LargeGamma, EveryPolicyButExpandedIsDropless) {
   }
 }
 
-TEST(SingleToken, IsLeftAloneByDefault) {
-  const Batch b = make_batch(1, 8, 3, 9);
-  for (CapacityPolicy p : kAllPolicies) {
-    const Result r = run(b, config(p, 0.01), Placement::contiguous(8, 2), 0);
-    for (int j = 0; j < r.slots; ++j) {
-      EXPECT_EQ(r.ids[size_t(j)], j < b.k ? b.ids[size_t(j)] : kDroppedExpert)
-          << capacity_policy_name(p);
-      EXPECT_EQ(r.weights[size_t(j)], j < b.k ? b.weights[size_t(j)] : 0.0f);
+TEST(DecodeStep, IsLeftAloneByDefault) {
+  // The authors skip the policy when sequence_length == 1: a decode step, one token or a batch
+  // of sequences each decoding one token (here 6 rows at gamma 0.01 would overflow).
+  for (int64_t T : {1, 6}) {
+    const Batch b = make_batch(T, 8, 3, 9);
+    for (CapacityPolicy p : kAllPolicies) {
+      const Result r = run(b, config(p, 0.01), Placement::contiguous(8, 2), 0, 0, true);
+      for (int64_t t = 0; t < T; ++t)
+        for (int j = 0; j < r.slots; ++j) {
+          EXPECT_EQ(r.ids[size_t(t * r.slots + j)],
+                    j < b.k ? b.ids[size_t(t * b.k + j)] : kDroppedExpert)
+              << capacity_policy_name(p) << " T " << T;
+          EXPECT_EQ(r.weights[size_t(t * r.slots + j)],
+                    j < b.k ? b.weights[size_t(t * b.k + j)] : 0.0f);
+        }
     }
   }
-  // processed when asked: a single token never overflows (C >= 1), expanded adds local experts
-  CapacityConfig cfg = config(CapacityPolicy::kExpanded, 0.01);
-  cfg.skip_single_token = false;
-  const Result r = run(b, cfg, Placement::contiguous(8, 2), 0);
+  // A one-token device slice of a prefill is not a decode step: processed (a single token
+  // never overflows, C >= 1, but expanded drop adds the local experts).
+  const Batch b = make_batch(1, 8, 3, 9);
+  const Result r = run(b, config(CapacityPolicy::kExpanded, 0.01), Placement::contiguous(8, 2), 0);
   std::set<int32_t> held(r.ids.begin(), r.ids.end());
   for (int e = 0; e < 4; ++e) EXPECT_TRUE(held.count(e)) << "local expert " << e;
+  // And a decode step when asked (--capacity-on-decode).
+  CapacityConfig cfg = config(CapacityPolicy::kExpanded, 0.01);
+  cfg.skip_single_token = false;
+  const Result d = run(b, cfg, Placement::contiguous(8, 2), 0, 0, true);
+  std::set<int32_t> held_d(d.ids.begin(), d.ids.end());
+  for (int e = 0; e < 4; ++e) EXPECT_TRUE(held_d.count(e)) << "local expert " << e;
 }
 
 TEST(OutSlots, ExtraSlotsArePadding) {
@@ -437,7 +497,7 @@ TEST(OutSlots, ExtraSlotsArePadding) {
     CapacityOutcome o;
     o.reset(b.E);
     apply_capacity(cfg, b.router, b.scores.data(), b.ids.data(), b.weights.data(), b.T, placement,
-                   1, 0, ids.data(), w.data(), wide, o);
+                   1, CapacityCall{}, ids.data(), w.data(), wide, o);
     for (int64_t t = 0; t < b.T; ++t)
       for (int j = 0; j < wide; ++j) {
         const size_t i = size_t(t * wide + j), n = size_t(t * r.slots + j);
@@ -578,7 +638,8 @@ TEST(CapacityOutcome, AccumulatesCalls) {
   std::vector<float> w(ids.size());
   for (int i = 0; i < 2; ++i)
     apply_capacity(config(CapacityPolicy::kReroute, 0.5), b.router, b.scores.data(), b.ids.data(),
-                   b.weights.data(), b.T, Placement(), 0, 0, ids.data(), w.data(), 2, twice);
+                   b.weights.data(), b.T, Placement(), 0, CapacityCall{}, ids.data(), w.data(), 2,
+                   twice);
   EXPECT_EQ(twice.dropped, 2 * c.outcome.dropped);
   EXPECT_EQ(twice.routed, 2 * c.outcome.routed);
 }
@@ -701,6 +762,33 @@ TEST(CapacitySettings, RoundTripAndRejectBadValues) {
                             {"between 1 and 1000"});
   setting("capacity_skip_single_token").on_switch(d);  // --capacity-on-decode
   EXPECT_FALSE(d.skip_single_token);
+}
+
+}  // namespace
+}  // namespace sy::moe
+
+namespace sy::moe {
+namespace {
+
+TEST(RandomDrop, DrawsAnewInEveryCallAndReplays) {
+  const Batch b = make_batch(200, 8, 2, 41);
+  MoeRuntime rt;
+  rt.capacity = config(CapacityPolicy::kRandom, 0.5);
+  rt.capacity.seed = 9;
+  auto drops = [&](uint64_t call) {
+    rt.forward_calls = call;
+    const int slots = capacity_slots(rt.capacity, b.k, b.E, rt.placement);
+    std::vector<int32_t> ids(size_t(b.T * slots));
+    std::vector<float> w(ids.size());
+    CapacityOutcome o;
+    o.reset(b.E);
+    apply_capacity_per_device(rt, b.router, 3, b.T, b.scores.data(), b.ids.data(), b.weights.data(),
+                              slots, ids.data(), w.data(), o);
+    return ids;
+  };
+  const auto first = drops(1), second = drops(2), again = drops(1);
+  EXPECT_NE(first, second) << "the same pairs won in two calls";
+  EXPECT_EQ(first, again) << "a call's draw must replay";
 }
 
 }  // namespace
