@@ -145,8 +145,9 @@ void run_sweep(const ScoreOptions& o, Engine& eng, const std::vector<int32_t>& i
   std::vector<double> factors = o.sweep_factors;
   if (factors.empty()) factors = {o.capacity.capacity.factor};
   if (root)
-    fmt::print("{:>9} {:>6} {:>11} {:>8} {:>7} {:>9} {:>7} {:>10} {:>10}\n", "policy", "gamma",
-               "perplexity", "vs none", "DT", "dropped", "added", "max/mean", "dev m/m");
+    fmt::print("{:>9} {:>6} {:>11} {:>8} {:>7} {:>9} {:>7} {:>10} {:>10} {:>9} {:>8}\n", "policy",
+               "gamma", "perplexity", "vs none", "DT", "dropped", "added", "max/mean", "dev m/m",
+               "call m/m", "model x");
   double baseline = NAN;
   nlohmann::json rows = nlohmann::json::array();
   for (const std::string& policy : o.sweep_policies) {
@@ -170,10 +171,16 @@ void run_sweep(const ScoreOptions& o, Engine& eng, const std::vector<int32_t>& i
           worst_dev = std::max(worst_dev, stats.device_max_over_mean(l));
       const double dt = t.routed ? double(t.overflow) / double(t.routed) : 0.0;
       const double dropped = t.routed ? double(t.dropped) / double(t.routed) : 0.0;
-      fmt::print("{:>9} {:>6} {:>11.4f} {:>7.2f}% {:>6.2f}% {:>8.2f}% {:>7} {:>10.2f} {:>10.2f}\n",
-                 policy, dropless ? "-" : fmt::format("{:g}", gamma), r.perplexity(),
-                 std::isnan(baseline) ? 0.0 : 100.0 * (r.perplexity() / baseline - 1), 100 * dt,
-                 100 * dropped, t.added, worst, worst_dev);
+      const moe::LoadStats::CallStraggler calls = stats.call_straggler_total();
+      const bool modelled = calls.calls > 0;  // not under mpirun (rank-local slices)
+      fmt::print(
+          "{:>9} {:>6} {:>11.4f} {:>7.2f}% {:>6.2f}% {:>8.2f}% {:>7} {:>10.2f} {:>10.2f} {:>9} "
+          "{:>8}\n",
+          policy, dropless ? "-" : fmt::format("{:g}", gamma), r.perplexity(),
+          std::isnan(baseline) ? 0.0 : 100.0 * (r.perplexity() / baseline - 1), 100 * dt,
+          100 * dropped, t.added, worst, worst_dev,
+          modelled ? fmt::format("{:.2f}", calls.max_over_mean_after(E)) : "-",
+          modelled ? fmt::format("{:.2f}x", calls.modelled_speedup(stats.has_devices())) : "-");
       std::fflush(stdout);
       rows.push_back({{"policy", policy},
                       {"capacity_factor", gamma},
@@ -183,15 +190,19 @@ void run_sweep(const ScoreOptions& o, Engine& eng, const std::vector<int32_t>& i
                       {"pairs_added", t.added},
                       {"worst_layer_max_over_mean", worst},
                       {"worst_layer_device_max_over_mean", worst_dev},
+                      {"straggler", stats.straggler_json()},
                       {"expert_load", stats.to_json()}});
     }
   }
-  (void)E;
   if (!root) return;
   fmt::print(
       "DT = sum_i ReLU(N_i - C) / sum_i N_i at the row's gamma; max/mean: busiest expert "
-      "of the worst layer after the policy; dev m/m: busiest device ({})\n",
-      eng.runtime.placement.describe());
+      "of the worst layer after the policy (loads summed over calls); dev m/m: busiest device "
+      "({}); call m/m: sum over calls of the busiest expert / of the mean; model x: modelled EP "
+      "speedup over dropless, sum over calls of the busiest {}'s pairs before / after the policy "
+      "(a model, not a measurement)\n",
+      eng.runtime.placement.describe(),
+      eng.runtime.placement.num_devices() > 1 ? "device" : "expert");
   if (!o.json_path.empty())
     io::write_text_file_atomic(o.json_path, nlohmann::json({{"model", o.model.model_dir},
                                                             {"tokens", ids.size()},

@@ -119,6 +119,7 @@ void reduce_load_stats(const Engine& eng, moe::LoadStats& stats) {
   std::vector<int64_t> c = stats.counters();
   eng.comm->all_reduce_sum(c);
   stats.set_counters(c);
+  stats.clear_call_straggler();
 }
 
 void report_expert_parallel(const Engine& eng, const std::string& json_path) {

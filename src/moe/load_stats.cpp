@@ -25,12 +25,34 @@ LoadStats::LoadStats(int num_layers, int num_experts)
       num_experts_(num_experts),
       before_(size_t(num_layers) * size_t(num_experts), 0),
       after_(size_t(num_layers) * size_t(num_experts), 0),
-      totals_(size_t(num_layers)) {}
+      totals_(size_t(num_layers)),
+      calls_(size_t(num_layers)) {}
 
 void LoadStats::record(int layer, const CapacityOutcome& o) {
   for (int e = 0; e < num_experts_ && size_t(e) < o.load_before.size(); ++e) {
     before_[index(layer, e)] += o.load_before[size_t(e)];
     after_[index(layer, e)] += o.load_after[size_t(e)];
+  }
+  // This call's busiest expert and device, before and after the policy.
+  CallStraggler& c = calls_[size_t(layer)];
+  auto busiest = [&](const std::vector<int64_t>& loads, int64_t& max_e, int64_t& max_d,
+                     int64_t& pairs) {
+    std::vector<int64_t> per_device(
+        static_cast<size_t>(placement_.empty() ? 1 : placement_.num_devices()), 0);
+    for (int e = 0; e < num_experts_ && size_t(e) < loads.size(); ++e) {
+      max_e = std::max(max_e, loads[size_t(e)]);
+      pairs += loads[size_t(e)];
+      per_device[placement_.empty() ? 0 : size_t(placement_.device_of(e))] += loads[size_t(e)];
+    }
+    max_d = *std::max_element(per_device.begin(), per_device.end());
+  };
+  int64_t me_b = 0, md_b = 0, me_a = 0, md_a = 0, p_b = 0, p_a = 0;
+  busiest(o.load_before, me_b, md_b, p_b);
+  busiest(o.load_after, me_a, md_a, p_a);
+  if (p_b > 0) {
+    ++c.calls;
+    c.max_expert_before += me_b, c.max_device_before += md_b, c.pairs_before += p_b;
+    c.max_expert_after += me_a, c.max_device_after += md_a, c.pairs_after += p_a;
   }
   CapacityOutcome& t = totals_[size_t(layer)];
   t.routed += o.routed;
@@ -88,6 +110,46 @@ CapacityOutcome LoadStats::totals() const {
 bool LoadStats::any_policy_effect() const {
   const CapacityOutcome t = totals();
   return t.dropped > 0 || t.added > 0;
+}
+
+double LoadStats::CallStraggler::max_over_mean_before(int E) const {
+  return pairs_before ? double(max_expert_before) * E / double(pairs_before) : 0.0;
+}
+
+double LoadStats::CallStraggler::max_over_mean_after(int E) const {
+  return pairs_after ? double(max_expert_after) * E / double(pairs_after) : 0.0;
+}
+
+double LoadStats::CallStraggler::modelled_speedup(bool devices) const {
+  const int64_t after = latency_after(devices);
+  return after ? double(latency_before(devices)) / double(after) : 1.0;
+}
+
+LoadStats::CallStraggler LoadStats::call_straggler_total() const {
+  CallStraggler s;
+  for (const CallStraggler& c : calls_) {
+    s.calls += c.calls;
+    s.max_expert_before += c.max_expert_before, s.max_expert_after += c.max_expert_after;
+    s.max_device_before += c.max_device_before, s.max_device_after += c.max_device_after;
+    s.pairs_before += c.pairs_before, s.pairs_after += c.pairs_after;
+  }
+  return s;
+}
+
+nlohmann::json LoadStats::straggler_json() const {
+  const CallStraggler s = call_straggler_total();
+  const bool dev = has_devices();
+  return {{"moe_calls", s.calls},
+          {"per_call_max_over_mean_before", s.max_over_mean_before(num_experts_)},
+          {"per_call_max_over_mean_after", s.max_over_mean_after(num_experts_)},
+          {"sum_busiest_expert_pairs_before", s.max_expert_before},
+          {"sum_busiest_expert_pairs_after", s.max_expert_after},
+          {"sum_busiest_device_pairs_before", s.max_device_before},
+          {"sum_busiest_device_pairs_after", s.max_device_after},
+          {"modelled_latency_unit", dev ? "busiest device's pairs" : "busiest expert's pairs"},
+          {"modelled_latency_dropless", s.latency_before(dev)},
+          {"modelled_latency", s.latency_after(dev)},
+          {"modelled_speedup", s.modelled_speedup(dev)}};
 }
 
 std::vector<int64_t> LoadStats::counters() const {
@@ -168,6 +230,15 @@ std::string LoadStats::table(int max_columns) const {
   if (devices)
     out += fmt::format("devices: {}; dev m/m = busiest device / mean device load\n",
                        placement_.describe());
+  const CallStraggler s = call_straggler_total();
+  if (s.calls > 0)
+    out += fmt::format(
+        "per call (the straggler EP waits for): busiest expert / mean {:.2f} before, {:.2f} after "
+        "the policy; modelled EP latency (sum over {} calls of the busiest {}'s pairs) {} -> {}: "
+        "{:.2f}x (a model, not a measurement)\n",
+        s.max_over_mean_before(num_experts_), s.max_over_mean_after(num_experts_), s.calls,
+        has_devices() ? "device" : "expert", s.latency_before(has_devices()),
+        s.latency_after(has_devices()), s.modelled_speedup(has_devices()));
   return out;
 }
 
@@ -206,6 +277,7 @@ nlohmann::json LoadStats::to_json() const {
           {"pairs_added", t.added},
           {"pairs_rerouted", t.rerouted},
           {"dropped_token_fraction", t.routed ? double(t.overflow) / double(t.routed) : 0.0},
+          {"straggler", straggler_json()},
           {"layers", layers}};
 }
 

@@ -45,6 +45,37 @@ class LoadStats {
   CapacityOutcome totals() const;
   bool any_policy_effect() const;  // some pair was dropped or added
 
+  // The straggler per call, which the summed loads above hide (each call's busiest expert is
+  // bounded by C, the sum over calls is not): over the calls of a layer (or all layers),
+  // sum_calls max_i N_i before / after the policy, and sum_calls max_d (pairs on device d).
+  // Modelled EP latency = the sum of the busiest device's pairs over calls (the busiest expert's
+  // with one device): the paper's speed proxy, since an EP layer waits for its slowest device.
+  // Valid in one process (with --devices); under mpirun each rank sees only its own tokens.
+  struct CallStraggler {
+    int64_t calls = 0;
+    int64_t max_expert_before = 0, max_expert_after = 0;  // sum over calls
+    int64_t max_device_before = 0, max_device_after = 0;  // sum over calls
+    int64_t pairs_before = 0, pairs_after = 0;            // sum over calls
+    // sum_calls max_i N_i / sum_calls mean_i N_i: 1.0 = every call perfectly balanced
+    double max_over_mean_before(int num_experts) const;
+    double max_over_mean_after(int num_experts) const;
+    // Busiest device (or expert, with one device) summed over calls, dropless / with the policy.
+    int64_t latency_before(bool devices) const {
+      return devices ? max_device_before : max_expert_before;
+    }
+    int64_t latency_after(bool devices) const {
+      return devices ? max_device_after : max_expert_after;
+    }
+    double modelled_speedup(bool devices) const;
+  };
+  const CallStraggler& call_straggler(int layer) const { return calls_[size_t(layer)]; }
+  CallStraggler call_straggler_total() const;  // summed over layers
+  bool has_devices() const { return !placement_.empty() && placement_.num_devices() > 1; }
+  nlohmann::json straggler_json() const;
+  // Under mpirun after summing the ranks' counters: per-call maxima of rank-local slices do
+  // not add up to the devices' loads, so they are dropped rather than shown wrong.
+  void clear_call_straggler() { calls_.assign(calls_.size(), CallStraggler{}); }
+
   // Every counter as one flat vector, so ranks can sum their statistics (MPI_Allreduce).
   std::vector<int64_t> counters() const;
   void set_counters(const std::vector<int64_t>& counters);
@@ -64,6 +95,7 @@ class LoadStats {
   Placement placement_;
   std::vector<int64_t> before_, after_;  // [layers, experts]
   std::vector<CapacityOutcome> totals_;  // [layers] (loads unused; counts summed)
+  std::vector<CallStraggler> calls_;     // [layers]
 };
 
 }  // namespace sy::moe
