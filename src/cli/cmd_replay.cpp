@@ -27,6 +27,9 @@ struct ReplayOptions {
 };
 
 // Final ids of every recorded call of one layer, re-derived from the router's choice.
+// Call i of a layer was forward call i + 1 of the recording run (each forward runs every MoE
+// layer once), so random drops replay the recorded draws. A trace does not record sequences:
+// a one-token call counts as a decode step.
 void replay_layer(const moe::RoutingTraceLayer& L, const moe::RouterConfig& router_in,
                   const moe::MoeRuntime& rt, moe::LoadStats& stats) {
   moe::RouterConfig router = router_in;
@@ -38,7 +41,10 @@ void replay_layer(const moe::RoutingTraceLayer& L, const moe::RouterConfig& rout
   std::vector<float> weights;
   moe::CapacityOutcome outcome;
   int64_t first = 0;  // first token of the call
+  uint64_t call = 0;
   for (const int32_t T : L.call_tokens) {
+    rt.forward_calls = ++call;
+    rt.decode_step = T == 1;
     if (T == 0) continue;
     ids.assign(size_t(T) * size_t(slots), moe::kDroppedExpert);
     weights.assign(ids.size(), 0.0f);
