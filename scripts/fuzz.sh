@@ -2,15 +2,17 @@
 # Coverage-guided fuzzing of every parser of an untrusted file (fuzz/targets/), with libFuzzer
 # under ASan + UBSan, for a time budget; reports executions, coverage and findings per target.
 #
-#   scripts/fuzz.sh [--seconds N] [--jobs J] [--report FILE] [TARGET...]
-#   scripts/fuzz.sh --summary          totals per target over every run in the ledger
+#   scripts/fuzz.sh [--seconds N] [--jobs J] [--report FILE] [--ledger FILE] [TARGET...]
+#   scripts/fuzz.sh --summary [--ledger FILE]   totals per target over every run in the ledger
 #
 # --seconds N   time per target (default 60); --jobs J targets at once (default: cores)
 # --report FILE also write the table as Markdown (with the cumulative totals of the ledger)
 # TARGETs default to all of them. The corpus of each target grows across runs in
 # build-fuzz/corpus/<target> (seeded by the target's --seeds: the checkpoints make-tiny writes,
 # plus the transformers-written configs of ../shared/fixtures/hf5 when present); findings land
-# in build-fuzz/findings/<target>/. Every run is appended to build-fuzz/ledger.tsv. Exit status 1
+# in build-fuzz/findings/<target>/. Every run is appended to the ledger (build-fuzz/ledger.tsv, or
+# --ledger fuzz/ledger.tsv: the committed record of long campaigns, summed across machines and
+# sessions toward each target's executions). Exit status 1
 # when anything was found: copy the input into fuzz/regressions/<target>/ once it is fixed.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -19,6 +21,7 @@ seconds=60
 jobs=$(nproc)
 report=""
 summary=0
+ledger="$build/ledger.tsv"
 targets=()
 all_targets=(safetensors safetensors_index config tokenizer routing_trace checkpoint model)
 while [ $# -gt 0 ]; do
@@ -27,7 +30,8 @@ while [ $# -gt 0 ]; do
     --jobs) jobs="$2"; shift 2 ;;
     --report) report="$2"; shift 2 ;;
     --summary) summary=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --ledger) ledger="$2"; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "fuzz.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     *)
       if [[ ! " ${all_targets[*]} " == *" $1 "* ]]; then
@@ -38,7 +42,6 @@ while [ $# -gt 0 ]; do
 done
 [ ${#targets[@]} -eq 0 ] && targets=("${all_targets[@]}")
 if [ "$summary" = 1 ]; then  # Markdown: one row per target, summed over the ledger's runs
-  ledger="$build/ledger.tsv"
   [ -f "$ledger" ] || { echo "fuzz.sh: no ledger at $ledger yet" >&2; exit 1; }
   echo "| target | runs | executions | wall time | exec/s | edges (max) | features (max) | findings |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|"
@@ -114,7 +117,7 @@ for t in "${targets[@]}"; do
 done
 wait
 
-ledger="$build/ledger.tsv"
+mkdir -p "$(dirname "$ledger")"
 [ -f "$ledger" ] || printf 'date\ttarget\texecutions\twall_s\tedges\tfeatures\tcorpus\tfindings\trc\n' >"$ledger"
 status=0
 table="| target | executions | exec/s | edges | features | corpus | findings | all runs: executions |"$'\n'
