@@ -49,7 +49,7 @@ json parse_json_no_duplicates(const std::string& text, const std::string& what) 
   } catch (const json::exception& e) {
     fail("{}: header is not valid JSON ({})", what, json_error_message(e));
   }
-  if (!duplicate.empty()) fail("{}: header has the key '{}' twice", what, duplicate);
+  if (!duplicate.empty()) fail("{}: header has the key {} twice", what, excerpt_text(duplicate));
   return j;
 }
 
@@ -126,12 +126,15 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       if (name == "__metadata__") {
         if (!entry.is_object()) fail("'{}': __metadata__ is not an object", path);
         for (auto& [k, v] : entry.items()) {
-          if (!v.is_string()) fail("'{}': __metadata__ value of '{}' is not a string", path, k);
+          if (!v.is_string())
+            fail("'{}': __metadata__ value of {} is not a string", path, excerpt_text(k));
           metadata_[k] = v.get<std::string>();
         }
         continue;
       }
-      auto bad = [&](const std::string& why) { fail("'{}': tensor '{}': {}", path, name, why); };
+      auto bad = [&](const std::string& why) {
+        fail("'{}': tensor {}: {}", path, excerpt_text(name, 160), why);
+      };
       if (!entry.is_object()) bad("entry is not an object");
       if (!entry.contains("dtype") || !entry["dtype"].is_string()) bad("missing string 'dtype'");
       if (!entry.contains("shape") || !entry["shape"].is_array()) bad("missing array 'shape'");
@@ -143,7 +146,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       t.file = path;
       t.dtype_name = entry["dtype"].get<std::string>();
       auto bits = safetensors_dtype_bits(t.dtype_name);
-      if (!bits) bad("unknown dtype '" + t.dtype_name + "'");
+      if (!bits) bad("unknown dtype " + excerpt_text(t.dtype_name));
       if (t.dtype_name == "F32") t.dtype = DType::F32;
       if (t.dtype_name == "F16") t.dtype = DType::F16;
       if (t.dtype_name == "BF16") t.dtype = DType::BF16;
@@ -215,10 +218,11 @@ TensorStore TensorStore::open(const std::string& dir) {
       fail("'{}': missing object 'weight_map'", index_path);
     std::set<std::string> unique;
     for (auto& [tensor, file] : index["weight_map"].items()) {
-      if (!file.is_string()) fail("'{}': weight_map['{}'] is not a file name", index_path, tensor);
+      if (!file.is_string())
+        fail("'{}': weight_map[{}] is not a file name", index_path, excerpt_text(tensor, 160));
       std::string f = file.get<std::string>();
       if (f.find('/') != std::string::npos || f == "..")
-        fail("'{}': shard name '{}' must be a plain file name", index_path, f);
+        fail("'{}': shard name {} must be a plain file name", index_path, excerpt_text(f, 160));
       expected_file[tensor] = dir + "/" + f;
       if (unique.insert(f).second) files.push_back(dir + "/" + f);
     }
@@ -238,7 +242,8 @@ TensorStore TensorStore::open(const std::string& dir) {
   for (const auto& [tensor, file] : expected_file) {
     auto it = store.by_name_.find(tensor);
     if (it == store.by_name_.end())
-      fail("'{}' maps tensor '{}' to '{}', which does not contain it", index_path, tensor, file);
+      fail("'{}' maps tensor {} to '{}', which does not contain it", index_path,
+           excerpt_text(tensor, 160), file);
     if (it->second->file != file)
       fail("'{}' maps tensor '{}' to '{}' but it is in '{}'", index_path, tensor, file,
            it->second->file);

@@ -25,12 +25,15 @@ inline std::string excerpt(const nlohmann::json& v) {
   return v.dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
 }
 
-// A string from a file as a message may quote it: at most 40 bytes, JSON-escaped (control
-// bytes and invalid UTF-8 cannot garble the terminal), in double quotes.
-inline std::string excerpt_text(std::string_view text) {
+// A string from a file as a message may quote it: at most `max` bytes, escaped as in JSON
+// (control bytes and invalid UTF-8 cannot garble the terminal), in single quotes as the
+// engine's other messages quote names.
+inline std::string excerpt_text(std::string_view text, size_t max = 40) {
   const std::string cut =
-      text.size() > 40 ? std::string(text.substr(0, 40)) + "..." : std::string(text);
-  return nlohmann::json(cut).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
+      text.size() > max ? std::string(text.substr(0, max)) + "..." : std::string(text);
+  const std::string quoted =
+      nlohmann::json(cut).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
+  return "'" + quoted.substr(1, quoted.size() - 2) + "'";
 }
 
 // nlohmann's message for a parse error, cut short: it quotes the token being read, which a

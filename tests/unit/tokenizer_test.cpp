@@ -154,7 +154,7 @@ TEST(TokenizerErrors, BadFilesNameTheProblem) {
   EXPECT_NE(message(tiny_json("[]", R"(, "normalizer": {"type": "Frobnicate"})"))
                 .find("unsupported normalizer type 'Frobnicate' at 'normalizer'"),
             std::string::npos);
-  EXPECT_NE(message(tiny_json(R"(["a c"])")).find("token \"ac\" is not in the vocab"),
+  EXPECT_NE(message(tiny_json(R"(["a c"])")).find("token 'ac' is not in the vocab"),
             std::string::npos);
   EXPECT_NE(message(tiny_json(R"(["a"])")).find("merges[0]"), std::string::npos);
   EXPECT_NE(message(R"({"model": {"type": "WordPiece", "vocab": {}}})")
