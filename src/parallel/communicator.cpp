@@ -121,4 +121,38 @@ std::vector<double> Communicator::gather(const std::vector<double>& v, int root)
   return out;
 }
 
+std::vector<std::string> Communicator::gather_strings(const std::string& value, int root) const {
+  if (!active_ || size_ == 1) return {value};
+  if (value.size() > size_t(1) << 30) fail("gather_strings: a string over 1 GiB");
+  const int n = int(value.size());
+  std::vector<int> sizes(rank_ == root ? size_t(size_) : 0), offsets(sizes.size());
+  check_mpi(MPI_Gather(&n, 1, MPI_INT, sizes.data(), 1, MPI_INT, root, comm_), "MPI_Gather");
+  std::string all;
+  if (rank_ == root) {
+    int64_t total = 0;
+    for (size_t r = 0; r < sizes.size(); ++r) {
+      offsets[r] = int(total);
+      total += sizes[r];
+    }
+    if (total > int64_t(1) << 30) fail("gather_strings: over 1 GiB in all");
+    all.resize(size_t(total));
+  }
+  check_mpi(MPI_Gatherv(value.data(), n, MPI_CHAR, all.data(), sizes.data(), offsets.data(),
+                        MPI_CHAR, root, comm_),
+            "MPI_Gatherv");
+  std::vector<std::string> out(sizes.size());
+  for (size_t r = 0; r < sizes.size(); ++r)
+    out[r] = all.substr(size_t(offsets[r]), size_t(sizes[r]));
+  return out;
+}
+
+void Communicator::broadcast(std::string& value, int root) const {
+  if (!active_ || size_ == 1) return;
+  int64_t n = int64_t(value.size());
+  check_mpi(MPI_Bcast(&n, 1, MPI_INT64_T, root, comm_), "MPI_Bcast");
+  if (n > int64_t(1) << 30) fail("broadcast: a string over 1 GiB");
+  value.resize(size_t(n));
+  check_mpi(MPI_Bcast(value.data(), int(n), MPI_CHAR, root, comm_), "MPI_Bcast");
+}
+
 }  // namespace sy::parallel

@@ -39,6 +39,9 @@ class Communicator {
   void broadcast(std::vector<int32_t>& values, int root = 0) const;
   std::vector<uint64_t> all_gather(uint64_t value) const;
   std::vector<double> gather(const std::vector<double>& values, int root = 0) const;  // rank-major
+  // Every rank's string at `root` (index = rank; empty elsewhere), and root's string everywhere.
+  std::vector<std::string> gather_strings(const std::string& value, int root = 0) const;
+  void broadcast(std::string& value, int root = 0) const;
 
   ~Communicator();
 

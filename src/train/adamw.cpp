@@ -195,6 +195,12 @@ void AdamW::load(const std::string& path, const ParamSet& params) {
   step_ = step;
 }
 
+void AdamW::restore(int64_t step, std::map<std::string, Moments> state) {
+  SY_ASSERT(step >= 0);
+  step_ = step;
+  state_ = std::move(state);
+}
+
 namespace {
 
 // The trainable gradients that pass `include`, as tensor pointers and sizes.

@@ -48,6 +48,8 @@ class AdamW {
   // its shape (unless the file's step is 0) and the file may hold nothing else; sy::Error names
   // the mismatch and leaves this optimizer unchanged. The hyperparameters stay this object's.
   void load(const std::string& path, const ParamSet& params);
+  // Replaces the step count and state (moments by Param name, checked by the caller).
+  void restore(int64_t step, std::map<std::string, Moments> state);
 
  private:
   AdamWConfig config_;

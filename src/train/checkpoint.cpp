@@ -9,10 +9,16 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <regex>
+#include <set>
 #include <vector>
 
 #include "io/file_util.h"
 #include "io/safetensors.h"
+#include "util/crc32.h"
 #include "util/error.h"
 #include "util/json_bounded.h"
 
@@ -56,23 +62,6 @@ pid_t sibling_pid(const std::string& name, const std::string& prefix) {
   return pid_t(std::stol(digits));
 }
 
-void write_weights(const fs::path& path, const ParamSet& params, DType dtype) {
-  std::vector<io::TensorToWrite> tensors;
-  std::vector<std::vector<uint16_t>> bf16;
-  bf16.reserve(params.size());
-  for (const Param& p : params.all()) {
-    SY_ASSERT(int64_t(p.value.size()) == p.numel());
-    if (dtype == DType::F32) {
-      tensors.push_back({p.name, "F32", p.shape, p.value.data(), p.value.size() * 4});
-    } else {
-      auto& bits = bf16.emplace_back(p.value.size());
-      for (size_t i = 0; i < bits.size(); ++i) bits[i] = f32_to_bf16(p.value[i]);
-      tensors.push_back({p.name, "BF16", p.shape, bits.data(), bits.size() * 2});
-    }
-  }
-  io::write_safetensors(path.string(), tensors);
-}
-
 // Absolute, normalised, without a trailing '/' (whose empty file name would put the temp dir
 // inside).
 fs::path checkpoint_path(const std::string& dir) {
@@ -110,79 +99,340 @@ void recover_checkpoint_dir(const std::string& dir_arg) {
   }
 }
 
-void save_checkpoint(const std::string& dir_arg, const ParamSet& params, const AdamW& optimizer,
-                     const CheckpointContents& c) {
-  // Validate everything before touching the disk.
-  if (c.weights_dtype != DType::F32 && c.weights_dtype != DType::BF16)
-    fail("checkpoint '{}': weights dtype {} is not supported (F32 or BF16)", dir_arg,
-         dtype_name(c.weights_dtype));
-  if (!parse_json_bounded(c.config_json, fmt::format("checkpoint '{}': config.json", dir_arg))
-           .is_object())
-    fail("checkpoint '{}': config.json must be a JSON object", dir_arg);
-  if (!c.tokenizer_json.empty())
-    parse_json_bounded(c.tokenizer_json, fmt::format("checkpoint '{}': tokenizer.json", dir_arg));
-  if (!c.trainer_state.is_object())
-    fail("checkpoint '{}': the trainer state must be a JSON object, not {}", dir_arg,
-         c.trainer_state.type_name());
-  const fs::path dir = checkpoint_path(dir_arg);
+namespace {
+
+constexpr const char* kFormat = "switchyard-sharded-v1";
+constexpr const char* kIndexFile = "model.safetensors.index.json";
+
+bool valid_stem(const std::string& stem) {
+  if (stem.empty() || stem.size() > 48) return false;
+  return std::all_of(stem.begin(), stem.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+  });
+}
+
+// "w000012-L3-E5.safetensors", or a temp file a write of one left ("....tmp.XXXXXX").
+bool is_shard_file(const std::string& name) {
+  static const std::regex re(R"([wm][0-9]{6}-[A-Za-z0-9_-]{1,48}\.safetensors(\.tmp\.\w+)?)");
+  return std::regex_match(name, re);
+}
+
+std::string shard_name(char kind, int64_t save, const std::string& stem) {
+  return fmt::format("{}{:06}-{}.safetensors", kind, save, stem);
+}
+
+// A world of one: gather returns the one string, broadcast leaves it.
+SaveComm complete(const SaveComm& c) {
+  SaveComm out = c;
+  if (!out.gather) out.gather = [](const std::string& s) { return std::vector<std::string>{s}; };
+  if (!out.broadcast) out.broadcast = [](std::string&) {};
+  return out;
+}
+
+// Runs `f` on this rank; its error message ("" when it succeeded).
+template <typename F>
+std::string attempt(F&& f) {
+  try {
+    f();
+    return "";
+  } catch (const Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    return std::string("unexpected error: ") + e.what();
+  }
+}
+
+// Weights or moments of one group, as the bytes of a safetensors file.
+std::string group_bytes(const ParamSet& params, const AdamW& optimizer, const ShardGroup& g,
+                        DType dtype, bool moments, std::vector<std::string>& saved) {
+  std::vector<io::TensorToWrite> tensors;
+  std::vector<std::vector<uint16_t>> bf16;
+  std::vector<std::vector<float>> zeros;
+  bf16.reserve(g.names.size());
+  zeros.reserve(g.names.size());
+  for (const std::string& name : g.names) {
+    const Param& p = params.get(name);
+    if (!moments) {
+      if (dtype == DType::F32) {
+        tensors.push_back({p.name, "F32", p.shape, p.value.data(), p.value.size() * 4});
+      } else {
+        auto& bits = bf16.emplace_back(p.value.size());
+        for (size_t i = 0; i < bits.size(); ++i) bits[i] = f32_to_bf16(p.value[i]);
+        tensors.push_back({p.name, "BF16", p.shape, bits.data(), bits.size() * 2});
+      }
+      saved.push_back(name);
+      continue;
+    }
+    if (!p.trainable) continue;
+    const auto it = optimizer.state().find(name);
+    const std::vector<float>* m = nullptr;
+    const std::vector<float>* v = nullptr;
+    if (it != optimizer.state().end() && !it->second.exp_avg.empty()) {
+      m = &it->second.exp_avg;
+      v = &it->second.exp_avg_sq;
+    } else {
+      m = v = &zeros.emplace_back(p.value.size(), 0.0f);  // not stepped yet
+    }
+    tensors.push_back({p.name + ".exp_avg", "F32", p.shape, m->data(), m->size() * 4});
+    tensors.push_back({p.name + ".exp_avg_sq", "F32", p.shape, v->data(), v->size() * 4});
+    saved.push_back(name);
+  }
+  if (tensors.empty()) return "";
+  return io::serialize_safetensors(tensors, {{"format", "pt"}});
+}
+
+// The manifest's "checkpoint" section of `dir`, or an empty one (no checkpoint, or the earlier
+// layout, which a new save replaces as a whole).
+nlohmann::json previous_section(const fs::path& dir) {
+  const fs::path path = dir / kStateFile;
+  if (!fs::exists(path)) return nlohmann::json::object();
+  const nlohmann::json state =
+      parse_json_bounded(io::read_text_file(path.string()), fmt::format("'{}'", path.string()));
+  if (!state.is_object() || !state.contains("checkpoint")) return nlohmann::json::object();
+  return state["checkpoint"];
+}
+
+// True when `dir` is empty or holds only what a first save that never committed writes (some
+// of this layout's shards, and perhaps its config, tokenizer and index).
+bool first_save_interrupted(const fs::path& dir) {
+  bool empty = true, shards = false;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    empty = false;
+    shards = shards || is_shard_file(name);
+    if (!is_shard_file(name) && name != "config.json" && name != "tokenizer.json" &&
+        name != kIndexFile)
+      return false;
+  }
+  return empty || shards;
+}
+
+// Rank 0's checks before anyone writes: the directory is (or becomes) a checkpoint. Returns the
+// number of this save.
+int64_t prepare_dir(const std::string& dir_arg, const fs::path& dir) {
   const fs::path parent = dir.parent_path();
   if (!fs::is_directory(parent))
     fail("checkpoint '{}': the directory '{}' does not exist", dir_arg, parent.string());
-
   recover_checkpoint_dir(dir.string());
   if (fs::exists(dir)) {
     if (!fs::is_directory(dir)) fail("checkpoint '{}' exists and is not a directory", dir_arg);
-    if (!fs::is_empty(dir) && !fs::exists(dir / kStateFile))
+    if (!fs::exists(dir / kStateFile) && !first_save_interrupted(dir))
       fail(
           "refusing to replace '{}': it is not a training checkpoint (no {}); choose another "
           "directory",
           dir_arg, kStateFile);
+  } else {
+    fs::create_directory(dir);
   }
-
-  const std::string pid = std::to_string(::getpid());
-  const fs::path tmp = dir.string() + ".tmp-" + pid;
-  const fs::path old = dir.string() + ".old-" + pid;
-  bool moved_old = false;
-  auto undo = [&] {
-    std::error_code ec;
-    if (moved_old && !fs::exists(dir, ec)) std::rename(old.c_str(), dir.c_str());  // put it back
-    fs::remove_all(tmp, ec);
-  };
-  try {
-    if (!fs::create_directory(tmp))
-      fail("checkpoint '{}': '{}' exists already", dir_arg, tmp.string());
-    io::write_text_file_atomic((tmp / "config.json").string(), c.config_json);
-    if (!c.tokenizer_json.empty())
-      io::write_text_file_atomic((tmp / "tokenizer.json").string(), c.tokenizer_json);
-    write_weights(tmp / "model.safetensors", params, c.weights_dtype);
-    optimizer.save((tmp / "optimizer.safetensors").string(), params);
-    nlohmann::json state = c.trainer_state;
-    state["optimizer_step"] = optimizer.step_count();
-    io::write_text_file_atomic((tmp / kStateFile).string(), state.dump(2) + "\n");
-    fsync_dir(tmp);
-    if (fs::exists(dir)) {
-      rename_or_fail(dir, old);
-      moved_old = true;
-    }
-    rename_or_fail(tmp, dir);
-    fsync_dir(parent);
-  } catch (const fs::filesystem_error& e) {  // one error type at this boundary
-    undo();
-    fail("checkpoint '{}': {}", dir_arg, e.what());
-  } catch (...) {
-    undo();
-    throw;
-  }
-  // The new checkpoint is in place; a failure to remove the old one is repaired next time.
-  std::error_code ec;
-  if (moved_old) fs::remove_all(old, ec);
+  const nlohmann::json prev = previous_section(dir);
+  const int64_t last =
+      prev.contains("save") && prev["save"].is_number_unsigned() ? prev["save"].get<int64_t>() : 0;
+  if (last >= 999999) fail("checkpoint '{}' has had {} saves: start a new --out", dir_arg, last);
+  return last + 1;
 }
 
-nlohmann::json load_checkpoint(const std::string& dir_arg, ParamSet& params, AdamW& optimizer) {
-  recover_checkpoint_dir(dir_arg);
-  const fs::path dir = checkpoint_path(dir_arg);
-  if (!fs::is_directory(dir)) fail("checkpoint '{}' does not exist or is not a directory", dir_arg);
+// This rank's shards of save `save`: written and fsync'd; what they hold, for rank 0.
+nlohmann::json write_groups(const fs::path& dir, int64_t save, const ParamSet& params,
+                            const AdamW& optimizer, const std::vector<ShardGroup>& groups,
+                            DType dtype, SaveStats& stats) {
+  nlohmann::json files = nlohmann::json::object(), weights = nlohmann::json::object(),
+                 moments = nlohmann::json::object();
+  for (const ShardGroup& g : groups) {
+    for (const bool is_moments : {false, true}) {
+      std::vector<std::string> saved;
+      const std::string bytes = group_bytes(params, optimizer, g, dtype, is_moments, saved);
+      if (bytes.empty()) continue;
+      const std::string name = shard_name(is_moments ? 'm' : 'w', save, g.stem);
+      io::write_file_atomic((dir / name).string(), bytes.data(), bytes.size());
+      files[name] = {{"bytes", bytes.size()}, {"crc32", crc32(bytes.data(), bytes.size())}};
+      for (const std::string& n : saved) (is_moments ? moments : weights)[n] = name;
+      (is_moments ? stats.moment_bytes : stats.weight_bytes) += int64_t(bytes.size());
+      ++stats.files;
+    }
+  }
+  return {{"files", files}, {"weights", weights}, {"moments", moments}};
+}
 
+// Rank 0: the new manifest section from the previous one and every rank's report; checks that
+// every Param has a saved value and every trainable one its moments.
+nlohmann::json merge_section(const std::string& dir_arg, nlohmann::json prev,
+                             const std::vector<nlohmann::json>& reports, int64_t save, int64_t step,
+                             const ParamSet& params) {
+  for (const char* key : {"files", "weights", "moments", "saved_step"})
+    if (!prev.contains(key) || !prev[key].is_object()) prev[key] = nlohmann::json::object();
+  for (const nlohmann::json& r : reports) {
+    for (const auto& [name, info] : r["files"].items()) prev["files"][name] = info;
+    for (const auto& [param, file] : r["weights"].items()) {
+      prev["weights"][param] = file;
+      prev["saved_step"][param] = step;
+    }
+    for (const auto& [param, file] : r["moments"].items()) prev["moments"][param] = file;
+  }
+  nlohmann::json out = {{"format", kFormat},
+                        {"save", save},
+                        {"files", nlohmann::json::object()},
+                        {"weights", nlohmann::json::object()},
+                        {"moments", nlohmann::json::object()},
+                        {"saved_step", nlohmann::json::object()}};
+  auto keep_file = [&](const std::string& file) { out["files"][file] = prev["files"][file]; };
+  for (const Param& p : params.all()) {
+    if (!prev["weights"].contains(p.name))
+      fail(
+          "checkpoint '{}': no save so far holds parameter '{}' (a partial save needs an earlier "
+          "one with every tensor)",
+          dir_arg, p.name);
+    out["weights"][p.name] = prev["weights"][p.name];
+    out["saved_step"][p.name] = prev["saved_step"][p.name];
+    keep_file(prev["weights"][p.name]);
+    if (prev["moments"].contains(p.name)) {
+      out["moments"][p.name] = prev["moments"][p.name];
+      keep_file(prev["moments"][p.name]);
+    } else if (p.trainable || p.expert) {
+      fail("checkpoint '{}': no save so far holds the optimizer state of '{}'", dir_arg, p.name);
+    }
+  }
+  return out;
+}
+
+// Rank 0: removes shards the committed manifest does not name (an older save's, or those of a
+// save that never committed) and the files of the earlier layout.
+void collect_garbage(const fs::path& dir, const nlohmann::json& section) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const bool legacy = name == "model.safetensors" || name == "optimizer.safetensors";
+    if ((legacy || is_shard_file(name)) && !section["files"].contains(name))
+      fs::remove(e.path(), ec);
+  }
+}
+
+void remove_save(const fs::path& dir, int64_t save) {
+  const std::string tag = fmt::format("{:06}-", save);
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (is_shard_file(name) && name.compare(1, tag.size(), tag) == 0) fs::remove(e.path(), ec);
+  }
+}
+
+void commit(const std::string& dir_arg, const fs::path& dir, const CheckpointContents& c,
+            int64_t save, int64_t optimizer_step, const std::vector<std::string>& reports_text,
+            const ParamSet& params, SaveStats& stats) {
+  std::vector<nlohmann::json> reports;
+  for (const std::string& text : reports_text) {
+    reports.push_back(nlohmann::json::parse(text));
+    if (reports.back().contains("error")) fail("{}", reports.back()["error"].get<std::string>());
+  }
+  for (const auto& r : reports)
+    for (const auto& [name, info] : r["files"].items())
+      stats.total_bytes += info["bytes"].get<int64_t>();
+  const int64_t step = c.trainer_state.contains("step") && c.trainer_state["step"].is_number()
+                           ? c.trainer_state["step"].get<int64_t>()
+                           : optimizer_step;
+  const nlohmann::json section =
+      merge_section(dir_arg, previous_section(dir), reports, save, step, params);
+  io::write_text_file_atomic((dir / "config.json").string(), c.config_json);
+  if (!c.tokenizer_json.empty())
+    io::write_text_file_atomic((dir / "tokenizer.json").string(), c.tokenizer_json);
+  int64_t total = 0;
+  for (const auto& [file, info] : section["files"].items())
+    if (file[0] == 'w') total += info["bytes"].get<int64_t>();
+  const nlohmann::json index = {{"metadata", {{"total_size", total}}},
+                                {"weight_map", section["weights"]}};
+  io::write_text_file_atomic((dir / kIndexFile).string(), index.dump(2) + "\n");
+  nlohmann::json state = c.trainer_state;
+  state["optimizer_step"] = optimizer_step;
+  state["checkpoint"] = section;
+  io::write_text_file_atomic((dir / kStateFile).string(), state.dump(1) + "\n");  // the commit
+  fsync_dir(dir);
+  collect_garbage(dir, section);
+}
+
+}  // namespace
+
+SaveStats save_checkpoint(const std::string& dir_arg, const ParamSet& params,
+                          const AdamW& optimizer, const CheckpointContents& c,
+                          const std::vector<ShardGroup>& groups, const SaveComm& comm_arg) {
+  const SaveComm comm = complete(comm_arg);
+  // Validate this rank's inputs; every rank learns whether rank 0 could prepare the directory
+  // before anyone writes into it.
+  std::string error = attempt([&] {
+    if (c.weights_dtype != DType::F32 && c.weights_dtype != DType::BF16)
+      fail("checkpoint '{}': weights dtype {} is not supported (F32 or BF16)", dir_arg,
+           dtype_name(c.weights_dtype));
+    if (!c.trainer_state.is_object())
+      fail("checkpoint '{}': the trainer state must be a JSON object, not {}", dir_arg,
+           c.trainer_state.type_name());
+    std::set<std::string> stems;
+    for (const ShardGroup& g : groups) {
+      if (!valid_stem(g.stem) || !stems.insert(g.stem).second)
+        fail("checkpoint '{}': shard group name {} is not valid or not unique", dir_arg,
+             excerpt_text(g.stem, 60));
+      for (const std::string& n : g.names)
+        if (!params.find(n)) fail("checkpoint '{}': no parameter '{}' to save", dir_arg, n);
+    }
+  });
+  const fs::path dir = checkpoint_path(dir_arg);
+  std::string plan = "{}";
+  if (comm.rank == 0) {
+    int64_t save = 0;
+    if (error.empty())
+      error = attempt([&] {
+        if (!parse_json_bounded(c.config_json, fmt::format("checkpoint '{}': config.json", dir_arg))
+                 .is_object())
+          fail("checkpoint '{}': config.json must be a JSON object", dir_arg);
+        if (!c.tokenizer_json.empty())
+          parse_json_bounded(c.tokenizer_json,
+                             fmt::format("checkpoint '{}': tokenizer.json", dir_arg));
+        save = prepare_dir(dir_arg, dir);
+      });
+    plan = error.empty() ? nlohmann::json{{"save", save}}.dump()
+                         : nlohmann::json{{"error", error}}.dump();
+  }
+  comm.broadcast(plan);
+  const nlohmann::json plan_json = nlohmann::json::parse(plan);
+  if (plan_json.contains("error")) fail("{}", plan_json["error"].get<std::string>());
+  const int64_t save = plan_json["save"].get<int64_t>();
+
+  // Phase 1: every rank writes its shards (durable before it reports them).
+  SaveStats stats;
+  nlohmann::json report;
+  if (error.empty())
+    error = attempt([&] {
+      report = write_groups(dir, save, params, optimizer, groups, c.weights_dtype, stats);
+    });
+  if (!error.empty()) report = {{"error", fmt::format("rank {}: {}", comm.rank, error)}};
+  const std::vector<std::string> reports = comm.gather(report.dump());
+
+  // Phase 2: rank 0 commits the manifest; everyone learns the outcome.
+  std::string outcome;
+  if (comm.rank == 0) {
+    outcome = attempt([&] {
+      try {
+        commit(dir_arg, dir, c, save, optimizer.step_count(), reports, params, stats);
+      } catch (const fs::filesystem_error& e) {
+        fail("checkpoint '{}': {}", dir_arg, e.what());
+      }
+    });
+    if (!outcome.empty()) remove_save(dir, save);  // never committed: nothing names its shards
+  }
+  comm.broadcast(outcome);
+  if (!outcome.empty()) fail("{}", outcome);
+  return stats;
+}
+
+void save_checkpoint(const std::string& dir, const ParamSet& params, const AdamW& optimizer,
+                     const CheckpointContents& contents) {
+  ShardGroup all{"all", {}};
+  for (const Param& p : params.all()) all.names.push_back(p.name);
+  save_checkpoint(dir, params, optimizer, contents, {all});
+}
+
+namespace {
+
+// The earlier layout: model.safetensors + optimizer.safetensors, a manifest without "checkpoint".
+nlohmann::json load_legacy(const std::string& dir_arg, const fs::path& dir, ParamSet& params,
+                           AdamW& optimizer) {
   // Check and read everything first, then modify: an error leaves the caller's state as it was.
   const io::TensorStore store = io::TensorStore::open(dir.string());
   for (const Param& p : params.all()) {
@@ -219,6 +469,163 @@ nlohmann::json load_checkpoint(const std::string& dir_arg, ParamSet& params, Ada
   }
   optimizer = std::move(loaded);
   return state;
+}
+
+// A manifest value that must be an object of strings / counts; sy::Error naming the key.
+const nlohmann::json& member(const nlohmann::json& j, const char* key, const std::string& where) {
+  if (!j.contains(key) || !j[key].is_object())
+    fail("{}: '{}' is missing or not an object", where, key);
+  return j[key];
+}
+
+uint32_t file_crc32(const fs::path& path, uint64_t& bytes) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail("cannot open shard '{}'", path.string());
+  std::vector<char> buf(size_t(1) << 20);
+  uint32_t crc = 0;
+  bytes = 0;
+  while (f) {
+    f.read(buf.data(), std::streamsize(buf.size()));
+    const auto n = size_t(f.gcount());
+    crc = crc32(buf.data(), n, crc);
+    bytes += n;
+  }
+  return crc;
+}
+
+void verify_shard(const fs::path& dir, const std::string& file, const nlohmann::json& info,
+                  const std::string& where) {
+  const fs::path path = dir / file;
+  if (!is_shard_file(file)) fail("{}: {} is not a shard name", where, excerpt_text(file, 80));
+  if (!info.is_object() || !info.contains("bytes") || !info["bytes"].is_number_unsigned() ||
+      !info.contains("crc32") || !info["crc32"].is_number_unsigned())
+    fail("{}: the entry of shard '{}' lacks 'bytes' or 'crc32'", where, file);
+  if (!fs::is_regular_file(path))
+    fail("checkpoint shard '{}' is missing (the checkpoint is incomplete)", path.string());
+  uint64_t bytes = 0;
+  const uint32_t crc = file_crc32(path, bytes);
+  if (bytes != info["bytes"].get<uint64_t>() || crc != info["crc32"].get<uint64_t>())
+    fail(
+        "checkpoint shard '{}' is corrupt: {} bytes with CRC-32 {:08x}, the manifest recorded "
+        "{} bytes with CRC-32 {:08x}",
+        path.string(), bytes, crc, info["bytes"].get<uint64_t>(), info["crc32"].get<uint64_t>());
+}
+
+// The shards the manifest names, each checked against its recorded size and CRC-32 and opened
+// once.
+class Shards {
+ public:
+  Shards(const fs::path& dir, const nlohmann::json& files, std::string where)
+      : dir_(dir), files_(files), where_(std::move(where)) {}
+
+  const io::TensorInfo& tensor(const nlohmann::json& file_json, const std::string& name,
+                               const std::string& what) {
+    if (!file_json.is_string()) fail("{}: the shard of {} is not a file name", where_, what);
+    const std::string file = file_json.get<std::string>();
+    if (!is_shard_file(file) || !files_.contains(file))
+      fail("{}: {} is in {}, which the manifest does not list", where_, what,
+           excerpt_text(file, 80));
+    auto it = open_.find(file);
+    if (it == open_.end()) it = open_.emplace(file, open(file)).first;
+    for (const io::TensorInfo& t : it->second->tensors())
+      if (t.name == name) return t;
+    fail("shard '{}' lacks '{}' ({})", (dir_ / file).string(), name, what);
+  }
+
+ private:
+  std::unique_ptr<io::SafetensorsFile> open(const std::string& file) {
+    verify_shard(dir_, file, files_[file], where_);
+    return std::make_unique<io::SafetensorsFile>((dir_ / file).string());
+  }
+
+  fs::path dir_;
+  const nlohmann::json& files_;
+  std::string where_;
+  std::map<std::string, std::unique_ptr<io::SafetensorsFile>> open_;
+};
+
+nlohmann::json load_sharded(const fs::path& dir, nlohmann::json state, ParamSet& params,
+                            AdamW& optimizer) {
+  const std::string where = fmt::format("'{}'", (dir / kStateFile).string());
+  const nlohmann::json& section = state["checkpoint"];
+  if (!section.is_object() || !section.contains("format") || section["format"] != kFormat)
+    fail("{}: 'checkpoint.format' is not \"{}\"", where, kFormat);
+  if (!state.contains("optimizer_step") || !state["optimizer_step"].is_number_unsigned() ||
+      state["optimizer_step"].get<uint64_t>() > (uint64_t(1) << 53))
+    fail("{}: 'optimizer_step' is missing or not a step count", where);
+  const nlohmann::json& files = member(section, "files", where);
+  const nlohmann::json& weights = member(section, "weights", where);
+  const nlohmann::json& moments = member(section, "moments", where);
+  Shards shards(dir, files, where);
+
+  // Check and read everything first, then modify: an error leaves the caller's state as it was.
+  std::vector<const io::TensorInfo*> values;
+  std::map<std::string, AdamW::Moments> state_by_name;
+  for (const Param& p : params.all()) {
+    if (!weights.contains(p.name))
+      fail("checkpoint '{}' lacks parameter '{}' {} that the model has", dir.string(), p.name,
+           shape_str(p.shape));
+    const io::TensorInfo& t = shards.tensor(weights[p.name], p.name, "parameter '" + p.name + "'");
+    if (t.shape != p.shape)
+      fail("checkpoint '{}': parameter '{}' has shape {} but the model's has shape {}",
+           dir.string(), p.name, t.shape_str(), shape_str(p.shape));
+    if (!t.dtype)
+      fail("checkpoint '{}': parameter '{}' has dtype {}; expected F32, F16 or BF16", dir.string(),
+           p.name, t.dtype_name);
+    values.push_back(&t);
+    if (!p.trainable) continue;
+    if (!moments.contains(p.name))
+      fail("checkpoint '{}' lacks the optimizer state of '{}'", dir.string(), p.name);
+    AdamW::Moments& m = state_by_name[p.name];
+    for (const char* suffix : {".exp_avg", ".exp_avg_sq"}) {
+      const io::TensorInfo& s = shards.tensor(moments[p.name], p.name + suffix,
+                                              "the optimizer state of '" + p.name + "'");
+      if (s.dtype_name != "F32" || s.shape != p.shape)
+        fail("checkpoint '{}': '{}{}' is {} {}, expected F32 {}", dir.string(), p.name, suffix,
+             s.dtype_name, s.shape_str(), shape_str(p.shape));
+      std::vector<float>& dst = suffix == std::string(".exp_avg") ? m.exp_avg : m.exp_avg_sq;
+      dst.resize(size_t(s.numel()));
+      if (s.nbytes) std::memcpy(dst.data(), s.data, s.nbytes);
+    }
+  }
+  for (const auto& [name, file] : weights.items())
+    if (!params.find(name))
+      fail("checkpoint '{}' has tensor {} that the model lacks", dir.string(),
+           excerpt_text(name, 160));
+
+  size_t i = 0;
+  for (Param& p : params.all()) {
+    const io::TensorInfo& t = *values[i++];
+    to_f32(*t.dtype, t.data, p.value.data(), p.value.size());
+  }
+  optimizer.restore(state["optimizer_step"].get<int64_t>(), std::move(state_by_name));
+  return state;
+}
+
+}  // namespace
+
+void verify_checkpoint(const std::string& dir_arg) {
+  const fs::path dir = checkpoint_path(dir_arg);
+  const std::string state_path = (dir / kStateFile).string();
+  const nlohmann::json state =
+      parse_json_bounded(io::read_text_file(state_path), fmt::format("'{}'", state_path));
+  if (!state.is_object() || !state.contains("checkpoint")) return;
+  const std::string where = fmt::format("'{}'", state_path);
+  if (!state["checkpoint"].is_object()) fail("{}: 'checkpoint' is not an object", where);
+  for (const auto& [file, info] : member(state["checkpoint"], "files", where).items())
+    verify_shard(dir, file, info, where);
+}
+
+nlohmann::json load_checkpoint(const std::string& dir_arg, ParamSet& params, AdamW& optimizer) {
+  recover_checkpoint_dir(dir_arg);
+  const fs::path dir = checkpoint_path(dir_arg);
+  if (!fs::is_directory(dir)) fail("checkpoint '{}' does not exist or is not a directory", dir_arg);
+  const std::string state_path = (dir / kStateFile).string();
+  nlohmann::json state =
+      parse_json_bounded(io::read_text_file(state_path), fmt::format("'{}'", state_path));
+  if (!state.is_object()) fail("'{}' must hold a JSON object", state_path);
+  if (state.contains("checkpoint")) return load_sharded(dir, std::move(state), params, optimizer);
+  return load_legacy(dir_arg, dir, params, optimizer);
 }
 
 }  // namespace sy::train

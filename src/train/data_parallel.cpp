@@ -79,11 +79,18 @@ void ParallelTraining::sum_loss(LossParts& loss) const {
   loss.z = v[3];
 }
 
-void ParallelTraining::gather_experts(ParamSet& params) {
-  if (!ep_) return;
-  for (Param& p : params.all())
-    if (p.expert)
-      comm_.broadcast(p.value.data(), p.value.size(), ep_->placement().device_of(expert_of(p)));
+int ParallelTraining::expert_owner(int e) const {
+  return ep_ ? ep_->placement().device_of(e) : e % comm_.size();
+}
+
+SaveComm ParallelTraining::save_comm() const {
+  const parallel::Communicator* comm = &comm_;
+  SaveComm c;
+  c.rank = comm_.rank();
+  c.size = comm_.size();
+  c.gather = [comm](const std::string& s) { return comm->gather_strings(s); };
+  c.broadcast = [comm](std::string& s) { comm->broadcast(s); };
+  return c;
 }
 
 }  // namespace sy::train

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "parallel/communicator.h"
+#include "train/checkpoint.h"
 #include "train/expert_parallel_train.h"
 #include "train/params.h"
 #include "train/token_data.h"
@@ -34,7 +35,10 @@ class ParallelTraining {
   void reduce_gradients(ParamSet& params);                   // replicated params' grads summed
   double clip_grad_norm(ParamSet& params, double max_norm);  // global norm, as clip_grad_norm
   void sum_loss(LossParts& loss) const;                      // shares -> the batch's values
-  void gather_experts(ParamSet& params);                     // owners' values to every rank
+  // The rank that keeps expert e's optimizer state and writes it into checkpoints (replicated
+  // experts: spread round-robin).
+  int expert_owner(int e) const;
+  SaveComm save_comm() const;  // the ranks as a checkpoint save's participants
 
  private:
   bool owned_here(const Param& p) const;  // replicated, or an expert this rank owns

@@ -1,5 +1,9 @@
 #include "train/trainer.h"
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -98,13 +102,20 @@ Trainer::Trainer(TrainerConfig config, model::ModelConfig model_config, std::str
   validate(config_.schedule);
   if (config_.steps < 1) fail("--steps must be at least 1");
   if (model_config_.vocab_size < int64_t(1)) fail("the model has no vocabulary");
+  const int ranks = parallel_ ? parallel_->size() : 1;
+  if (config_.fail_at_step < 0)
+    fail("--fail-at-step must be positive, got {}", config_.fail_at_step);
+  if (config_.fail_rank < 0 || config_.fail_rank >= ranks)
+    fail("--fail-rank {} is not a rank of this run (0 to {})", config_.fail_rank, ranks - 1);
+  const double slots = double(config_.steps) * double(sampler_.batch_size()) *
+                       double(sampler_.seq_len()) * double(model_config_.router.top_k);
+  ParallelTraining* par = parallel_;
+  pec_ = std::make_unique<ExpertCheckpointing>(
+      config_.pec, model_config_, params_, parallel_ ? parallel_->rank() : 0, ranks,
+      [par](int e) { return par ? par->expert_owner(e) : 0; }, slots);
 }
 
 void Trainer::resume() {
-  if (parallel_ && parallel_->size() > 1)
-    fail(
-        "--resume under mpirun is not supported yet: resume with one process (the checkpoint "
-        "holds every expert), or start a new --out");
   const std::string dir = config_.run_dir + "/model";
   const nlohmann::json state = load_checkpoint(dir, params_, optimizer_);
   const ResumePoint point = resume_point(state, run_identity(config_, sampler_, seed_), dir);
@@ -113,6 +124,19 @@ void Trainer::resume() {
          config_.steps);
   step_ = point.step;
   elapsed_s_ = point.elapsed_s;
+  const Recovery rec = pec_->recover(state.contains("pec") ? state["pec"] : nlohmann::json());
+  if (!config_.quiet && root_ && rec.plt_added > 0) {
+    int64_t lost = 0;
+    for (int64_t l : rec.lost_slots) lost += l;
+    fmt::print(
+        "recovery: experts restored from older checkpoints lost {} token-slots "
+        "(PLT +{:.3f}%, {:.3f}% in all){}\n",
+        lost, 100 * rec.plt_added, 100 * rec.plt_total,
+        rec.k_after != rec.k_before
+            ? fmt::format("; PLT above {:.2f}%: --pec-k {} -> {}", 100 * config_.pec.plt_threshold,
+                          rec.k_before, rec.k_after)
+            : "");
+  }
   // Keep the log up to the checkpoint's step, so the resumed run continues it exactly.
   const std::string log_path = config_.run_dir + "/train_log.jsonl";
   std::string kept;
@@ -138,7 +162,8 @@ void Trainer::resume() {
     }
   }
   io::write_text_file_atomic(log_path, kept);
-  if (!config_.quiet) fmt::print("resuming {} at step {} of {}\n", dir, step_, config_.steps);
+  if (!config_.quiet && root_)
+    fmt::print("resuming {} at step {} of {}\n", dir, step_, config_.steps);
 }
 
 void Trainer::log_line(const nlohmann::json& entry) {
@@ -178,9 +203,8 @@ double Trainer::evaluate() {
   return sum / double(n);
 }
 
-void Trainer::save() {
-  if (parallel_) parallel_->gather_experts(params_);  // collective: every rank takes part
-  if (!root_) return;
+void Trainer::save(bool full) {
+  const auto t0 = std::chrono::steady_clock::now();
   model_.sync_tied_head();
   CheckpointContents c;
   // config.json states the dtype the weights are stored in.
@@ -189,10 +213,56 @@ void Trainer::save() {
   c.config_json = cfg.dump(2);
   c.tokenizer_json = tokenizer_json_;
   c.weights_dtype = config_.save_dtype;
+  const std::vector<std::vector<int>> selection = pec_->select(full);
   c.trainer_state = {{"step", step_},
                      {"elapsed_s", elapsed_s_},
-                     {"identity", run_identity(config_, sampler_, seed_)}};
-  save_checkpoint(config_.run_dir + "/model", params_, optimizer_, c);
+                     {"identity", run_identity(config_, sampler_, seed_)},
+                     {"pec", pec_->state_after(selection, step_)}};
+  // Collective: every rank writes its own shards, rank 0 commits.
+  const SaveStats stats =
+      save_checkpoint(config_.run_dir + "/model", params_, optimizer_, c, pec_->groups(selection),
+                      parallel_ ? parallel_->save_comm() : SaveComm{});
+  pec_->committed(selection, step_);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  save_seconds_.push_back(seconds);
+  save_bytes_.push_back(stats.total_bytes);
+  int64_t experts = 0;
+  for (const auto& layer : selection) experts += int64_t(layer.size());
+  log_line({{"step", step_},
+            {"checkpoint",
+             {{"seconds", seconds},
+              {"bytes", stats.total_bytes},
+              {"experts_saved", experts},
+              {"k", pec_->k()},
+              {"full", full}}}});
+}
+
+void Trainer::inject_fault(int64_t step) const {
+  if (config_.fail_at_step != step || (parallel_ ? parallel_->rank() : 0) != config_.fail_rank)
+    return;
+  const std::string marker =
+      fmt::format("{}/faults/step-{}-rank-{}", config_.run_dir, step, config_.fail_rank);
+  if (io::file_exists(marker)) return;  // happened already; this is the restarted run
+  std::filesystem::create_directories(config_.run_dir + "/faults");
+  io::write_text_file_atomic(marker, "SIGKILL\n");
+  fmt::print(stderr, "switchyard: injected fault: rank {} kills itself at step {}\n",
+             config_.fail_rank, step);
+  std::fflush(nullptr);
+  ::kill(::getpid(), SIGKILL);
+}
+
+void Trainer::print_checkpoint_summary() const {
+  if (config_.quiet || !root_ || save_seconds_.empty()) return;
+  std::vector<double> s = save_seconds_;
+  std::sort(s.begin(), s.end());
+  std::vector<int64_t> b = save_bytes_;
+  std::sort(b.begin(), b.end());
+  fmt::print(
+      "checkpoints: {} saves, median {:.1f} ms blocking and {:.2f} MB each (K = {} of {} experts "
+      "per layer), PLT {:.3f}%\n",
+      s.size(), 1e3 * s[s.size() / 2], double(b[b.size() / 2]) / 1e6, pec_->k(),
+      pec_->num_experts(), 100 * pec_->plt());
 }
 
 double Trainer::load_imbalance() const {
@@ -275,6 +345,8 @@ double Trainer::run() {
     update_selection_biases();
     pt.stop();
     step_ = s;
+    for (int l : pec_->moe_layers()) pec_->count(l, model_.layer_activations(l).moe_act.counts);
+    inject_fault(s);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     tokens_window += double(B * S);
     time_window += dt;
@@ -288,7 +360,7 @@ double Trainer::run() {
     // Checkpoints follow --save-every alone, whether or not the step is logged.
     const bool do_save = last || (config_.save_every > 0 && s % config_.save_every == 0);
     if (!do_log) {
-      if (do_save) save();
+      if (do_save) save(last);
       continue;
     }
     const double imbalance = load_imbalance();  // this step's routing (before validation runs)
@@ -329,8 +401,9 @@ double Trainer::run() {
       std::fflush(stdout);
     }
     if (do_eval) write_plot();
-    if (do_save) save();
+    if (do_save) save(last);  // the last save of a session holds every expert
   }
+  print_checkpoint_summary();
   if (step_ == first) {  // nothing left to train: report the checkpoint's validation loss
     val = evaluate();
   }

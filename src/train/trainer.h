@@ -11,12 +11,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "model/config.h"
 #include "train/adamw.h"
+#include "train/expert_checkpointing.h"
 #include "train/lr_schedule.h"
 #include "train/params.h"
 #include "train/token_data.h"
@@ -41,7 +43,13 @@ struct TrainerConfig {
   DType save_dtype = DType::F32;
   int64_t stop_at = 0;  // > 0: end this session after that step (checkpointed), as an
                         // interruption would; --resume continues the same schedule
-  bool quiet = false;   // no progress lines
+  PecConfig pec;        // partial experts checkpointing (k = 0: every expert, every time)
+  // Fault injection: at the end of step fail_at_step (> 0), rank fail_rank kills itself with
+  // SIGKILL (no cleanup), once per run: a marker in run_dir/faults/ keeps a restarted run from
+  // repeating it.
+  int64_t fail_at_step = 0;
+  int fail_rank = 0;
+  bool quiet = false;  // no progress lines
 };
 
 // Settings that must not change across a resume (the data order and model depend on them).
@@ -80,7 +88,9 @@ class Trainer {
 
  private:
   double evaluate();
-  void save();
+  void save(bool full);
+  void inject_fault(int64_t step) const;
+  void print_checkpoint_summary() const;
   void log_line(const nlohmann::json& entry);
   void write_plot() const;
   void update_selection_biases();
@@ -100,7 +110,10 @@ class Trainer {
   std::vector<double> plot_steps_, plot_train_, plot_val_steps_, plot_val_;
   PhaseTimes* profile_ = nullptr;
   ParallelTraining* parallel_ = nullptr;
-  bool root_ = true;  // prints, logs and writes files
+  std::unique_ptr<ExpertCheckpointing> pec_;
+  std::vector<double> save_seconds_;  // time each save of this session blocked training
+  std::vector<int64_t> save_bytes_;   // bytes each save wrote (all ranks)
+  bool root_ = true;                  // prints, logs and writes files
 };
 
 }  // namespace sy::train

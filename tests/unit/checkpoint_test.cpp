@@ -86,8 +86,8 @@ TEST(Checkpoint, RoundTrip) {
   const std::string dir = tmp.file("ckpt");
   Trained t(3);
   save_checkpoint(dir, t.params, t.opt, contents(3));
-  for (const char* f : {"config.json", "tokenizer.json", "model.safetensors",
-                        "optimizer.safetensors", "trainer_state.json"})
+  for (const char* f : {"config.json", "tokenizer.json", "model.safetensors.index.json",
+                        "w000001-all.safetensors", "m000001-all.safetensors", "trainer_state.json"})
     EXPECT_TRUE(fs::is_regular_file(fs::path(dir) / f)) << f;
   EXPECT_EQ(io::read_text_file(dir + "/config.json"), contents(3).config_json);
   EXPECT_TRUE(siblings(dir).empty()) << "no temp dir left behind";
@@ -143,7 +143,9 @@ TEST(Checkpoint, ReplaceIsAtomicAndLeavesNothingBehind) {
                   contents(2));  // a trailing '/' names the same
   EXPECT_TRUE(siblings(dir).empty());
   EXPECT_FALSE(fs::exists(dir + "/trainer_state.json.tmp")) << "nothing nested inside";
-  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 5);
+  // The first save's shards are gone once the second one committed.
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 6);
+  EXPECT_TRUE(fs::exists(dir + "/w000002-all.safetensors"));
   ParamSet loaded = make_params(7);
   AdamW opt;
   EXPECT_EQ(load_checkpoint(dir, loaded, opt)["step"], 2);
@@ -229,13 +231,13 @@ TEST(Checkpoint, MismatchIsAClearErrorAndChangesNothing) {
   // A trainable flag that differs changes which moments the optimizer file must hold.
   ParamSet unfrozen = make_params(3);
   unfrozen.get("model.layers.0.mlp.gate.e_score_correction_bias").trainable = true;
-  check(unfrozen, {"e_score_correction_bias.exp_avg"});
+  check(unfrozen, {"optimizer state of 'model.layers.0.mlp.gate.e_score_correction_bias'"});
 
-  // trainer_state.json disagreeing with the optimizer file.
+  // A manifest that names a shard it does not list.
   nlohmann::json state = nlohmann::json::parse(io::read_text_file(dir + "/trainer_state.json"));
-  state["optimizer_step"] = 7;
+  state["checkpoint"]["weights"]["model.norm.weight"] = "w000009-all.safetensors";
   io::write_text_file_atomic(dir + "/trainer_state.json", state.dump());
-  check(make_params(3), {"optimizer_step 7", "step 2"});
+  check(make_params(3), {"parameter 'model.norm.weight'", "w000009-all", "does not list"});
 
   expect_error(
       [&] {
@@ -285,6 +287,88 @@ TEST(Checkpoint, BadSaveInputIsAClearErrorAndKeepsTheOldOne) {
   fs::create_directory(tmp.file("empty"));
   save_checkpoint(tmp.file("empty"), t.params, t.opt, contents(1));
   EXPECT_TRUE(fs::exists(tmp.file("empty/trainer_state.json")));
+}
+
+TEST(Checkpoint, CorruptOrMissingShardsAreRefused) {
+  TempDir tmp;
+  const std::string dir = tmp.file("ckpt");
+  Trained t(2);
+  save_checkpoint(dir, t.params, t.opt, contents(2));
+  auto load_fails = [&](const std::vector<std::string>& needles) {
+    ParamSet p = make_params(9);
+    const ParamSet before = p;
+    AdamW opt;
+    expect_error([&] { load_checkpoint(dir, p, opt); }, needles);
+    expect_same(before, p);
+  };
+  const std::string w = dir + "/w000001-all.safetensors", m = dir + "/m000001-all.safetensors";
+  const std::string good = io::read_text_file(w);
+  std::string bad = good;
+  bad[bad.size() - 3] ^= 0x10;  // one bit of one weight: the header still parses
+  io::write_text_file_atomic(w, bad);
+  load_fails({"w000001-all.safetensors", "corrupt", "CRC-32"});
+  io::write_text_file_atomic(w, good.substr(0, good.size() - 4));
+  load_fails({"w000001-all.safetensors", "corrupt", std::to_string(good.size() - 4) + " bytes"});
+  io::write_text_file_atomic(w, good);
+  fs::remove(m);
+  load_fails({"m000001-all.safetensors", "missing"});
+}
+
+// Group "a": the embedding; "b": everything else.
+std::vector<ShardGroup> two_groups(const ParamSet& params, bool with_a, bool with_b) {
+  std::vector<ShardGroup> g;
+  if (with_a) g.push_back({"a", {"model.embed_tokens.weight"}});
+  if (with_b) {
+    g.push_back({"b", {}});
+    for (const Param& p : params.all())
+      if (p.name != "model.embed_tokens.weight") g.back().names.push_back(p.name);
+  }
+  return g;
+}
+
+TEST(Checkpoint, PartialSavesKeepTheNewestStateOfEveryGroup) {
+  TempDir tmp;
+  const std::string dir = tmp.file("ckpt");
+  Trained first(1, 1), second(2, 2);
+  // A partial save needs an earlier save of what it leaves out.
+  expect_error(
+      [&] {
+        save_checkpoint(dir, first.params, first.opt, contents(1),
+                        two_groups(first.params, true, false));
+      },
+      {"no save so far holds parameter 'model.layers.0.mlp.gate.weight'"});
+  save_checkpoint(dir, first.params, first.opt, contents(1), two_groups(first.params, true, true));
+  save_checkpoint(dir, second.params, second.opt, contents(2),
+                  two_groups(second.params, true, false));
+  EXPECT_FALSE(fs::exists(dir + "/w000001-a.safetensors")) << "superseded";
+  EXPECT_TRUE(fs::exists(dir + "/w000001-b.safetensors")) << "still the newest state of b";
+
+  ParamSet loaded = make_params(7);
+  AdamW opt;
+  const nlohmann::json state = load_checkpoint(dir, loaded, opt);
+  EXPECT_EQ(state["step"], 2);
+  EXPECT_EQ(opt.step_count(), 2);
+  for (const Param& p : loaded.all()) {
+    const bool a = p.name == "model.embed_tokens.weight";
+    EXPECT_EQ(p.value, (a ? second : first).params.get(p.name).value) << p.name;
+    EXPECT_EQ(state["checkpoint"]["saved_step"][p.name], a ? 2 : 1) << p.name;
+    if (p.trainable)
+      EXPECT_EQ(opt.state().at(p.name).exp_avg,
+                (a ? second : first).opt.state().at(p.name).exp_avg);
+  }
+  // Inference sees the same assembled model through the index.
+  const ParamSet hf = load_params(dir);
+  expect_same(loaded, hf);
+
+  // A save that never committed (shards written, no manifest) changes nothing and is cleaned up.
+  io::write_text_file_atomic(dir + "/w000003-a.safetensors", "crashed before the commit");
+  ParamSet again = make_params(8);
+  EXPECT_EQ(load_checkpoint(dir, again, opt)["step"], 2);
+  expect_same(loaded, again);
+  save_checkpoint(dir, second.params, second.opt, contents(2),
+                  two_groups(second.params, false, true));
+  EXPECT_FALSE(fs::exists(dir + "/w000003-a.safetensors"));
+  EXPECT_FALSE(fs::exists(dir + "/w000001-b.safetensors"));
 }
 
 }  // namespace
