@@ -290,12 +290,24 @@ void register_train(CLI::App& app) {
                 "tokens above this")
       ->capture_default_str();
   f->add_flag("!--no-dynamic-k", t.pec.dynamic_k, "Keep --pec-k fixed after recoveries");
+  f->add_option("--snapshot-k", t.pec.snapshot_k,
+                "Two-level checkpointing: experts per MoE layer also copied to node-local memory "
+                "each checkpoint (the --pec-k persisted ones among them; 0: off)")
+      ->capture_default_str();
+  f->add_option("--snapshot-dir", t.snapshot_dir,
+                "Node-local memory for --snapshot-k (a tmpfs that outlives the process)")
+      ->capture_default_str();
+  f->add_flag("--async-checkpoint", t.async_save,
+              "Write checkpoints on a background thread while the next step's forward and "
+              "backward passes run (the last save of a session stays synchronous)");
   f->add_option("--fail-at-step", t.fail_at_step,
                 "Inject a fault: at the end of this step, --fail-rank kills itself (SIGKILL), "
                 "once per run")
       ->capture_default_str();
   f->add_option("--fail-rank", t.fail_rank, "The rank that --fail-at-step kills")
       ->capture_default_str();
+  f->add_flag("--fail-node-loss", t.fail_node_loss,
+              "The killed rank's node is lost too: its node-local snapshot goes with it");
   cmd->add_option("--threads", a->threads, "Threads per process (0 = all cores)")
       ->capture_default_str();
   cmd->add_option("--parallel", a->parallel,

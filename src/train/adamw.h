@@ -50,6 +50,7 @@ class AdamW {
   void load(const std::string& path, const ParamSet& params);
   // Replaces the step count and state (moments by Param name, checked by the caller).
   void restore(int64_t step, std::map<std::string, Moments> state);
+  void set_moments(const std::string& name, Moments m) { state_[name] = std::move(m); }
 
  private:
   AdamWConfig config_;

@@ -315,9 +315,10 @@ void remove_save(const fs::path& dir, int64_t save) {
   }
 }
 
-void commit(const std::string& dir_arg, const fs::path& dir, const CheckpointContents& c,
-            int64_t save, int64_t optimizer_step, const std::vector<std::string>& reports_text,
-            const ParamSet& params, SaveStats& stats) {
+void commit_manifest(const std::string& dir_arg, const fs::path& dir, const CheckpointContents& c,
+                     int64_t save, int64_t optimizer_step,
+                     const std::vector<std::string>& reports_text, const ParamSet& params,
+                     SaveStats& stats) {
   std::vector<nlohmann::json> reports;
   for (const std::string& text : reports_text) {
     reports.push_back(nlohmann::json::parse(text));
@@ -350,75 +351,93 @@ void commit(const std::string& dir_arg, const fs::path& dir, const CheckpointCon
 
 }  // namespace
 
-SaveStats save_checkpoint(const std::string& dir_arg, const ParamSet& params,
-                          const AdamW& optimizer, const CheckpointContents& c,
-                          const std::vector<ShardGroup>& groups, const SaveComm& comm_arg) {
-  const SaveComm comm = complete(comm_arg);
+CheckpointSave::CheckpointSave(const std::string& dir, CheckpointContents contents,
+                               std::vector<ShardGroup> groups, const ParamSet& params,
+                               const SaveComm& comm)
+    : dir_arg_(dir),
+      dir_(checkpoint_path(dir).string()),
+      contents_(std::move(contents)),
+      groups_(std::move(groups)),
+      comm_(complete(comm)) {
+  const CheckpointContents& c = contents_;
   // Validate this rank's inputs; every rank learns whether rank 0 could prepare the directory
   // before anyone writes into it.
-  std::string error = attempt([&] {
+  error_ = attempt([&] {
     if (c.weights_dtype != DType::F32 && c.weights_dtype != DType::BF16)
-      fail("checkpoint '{}': weights dtype {} is not supported (F32 or BF16)", dir_arg,
+      fail("checkpoint '{}': weights dtype {} is not supported (F32 or BF16)", dir_arg_,
            dtype_name(c.weights_dtype));
     if (!c.trainer_state.is_object())
-      fail("checkpoint '{}': the trainer state must be a JSON object, not {}", dir_arg,
+      fail("checkpoint '{}': the trainer state must be a JSON object, not {}", dir_arg_,
            c.trainer_state.type_name());
     std::set<std::string> stems;
-    for (const ShardGroup& g : groups) {
+    for (const ShardGroup& g : groups_) {
       if (!valid_stem(g.stem) || !stems.insert(g.stem).second)
-        fail("checkpoint '{}': shard group name {} is not valid or not unique", dir_arg,
+        fail("checkpoint '{}': shard group name {} is not valid or not unique", dir_arg_,
              excerpt_text(g.stem, 60));
       for (const std::string& n : g.names)
-        if (!params.find(n)) fail("checkpoint '{}': no parameter '{}' to save", dir_arg, n);
+        if (!params.find(n)) fail("checkpoint '{}': no parameter '{}' to save", dir_arg_, n);
     }
   });
-  const fs::path dir = checkpoint_path(dir_arg);
   std::string plan = "{}";
-  if (comm.rank == 0) {
+  if (comm_.rank == 0) {
     int64_t save = 0;
-    if (error.empty())
-      error = attempt([&] {
-        if (!parse_json_bounded(c.config_json, fmt::format("checkpoint '{}': config.json", dir_arg))
+    if (error_.empty())
+      error_ = attempt([&] {
+        if (!parse_json_bounded(c.config_json,
+                                fmt::format("checkpoint '{}': config.json", dir_arg_))
                  .is_object())
-          fail("checkpoint '{}': config.json must be a JSON object", dir_arg);
+          fail("checkpoint '{}': config.json must be a JSON object", dir_arg_);
         if (!c.tokenizer_json.empty())
           parse_json_bounded(c.tokenizer_json,
-                             fmt::format("checkpoint '{}': tokenizer.json", dir_arg));
-        save = prepare_dir(dir_arg, dir);
+                             fmt::format("checkpoint '{}': tokenizer.json", dir_arg_));
+        save = prepare_dir(dir_arg_, dir_);
       });
-    plan = error.empty() ? nlohmann::json{{"save", save}}.dump()
-                         : nlohmann::json{{"error", error}}.dump();
+    plan = error_.empty() ? nlohmann::json{{"save", save}}.dump()
+                          : nlohmann::json{{"error", error_}}.dump();
   }
-  comm.broadcast(plan);
+  comm_.broadcast(plan);
   const nlohmann::json plan_json = nlohmann::json::parse(plan);
   if (plan_json.contains("error")) fail("{}", plan_json["error"].get<std::string>());
-  const int64_t save = plan_json["save"].get<int64_t>();
+  save_ = plan_json["save"].get<int64_t>();
+}
 
-  // Phase 1: every rank writes its shards (durable before it reports them).
-  SaveStats stats;
-  nlohmann::json report;
-  if (error.empty())
-    error = attempt([&] {
-      report = write_groups(dir, save, params, optimizer, groups, c.weights_dtype, stats);
-    });
-  if (!error.empty()) report = {{"error", fmt::format("rank {}: {}", comm.rank, error)}};
-  const std::vector<std::string> reports = comm.gather(report.dump());
+void CheckpointSave::write(const ParamSet& params, const AdamW& optimizer) {
+  // Phase 1: this rank's shards, durable before rank 0 hears of them. Errors travel with the
+  // report, so every rank learns of them at the commit.
+  if (!error_.empty()) return;
+  error_ = attempt([&] {
+    report_ =
+        write_groups(dir_, save_, params, optimizer, groups_, contents_.weights_dtype, stats_);
+  });
+}
 
+SaveStats CheckpointSave::commit(const ParamSet& params, int64_t optimizer_step) {
+  nlohmann::json report = report_;
+  if (!error_.empty()) report = {{"error", fmt::format("rank {}: {}", comm_.rank, error_)}};
+  const std::vector<std::string> reports = comm_.gather(report.dump());
   // Phase 2: rank 0 commits the manifest; everyone learns the outcome.
   std::string outcome;
-  if (comm.rank == 0) {
+  if (comm_.rank == 0) {
     outcome = attempt([&] {
       try {
-        commit(dir_arg, dir, c, save, optimizer.step_count(), reports, params, stats);
+        commit_manifest(dir_arg_, dir_, contents_, save_, optimizer_step, reports, params, stats_);
       } catch (const fs::filesystem_error& e) {
-        fail("checkpoint '{}': {}", dir_arg, e.what());
+        fail("checkpoint '{}': {}", dir_arg_, e.what());
       }
     });
-    if (!outcome.empty()) remove_save(dir, save);  // never committed: nothing names its shards
+    if (!outcome.empty()) remove_save(dir_, save_);  // never committed: nothing names its shards
   }
-  comm.broadcast(outcome);
+  comm_.broadcast(outcome);
   if (!outcome.empty()) fail("{}", outcome);
-  return stats;
+  return stats_;
+}
+
+SaveStats save_checkpoint(const std::string& dir, const ParamSet& params, const AdamW& optimizer,
+                          const CheckpointContents& c, const std::vector<ShardGroup>& groups,
+                          const SaveComm& comm) {
+  CheckpointSave save(dir, c, groups, params, comm);
+  save.write(params, optimizer);
+  return save.commit(params, optimizer.step_count());
 }
 
 void save_checkpoint(const std::string& dir, const ParamSet& params, const AdamW& optimizer,

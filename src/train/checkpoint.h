@@ -68,6 +68,30 @@ struct SaveStats {
 SaveStats save_checkpoint(const std::string& dir, const ParamSet& params, const AdamW& optimizer,
                           const CheckpointContents& contents, const std::vector<ShardGroup>& groups,
                           const SaveComm& comm = {});
+// One save in three steps, for callers that overlap the writing with training (MoC-Async):
+//   CheckpointSave save(dir, contents, groups, params, comm);  // collective: checks, numbering
+//   save.write(params, optimizer);  // this rank's shards; no communication, so it may run on a
+//                                   // background thread while nothing updates the values
+//   save.commit(params, optimizer_step);  // collective: rank 0 commits the manifest
+// save_checkpoint above is these three in a row.
+class CheckpointSave {
+ public:
+  CheckpointSave(const std::string& dir, CheckpointContents contents,
+                 std::vector<ShardGroup> groups, const ParamSet& params, const SaveComm& comm);
+  void write(const ParamSet& params, const AdamW& optimizer);
+  SaveStats commit(const ParamSet& params, int64_t optimizer_step);
+
+ private:
+  std::string dir_arg_, dir_;
+  CheckpointContents contents_;
+  std::vector<ShardGroup> groups_;
+  SaveComm comm_;
+  int64_t save_ = 0;
+  std::string error_;  // this rank's, reported at the commit
+  nlohmann::json report_;
+  SaveStats stats_;
+};
+
 // One process, every tensor in one group.
 void save_checkpoint(const std::string& dir, const ParamSet& params, const AdamW& optimizer,
                      const CheckpointContents& contents);

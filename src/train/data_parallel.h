@@ -35,6 +35,7 @@ class ParallelTraining {
   void reduce_gradients(ParamSet& params);                   // replicated params' grads summed
   double clip_grad_norm(ParamSet& params, double max_norm);  // global norm, as clip_grad_norm
   void sum_loss(LossParts& loss) const;                      // shares -> the batch's values
+  void sum(std::vector<int64_t>& values) const { comm_.all_reduce_sum(values); }
   // The rank that keeps expert e's optimizer state and writes it into checkpoints (replicated
   // experts: spread round-robin).
   int expert_owner(int e) const;

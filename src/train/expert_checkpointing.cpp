@@ -75,6 +75,11 @@ ExpertCheckpointing::ExpertCheckpointing(PecConfig config, const model::ModelCon
   expert_names_.assign(L, std::vector<std::vector<std::string>>(E));
   unsaved_.assign(L, std::vector<int64_t>(E, 0));
   saved_at_.assign(L, std::vector<int64_t>(E, -1));
+  unsaved_snap_ = unsaved_;
+  snapshot_at_ = saved_at_;
+  if (config_.snapshot_k < 0 || config_.snapshot_k > num_experts_)
+    fail("--snapshot-k must be 0 to the model's {} experts, got {}", num_experts_,
+         config_.snapshot_k);
 
   // Experts by (layer, expert); the rest in units of one layer (or -1: embeddings, norm, head).
   std::vector<double> expert_bytes(E, 0.0);
@@ -112,8 +117,31 @@ ExpertCheckpointing::ExpertCheckpointing(PecConfig config, const model::ModelCon
 void ExpertCheckpointing::count(int layer, const std::vector<int64_t>& counts) {
   const auto it = std::find(moe_layers_.begin(), moe_layers_.end(), layer);
   if (it == moe_layers_.end() || counts.size() != size_t(num_experts_)) return;
-  auto& row = unsaved_[size_t(it - moe_layers_.begin())];
-  for (size_t e = 0; e < row.size(); ++e) row[e] += counts[e];
+  const size_t j = size_t(it - moe_layers_.begin());
+  for (size_t e = 0; e < counts.size(); ++e) {
+    unsaved_[j][e] += counts[e];
+    unsaved_snap_[j][e] += counts[e];
+  }
+}
+
+std::string ExpertCheckpointing::stem(size_t j, int e) const {
+  return fmt::format("L{}-E{}", moe_layers_[j], e);
+}
+
+std::vector<std::vector<int>> ExpertCheckpointing::select_snapshot(
+    const std::vector<std::vector<int>>& persisted) const {
+  std::vector<std::vector<int>> out(moe_layers_.size());
+  if (config_.snapshot_k == 0) return out;
+  const int N = num_experts_;
+  for (size_t j = 0; j < out.size(); ++j) {
+    std::vector<bool> take(size_t(N), false);
+    for (int e : persisted[j]) take[size_t(e)] = true;
+    const int64_t start = (saves_ + int64_t(j)) * k_;  // where the persisted rotation starts
+    for (int i = 0; i < config_.snapshot_k; ++i) take[size_t((start + i) % N)] = true;
+    for (int e = 0; e < N; ++e)
+      if (take[size_t(e)]) out[j].push_back(e);
+  }
+  return out;
 }
 
 std::vector<std::vector<int>> ExpertCheckpointing::select(bool full) const {
@@ -144,51 +172,60 @@ std::vector<ShardGroup> ExpertCheckpointing::groups(
   if (!dense_names_.empty()) out.push_back({fmt::format("dense-r{}", rank_), dense_names_});
   for (size_t j = 0; j < selection.size(); ++j)
     for (int e : selection[j])
-      if (owner_(e) == rank_)
-        out.push_back({fmt::format("L{}-E{}", moe_layers_[j], e), expert_names_[j][size_t(e)]});
+      if (owner_(e) == rank_) out.push_back({stem(j, e), expert_names_[j][size_t(e)]});
   return out;
 }
 
 nlohmann::json ExpertCheckpointing::state_after(const std::vector<std::vector<int>>& selection,
+                                                const std::vector<std::vector<int>>& snapshot,
                                                 int64_t step) const {
-  auto unsaved = unsaved_;
-  auto saved_at = saved_at_;
-  for (size_t j = 0; j < selection.size(); ++j)
-    for (int e : selection[j]) {
-      unsaved[j][size_t(e)] = 0;
-      saved_at[j][size_t(e)] = step;
-    }
+  ExpertCheckpointing next = *this;
+  next.committed(selection, snapshot, step);
   return {{"k", k_},
           {"k_initial", config_.k == 0 ? num_experts_ : config_.k},
           {"selection", config_.load_aware ? "load-aware" : "sequential"},
-          {"saves", saves_ + 1},
+          {"k_snapshot", config_.snapshot_k},
+          {"saves", next.saves_},
           {"moe_layers", moe_layers_},
-          {"unsaved_slots", unsaved},
-          {"saved_step", saved_at},
+          {"unsaved_slots", next.unsaved_},
+          {"saved_step", next.saved_at_},
+          {"unsaved_since_snapshot", next.unsaved_snap_},
+          {"snapshot_step", next.snapshot_at_},
           {"plt", plt_},
           {"lost_slots", lost_total_},
           {"recoveries", recoveries_}};
 }
 
-void ExpertCheckpointing::committed(const std::vector<std::vector<int>>& selection, int64_t step) {
+void ExpertCheckpointing::committed(const std::vector<std::vector<int>>& selection,
+                                    const std::vector<std::vector<int>>& snapshot, int64_t step) {
+  // A persisted expert's newest state is also its freshest: nothing unsaved in either level.
   for (size_t j = 0; j < selection.size(); ++j)
     for (int e : selection[j]) {
-      unsaved_[j][size_t(e)] = 0;
+      unsaved_[j][size_t(e)] = unsaved_snap_[j][size_t(e)] = 0;
       saved_at_[j][size_t(e)] = step;
+    }
+  for (size_t j = 0; j < snapshot.size(); ++j)
+    for (int e : snapshot[j]) {
+      unsaved_snap_[j][size_t(e)] = 0;
+      snapshot_at_[j][size_t(e)] = step;
     }
   ++saves_;
 }
 
-Recovery ExpertCheckpointing::recover(const nlohmann::json& state) {
-  Recovery r;
-  r.k_before = r.k_after = k_;
-  if (state.is_null()) return r;  // a checkpoint from before PEC: every expert saved each time
+void ExpertCheckpointing::restore_state(const nlohmann::json& state) {
+  has_state_ = !state.is_null();
+  if (!has_state_) return;  // a checkpoint from before PEC: every expert saved each time
   if (!state.is_object()) fail("trainer_state.json: 'pec' must be an object");
   const size_t L = moe_layers_.size(), E = size_t(num_experts_);
   unsaved_ = read_table(state, "unsaved_slots", L, E);
   saved_at_ = read_table(state, "saved_step", L, E);
+  if (state.contains("unsaved_since_snapshot")) {
+    unsaved_snap_ = read_table(state, "unsaved_since_snapshot", L, E);
+    snapshot_at_ = read_table(state, "snapshot_step", L, E);
+  }
   auto number = [&](const char* key) {
-    if (!state.contains(key) || !state[key].is_number() || state[key].get<double>() < 0)
+    if (!state.contains(key) || !state[key].is_number() || !(state[key].get<double>() >= 0) ||
+        state[key].get<double>() > 1e18)
       fail("trainer_state.json: 'pec.{}' is missing or not a non-negative number", key);
     return state[key].get<double>();
   };
@@ -198,16 +235,23 @@ Recovery ExpertCheckpointing::recover(const nlohmann::json& state) {
   recoveries_ = int64_t(number("recoveries"));
   const double k = number("k");
   if (k >= 1 && k <= num_experts_) k_ = std::max(k_, int(k));  // a doubled K carries over
-  r.k_before = k_;
+}
+
+Recovery ExpertCheckpointing::recover(const std::vector<std::vector<bool>>& from_snapshot) {
+  Recovery r;
+  r.k_before = r.k_after = k_;
+  const size_t L = moe_layers_.size();
   r.lost_slots.assign(L, 0);
+  if (!has_state_) return r;
   for (size_t j = 0; j < L; ++j) {
-    for (int64_t& u : unsaved_[j]) {
-      r.lost_slots[j] += u;
-      u = 0;  // those experts are back at their saved state
+    for (size_t e = 0; e < unsaved_[j].size(); ++e) {
+      const bool snap =
+          j < from_snapshot.size() && e < from_snapshot[j].size() && from_snapshot[j][e];
+      r.lost_slots[j] += snap ? unsaved_snap_[j][e] : unsaved_[j][e];
+      unsaved_[j][e] = unsaved_snap_[j][e] = 0;  // those experts are back at a saved state
     }
     lost_total_ += r.lost_slots[j];
-    if (L && slots_per_layer_ > 0)
-      r.plt_added += double(r.lost_slots[j]) / slots_per_layer_ / double(L);
+    if (slots_per_layer_ > 0) r.plt_added += double(r.lost_slots[j]) / slots_per_layer_ / double(L);
   }
   plt_ += r.plt_added;
   r.plt_total = plt_;

@@ -14,7 +14,8 @@
 // lost when a fault makes the run restart from a checkpoint that does not hold it. Over faults j
 // and MoE layers i: PLT = 1/N_moe * sum_i sum_j L_ij / (T_i * top_k), with T_i the run's tokens
 // (steps x batch x seq). Dynamic K: after a recovery that leaves PLT above the threshold, K
-// doubles (up to N).
+// doubles (up to N). With node-local snapshots (two-level), an expert restored from its snapshot
+// loses only the token-slots since that snapshot.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +35,9 @@ struct PecConfig {
   bool load_aware = false;        // most unsaved token-slots first, instead of rotating
   double plt_threshold = 0.0375;  // dynamic K: the paper's accuracy-neutral PLT
   bool dynamic_k = true;
+  // Two-level checkpointing: experts per MoE layer also copied to node-local memory at each
+  // checkpoint (0: none); the persisted ones (k) are among them.
+  int snapshot_k = 0;
 };
 
 // What a recovery lost: token-slots per MoE layer and the PLT they add.
@@ -56,16 +60,38 @@ class ExpertCheckpointing {
 
   // The experts of each MoE layer the next checkpoint saves; full: all of them.
   std::vector<std::vector<int>> select(bool full) const;
+  // The experts of each MoE layer that go to node-local memory with that selection: the
+  // persisted ones and the next ones in the rotation, snapshot_k per layer (none without).
+  std::vector<std::vector<int>> select_snapshot(
+      const std::vector<std::vector<int>>& persisted) const;
   // This rank's shard groups for that selection.
   std::vector<ShardGroup> groups(const std::vector<std::vector<int>>& selection) const;
   // The bookkeeping as it will be once that checkpoint at `step` commits (for its manifest).
-  nlohmann::json state_after(const std::vector<std::vector<int>>& selection, int64_t step) const;
+  nlohmann::json state_after(const std::vector<std::vector<int>>& selection,
+                             const std::vector<std::vector<int>>& snapshot, int64_t step) const;
   // The checkpoint committed: its experts' unsaved counts restart at zero.
-  void committed(const std::vector<std::vector<int>>& selection, int64_t step);
+  void committed(const std::vector<std::vector<int>>& selection,
+                 const std::vector<std::vector<int>>& snapshot, int64_t step);
 
-  // Restores the bookkeeping of the checkpoint a run resumes from (its "pec" state); every
-  // expert it did not hold in its newest state lost its unsaved token-slots.
-  Recovery recover(const nlohmann::json& state);
+  // Recovery, in two steps: restore the bookkeeping of the checkpoint a run resumes from (its
+  // "pec" state; null for a checkpoint without one), then account the loss: every expert the
+  // checkpoint did not hold in its newest state lost its token-slots since its last save, or
+  // only since its snapshot where from_snapshot[j][e] (restored from node memory).
+  void restore_state(const nlohmann::json& state);
+  Recovery recover(const std::vector<std::vector<bool>>& from_snapshot = {});
+  Recovery restore_and_recover(const nlohmann::json& state) {
+    restore_state(state);
+    return recover();
+  }
+
+  // The step of expert e of the j-th MoE layer's newest durable save and snapshot (-1: none).
+  int64_t saved_step(size_t j, int e) const { return saved_at_[j][size_t(e)]; }
+  int64_t snapshot_step(size_t j, int e) const { return snapshot_at_[j][size_t(e)]; }
+  std::string stem(size_t j, int e) const;
+  const std::vector<std::string>& expert_params(size_t j, int e) const {
+    return expert_names_[j][size_t(e)];
+  }
+  int owner(int e) const { return owner_(e); }
 
   int k() const { return k_; }
   int num_experts() const { return num_experts_; }
@@ -84,6 +110,8 @@ class ExpertCheckpointing {
   int64_t saves_ = 0;                           // checkpoints so far (sequential rotation)
   std::vector<std::vector<int64_t>> unsaved_;   // [MoE layer][expert] slots since last save
   std::vector<std::vector<int64_t>> saved_at_;  // [MoE layer][expert] step, -1: never
+  std::vector<std::vector<int64_t>> unsaved_snap_, snapshot_at_;  // the same for snapshots
+  bool has_state_ = false;  // restore_state found a "pec" state
   double plt_ = 0;
   int64_t lost_total_ = 0, recoveries_ = 0;
 };

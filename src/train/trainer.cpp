@@ -113,6 +113,19 @@ Trainer::Trainer(TrainerConfig config, model::ModelConfig model_config, std::str
   pec_ = std::make_unique<ExpertCheckpointing>(
       config_.pec, model_config_, params_, parallel_ ? parallel_->rank() : 0, ranks,
       [par](int e) { return par ? par->expert_owner(e) : 0; }, slots);
+  if (config_.pec.snapshot_k > 0) {
+    if (parallel_ && !parallel_->expert_parallel())
+      fail("--snapshot-k needs --parallel ep (each expert's state on one rank)");
+    snapshot_ = std::make_unique<ExpertSnapshot>(config_.snapshot_dir, config_.run_dir, rank());
+  }
+}
+
+int Trainer::rank() const {
+  return parallel_ ? parallel_->rank() : 0;
+}
+
+Trainer::~Trainer() {
+  if (pending_ && pending_->thread.joinable()) pending_->thread.join();
 }
 
 void Trainer::resume() {
@@ -124,7 +137,33 @@ void Trainer::resume() {
          config_.steps);
   step_ = point.step;
   elapsed_s_ = point.elapsed_s;
-  const Recovery rec = pec_->recover(state.contains("pec") ? state["pec"] : nlohmann::json());
+  pec_->restore_state(state.contains("pec") ? state["pec"] : nlohmann::json());
+  // Two-level recovery: experts this rank owns whose node-local snapshot is the one the
+  // checkpoint recorded, and fresher than their storage copy, come from node memory.
+  const size_t L = pec_->moe_layers().size();
+  std::vector<int64_t> restored(L * size_t(pec_->num_experts()), 0);
+  if (snapshot_)
+    for (size_t j = 0; j < L; ++j)
+      for (int e = 0; e < pec_->num_experts(); ++e) {
+        const int64_t t = pec_->snapshot_step(j, e);
+        if (pec_->owner(e) != rank() || t <= pec_->saved_step(j, e) || t > step_ ||
+            snapshot_->step_of(pec_->stem(j, e)) != t)
+          continue;
+        snapshot_->load(pec_->stem(j, e), pec_->expert_params(j, e), params_, optimizer_);
+        restored[j * size_t(pec_->num_experts()) + size_t(e)] = 1;
+      }
+  if (parallel_) parallel_->sum(restored);
+  std::vector<std::vector<bool>> from_snapshot(L);
+  int64_t from_memory = 0;
+  for (size_t j = 0; j < L; ++j)
+    for (int e = 0; e < pec_->num_experts(); ++e) {
+      from_snapshot[j].push_back(restored[j * size_t(pec_->num_experts()) + size_t(e)] > 0);
+      from_memory += from_snapshot[j].back();
+    }
+  const Recovery rec = pec_->recover(from_snapshot);
+  if (!config_.quiet && root_ && from_memory > 0)
+    fmt::print("recovery: {} experts restored from node-local snapshots (fresher than storage)\n",
+               from_memory);
   if (!config_.quiet && root_ && rec.plt_added > 0) {
     int64_t lost = 0;
     for (int64_t l : rec.lost_slots) lost += l;
@@ -203,8 +242,15 @@ double Trainer::evaluate() {
   return sum / double(n);
 }
 
+// A checkpoint: the collective set-up now; the writing (storage shards and node snapshots) now,
+// or, with --async-checkpoint, on a thread that overlaps the next step's forward and backward
+// passes (which read the values but do not change them); the commit before that step's update.
 void Trainer::save(bool full) {
-  const auto t0 = std::chrono::steady_clock::now();
+  finish_save();  // one save in flight at a time
+  auto p = std::make_unique<PendingSave>();
+  p->t0 = std::chrono::steady_clock::now();
+  p->step = step_;
+  p->full = full;
   model_.sync_tied_head();
   CheckpointContents c;
   // config.json states the dtype the weights are stored in.
@@ -213,29 +259,70 @@ void Trainer::save(bool full) {
   c.config_json = cfg.dump(2);
   c.tokenizer_json = tokenizer_json_;
   c.weights_dtype = config_.save_dtype;
-  const std::vector<std::vector<int>> selection = pec_->select(full);
+  p->selection = pec_->select(full);
+  if (snapshot_ && !full) p->snapshot = pec_->select_snapshot(p->selection);
   c.trainer_state = {{"step", step_},
                      {"elapsed_s", elapsed_s_},
                      {"identity", run_identity(config_, sampler_, seed_)},
-                     {"pec", pec_->state_after(selection, step_)}};
-  // Collective: every rank writes its own shards, rank 0 commits.
-  const SaveStats stats =
-      save_checkpoint(config_.run_dir + "/model", params_, optimizer_, c, pec_->groups(selection),
-                      parallel_ ? parallel_->save_comm() : SaveComm{});
-  pec_->committed(selection, step_);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  save_seconds_.push_back(seconds);
+                     {"pec", pec_->state_after(p->selection, p->snapshot, step_)}};
+  p->save = std::make_unique<CheckpointSave>(config_.run_dir + "/model", std::move(c),
+                                             pec_->groups(p->selection), params_,
+                                             parallel_ ? parallel_->save_comm() : SaveComm{});
+  PendingSave* raw = p.get();
+  auto work = [this, raw] {
+    const auto w0 = std::chrono::steady_clock::now();
+    raw->save->write(params_, optimizer_);
+    try {
+      for (size_t j = 0; j < raw->snapshot.size(); ++j)
+        for (int e : raw->snapshot[j])
+          if (pec_->owner(e) == rank())
+            snapshot_->write(pec_->stem(j, e), pec_->expert_params(j, e), params_, optimizer_,
+                             raw->step);
+    } catch (const std::exception& e) {
+      raw->snapshot_error = e.what();
+    }
+    raw->write_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count();
+  };
+  p->launch_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - p->t0).count();
+  p->async = config_.async_save && !full;
+  pending_ = std::move(p);
+  if (pending_->async) {
+    pending_->thread = std::thread(work);
+  } else {
+    work();
+    finish_save();
+  }
+}
+
+void Trainer::finish_save() {
+  if (!pending_) return;
+  std::unique_ptr<PendingSave> p = std::move(pending_);
+  const auto t_wait = std::chrono::steady_clock::now();
+  if (p->thread.joinable()) p->thread.join();
+  if (!p->snapshot_error.empty())
+    fail("cannot write the node-local snapshot in {}: {}", snapshot_->dir(), p->snapshot_error);
+  const SaveStats stats = p->save->commit(params_, optimizer_.step_count());
+  pec_->committed(p->selection, p->snapshot, p->step);
+  const auto t1 = std::chrono::steady_clock::now();
+  // Time training waited: the set-up, and the wait and commit here (all of it when synchronous).
+  const double blocking = p->async
+                              ? p->launch_s + std::chrono::duration<double>(t1 - t_wait).count()
+                              : std::chrono::duration<double>(t1 - p->t0).count();
+  save_seconds_.push_back(blocking);
   save_bytes_.push_back(stats.total_bytes);
-  int64_t experts = 0;
-  for (const auto& layer : selection) experts += int64_t(layer.size());
-  log_line({{"step", step_},
+  int64_t experts = 0, snapshots = 0;
+  for (const auto& layer : p->selection) experts += int64_t(layer.size());
+  for (const auto& layer : p->snapshot) snapshots += int64_t(layer.size());
+  log_line({{"step", p->step},
             {"checkpoint",
-             {{"seconds", seconds},
+             {{"seconds", blocking},
+              {"write_seconds", p->write_s},
               {"bytes", stats.total_bytes},
               {"experts_saved", experts},
+              {"experts_snapshot", snapshots},
               {"k", pec_->k()},
-              {"full", full}}}});
+              {"full", p->full},
+              {"async", p->async}}}});
 }
 
 void Trainer::inject_fault(int64_t step) const {
@@ -246,6 +333,7 @@ void Trainer::inject_fault(int64_t step) const {
   if (io::file_exists(marker)) return;  // happened already; this is the restarted run
   std::filesystem::create_directories(config_.run_dir + "/faults");
   io::write_text_file_atomic(marker, "SIGKILL\n");
+  if (config_.fail_node_loss && snapshot_) snapshot_->remove_all();  // the node's memory is gone
   fmt::print(stderr, "switchyard: injected fault: rank {} kills itself at step {}\n",
              config_.fail_rank, step);
   std::fflush(nullptr);
@@ -331,6 +419,7 @@ double Trainer::run() {
     lo.noise_step = s;  // noisy gating (if the model has it) draws per step
     lo.noise_seed = seed_;
     LossParts loss = model_.forward_backward(in.data(), tg.data(), rows.count, S, lo);
+    finish_save();  // an asynchronous save of the last step: done before the values change
     PhaseTimer pt(profile_, "clip + AdamW");
     if (parallel_) {
       parallel_->sum_loss(loss);
@@ -403,6 +492,8 @@ double Trainer::run() {
     if (do_eval) write_plot();
     if (do_save) save(last);  // the last save of a session holds every expert
   }
+  finish_save();
+  if (snapshot_ && step_ >= config_.steps) snapshot_->remove_all();  // the run is complete
   print_checkpoint_summary();
   if (step_ == first) {  // nothing left to train: report the checkpoint's validation loss
     val = evaluate();

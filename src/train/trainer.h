@@ -9,16 +9,20 @@
 //   loss.svg          train / validation loss against the step
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "model/config.h"
 #include "train/adamw.h"
+#include "train/checkpoint.h"
 #include "train/expert_checkpointing.h"
+#include "train/expert_snapshot.h"
 #include "train/lr_schedule.h"
 #include "train/params.h"
 #include "train/token_data.h"
@@ -49,7 +53,10 @@ struct TrainerConfig {
   // repeating it.
   int64_t fail_at_step = 0;
   int fail_rank = 0;
-  bool quiet = false;  // no progress lines
+  bool fail_node_loss = false;  // the failing rank's node snapshot is lost with it
+  bool async_save = false;      // write checkpoints while the next step computes (MoC-Async)
+  std::string snapshot_dir = "/dev/shm";  // node-local memory for pec.snapshot_k
+  bool quiet = false;                     // no progress lines
 };
 
 // Settings that must not change across a resume (the data order and model depend on them).
@@ -75,6 +82,10 @@ class Trainer {
           std::string tokenizer_json, ParamSet& params, const BatchSampler& sampler, uint64_t seed,
           ParallelTraining* parallel = nullptr);
 
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
   // Continues from run_dir/model (sy::Error when it was made with other data/model settings).
   void resume();
   // Trains up to config.steps; returns the final validation cross-entropy (NaN without data).
@@ -88,7 +99,20 @@ class Trainer {
 
  private:
   double evaluate();
+  struct PendingSave {
+    std::unique_ptr<CheckpointSave> save;
+    std::thread thread;
+    int64_t step = 0;
+    bool full = false;
+    std::vector<std::vector<int>> selection, snapshot;
+    std::chrono::steady_clock::time_point t0;
+    double launch_s = 0, write_s = 0;
+    bool async = false;
+    std::string snapshot_error;
+  };
   void save(bool full);
+  void finish_save();
+  int rank() const;
   void inject_fault(int64_t step) const;
   void print_checkpoint_summary() const;
   void log_line(const nlohmann::json& entry);
@@ -111,6 +135,8 @@ class Trainer {
   PhaseTimes* profile_ = nullptr;
   ParallelTraining* parallel_ = nullptr;
   std::unique_ptr<ExpertCheckpointing> pec_;
+  std::unique_ptr<ExpertSnapshot> snapshot_;
+  std::unique_ptr<PendingSave> pending_;
   std::vector<double> save_seconds_;  // time each save of this session blocked training
   std::vector<int64_t> save_bytes_;   // bytes each save wrote (all ranks)
   bool root_ = true;                  // prints, logs and writes files

@@ -96,6 +96,26 @@ if grep -q "recovery: experts restored from older checkpoints lost" "$work/ft_pe
    msg=$("$py" "$here/train_cli_checks.py" checkpoint "$work/ft_pec/model" --min-plt 0.001); then
   pass "PEC K=1: a fault loses tokens (PLT > 0), the checkpoint stays consistent" "$msg"
 else fail "PEC K=1 with a fault" "$(grep -E "recovery|error" "$work/ft_pec.out") ${msg:-}"; fi
+# Two-level: K_persist 1 to storage, every expert to node memory, written asynchronously. Rank 1
+# killed, its node kept: every expert comes back from node memory, PLT 0, and the run equals the
+# uninterrupted one exactly. With the node lost too: rank 1's experts come from storage, PLT > 0.
+snapdir="$work/node_memory" && mkdir -p "$snapdir"
+TL=(--pec-k 1 --snapshot-k 4 --async-checkpoint --snapshot-dir "$snapdir" --auto-resume --fail-at-step 13 --fail-rank 1)
+timeout 300 "$sy" supervise --delay 0 -- "${mpi[@]}" -np 2 "$sy" train --out "$work/ft_2l" "${M[@]}" "${TL[@]}" \
+  >"$work/ft_2l.out" 2>&1 || fail "two-level run" "$(tail -3 "$work/ft_2l.out")"
+if grep -q "6 experts restored from node-local snapshots" "$work/ft_2l.out" &&
+   ! grep -q "lost .* token-slots" "$work/ft_2l.out" &&
+   msg=$(compare_runs ft "$work/ft_ref" "$work/ft_2l" 0); then
+  pass "two-level: node kept, 6 experts from node memory (2 persisted at that step), == uninterrupted (exact)" "$msg"
+else fail "two-level: node kept" "$(grep -E "recovery|error" "$work/ft_2l.out") ${msg:-}"; fi
+[ -z "$(ls -A "$snapdir")" ] || fail "two-level" "node-local snapshots left after the run: $(ls "$snapdir")"
+timeout 300 "$sy" supervise --delay 0 -- "${mpi[@]}" -np 2 "$sy" train --out "$work/ft_2l_lost" "${M[@]}" "${TL[@]}" \
+  --fail-node-loss >"$work/ft_2l_lost.out" 2>&1 || fail "two-level run, node lost" "$(tail -3 "$work/ft_2l_lost.out")"
+if grep -q "3 experts restored from node-local snapshots" "$work/ft_2l_lost.out" &&
+   grep -q "lost .* token-slots" "$work/ft_2l_lost.out"; then
+  pass "two-level: node lost, rank 0's experts from memory, rank 1's from storage" "$(grep recovery "$work/ft_2l_lost.out" | tr '\n' ' ')"
+else fail "two-level: node lost" "$(grep -E "recovery|error" "$work/ft_2l_lost.out")"; fi
+
 # A corrupt shard is found before anything loads.
 shard=$(ls "$work/ft_ref/model"/w*-L0-E0.safetensors | head -1)
 cp -r "$work/ft_ref" "$work/ft_bad" && printf 'X' | dd of="${shard/ft_ref/ft_bad}" bs=1 seek=200 conv=notrunc 2>/dev/null

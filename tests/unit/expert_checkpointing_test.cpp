@@ -48,21 +48,21 @@ TEST(ExpertCheckpointing, SequentialSelectionRotatesStaggeredAcrossLayers) {
   ExpertCheckpointing pec = make(1);
   // Nothing saved yet: the first checkpoint holds every expert.
   EXPECT_EQ(pec.select(false), (Selection{{0, 1, 2, 3}, {0, 1, 2, 3}}));
-  pec.committed(pec.select(false), 5);
+  pec.committed(pec.select(false), {}, 5);
   // Checkpoint c saves expert (c + j) * K mod N of the j-th MoE layer.
   EXPECT_EQ(pec.select(false), (Selection{{1}, {2}}));
-  pec.committed(pec.select(false), 10);
+  pec.committed(pec.select(false), {}, 10);
   EXPECT_EQ(pec.select(false), (Selection{{2}, {3}}));
   EXPECT_EQ(pec.select(true), (Selection{{0, 1, 2, 3}, {0, 1, 2, 3}})) << "a full save";
 
   ExpertCheckpointing two = make(2);
-  two.committed(two.select(false), 5);
+  two.committed(two.select(false), {}, 5);
   EXPECT_EQ(two.select(false), (Selection{{2, 3}, {0, 1}}));
 }
 
 TEST(ExpertCheckpointing, LoadAwareSavesTheMostUnsavedFirst) {
   ExpertCheckpointing pec = make(1, true);
-  pec.committed(pec.select(false), 2);
+  pec.committed(pec.select(false), {}, 2);
   pec.count(0, {20, 40, 60, 80});
   pec.count(1, {7, 3, 9, 1});
   EXPECT_EQ(pec.select(false), (Selection{{3}, {2}}));
@@ -94,21 +94,21 @@ TEST(ExpertCheckpointing, PltAndDynamicKAfterARecovery) {
     pec.count(0, {10, 20, 30, 40});
     pec.count(1, {5, 5, 5, 5});
   }
-  pec.committed(pec.select(false), 2);  // the first, full checkpoint
+  pec.committed(pec.select(false), {}, 2);  // the first, full checkpoint
   for (int step = 3; step <= 4; ++step) {
     pec.count(0, {10, 20, 30, 40});
     pec.count(1, {5, 5, 5, 5});
   }
   const Selection s = pec.select(false);
   ASSERT_EQ(s, (Selection{{1}, {2}}));
-  const nlohmann::json state = pec.state_after(s, 4);
+  const nlohmann::json state = pec.state_after(s, {}, 4);
   // Since step 2: layer 0 [20, 40, 60, 80], layer 1 [10, 10, 10, 10]; experts 0.1 and 1.2 saved.
   EXPECT_EQ(state["unsaved_slots"], nlohmann::json({{20, 0, 60, 80}, {10, 10, 0, 10}}));
   EXPECT_EQ(state["saved_step"], nlohmann::json({{2, 4, 2, 2}, {2, 2, 4, 2}}));
 
   // A fault after that checkpoint: the run restarts from it with 160 + 30 token-slots lost.
   ExpertCheckpointing restarted = make(1);
-  const Recovery r = restarted.recover(state);
+  const Recovery r = restarted.restore_and_recover(state);
   EXPECT_EQ(r.lost_slots, (std::vector<int64_t>{160, 30}));
   // PLT = 1/2 * (160 / 1000 + 30 / 1000): 1000 token-slots per layer in the run.
   EXPECT_DOUBLE_EQ(r.plt_added, 0.095);
@@ -116,15 +116,57 @@ TEST(ExpertCheckpointing, PltAndDynamicKAfterARecovery) {
   EXPECT_EQ(r.k_before, 1);
   EXPECT_EQ(r.k_after, 2) << "PLT above 3.75%: K doubles";
   // The restored experts are back at their saved state: nothing more to lose.
-  EXPECT_EQ(restarted.state_after(restarted.select(true), 4)["unsaved_slots"],
+  EXPECT_EQ(restarted.state_after(restarted.select(true), {}, 4)["unsaved_slots"],
             nlohmann::json({{0, 0, 0, 0}, {0, 0, 0, 0}}));
   // A second recovery from the same checkpoint adds the same loss again.
   nlohmann::json again = state;
   again["plt"] = restarted.plt();
   again["k"] = restarted.k();
   ExpertCheckpointing third = make(1);
-  EXPECT_DOUBLE_EQ(third.recover(again).plt_total, 0.19);
+  EXPECT_DOUBLE_EQ(third.restore_and_recover(again).plt_total, 0.19);
   EXPECT_EQ(third.k(), 4);
+}
+
+TEST(ExpertCheckpointing, TwoLevelRecoveryLosesOnlyWhatTheSnapshotsMissed) {
+  PecConfig c;
+  c.k = 1;
+  c.snapshot_k = 3;
+  ExpertCheckpointing pec(
+      c, two_moe_layers(), params(), 0, 1, [](int) { return 0; }, 1000.0);
+  pec.committed(pec.select(false), {}, 2);  // the first, full checkpoint
+  const Selection persisted = pec.select(false);
+  ASSERT_EQ(persisted, (Selection{{1}, {2}}));
+  // The persisted experts and the next ones in the rotation, 3 per layer.
+  const Selection snap = pec.select_snapshot(persisted);
+  EXPECT_EQ(snap, (Selection{{1, 2, 3}, {0, 2, 3}}));
+  for (int step = 3; step <= 4; ++step) {
+    pec.count(0, {10, 20, 30, 40});
+    pec.count(1, {5, 5, 5, 5});
+  }
+  pec.committed(persisted, snap, 4);
+  pec.count(0, {1, 1, 1, 1});  // step 5, then a checkpoint at 6 with its snapshot
+  pec.count(1, {1, 1, 1, 1});
+  const Selection p6 = pec.select(false), s6 = pec.select_snapshot(p6);
+  ASSERT_EQ(p6, (Selection{{2}, {3}}));
+  const nlohmann::json state = pec.state_after(p6, s6, 6);
+  EXPECT_EQ(state["saved_step"], nlohmann::json({{2, 4, 6, 2}, {2, 2, 4, 6}}));
+  // Snapshots at 4: {1, 2, 3} and {0, 2, 3}; at 6: {2, 3, 0} and {3, 0, 1}.
+  EXPECT_EQ(state["snapshot_step"], nlohmann::json({{6, 4, 6, 6}, {6, 6, 4, 6}}));
+  EXPECT_EQ(state["unsaved_slots"], nlohmann::json({{21, 1, 0, 81}, {11, 11, 1, 0}}));
+  EXPECT_EQ(state["unsaved_since_snapshot"], nlohmann::json({{0, 1, 0, 0}, {0, 0, 1, 0}}));
+
+  // Node kept: snapshots newer than storage are used (layer 0: experts 0 and 3; layer 1: 0 and
+  // 1); the others lose their slots since their storage save (1 each, since step 4).
+  ExpertCheckpointing kept(
+      c, two_moe_layers(), params(), 0, 1, [](int) { return 0; }, 1000.0);
+  kept.restore_state(state);
+  const Recovery r = kept.recover({{true, false, false, true}, {true, true, false, false}});
+  EXPECT_EQ(r.lost_slots, (std::vector<int64_t>{1, 1}));
+  EXPECT_DOUBLE_EQ(r.plt_added, (1.0 / 1000 + 1.0 / 1000) / 2);
+  // Node lost: every expert loses its slots since its storage save.
+  ExpertCheckpointing lost(
+      c, two_moe_layers(), params(), 0, 1, [](int) { return 0; }, 1000.0);
+  EXPECT_EQ(lost.restore_and_recover(state).lost_slots, (std::vector<int64_t>{103, 23}));
 }
 
 TEST(ExpertCheckpointing, BadSettingsAndStatesAreClearErrors) {
@@ -134,7 +176,7 @@ TEST(ExpertCheckpointing, BadSettingsAndStatesAreClearErrors) {
   ExpertCheckpointing pec = make(1);
   expect_error(
       [&] {
-        pec.recover({{"unsaved_slots", {{1, 2}}}});
+        pec.restore_and_recover({{"unsaved_slots", {{1, 2}}}});
       },
       {"pec.unsaved_slots", "2 MoE layers"});
 }
