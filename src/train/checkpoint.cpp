@@ -324,9 +324,12 @@ void commit_manifest(const std::string& dir_arg, const fs::path& dir, const Chec
     reports.push_back(nlohmann::json::parse(text));
     if (reports.back().contains("error")) fail("{}", reports.back()["error"].get<std::string>());
   }
-  for (const auto& r : reports)
-    for (const auto& [name, info] : r["files"].items())
-      stats.total_bytes += info["bytes"].get<int64_t>();
+  for (const auto& r : reports) {
+    int64_t bytes = 0;
+    for (const auto& [name, info] : r["files"].items()) bytes += info["bytes"].get<int64_t>();
+    stats.rank_bytes.push_back(bytes);
+    stats.total_bytes += bytes;
+  }
   const int64_t step = c.trainer_state.contains("step") && c.trainer_state["step"].is_number()
                            ? c.trainer_state["step"].get<int64_t>()
                            : optimizer_step;

@@ -56,6 +56,7 @@ struct SaveComm {
 struct SaveStats {
   int64_t weight_bytes = 0, moment_bytes = 0, files = 0;  // this rank's shards
   int64_t total_bytes = 0;                                // every rank's (rank 0 only)
+  std::vector<int64_t> rank_bytes;                        // per rank (rank 0 only)
 };
 
 // Writes this rank's `groups` as a new save of the checkpoint at `dir` (created, or updated when

@@ -318,6 +318,7 @@ void Trainer::finish_save() {
              {{"seconds", blocking},
               {"write_seconds", p->write_s},
               {"bytes", stats.total_bytes},
+              {"rank_bytes", stats.rank_bytes},
               {"experts_saved", experts},
               {"experts_snapshot", snapshots},
               {"k", pec_->k()},
@@ -400,6 +401,8 @@ void Trainer::update_selection_biases() {
 
 double Trainer::run() {
   std::filesystem::create_directories(config_.run_dir);
+  // A new run starts a new log (an attempt killed before its first checkpoint may have left one).
+  if (step_ == 0 && root_) io::write_text_file_atomic(config_.run_dir + "/train_log.jsonl", "");
   const int64_t B = sampler_.batch_size(), S = sampler_.seq_len();
   const RowRange rows = parallel_ ? parallel_->rows(B) : RowRange{0, B};
   std::vector<int32_t> in(size_t(rows.count * S)), tg(size_t(rows.count * S));

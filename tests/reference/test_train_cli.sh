@@ -8,7 +8,7 @@
 #     parallel), the loss curve and final weights equal the single-process run's to float
 #     tolerance (compare_runs below);
 #   - fault tolerance: the 2-rank checkpoint holds every rank's AdamW state (checked by an
-#     independent reader: sizes, CRC-32s, non-zero moments); rank 1 SIGKILLed at step 13 under
+#     independent reader: sizes, CRC-32s, non-zero moments); rank 1 SIGKILLed at a random step under
 #     `supervise` resumes to the uninterrupted run exactly; a 2-rank checkpoint resumes with 1
 #     and 4 ranks; PEC K=1 with a fault reports lost tokens; a corrupt shard is refused;
 #   - bad input: an existing run without --resume, --resume without a checkpoint, a missing
@@ -76,11 +76,12 @@ d="$work/mpi_2_ep"
 if msg=$("$py" "$here/train_cli_checks.py" checkpoint "$d/model"); then pass "sharded checkpoint (2 ranks)" "$msg"
 else fail "sharded checkpoint (2 ranks)" "$msg"; fi
 "${mpi[@]}" -np 2 "$sy" train --out "$work/ft_ref" "${M[@]}" >"$work/ft_ref.out" 2>&1 || fail "fault-free run" "$(tail -3 "$work/ft_ref.out")"
+kill_step=$((2 + RANDOM % 18))  # a random step of 2..19 (printed with the result)
 if timeout 300 "$sy" supervise --delay 0 --max-restarts 2 -- "${mpi[@]}" -np 2 "$sy" train --out "$work/ft_kill" \
-     "${M[@]}" --auto-resume --fail-at-step 13 --fail-rank 1 >"$work/ft_kill.out" 2>&1 &&
-   grep -q "restart 1 of 2" "$work/ft_kill.out" && [ -e "$work/ft_kill/faults/step-13-rank-1" ]; then
-  if msg=$(compare_runs ft "$work/ft_ref" "$work/ft_kill" 0); then pass "rank 1 killed at step 13, restarted == uninterrupted (exact)" "$msg"
-  else fail "rank 1 killed at step 13, restarted == uninterrupted (exact)" "$msg"; fi
+     "${M[@]}" --auto-resume --fail-at-step "$kill_step" --fail-rank 1 >"$work/ft_kill.out" 2>&1 &&
+   grep -q "restart 1 of 2" "$work/ft_kill.out" && [ -e "$work/ft_kill/faults/step-$kill_step-rank-1" ]; then
+  if msg=$(compare_runs ft "$work/ft_ref" "$work/ft_kill" 0); then pass "rank 1 killed at step $kill_step, restarted == uninterrupted (exact)" "$msg"
+  else fail "rank 1 killed at step $kill_step, restarted == uninterrupted (exact)" "$msg"; fi
 else fail "kill + supervise" "$(tail -5 "$work/ft_kill.out")"; fi
 for np in 1 4; do  # a 2-rank checkpoint resumed by another rank count
   rm -rf "$work/ft_np$np"

@@ -289,6 +289,35 @@ TEST(Checkpoint, BadSaveInputIsAClearErrorAndKeepsTheOldOne) {
   EXPECT_TRUE(fs::exists(tmp.file("empty/trainer_state.json")));
 }
 
+// Runs checkpointed before the sharded layout (model.safetensors + optimizer.safetensors) resume,
+// and their next save converts them.
+TEST(Checkpoint, LoadsAndConvertsTheEarlierLayout) {
+  TempDir tmp;
+  const std::string dir = tmp.file("ckpt");
+  fs::create_directory(dir);
+  Trained t(2);
+  std::vector<io::TensorToWrite> tensors;
+  for (const Param& p : t.params.all())
+    tensors.push_back({p.name, "F32", p.shape, p.value.data(), p.value.size() * 4});
+  io::write_safetensors(dir + "/model.safetensors", tensors);
+  t.opt.save(dir + "/optimizer.safetensors", t.params);
+  io::write_text_file_atomic(dir + "/config.json", contents(2).config_json);
+  io::write_text_file_atomic(dir + "/trainer_state.json",
+                             R"({"step": 2, "optimizer_step": 2, "seed": 42})");
+  ParamSet loaded = make_params(9);
+  AdamW opt;
+  EXPECT_EQ(load_checkpoint(dir, loaded, opt)["step"], 2);
+  expect_same(t.params, loaded);
+  EXPECT_EQ(opt.state().at("model.norm.weight").exp_avg_sq,
+            t.opt.state().at("model.norm.weight").exp_avg_sq);
+  save_checkpoint(dir, loaded, opt, contents(3));
+  EXPECT_FALSE(fs::exists(dir + "/model.safetensors")) << "replaced by the shards";
+  EXPECT_FALSE(fs::exists(dir + "/optimizer.safetensors"));
+  ParamSet again = make_params(4);
+  EXPECT_EQ(load_checkpoint(dir, again, opt)["step"], 3);
+  expect_same(t.params, again);
+}
+
 TEST(Checkpoint, CorruptOrMissingShardsAreRefused) {
   TempDir tmp;
   const std::string dir = tmp.file("ckpt");
