@@ -66,6 +66,8 @@ void run_train(TrainArgs& a) {
   const bool root = comm.is_root();
   if (a.parallel != "ep" && a.parallel != "dp")
     fail("--parallel must be ep or dp, got '{}'", a.parallel);
+  if (a.pec_select != "sequential" && a.pec_select != "load-aware")
+    fail("--pec-select must be sequential or load-aware, got '{}'", a.pec_select);
   train::keep_freed_memory();
   ops::set_num_threads(a.threads);
   if (a.out.empty() && a.export_corpus.empty()) fail("--out is required");
@@ -146,8 +148,6 @@ void run_train(TrainArgs& a) {
 
   train::TrainerConfig tc = a.trainer;
   tc.run_dir = a.out;
-  if (a.pec_select != "sequential" && a.pec_select != "load-aware")
-    fail("--pec-select must be sequential or load-aware, got '{}'", a.pec_select);
   tc.pec.load_aware = a.pec_select == "load-aware";
   tc.save_dtype =
       a.save_dtype == "BF16" ? DType::BF16

@@ -148,5 +148,11 @@ expect "more ranks than experts" "5 ranks for 4 experts" -- "${mpi[@]}" -np 5 "$
 expect "unknown --parallel" "--parallel must be ep or dp" -- "$sy" train --out "$work/e" "${F[@]}" --parallel tp
 expect "batch smaller than ranks" "--batch 1 is smaller than the 2 ranks" -- "${mpi[@]}" -np 2 "$sy" train --out "$work/f" "${F[@]:2}" --batch 1
 expect "unknown flag" "--no-such-flag" -- "$sy" train --out "$work/g" --no-such-flag
-for d in c d e f g; do [ -e "$work/$d/model" ] && fail "no half-written checkpoint" "$work/$d/model exists"; done
+expect "--pec-k beyond the experts" "--pec-k 9 exceeds the model's 4 experts" -- "$sy" train --out "$work/h" "${F[@]}" --pec-k 9
+expect "--fail-rank outside the run" "--fail-rank 2 is not a rank of this run (0 to 1)" -- "${mpi[@]}" -np 2 "$sy" train --out "$work/i" "${F[@]}" --fail-at-step 3 --fail-rank 2
+expect "unknown --pec-select" "--pec-select must be sequential or load-aware" -- "$sy" train --out "$work/j" "${F[@]}" --pec-select newest
+expect "--snapshot-k with replicated experts" "--snapshot-k needs --parallel ep" -- "${mpi[@]}" -np 2 "$sy" train --out "$work/k" "${F[@]}" --parallel dp --snapshot-k 2
+expect "supervise without a command" "command is required" -- "$sy" supervise
+expect "supervise, command not found" "could not be started" -- "$sy" supervise -- "$work/no-such-program"
+for d in c d e f g h i j k; do [ -e "$work/$d/model" ] && fail "no half-written checkpoint" "$work/$d/model exists"; done
 exit $failures
