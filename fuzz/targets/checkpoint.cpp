@@ -6,9 +6,11 @@
 #include <array>
 #include <filesystem>
 
+#include "model/config.h"
 #include "scratch.h"
 #include "target.h"
 #include "train/checkpoint.h"
+#include "train/expert_checkpointing.h"
 #include "train/init.h"
 #include "train/trainer.h"
 #include "util/crc32.h"
@@ -27,6 +29,7 @@ const nlohmann::json& identity() {
 
 struct Base {
   train::FreshModel model;
+  model::ModelConfig config;
   std::array<std::string, kFiles.size()> files;  // the valid checkpoint's bytes
 };
 
@@ -36,16 +39,28 @@ const Base& base() {
     spec.hidden_size = 8;
     spec.num_heads = 2;
     spec.num_kv_heads = 1;
-    spec.num_experts = 4;
+    spec.num_experts = 2;  // few tensors: the loader's logic, not the header parser, is fuzzed here
+    spec.top_k = 1;
     spec.expert_ffn = 4;
     spec.num_layers = 1;
     spec.vocab_size = 16;
     spec.tokenizer = "none";
-    Base out{train::fresh_model(spec, 0, 1), {}};
+    Base out{train::fresh_model(spec, 0, 1), {}, {}};
+    out.config = model::parse_config(out.model.config_json, "config.json");
     train::AdamW opt;
     train::CheckpointContents c;
     c.config_json = out.model.config_json;
-    c.trainer_state = {{"step", 3}, {"elapsed_s", 1.5}, {"identity", identity()}};
+    // A partial-experts state as a run with --pec-k 1 writes it, after some counted steps.
+    train::PecConfig pc;
+    pc.k = 1;
+    train::ExpertCheckpointing pec(
+        pc, out.config, out.model.params, 0, 1, [](int) { return 0; }, 1000.0);
+    pec.count(0, {7, 9});
+    const auto sel = pec.select(false);
+    c.trainer_state = {{"step", 3},
+                       {"elapsed_s", 1.5},
+                       {"identity", identity()},
+                       {"pec", pec.state_after(sel, {}, 3)}};
     const std::string dir = scratch_dir() + "/base-checkpoint";
     train::save_checkpoint(dir, out.model.params, opt, c);
     for (size_t i = 0; i < kFiles.size(); ++i) out.files[i] = read_file(dir + "/" + kFiles[i]);
@@ -79,6 +94,11 @@ void run_one(std::string_view bytes) {
   train::AdamW optimizer;
   const nlohmann::json state = train::load_checkpoint(dir, params, optimizer);
   (void)train::resume_point(state, identity(), dir);
+  if (state.contains("pec")) {  // the partial-experts bookkeeping a resumed run restores
+    train::ExpertCheckpointing pec(
+        {}, b.config, params, 0, 1, [](int) { return 0; }, 1000.0);
+    (void)pec.restore_and_recover(state["pec"]);
+  }
 }
 
 void write_seeds(const std::string& dir) {

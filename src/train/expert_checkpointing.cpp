@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "util/error.h"
+#include "util/json_bounded.h"
 
 namespace sy::train {
 namespace {
@@ -41,7 +42,9 @@ std::vector<std::vector<int64_t>> read_table(const nlohmann::json& state, const 
            experts);
     auto& r = out.emplace_back();
     for (const auto& v : row) {
-      if (!v.is_number_integer()) fail("trainer_state.json: 'pec.{}' holds a non-integer", key);
+      // Token-slots and steps: at most 2^44 each, so sums over 65536 experts stay in range.
+      if (!v.is_number_integer() || v.get<int64_t>() < -1 || v.get<int64_t>() > (int64_t(1) << 44))
+        fail("trainer_state.json: 'pec.{}' holds {}, not a count", key, excerpt(v));
       r.push_back(v.get<int64_t>());
     }
   }
@@ -225,11 +228,12 @@ void ExpertCheckpointing::restore_state(const nlohmann::json& state) {
   }
   auto number = [&](const char* key) {
     if (!state.contains(key) || !state[key].is_number() || !(state[key].get<double>() >= 0) ||
-        state[key].get<double>() > 1e18)
+        state[key].get<double>() > 1e15)
       fail("trainer_state.json: 'pec.{}' is missing or not a non-negative number", key);
     return state[key].get<double>();
   };
   saves_ = int64_t(number("saves"));
+  if (saves_ > 1000000) fail("trainer_state.json: 'pec.saves' {} is implausible", saves_);
   plt_ = number("plt");
   lost_total_ = int64_t(number("lost_slots"));
   recoveries_ = int64_t(number("recoveries"));
