@@ -3,9 +3,11 @@
 // log, a loss plot and atomic checkpoints that resume to the same loss curve.
 //
 // A run directory holds:
-//   model/            the checkpoint: a Hugging Face model dir (`switchyard generate` loads
-//                     it) + optimizer.safetensors + trainer_state.json
-//   train_log.jsonl   one JSON object per logged step (and per validation)
+//   model/            the checkpoint (train/checkpoint.h): a Hugging Face model dir that
+//                     `switchyard generate` loads, sharded by rank and expert, with the AdamW
+//                     moments and the manifest trainer_state.json
+//   faults/           markers of injected faults (--fail-at-step), so a restart skips them
+//   train_log.jsonl   one JSON object per logged step (and per validation and checkpoint)
 //   loss.svg          train / validation loss against the step
 #pragma once
 
