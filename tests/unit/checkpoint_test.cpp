@@ -8,9 +8,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <filesystem>
 #include <functional>
+#include <mutex>
 #include <random>
+#include <thread>
 
 #include "expect_error.h"
 #include "io/file_util.h"
@@ -398,6 +401,98 @@ TEST(Checkpoint, PartialSavesKeepTheNewestStateOfEveryGroup) {
                   two_groups(second.params, false, true));
   EXPECT_FALSE(fs::exists(dir + "/w000003-a.safetensors"));
   EXPECT_FALSE(fs::exists(dir + "/w000001-b.safetensors"));
+}
+
+// Two ranks as two threads: gather and broadcast over a shared board with a barrier.
+class ThreadComm {
+ public:
+  SaveComm for_rank(int rank) {
+    SaveComm c;
+    c.rank = rank;
+    c.size = 2;
+    c.gather = [this, rank](const std::string& s) {
+      slots_[size_t(rank)] = s;
+      barrier();
+      std::vector<std::string> out = rank == 0 ? slots_ : std::vector<std::string>{};
+      barrier();
+      return out;
+    };
+    c.broadcast = [this, rank](std::string& s) {
+      if (rank == 0) root_ = s;
+      barrier();
+      s = root_;
+      barrier();
+    };
+    return c;
+  }
+
+ private:
+  void barrier() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const int gen = generation_;
+    if (++arrived_ == 2) {
+      arrived_ = 0;
+      ++generation_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return generation_ != gen; });
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  int arrived_ = 0, generation_ = 0;
+  std::vector<std::string> slots_ = std::vector<std::string>(2);
+  std::string root_;
+};
+
+// Each rank writes its groups; returns each rank's error message ("" when it succeeded).
+std::vector<std::string> save_on_two_ranks(const std::string& dir, const Trained& t,
+                                           const CheckpointContents& c,
+                                           const std::vector<std::vector<ShardGroup>>& groups) {
+  ThreadComm comm;
+  std::vector<std::string> errors(2);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r)
+    ranks.emplace_back([&, r] {
+      try {
+        save_checkpoint(dir, t.params, t.opt, c, groups[size_t(r)], comm.for_rank(r));
+      } catch (const Error& e) {
+        errors[size_t(r)] = e.what();
+      }
+    });
+  for (auto& th : ranks) th.join();
+  return errors;
+}
+
+TEST(Checkpoint, RanksWriteTheirShareAndOneRanksFailureFailsTheSaveEverywhere) {
+  TempDir tmp;
+  const std::string dir = tmp.file("ckpt");
+  Trained first(1, 1), second(2, 2);
+  auto split = [](const ParamSet& p) {
+    return std::vector<std::vector<ShardGroup>>{two_groups(p, true, false),
+                                                two_groups(p, false, true)};
+  };
+  ASSERT_EQ(save_on_two_ranks(dir, first, contents(1), split(first.params)),
+            (std::vector<std::string>{"", ""}));
+  EXPECT_TRUE(fs::exists(dir + "/w000001-a.safetensors")) << "rank 0's";
+  EXPECT_TRUE(fs::exists(dir + "/w000001-b.safetensors")) << "rank 1's";
+  ParamSet loaded = make_params(5);
+  AdamW opt;
+  EXPECT_EQ(load_checkpoint(dir, loaded, opt)["step"], 1);
+  expect_same(first.params, loaded);
+
+  // Rank 1 cannot write (an invalid group): both ranks fail, nothing of the save stays, and the
+  // committed checkpoint is still the first one.
+  auto bad = split(second.params);
+  bad[1][0].stem = "not/a/stem";
+  const std::vector<std::string> errors = save_on_two_ranks(dir, second, contents(2), bad);
+  for (const std::string& e : errors) {
+    EXPECT_NE(e.find("rank 1"), std::string::npos) << e;
+    EXPECT_NE(e.find("not/a/stem"), std::string::npos) << e;
+  }
+  EXPECT_FALSE(fs::exists(dir + "/w000002-a.safetensors")) << "rank 0's shard of the failed save";
+  EXPECT_EQ(load_checkpoint(dir, loaded, opt)["step"], 1);
+  expect_same(first.params, loaded);
 }
 
 }  // namespace
