@@ -46,6 +46,15 @@ void run_inspect(const InspectOptions& o) {
                                c.shared_expert_gated ? " (sigmoid-gated)" : "")
                  : "");
   fmt::print("routing      {}\n", c.router.describe());
+  if (c.family == model::Family::kScMoe) {
+    const char* where[] = {"the current layer (no shortcut)", "pos1: the preceding layer's output",
+                           "pos2: the preceding layer after attention, before its MLP",
+                           "pos3: the preceding layer's input"};
+    fmt::print("ScMoE        routed branch reads {}; combine {}\n", where[int(c.shortcut)],
+               c.branch_softmax_gate   ? "CG-2 (softmax over shared and routed)"
+               : c.shared_expert_gated ? "CG-1 (sigmoid-gated shared expert + routed)"
+                                       : "direct add");
+  }
   const model::ParamCounts p = model::count_params(c);
   fmt::print("parameters   {} total, {} active per token ({} excluding the embedding)\n",
              human(double(p.total)), human(double(p.active_per_token)),

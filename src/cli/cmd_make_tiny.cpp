@@ -29,11 +29,15 @@ void register_make_tiny(CLI::App& app) {
   cmd->add_option("--head-dim", s->head_dim, "Head dimension (0 = hidden / heads)")
       ->capture_default_str();
   cmd->add_option("--experts", s->num_experts, "Routed experts")->capture_default_str();
-  cmd->add_option("--top-k", s->top_k, "Experts per token")->capture_default_str();
+  auto given = std::make_shared<ScMoeOptions>();
+  given->top_k =
+      cmd->add_option("--top-k", s->top_k, "Experts per token (scmoe: 1)")->capture_default_str();
   cmd->add_option("--expert-ffn", s->expert_ffn, "Expert FFN width")->capture_default_str();
   cmd->add_option("--dense-ffn", s->dense_ffn, "Dense-layer FFN width")->capture_default_str();
-  cmd->add_option("--shared-ffn", s->shared_ffn, "Shared expert width (qwen2_moe, dots1)")
-      ->capture_default_str();
+  given->shared_ffn =
+      cmd->add_option("--shared-ffn", s->shared_ffn,
+                      "Shared expert width (qwen2_moe, dots1; scmoe: the expert width)")
+          ->capture_default_str();
   cmd->add_option("--dense-layers", s->first_dense_layers, "Leading dense layers")
       ->capture_default_str();
   cmd->add_option("--groups", s->num_groups, "Expert groups (dots1)")->capture_default_str();
@@ -55,8 +59,10 @@ void register_make_tiny(CLI::App& app) {
   cmd->add_option("--tokenizer", s->tokenizer, "auto | byte_level | sentencepiece | none")
       ->capture_default_str();
   cmd->add_option("--seed", s->seed, "Random seed")->capture_default_str();
-  cmd->callback([s, out, shape] {
+  add_scmoe_options(*cmd, *s);
+  cmd->callback([s, out, shape, given] {
     synth::SyntheticSpec spec = *s;
+    scmoe_defaults(*given, spec);
     if (!shape->empty()) {
       synth::SyntheticSpec ref = synth::reference_shape(*shape);
       ref.dtype = s->dtype;

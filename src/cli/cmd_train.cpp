@@ -226,10 +226,14 @@ void register_train(CLI::App& app) {
   m->add_option("--heads", a->spec.num_heads, "Attention heads")->capture_default_str();
   m->add_option("--kv-heads", a->spec.num_kv_heads, "Key/value heads")->capture_default_str();
   m->add_option("--experts", a->spec.num_experts, "Routed experts")->capture_default_str();
-  m->add_option("--top-k", a->spec.top_k, "Experts per token")->capture_default_str();
+  auto given = std::make_shared<ScMoeOptions>();
+  given->top_k = m->add_option("--top-k", a->spec.top_k, "Experts per token (scmoe: 1)")
+                     ->capture_default_str();
   m->add_option("--expert-ffn", a->spec.expert_ffn, "Expert FFN width")->capture_default_str();
-  m->add_option("--shared-ffn", a->spec.shared_ffn, "Shared expert width (qwen2_moe, dots1)")
-      ->capture_default_str();
+  given->shared_ffn =
+      m->add_option("--shared-ffn", a->spec.shared_ffn,
+                    "Shared expert width (qwen2_moe, dots1; scmoe: the expert width)")
+          ->capture_default_str();
   m->add_option("--dense-layers", a->spec.first_dense_layers, "Leading dense layers (dots1)")
       ->capture_default_str();
   m->add_option("--dense-ffn", a->spec.dense_ffn, "Dense-layer FFN width")->capture_default_str();
@@ -314,7 +318,11 @@ void register_train(CLI::App& app) {
                   "Under mpirun: ep (experts owned by ranks, dense weights data parallel) or dp "
                   "(everything replicated)")
       ->capture_default_str();
-  cmd->callback([a] { run_train(*a); });
+  add_scmoe_options(*m, a->spec);
+  cmd->callback([a, given] {
+    scmoe_defaults(*given, a->spec);
+    run_train(*a);
+  });
 }
 
 }  // namespace sy::cli

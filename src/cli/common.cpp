@@ -55,6 +55,33 @@ CLI::Option* add_family_option(CLI::App& cmd, model::Family& family,
       ->default_str(std::string(model::family_info(family).name));
 }
 
+void add_scmoe_options(CLI::App& cmd, synth::SyntheticSpec& s) {
+  const std::string group = "ScMoE (--family scmoe; docs/scmoe.md)";
+  cmd.add_option("--scmoe-shortcut", s.scmoe_shortcut,
+                 "Routed branch input: none, pos1 (previous layer output), pos2 (previous layer "
+                 "after attention), pos3 (previous layer input)")
+      ->check(CLI::IsMember({"none", "pos1", "pos2", "pos3"}))
+      ->capture_default_str()
+      ->group(group);
+  cmd.add_option("--scmoe-combine", s.scmoe_combine,
+                 "Shared + routed: add, cg1 (sigmoid-gated shared expert), cg2 (softmax over "
+                 "both branches)")
+      ->check(CLI::IsMember({"add", "cg1", "cg2"}))
+      ->capture_default_str()
+      ->group(group);
+  cmd.add_option("--sparse-step", s.sparse_step,
+                 "MoE in every N-th layer, counting from layer N-1 (0: the family's 2)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str()
+      ->group(group);
+}
+
+void scmoe_defaults(const ScMoeOptions& given, synth::SyntheticSpec& s) {
+  if (s.family != model::Family::kScMoe) return;
+  if (given.top_k && given.top_k->count() == 0) s.top_k = 1;
+  if (given.shared_ffn && given.shared_ffn->count() == 0) s.shared_ffn = s.expert_ffn;
+}
+
 void add_capacity_options(CLI::App& cmd, CapacityOptions& o) {
   const std::string group = "Capacity-aware inference (papers.md section 1)";
   for (const moe::CapacitySetting& setting : moe::capacity_settings()) {

@@ -8,6 +8,7 @@
 #include "model/model.h"
 #include "moe/load_stats.h"
 #include "moe/moe_layer.h"
+#include "synth/synthetic_checkpoint.h"
 #include "tokenizer/tokenizer.h"
 
 namespace sy::cli {
@@ -33,6 +34,16 @@ moe::MoeRuntime make_moe_runtime(const CapacityOptions& options, int num_experts
 // Adds --family (the names of model/family.h; an unknown name is a parse error) bound to
 // `family`; `help_extra` is appended to the help text.
 CLI::Option* add_family_option(CLI::App& cmd, model::Family& family, const std::string& help_extra);
+
+// ScMoE's architecture flags for a fresh model (make-tiny, train): --scmoe-shortcut,
+// --scmoe-combine, --sparse-step. After parsing, scmoe_defaults fills what the user left out
+// with the family's usual shape: top-1 routing and a shared expert as wide as one expert.
+struct ScMoeOptions {
+  CLI::Option* top_k = nullptr;       // the command's --top-k and --shared-ffn, to see whether
+  CLI::Option* shared_ffn = nullptr;  // they were given
+};
+void add_scmoe_options(CLI::App& cmd, synth::SyntheticSpec& spec);
+void scmoe_defaults(const ScMoeOptions& given, synth::SyntheticSpec& spec);
 
 // A CLI11 check: the value parses as a finite number (NonNegativeNumber lets "nan" through).
 extern const CLI::Validator kFiniteNumber;

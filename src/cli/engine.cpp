@@ -39,9 +39,25 @@ int64_t resident_kib() {
 
 void add_parallel_options(CLI::App& cmd, ParallelOptions& o) {
   const std::string group = "Expert parallelism (mpirun -np N switchyard ...)";
-  cmd.add_flag("--ep-nonblocking", o.nonblocking,
-               "Exchange rows with MPI_Ialltoallv progressed by MPI_Test (the path that overlaps "
-               "communication with compute) instead of MPI_Alltoallv")
+  cmd.add_flag("--ep-overlap,--ep-nonblocking", o.ep.overlap,
+               "Overlap the all-to-alls with computation: non-blocking exchanges driven by a "
+               "progress thread while other operators run (a shared expert; for ScMoE models "
+               "everything after the shortcut's source). Off: each exchange blocks")
+      ->group(group);
+  cmd.add_option("--ep-link-gbps", o.ep.link.gbit_per_s,
+                 "EMULATE a slower interconnect: every exchange takes at least latency + "
+                 "bytes / bandwidth (Gbit/s per rank, the larger of bytes sent and received "
+                 "remotely); reports say so. 0: real MPI timing")
+      ->check(CLI::NonNegativeNumber & kFiniteNumber)
+      ->group(group);
+  cmd.add_option("--ep-link-latency-us", o.ep.link.latency_us,
+                 "EMULATED latency added to every exchange (microseconds)")
+      ->check(CLI::NonNegativeNumber & kFiniteNumber)
+      ->group(group);
+  cmd.add_option("--ep-expert-slot", o.expert_slot,
+                 "Run the routed experts before this operator of the overlap window (0 = right "
+                 "after the dispatch starts); default: adaptive, from measured times")
+      ->check(CLI::NonNegativeNumber)
       ->group(group);
   cmd.add_option("--ep-json", o.ep_json, "Write each rank's per-layer timings as JSON")
       ->group(group);
@@ -99,10 +115,16 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
             "(fingerprints {:016x} vs {:016x}; this rank loaded '{}'); every rank needs the same "
             "checkpoint",
             r, prints[size_t(r)], prints[0], mo.model_dir);
-    eng->ep = std::make_unique<parallel::ExpertParallelBackend>(
-        comm, eng->runtime.placement, int(cfg.num_layers), po.nonblocking);
+    eng->ep = std::make_unique<parallel::ExpertParallelBackend>(comm, eng->runtime.placement,
+                                                                int(cfg.num_layers), po.ep);
     eng->runtime.backend = eng->ep.get();
+  } else if (po.ep.overlap || po.ep.link.active()) {
+    if (comm.is_root())
+      fmt::print(stderr,
+                 "note: --ep-overlap / --ep-link-* apply to expert parallelism (mpirun -np N); "
+                 "this process runs every expert itself\n");
   }
+  eng->runtime.expert_slot = po.expert_slot;
   eng->stats = eng->model->new_load_stats();
   eng->stats.set_placement(eng->runtime.placement);
   eng->runtime.stats = &eng->stats;
@@ -127,13 +149,13 @@ void report_expert_parallel(const Engine& eng, const std::string& json_path) {
   const parallel::Communicator& comm = *eng.comm;
   const auto& timings = eng.ep->timings();
   // Per layer: dispatch, wait_dispatch, compute, combine, wait_combine, rows in, bytes remote,
-  // route; then expert MB held and resident MB.
-  constexpr int kFields = 8;
+  // route, comm, expert slot, slots; then expert MB held and resident MB.
+  constexpr int kFields = 11;
   std::vector<double> mine;
   for (const auto& t : timings)
-    mine.insert(mine.end(),
-                {t.dispatch_s, t.wait_dispatch_s, t.compute_s, t.combine_s, t.wait_combine_s,
-                 double(t.rows_received), double(t.bytes_sent_remote), t.route_s});
+    mine.insert(mine.end(), {t.dispatch_s, t.wait_dispatch_s, t.compute_s, t.combine_s,
+                             t.wait_combine_s, double(t.rows_received), double(t.bytes_sent_remote),
+                             t.route_s, t.comm_s, double(t.slot), double(t.slots)});
   mine.push_back(double(eng.model->weights().expert_bytes_held) / 1e6);
   mine.push_back(double(resident_kib()) / 1024.0);
   const std::vector<double> all = comm.gather(mine);
@@ -142,11 +164,19 @@ void report_expert_parallel(const Engine& eng, const std::string& json_path) {
   auto at = [&](int r, size_t l, int f) {
     return all[size_t(r) * per_rank + l * kFields + size_t(f)];
   };
+  const parallel::EpOptions& ep = eng.ep->options();
+  const std::string mode =
+      ep.overlap ? (eng.ep->progress_thread_running() ? "overlap: non-blocking, progress thread"
+                                                      : "overlap: non-blocking, tested between "
+                                                        "operators")
+                 : "blocking exchanges";
   std::string out = fmt::format(
-      "\nExpert parallelism over {} ranks ({}): time per rank in MoE layers, ms\n"
-      "{:>5} {:>8} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>10} {:>10} {:>9}\n",
-      comm.size(), eng.runtime.placement.describe(), "rank", "route", "dispatch", "(wait)",
-      "experts", "combine", "(wait)", "straggler", "rows in", "MB sent", "experts");
+      "\nExpert parallelism over {} ranks ({}; {}; {}): time per rank in MoE layers, ms\n"
+      "{:>5} {:>8} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>10} {:>10} {:>9} {:>9} {:>8} "
+      "{:>9}\n",
+      comm.size(), eng.runtime.placement.describe(), mode, ep.link.describe(), "rank", "route",
+      "dispatch", "(wait)", "experts", "combine", "(wait)", "straggler", "rows in", "MB sent",
+      "comm", "exposed", "hidden", "experts");
   nlohmann::json ranks = nlohmann::json::array();
   for (int r = 0; r < comm.size(); ++r) {
     double f[kFields] = {0};
@@ -156,35 +186,69 @@ void report_expert_parallel(const Engine& eng, const std::string& json_path) {
       double slowest = 0;
       for (int q = 0; q < comm.size(); ++q) slowest = std::max(slowest, at(q, l, 2));
       straggler += slowest - at(r, l, 2);  // idle while the slowest owner computed
-      for (int i = 0; i < kFields; ++i) f[i] += at(r, l, i);
-      if (at(r, l, 5) > 0 || at(r, l, 2) > 0)
-        layers.push_back({{"layer", l},
-                          {"route_s", at(r, l, 7)},
-                          {"dispatch_s", at(r, l, 0)},
-                          {"wait_dispatch_s", at(r, l, 1)},
-                          {"compute_s", at(r, l, 2)},
-                          {"combine_s", at(r, l, 3)},
-                          {"wait_combine_s", at(r, l, 4)},
-                          {"rows_received", at(r, l, 5)},
-                          {"bytes_sent_remote", at(r, l, 6)},
-                          {"straggler_wait_s", slowest - at(r, l, 2)}});
+      for (int i = 0; i < 9; ++i) f[i] += at(r, l, i);
+      if (at(r, l, 5) > 0 || at(r, l, 2) > 0 || at(r, l, 8) > 0) {
+        const double exposed = at(r, l, 1) + at(r, l, 4), comm_s = at(r, l, 8);
+        layers.push_back(
+            {{"layer", l},
+             {"route_s", at(r, l, 7)},
+             {"dispatch_s", at(r, l, 0)},
+             {"wait_dispatch_s", at(r, l, 1)},
+             {"compute_s", at(r, l, 2)},
+             {"combine_s", at(r, l, 3)},
+             {"wait_combine_s", at(r, l, 4)},
+             {"comm_s", comm_s},
+             {"exposed_s", exposed},
+             {"overlap_fraction", comm_s > 0 ? std::max(0.0, 1.0 - exposed / comm_s) : 0.0},
+             {"expert_slot", at(r, l, 9)},
+             {"window_operators", at(r, l, 10)},
+             {"rows_received", at(r, l, 5)},
+             {"bytes_sent_remote", at(r, l, 6)},
+             {"straggler_wait_s", slowest - at(r, l, 2)}});
+      }
     }
     const double held = all[size_t(r) * per_rank + L * kFields],
                  rss = all[size_t(r) * per_rank + L * kFields + 1];
+    const double exposed = f[1] + f[4];
     out += fmt::format(
         "{:>5} {:>8.2f} {:>9.2f} {:>9.2f} {:>9.2f} {:>9.2f} {:>11.2f} {:>11.2f} {:>10.0f} "
-        "{:>10.2f} {:>6.1f} MB  (resident {:.0f} MB)\n",
+        "{:>10.2f} {:>9.2f} {:>9.2f} {:>7.0f}% {:>6.1f} MB  (resident {:.0f} MB)\n",
         r, 1e3 * f[7], 1e3 * f[0], 1e3 * f[1], 1e3 * f[2], 1e3 * f[3], 1e3 * f[4], 1e3 * straggler,
-        f[5], f[6] / 1e6, held, rss);
+        f[5], f[6] / 1e6, 1e3 * f[8], 1e3 * exposed,
+        f[8] > 0 ? 100.0 * std::max(0.0, 1.0 - exposed / f[8]) : 0.0, held, rss);
     ranks.push_back(
         {{"rank", r}, {"expert_mb_held", held}, {"resident_mb", rss}, {"layers", layers}});
   }
+  // Per layer, over ranks: where the communication went.
+  out += fmt::format(
+      "\nPer MoE layer, mean over ranks (ms per forward call):\n{:>6} {:>8} {:>9} "
+      "{:>9} {:>9} {:>8}\n",
+      "layer", "slot", "comm", "hidden", "exposed", "hidden");
+  for (size_t l = 0; l < L; ++l) {
+    double comm_s = 0, exposed = 0, calls = 0;
+    for (int r = 0; r < comm.size(); ++r)
+      comm_s += at(r, l, 8), exposed += at(r, l, 1) + at(r, l, 4);
+    calls = double(std::max<int64_t>(1, timings[l].calls));
+    if (comm_s == 0 && at(0, l, 2) == 0 && at(0, l, 5) == 0) continue;
+    comm_s /= comm.size() * calls, exposed /= comm.size() * calls;
+    out += fmt::format("{:>6} {:>4.0f} of {:<1.0f} {:>9.3f} {:>9.3f} {:>9.3f} {:>7.0f}%\n", l,
+                       at(0, l, 9), at(0, l, 10), 1e3 * comm_s, 1e3 * (comm_s - exposed),
+                       1e3 * exposed,
+                       comm_s > 0 ? 100.0 * std::max(0.0, 1.0 - exposed / comm_s) : 0.0);
+  }
   out +=
-      "(wait): blocked in the counts exchange (peers late) / in the return all-to-all (slowest "
-      "owner); straggler: sum over layers of (slowest rank's expert time - this rank's)\n";
+      "(wait): blocked in the dispatch (counts + rows there) / in the return all-to-all; "
+      "straggler: sum over layers of (slowest rank's expert time - this rank's); comm: the "
+      "exchanges from start to completion; exposed: blocked waiting for them; hidden = comm - "
+      "exposed (behind other operators); slot K of n: the experts ran before operator K of the "
+      "n computed while the layer's exchanges were in flight (rank 0)\n";
   fmt::print(stderr, "{}", out);
   if (!json_path.empty())
-    io::write_text_file_atomic(json_path, nlohmann::json({{"ranks", ranks}}).dump(2) + "\n");
+    io::write_text_file_atomic(
+        json_path,
+        nlohmann::json({{"link", ep.link.describe()}, {"overlap", ep.overlap}, {"ranks", ranks}})
+                .dump(2) +
+            "\n");
 }
 
 }  // namespace sy::cli

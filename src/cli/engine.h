@@ -18,8 +18,9 @@ namespace sy::cli {
 
 // Expert-parallel settings (meaningful under mpirun only).
 struct ParallelOptions {
-  bool nonblocking = false;  // MPI_Ialltoallv driven by MPI_Test instead of MPI_Alltoallv
-  std::string ep_json;       // per-rank, per-layer timings as JSON
+  parallel::EpOptions ep;  // overlap and the emulated link
+  int expert_slot = -1;    // operator slot of the routed experts (-1: adaptive)
+  std::string ep_json;     // per-rank, per-layer timings as JSON
 };
 void add_parallel_options(CLI::App& cmd, ParallelOptions& options);
 

@@ -40,6 +40,41 @@ std::string ModelConfig::family_name() const {
   return std::string(family_info(family).name);
 }
 
+int64_t ModelConfig::shortcut_point(int64_t layer) const {
+  switch (shortcut) {
+    case Shortcut::kNone:
+      return 2 * layer + 1;
+    case Shortcut::kPos1:
+      return 2 * layer;
+    case Shortcut::kPos2:
+      return 2 * layer - 1;
+    case Shortcut::kPos3:
+      return 2 * layer - 2;
+  }
+  return 2 * layer + 1;
+}
+
+Shortcut parse_shortcut(const std::string& name, const std::string& origin) {
+  for (Shortcut s : {Shortcut::kNone, Shortcut::kPos1, Shortcut::kPos2, Shortcut::kPos3})
+    if (name == shortcut_name(s)) return s;
+  fail("{}: unknown ScMoE shortcut position {} (expected none, pos1, pos2 or pos3)", origin,
+       excerpt_text(name));
+}
+
+const char* shortcut_name(Shortcut s) {
+  switch (s) {
+    case Shortcut::kNone:
+      return "none";
+    case Shortcut::kPos1:
+      return "pos1";
+    case Shortcut::kPos2:
+      return "pos2";
+    case Shortcut::kPos3:
+      return "pos3";
+  }
+  return "?";
+}
+
 ModelConfig parse_config(const std::string& text, const std::string& origin) {
   const json j = parse_json_bounded(text, origin);
   if (!j.is_object()) fail("{}: expected a JSON object", origin);

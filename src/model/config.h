@@ -11,13 +11,21 @@
 
 namespace sy::model {
 
-enum class Family : uint8_t { kMixtral, kQwen2Moe, kQwen3Moe, kOlmoe, kDots1 };
+enum class Family : uint8_t { kMixtral, kQwen2Moe, kQwen3Moe, kOlmoe, kDots1, kScMoe };
 
 // How q and k are normalised before RoPE.
 enum class QkNorm : uint8_t {
   kNone,
   kPerHead,    // RMSNorm over each head's head_dim values (Qwen3-MoE, dots.llm1)
   kFullWidth,  // RMSNorm over the whole q / k projection (OLMoE)
+};
+
+// ScMoE (docs/scmoe.md): where an MoE layer's routed branch reads the residual stream from.
+enum class Shortcut : uint8_t {
+  kNone,  // the layer's own post-attention stream, like any MoE
+  kPos1,  // the preceding layer's output (this layer's input)
+  kPos2,  // the preceding layer's stream after its attention, before its MLP
+  kPos3,  // the preceding layer's input
 };
 
 struct ModelConfig {
@@ -32,7 +40,9 @@ struct ModelConfig {
   int64_t dense_intermediate_size = 0;   // FFN width of dense (non-MoE) layers
   int64_t expert_intermediate_size = 0;  // FFN width of one routed expert
   int64_t shared_intermediate_size = 0;  // total width of the shared expert(s); 0 = none
-  bool shared_expert_gated = false;      // Qwen2-MoE: sigmoid(gate . x) * shared(x)
+  bool shared_expert_gated = false;      // Qwen2-MoE, ScMoE CG-1: sigmoid(gate . x) * shared(x)
+  bool branch_softmax_gate = false;      // ScMoE CG-2: softmax(C x) weighs shared and routed
+  Shortcut shortcut = Shortcut::kNone;   // ScMoE: the routed branch's input (MoE layers)
   int64_t max_position_embeddings = 0;
   float rms_norm_eps = 1e-6f;
   float rope_theta = 10000.0f;
@@ -49,7 +59,14 @@ struct ModelConfig {
   int64_t q_width() const { return num_heads * head_dim; }
   int64_t kv_width() const { return num_kv_heads * head_dim; }
   std::string family_name() const;
+  // The residual-stream point the routed branch of MoE layer `layer` reads: 2l is layer l's
+  // input, 2l + 1 its stream after attention (kNone: 2 * layer + 1).
+  int64_t shortcut_point(int64_t layer) const;
 };
+
+// "none" | "pos1" | "pos2" | "pos3" and back; sy::Error naming `origin` when unknown.
+Shortcut parse_shortcut(const std::string& name, const std::string& origin);
+const char* shortcut_name(Shortcut shortcut);
 
 // Parses dir/config.json; throws sy::Error naming the file and key on anything missing,
 // mistyped, inconsistent (e.g. heads not dividing) or unsupported (e.g. MLA attention).

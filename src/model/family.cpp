@@ -11,9 +11,9 @@ namespace {
 
 // Every family, in the order listings show them.
 const std::vector<FamilyInfo>& all_families() {
-  static const std::vector<FamilyInfo> all = {family_defs::mixtral(), family_defs::qwen2_moe(),
+  static const std::vector<FamilyInfo> all = {family_defs::mixtral(),   family_defs::qwen2_moe(),
                                               family_defs::qwen3_moe(), family_defs::olmoe(),
-                                              family_defs::dots1()};
+                                              family_defs::dots1(),     family_defs::scmoe()};
   return all;
 }
 

@@ -27,6 +27,8 @@ struct FamilyShape {
   float routed_scaling_factor = 1.0f;
   int norm_topk_prob = -1;  // -1: the family's default
   float clip_qkv = 0.0f;
+  int64_t sparse_step = 0;                         // scmoe: MoE every N-th layer (0: 2)
+  std::string shortcut = "pos2", combine = "cg1";  // scmoe: scmoe_shortcut / scmoe_combine
 };
 
 // One family, declared in one file under model/families/.

@@ -1,5 +1,9 @@
 #include "model/layers.h"
 
+#include <algorithm>
+#include <chrono>
+
+#include "model/overlap_schedule.h"
 #include "ops/elementwise.h"
 #include "ops/matmul.h"
 #include "ops/norm_rows.h"
@@ -8,41 +12,181 @@
 
 namespace sy::model {
 
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// One forward through the stack. Operators are numbered 2l (attention of layer l) and 2l + 1
+// (its FFN half); stream point p is the residual stream just before operator p. An MoE layer
+// m's routed branch starts at point config.shortcut_point(m) and finishes inside operator
+// 2m + 1; its experts run before the operator its slot names (2m + 2: after the shared expert).
+class LayerRunner {
+ public:
+  LayerRunner(const ModelConfig& c, std::span<const LayerView> layers, int64_t T, float* x,
+              LayerScratch& s, const moe::MoeRuntime& rt, std::span<LayerRecord> records,
+              PhaseTimes* times)
+      : c_(c),
+        layers_(layers),
+        T_(T),
+        H_(c.hidden_size),
+        x_(x),
+        s_(s),
+        rt_(rt),
+        records_(records),
+        times_(times),
+        compute_before_(layers.size(), -1),
+        in_flight_(layers.size(), false) {
+    s_.op_seconds.resize(2 * layers.size(), 0.0);
+  }
+
+  void run(std::span<const SequenceChunk> chunks, const float* rope_cos, const float* rope_sin) {
+    s_.ffn_out.resize(size_t(T_ * H_));
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      const LayerView& w = layers_[l];
+      LayerRecord* rec = record(l);
+      const int64_t op = 2 * int64_t(l);
+      start_shortcuts(op);
+      before_operator(op);
+      const auto a0 = std::chrono::steady_clock::now();
+      PhaseTimer attention_time(times_, "attention fwd");
+      if (T_ > 0)
+        attention_block(c_, w.attention, int(l), chunks, T_, rope_cos, rope_sin, x_, s_.attention,
+                        rec ? &rec->attention : nullptr);
+      attention_time.stop();
+      measured(op, seconds_since(a0));
+
+      // FFN half: x += ffn(rmsnorm(x)).
+      start_shortcuts(op + 1);
+      const auto f0 = std::chrono::steady_clock::now();
+      PhaseTimer ffn_time(times_, w.is_moe ? "moe fwd" : "dense ffn fwd");
+      std::vector<float>& ffn_in = rec ? rec->ffn_in : s_.ffn_in;
+      ffn_in.resize(size_t(T_ * H_));
+      if (rec) {
+        rec->x_mid.assign(x_, x_ + T_ * H_);
+        rec->rstd.resize(size_t(T_));
+      }
+      ops::rmsnorm_rows(x_, w.ffn_norm, T_, H_, c_.rms_norm_eps, ffn_in.data(),
+                        rec ? rec->rstd.data() : nullptr);
+      if (w.is_moe) {
+        moe::MoeScratch& ms = moe_scratch(l);
+        if (c_.shortcut == Shortcut::kNone) start_branch(l, ffn_in.data());
+        double routed_s = before_operator(op + 1);  // experts placed before the shared expert
+        moe::shared_forward(w.moe, ffn_in.data(), T_, H_, ms);
+        routed_s += finish_branch(l);
+        moe::combine_branches(w.moe, T_, H_, ms, s_.ffn_out.data());
+        measured(op + 1, seconds_since(f0) - routed_s);
+      } else {
+        before_operator(op + 1);
+        moe::ffn_forward(w.dense, ffn_in.data(), T_, s_.ffn_out.data(), rec ? rec->dense : s_.ffn);
+        measured(op + 1, seconds_since(f0));
+      }
+      ops::add(s_.ffn_out.data(), T_ * H_, x_);
+    }
+  }
+
+ private:
+  LayerRecord* record(size_t l) { return records_.empty() ? nullptr : &records_[l]; }
+  moe::MoeScratch& moe_scratch(size_t l) {
+    return records_.empty() ? s_.moe[l % 2] : records_[l].moe;
+  }
+
+  void measured(int64_t op, double seconds) {  // running average, recent calls weigh most
+    double& avg = s_.op_seconds[size_t(op)];
+    avg = avg == 0 ? seconds : 0.7 * avg + 0.3 * seconds;
+  }
+
+  // ScMoE: the branches whose shortcut reads stream point `point` start now, on its RMSNorm.
+  void start_shortcuts(int64_t point) {
+    if (c_.shortcut == Shortcut::kNone) return;
+    for (size_t m = 0; m < layers_.size(); ++m) {
+      if (!layers_[m].is_moe || c_.shortcut_point(int64_t(m)) != point) continue;
+      SY_ASSERT(point >= 0);  // the config refuses a shortcut on layer 0
+      moe::MoeScratch& ms = moe_scratch(m);
+      ms.routed_in.resize(size_t(T_ * H_));
+      LayerRecord* rec = record(m);
+      if (rec) {
+        rec->shortcut_src.assign(x_, x_ + T_ * H_);
+        rec->shortcut_rstd.resize(size_t(T_));
+      }
+      ops::rmsnorm_rows(x_, layers_[m].shortcut_norm, T_, H_, c_.rms_norm_eps, ms.routed_in.data(),
+                        rec ? rec->shortcut_rstd.data() : nullptr);
+      start_branch(m, ms.routed_in.data());
+    }
+  }
+
+  // Router and dispatch of layer m's routed branch on xr, and the slot its experts will run at.
+  void start_branch(size_t m, const float* xr) {
+    PhaseTimer t(times_, "moe fwd");
+    moe::routed_start(layers_[m].moe, xr, T_, H_, moe_scratch(m), rt_, int(m));
+    in_flight_[m] = true;
+    const int64_t first = std::max<int64_t>(0, c_.shortcut_point(int64_t(m)));
+    const int64_t last = 2 * int64_t(m) + 1;  // the window: operators first .. last
+    const std::span<const double> window(s_.op_seconds.data() + first, size_t(last - first + 1));
+    const moe::ExchangeEstimate est =
+        rt_.backend ? rt_.backend->estimate(int(m)) : moe::ExchangeEstimate{0, 0, true};
+    int slot = rt_.expert_slot >= 0
+                   ? std::min<int>(rt_.expert_slot, int(window.size()))
+                   : choose_expert_slot(window, est.dispatch_s, est.combine_s, est.known);
+    if (rt_.backend && rt_.backend->blocking()) slot = 0;
+    compute_before_[m] = first + slot;
+    if (rt_.backend) rt_.backend->note_slot(int(m), slot, int(window.size()));
+  }
+
+  // Before operator `op`: the exchanges in flight progress, and the branches whose slot is
+  // here run their experts. Returns the seconds spent on those experts.
+  double before_operator(int64_t op) {
+    double seconds = 0;
+    for (size_t m = 0; m < layers_.size(); ++m) {
+      if (!in_flight_[m]) continue;
+      if (compute_before_[m] == op) {
+        seconds += run_experts(m);
+      } else {
+        moe::routed_progress(rt_, int(m));
+      }
+    }
+    return seconds;
+  }
+
+  double run_experts(size_t m) {
+    const auto t0 = std::chrono::steady_clock::now();
+    PhaseTimer t(times_, "moe fwd");
+    moe::routed_compute(layers_[m].moe, moe_scratch(m), rt_, int(m));
+    compute_before_[m] = -1;  // done
+    return seconds_since(t0);
+  }
+
+  // The experts (if their slot is the last) and the combine exchange of layer m's branch.
+  double finish_branch(size_t m) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (compute_before_[m] >= 0) run_experts(m);
+    moe::routed_finish(moe_scratch(m), rt_, int(m));
+    in_flight_[m] = false;
+    return seconds_since(t0);
+  }
+
+  const ModelConfig& c_;
+  std::span<const LayerView> layers_;
+  const int64_t T_, H_;
+  float* x_;
+  LayerScratch& s_;
+  const moe::MoeRuntime& rt_;
+  std::span<LayerRecord> records_;
+  PhaseTimes* times_;
+  std::vector<int64_t> compute_before_;  // per MoE layer in flight: the operator its experts
+                                         // precede; -1 once they ran
+  std::vector<bool> in_flight_;
+};
+
+}  // namespace
+
 void run_layers(const ModelConfig& c, std::span<const LayerView> layers,
                 std::span<const SequenceChunk> chunks, int64_t T, const float* rope_cos,
                 const float* rope_sin, float* x, LayerScratch& s, const moe::MoeRuntime& runtime,
                 std::span<LayerRecord> records, PhaseTimes* times) {
   SY_ASSERT(records.empty() || records.size() == layers.size());
-  const int64_t H = c.hidden_size;
-  s.ffn_out.resize(size_t(T * H));
-  for (size_t l = 0; l < layers.size(); ++l) {
-    const LayerView& w = layers[l];
-    LayerRecord* rec = records.empty() ? nullptr : &records[l];
-    const int layer = int(l);
-    PhaseTimer attention_time(times, "attention fwd");
-    if (T > 0)
-      attention_block(c, w.attention, layer, chunks, T, rope_cos, rope_sin, x, s.attention,
-                      rec ? &rec->attention : nullptr);
-
-    attention_time.stop();
-
-    // FFN half: x += ffn(rmsnorm(x)).
-    PhaseTimer ffn_time(times, w.is_moe ? "moe fwd" : "dense ffn fwd");
-    std::vector<float>& ffn_in = rec ? rec->ffn_in : s.ffn_in;
-    ffn_in.resize(size_t(T * H));
-    if (rec) {
-      rec->x_mid.assign(x, x + T * H);
-      rec->rstd.resize(size_t(T));
-    }
-    ops::rmsnorm_rows(x, w.ffn_norm, T, H, c.rms_norm_eps, ffn_in.data(),
-                      rec ? rec->rstd.data() : nullptr);
-    if (w.is_moe)
-      moe::moe_forward(w.moe, ffn_in.data(), T, H, s.ffn_out.data(), rec ? rec->moe : s.moe,
-                       runtime, layer);
-    else
-      moe::ffn_forward(w.dense, ffn_in.data(), T, s.ffn_out.data(), rec ? rec->dense : s.ffn);
-    ops::add(s.ffn_out.data(), T * H, x);
-  }
+  LayerRunner(c, layers, T, x, s, runtime, records, times).run(chunks, rope_cos, rope_sin);
 }
 
 void embed_tokens(const ops::WeightView& embed, std::span<const int32_t> tokens, float* x) {

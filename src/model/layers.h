@@ -1,9 +1,16 @@
 // The stack of transformer layers, one function for inference and training: per layer the
-// attention half (attention_block.h), then the FFN half -- RMSNorm, the MoE block (moe_forward)
-// or a dense SwiGLU, residual add. Training passes records and gets back, per layer, what its
-// backward passes read; inference passes none.
+// attention half (attention_block.h), then the FFN half -- RMSNorm, the MoE block or a dense
+// SwiGLU, residual add. Training passes records and gets back, per layer, what its backward
+// passes read; inference passes none.
+//
+// The routed branch of an MoE layer is started as soon as its input exists and completed just
+// before the layer's FFN output is added, with other operators in between while its exchanges
+// are in flight: the shared expert for a plain MoE layer, and for ScMoE (docs/scmoe.md) every
+// operator after the shortcut's source point. Its experts run at the slot chosen by
+// overlap_schedule.h from the operator times this scratch has measured.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -21,26 +28,34 @@ struct LayerView {
   AttentionWeights attention;
   const float* ffn_norm = nullptr;  // [H]
   bool is_moe = false;
-  moe::MoeBlock moe;      // when is_moe
-  moe::FfnWeights dense;  // otherwise
+  moe::MoeBlock moe;                     // when is_moe
+  const float* shortcut_norm = nullptr;  // [H] ScMoE: RMSNorm of the routed branch's input
+  moe::FfnWeights dense;                 // otherwise
 };
 
 // What one layer keeps for backward (training).
 struct LayerRecord {
   AttentionRecord attention;
-  std::vector<float> x_mid;         // [T, H] the residual stream after attention
-  std::vector<float> ffn_in, rstd;  // its RMSNorm [T, H] and 1/rms [T]
-  moe::MoeScratch moe;              // the MoE block's buffers (MoE layers)
-  moe::FfnScratch dense;            // the dense FFN's (other layers)
+  std::vector<float> x_mid;          // [T, H] the residual stream after attention
+  std::vector<float> ffn_in, rstd;   // its RMSNorm [T, H] and 1/rms [T]
+  std::vector<float> shortcut_src;   // [T, H] ScMoE: the stream the routed branch read
+  std::vector<float> shortcut_rstd;  // [T] its 1/rms
+  moe::MoeScratch moe;               // the MoE block's buffers (MoE layers)
+  moe::FfnScratch dense;             // the dense FFN's (other layers)
   LayerRecord() { moe.shared_ffn.keep = dense.keep = true; }
 };
 
-// Buffers reused across calls (inference).
+// Buffers reused across calls (inference), and the measured operator times.
 struct LayerScratch {
   AttentionScratch attention;
   std::vector<float> ffn_in, ffn_out;  // [T, H]
-  moe::MoeScratch moe;
+  // MoE layers' buffers by parity: a routed branch may still be in flight when the next MoE
+  // layer's starts (ScMoE with an MoE block in every layer).
+  std::array<moe::MoeScratch, 2> moe;
   moe::FfnScratch ffn;
+  // Seconds per operator (2l: attention of layer l, 2l+1: its FFN half without the routed
+  // experts), a running average over calls: the slot scheduler's C_i.
+  std::vector<double> op_seconds;
 };
 
 // x [T, H] through every layer. rope_cos / rope_sin: [T, head_dim / 2] per row (see

@@ -62,6 +62,8 @@ void Model::bind_blocks() {
     b.experts = w.moe.experts;
     b.shared = w.moe.has_shared ? &w.moe.shared : nullptr;
     b.shared_gate = data_or_null(w.moe.shared_gate);
+    b.combine_gate = data_or_null(w.moe.combine_gate);
+    v.shortcut_norm = data_or_null(w.shortcut_norm);
   }
 }
 
@@ -111,7 +113,7 @@ void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, floa
   }
 
   run_layers(c, layers_, chunks, T, ws.rope_cos.data(), ws.rope_sin.data(), ws.x.data(), ws.layers,
-             runtime);
+             runtime, {}, ws.times);
   if (T == 0) return;
   for (const SequenceChunk& ch : chunks) ch.cache->advance(int64_t(ch.tokens.size()));
 

@@ -23,6 +23,7 @@ struct Workspace {
   std::vector<float> rope_cos, rope_sin;  // [T, head_dim / 2]
   std::vector<float> last;                // [rows for the LM head, H]
   LayerScratch layers;
+  PhaseTimes* times = nullptr;  // optional: wall time per phase of the layers (run_layers)
 };
 enum class LogitsFor { kLastToken, kAllTokens };
 

@@ -160,7 +160,11 @@ ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
       w.moe.shared = load_ffn(L, shared_expert_names(c, i), H, c.shared_intermediate_size);
       if (c.shared_expert_gated)
         w.moe.shared_gate = L.matrix_f32(mp + "shared_expert_gate.weight", 1, H);
+      if (c.branch_softmax_gate)
+        w.moe.combine_gate = L.matrix_f32(mp + "combine_gate.weight", 2, H);
     }
+    if (c.shortcut != Shortcut::kNone)
+      w.shortcut_norm = L.vector(p + "shortcut_layernorm.weight", H);
   }
   mw.num_unused_tensors = L.num_unused();
   return mw;
@@ -188,7 +192,9 @@ ParamCounts count_params(const ModelConfig& c) {
     }
     const int64_t E = c.router.num_experts, K = c.router.top_k;
     const int64_t expert = 3 * H * c.expert_intermediate_size;
-    int64_t shared = 3 * H * c.shared_intermediate_size + (c.shared_expert_gated ? H : 0);
+    const int64_t shared = 3 * H * c.shared_intermediate_size + (c.shared_expert_gated ? H : 0) +
+                           (c.branch_softmax_gate ? 2 * H : 0) +
+                           (c.shortcut != Shortcut::kNone ? H : 0);
     const int64_t router = E * H + (c.router.has_selection_bias ? E : 0);
     p.total += router + E * expert + shared;
     p.active_per_token += router + K * expert + shared;

@@ -20,8 +20,9 @@ struct MoeWeights {
   std::vector<float> selection_bias;  // [E] or empty
   std::vector<FfnWeights> experts;    // [E]
   bool has_shared = false;
-  FfnWeights shared;               // [Is, H] ...
-  std::vector<float> shared_gate;  // [H] or empty (Qwen2-MoE)
+  FfnWeights shared;                // [Is, H] ...
+  std::vector<float> shared_gate;   // [H] or empty (Qwen2-MoE, ScMoE CG-1)
+  std::vector<float> combine_gate;  // [2, H] or empty (ScMoE CG-2)
 };
 
 struct LayerWeights {
@@ -30,8 +31,9 @@ struct LayerWeights {
   std::vector<float> q_bias, k_bias, v_bias, o_bias;  // empty when absent
   std::vector<float> q_norm, k_norm;                  // [hd] per-head or [width] full-width
   bool is_moe = false;
-  FfnWeights dense;  // when !is_moe
-  MoeWeights moe;    // when is_moe
+  std::vector<float> shortcut_norm;  // [H] ScMoE: RMSNorm of the routed branch's input
+  FfnWeights dense;                  // when !is_moe
+  MoeWeights moe;                    // when is_moe
 };
 
 struct ModelWeights {

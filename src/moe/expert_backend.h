@@ -1,7 +1,9 @@
 // Where the routed experts run. moe_forward routes and applies the capacity policy, then hands
-// the surviving (token, expert) pairs to a backend: the local one computes every expert in this
+// the surviving (token, expert) pairs to a backend: without one every expert runs in this
 // process; the expert-parallel one (parallel/) sends rows to the ranks that own the experts by
-// all-to-all, and brings the results back. Both add weight * expert(x) into `out`.
+// all-to-all, and brings the results back. Either way the routed branch is three steps --
+// start (dispatch begins), compute (the experts run), finish (outputs combined) -- so that a
+// caller can run other operators between them while the exchanges are in flight (ScMoE).
 #pragma once
 
 #include <cstdint>
@@ -25,13 +27,45 @@ struct RoutedPairs {
   double route_seconds = 0;        // time moe_forward spent routing + applying the policy
 };
 
+// What a backend has measured of a layer's exchanges (seconds per call, running averages): the
+// operator scheduler's T_dispatch and T_combine. Zero when unknown or in-process.
+struct ExchangeEstimate {
+  double dispatch_s = 0, combine_s = 0;
+  bool known = false;
+};
+
 class ExpertBackend {
  public:
   virtual ~ExpertBackend() = default;
-  // out [T, H] += sum over pairs of weight * expert(x). Collective for distributed backends:
-  // every rank calls it once per MoE layer call, even with zero tokens.
-  virtual void run(const MoeBlock& block, const RoutedPairs& pairs, MoeScratch& scratch,
-                   float* out) = 0;
+  // Collective for distributed backends: every rank calls start, compute and finish once per
+  // MoE layer call, in that order, even with zero tokens. Calls of different layers may
+  // interleave (at most two in flight, of layers with different parity).
+  // start: the pairs' rows begin their way to the experts' owners (`pairs.x` and `scratch`
+  // stay alive until finish).
+  virtual void start(const MoeBlock& block, const RoutedPairs& pairs, MoeScratch& scratch) = 0;
+  // Drives the layer's exchanges in flight (cheap; called between other operators).
+  virtual void progress(int layer) { (void)layer; }
+  // Waits for the rows, runs this process's experts on them, starts the outputs home.
+  virtual void compute(int layer) = 0;
+  // Waits for the outputs: out [T, H] += sum over pairs of weight * expert(x).
+  virtual void finish(int layer, float* out) = 0;
+  virtual ExchangeEstimate estimate(int layer) const {
+    (void)layer;
+    return {};
+  }
+  // True when the exchanges block where they start: the caller then runs the experts right
+  // after start (slot 0) on every rank, so blocking collectives of two layers in flight can
+  // never be entered in different orders by different ranks.
+  virtual bool blocking() const { return false; }
+  // The operator slot the layer's experts ran at this call, of `slots` + 1 (for reports).
+  virtual void note_slot(int layer, int slot, int slots) { (void)layer, (void)slot, (void)slots; }
+
+  // All three steps at once.
+  void run(const MoeBlock& block, const RoutedPairs& pairs, MoeScratch& scratch, float* out) {
+    start(block, pairs, scratch);
+    compute(pairs.layer);
+    finish(pairs.layer, out);
+  }
 };
 
 // Runs the routed experts over rows grouped by expert: ye = expert_e(xe) on the rows
@@ -43,8 +77,12 @@ class GroupedExperts {
                        const float* xe, int64_t hidden, float* ye) = 0;
 };
 
-// The in-process backend: dispatch (permute), grouped expert FFN (by `experts`, or each expert
-// in turn here when null), combine.
+// The in-process routed branch, split like a backend's: dispatch (group rows by expert, run the
+// experts by `experts`, or each in turn here when null) and combine (out += weighted outputs).
+void compute_local_experts(const MoeBlock& block, const RoutedPairs& pairs, MoeScratch& scratch,
+                           GroupedExperts* experts = nullptr);
+void combine_local_experts(const MoeScratch& scratch, int64_t hidden, float* out);
+// Both: out [T, H] += sum over pairs of weight * expert(x).
 void run_local_experts(const MoeBlock& block, const RoutedPairs& pairs, MoeScratch& scratch,
                        float* out, GroupedExperts* experts = nullptr);
 

@@ -31,8 +31,8 @@ void apply_capacity_per_device(const MoeRuntime& rt, const RouterConfig& rc, int
   }
 }
 
-void run_local_experts(const MoeBlock& b, const RoutedPairs& p, MoeScratch& s, float* out,
-                       GroupedExperts* experts) {
+void compute_local_experts(const MoeBlock& b, const RoutedPairs& p, MoeScratch& s,
+                           GroupedExperts* experts) {
   const int E = b.router->num_experts;
   const int64_t H = p.hidden;
   plan_dispatch(p.ids, p.weights, p.num_tokens, p.slots, E, s.plan);  // rows grouped by expert
@@ -41,24 +41,34 @@ void run_local_experts(const MoeBlock& b, const RoutedPairs& p, MoeScratch& s, f
   gather_rows(s.plan, p.x, H, s.permuted.data());
   if (experts) {
     experts->forward(b, p.layer, s.plan.offsets, s.permuted.data(), H, s.expert_out.data());
-  } else {
-    for (int e = 0; e < E; ++e) {  // one matmul chain per expert over its contiguous rows
-      const int64_t begin = s.plan.offsets[size_t(e)], rows = s.plan.rows_of(e);
-      if (rows == 0) continue;
-      ffn_forward(b.experts[size_t(e)], s.permuted.data() + begin * H, rows,
-                  s.expert_out.data() + begin * H, s.ffn);
-    }
+    return;
   }
+  for (int e = 0; e < E; ++e) {  // one matmul chain per expert over its contiguous rows
+    const int64_t begin = s.plan.offsets[size_t(e)], rows = s.plan.rows_of(e);
+    if (rows == 0) continue;
+    ffn_forward(b.experts[size_t(e)], s.permuted.data() + begin * H, rows,
+                s.expert_out.data() + begin * H, s.ffn);
+  }
+}
+
+void combine_local_experts(const MoeScratch& s, int64_t H, float* out) {
   combine_rows(s.plan, s.expert_out.data(), H, out);  // weighted scatter-add, token order
 }
 
-void moe_forward(const MoeBlock& b, const float* x, int64_t T, int64_t H, float* out, MoeScratch& s,
-                 const MoeRuntime& rt, int layer) {
+void run_local_experts(const MoeBlock& b, const RoutedPairs& p, MoeScratch& s, float* out,
+                       GroupedExperts* experts) {
+  compute_local_experts(b, p, s, experts);
+  combine_local_experts(s, p.hidden, out);
+}
+
+void routed_start(const MoeBlock& b, const float* x, int64_t T, int64_t H, MoeScratch& s,
+                  const MoeRuntime& rt, int layer) {
   const RouterConfig& rc = *b.router;
   const int E = rc.num_experts, K = rc.top_k;
-  std::fill(out, out + T * H, 0.0f);
   if (T == 0) {  // nothing to route, but a distributed backend's collectives still need us
-    if (rt.backend) rt.backend->run(b, RoutedPairs{layer, 0, H, K, x, nullptr, nullptr}, s, out);
+    static const int32_t kNone = kDroppedExpert;
+    s.pairs = RoutedPairs{layer, 0, H, 1, x, &kNone, nullptr};
+    if (rt.backend) rt.backend->start(b, s.pairs, s);
     return;
   }
 
@@ -98,32 +108,83 @@ void moe_forward(const MoeBlock& b, const float* x, int64_t T, int64_t H, float*
     rt.observer->observe({layer, T, E, K, slots, s.scores.data(), s.router_ids.data(),
                           s.router_weights.data(), s.ids.data(), s.weights.data()});
 
-  // 3-5. Dispatch, grouped expert FFNs, weighted combine: here or on the experts' owners.
+  // 3. Dispatch begins: on the experts' owners, or here at routed_compute.
   const double route_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - route_start).count();
-  const RoutedPairs pairs{layer, T, H, slots, x, s.ids.data(), s.weights.data(), route_s};
-  if (rt.backend)
-    rt.backend->run(b, pairs, s, out);
-  else
-    run_local_experts(b, pairs, s, out, rt.experts);
+  s.pairs = RoutedPairs{layer, T, H, slots, x, s.ids.data(), s.weights.data(), route_s};
+  if (rt.backend) rt.backend->start(b, s.pairs, s);
+}
 
-  // 4. Shared expert(s), optionally gated per token.
-  if (b.shared) {
-    s.shared_out.resize(size_t(T * H));
-    ffn_forward(*b.shared, x, T, s.shared_out.data(), s.shared_ffn);
-    s.shared_gate.assign(size_t(T), 1.0f);
-    if (b.shared_gate) {
-      for (int64_t t = 0; t < T; ++t) {
-        double dot = 0;
-        for (int64_t i = 0; i < H; ++i) dot += double(b.shared_gate[i]) * x[t * H + i];
-        s.shared_gate[size_t(t)] = 1.0f / (1.0f + std::exp(-float(dot)));
-      }
-    }
+void routed_progress(const MoeRuntime& rt, int layer) {
+  if (rt.backend) rt.backend->progress(layer);
+}
+
+void routed_compute(const MoeBlock& b, MoeScratch& s, const MoeRuntime& rt, int layer) {
+  if (rt.backend)
+    rt.backend->compute(layer);
+  else if (s.pairs.num_tokens > 0)
+    compute_local_experts(b, s.pairs, s, rt.experts);
+}
+
+void routed_finish(MoeScratch& s, const MoeRuntime& rt, int layer) {
+  const int64_t T = s.pairs.num_tokens, H = s.pairs.hidden;
+  s.routed_out.assign(size_t(T * H), 0.0f);
+  if (rt.backend)
+    rt.backend->finish(layer, s.routed_out.data());
+  else if (T > 0)
+    combine_local_experts(s, H, s.routed_out.data());
+}
+
+void shared_forward(const MoeBlock& b, const float* x, int64_t T, int64_t H, MoeScratch& s) {
+  s.shared_gate.assign(size_t(T), 1.0f);
+  s.routed_gate.clear();
+  if (!b.shared || T == 0) return;
+  s.shared_out.resize(size_t(T * H));
+  ffn_forward(*b.shared, x, T, s.shared_out.data(), s.shared_ffn);
+  if (b.shared_gate) {  // CG-1 / Qwen2-MoE: sigmoid(g . x) on the shared expert
     for (int64_t t = 0; t < T; ++t) {
-      const float g = s.shared_gate[size_t(t)];
-      for (int64_t i = 0; i < H; ++i) out[t * H + i] += g * s.shared_out[size_t(t * H + i)];
+      double dot = 0;
+      for (int64_t i = 0; i < H; ++i) dot += double(b.shared_gate[i]) * x[t * H + i];
+      s.shared_gate[size_t(t)] = 1.0f / (1.0f + std::exp(-float(dot)));
     }
   }
+  if (b.combine_gate) {  // CG-2: [alpha, beta] = softmax(C x)
+    s.routed_gate.resize(size_t(T));
+    for (int64_t t = 0; t < T; ++t) {
+      double z0 = 0, z1 = 0;
+      for (int64_t i = 0; i < H; ++i) {
+        z0 += double(b.combine_gate[i]) * x[t * H + i];
+        z1 += double(b.combine_gate[H + i]) * x[t * H + i];
+      }
+      const double m = std::max(z0, z1), e0 = std::exp(z0 - m), e1 = std::exp(z1 - m);
+      s.shared_gate[size_t(t)] = float(e0 / (e0 + e1));
+      s.routed_gate[size_t(t)] = float(e1 / (e0 + e1));
+    }
+  }
+}
+
+void combine_branches(const MoeBlock& b, int64_t T, int64_t H, const MoeScratch& s, float* out) {
+  const bool gated = !s.routed_gate.empty();
+  for (int64_t t = 0; t < T; ++t) {
+    const float gr = gated ? s.routed_gate[size_t(t)] : 1.0f, gs = s.shared_gate[size_t(t)];
+    const float* r = s.routed_out.data() + t * H;
+    float* o = out + t * H;
+    if (b.shared) {
+      const float* sh = s.shared_out.data() + t * H;
+      for (int64_t i = 0; i < H; ++i) o[i] = gr * r[i] + gs * sh[i];
+    } else {
+      for (int64_t i = 0; i < H; ++i) o[i] = gr * r[i];
+    }
+  }
+}
+
+void moe_forward(const MoeBlock& b, const float* x, int64_t T, int64_t H, float* out, MoeScratch& s,
+                 const MoeRuntime& rt, int layer) {
+  routed_start(b, x, T, H, s, rt, layer);
+  routed_compute(b, s, rt, layer);
+  routed_finish(s, rt, layer);
+  shared_forward(b, x, T, H, s);
+  combine_branches(b, T, H, s, out);
 }
 
 }  // namespace sy::moe

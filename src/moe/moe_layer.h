@@ -1,5 +1,7 @@
 // The MoE block: router -> dispatch -> grouped expert FFN -> combine (+ shared expert) ->
-// load statistics. One function that reads like the pipeline in DESIGN.md.
+// load statistics. One function that reads like the pipeline in DESIGN.md (moe_forward), and
+// the same pipeline as steps (routed_start .. combine_branches) for callers that run other
+// operators while the routed branch's exchanges are in flight (ScMoE, model/layers.cpp).
 #pragma once
 
 #include <cstdint>
@@ -25,6 +27,8 @@ struct MoeBlock {
   std::span<const FfnWeights> experts;    // [E]
   const FfnWeights* shared = nullptr;     // optional shared expert(s), one wide FFN
   const float* shared_gate = nullptr;     // [H] or nullptr: out += sigmoid(gate . x) * shared(x)
+  const float* combine_gate = nullptr;    // [2, H] or nullptr: ScMoE CG-2,
+                                          // [alpha, beta] = softmax(C x) weigh shared, routed
 };
 
 // Per-run settings shared by every MoE layer: the capacity policy and where experts live,
@@ -46,6 +50,9 @@ struct MoeRuntime {
   uint64_t noise_seed = 0;
   int64_t noise_step = -1;
   int64_t noise_layers = 1;
+  // Where the routed experts run among the operators computed while their exchanges are in
+  // flight (model/overlap_schedule.h): -1 adaptive, K >= 0 a fixed slot (clamped to the window).
+  int expert_slot = -1;
   // The forward call being run, set by Model::forward before its layers (the runtime is shared
   // and const there): capacity policies leave decode steps alone (every sequence one token), and
   // calls are counted so that random drops draw anew in every call, replayably.
@@ -67,10 +74,14 @@ struct MoeScratch {
   CapacityOutcome outcome;
   DispatchPlan plan;
   std::vector<float> permuted, expert_out;  // [rows, H] grouped expert inputs and outputs
+  std::vector<float> routed_in;             // [T, H] a shortcut's normalised input (ScMoE)
+  std::vector<float> routed_out;            // [T, H] the routed branch: sum w * expert(x)
   std::vector<float> shared_out;            // [T, H]
-  std::vector<float> shared_gate;           // [T] sigmoid(gate . x), 1 without a gate
+  std::vector<float> shared_gate;           // [T] sigmoid(gate . x) / CG-2's alpha; 1 without
+  std::vector<float> routed_gate;           // [T] CG-2's beta; empty: 1
   FfnScratch ffn;                           // the routed experts run here in turn
   FfnScratch shared_ffn;                    // the shared expert's (keep = true records it)
+  RoutedPairs pairs;                        // the call between routed_start and routed_finish
 };
 
 // Applies runtime.capacity to one call's routing of T tokens: per source-device slice (each
@@ -81,6 +92,26 @@ void apply_capacity_per_device(const MoeRuntime& runtime, const RouterConfig& ro
                                int64_t num_tokens, const float* scores, const int32_t* router_ids,
                                const float* router_weights, int slots, int32_t* ids, float* weights,
                                CapacityOutcome& outcome);
+
+// The routed branch in three steps, for one MoE layer call (see expert_backend.h):
+//   routed_start    router, capacity policy, statistics; the pairs go to the backend (or stay
+//                   here); xr [T, H] must stay alive until routed_finish
+//   routed_compute  the experts run (under expert parallelism: this rank's, once rows arrive)
+//   routed_finish   scratch.routed_out [T, H] = sum over pairs of weight * expert(xr)
+// routed_progress drives exchanges in flight between other operators.
+void routed_start(const MoeBlock& block, const float* xr, int64_t num_tokens, int64_t hidden,
+                  MoeScratch& scratch, const MoeRuntime& runtime, int layer);
+void routed_progress(const MoeRuntime& runtime, int layer);
+void routed_compute(const MoeBlock& block, MoeScratch& scratch, const MoeRuntime& runtime,
+                    int layer);
+void routed_finish(MoeScratch& scratch, const MoeRuntime& runtime, int layer);
+
+// The shared expert on x [T, H] and the per-token branch gates (shared_gate, routed_gate).
+void shared_forward(const MoeBlock& block, const float* x, int64_t num_tokens, int64_t hidden,
+                    MoeScratch& scratch);
+// out [T, H] = routed_gate * routed_out + shared_gate * shared_out (overwritten).
+void combine_branches(const MoeBlock& block, int64_t num_tokens, int64_t hidden,
+                      const MoeScratch& scratch, float* out);
 
 // x: [T, H] -> out: [T, H] (overwritten). With a placement, the T tokens are split into one
 // contiguous slice per device and the capacity policy applies to each slice separately (the

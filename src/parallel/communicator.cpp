@@ -32,10 +32,12 @@ Communicator& Communicator::world(int* argc, char*** argv) {
   initialised = true;
   if (!launched_by_mpi()) return c;
   int provided = 0;
-  // Only the main thread calls MPI; OpenMP threads never do.
-  if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+  // The main thread and expert parallelism's progress thread call MPI (OpenMP threads never
+  // do); without MPI_THREAD_MULTIPLE the exchanges progress between operators instead.
+  if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
     fail("MPI_Init_thread failed; is this process started by a matching mpirun?");
   c.active_ = true;
+  c.thread_multiple_ = provided >= MPI_THREAD_MULTIPLE;
   MPI_Comm_dup(MPI_COMM_WORLD, &c.comm_);
   MPI_Comm_set_errhandler(c.comm_, MPI_ERRORS_RETURN);
   MPI_Comm_rank(c.comm_, &c.rank_);

@@ -25,6 +25,8 @@ class Communicator {
   int size() const { return size_; }
   MPI_Comm comm() const { return comm_; }
   bool is_root() const { return rank_ == 0; }
+  // Whether several threads may call MPI at once (a progress thread).
+  bool thread_multiple() const { return thread_multiple_; }
 
   // Prints "switchyard: error (rank r of n): message" and ends the whole job.
   [[noreturn]] void abort(const std::string& message) const;
@@ -48,6 +50,7 @@ class Communicator {
  private:
   Communicator() = default;
   bool active_ = false;
+  bool thread_multiple_ = false;
   int rank_ = 0, size_ = 1;
   MPI_Comm comm_ = MPI_COMM_NULL;
 };

@@ -89,7 +89,10 @@ class Planner {
         ffn(model::shared_expert_names(c_, l), c_.shared_intermediate_size, shard);
         if (c_.shared_expert_gated)
           add(m + "shared_expert_gate.weight", {1, H}, Init::kMatrix, shard);
+        if (c_.branch_softmax_gate) add(m + "combine_gate.weight", {2, H}, Init::kMatrix, shard);
       }
+      if (c_.shortcut != model::Shortcut::kNone)
+        add(p + "shortcut_layernorm.weight", {H}, Init::kNorm, shard);
     }
     const int last = std::max(0, s_.num_shards - 1);
     add("model.norm.weight", {H}, Init::kNorm, last);
@@ -150,6 +153,9 @@ model::FamilyShape family_shape(const SyntheticSpec& s) {
   shape.routed_scaling_factor = s.routed_scaling_factor;
   shape.norm_topk_prob = s.norm_topk_prob;
   shape.clip_qkv = s.clip_qkv;
+  shape.sparse_step = s.sparse_step;
+  shape.shortcut = s.scmoe_shortcut;
+  shape.combine = s.scmoe_combine;
   return shape;
 }
 

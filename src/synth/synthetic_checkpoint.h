@@ -28,6 +28,8 @@ struct SyntheticSpec {
   float routed_scaling_factor = 1.0f;
   int norm_topk_prob = -1;  // -1: the family's usual value
   float clip_qkv = 0.0f;    // olmoe
+  int64_t sparse_step = 0;  // scmoe: MoE every N-th layer (0: the family's 2)
+  std::string scmoe_shortcut = "pos2", scmoe_combine = "cg1";  // scmoe (docs/scmoe.md)
   bool tie_embeddings = false;
   std::string dtype = "BF16";      // F32 | F16 | BF16
   bool fused_experts = false;      // transformers v5 layout: experts.gate_up_proj [E, 2I, H]

@@ -79,6 +79,7 @@ void bind_views(const MoeParams& p, MoeViews& v) {
     v.shared = weight_views(p.shared);
     b.shared = &v.shared;
     b.shared_gate = p.shared_gate ? p.shared_gate->value.data() : nullptr;
+    b.combine_gate = p.combine_gate ? p.combine_gate->value.data() : nullptr;
   }
 }
 
@@ -125,9 +126,9 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
   moe_statistics(p, opt, T, fwd, a);
 }
 
-void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const float* x, int64_t T,
-                        const moe::MoeScratch& fwd, const MoeActivations& a, const float* d_out,
-                        float* dx) {
+void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const float* xr,
+                        const float* x, int64_t T, const moe::MoeScratch& fwd,
+                        const MoeActivations& a, const float* d_out, float* dxr, float* dx) {
   const moe::RouterConfig& rc = *p.router;
   const int E = rc.num_experts, K = rc.top_k;
   const int64_t H = p.gate->shape[1];
@@ -135,7 +136,16 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
 
   MoeBackwardScratch local;
   MoeBackwardScratch& ws = opt.scratch ? *opt.scratch : local;
-  // Combine: d y_r = w * d_out[t];  d w[t, j] = d_out[t] . y_r (0 for dropped slots)
+  // The routed branch's output gradient: d_out, times CG-2's beta per token.
+  const float* d_routed = d_out;
+  if (!fwd.routed_gate.empty()) {
+    ws.d_routed.resize(size_t(T * H));
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < H; ++i)
+        ws.d_routed[size_t(t * H + i)] = fwd.routed_gate[size_t(t)] * d_out[t * H + i];
+    d_routed = ws.d_routed.data();
+  }
+  // Combine: d y_r = w * d_routed[t];  d w[t, j] = d_routed[t] . y_r (0 for dropped slots)
   const moe::DispatchPlan& plan = fwd.plan;
   ws.dye.resize(size_t(R * H));
   ws.dweights.assign(size_t(T * K), 0.0f);
@@ -145,7 +155,7 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
   for (int64_t r = 0; r < R; ++r) {
     const int64_t t = plan.token[size_t(r)];
     const float w = plan.weight[size_t(r)];
-    const float* g = d_out + t * H;
+    const float* g = d_routed + t * H;
     const float* y = fwd.expert_out.data() + r * H;
     float* dy = dye + r * H;
     for (int64_t i = 0; i < H; ++i) dy[i] = w * g[i];
@@ -155,51 +165,68 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
   // Experts, then their input gradients back to the tokens (the adjoint of the gather).
   ws.dxe.resize(size_t(R * H));
   opt.experts->backward(p, opt.layer, plan.offsets, dye, H, ws.dxe.data());
-  std::fill(dx, dx + T * H, 0.0f);
-  moe::scatter_add_rows(plan, ws.dxe.data(), H, dx);
+  std::fill(dxr, dxr + T * H, 0.0f);
+  moe::scatter_add_rows(plan, ws.dxe.data(), H, dxr);
 
-  // Router: combine weights and balancing losses -> logits -> x and the router weight.
+  // Router: combine weights and balancing losses -> logits -> xr and the router weight.
   ws.dlogits.assign(size_t(T * E), 0.0f);
   float* dlogits = ws.dlogits.data();
   if (!fwd.noisy.empty()) {  // weights came from H = logits + noise: dH flows to both
     route_weights_backward(rc, fwd.noisy.data(), fwd.router_ids.data(), dweights, T, dlogits);
     std::vector<float> dnoise(size_t(T * E), 0.0f);
     noisy_gating_backward(fwd.noise_logits.data(), fwd.noise.data(), dlogits, T * E, dnoise.data());
-    ops::linear_backward_weight(dnoise.data(), T, E, x, H, p.noise->grad.data());
-    ops::linear_backward_input(dnoise.data(), T, E, p.noise->value.data(), H, dx, true);
+    ops::linear_backward_weight(dnoise.data(), T, E, xr, H, p.noise->grad.data());
+    ops::linear_backward_input(dnoise.data(), T, E, p.noise->value.data(), H, dxr, true);
   } else {
     route_weights_backward(rc, fwd.logits.data(), fwd.router_ids.data(), dweights, T, dlogits);
   }
   router_losses(fwd.logits.data(), fwd.router_ids.data(), T, E, K, opt.aux_scale, opt.z_scale,
                 dlogits, a.counts.data(), opt.global ? opt.global->tokens : T);
-  ops::linear_backward_weight(dlogits, T, E, x, H, p.gate->grad.data());
-  ops::linear_backward_input(dlogits, T, E, p.gate->value.data(), H, dx, true);
+  ops::linear_backward_weight(dlogits, T, E, xr, H, p.gate->grad.data());
+  ops::linear_backward_input(dlogits, T, E, p.gate->value.data(), H, dxr, true);
 
-  if (p.has_shared()) {
-    std::vector<float> dys(size_t(T * H));
+  if (dx != dxr) std::fill(dx, dx + T * H, 0.0f);
+  if (!p.has_shared()) return;
+  std::vector<float> dys(size_t(T * H));
+  for (int64_t t = 0; t < T; ++t) {
+    const float g = fwd.shared_gate[size_t(t)];
+    const float* d = d_out + t * H;
+    for (int64_t i = 0; i < H; ++i) dys[size_t(t * H + i)] = g * d[i];
+  }
+  auto dot_rows = [&](const float* a_rows, int64_t t) {
+    double dot = 0;
+    for (int64_t i = 0; i < H; ++i) dot += double(d_out[t * H + i]) * a_rows[t * H + i];
+    return dot;
+  };
+  if (p.shared_gate) {  // sigmoid gate on the shared expert (Qwen2-MoE, CG-1)
+    float* dg = p.shared_gate->grad.data();
+    const float* gw = p.shared_gate->value.data();
     for (int64_t t = 0; t < T; ++t) {
-      const float g = fwd.shared_gate[size_t(t)];
-      const float* d = d_out + t * H;
-      for (int64_t i = 0; i < H; ++i) dys[size_t(t * H + i)] = g * d[i];
-    }
-    if (p.shared_gate) {
-      float* dg = p.shared_gate->grad.data();
-      const float* gw = p.shared_gate->value.data();
-      for (int64_t t = 0; t < T; ++t) {
-        double dot = 0;
-        for (int64_t i = 0; i < H; ++i)
-          dot += double(d_out[t * H + i]) * fwd.shared_out[size_t(t * H + i)];
-        const float s = fwd.shared_gate[size_t(t)];
-        const float dz = float(dot) * s * (1.0f - s);
-        for (int64_t i = 0; i < H; ++i) {
-          dg[i] += dz * x[t * H + i];
-          dx[t * H + i] += dz * gw[i];
-        }
+      const float s = fwd.shared_gate[size_t(t)];
+      const float dz = float(dot_rows(fwd.shared_out.data(), t)) * s * (1.0f - s);
+      for (int64_t i = 0; i < H; ++i) {
+        dg[i] += dz * x[t * H + i];
+        dx[t * H + i] += dz * gw[i];
       }
     }
-    FfnActivations s2;
-    ffn_train_backward(p.shared, x, T, fwd.shared_ffn, dys.data(), dx, true, s2);
   }
+  if (p.combine_gate) {  // CG-2: [alpha, beta] = softmax(C x); softmax backward per token
+    float* dc = p.combine_gate->grad.data();
+    const float* cw = p.combine_gate->value.data();
+    for (int64_t t = 0; t < T; ++t) {
+      const double alpha = fwd.shared_gate[size_t(t)], beta = fwd.routed_gate[size_t(t)];
+      const double da = dot_rows(fwd.shared_out.data(), t), db = dot_rows(fwd.routed_out.data(), t);
+      const double mean = alpha * da + beta * db;
+      const float dz0 = float(alpha * (da - mean)), dz1 = float(beta * (db - mean));
+      for (int64_t i = 0; i < H; ++i) {
+        dc[i] += dz0 * x[t * H + i];
+        dc[H + i] += dz1 * x[t * H + i];
+        dx[t * H + i] += dz0 * cw[i] + dz1 * cw[H + i];
+      }
+    }
+  }
+  FfnActivations s2;
+  ffn_train_backward(p.shared, x, T, fwd.shared_ffn, dys.data(), dx, true, s2);
 }
 
 }  // namespace sy::train

@@ -22,6 +22,7 @@ struct MoeParams {
   std::vector<FfnParams> experts;   // [E]
   FfnParams shared;                 // shared.gate == null: none
   Param* shared_gate = nullptr;     // [1, H] or null: out += sigmoid(g . x) * shared(x)
+  Param* combine_gate = nullptr;    // [2, H] or null: ScMoE CG-2, softmax(C x) weighs the branches
   Param* noise = nullptr;           // [E, H] or null: noisy top-k gating's W_noise (training only)
   bool has_shared() const { return shared.gate != nullptr; }
 };
@@ -64,7 +65,7 @@ struct GlobalBatch {
 // Buffers of moe_train_backward, kept between calls so the step does not allocate and zero
 // them each time (contents are scratch).
 struct MoeBackwardScratch {
-  std::vector<float> dye, dxe, dweights, dlogits;
+  std::vector<float> dye, dxe, dweights, dlogits, d_routed;
 };
 
 struct MoeTrainOptions {
@@ -110,10 +111,17 @@ void moe_statistics(const MoeParams& p, const MoeTrainOptions& opt, int64_t num_
 void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const float* x,
                        int64_t num_tokens, moe::MoeScratch& fwd, MoeActivations& act, float* out);
 
-// d_out [T, H] -> dx [T, H] (overwritten); parameter gradients accumulate. fwd / act: what the
-// forward of this layer recorded.
-void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const float* x,
-                        int64_t num_tokens, const moe::MoeScratch& fwd, const MoeActivations& act,
-                        const float* d_out, float* dx);
+// d_out [T, H] -> the input gradients; parameter gradients accumulate. fwd / act: what the
+// forward of this layer recorded. xr is the routed branch's input and x the shared expert's
+// and the gates' (the same array unless an ScMoE shortcut feeds the routed branch); dxr and dx
+// (overwritten) receive their gradients, summed into one array when dxr == dx.
+void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const float* xr,
+                        const float* x, int64_t num_tokens, const moe::MoeScratch& fwd,
+                        const MoeActivations& act, const float* d_out, float* dxr, float* dx);
+inline void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const float* x,
+                               int64_t num_tokens, const moe::MoeScratch& fwd,
+                               const MoeActivations& act, const float* d_out, float* dx) {
+  moe_train_backward(p, opt, x, x, num_tokens, fwd, act, d_out, dx, dx);
+}
 
 }  // namespace sy::train

@@ -100,7 +100,10 @@ TrainModel::TrainModel(const model::ModelConfig& c, ParamSet& ps) : config_(c), 
       moe.shared = bind_ffn(ps, model::shared_expert_names(c, i), H, c.shared_intermediate_size);
       if (c.shared_expert_gated)
         moe.shared_gate = bind(ps, m + "shared_expert_gate.weight", {1, H});
+      if (c.branch_softmax_gate) moe.combine_gate = bind(ps, m + "combine_gate.weight", {2, H});
     }
+    if (c.shortcut != model::Shortcut::kNone)
+      L.shortcut_norm = bind(ps, p + "shortcut_layernorm.weight", {H});
   }
 }
 
@@ -140,6 +143,7 @@ void TrainModel::bind_layer_views() {
                                           data(L.q_norm),
                                           data(L.k_norm)};
     v.ffn_norm = L.ffn_norm->value.data();
+    v.shortcut_norm = data(L.shortcut_norm);
     v.is_moe = L.is_moe;
     if (L.is_moe) {
       bind_views(L.moe, moe_views_[l]);
@@ -323,6 +327,12 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
   std::vector<float>& df = ws_.df;
   df.resize(size_t(T * H));
   FfnActivations& scratch = ws_.ffn_scratch;
+  ws_.at_point.resize(size_t(2 * c.num_layers));
+  for (auto& g : ws_.at_point) g.clear();
+  auto add_at_point = [&](int64_t point) {  // what shortcuts sent to this stream point
+    std::vector<float>& g = ws_.at_point[size_t(point)];
+    if (!g.empty()) ops::add(g.data(), T * H, dx.data());
+  };
   for (int l = int(c.num_layers) - 1; l >= 0; --l) {
     const LayerParams& L = layers_[size_t(l)];
     const LayerActivations& A = acts_[size_t(l)];
@@ -330,16 +340,28 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
       PhaseTimer pt(profile_, L.is_moe ? "moe bwd" : "dense ffn bwd");
       mopt.layer = l;
       const model::LayerRecord& R = records_[size_t(l)];
-      if (L.is_moe)
+      if (L.is_moe && L.shortcut_norm) {  // ScMoE: the routed branch read an earlier point
+        ws_.dxr.resize(size_t(T * H));
+        moe_train_backward(L.moe, mopt, R.moe.routed_in.data(), R.ffn_in.data(), T, R.moe,
+                           A.moe_act, dx.data(), ws_.dxr.data(), df.data());
+        std::vector<float>& g = ws_.at_point[size_t(c.shortcut_point(l))];
+        g.resize(size_t(T * H), 0.0f);
+        rmsnorm_backward(ws_.dxr.data(), R.shortcut_src.data(), L.shortcut_norm->value.data(),
+                         R.shortcut_rstd.data(), T, H, g.data(), L.shortcut_norm->grad.data(),
+                         true);
+      } else if (L.is_moe) {
         moe_train_backward(L.moe, mopt, R.ffn_in.data(), T, R.moe, A.moe_act, dx.data(), df.data());
-      else
+      } else {
         ffn_train_backward(L.dense, R.ffn_in.data(), T, R.dense, dx.data(), df.data(), false,
                            scratch);
+      }
       rmsnorm_backward(df.data(), R.x_mid.data(), L.ffn_norm->value.data(), R.rstd.data(), T, H,
                        dx.data(), L.ffn_norm->grad.data(), true);
+      add_at_point(2 * l + 1);
     }
     PhaseTimer pt(profile_, "attention bwd");
     attention_backward_layer(l, B, S, dx.data());
+    add_at_point(2 * l);
   }
   PhaseTimer pt_embed(profile_, "embedding bwd");
   float* de = embed_->grad.data();

@@ -39,6 +39,7 @@ struct LayerParams {
   Param *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
   Param *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *o_bias = nullptr;
   Param *q_norm = nullptr, *k_norm = nullptr;
+  Param* shortcut_norm = nullptr;  // ScMoE: RMSNorm of the routed branch's shortcut input
   bool is_moe = false;
   FfnParams dense;
   MoeParams moe;
@@ -111,7 +112,10 @@ class TrainModel {
   std::vector<float> x_, xf_, rstd_f_, logits_;
   // Buffers of one step kept between steps (no per-step allocation and zeroing).
   struct Workspace {
-    std::vector<float> dxf, dx, df, da;                     // [T, H]
+    std::vector<float> dxf, dx, df, da, dxr;  // [T, H]
+    // ScMoE: gradients reaching a stream point through a shortcut (2l: layer l's input, 2l + 1:
+    // after its attention), added when the backward pass arrives there.
+    std::vector<std::vector<float>> at_point;
     std::vector<float> d_attn, dq, dk, dv, dq_raw, dk_raw;  // [T, qw] / [T, kvw]
     FfnActivations ffn_scratch;                             // dense FFN backward
     MoeBackwardScratch moe;

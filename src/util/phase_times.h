@@ -14,6 +14,12 @@ class PhaseTimes {
   void add(const char* phase, double seconds);
   // Rows "phase  ms per step  share", in first-seen order.
   std::string table(int steps) const;
+  const std::vector<std::pair<std::string, double>>& phases() const { return phases_; }
+  double seconds(const std::string& phase) const {
+    for (const auto& [name, s] : phases_)
+      if (name == phase) return s;
+    return 0;
+  }
 
  private:
   std::vector<std::pair<std::string, double>> phases_;

@@ -3,9 +3,12 @@
 //     rank and token, so a misrouted row says where it came from), for uneven placements, a
 //     rank with zero tokens, and a layer where every token goes to one rank;
 //  2. a model's logits with experts spread over the ranks equal the single-process logits of
-//     the same sequences, for every capacity policy (prefill and a decode step);
+//     the same sequences, for every capacity policy (prefill and a decode step); with overlap
+//     (non-blocking exchanges, a progress thread, an emulated link, any expert slot) they are
+//     bit-identical to the blocking exchange's: overlap changes when, never what, is computed;
 //  3. each rank holds only its share of the expert weights (the loader's accounting).
-// Usage: mpirun -np N ep_test MODEL_DIR
+// Usage: mpirun -np N ep_test MODEL_DIR [MODEL_DIR...] (e.g. an ScMoE model: its routed branches
+// are in flight across several operators and, with an MoE block in every layer, two at once).
 #include <fmt/format.h>
 
 #include <cmath>
@@ -185,20 +188,48 @@ void check_model(const parallel::Communicator& comm, const std::string& dir,
             "{}: layer {} expert {} view presence does not match ownership", what, l, e);
 
   const Sequences seqs = my_sequences(comm.rank(), comm.size(), cfg.vocab_size);
+  // Blocking exchanges; overlap (non-blocking, progress thread); overlap under an emulated link
+  // slow enough that the exchanges are still in flight while other operators compute.
+  parallel::EpOptions fast, slow;
+  fast.overlap = slow.overlap = true;
+  slow.link = parallel::LinkModel{2.0, 300.0};
+  parallel::ExpertParallelBackend ep(comm, pl, int(cfg.num_layers));
+  parallel::ExpertParallelBackend ep_fast(comm, pl, int(cfg.num_layers), fast);
+  parallel::ExpertParallelBackend ep_slow(comm, pl, int(cfg.num_layers), slow);
+  int index = 0;
   for (const char* policy :
        {"none", "score", "order", "reverse", "random", "expanded", "reroute", "device"}) {
+    ++index;
     moe::MoeRuntime rt;
     rt.capacity.policy = moe::parse_capacity_policy(policy);
     rt.capacity.factor = 1.0;
     rt.placement = pl;
     rt.source_device = comm.rank();
     const std::vector<float> ref = run_model(full, seqs, rt);  // every expert in this process
-    // The non-blocking exchange (MPI_Ialltoallv + MPI_Test) for every other policy.
-    const bool nonblocking = (std::string(policy).size() % 2) == 1;
-    parallel::ExpertParallelBackend ep(comm, pl, int(cfg.num_layers), nonblocking);
     rt.backend = &ep;
     rt.forward_calls = 0;  // the same calls again: random drops draw the same
     const std::vector<float> got = run_model(sharded, seqs, rt);
+    // Overlap changes when, never what, is computed: bit-identical logits, with the experts at
+    // the adaptive slot, the earliest or the latest (in turn over the policies).
+    parallel::ExpertParallelBackend& epo = index % 2 == 1 ? ep_slow : ep_fast;
+    for (int slot : {index % 3 == 0 ? -1 : index % 3 == 1 ? 0 : 99}) {
+      epo.reset_timings();
+      moe::MoeRuntime rto = rt;
+      rto.backend = &epo;
+      rto.expert_slot = slot;
+      rto.forward_calls = 0;
+      const std::vector<float> same = run_model(sharded, seqs, rto);
+      size_t differ = 0;
+      for (size_t i = 0; i < got.size() && i < same.size(); ++i)
+        differ += std::memcmp(&got[i], &same[i], 4) != 0;
+      CHECK_MSG(differ == 0 && same.size() == got.size(),
+                "{} policy {}: overlap (slot {}, {}) changed {} of {} logits", what, policy, slot,
+                epo.options().link.describe(), differ, got.size());
+      double comm_s = 0, exposed = 0;
+      for (const auto& t : epo.timings()) comm_s += t.comm_s, exposed += t.exposed_s();
+      CHECK_MSG(comm_s > 0 && exposed <= comm_s + 1e-3,
+                "{} policy {}: communication {} s, exposed {} s", what, policy, comm_s, exposed);
+    }
     double scale = 1, worst = 0;
     size_t worst_i = 0;
     for (float v : ref) scale = std::max(scale, double(std::abs(v)));
@@ -220,8 +251,8 @@ void check_model(const parallel::Communicator& comm, const std::string& dir,
 int main(int argc, char** argv) {
   parallel::Communicator& comm = parallel::Communicator::world(&argc, &argv);
   g_comm = &comm;
-  if (argc != 2) {
-    fmt::print(stderr, "usage: mpirun -np N ep_test MODEL_DIR\n");
+  if (argc < 2) {
+    fmt::print(stderr, "usage: mpirun -np N ep_test MODEL_DIR [MODEL_DIR...]\n");
     return 2;
   }
   try {
@@ -237,14 +268,18 @@ int main(int argc, char** argv) {
       check_exchange(comm, *pl, 1, 11, "every token to the last rank");
       check_exchange(comm, *pl, 2, 17, "second slot dropped");
     }
-    // The model: contiguous placement and an uneven, non-contiguous one.
-    const std::string dir = argv[1];
-    const int E = model::load_config(dir).router.num_experts;
-    check_model(comm, dir, moe::Placement::contiguous(E, D), "contiguous placement");
-    std::vector<int32_t> uneven(static_cast<size_t>(E));
-    for (int e = 0; e < E; ++e)
-      uneven[size_t(e)] = e < E - (D - 1) ? 0 : e - (E - D);  // rank 0 holds most
-    check_model(comm, dir, moe::Placement::from_map(uneven, D), "uneven placement");
+    // Each model: contiguous placement and an uneven, non-contiguous one.
+    for (int i = 1; i < argc; ++i) {
+      const std::string dir = argv[i];
+      const int E = model::load_config(dir).router.num_experts;
+      check_model(comm, dir, moe::Placement::contiguous(E, D),
+                  fmt::format("{}: contiguous placement", dir).c_str());
+      std::vector<int32_t> uneven(static_cast<size_t>(E));
+      for (int e = 0; e < E; ++e)
+        uneven[size_t(e)] = e < E - (D - 1) ? 0 : e - (E - D);  // rank 0 holds most
+      check_model(comm, dir, moe::Placement::from_map(uneven, D),
+                  fmt::format("{}: uneven placement", dir).c_str());
+    }
   } catch (const std::exception& e) {
     comm.abort(e.what());
   }

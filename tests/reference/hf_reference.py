@@ -14,12 +14,17 @@ Sources checked (huggingface/transformers, via the code-search corpus):
   models/qwen3_moe/modular_qwen3_moe.py (Qwen3Attention + Qwen2-MoE router)
   models/olmoe/modular_olmoe.py       (q_norm/k_norm over the whole projection, clip_qkv, router)
   Mixtral as summarised in /work/shared/reference/formats.md section 3.1.
+  ScMoE (ScMoeForCausalLM, no published modeling code): docs/scmoe.md and the paper summary in
+  /work/shared/reference/papers.md section 3; Qwen2-MoE attention and names, the routed branch
+  reads a shortcut source (none|pos1|pos2|pos3) and is combined with the shared expert by
+  add|cg1|cg2.
 
 Output: float32 logits [tokens, vocab] for one sequence, [num_seqs, tokens, vocab] for several.
 Sequences of unequal length are run one by one and right-padded with NaN (compare_npy.py
 treats NaN in both arrays as padding). --kv-cache evaluates token by token with a KV cache
 (used by selfcheck_reference.py; must agree with the full-sequence forward).
---routing-out writes the top-k expert ids per token per MoE layer (descending selection score).
+--routing-out writes the top-k expert ids per token per MoE layer (descending selection score;
+for ScMoE those of the routed branch, i.e. routed on the shortcut input).
 Exit status: 0 ok, 1 bad input/checkpoint, 2 unsupported architecture or feature.
 """
 import argparse
@@ -34,7 +39,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_np  # noqa: E402
 
 ARCHS = ("MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
-         "OlmoeForCausalLM", "Dots1ForCausalLM")
+         "OlmoeForCausalLM", "Dots1ForCausalLM", "ScMoeForCausalLM")
+SCMOE_SHORTCUTS = ("none", "pos1", "pos2", "pos3")
+SCMOE_COMBINES = ("add", "cg1", "cg2")
 
 
 class Unsupported(Exception):
@@ -81,16 +88,61 @@ class Config:
             self.num_experts, self.moe_inter = d["num_local_experts"], d["intermediate_size"]
         elif a == "Dots1ForCausalLM":
             self.num_experts, self.moe_inter = d["n_routed_experts"], d["moe_intermediate_size"]
+        elif a == "ScMoeForCausalLM":
+            for key in ("num_experts", "num_experts_per_tok", "moe_intermediate_size"):
+                if key not in d:
+                    raise ValueError(f"config.json: {key} missing (required by ScMoeForCausalLM)")
+            self.num_experts, self.moe_inter = d["num_experts"], d["moe_intermediate_size"]
         else:
             self.num_experts = d.get("num_experts", 0)
             self.moe_inter = d.get("moe_intermediate_size", d.get("intermediate_size"))
         self.top_k = d["num_experts_per_tok"]
         self.norm_topk = a == "MixtralForCausalLM" or bool(d.get("norm_topk_prob", False))
+        if a == "ScMoeForCausalLM":
+            self.check_scmoe()
+
+    def check_scmoe(self):
+        """docs/scmoe.md: required keys, allowed values and the combinations that need a shared expert."""
+        d = self.d
+
+        def positive_int(key, value, allow_zero=False):
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+                raise ValueError(f"config.json: {key} = {value!r}: expected an integer >= {0 if allow_zero else 1}")
+            return value
+        for key in ("num_experts", "num_experts_per_tok", "moe_intermediate_size"):
+            positive_int(key, d[key])
+        if self.top_k > self.num_experts:
+            raise ValueError(f"config.json: num_experts_per_tok {self.top_k} > num_experts {self.num_experts}")
+        for key in ("norm_topk_prob", "qkv_bias"):
+            if not isinstance(d.get(key, False), bool):
+                raise ValueError(f"config.json: {key} = {d[key]!r}: expected true or false")
+        self.shared_inter = positive_int("shared_expert_intermediate_size",
+                                         d.get("shared_expert_intermediate_size", 0), allow_zero=True)
+        self.sparse_step = positive_int("decoder_sparse_step", d.get("decoder_sparse_step", 2))
+        only = d.get("mlp_only_layers") or []
+        if not isinstance(only, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in only):
+            raise ValueError(f"config.json: mlp_only_layers = {only!r}: expected a list of layer indices")
+        for key, allowed in (("scmoe_shortcut", SCMOE_SHORTCUTS), ("scmoe_combine", SCMOE_COMBINES)):
+            if key not in d:
+                raise ValueError(f"config.json: {key} missing (one of {', '.join(allowed)})")
+            if d[key] not in allowed:
+                raise ValueError(f"config.json: {key} = {d[key]!r}: expected one of {', '.join(allowed)}")
+        self.shortcut, self.combine = d["scmoe_shortcut"], d["scmoe_combine"]
+        if self.shared_inter == 0 and (self.shortcut != "none" or self.combine != "add"):
+            raise ValueError(f"config.json: scmoe_shortcut {self.shortcut!r} with scmoe_combine {self.combine!r} "
+                             "needs a shared expert (shared_expert_intermediate_size > 0)")
+        if self.shortcut != "none" and self.num_layers > 0 and self.is_moe_layer(0):
+            raise ValueError(f"config.json: scmoe_shortcut {self.shortcut!r} needs layer 0 dense (its MoE "
+                             "layers read the preceding layer); set decoder_sparse_step or mlp_only_layers")
+        if any(not self.is_moe_layer(i) for i in range(self.num_layers)) and "intermediate_size" not in d:
+            raise ValueError("config.json: intermediate_size missing (needed by the dense layers)")
 
     def layer_window(self, i):
         """(sliding window or None, whether the HF rule is version-dependent) for layer i.
         HF allows key j for query q iff q - window < j <= q."""
         d, a, w = self.d, self.arch, self.d.get("sliding_window") or None
+        if a == "ScMoeForCausalLM":  # docs/scmoe.md: plain causal attention
+            return None, False
         if a in ("Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM") and not d.get("use_sliding_window"):
             return None, False
         if d.get("layer_types"):
@@ -109,6 +161,8 @@ class Config:
             return True
         if a == "Dots1ForCausalLM":
             return i >= d.get("first_k_dense_replace", 0)
+        if a == "ScMoeForCausalLM":  # the Qwen2-MoE rule with this family's default step 2
+            return i not in (d.get("mlp_only_layers") or []) and (i + 1) % self.sparse_step == 0
         # Qwen2-MoE / Qwen3-MoE decoder-layer rule
         return (i not in (d.get("mlp_only_layers") or [])) and self.num_experts > 0 and \
             (i + 1) % d.get("decoder_sparse_step", 1) == 0
@@ -144,9 +198,14 @@ class Model:
         c, p = self.cfg, f"model.layers.{i}."
         L = {"in_norm": self.t(p + "input_layernorm.weight"),
              "post_norm": self.t(p + "post_attention_layernorm.weight")}
+        scmoe = c.arch == "ScMoeForCausalLM"
         for n in ("q", "k", "v", "o"):  # biases only where the checkpoint has them
             L[n] = self.t(p + f"self_attn.{n}_proj.weight")
-            L[n + "_b"] = self.t(p + f"self_attn.{n}_proj.bias", required=False)
+            if scmoe:  # docs/scmoe.md: q/k/v biases exactly when qkv_bias, never on o_proj
+                has = n != "o" and c.d.get("qkv_bias", False)
+                L[n + "_b"] = self.t(p + f"self_attn.{n}_proj.bias") if has else None
+            else:
+                L[n + "_b"] = self.t(p + f"self_attn.{n}_proj.bias", required=False)
         L["q_norm"] = self.t(p + "self_attn.q_norm.weight", required=False)
         L["k_norm"] = self.t(p + "self_attn.k_norm.weight", required=False)
         L["moe"] = c.is_moe_layer(i)
@@ -161,14 +220,37 @@ class Model:
             if c.arch == "MixtralForCausalLM" and mp + "experts.0.gate_proj.weight" not in self.raw:
                 names = ("w1", "w3", "w2")
         L["router"] = self.t(mp + "gate.weight")
-        L["score_bias"] = self.t(mp + "gate.e_score_correction_bias", required=c.arch == "Dots1ForCausalLM")
+        L["score_bias"] = None if scmoe else \
+            self.t(mp + "gate.e_score_correction_bias", required=c.arch == "Dots1ForCausalLM")
         L["experts"] = self.load_experts(mp, names)
         if c.arch == "Qwen2MoeForCausalLM":
             L["shared"] = tuple(self.t(mp + f"shared_expert.{n}_proj.weight") for n in ("gate", "up", "down"))
             L["shared_gate"] = self.t(mp + "shared_expert_gate.weight")  # [1, H]
         elif c.arch == "Dots1ForCausalLM":
             L["shared"] = tuple(self.t(mp + f"shared_experts.{n}_proj.weight") for n in ("gate", "up", "down"))
+        elif scmoe:
+            self.load_scmoe(L, p)
         return L
+
+    def load_scmoe(self, L, p):
+        """ScMoE layer extras (docs/scmoe.md): shared expert, cg1 / cg2 gate, shortcut RMSNorm."""
+        c, H = self.cfg, self.cfg.hidden
+
+        def shaped(name, shape):
+            x = self.t(name)
+            if tuple(x.shape) != shape:
+                raise ValueError(f"tensor {name!r} has shape {list(x.shape)}, expected {list(shape)}")
+            return x
+        if c.shared_inter:
+            Is, mp = c.shared_inter, p + "mlp.shared_expert."
+            L["shared"] = (shaped(mp + "gate_proj.weight", (Is, H)), shaped(mp + "up_proj.weight", (Is, H)),
+                           shaped(mp + "down_proj.weight", (H, Is)))
+        if c.combine == "cg1":
+            L["shared_gate"] = shaped(p + "mlp.shared_expert_gate.weight", (1, H))
+        elif c.combine == "cg2":
+            L["combine_gate"] = shaped(p + "mlp.combine_gate.weight", (2, H))  # row 0: shared, row 1: routed
+        if c.shortcut != "none":
+            L["shortcut_norm"] = shaped(p + "shortcut_layernorm.weight", (H,))
 
     def load_experts(self, mp, names):
         """List over experts of (gate [I,H], up [I,H], down [H,I]); per-expert or fused v5 tensors."""
@@ -268,24 +350,31 @@ class Model:
         lin = torch.nn.functional.linear
         return lin(torch.nn.functional.silu(lin(x, gate)) * lin(x, up), down)
 
-    def moe(self, L, x, layer_idx, record=True):
+    def moe(self, L, x, layer_idx, record=True, xr=None):
+        """x [B, T, H]: the post-attention-normed input. xr: ScMoE's routed-branch input (the
+        normed shortcut source), None where the router and experts read x."""
         B, T, H = x.shape
         flat = x.reshape(-1, H)
-        ids, w = self.route(L, flat)
+        rflat = flat if xr is None else xr.reshape(-1, H)
+        ids, w = self.route(L, rflat)
         if record:
             self.routing.setdefault(layer_idx, []).append(ids.view(B, T, -1).numpy().copy())
-        return self.experts_out(L, flat, ids, w).view(B, T, H)
+        return self.experts_out(L, flat, ids, w, rflat=rflat).view(B, T, H)
 
-    def experts_out(self, L, flat, ids, w, keep=None):
+    def experts_out(self, L, flat, ids, w, keep=None, rflat=None):
         """Weighted sum of the routed experts over the pairs (ids, w) [N, k] (only where `keep`,
-        if given), plus the family's shared expert."""
+        if given), plus the family's shared expert. The routed experts read `rflat` when given
+        (ScMoE's shortcut input), the shared expert and the gates always read `flat`."""
+        rflat = flat if rflat is None else rflat
         out = torch.zeros_like(flat)
         chosen = ids if keep is None else torch.where(keep, ids, torch.full_like(ids, -1))
         for e, (gate, up, down) in enumerate(L["experts"]):  # ascending expert order, like HF index_add_
             tok, slot = torch.where(chosen == e)
             if tok.numel():
-                y = self.swiglu(flat[tok], gate, up, down) * w[tok, slot, None]
+                y = self.swiglu(rflat[tok], gate, up, down) * w[tok, slot, None]
                 out.index_add_(0, tok, y)
+        if self.cfg.arch == "ScMoeForCausalLM":
+            return self.scmoe_combine(L, flat, out)
         if self.cfg.arch == "Qwen2MoeForCausalLM":
             gate = torch.sigmoid(flat @ L["shared_gate"].t())  # [N, 1]
             out = out + gate * self.swiglu(flat, *L["shared"])
@@ -293,15 +382,41 @@ class Model:
             out = out + self.swiglu(flat, *L["shared"])
         return out
 
+    def scmoe_combine(self, L, flat, routed):
+        """FFN_m of docs/scmoe.md from R = routed and S = SharedExpert(x_m); both gates read x_m."""
+        if "shared" not in L:  # the top-k baselines: FFN_m = R
+            return routed
+        shared = self.swiglu(flat, *L["shared"])
+        combine = self.cfg.combine
+        if combine == "add":
+            return routed + shared
+        if combine == "cg1":
+            return routed + torch.sigmoid(flat @ L["shared_gate"].t()) * shared
+        coef = torch.softmax(flat @ L["combine_gate"].t(), dim=-1)  # [N, 2]: alpha (shared), beta (routed)
+        return coef[:, 0:1] * shared + coef[:, 1:2] * routed
+
+    def shortcut_input(self, L, h_in, prev):
+        """ScMoE routed-branch input xr = RMSNorm(src, shortcut_layernorm) for this MoE layer, or None
+        (no shortcut). h_in: this layer's input h_m; prev: (h_m-1, a_m-1) of the preceding layer."""
+        if self.cfg.arch != "ScMoeForCausalLM" or self.cfg.shortcut == "none":
+            return None
+        src = {"pos1": h_in, "pos2": prev[1], "pos3": prev[0]}[self.cfg.shortcut]
+        return rms_norm(src, L["shortcut_norm"], self.cfg.eps)
+
     def forward(self, ids, caches=None, past=0):
         """ids: LongTensor [B, T] -> logits [B, T, V]. caches: list of per-layer dicts (KV cache) or None."""
         c = self.cfg
         h = self.embed[ids]
+        prev = None  # (h_i-1, a_i-1): ScMoE shortcut sources; per token, so the KV-cache path has them too
         for i, L in enumerate(self.layers):
-            a = self.attention(L, rms_norm(h, L["in_norm"], c.eps), None if caches is None else caches[i], past)
-            h = h + a
-            x = rms_norm(h, L["post_norm"], c.eps)
-            h = h + (self.moe(L, x, i) if L["moe"] else self.swiglu(x, *L["mlp"]))
+            h_in = h
+            a = h + self.attention(L, rms_norm(h, L["in_norm"], c.eps), None if caches is None else caches[i], past)
+            x = rms_norm(a, L["post_norm"], c.eps)
+            if L["moe"]:
+                h = a + self.moe(L, x, i, xr=self.shortcut_input(L, h_in, prev))
+            else:
+                h = a + self.swiglu(x, *L["mlp"])
+            prev = (h_in, a)
         return rms_norm(h, self.final_norm, c.eps) @ self.lm_head.t()
 
     def run(self, seqs, kv_cache=False):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Switchyard's logits on tiny random checkpoints of every supported family (awkward shapes:
 # expert counts that are not powers of two, top-k 1 and 3, odd head counts, shared experts,
-# dense leading layers, group-limited routing, fused/sharded files, F32/F16/BF16) must match
+# dense leading layers, group-limited routing, fused/sharded files, F32/F16/BF16, ScMoE's
+# shortcut positions and branch gates, with MoE in every or every second layer) must match
 # the independent PyTorch reference (tests/reference/hf_reference.py), and the per-layer
 # expert loads must equal the reference's routing.
 # Usage: test_logits_vs_torch.sh SWITCHYARD_BINARY WORK_DIR. Exit 77 = reference missing.
@@ -25,6 +26,10 @@ cases=(
   "olmoe_clip|--family olmoe --experts 6 --top-k 2 --clip-qkv 2.0 --heads 4 --kv-heads 4 --dtype BF16"
   "dots1_groups|--family dots1 --experts 8 --top-k 3 --groups 4 --topk-groups 2 --dense-layers 1 --shared-ffn 64 --expert-ffn 32 --routed-scale 2.5 --layers 3 --dtype BF16"
   "dots1_flat_norenorm|--family dots1 --experts 6 --top-k 2 --norm-topk 0 --expert-ffn 32 --shared-ffn 32 --dtype F32"
+  "scmoe_pos2_cg1|--family scmoe --experts 6 --layers 4 --scmoe-shortcut pos2 --scmoe-combine cg1 --dtype F32"
+  "scmoe_pos3_cg2_k2|--family scmoe --experts 5 --top-k 2 --layers 4 --scmoe-shortcut pos3 --scmoe-combine cg2 --dtype BF16"
+  "scmoe_pos1_add_every|--family scmoe --experts 4 --layers 3 --sparse-step 1 --dense-layers 1 --scmoe-shortcut pos1 --scmoe-combine add --dtype F32"
+  "scmoe_none_top2|--family scmoe --experts 6 --top-k 2 --layers 4 --shared-ffn 0 --scmoe-shortcut none --scmoe-combine add --dtype F32"
 )
 
 ids=$("$py" -c "import numpy as np; r=np.random.default_rng(5); print(','.join(str(x) for x in r.integers(0, 512, 23)))")

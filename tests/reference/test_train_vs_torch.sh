@@ -5,7 +5,8 @@
 # (warm-up + cosine, clipping) and the final weights agree within float32 tolerances
 # (compare_train.py). The twin runs in float64, so the tolerance measures Switchyard's
 # float32 error alone. Cases include capacity drop, tied embeddings, GQA, shared experts,
-# q/k norms, sigmoid + group-limited routing and dense leading layers.
+# q/k norms, sigmoid + group-limited routing, dense leading layers, and ScMoE (shortcut
+# positions 1-3, CG-1 / CG-2 / add, gradients flowing back through the shortcut).
 # Usage: test_train_vs_torch.sh SWITCHYARD_BINARY WORK_DIR (sy_train_twin via SY_TRAIN_TWIN).
 # Exit 77 = /usr/bin/python3 or torch missing.
 set -euo pipefail
@@ -35,6 +36,9 @@ cases=(
   "olmoe_clip_qkv|--family olmoe --hidden 32 --heads 4 --kv-heads 4 --experts 4 --expert-ffn 24 --clip-qkv 0.5|"
   "dots1_sigmoid_capacity|--family dots1 --hidden 32 --heads 4 --kv-heads 2 --layers 2 --experts 8 --top-k 2 --expert-ffn 16 --shared-ffn 16|--capacity-factor 1.0"
   "dots1_sigmoid_groups|--family dots1 --hidden 32 --heads 4 --kv-heads 2 --layers 3 --dense-layers 1 --experts 8 --top-k 2 --groups 4 --topk-groups 2 --expert-ffn 16 --shared-ffn 16 --routed-scale 2.5|"
+  "scmoe_pos2_cg1|--family scmoe --hidden 32 --heads 4 --kv-heads 2 --layers 4 --experts 4 --expert-ffn 16 --dense-ffn 24 --scmoe-shortcut pos2 --scmoe-combine cg1|"
+  "scmoe_pos3_cg2_capacity|--family scmoe --hidden 32 --heads 4 --kv-heads 2 --layers 4 --experts 4 --top-k 2 --expert-ffn 16 --dense-ffn 24 --scmoe-shortcut pos3 --scmoe-combine cg2|--capacity-factor 1.25"
+  "scmoe_pos1_every_add|--family scmoe --hidden 32 --heads 4 --kv-heads 2 --layers 3 --sparse-step 1 --dense-layers 1 --experts 4 --expert-ffn 16 --dense-ffn 24 --scmoe-shortcut pos1 --scmoe-combine add|"
 )
 i=0
 for c in "${cases[@]}"; do

@@ -13,15 +13,19 @@ checkpoint tensor a leaf tensor with requires_grad (one leaf per checkpoint name
 are one leaf, because hf_reference assigns lm_head = embed), and (2) replaces Model.moe by a
 version that also returns the router statistics and applies the optional capacity limit.
 Autograd provides the gradients. Supported: every family hf_reference supports (mixtral,
-qwen2_moe with the sigmoid-gated shared expert, qwen3_moe, olmoe, dots1).
+qwen2_moe with the sigmoid-gated shared expert, qwen3_moe, olmoe, dots1, scmoe). For ScMoE
+(docs/scmoe.md) the router, the routed experts, the capacity limit and the router losses use the
+routed branch's input xr = RMSNorm(shortcut source, shortcut_layernorm) (x itself for shortcut
+none), while the shared expert and the cg1 / cg2 gate read x; the gradient reaches
+shortcut_layernorm, the gates and, through the shortcut, the earlier layer the source comes from.
 
 Inputs. TOKENS.npy: integer [B, S] (S >= 2), ids in [0, vocab). Positions restart at 0 in every row.
 
 Loss (what Switchyard's trainer must match):
   ce    = mean over the B*(S-1) positions (b, s < S-1) of  -log_softmax(logits[b, s])[tokens[b, s+1]]
   per MoE layer l, over its T = B*S tokens (flat index t = b*S + s), router logits r = x @ W_router^T
-  [T, E] (x = post-attention RMSNorm output), p = softmax(r) [T, E], ids [T, k] = the family's top-k
-  selection (hf_reference.route):
+  [T, E] (x = post-attention RMSNorm output; for ScMoE x = xr, the routed branch's input),
+  p = softmax(r) [T, E], ids [T, k] = the family's top-k selection (hf_reference.route):
     counts_i = number of (t, slot) with ids[t, slot] == i          (before any capacity drop)
     D_i      = counts_i / (T*k)                                     (a constant: no gradient)
     P_i      = mean_t p[t, i]                                       (gradient flows)
@@ -36,9 +40,9 @@ Capacity (--capacity-factor g > 0; 0 = dropless): per MoE layer, C = ceil(g*T*k/
   with the highest score s[t, e] are kept, s = the router's score (p for softmax gates, sigmoid(r)
   for dots1's sigmoid gate, without the selection bias); ties go to the earlier token (lower t = b*S + s). Dropped
   pairs contribute nothing to the MoE output (their expert is not run for them, and the surviving
-  top-k weights of the token are NOT renormalised). The shared expert (qwen2_moe, dots1) is never
-  dropped. counts_i / D_i still count the pairs before dropping. Without capacity the MoE output is
-  exactly hf_reference's.
+  top-k weights of the token are NOT renormalised). The shared expert (qwen2_moe, dots1, scmoe)
+  and scmoe's cg1 / cg2 gate are never dropped. counts_i / D_i still count the pairs before
+  dropping. Without capacity the MoE output is exactly hf_reference's.
 
 Optimizer (s = 1 .. steps, full batch, the same tokens every step):
   lr(s) = lr_max * s / warmup                                              if s <= warmup
@@ -191,17 +195,19 @@ class TrainModel(hf.Model):
         """(name, leaf) of every trainable tensor, in checkpoint-name order."""
         return [(n, p) for n, p in sorted(self.params.items()) if p.requires_grad]
 
-    def moe(self, L, x, layer_idx, record=False):
-        """hf_reference.Model.moe plus router statistics and the optional capacity drop."""
+    def moe(self, L, x, layer_idx, record=False, xr=None):
+        """hf_reference.Model.moe plus router statistics and the optional capacity drop. Everything
+        routed (statistics, capacity) uses the routed branch's input: ScMoE's xr, else x."""
         B, T, H = x.shape
         flat = x.reshape(-1, H)
-        router_logits = flat @ L["router"].t()  # [N, E], the product hf_reference.route computes
-        ids, w = self.route(L, flat)
+        rflat = flat if xr is None else xr.reshape(-1, H)
+        router_logits = rflat @ L["router"].t()  # [N, E], the product hf_reference.route computes
+        ids, w = self.route(L, rflat)
         # Capacity priority: the router's own score (sigmoid for the DeepSeek-V3-style gate)
         sigmoid_gate = self.cfg.arch == "Dots1ForCausalLM"
         scores = router_logits.sigmoid() if sigmoid_gate else torch.softmax(router_logits, dim=-1)
         keep = capacity_keep(ids, scores, self.capacity_factor)
-        out = self.experts_out(L, flat, ids, w, keep)
+        out = self.experts_out(L, flat, ids, w, keep, rflat)
         aux, z, counts = router_losses(router_logits, ids, len(L["experts"]))
         E = len(L["experts"])
         kept = torch.bincount(ids[keep].reshape(-1), minlength=E)
@@ -285,6 +291,9 @@ def train(args):
             final = floats(losses)
             break
         losses["total"].backward()
+        for p in params:  # an expert no token reached: gradient 0 (decay and moments still move)
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
         if step == 0:
             np.save(os.path.join(args.out, "logits.npy"), logits.detach().to(torch.float32).numpy())
             with open(os.path.join(args.out, "loss.json"), "w") as f:

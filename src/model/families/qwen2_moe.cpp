@@ -7,8 +7,8 @@
 
 namespace sy::model::family_defs {
 
-void read_qwen_moe_layers(const Keys& k, ModelConfig& c) {
-  const int64_t step = k.integer_or("decoder_sparse_step", 1);
+void read_qwen_moe_layers(const Keys& k, ModelConfig& c, int64_t default_step) {
+  const int64_t step = k.integer_or("decoder_sparse_step", default_step);
   require(step >= 1, k.origin(), "decoder_sparse_step must be >= 1");
   const auto mlp_only = k.int_list_or_empty("mlp_only_layers");
   for (int64_t i = 0; i < c.num_layers; ++i) {
