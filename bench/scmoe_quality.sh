@@ -116,12 +116,13 @@ lines = [
     f"Made by `bench/scmoe_quality.sh` ({datetime.date.today()}) on this machine's CPU. Each run:",
     f"`switchyard train --family scmoe`, 6 layers (MoE in layers 1, 3, 5), hidden 256, 8 experts",
     f"of width 256, dense MLP 512, {steps} steps of 8 x 256 tokens (AdamW lr 3e-3, cosine), seeds",
-    f"{seeds}; validation cross-entropy (nats/token) on 20 batches of held-out chapters.",
+    f"{seeds}; validation cross-entropy (nats/token) on 20 batches of held-out chapters. Runs",
+    "shared the machine (two at a time), so no throughput is reported here (see scmoe_speed.md).",
     "The paper's column is its Table 3 / position ablation (GPT2-MoE-Small on OpenWebText,",
     "validation loss): a different model, data and scale; only the ordering is comparable.",
     "",
-    "| variant | val CE per seed | mean | vs top-2 | train tokens/s (1 thread) | paper |",
-    "|---|---|---|---|---|---|",
+    "| variant | val CE per seed | mean | vs top-2 | paper |",
+    "|---|---|---|---|---|",
 ]
 for v in ["top2", "top1", "shared", "pos1_cg1", "pos2_cg1", "pos3_cg1", "pos2_add", "pos2_cg2"]:
     if v not in by:
@@ -131,7 +132,7 @@ for v in ["top2", "top1", "shared", "pos1_cg1", "pos2_cg1", "pos3_cg1", "pos2_ad
     mean = statistics.mean(ces)
     sd = f" +- {statistics.stdev(ces):.3f}" if len(ces) > 1 else ""
     lines.append(f"| {names[v]} | {', '.join(f'{c:.3f}' for c in ces)} | {mean:.3f}{sd} | "
-                 f"{mean - base:+.3f} | {statistics.median(t for _, _, t in r):.0f} | {paper[v]} |")
+                 f"{mean - base:+.3f} | {paper[v]} |")
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

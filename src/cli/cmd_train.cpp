@@ -44,6 +44,7 @@ struct TrainArgs {
   std::string parallel = "ep";
   std::string export_corpus;
   bool noisy_gating = false;
+  parallel::LinkModel link;  // emulated interconnect for the expert exchanges
   train::TrainerConfig trainer;
 };
 
@@ -166,13 +167,14 @@ void run_train(TrainArgs& a) {
   std::unique_ptr<train::ParallelTraining> parallel;
   if (comm.distributed()) {
     parallel = std::make_unique<train::ParallelTraining>(comm, params, config.router.num_experts,
-                                                         a.parallel == "ep");
+                                                         a.parallel == "ep", a.link);
     if (root)
       fmt::print(
           "parallel: {} ranks, data parallel for dense weights{}\n", comm.size(),
           parallel->expert_parallel()
-              ? fmt::format(", expert parallel for the {} experts (~{} per rank)",
-                            config.router.num_experts, config.router.num_experts / comm.size())
+              ? fmt::format(", expert parallel for the {} experts (~{} per rank){}",
+                            config.router.num_experts, config.router.num_experts / comm.size(),
+                            a.link.active() ? "; " + a.link.describe() : "")
               : ", experts replicated");
   }
   train::Trainer trainer(tc, config, config_json, tokenizer_json, params, sampler, a.seed,
@@ -318,6 +320,13 @@ void register_train(CLI::App& app) {
                   "Under mpirun: ep (experts owned by ranks, dense weights data parallel) or dp "
                   "(everything replicated)")
       ->capture_default_str();
+  cmd->add_option("--ep-link-gbps", a->link.gbit_per_s,
+                  "Under mpirun with --parallel ep: EMULATE a slower interconnect, every expert "
+                  "exchange taking at least latency + bytes / bandwidth (Gbit/s per rank)")
+      ->check(CLI::NonNegativeNumber & kFiniteNumber);
+  cmd->add_option("--ep-link-latency-us", a->link.latency_us,
+                  "EMULATED latency added to every expert exchange (microseconds)")
+      ->check(CLI::NonNegativeNumber & kFiniteNumber);
   add_scmoe_options(*m, a->spec);
   cmd->callback([a, given] {
     scmoe_defaults(*given, a->spec);

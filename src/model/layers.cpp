@@ -57,10 +57,12 @@ class LayerRunner {
       attention_time.stop();
       measured(op, seconds_since(a0));
 
-      // FFN half: x += ffn(rmsnorm(x)).
+      // FFN half: x += ffn(rmsnorm(x)). Phases are timed without nesting: a routed branch's
+      // steps count as "moe fwd" wherever they run.
       start_shortcuts(op + 1);
+      if (!w.is_moe) before_operator(op + 1);
       const auto f0 = std::chrono::steady_clock::now();
-      PhaseTimer ffn_time(times_, w.is_moe ? "moe fwd" : "dense ffn fwd");
+      PhaseTimer norm_time(times_, w.is_moe ? "moe fwd" : "dense ffn fwd");
       std::vector<float>& ffn_in = rec ? rec->ffn_in : s_.ffn_in;
       ffn_in.resize(size_t(T_ * H_));
       if (rec) {
@@ -69,18 +71,25 @@ class LayerRunner {
       }
       ops::rmsnorm_rows(x_, w.ffn_norm, T_, H_, c_.rms_norm_eps, ffn_in.data(),
                         rec ? rec->rstd.data() : nullptr);
-      if (w.is_moe) {
+      if (!w.is_moe) {
+        moe::ffn_forward(w.dense, ffn_in.data(), T_, s_.ffn_out.data(), rec ? rec->dense : s_.ffn);
+        norm_time.stop();
+        measured(op + 1, seconds_since(f0));
+      } else {
+        norm_time.stop();
+        double own_s = seconds_since(f0);  // this operator without the routed branch's steps
         moe::MoeScratch& ms = moe_scratch(l);
         if (c_.shortcut == Shortcut::kNone) start_branch(l, ffn_in.data());
-        double routed_s = before_operator(op + 1);  // experts placed before the shared expert
+        before_operator(op + 1);  // experts placed before the shared expert
+        const auto s0 = std::chrono::steady_clock::now();
+        PhaseTimer shared_time(times_, "moe fwd");
         moe::shared_forward(w.moe, ffn_in.data(), T_, H_, ms);
-        routed_s += finish_branch(l);
+        shared_time.stop();
+        own_s += seconds_since(s0);
+        finish_branch(l);
+        PhaseTimer combine_time(times_, "moe fwd");
         moe::combine_branches(w.moe, T_, H_, ms, s_.ffn_out.data());
-        measured(op + 1, seconds_since(f0) - routed_s);
-      } else {
-        before_operator(op + 1);
-        moe::ffn_forward(w.dense, ffn_in.data(), T_, s_.ffn_out.data(), rec ? rec->dense : s_.ffn);
-        measured(op + 1, seconds_since(f0));
+        measured(op + 1, own_s);
       }
       ops::add(s_.ffn_out.data(), T_ * H_, x_);
     }
@@ -135,35 +144,29 @@ class LayerRunner {
   }
 
   // Before operator `op`: the exchanges in flight progress, and the branches whose slot is
-  // here run their experts. Returns the seconds spent on those experts.
-  double before_operator(int64_t op) {
-    double seconds = 0;
+  // here run their experts.
+  void before_operator(int64_t op) {
     for (size_t m = 0; m < layers_.size(); ++m) {
       if (!in_flight_[m]) continue;
-      if (compute_before_[m] == op) {
-        seconds += run_experts(m);
-      } else {
+      if (compute_before_[m] == op)
+        run_experts(m);
+      else
         moe::routed_progress(rt_, int(m));
-      }
     }
-    return seconds;
   }
 
-  double run_experts(size_t m) {
-    const auto t0 = std::chrono::steady_clock::now();
+  void run_experts(size_t m) {
     PhaseTimer t(times_, "moe fwd");
     moe::routed_compute(layers_[m].moe, moe_scratch(m), rt_, int(m));
     compute_before_[m] = -1;  // done
-    return seconds_since(t0);
   }
 
   // The experts (if their slot is the last) and the combine exchange of layer m's branch.
-  double finish_branch(size_t m) {
-    const auto t0 = std::chrono::steady_clock::now();
+  void finish_branch(size_t m) {
     if (compute_before_[m] >= 0) run_experts(m);
+    PhaseTimer t(times_, "moe fwd");
     moe::routed_finish(moe_scratch(m), rt_, int(m));
     in_flight_[m] = false;
-    return seconds_since(t0);
   }
 
   const ModelConfig& c_;

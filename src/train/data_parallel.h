@@ -21,7 +21,7 @@ class ParallelTraining {
  public:
   // expert_parallel: experts owned by ranks (needs ranks <= experts); else all replicated.
   ParallelTraining(const parallel::Communicator& comm, ParamSet& params, int num_experts,
-                   bool expert_parallel);
+                   bool expert_parallel, parallel::LinkModel link = {});
 
   int rank() const { return comm_.rank(); }
   int size() const { return comm_.size(); }

@@ -19,8 +19,9 @@ moe::Placement rank_placement(int num_experts, int num_ranks) {
 
 }  // namespace
 
-ExpertParallelCompute::ExpertParallelCompute(const parallel::Communicator& comm, int num_experts)
-    : comm_(comm), placement_(rank_placement(num_experts, comm.size())) {
+ExpertParallelCompute::ExpertParallelCompute(const parallel::Communicator& comm, int num_experts,
+                                             parallel::LinkModel link)
+    : comm_(comm), placement_(rank_placement(num_experts, comm.size())), link_(link) {
   const std::vector<int32_t>& mine = placement_.experts_on(comm.rank());
   first_ = mine.front();
   num_mine_ = int(mine.size());
@@ -29,7 +30,7 @@ ExpertParallelCompute::ExpertParallelCompute(const parallel::Communicator& comm,
 void ExpertParallelCompute::exchange(const float* send, const std::vector<int64_t>& send_rows,
                                      std::vector<float>& recv,
                                      const std::vector<int64_t>& recv_rows, int64_t width) {
-  xchg_.start(comm_, send, send_rows, recv, recv_rows, width, false);
+  xchg_.start(comm_, send, send_rows, recv, recv_rows, width, false, link_);
   xchg_.wait();
 }
 

@@ -10,13 +10,16 @@
 #include "moe/placement.h"
 #include "parallel/all_to_all.h"
 #include "parallel/communicator.h"
+#include "parallel/link_model.h"
 #include "train/moe_grad.h"
 
 namespace sy::train {
 
 class ExpertParallelCompute : public ExpertCompute {
  public:
-  ExpertParallelCompute(const parallel::Communicator& comm, int num_experts);
+  // link: an emulated interconnect every exchange takes at least the time of (reports say so).
+  ExpertParallelCompute(const parallel::Communicator& comm, int num_experts,
+                        parallel::LinkModel link = {});
 
   void forward(const moe::MoeBlock& block, int layer, const std::vector<int64_t>& offsets,
                const float* xe, int64_t hidden, float* ye) override;
@@ -41,6 +44,7 @@ class ExpertParallelCompute : public ExpertCompute {
 
   const parallel::Communicator& comm_;
   moe::Placement placement_;
+  parallel::LinkModel link_;
   int first_ = 0, num_mine_ = 0;  // my experts: [first_, first_ + num_mine_)
   std::vector<Layer> layers_;
   parallel::RowExchange xchg_;
