@@ -66,6 +66,20 @@ expect no_tokenizer "tokenizer.json" -- "$sy" generate --model "$good" --prompt 
 expect unknown_flag "--bogus" -- "$sy" generate --model "$good" --ids 1 --bogus
 expect unknown_command "nonsense" -- "$sy" nonsense
 
+# ScMoE: an unknown shortcut position or gate, a missing ScMoE key, a shortcut on layer 0.
+sc="$work/scmoe_good"
+"$sy" make-tiny --family scmoe --out "$sc" --vocab 300 --tokenizer none --layers 4 >/dev/null || exit 1
+d="$work/scmoe_pos9"; rm -rf "$d"; cp -r "$sc" "$d"; sed -i 's/"scmoe_shortcut": "pos2"/"scmoe_shortcut": "pos9"/' "$d/config.json"
+expect scmoe_unknown_position "pos9" "none, pos1, pos2 or pos3" -- "$sy" score --model "$d" --ids $ids
+d="$work/scmoe_cg7"; rm -rf "$d"; cp -r "$sc" "$d"; sed -i 's/"scmoe_combine": "cg1"/"scmoe_combine": "cg7"/' "$d/config.json"
+expect scmoe_unknown_gate "scmoe_combine" "cg7" -- "$sy" score --model "$d" --ids $ids
+d="$work/scmoe_nokey"; rm -rf "$d"; cp -r "$sc" "$d"; sed -i 's/"scmoe_combine": "cg1",\{0,1\}//' "$d/config.json"
+expect scmoe_missing_key "scmoe_combine" "missing" -- "$sy" score --model "$d" --ids $ids
+d="$work/scmoe_layer0"; rm -rf "$d"; cp -r "$sc" "$d"; sed -i 's/"decoder_sparse_step": 2/"decoder_sparse_step": 1/' "$d/config.json"
+expect scmoe_shortcut_on_layer0 "layer 0" "no preceding layer" -- "$sy" score --model "$d" --ids $ids
+expect scmoe_bad_flag "pos9" -- "$sy" make-tiny --family scmoe --out "$work/x" --scmoe-shortcut pos9
+expect ep_link_negative "--ep-link-gbps" -- "$sy" bench --model "$sc" --ep-link-gbps -1
+
 # Writing into a directory that does not exist fails without leaving a file behind.
 expect dump_into_missing_dir "$work/nodir/x.npy" -- "$sy" score --model "$good" --ids $ids --quiet --dump-logits "$work/nodir/x.npy"
 if ls "$work"/nodir* >/dev/null 2>&1; then echo "FAIL [no_partial_file] something was left behind"; failures=$((failures+1)); fi
