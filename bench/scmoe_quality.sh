@@ -91,8 +91,9 @@ for r in "${runs[@]}"; do
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 val = [r for r in rows if "val_ce" in r][-1]
-tps = sorted(r["tokens_per_s"] for r in rows if r.get("step", 0) > 1)
-print(f"{sys.argv[2]}\t{sys.argv[3]}\t{val['val_ce']:.4f}\t{tps[len(tps)//2]:.0f}\t{rows[-1]['elapsed_s']:.0f}")
+tps = sorted(r["tokens_per_s"] for r in rows if r.get("step", 0) > 1 and "tokens_per_s" in r)
+elapsed = [r["elapsed_s"] for r in rows if "elapsed_s" in r]
+print(f"{sys.argv[2]}\t{sys.argv[3]}\t{val['val_ce']:.4f}\t{tps[len(tps)//2]:.0f}\t{elapsed[-1]:.0f}")
 PY
 done
 
