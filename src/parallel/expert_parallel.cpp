@@ -71,9 +71,13 @@ ExpertParallelBackend::Call& ExpertParallelBackend::call_of(int layer) {
   return calls_[size_t(layer) % 2];
 }
 
-// The background half of overlap: polls the calls in flight every few tens of microseconds, so
-// the exchanges progress (and their completion is stamped) while the main thread computes.
+// The background half of overlap: drives the calls in flight, so the exchanges progress (and
+// their completion is stamped) while the main thread computes. It wakes only when there is
+// something to do -- every 200 us while MPI still moves data, at the link model's end when
+// only that remains -- because on a machine whose cores all compute, every wake-up preempts
+// a compute thread.
 void ExpertParallelBackend::progress_loop() {
+  constexpr double kPoll = 200e-6;
   std::unique_lock<std::mutex> lock(thread_mu_);
   while (!stop_) {
     if (active_calls_ == 0) {
@@ -81,12 +85,25 @@ void ExpertParallelBackend::progress_loop() {
       continue;
     }
     lock.unlock();
+    const double now = monotonic_seconds();
+    double wake = now + 1e-3;  // nothing pending: wait for start() / compute() to notify
     for (Call& c : calls_) {
       std::unique_lock<std::mutex> call_lock(c.mu, std::try_to_lock);
-      if (call_lock.owns_lock() && c.stage != Stage::kIdle) advance(c);
+      if (!call_lock.owns_lock()) {
+        wake = std::min(wake, now + kPoll);
+        continue;
+      }
+      if (c.stage == Stage::kIdle) continue;
+      advance(c);
+      const RowExchange* x = c.stage == Stage::kCounts ? &c.counts
+                             : c.stage == Stage::kRows ? &c.rows
+                             : c.stage == Stage::kHome ? &c.home
+                                                       : nullptr;
+      if (x) wake = std::min(wake, x->delivered() ? x->modelled_end() : now + kPoll);
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(50));
     lock.lock();
+    const double left = wake - monotonic_seconds();
+    if (!stop_ && left > 0) thread_cv_.wait_for(lock, std::chrono::duration<double>(left));
   }
 }
 
@@ -261,6 +278,7 @@ void ExpertParallelBackend::compute(int layer) {
                options_.overlap, options_.link);
   c.stage = Stage::kHome;
   c.blocked_home_s = c.home.blocked_seconds();
+  if (thread_.joinable()) thread_cv_.notify_all();
 }
 
 void ExpertParallelBackend::finish(int layer, float* out) {
