@@ -39,7 +39,6 @@ class RowExchange {
   void start_counts(MPI_Comm comm, int me, const int64_t* send, int64_t* recv, int peers,
                     int64_t per_peer, bool nonblocking, const LinkModel& link = {});
 
-  bool started() const { return started_; }
   // Progress; true once MPI has completed the exchange and its modelled time has passed.
   bool test();
   // Blocks until test() is true; the time spent here is added to blocked_seconds().
@@ -50,7 +49,6 @@ class RowExchange {
   double started_at() const { return started_at_; }
   double completed_at() const { return completed_at_; }  // when test() first saw it complete
   double blocked_seconds() const { return blocked_s_; }
-  double modelled_seconds() const { return modelled_end_ - started_at_; }
   // MPI has delivered; only the link model's time may remain (until modelled_end()).
   bool delivered() const { return started_ && !pending_; }
   double modelled_end() const { return modelled_end_; }

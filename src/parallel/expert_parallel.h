@@ -40,10 +40,6 @@ struct EpLayerTiming {
   int64_t bytes_sent_remote = 0;             // bytes to other ranks, both directions' sends
   int slot = 0, slots = 0;  // the last call's expert slot, of `slots` + 1 (layers.h)
   double exposed_s() const { return wait_dispatch_s + wait_combine_s; }
-  // Share of the communication time hidden behind computation (0 when nothing overlapped).
-  double overlap_fraction() const {
-    return comm_s > 0 ? std::max(0.0, 1.0 - exposed_s() / comm_s) : 0.0;
-  }
 };
 
 struct EpOptions {
