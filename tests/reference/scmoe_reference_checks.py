@@ -41,6 +41,7 @@ sys.path.insert(0, HERE)
 import hf_reference as hf  # noqa: E402
 import safetensors_np  # noqa: E402
 import train_reference as tr  # noqa: E402
+from selfcheck_reference import FAILURES, check, rnd  # noqa: E402  (the shared check helpers)
 
 V, H, NL, NH, NKV = 64, 32, 4, 4, 2
 E, I_EXP, I_SH, I_DENSE = 8, 24, 48, 40
@@ -48,20 +49,9 @@ HD = H // NH
 EPS, THETA = 1e-5, 10000.0
 MOE_LAYERS = (1, 3)  # decoder_sparse_step 2
 SEQS = [[1, 5, 9, 2, 63, 30, 4, 17, 8], [3, 3, 7, 60, 12, 45, 0, 21, 50]]
-FAILURES = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        FAILURES.append(what)
 
 
 # ---------------------------------------------------------------------- checkpoints
-def rnd(rng, *shape, std=0.2):
-    return (rng.standard_normal(shape) * std).astype(np.float32)
-
-
 def swiglu_tensors(rng, prefix, inter):
     return {prefix + "gate_proj.weight": rnd(rng, inter, H), prefix + "up_proj.weight": rnd(rng, inter, H),
             prefix + "down_proj.weight": rnd(rng, H, inter)}
