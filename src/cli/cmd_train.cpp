@@ -44,7 +44,7 @@ struct TrainArgs {
   std::string parallel = "ep";
   std::string export_corpus;
   bool noisy_gating = false;
-  parallel::LinkModel link;  // emulated interconnect for the expert exchanges
+  parallel::EpOptions ep;  // overlap, emulated interconnect for the expert exchanges
   train::TrainerConfig trainer;
 };
 
@@ -167,14 +167,15 @@ void run_train(TrainArgs& a) {
   std::unique_ptr<train::ParallelTraining> parallel;
   if (comm.distributed()) {
     parallel = std::make_unique<train::ParallelTraining>(comm, params, config.router.num_experts,
-                                                         a.parallel == "ep", a.link);
+                                                         a.parallel == "ep", a.ep);
     if (root)
       fmt::print(
           "parallel: {} ranks, data parallel for dense weights{}\n", comm.size(),
           parallel->expert_parallel()
-              ? fmt::format(", expert parallel for the {} experts (~{} per rank){}",
+              ? fmt::format(", expert parallel for the {} experts (~{} per rank){}{}",
                             config.router.num_experts, config.router.num_experts / comm.size(),
-                            a.link.active() ? "; " + a.link.describe() : "")
+                            a.ep.overlap ? "; exchanges overlapped" : "",
+                            a.ep.link.active() ? "; " + a.ep.link.describe() : "")
               : ", experts replicated");
   }
   train::Trainer trainer(tc, config, config_json, tokenizer_json, params, sampler, a.seed,
@@ -185,8 +186,22 @@ void run_train(TrainArgs& a) {
   const int64_t first = trainer.step();
   const double val = trainer.run();
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<double> exchange_by_rank;  // [comm, exposed, round trips] per rank
+  if (parallel && parallel->expert_compute()) {
+    const train::EpTrainTiming& x = parallel->expert_compute()->timing();
+    exchange_by_rank = comm.gather({x.comm_s, x.exposed_s, double(x.calls)});
+  }
   if (!root) return;
   if (a.profile) fmt::print("{}", profile.table(int(std::max<int64_t>(1, trainer.step() - first))));
+  for (size_t r = 0; r + 2 < exchange_by_rank.size(); r += 3) {
+    const double comm_s = exchange_by_rank[r], exposed_s = exchange_by_rank[r + 1];
+    fmt::print(
+        "expert exchanges, rank {}: {:.0f} round trips, {:.2f} s in flight, {:.2f} s exposed "
+        "({:.0f}% hidden{})\n",
+        r / 3, exchange_by_rank[r + 2], comm_s, exposed_s,
+        comm_s > 0 ? 100.0 * std::max(0.0, 1.0 - exposed_s / comm_s) : 0.0,
+        a.ep.link.active() ? "; EMULATED link" : "");
+  }
   fmt::print(
       "done: {} steps in {:.0f} s; validation cross-entropy {:.4f} (perplexity {:.2f})\n"
       "  model:  {}/model   (switchyard generate --model {}/model)\n"
@@ -320,11 +335,14 @@ void register_train(CLI::App& app) {
                   "Under mpirun: ep (experts owned by ranks, dense weights data parallel) or dp "
                   "(everything replicated)")
       ->capture_default_str();
-  cmd->add_option("--ep-link-gbps", a->link.gbit_per_s,
+  cmd->add_flag("--ep-overlap", a->ep.overlap,
+                "Under mpirun with --parallel ep: non-blocking expert exchanges progressed in the "
+                "background while other operators compute (ScMoE's window, forward and backward)");
+  cmd->add_option("--ep-link-gbps", a->ep.link.gbit_per_s,
                   "Under mpirun with --parallel ep: EMULATE a slower interconnect, every expert "
                   "exchange taking at least latency + bytes / bandwidth (Gbit/s per rank)")
       ->check(CLI::NonNegativeNumber & kFiniteNumber);
-  cmd->add_option("--ep-link-latency-us", a->link.latency_us,
+  cmd->add_option("--ep-link-latency-us", a->ep.link.latency_us,
                   "EMULATED latency added to every expert exchange (microseconds)")
       ->check(CLI::NonNegativeNumber & kFiniteNumber);
   add_scmoe_options(*m, a->spec);

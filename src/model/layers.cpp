@@ -133,12 +133,11 @@ class LayerRunner {
     const int64_t first = std::max<int64_t>(0, c_.shortcut_point(int64_t(m)));
     const int64_t last = 2 * int64_t(m) + 1;  // the window: operators first .. last
     const std::span<const double> window(s_.op_seconds.data() + first, size_t(last - first + 1));
-    const moe::ExchangeEstimate est =
-        rt_.backend ? rt_.backend->estimate(int(m)) : moe::ExchangeEstimate{0, 0, true};
+    const moe::ExchangeEstimate est = moe::routed_estimate(rt_, int(m));
     int slot = rt_.expert_slot >= 0
                    ? std::min<int>(rt_.expert_slot, int(window.size()))
                    : choose_expert_slot(window, est.dispatch_s, est.combine_s, est.known);
-    if (rt_.backend && rt_.backend->blocking()) slot = 0;
+    if (moe::routed_blocking(rt_)) slot = 0;
     compute_before_[m] = first + slot;
     if (rt_.backend) rt_.backend->note_slot(int(m), slot, int(window.size()));
   }

@@ -69,21 +69,25 @@ class ExpertBackend {
 };
 
 // Runs the routed experts over rows grouped by expert: ye = expert_e(xe) on the rows
-// [offsets[e], offsets[e + 1]) of each expert e.
+// [offsets[e], offsets[e + 1]) of each expert e. Training's experts (which record what their
+// backward needs, and under expert parallelism own some experts each) run through this, in the
+// same three steps as a backend: start (the rows leave for where they run), compute, finish (ye
+// holds the outputs); collective under expert parallelism. xe, offsets and ye stay alive
+// until finish.
 class GroupedExperts {
  public:
   virtual ~GroupedExperts() = default;
-  virtual void forward(const MoeBlock& block, int layer, const std::vector<int64_t>& offsets,
-                       const float* xe, int64_t hidden, float* ye) = 0;
+  virtual void start(const MoeBlock& block, int layer, const std::vector<int64_t>& offsets,
+                     const float* xe, int64_t hidden, float* ye) = 0;
+  virtual void progress(int layer) { (void)layer; }
+  virtual void compute(int layer) = 0;
+  virtual void finish(int layer) { (void)layer; }
+  // As ExpertBackend's: measured exchange times, and whether the exchanges block.
+  virtual ExchangeEstimate estimate(int layer) const {
+    (void)layer;
+    return {0, 0, true};  // in-process: nothing to hide
+  }
+  virtual bool blocking() const { return false; }
 };
-
-// The in-process routed branch, split like a backend's: dispatch (group rows by expert, run the
-// experts by `experts`, or each in turn here when null) and combine (out += weighted outputs).
-void compute_local_experts(const MoeBlock& block, const RoutedPairs& pairs, MoeScratch& scratch,
-                           GroupedExperts* experts = nullptr);
-void combine_local_experts(const MoeScratch& scratch, int64_t hidden, float* out);
-// Both: out [T, H] += sum over pairs of weight * expert(x).
-void run_local_experts(const MoeBlock& block, const RoutedPairs& pairs, MoeScratch& scratch,
-                       float* out, GroupedExperts* experts = nullptr);
 
 }  // namespace sy::moe

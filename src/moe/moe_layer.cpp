@@ -31,19 +31,24 @@ void apply_capacity_per_device(const MoeRuntime& rt, const RouterConfig& rc, int
   }
 }
 
-void compute_local_experts(const MoeBlock& b, const RoutedPairs& p, MoeScratch& s,
-                           GroupedExperts* experts) {
-  const int E = b.router->num_experts;
+namespace {
+
+// The in-process routed branch: rows grouped by expert (plan, permuted), run by `experts` when
+// given (training's, started here), else each expert in turn at routed_compute.
+void dispatch_local(const MoeBlock& b, const RoutedPairs& p, MoeScratch& s,
+                    GroupedExperts* experts) {
   const int64_t H = p.hidden;
-  plan_dispatch(p.ids, p.weights, p.num_tokens, p.slots, E, s.plan);  // rows grouped by expert
+  plan_dispatch(p.ids, p.weights, p.num_tokens, p.slots, b.router->num_experts, s.plan);
   s.permuted.resize(size_t(s.plan.num_rows() * H));
   s.expert_out.resize(s.permuted.size());
   gather_rows(s.plan, p.x, H, s.permuted.data());
-  if (experts) {
-    experts->forward(b, p.layer, s.plan.offsets, s.permuted.data(), H, s.expert_out.data());
-    return;
-  }
-  for (int e = 0; e < E; ++e) {  // one matmul chain per expert over its contiguous rows
+  if (experts)
+    experts->start(b, p.layer, s.plan.offsets, s.permuted.data(), H, s.expert_out.data());
+}
+
+void compute_local(const MoeBlock& b, MoeScratch& s) {
+  const int64_t H = s.pairs.hidden;
+  for (int e = 0; e < b.router->num_experts; ++e) {  // one matmul chain per expert
     const int64_t begin = s.plan.offsets[size_t(e)], rows = s.plan.rows_of(e);
     if (rows == 0) continue;
     ffn_forward(b.experts[size_t(e)], s.permuted.data() + begin * H, rows,
@@ -51,15 +56,7 @@ void compute_local_experts(const MoeBlock& b, const RoutedPairs& p, MoeScratch& 
   }
 }
 
-void combine_local_experts(const MoeScratch& s, int64_t H, float* out) {
-  combine_rows(s.plan, s.expert_out.data(), H, out);  // weighted scatter-add, token order
-}
-
-void run_local_experts(const MoeBlock& b, const RoutedPairs& p, MoeScratch& s, float* out,
-                       GroupedExperts* experts) {
-  compute_local_experts(b, p, s, experts);
-  combine_local_experts(s, p.hidden, out);
-}
+}  // namespace
 
 void routed_start(const MoeBlock& b, const float* x, int64_t T, int64_t H, MoeScratch& s,
                   const MoeRuntime& rt, int layer) {
@@ -68,7 +65,10 @@ void routed_start(const MoeBlock& b, const float* x, int64_t T, int64_t H, MoeSc
   if (T == 0) {  // nothing to route, but a distributed backend's collectives still need us
     static const int32_t kNone = kDroppedExpert;
     s.pairs = RoutedPairs{layer, 0, H, 1, x, &kNone, nullptr};
-    if (rt.backend) rt.backend->start(b, s.pairs, s);
+    if (rt.backend)
+      rt.backend->start(b, s.pairs, s);
+    else if (rt.experts)
+      dispatch_local(b, s.pairs, s, rt.experts);
     return;
   }
 
@@ -112,27 +112,47 @@ void routed_start(const MoeBlock& b, const float* x, int64_t T, int64_t H, MoeSc
   const double route_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - route_start).count();
   s.pairs = RoutedPairs{layer, T, H, slots, x, s.ids.data(), s.weights.data(), route_s};
-  if (rt.backend) rt.backend->start(b, s.pairs, s);
+  if (rt.backend)
+    rt.backend->start(b, s.pairs, s);
+  else
+    dispatch_local(b, s.pairs, s, rt.experts);
 }
 
 void routed_progress(const MoeRuntime& rt, int layer) {
-  if (rt.backend) rt.backend->progress(layer);
+  if (rt.backend)
+    rt.backend->progress(layer);
+  else if (rt.experts)
+    rt.experts->progress(layer);
 }
 
 void routed_compute(const MoeBlock& b, MoeScratch& s, const MoeRuntime& rt, int layer) {
   if (rt.backend)
     rt.backend->compute(layer);
+  else if (rt.experts)
+    rt.experts->compute(layer);
   else if (s.pairs.num_tokens > 0)
-    compute_local_experts(b, s.pairs, s, rt.experts);
+    compute_local(b, s);
 }
 
 void routed_finish(MoeScratch& s, const MoeRuntime& rt, int layer) {
   const int64_t T = s.pairs.num_tokens, H = s.pairs.hidden;
   s.routed_out.assign(size_t(T * H), 0.0f);
-  if (rt.backend)
+  if (rt.backend) {
     rt.backend->finish(layer, s.routed_out.data());
-  else if (T > 0)
-    combine_local_experts(s, H, s.routed_out.data());
+    return;
+  }
+  if (rt.experts) rt.experts->finish(layer);
+  if (T > 0) combine_rows(s.plan, s.expert_out.data(), H, s.routed_out.data());
+}
+
+ExchangeEstimate routed_estimate(const MoeRuntime& rt, int layer) {
+  if (rt.backend) return rt.backend->estimate(layer);
+  if (rt.experts) return rt.experts->estimate(layer);
+  return {0, 0, true};
+}
+
+bool routed_blocking(const MoeRuntime& rt) {
+  return rt.backend ? rt.backend->blocking() : rt.experts && rt.experts->blocking();
 }
 
 void shared_forward(const MoeBlock& b, const float* x, int64_t T, int64_t H, MoeScratch& s) {

@@ -105,6 +105,10 @@ void routed_progress(const MoeRuntime& runtime, int layer);
 void routed_compute(const MoeBlock& block, MoeScratch& scratch, const MoeRuntime& runtime,
                     int layer);
 void routed_finish(MoeScratch& scratch, const MoeRuntime& runtime, int layer);
+// What the routed branch's exchanges are measured to take, and whether they block (then the
+// experts run right after routed_start on every rank): the operator scheduler's inputs.
+ExchangeEstimate routed_estimate(const MoeRuntime& runtime, int layer);
+bool routed_blocking(const MoeRuntime& runtime);
 
 // The shared expert on x [T, H] and the per-token branch gates (shared_gate, routed_gate).
 void shared_forward(const MoeBlock& block, const float* x, int64_t num_tokens, int64_t hidden,

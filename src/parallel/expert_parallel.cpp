@@ -8,22 +8,6 @@
 
 namespace sy::parallel {
 
-namespace {
-
-// Running average of a layer's exchange times (the scheduler's estimate): recent calls count
-// most, so a change of batch shape is followed within a few calls.
-void update_estimate(moe::ExchangeEstimate& e, double dispatch_s, double combine_s) {
-  constexpr double kKeep = 0.7;
-  if (!e.known) {
-    e = {dispatch_s, combine_s, true};
-    return;
-  }
-  e.dispatch_s = kKeep * e.dispatch_s + (1 - kKeep) * dispatch_s;
-  e.combine_s = kKeep * e.combine_s + (1 - kKeep) * combine_s;
-}
-
-}  // namespace
-
 ExpertParallelBackend::ExpertParallelBackend(const Communicator& comm, moe::Placement placement,
                                              int num_layers, EpOptions options)
     : comm_(comm),
@@ -161,8 +145,7 @@ void ExpertParallelBackend::finish(int layer, float* out) {
   for (int64_t r : trip.send_rows) t.rows_sent += r;
   for (int64_t r : trip.recv_rows) t.rows_received += r;
   t.bytes_sent_remote += trip.remote_bytes(comm_.rank());
-  update_estimate(estimates_[size_t(layer)], trip.dispatch_comm_seconds(),
-                  trip.home_comm_seconds());
+  update_estimate(estimates_[size_t(layer)], trip);
   trips_.release(trip);
 }
 

@@ -74,8 +74,8 @@ class ExpertParallelBackend : public moe::ExpertBackend {
     const moe::MoeBlock* block = nullptr;
     moe::MoeScratch* scratch = nullptr;
     double route_s = 0;
-    double start_s = 0;    // in start() + waiting for the rows in compute()
-    double compute_s = 0;  // this rank's experts
+    double start_s = 0;               // in start() + waiting for the rows in compute()
+    double compute_s = 0;             // this rank's experts
     double home_blocked_at_send = 0;  // a blocking exchange's time in compute()
     moe::DispatchPlan plan;
     std::vector<int64_t> send_pos;  // [plan rows] position of each plan row in the send rows

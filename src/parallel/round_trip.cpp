@@ -14,8 +14,18 @@ int64_t RoundTrip::remote_bytes(int me) const {
   return (sent + received) * width * int64_t(sizeof(float));
 }
 
-RoundTrips::RoundTrips(const Communicator& comm, const moe::Placement& placement,
-                       EpOptions options)
+void update_estimate(moe::ExchangeEstimate& e, const RoundTrip& call) {
+  constexpr double kKeep = 0.7;
+  const double dispatch_s = call.dispatch_comm_seconds(), combine_s = call.home_comm_seconds();
+  if (!e.known) {
+    e = {dispatch_s, combine_s, true};
+    return;
+  }
+  e.dispatch_s = kKeep * e.dispatch_s + (1 - kKeep) * dispatch_s;
+  e.combine_s = kKeep * e.combine_s + (1 - kKeep) * combine_s;
+}
+
+RoundTrips::RoundTrips(const Communicator& comm, const moe::Placement& placement, EpOptions options)
     : comm_(comm),
       num_experts_(placement.num_experts()),
       mine_(placement.experts_on(comm.rank())),

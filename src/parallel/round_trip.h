@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "moe/expert_backend.h"
 #include "moe/placement.h"
 #include "parallel/all_to_all.h"
 #include "parallel/communicator.h"
@@ -59,6 +60,10 @@ struct RoundTrip {
   RowExchange counts_, rows_, home_;
 };
 
+// Folds a completed call's exchange times into a running average (recent calls count most, so
+// a change of batch shape is followed within a few calls): the operator scheduler's estimate.
+void update_estimate(moe::ExchangeEstimate& estimate, const RoundTrip& call);
+
 class RoundTrips {
  public:
   // Collective: every rank builds its engine at the same point (it duplicates the
@@ -89,7 +94,7 @@ class RoundTrips {
  private:
   using Stage = RoundTrip::Stage;
   RoundTrip& call_of(int layer) { return calls_[size_t(layer) % 2]; }
-  void advance(RoundTrip& c);  // c.mu_ held: moves the exchanges along
+  void advance(RoundTrip& c);                  // c.mu_ held: moves the exchanges along
   double wait_for(RoundTrip& c, Stage stage);  // seconds blocked on communication
   void notify_thread(int delta_active);
   void progress_loop();

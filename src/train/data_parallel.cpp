@@ -10,11 +10,11 @@
 namespace sy::train {
 
 ParallelTraining::ParallelTraining(const parallel::Communicator& comm, ParamSet& params,
-                                   int num_experts, bool expert_parallel, parallel::LinkModel link)
+                                   int num_experts, bool expert_parallel, parallel::EpOptions ep)
     : comm_(comm) {
   if (expert_parallel && comm.size() > 1) {
     if (num_experts == 0) fail("expert parallelism needs a MoE model (this one has no experts)");
-    ep_ = std::make_unique<ExpertParallelCompute>(comm, num_experts, link);
+    ep_ = std::make_unique<ExpertParallelCompute>(comm, num_experts, ep);
     // Experts owned elsewhere: no update, no optimizer state, no weight decay here.
     for (Param& p : params.all())
       if (p.expert && ep_->placement().device_of(expert_of(p)) != comm.rank()) p.trainable = false;

@@ -20,13 +20,16 @@ namespace sy::train {
 class ParallelTraining {
  public:
   // expert_parallel: experts owned by ranks (needs ranks <= experts); else all replicated.
+  // ep: how the expert exchanges run (overlap, an emulated link).
   ParallelTraining(const parallel::Communicator& comm, ParamSet& params, int num_experts,
-                   bool expert_parallel, parallel::LinkModel link = {});
+                   bool expert_parallel, parallel::EpOptions ep = {});
 
   int rank() const { return comm_.rank(); }
   int size() const { return comm_.size(); }
   bool root() const { return comm_.is_root(); }
   bool expert_parallel() const { return bool(ep_); }
+  // The expert exchanges' timing (null without expert parallelism).
+  ExpertParallelCompute* expert_compute() const { return ep_.get(); }
 
   // Wires the model to the other ranks (global statistics, remote experts).
   void attach(TrainModel& model);

@@ -28,40 +28,55 @@ std::vector<int64_t> largest_first(const std::vector<int64_t>& offsets) {
 
 }  // namespace
 
-void LocalExperts::forward(const moe::MoeBlock& block, int layer,
-                           const std::vector<int64_t>& offsets, const float* xe, int64_t H,
-                           float* ye) {
+void LocalExperts::start(const moe::MoeBlock& block, int layer, const std::vector<int64_t>& offsets,
+                         const float* xe, int64_t H, float* ye) {
   if (int(layers_.size()) <= layer) layers_.resize(size_t(layer + 1));
   Layer& L = layers_[size_t(layer)];
+  L.block = &block;
+  L.offsets = offsets;
   L.xe = xe;
-  L.act.resize(block.experts.size());
+  L.ye = ye;
+  L.hidden = H;
+}
+
+void LocalExperts::compute(int layer) {
+  Layer& L = layers_.at(size_t(layer));
+  const int64_t H = L.hidden;
+  L.act.resize(L.block->experts.size());
   // Experts run concurrently, each product single-threaded (nested regions are serial): the
   // result of every expert does not depend on which thread ran it.
-  const std::vector<int64_t> order = largest_first(offsets);
+  const std::vector<int64_t> order = largest_first(L.offsets);
   const int64_t E = int64_t(order.size());
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t i = 0; i < E; ++i) {
     const int64_t e = order[size_t(i)];
-    const int64_t r0 = offsets[size_t(e)], n = offsets[size_t(e) + 1] - r0;
+    const int64_t r0 = L.offsets[size_t(e)], n = L.offsets[size_t(e) + 1] - r0;
     if (n == 0) continue;
     L.act[size_t(e)].keep = true;
-    moe::ffn_forward(block.experts[size_t(e)], xe + r0 * H, n, ye + r0 * H, L.act[size_t(e)]);
+    moe::ffn_forward(L.block->experts[size_t(e)], L.xe + r0 * H, n, L.ye + r0 * H,
+                     L.act[size_t(e)]);
   }
 }
 
-void LocalExperts::backward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
-                            const float* dye, int64_t H, float* dxe) {
+void LocalExperts::backward_start(const MoeParams& p, int layer, const float* dye, float* dxe) {
   Layer& L = layers_.at(size_t(layer));
-  const int64_t E = int64_t(p.experts.size());
+  L.params = &p;
+  L.dye = dye;
+  L.dxe = dxe;
+}
+
+void LocalExperts::backward_compute(int layer) {
+  Layer& L = layers_.at(size_t(layer));
+  const int64_t E = int64_t(L.params->experts.size()), H = L.hidden;
   if (int64_t(scratch_.size()) < E) scratch_.resize(size_t(E));
-  const std::vector<int64_t> order = largest_first(offsets);
+  const std::vector<int64_t> order = largest_first(L.offsets);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t i = 0; i < E; ++i) {
     const int64_t e = order[size_t(i)];
-    const int64_t r0 = offsets[size_t(e)], n = offsets[size_t(e) + 1] - r0;
+    const int64_t r0 = L.offsets[size_t(e)], n = L.offsets[size_t(e) + 1] - r0;
     if (n > 0)
-      ffn_train_backward(p.experts[size_t(e)], L.xe + r0 * H, n, L.act[size_t(e)], dye + r0 * H,
-                         dxe + r0 * H, false, scratch_[size_t(e)]);
+      ffn_train_backward(L.params->experts[size_t(e)], L.xe + r0 * H, n, L.act[size_t(e)],
+                         L.dye + r0 * H, L.dxe + r0 * H, false, scratch_[size_t(e)]);
   }
 }
 
@@ -126,16 +141,11 @@ void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const flo
   moe_statistics(p, opt, T, fwd, a);
 }
 
-void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const float* xr,
-                        const float* x, int64_t T, const moe::MoeScratch& fwd,
-                        const MoeActivations& a, const float* d_out, float* dxr, float* dx) {
-  const moe::RouterConfig& rc = *p.router;
-  const int E = rc.num_experts, K = rc.top_k;
+void routed_backward_start(const MoeParams& p, const MoeTrainOptions& opt, int64_t T,
+                           const moe::MoeScratch& fwd, const float* d_out, MoeBackwardScratch& ws) {
+  const int K = p.router->top_k;
   const int64_t H = p.gate->shape[1];
   const int64_t R = fwd.plan.num_rows();
-
-  MoeBackwardScratch local;
-  MoeBackwardScratch& ws = opt.scratch ? *opt.scratch : local;
   // The routed branch's output gradient: d_out, times CG-2's beta per token.
   const float* d_routed = d_out;
   if (!fwd.routed_gate.empty()) {
@@ -161,16 +171,25 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
     for (int64_t i = 0; i < H; ++i) dy[i] = w * g[i];
     dweights[t * K + plan.slot[size_t(r)]] = ops::dot(g, y, H);
   }
-
-  // Experts, then their input gradients back to the tokens (the adjoint of the gather).
   ws.dxe.resize(size_t(R * H));
-  opt.experts->backward(p, opt.layer, plan.offsets, dye, H, ws.dxe.data());
+  opt.experts->backward_start(p, opt.layer, dye, ws.dxe.data());
+}
+
+void routed_backward_finish(const MoeParams& p, const MoeTrainOptions& opt, const float* xr,
+                            int64_t T, const moe::MoeScratch& fwd, const MoeActivations& a,
+                            MoeBackwardScratch& ws, float* dxr) {
+  const moe::RouterConfig& rc = *p.router;
+  const int E = rc.num_experts, K = rc.top_k;
+  const int64_t H = p.gate->shape[1];
+  // The experts' input gradients back to the tokens (the adjoint of the gather).
+  opt.experts->backward_finish(opt.layer);
   std::fill(dxr, dxr + T * H, 0.0f);
-  moe::scatter_add_rows(plan, ws.dxe.data(), H, dxr);
+  moe::scatter_add_rows(fwd.plan, ws.dxe.data(), H, dxr);
 
   // Router: combine weights and balancing losses -> logits -> xr and the router weight.
   ws.dlogits.assign(size_t(T * E), 0.0f);
   float* dlogits = ws.dlogits.data();
+  const float* dweights = ws.dweights.data();
   if (!fwd.noisy.empty()) {  // weights came from H = logits + noise: dH flows to both
     route_weights_backward(rc, fwd.noisy.data(), fwd.router_ids.data(), dweights, T, dlogits);
     std::vector<float> dnoise(size_t(T * E), 0.0f);
@@ -184,9 +203,12 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
                 dlogits, a.counts.data(), opt.global ? opt.global->tokens : T);
   ops::linear_backward_weight(dlogits, T, E, xr, H, p.gate->grad.data());
   ops::linear_backward_input(dlogits, T, E, p.gate->value.data(), H, dxr, true);
+}
 
-  if (dx != dxr) std::fill(dx, dx + T * H, 0.0f);
+void shared_backward(const MoeParams& p, const float* x, int64_t T, const moe::MoeScratch& fwd,
+                     const float* d_out, float* dx) {
   if (!p.has_shared()) return;
+  const int64_t H = p.gate->shape[1];
   std::vector<float> dys(size_t(T * H));
   for (int64_t t = 0; t < T; ++t) {
     const float g = fwd.shared_gate[size_t(t)];
@@ -227,6 +249,18 @@ void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const fl
   }
   FfnActivations s2;
   ffn_train_backward(p.shared, x, T, fwd.shared_ffn, dys.data(), dx, true, s2);
+}
+
+void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const float* xr,
+                        const float* x, int64_t T, const moe::MoeScratch& fwd,
+                        const MoeActivations& a, const float* d_out, float* dxr, float* dx) {
+  MoeBackwardScratch local;
+  MoeBackwardScratch& ws = opt.scratch ? *opt.scratch : local;
+  routed_backward_start(p, opt, T, fwd, d_out, ws);
+  opt.experts->backward_compute(opt.layer);
+  routed_backward_finish(p, opt, xr, T, fwd, a, ws, dxr);
+  if (dx != dxr) std::fill(dx, dx + T * p.gate->shape[1], 0.0f);
+  shared_backward(p, x, T, fwd, d_out, dx);
 }
 
 }  // namespace sy::train

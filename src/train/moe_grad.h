@@ -28,26 +28,49 @@ struct MoeParams {
 };
 
 // Where the routed experts run. Rows come grouped by expert (rows offsets[e] .. offsets[e+1]
-// of xe / ye); the forward (moe::GroupedExperts, called by moe_forward) keeps what backward of
-// the same layer needs.
+// of xe / ye); the forward (moe::GroupedExperts' steps, driven by moe_forward) keeps what
+// backward of the same layer needs. The backward runs in the same three steps, so that a caller
+// can compute other operators' backward while its exchanges are in flight (ScMoE):
+// backward_start (the output gradients dye leave for the experts' owners), backward_compute
+// (the experts' backward; weight gradients accumulate where the experts live), backward_finish
+// (dxe holds the input gradients). dye and dxe stay alive until backward_finish.
 class ExpertCompute : public moe::GroupedExperts {
  public:
-  // dye -> dxe (overwritten); the experts' weight gradients accumulate where they live.
-  virtual void backward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
-                        const float* dye, int64_t hidden, float* dxe) = 0;
+  virtual void backward_start(const MoeParams& p, int layer, const float* dye, float* dxe) = 0;
+  virtual void backward_progress(int layer) { (void)layer; }
+  virtual void backward_compute(int layer) = 0;
+  virtual void backward_finish(int layer) { (void)layer; }
+  virtual moe::ExchangeEstimate backward_estimate(int layer) const {
+    (void)layer;
+    return {0, 0, true};
+  }
+  // All three steps.
+  void backward(const MoeParams& p, int layer, const float* dye, float* dxe) {
+    backward_start(p, layer, dye, dxe);
+    backward_compute(layer);
+    backward_finish(layer);
+  }
 };
 
 // Every expert in this process.
 class LocalExperts : public ExpertCompute {
  public:
-  void forward(const moe::MoeBlock& block, int layer, const std::vector<int64_t>& offsets,
-               const float* xe, int64_t hidden, float* ye) override;
-  void backward(const MoeParams& p, int layer, const std::vector<int64_t>& offsets,
-                const float* dye, int64_t hidden, float* dxe) override;
+  void start(const moe::MoeBlock& block, int layer, const std::vector<int64_t>& offsets,
+             const float* xe, int64_t hidden, float* ye) override;
+  void compute(int layer) override;
+  void backward_start(const MoeParams& p, int layer, const float* dye, float* dxe) override;
+  void backward_compute(int layer) override;
 
  private:
   struct Layer {
-    const float* xe = nullptr;        // the forward's input rows (owned by MoeActivations)
+    const moe::MoeBlock* block = nullptr;
+    const MoeParams* params = nullptr;
+    std::vector<int64_t> offsets;  // the forward's rows per expert
+    const float* xe = nullptr;     // the forward's input rows (owned by the layer's record)
+    float* ye = nullptr;
+    const float* dye = nullptr;
+    float* dxe = nullptr;
+    int64_t hidden = 0;
     std::vector<FfnActivations> act;  // [E]
   };
   std::vector<Layer> layers_;
@@ -111,10 +134,27 @@ void moe_statistics(const MoeParams& p, const MoeTrainOptions& opt, int64_t num_
 void moe_train_forward(const MoeParams& p, const MoeTrainOptions& opt, const float* x,
                        int64_t num_tokens, moe::MoeScratch& fwd, MoeActivations& act, float* out);
 
-// d_out [T, H] -> the input gradients; parameter gradients accumulate. fwd / act: what the
-// forward of this layer recorded. xr is the routed branch's input and x the shared expert's
-// and the gates' (the same array unless an ScMoE shortcut feeds the routed branch); dxr and dx
-// (overwritten) receive their gradients, summed into one array when dxr == dx.
+// The backward of one MoE block in steps, for callers that run other operators' backward while
+// the routed branch's exchanges are in flight (model order reversed; train_model.cpp):
+//   routed_backward_start   the combine's backward (d_out [T, H], times CG-2's beta); the
+//                           experts' output gradients leave for their owners
+//   opt.experts->backward_compute(layer)   the experts' backward
+//   routed_backward_finish  their input gradients home -> dxr [T, H] (overwritten), plus the
+//                           router's and the balancing losses' backward
+//   shared_backward         the shared expert's and the gates' backward, added to dx [T, H]
+// fwd / act: what the forward of this layer recorded; ws: this call's buffers, alive from start
+// to finish (one per call in flight). xr is the routed branch's input and x the shared
+// expert's and the gates' (the same array unless an ScMoE shortcut feeds the routed branch).
+void routed_backward_start(const MoeParams& p, const MoeTrainOptions& opt, int64_t num_tokens,
+                           const moe::MoeScratch& fwd, const float* d_out, MoeBackwardScratch& ws);
+void routed_backward_finish(const MoeParams& p, const MoeTrainOptions& opt, const float* xr,
+                            int64_t num_tokens, const moe::MoeScratch& fwd,
+                            const MoeActivations& act, MoeBackwardScratch& ws, float* dxr);
+void shared_backward(const MoeParams& p, const float* x, int64_t num_tokens,
+                     const moe::MoeScratch& fwd, const float* d_out, float* dx);
+
+// All of it at once: d_out [T, H] -> dxr and dx (overwritten; summed into one array when
+// dxr == dx); parameter gradients accumulate.
 void moe_train_backward(const MoeParams& p, const MoeTrainOptions& opt, const float* xr,
                         const float* x, int64_t num_tokens, const moe::MoeScratch& fwd,
                         const MoeActivations& act, const float* d_out, float* dxr, float* dx);

@@ -245,7 +245,6 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
   MoeTrainOptions mopt;
   mopt.capacity_factor = opt.capacity_factor;
   mopt.experts = parallel_experts_ ? parallel_experts_ : &local_experts_;
-  mopt.scratch = &ws_.moe;
   if (parallel_sum_) {
     std::vector<int64_t> n{T};
     parallel_sum_(n);
@@ -324,45 +323,7 @@ LossParts TrainModel::run(const int32_t* tokens, const int32_t* targets_in, int6
   rmsnorm_backward(dxf.data(), x_.data(), final_norm_->value.data(), rstd_f_.data(), T, H,
                    dx.data(), final_norm_->grad.data(), false);
   pt_head_bwd.stop();
-  std::vector<float>& df = ws_.df;
-  df.resize(size_t(T * H));
-  FfnActivations& scratch = ws_.ffn_scratch;
-  ws_.at_point.resize(size_t(2 * c.num_layers));
-  for (auto& g : ws_.at_point) g.clear();
-  auto add_at_point = [&](int64_t point) {  // what shortcuts sent to this stream point
-    std::vector<float>& g = ws_.at_point[size_t(point)];
-    if (!g.empty()) ops::add(g.data(), T * H, dx.data());
-  };
-  for (int l = int(c.num_layers) - 1; l >= 0; --l) {
-    const LayerParams& L = layers_[size_t(l)];
-    const LayerActivations& A = acts_[size_t(l)];
-    {
-      PhaseTimer pt(profile_, L.is_moe ? "moe bwd" : "dense ffn bwd");
-      mopt.layer = l;
-      const model::LayerRecord& R = records_[size_t(l)];
-      if (L.is_moe && L.shortcut_norm) {  // ScMoE: the routed branch read an earlier point
-        ws_.dxr.resize(size_t(T * H));
-        moe_train_backward(L.moe, mopt, R.moe.routed_in.data(), R.ffn_in.data(), T, R.moe,
-                           A.moe_act, dx.data(), ws_.dxr.data(), df.data());
-        std::vector<float>& g = ws_.at_point[size_t(c.shortcut_point(l))];
-        g.resize(size_t(T * H), 0.0f);
-        rmsnorm_backward(ws_.dxr.data(), R.shortcut_src.data(), L.shortcut_norm->value.data(),
-                         R.shortcut_rstd.data(), T, H, g.data(), L.shortcut_norm->grad.data(),
-                         true);
-      } else if (L.is_moe) {
-        moe_train_backward(L.moe, mopt, R.ffn_in.data(), T, R.moe, A.moe_act, dx.data(), df.data());
-      } else {
-        ffn_train_backward(L.dense, R.ffn_in.data(), T, R.dense, dx.data(), df.data(), false,
-                           scratch);
-      }
-      rmsnorm_backward(df.data(), R.x_mid.data(), L.ffn_norm->value.data(), R.rstd.data(), T, H,
-                       dx.data(), L.ffn_norm->grad.data(), true);
-      add_at_point(2 * l + 1);
-    }
-    PhaseTimer pt(profile_, "attention bwd");
-    attention_backward_layer(l, B, S, dx.data());
-    add_at_point(2 * l);
-  }
+  backward_layers(B, S, mopt);
   PhaseTimer pt_embed(profile_, "embedding bwd");
   float* de = embed_->grad.data();
   for (int64_t t = 0; t < T; ++t) {

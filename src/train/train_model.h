@@ -93,6 +93,8 @@ class TrainModel {
                 const LossOptions& opt, bool backward, std::vector<float>* logits_out);
   void bind_layer_views();
   void attention_backward_layer(int l, int64_t B, int64_t S, float* dx);
+  // dx [T, H] (the gradient at the last layer's output) -> the gradient at the embedding.
+  void backward_layers(int64_t B, int64_t S, const MoeTrainOptions& opt);
 
   model::ModelConfig config_;
   ParamSet& params_;
@@ -112,13 +114,11 @@ class TrainModel {
   std::vector<float> x_, xf_, rstd_f_, logits_;
   // Buffers of one step kept between steps (no per-step allocation and zeroing).
   struct Workspace {
-    std::vector<float> dxf, dx, df, da, dxr;  // [T, H]
-    // ScMoE: gradients reaching a stream point through a shortcut (2l: layer l's input, 2l + 1:
-    // after its attention), added when the backward pass arrives there.
-    std::vector<std::vector<float>> at_point;
+    std::vector<float> dxf, dx, df, da, dxr;                // [T, H]
     std::vector<float> d_attn, dq, dk, dv, dq_raw, dk_raw;  // [T, qw] / [T, kvw]
     FfnActivations ffn_scratch;                             // dense FFN backward
-    MoeBackwardScratch moe;
+    MoeBackwardScratch moe[2];       // routed branches in flight, by layer parity
+    std::vector<double> op_seconds;  // [2 L] each operator's backward time, running average
   } ws_;
   PhaseTimes* profile_ = nullptr;
   LocalExperts local_experts_;

@@ -19,7 +19,10 @@ if ! "$py" -c "import numpy" 2>/dev/null; then
   echo "SKIP: $py cannot import numpy (install python3-numpy)" >&2
   exit 77
 fi
-if ! "$sy" score --help 2>/dev/null | grep -q -- "--trace"; then
+# (The help text is captured first: grep -q leaving a pipe early would SIGPIPE the binary, and
+# under pipefail that reads as "no --trace flag", a skip by chance.)
+score_help=$("$sy" score --help 2>/dev/null || true)
+if ! grep -q -- "--trace" <<<"$score_help"; then
   echo "SKIP: 'switchyard score' has no --trace flag in this build (it writes the trace replayed here)" >&2
   exit 77
 fi
