@@ -7,22 +7,18 @@
 # baseline, communication is ~60% of MoE-block time (the paper's PCIe measurement) or ~15%
 # (its NVLink one).
 #
-#   bench/scmoe_speed.sh [--ranks 2,4] [--prompt 256] [--batch 2] [--reps 5] [--train-steps 12]
-#                        [--out FILE.md]
+#   bench/scmoe_speed.sh [--ranks 2,4] [--prompt 256] [--batch 2] [--reps 5] [--out FILE.md]
 #
 # Random-weight models (make-tiny, F32): 8 layers, MoE in every 2nd, hidden 512, 8 heads,
 # 8 experts of width 1024, dense MLP 2048, shared expert 1024. Each rank runs 1 thread and its
-# own batch; 4 ranks on 2 cores are oversubscribed (noted in the table). Then training steps
-# under mpirun (--parallel ep) of a smaller shape on KJV: tokens/s, median over the steps after
-# the second, with no link and with the PCIe-like emulated link (training's exchanges block:
-# no overlap in the training step yet).
+# own batch; 4 ranks on 2 cores are oversubscribed (noted in the table). Training steps:
+# bench/scmoe_train_speed.sh.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 ranks_list=2
 prompt=256
 batch=2
 reps=5
-train_steps=12
 out="$root/bench/results/scmoe_speed.md"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,9 +26,8 @@ while [ $# -gt 0 ]; do
     --prompt) prompt="$2"; shift 2 ;;
     --batch) batch="$2"; shift 2 ;;
     --reps) reps="$2"; shift 2 ;;
-    --train-steps) train_steps="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "scmoe_speed.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -69,7 +64,7 @@ bench() {  # ranks model json ep_json [flags...]
 }
 
 results="$work/results.tsv"
-rm -f "$work/train.tsv" "$work/links.txt"
+rm -f "$work/links.txt"
 printf 'ranks\tlink\tvariant\toverlap\tjson\tep_json\n' >"$results"
 for ranks in ${ranks_list//,/ }; do
   # Calibrate the emulated links on the top-2 baseline with blocking exchanges.
@@ -103,25 +98,6 @@ PY
     done
   done
   echo "$ranks $pcie $nvlink" >>"$work/links.txt"
-  # Training steps (expert parallel), no link and the PCIe-like one.
-  [ "$train_steps" -gt 0 ] || continue
-  for link in none pcie; do
-    link_flags=()
-    [ "$link" = pcie ] && link_flags=(--ep-link-gbps "$pcie")
-    for v in top2 top1 shared pos2 pos3; do
-      for w in "${variants[@]}"; do [[ "$w" == "$v|"* ]] && vflags="${w#*|}"; done
-      d="$work/train-r$ranks-$link-$v"
-      rm -rf "$d"
-      echo "  training: $ranks ranks, link $link, $v" >&2
-      # shellcheck disable=SC2086
-      "${mpi[@]}" -np "$ranks" "$sy" train --out "$d" --family scmoe --hidden 256 --layers 8 \
-        --heads 8 --kv-heads 4 --experts 8 --expert-ffn 512 --dense-ffn 1024 --vocab 1024 \
-        --batch $((4 * ranks)) --seq 128 --steps "$train_steps" --warmup 2 --log-every 1 \
-        --eval-every "$train_steps" --eval-batches 1 --threads 1 --seed 1 $vflags \
-        "${link_flags[@]}" >"$d.log" 2>&1 || { echo "FAILED: training $v $link" >&2; continue; }
-      printf 'train\t%s\t%s\t%s\t%s\n' "$ranks" "$link" "$v" "$d/train_log.jsonl" >>"$work/train.tsv"
-    done
-  done
 done
 
 "$py" - "$results" "$work/links.txt" "$out" "$prompt" "$batch" "$reps" <<'PY'
@@ -171,31 +147,6 @@ for ranks in sorted({r[0] for r in rows}):
                 hid = 100 * max(0.0, 1 - d["exposed"] / d["comm"]) if d["comm"] > 0 else 0
                 lines.append(f"| {names[v]} | {ov} | {d['tps']:.0f} | {d['tps'] / base['tps']:.2f}x | "
                              f"{1e3 * d['moe']:.1f} | {1e3 * d['comm']:.1f} | {hid:.0f}% |")
-        lines.append("")
-train_tsv = os.path.join(os.path.dirname(results), "train.tsv")
-if os.path.exists(train_tsv):
-    import statistics
-    rows_t = [l.rstrip("\n").split("\t") for l in open(train_tsv)]
-    tps = {}
-    for _, ranks, link, v, log in rows_t:
-        steps = [json.loads(l) for l in open(log)]
-        vals = [r["tokens_per_s"] for r in steps if "tokens_per_s" in r and r.get("step", 0) > 2]
-        if vals:
-            tps[(ranks, link, v)] = statistics.median(vals)
-    for ranks in sorted({k[0] for k in tps}):
-        over = " (oversubscribed)" if int(ranks) > 2 else ""
-        lines += [f"## Training steps, {ranks} ranks{over}, expert parallel (exchanges blocking)", "",
-                  "KJV, 8 layers (MoE every 2nd), hidden 256, 8 experts x 512, dense 1024, batch "
-                  f"{4 * int(ranks)} x 128 tokens; tokens/s median over steps 3+. The PCIe-like link is "
-                  "the inference table's **EMULATED** bandwidth, not recalibrated for this shape.", "",
-                  "| model | link | train tok/s | vs top-2 |", "|---|---|---|---|"]
-        for link in ["none", "pcie"]:
-            base = tps.get((ranks, link, "top2"))
-            for v in ["top2", "top1", "shared", "pos2", "pos3"]:
-                t = tps.get((ranks, link, v))
-                if t and base:
-                    lname = "none" if link == "none" else f"EMULATED {link_gbps[ranks]['pcie']} Gbit/s"
-                    lines.append(f"| {names[v]} | {lname} | {t:.0f} | {t / base:.2f}x |")
         lines.append("")
 os.makedirs(os.path.dirname(out), exist_ok=True)
 open(out, "w").write("\n".join(lines) + "\n")

@@ -186,19 +186,20 @@ void run_train(TrainArgs& a) {
   const int64_t first = trainer.step();
   const double val = trainer.run();
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::vector<double> exchange_by_rank;  // [comm, exposed, round trips] per rank
+  std::vector<double> exchange_by_rank;  // [comm, exposed, round trips, bytes] per rank
   if (parallel && parallel->expert_compute()) {
     const train::EpTrainTiming& x = parallel->expert_compute()->timing();
-    exchange_by_rank = comm.gather({x.comm_s, x.exposed_s, double(x.calls)});
+    exchange_by_rank =
+        comm.gather({x.comm_s, x.exposed_s, double(x.calls), double(x.remote_bytes)});
   }
   if (!root) return;
   if (a.profile) fmt::print("{}", profile.table(int(std::max<int64_t>(1, trainer.step() - first))));
-  for (size_t r = 0; r + 2 < exchange_by_rank.size(); r += 3) {
+  for (size_t r = 0; r + 3 < exchange_by_rank.size(); r += 4) {
     const double comm_s = exchange_by_rank[r], exposed_s = exchange_by_rank[r + 1];
     fmt::print(
-        "expert exchanges, rank {}: {:.0f} round trips, {:.2f} s in flight, {:.2f} s exposed "
-        "({:.0f}% hidden{})\n",
-        r / 3, exchange_by_rank[r + 2], comm_s, exposed_s,
+        "expert exchanges, rank {}: {:.0f} round trips, {:.1f} MB to and from other ranks, "
+        "{:.2f} s in flight, {:.2f} s exposed ({:.0f}% hidden{})\n",
+        r / 4, exchange_by_rank[r + 2], exchange_by_rank[r + 3] / 1e6, comm_s, exposed_s,
         comm_s > 0 ? 100.0 * std::max(0.0, 1.0 - exposed_s / comm_s) : 0.0,
         a.ep.link.active() ? "; EMULATED link" : "");
   }

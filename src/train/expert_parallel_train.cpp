@@ -118,6 +118,7 @@ void ExpertParallelCompute::complete(int layer, moe::ExchangeEstimate& estimate)
   timing_.comm_s += trip.dispatch_comm_seconds() + trip.home_comm_seconds();
   timing_.exposed_s += trip.blocked_dispatch_s + trip.blocked_home_s;
   timing_.calls += 1;
+  timing_.remote_bytes += trip.remote_bytes(comm_.rank());
   parallel::update_estimate(estimate, trip);
   trips_.release(trip);
 }

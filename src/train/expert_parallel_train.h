@@ -22,6 +22,7 @@ struct EpTrainTiming {
   double comm_s = 0;     // exchanges from start to completion
   double exposed_s = 0;  // of which the caller was blocked waiting
   int64_t calls = 0;     // round trips (forward and backward)
+  int64_t remote_bytes = 0;  // rows to and from other ranks
 };
 
 class ExpertParallelCompute : public ExpertCompute {
