@@ -7,12 +7,14 @@
 # held-out chapters, over several seeds.
 #
 #   bench/scmoe_quality.sh [--steps N] [--seeds 1,2,3] [--jobs J] [--variants a,b] [--out FILE.md]
+#                          [--merge EARLIER.tsv]
 #
 # Defaults: 600 steps of 8 x 256 tokens, seeds 1,2,3, 2 runs at a time with 1 thread each,
 # bench/results/scmoe_quality.md (and .tsv beside it). Every variant has 6 layers with MoE in
 # every 2nd (the paper's GPT-MoE layout), hidden 256, 8 experts of width 256, dense MLP width
 # 512; the shared expert is as wide as one routed expert, so top-2, shared-expert MoE and ScMoE
-# compute the same FLOPs per token (top-1 computes less).
+# compute the same FLOPs per token (top-1 computes less). --merge adds the rows of an earlier
+# run's .tsv (same settings, other seeds) to the table.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 steps=600
@@ -20,6 +22,7 @@ seeds=1,2,3
 jobs=2
 out="$root/bench/results/scmoe_quality.md"
 only=""
+merge=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --steps) steps="$2"; shift 2 ;;
@@ -27,10 +30,13 @@ while [ $# -gt 0 ]; do
     --jobs) jobs="$2"; shift 2 ;;
     --variants) only="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --merge) merge="$2"; shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "scmoe_quality.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+[ -z "$merge" ] || [ -f "$merge" ] || { echo "scmoe_quality.sh: --merge: no file '$merge'" >&2; exit 2; }
+[ -z "$merge" ] || merged_rows=$(tail -n +2 "$merge")
 sy="$root/build/switchyard"
 [ -x "$sy" ] || { echo "build first: scripts/build.sh" >&2; exit 1; }
 work="${SCMOE_WORK:-$(mktemp -d)}"
@@ -83,6 +89,7 @@ wait
 
 tsv="${out%.md}.tsv"
 printf 'variant\tseed\tval_ce\ttrain_tokens_per_s\tseconds\n' >"$tsv"
+[ -z "$merge" ] || printf '%s\n' "$merged_rows" >>"$tsv"
 for r in "${runs[@]}"; do
   IFS='|' read -r name seed <<<"$r"
   log="$work/$name-s$seed/train_log.jsonl"
@@ -97,10 +104,11 @@ print(f"{sys.argv[2]}\t{sys.argv[3]}\t{val['val_ce']:.4f}\t{tps[len(tps)//2]:.0f
 PY
 done
 
-/usr/bin/python3 - "$tsv" "$out" "$steps" "$seeds" <<'PY'
+/usr/bin/python3 - "$tsv" "$out" "$steps" <<'PY'
 import statistics, sys, datetime
-tsv, out, steps, seeds = sys.argv[1:]
-rows = [l.rstrip("\n").split("\t") for l in open(tsv)][1:]
+tsv, out, steps = sys.argv[1:]
+rows = [l.rstrip("\n").split("\t") for l in open(tsv) if l.strip()][1:]
+seeds = ",".join(str(s) for s in sorted({int(r[1]) for r in rows}))
 names = {"top2": "top-2 MoE (baseline)", "top1": "top-1 MoE",
          "shared": "shared-expert MoE", "pos1_cg1": "ScMoE Pos-1 + CG-1",
          "pos2_cg1": "ScMoE Pos-2 + CG-1", "pos3_cg1": "ScMoE Pos-3 + CG-1",
