@@ -31,30 +31,18 @@ while [ $# -gt 0 ]; do
     *) echo "scmoe_speed.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-sy="$root/build/switchyard"
-[ -x "$sy" ] || { echo "build first: scripts/build.sh" >&2; exit 1; }
-work="${SCMOE_WORK:-$(mktemp -d)}"
-mkdir -p "$work"
-py=/usr/bin/python3
+# shellcheck source=bench/scmoe_common.sh
+. "$root/bench/scmoe_common.sh"
 
 shape=(--family scmoe --hidden 512 --layers 8 --heads 8 --kv-heads 4 --experts 8
        --expert-ffn 1024 --dense-ffn 2048 --vocab 2048 --tokenizer none --dtype F32)
-variants=(
-  "top2|--scmoe-shortcut none --scmoe-combine add --shared-ffn 0 --top-k 2"
-  "top1|--scmoe-shortcut none --scmoe-combine add --shared-ffn 0 --top-k 1"
-  "shared|--scmoe-shortcut none --scmoe-combine add --top-k 1"
-  "pos1|--scmoe-shortcut pos1 --scmoe-combine cg1"
-  "pos2|--scmoe-shortcut pos2 --scmoe-combine cg1"
-  "pos3|--scmoe-shortcut pos3 --scmoe-combine cg1"
-)
-for v in "${variants[@]}"; do
+for v in "${scmoe_variants[@]}"; do
   name="${v%%|*}"
   [ -f "$work/$name/config.json" ] && continue
   # shellcheck disable=SC2086
   "$sy" make-tiny --out "$work/$name" "${shape[@]}" ${v#*|} >/dev/null
 done
 
-mpi=(mpirun --oversubscribe --allow-run-as-root --bind-to none)
 bench() {  # ranks model json ep_json [flags...]
   local ranks="$1" model="$2" json="$3" ep="$4"
   shift 4
@@ -85,7 +73,7 @@ PY
     link_flags=()
     [ "$link" = pcie ] && link_flags=(--ep-link-gbps "$pcie")
     [ "$link" = nvlink ] && link_flags=(--ep-link-gbps "$nvlink")
-    for v in "${variants[@]}"; do
+    for v in "${scmoe_variants[@]}"; do
       name="${v%%|*}"
       for overlap in off on; do
         flags=("${link_flags[@]}")

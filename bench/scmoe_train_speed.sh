@@ -26,25 +26,13 @@ while [ $# -gt 0 ]; do
   esac
 done
 [[ "$steps" =~ ^[0-9]+$ ]] && [ "$steps" -ge 6 ] || { echo "--steps must be at least 6" >&2; exit 2; }
-sy="$root/build/switchyard"
-[ -x "$sy" ] || { echo "build first: scripts/build.sh" >&2; exit 1; }
-work="${SCMOE_WORK:-$(mktemp -d)}"
-mkdir -p "$work"
-py=/usr/bin/python3
-mpi=(mpirun --oversubscribe --allow-run-as-root --bind-to none)
+# shellcheck source=bench/scmoe_common.sh
+. "$root/bench/scmoe_common.sh"
 
-variants=(
-  "top2|--scmoe-shortcut none --scmoe-combine add --shared-ffn 0 --top-k 2"
-  "top1|--scmoe-shortcut none --scmoe-combine add --shared-ffn 0 --top-k 1"
-  "shared|--scmoe-shortcut none --scmoe-combine add --top-k 1"
-  "pos1|--scmoe-shortcut pos1 --scmoe-combine cg1"
-  "pos2|--scmoe-shortcut pos2 --scmoe-combine cg1"
-  "pos3|--scmoe-shortcut pos3 --scmoe-combine cg1"
-)
 run() {  # ranks name dir [flags...]
-  local ranks="$1" name="$2" d="$3" vflags=""
+  local ranks="$1" name="$2" d="$3" vflags
   shift 3
-  for w in "${variants[@]}"; do [[ "$w" == "$name|"* ]] && vflags="${w#*|}"; done
+  vflags=$(scmoe_flags "$name")
   rm -rf "$d"
   # shellcheck disable=SC2086
   "${mpi[@]}" -np "$ranks" "$sy" train --out "$d" --family scmoe --hidden 256 --layers 8 \
@@ -94,7 +82,7 @@ PY
     gbps=0
     [ "$link" = pcie ] && gbps="$pcie"
     [ "$link" = nvlink ] && gbps="$nvlink"
-    for v in "${variants[@]}"; do
+    for v in "${scmoe_variants[@]}"; do
       name="${v%%|*}"
       for overlap in off on; do
         flags=(--ep-link-gbps "$gbps")
