@@ -14,5 +14,6 @@ void register_bench(CLI::App& app);
 void register_replay(CLI::App& app);
 void register_train(CLI::App& app);
 void register_supervise(CLI::App& app);
+void register_partition(CLI::App& app);
 
 }  // namespace sy::cli

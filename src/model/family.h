@@ -45,6 +45,12 @@ struct FamilyInfo {
   // The inverse for synthetic checkpoints: the shape's knobs as this family's keys (the
   // generic keys are written by the caller). Unsupported knobs are an error.
   void (*write_config)(const FamilyShape& shape, nlohmann::json& config);
+  // The config.json keys of the routed experts' count and width (what expert partition
+  // rewrites; the experts per token are "num_experts_per_tok" in every family).
+  std::string_view experts_key, expert_ffn_key;
+  // Set when the shared expert's width is this count times the routed experts' width
+  // (DeepSeek-style "n_shared_experts"); "" when the shared width has its own key.
+  std::string_view shared_count_key = "";
 };
 
 std::span<const FamilyInfo> families();

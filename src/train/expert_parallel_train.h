@@ -19,9 +19,9 @@ namespace sy::train {
 
 // One rank's exchange time in training, summed over the layers and calls since the last reset.
 struct EpTrainTiming {
-  double comm_s = 0;     // exchanges from start to completion
-  double exposed_s = 0;  // of which the caller was blocked waiting
-  int64_t calls = 0;     // round trips (forward and backward)
+  double comm_s = 0;         // exchanges from start to completion
+  double exposed_s = 0;      // of which the caller was blocked waiting
+  int64_t calls = 0;         // round trips (forward and backward)
   int64_t remote_bytes = 0;  // rows to and from other ranks
 };
 

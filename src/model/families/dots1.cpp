@@ -50,8 +50,19 @@ void write(const FamilyShape& s, nlohmann::json& c) {
 }  // namespace
 
 const FamilyInfo& dots1() {
-  static const FamilyInfo info{Family::kDots1, "dots1",     "Dots1ForCausalLM", "mlp.", "gate_proj",
-                               "up_proj",      "down_proj", "shared_experts.",  &read,  &write};
+  static const FamilyInfo info{Family::kDots1,
+                               "dots1",
+                               "Dots1ForCausalLM",
+                               "mlp.",
+                               "gate_proj",
+                               "up_proj",
+                               "down_proj",
+                               "shared_experts.",
+                               &read,
+                               &write,
+                               "n_routed_experts",
+                               "moe_intermediate_size",
+                               "n_shared_experts"};
   return info;
 }
 

@@ -35,7 +35,9 @@ const FamilyInfo& mixtral() {
                                "w2",
                                "",
                                &read,
-                               &write};
+                               &write,
+                               "num_local_experts",
+                               "intermediate_size"};
   return info;
 }
 

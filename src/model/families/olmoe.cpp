@@ -33,7 +33,7 @@ void write(const FamilyShape& s, nlohmann::json& c) {
 const FamilyInfo& olmoe() {
   static const FamilyInfo info{Family::kOlmoe, "olmoe",   "OlmoeForCausalLM", "mlp.",
                                "gate_proj",    "up_proj", "down_proj",        "",
-                               &read,          &write};
+                               &read,          &write,    "num_experts",      "intermediate_size"};
   return info;
 }
 

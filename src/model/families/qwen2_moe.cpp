@@ -53,9 +53,18 @@ void write(const FamilyShape& s, nlohmann::json& c) {
 }  // namespace
 
 const FamilyInfo& qwen2_moe() {
-  static const FamilyInfo info{
-      Family::kQwen2Moe, "qwen2_moe", "Qwen2MoeForCausalLM", "mlp.", "gate_proj",
-      "up_proj",         "down_proj", "shared_expert.",      &read,  &write};
+  static const FamilyInfo info{Family::kQwen2Moe,
+                               "qwen2_moe",
+                               "Qwen2MoeForCausalLM",
+                               "mlp.",
+                               "gate_proj",
+                               "up_proj",
+                               "down_proj",
+                               "shared_expert.",
+                               &read,
+                               &write,
+                               "num_experts",
+                               "moe_intermediate_size"};
   return info;
 }
 

@@ -39,7 +39,9 @@ const FamilyInfo& qwen3_moe() {
                                "down_proj",
                                "",
                                &read,
-                               &write};
+                               &write,
+                               "num_experts",
+                               "moe_intermediate_size"};
   return info;
 }
 

@@ -67,8 +67,10 @@ void write(const FamilyShape& s, nlohmann::json& c) {
 }  // namespace
 
 const FamilyInfo& scmoe() {
-  static const FamilyInfo info{Family::kScMoe, "scmoe",     "ScMoeForCausalLM", "mlp.", "gate_proj",
-                               "up_proj",      "down_proj", "shared_expert.",   &read,  &write};
+  static const FamilyInfo info{Family::kScMoe, "scmoe",          "ScMoeForCausalLM",
+                               "mlp.",         "gate_proj",      "up_proj",
+                               "down_proj",    "shared_expert.", &read,
+                               &write,         "num_experts",    "moe_intermediate_size"};
   return info;
 }
 

@@ -1,0 +1,49 @@
+// Expert partition (DualSparse-MoE, papers.md section 6): every routed expert's FFN neurons are
+// split into P sub-experts of width I / P, written as a normal checkpoint of the same family
+// that computes the same function, so everything that runs the original runs the result.
+//
+// Complete transformation: each router row (and selection bias) is repeated P times and the
+// model routes top-(K * P), so an unmodified MoE runtime picks all P sub-experts of each
+// expert it would have picked. Each copy's weight is the original's divided by P when the
+// weights come from a softmax or are renormalised over the selected experts (the P copies
+// share what the expert had), and unchanged for raw sigmoid weights; the sub-experts' down
+// projections are multiplied by that divisor, so the sum over an expert's sub-experts is the
+// expert's output. Group-limited routing is refused: repeating experts changes group scores.
+//
+// Scaling by P is exact in any float format when P is a power of two; otherwise the scaled
+// down projections are rounded to the checkpoint's dtype (BF16: relative error up to 2^-9).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sy::model {
+
+struct PartitionOptions {
+  int factor = 2;  // P: sub-experts per expert
+  // Optional neuron order per MoE layer and expert ([layer][expert] -> a permutation of the
+  // expert's I neurons; empty: natural order). Sub-expert p takes neurons order[p I/P ..
+  // (p+1) I/P): with neurons sorted by importance, sub-expert 0 is the major part (expert
+  // reconstruction).
+  std::vector<std::vector<std::vector<int32_t>>> neuron_order;
+};
+
+struct PartitionSummary {
+  int64_t experts_before = 0, experts_after = 0;  // per MoE layer
+  int64_t top_k_before = 0, top_k_after = 0;
+  int64_t width_before = 0, width_after = 0;
+  float down_scale = 1.0f;  // what each sub-expert's down projection was multiplied by
+  int64_t moe_layers = 0;
+  int64_t tensors_written = 0;
+};
+
+// Reads the checkpoint in `model_dir` and writes the partitioned one to `out_dir`, which must
+// not exist yet: everything is written to a temporary folder beside it and renamed at the end,
+// so a failure never leaves a half-written model. Non-weight files (tokenizer, generation
+// config) are copied. sy::Error naming the problem for a factor that does not divide the
+// expert width, a model without routed experts, group-limited routing, or a bad order.
+PartitionSummary partition_experts(const std::string& model_dir, const std::string& out_dir,
+                                   const PartitionOptions& options);
+
+}  // namespace sy::model

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# `switchyard partition` (DualSparse-MoE's complete transformation) computes the same function:
+#  - for every family with routed experts (softmax and sigmoid routers, renormalised or not, a
+#    selection bias, shared experts, ScMoE shortcuts; per-expert and fused v5 tensors; F32 and
+#    BF16; factors 2, 3 and 4), the partitioned checkpoint's logits equal the original's within
+#    compare_npy.py's float tolerance;
+#  - the partitioned checkpoint is an ordinary checkpoint: the independent PyTorch reference
+#    (hf_reference.py) runs it and agrees with Switchyard;
+#  - expert parallelism runs it (mpirun -np 2 == one process);
+#  - every sub-expert carries its expert's load (each of the P sub-experts of expert e is routed
+#    exactly the tokens e was);
+#  - bad input is a clear error, and no half-written folder is left behind.
+# Usage: test_partition.sh SWITCHYARD_BINARY WORK_DIR. Exit 77 = a reference is missing.
+set -uo pipefail
+sy="$1"
+work="$2"
+here="$(cd "$(dirname "$0")" && pwd)"
+py=/usr/bin/python3
+rm -rf "$work" && mkdir -p "$work"
+"$py" -c "import numpy, torch" 2>/dev/null || { echo "SKIP: $py cannot import numpy and torch"; exit 77; }
+failures=0
+pass() { echo "PASS [$1] $2"; }
+fail() { echo "FAIL [$1] $2"; failures=$((failures + 1)); }
+
+ids=$("$py" -c "import numpy as np; r=np.random.default_rng(7); print(','.join(str(x) for x in r.integers(0, 512, 19)))")
+# name | factor | torch reference? | make-tiny flags
+cases=(
+  "mixtral_f32|2|torch|--layers 3 --family mixtral --experts 4 --top-k 2 --dtype F32"
+  "mixtral_bf16_p4|4|-|--layers 3 --family mixtral --experts 4 --top-k 2 --dtype BF16"
+  "qwen2_shared_p3|3|torch|--layers 3 --family qwen2_moe --experts 4 --top-k 2 --shared-ffn 48 --expert-ffn 48 --dtype F32"
+  "qwen3_fused_bf16|2|-|--layers 3 --family qwen3_moe --experts 6 --top-k 2 --fused-experts --dtype BF16"
+  "olmoe_no_renorm|2|-|--layers 3 --family olmoe --experts 8 --top-k 2 --dtype F32"
+  "dots1_sigmoid_bias|2|torch|--layers 3 --family dots1 --experts 8 --top-k 2 --expert-ffn 32 --shared-ffn 64 --dense-layers 1 --dtype F32"
+  "dots1_sigmoid_raw|2|-|--layers 3 --family dots1 --experts 8 --top-k 2 --norm-topk 0 --dtype F32"
+  "scmoe_pos2_cg1|2|-|--family scmoe --experts 4 --layers 4 --scmoe-shortcut pos2 --scmoe-combine cg1 --dtype F32"
+)
+for c in "${cases[@]}"; do
+  IFS='|' read -r name factor torch flags <<<"$c"
+  d="$work/$name"
+  # shellcheck disable=SC2086
+  "$sy" make-tiny --out "$d" --vocab 512 --seed 11 $flags >/dev/null 2>"$d.err" \
+    || { fail "$name" "make-tiny: $(cat "$d.err")"; continue; }
+  if ! msg=$("$sy" partition --model "$d" --out "$d-p" --factor "$factor" 2>&1); then
+    fail "$name" "partition: $msg"
+    continue
+  fi
+  for m in "$d" "$d-p"; do
+    "$sy" score --model "$m" --ids "$ids" --quiet --dump-logits "$m.npy" --load-json "$m.load.json" \
+      >/dev/null 2>"$m.err" || fail "$name" "score $m: $(cat "$m.err")"
+  done
+  dtype=$(grep -o '"torch_dtype": "[a-z0-9]*"' "$d/config.json" | sed 's/.*"\([a-z0-9]*\)"$/\1/' | sed 's/bfloat16/bf16/;s/float16/f16/;s/float32/f32/')
+  if out=$("$py" "$here/compare_npy.py" "$d-p.npy" "$d.npy" --dtype "$dtype" --model "$d" --label "$name partitioned vs original" 2>&1); then
+    pass "$name: P=$factor logits == original" "$(tail -1 <<<"$out")"
+  else fail "$name: P=$factor logits == original" "$out"; fi
+  if out=$("$py" - "$d.load.json" "$d-p.load.json" "$factor" <<'PY' 2>&1
+import json, sys
+a, b, P = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), int(sys.argv[3])
+def loads(j):
+    return [l["tokens_per_expert"] if "tokens_per_expert" in l else l["loads"] for l in j["layers"]]
+la, lb = loads(a), loads(b)
+assert len(la) == len(lb), (len(la), len(lb))
+for x, y in zip(la, lb):
+    want = [v for v in x for _ in range(P)]
+    assert y == want, f"sub-expert loads {y} != each expert's load repeated {P}x {want}"
+print(f"{len(la)} MoE layers: every sub-expert routed exactly its expert's tokens")
+PY
+  ); then pass "$name: sub-expert loads" "$out"; else fail "$name: sub-expert loads" "$out"; fi
+  if [ "$torch" = torch ]; then
+    "$py" "$here/hf_reference.py" --model "$d-p" --ids "$ids" --out "$d-p.ref.npy" >/dev/null 2>"$d-p.ref.err" \
+      || { fail "$name: torch runs the partitioned checkpoint" "$(tail -3 "$d-p.ref.err")"; continue; }
+    if out=$("$py" "$here/compare_npy.py" "$d-p.npy" "$d-p.ref.npy" --dtype "$dtype" --model "$d-p" --label "$name" 2>&1); then
+      pass "$name: PyTorch reference on the partitioned checkpoint" "$(tail -1 <<<"$out")"
+    else fail "$name: PyTorch reference on the partitioned checkpoint" "$out"; fi
+  fi
+done
+
+# ---- expert parallelism runs the partitioned model (8 sub-experts over 2 ranks)
+if command -v mpirun >/dev/null; then
+  mpi=(timeout 300 env "ASAN_OPTIONS=${ASAN_OPTIONS:-}:detect_leaks=0" mpirun --oversubscribe --allow-run-as-root)
+  m="$work/mixtral_f32-p"
+  if "${mpi[@]}" -np 2 "$sy" score --model "$m" --ids "$ids" --quiet --dump-logits "$work/ep.npy" >/dev/null 2>"$work/ep.err"; then
+    if out=$("$py" "$here/compare_npy.py" "$work/ep.npy" "$m.npy" --dtype f32 --model "$m" --label "ep" 2>&1); then
+      pass "mpirun -np 2 on the partitioned model == one process" "$(tail -1 <<<"$out")"
+    else fail "mpirun -np 2 on the partitioned model == one process" "$out"; fi
+  else fail "mpirun -np 2 score" "$(tail -3 "$work/ep.err")"; fi
+fi
+
+# ---- bad input: clear errors, nothing half-written
+expect() {  # NAME PATTERN -- COMMAND...
+  local name="$1" pattern="$2"
+  shift 3
+  local out
+  if out=$("$@" 2>&1); then fail "$name" "succeeded; expected an error matching '$pattern'"
+  elif grep -q -- "$pattern" <<<"$out"; then pass "$name" "$(grep -m1 -- "$pattern" <<<"$out")"
+  else fail "$name" "error does not match '$pattern': $out"; fi
+}
+m="$work/mixtral_f32"
+expect "factor not dividing the width" "does not divide the experts' FFN width" -- "$sy" partition -m "$m" -o "$work/bad1" --factor 5
+expect "factor 1" "factor" -- "$sy" partition -m "$m" -o "$work/bad2" --factor 1
+expect "output exists" "exists; partition writes a new folder" -- "$sy" partition -m "$m" -o "$work/mixtral_f32-p" --factor 2
+expect "missing model" "does not exist" -- "$sy" partition -m "$work/nowhere" -o "$work/bad3" --factor 2
+"$sy" make-tiny --out "$work/grouped" --family dots1 --experts 8 --top-k 2 --groups 2 --topk-groups 1 --vocab 512 >/dev/null
+expect "group-limited routing" "routes within expert groups" -- "$sy" partition -m "$work/grouped" -o "$work/bad4" --factor 2
+cp -r "$m" "$work/truncated"
+shard=$(ls "$work/truncated"/*.safetensors | head -1)
+truncate -s 2000 "$shard"
+expect "truncated weights" "safetensors" -- "$sy" partition -m "$work/truncated" -o "$work/bad5" --factor 2
+left=$(ls -d "$work"/bad* "$work"/*.partial-* 2>/dev/null)
+[ -z "$left" ] && pass "no half-written output" "nothing left by the failed runs" || fail "no half-written output" "$left"
+
+echo "test_partition: $failures failure(s)"
+[ "$failures" -eq 0 ]
