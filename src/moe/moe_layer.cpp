@@ -106,7 +106,7 @@ void routed_start(const MoeBlock& b, const float* x, int64_t T, int64_t H, MoeSc
   if (rt.stats) rt.stats->record(layer, s.outcome);
   if (rt.observer)
     rt.observer->observe({layer, T, E, K, slots, s.scores.data(), s.router_ids.data(),
-                          s.router_weights.data(), s.ids.data(), s.weights.data()});
+                          s.router_weights.data(), s.ids.data(), s.weights.data(), x, H});
 
   // 3. Dispatch begins: on the experts' owners, or here at routed_compute.
   const double route_s =

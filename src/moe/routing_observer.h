@@ -17,6 +17,8 @@ struct RoutingRecord {
   const float* router_weights = nullptr;  // [T, top_k]
   const int32_t* ids = nullptr;           // [T, slots] after the policy; kDroppedExpert = dropped
   const float* weights = nullptr;         // [T, slots]
+  const float* x = nullptr;               // [T, hidden] the routed experts' input
+  int64_t hidden = 0;
 };
 
 class RoutingObserver {

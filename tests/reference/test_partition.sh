@@ -9,6 +9,10 @@
 #  - expert parallelism runs it (mpirun -np 2 == one process);
 #  - every sub-expert carries its expert's load (each of the P sub-experts of expert e is routed
 #    exactly the tokens e was);
+#  - `profile-neurons` computes DualSparse's four neuron-importance metrics as an independent
+#    PyTorch computation does (neuron_profile_checks.py), also through an ScMoE shortcut, and
+#    `partition --importance` (experts reconstructed: neurons sorted by importance) still
+#    computes the original function;
 #  - bad input is a clear error, and no half-written folder is left behind.
 # Usage: test_partition.sh SWITCHYARD_BINARY WORK_DIR. Exit 77 = a reference is missing.
 set -uo pipefail
@@ -85,6 +89,25 @@ if command -v mpirun >/dev/null; then
   else fail "mpirun -np 2 score" "$(tail -3 "$work/ep.err")"; fi
 fi
 
+# ---- neuron importance (profile-neurons) against PyTorch; reconstruction keeps the function
+pids=$("$py" -c "import numpy as np; r=np.random.default_rng(3); print(','.join(str(x) for x in r.integers(0, 512, 41)))")
+for name in mixtral_bf16_p4 scmoe_pos2_cg1; do
+  d="$work/$name"
+  if ! "$sy" profile-neurons -m "$d" --ids "$pids" --window 16 -o "$d.imp.safetensors" >/dev/null 2>"$d.imp.err"; then
+    fail "$name: profile-neurons" "$(cat "$d.imp.err")"; continue
+  fi
+  if out=$("$py" "$here/neuron_profile_checks.py" "$d" "$d.imp.safetensors" "$pids" 16 2>&1); then
+    pass "$name: neuron importance == PyTorch" "$out"
+  else fail "$name: neuron importance == PyTorch" "$out"; fi
+  "$sy" partition -m "$d" -o "$d-r" --factor 2 --importance "$d.imp.safetensors" --metric abs_silu_up >/dev/null 2>"$d-r.err" \
+    || { fail "$name: partition --importance" "$(cat "$d-r.err")"; continue; }
+  "$sy" score --model "$d-r" --ids "$ids" --quiet --dump-logits "$d-r.npy" >/dev/null 2>&1
+  dtype=$(grep -o '"torch_dtype": "[a-z0-9]*"' "$d/config.json" | sed 's/.*"\([a-z0-9]*\)"$/\1/' | sed 's/bfloat16/bf16/;s/float16/f16/;s/float32/f32/')
+  if out=$("$py" "$here/compare_npy.py" "$d-r.npy" "$d.npy" --dtype "$dtype" --model "$d" --label "$name reconstructed" 2>&1); then
+    pass "$name: reconstructed (sorted by abs_silu_up) == original" "$(tail -1 <<<"$out")"
+  else fail "$name: reconstructed (sorted by abs_silu_up) == original" "$out"; fi
+done
+
 # ---- bad input: clear errors, nothing half-written
 expect() {  # NAME PATTERN -- COMMAND...
   local name="$1" pattern="$2"
@@ -105,6 +128,9 @@ cp -r "$m" "$work/truncated"
 shard=$(ls "$work/truncated"/*.safetensors | head -1)
 truncate -s 2000 "$shard"
 expect "truncated weights" "safetensors" -- "$sy" partition -m "$work/truncated" -o "$work/bad5" --factor 2
+expect "importance of another model" "profiled on a model with" -- "$sy" partition -m "$m" -o "$work/bad6" --importance "$work/scmoe_pos2_cg1.imp.safetensors"
+expect "not an importance file" "is not a neuron importance file" -- "$sy" partition -m "$m" -o "$work/bad7" --importance "$m-p/model.safetensors"
+expect "unknown metric" "unknown neuron metric" -- "$sy" partition -m "$m" -o "$work/bad8" --importance "$work/mixtral_bf16_p4.imp.safetensors" --metric l2
 left=$(ls -d "$work"/bad* "$work"/*.partial-* 2>/dev/null)
 [ -z "$left" ] && pass "no half-written output" "nothing left by the failed runs" || fail "no half-written output" "$left"
 
