@@ -125,6 +125,16 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
                  "this process runs every expert itself\n");
   }
   eng->runtime.expert_slot = po.expert_slot;
+  // Threshold drop groups a partitioned model's sub-experts into their original experts.
+  moe::CapacityConfig& cap = eng->runtime.capacity;
+  cap.sub_experts = cfg.partition_factor;
+  if (cap.policy == moe::CapacityPolicy::kThreshold && cap.drop_major < cap.drop_minor &&
+      !cfg.partition_reconstructed)
+    fail(
+        "2T-Drop (--drop-threshold {},{}) runs an expert's major part alone, but '{}' has no "
+        "major parts: make them with `switchyard profile-neurons` and `switchyard partition "
+        "--factor 2 --importance FILE`",
+        cap.drop_major, cap.drop_minor, mo.model_dir);
   eng->stats = eng->model->new_load_stats();
   eng->stats.set_placement(eng->runtime.placement);
   eng->runtime.stats = &eng->stats;

@@ -181,6 +181,19 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
     require(c.layer_is_moe[i] || c.dense_intermediate_size > 0, origin,
             "dense layers need 'intermediate_size'");
 
+  if (k.has("expert_partition")) {
+    require(j["expert_partition"].is_object(), origin, "expert_partition must be an object");
+    Keys p(j["expert_partition"], origin + " expert_partition");
+    c.partition_factor = p.small_count("factor");
+    c.partition_reconstructed = p.boolean_or("reconstructed", false);
+    require(c.partition_factor >= 1 && r.num_experts % c.partition_factor == 0 &&
+                r.top_k % c.partition_factor == 0,
+            origin,
+            fmt::format("expert_partition factor {} must divide the experts ({}) and "
+                        "num_experts_per_tok ({})",
+                        c.partition_factor, r.num_experts, r.top_k));
+  }
+
   auto token_id = [&](const char* key, int64_t id) {
     require(id >= -1 && id < c.vocab_size, origin,
             fmt::format("{} {} is not a token id below vocab_size {}", key, id, c.vocab_size));

@@ -43,6 +43,11 @@ struct ModelConfig {
   bool shared_expert_gated = false;      // Qwen2-MoE, ScMoE CG-1: sigmoid(gate . x) * shared(x)
   bool branch_softmax_gate = false;      // ScMoE CG-2: softmax(C x) weighs shared and routed
   Shortcut shortcut = Shortcut::kNone;   // ScMoE: the routed branch's input (MoE layers)
+  // Written by `switchyard partition` ("expert_partition" in config.json): each original expert
+  // is experts [e * P, (e + 1) * P); with reconstruction the first of them holds its most
+  // important neurons (the major part that 2T-Drop runs alone).
+  int partition_factor = 1;
+  bool partition_reconstructed = false;
   int64_t max_position_embeddings = 0;
   float rms_norm_eps = 1e-6f;
   float rope_theta = 10000.0f;

@@ -32,6 +32,7 @@ constexpr PolicyName kPolicies[] = {
     {CapacityPolicy::kExpanded, "expanded", "expanded drop (top-k + local experts)"},
     {CapacityPolicy::kReroute, "reroute", "token reroute"},
     {CapacityPolicy::kDevice, "device", "device-level capacity, drop by score"},
+    {CapacityPolicy::kThreshold, "threshold", "threshold drop (DualSparse 1T / 2T)"},
 };
 
 // A (token, slot) pair of the output table.
@@ -253,6 +254,12 @@ std::string CapacityConfig::describe() const {
   for (const auto& p : kPolicies)
     if (p.policy == policy) what = p.description;
   if (!active()) return std::string(what);
+  if (policy == CapacityPolicy::kThreshold)
+    return drop_major == drop_minor
+               ? fmt::format("{}: 1T, skip experts below {} of the token's weight", what,
+                             drop_major)
+               : fmt::format("{}: 2T, skip below {}, major part only below {}", what, drop_major,
+                             drop_minor);
   std::string s =
       fmt::format("{}, gamma {} (C = ceil(gamma*T*k/E) per source device)", what, factor);
   if (policy == CapacityPolicy::kReroute) s += fmt::format(", {} rounds", reroute_rounds);
@@ -298,6 +305,49 @@ void CapacityOutcome::accumulate(const CapacityOutcome& o) {
   rerouted += o.rerouted;
 }
 
+namespace {
+
+// DualSparse-MoE's 1T / 2T-Drop on the output table (a copy of the router's): each pair's
+// original expert (ids e P .. e P + P - 1 are one expert's parts) gets its share of the
+// token's weight; below drop_major all its parts go, below drop_minor all but the first.
+void threshold_drop(const CapacityConfig& cfg, int64_t T, int32_t* ids, float* weights, int slots) {
+  const int P = std::max(1, cfg.sub_experts);
+  for (int64_t t = 0; t < T; ++t) {
+    int32_t* id = ids + t * slots;
+    float* w = weights + t * slots;
+    double total = 0;
+    for (int s = 0; s < slots; ++s)
+      if (id[s] != kDroppedExpert) total += w[s];
+    if (!(total > 0)) continue;
+    std::vector<std::pair<int32_t, double>> share;  // original expert -> its weight
+    for (int s = 0; s < slots; ++s) {
+      if (id[s] == kDroppedExpert) continue;
+      const int32_t g = id[s] / P;
+      auto it =
+          std::find_if(share.begin(), share.end(), [&](const auto& x) { return x.first == g; });
+      if (it == share.end())
+        share.emplace_back(g, w[s]);
+      else
+        it->second += w[s];
+    }
+    for (int s = 0; s < slots; ++s) {
+      if (id[s] == kDroppedExpert) continue;
+      const int32_t g = id[s] / P;
+      const double x =
+          std::find_if(share.begin(), share.end(), [&](const auto& y) { return y.first == g; })
+              ->second /
+          total;
+      const bool major = id[s] % P == 0;
+      if (x < cfg.drop_major || (x < cfg.drop_minor && !major)) {
+        id[s] = kDroppedExpert;
+        w[s] = 0.0f;
+      }
+    }
+  }
+}
+
+}  // namespace
+
 void apply_capacity(const CapacityConfig& cfg, const RouterConfig& router, const float* scores,
                     const int32_t* ids, const float* weights, int64_t T, const Placement& placement,
                     int source_device, const CapacityCall& call, int32_t* out_ids,
@@ -329,7 +379,8 @@ void apply_capacity(const CapacityConfig& cfg, const RouterConfig& router, const
     outcome.overflow += std::max<int64_t>(0, before[size_t(e)] - C);
   }
 
-  const bool skip = !cfg.active() || (cfg.skip_single_token && call.decode_step);
+  const bool skip = !cfg.active() || (cfg.skip_single_token && call.decode_step &&
+                                      cfg.policy != CapacityPolicy::kThreshold);
   if (!skip) {
     // Per-token factor mapping a probability to a combine weight (renormalisation, scaling),
     // so pairs a policy adds are weighted as the router would have weighted them.
@@ -361,6 +412,9 @@ void apply_capacity(const CapacityConfig& cfg, const RouterConfig& router, const
         break;
       case CapacityPolicy::kDevice:
         run.device_drop(placement);
+        break;
+      case CapacityPolicy::kThreshold:
+        threshold_drop(cfg, T, out_ids, out_weights, out_slots);
         break;
       case CapacityPolicy::kNone:
         break;
@@ -444,6 +498,26 @@ constexpr CapacitySetting kCapacitySettings[] = {
        const int64_t n = parse_int(v, where);
        if (n < 1 || n > 1000) fail("{} must be between 1 and 1000 (got {})", where, v);
        c.reroute_rounds = int(n);
+     },
+     nullptr},
+    {"drop_threshold", "--drop-threshold", "T|TMAJOR,TMINOR",
+     "--capacity-policy threshold (DualSparse-MoE): skip an expert whose share of the token's "
+     "routing weight is below T (1T-Drop); with two thresholds, run only its major part between "
+     "them (2T-Drop; needs experts partitioned with --importance)",
+     [](const CapacityConfig& c) {
+       return c.drop_major == c.drop_minor ? fmt::format("{}", c.drop_major)
+                                           : fmt::format("{},{}", c.drop_major, c.drop_minor);
+     },
+     [](CapacityConfig& c, const std::string& v, const std::string& where) {
+       const size_t comma = v.find(',');
+       const double a = parse_double(v.substr(0, comma), where);
+       const double b = comma == std::string::npos ? a : parse_double(v.substr(comma + 1), where);
+       if (!(a >= 0 && a <= 1 && b >= 0 && b <= 1))
+         fail("{}: thresholds must be in [0, 1] (got {})", where, v);
+       if (a > b)
+         fail("{}: thresholds out of order: T_major {} > T_minor {} (give TMAJOR,TMINOR)", where, a,
+              b);
+       c.drop_major = a, c.drop_minor = b;
      },
      nullptr},
     {"capacity_seed", "--capacity-seed", "UINT", "Seed of --capacity-policy random",

@@ -27,9 +27,12 @@ enum class CapacityPolicy : uint8_t {
                   // each expert keeps its C best candidates by score, routed or not
   kReroute,       // v1 token reroute: overflowed pairs re-select among unfilled experts, in rounds
   kDevice,        // device-level: the pairs sent to a device are bounded, not each expert's
+  kThreshold,     // DualSparse-MoE's 1T / 2T-Drop: no capacity; a pair whose expert's share
+                  // of the token's routing weight is below a threshold is skipped (2T: between
+                  // the two thresholds only the expert's major part runs)
 };
 
-// Command-line names: none, score, order, reverse, random, expanded, reroute, device.
+// Command-line names: none, score, order, reverse, random, expanded, reroute, device, threshold.
 std::string_view capacity_policy_name(CapacityPolicy policy);
 CapacityPolicy parse_capacity_policy(std::string_view name);  // error lists the valid names
 
@@ -41,6 +44,15 @@ struct CapacityConfig {
                                   // authors' code does (sequence_length == 1)
   int reroute_rounds = 3;         // kReroute: re-selection rounds before the final drop
   uint64_t seed = 0;              // kRandom
+  // kThreshold: with s = the weight of a pair's expert / the sum of the token's weights,
+  // s < drop_major skips the expert, drop_major <= s < drop_minor runs only its major part,
+  // s >= drop_minor runs it whole (1T-Drop: drop_major == drop_minor). Applies to decode
+  // steps too.
+  double drop_major = 0.05, drop_minor = 0.05;
+  // The model's experts are partitioned (model/expert_partition.h): ids [e P, (e + 1) P) are
+  // the parts of one original expert, whose share is their sum; the first is the major part.
+  // Set from the model, not a flag.
+  int sub_experts = 1;
 
   bool active() const { return policy != CapacityPolicy::kNone; }
   std::string describe() const;  // e.g. "score drop, gamma 1.5 (C = ceil(gamma*T*k/E))"

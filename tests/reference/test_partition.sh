@@ -13,6 +13,9 @@
 #    PyTorch computation does (neuron_profile_checks.py), also through an ScMoE shortcut, and
 #    `partition --importance` (experts reconstructed: neurons sorted by importance) still
 #    computes the original function;
+#  - 1T-Drop on a partitioned model equals 1T-Drop on the original (a sub-expert's share is
+#    summed over its expert's parts), and 2T-Drop that keeps only major parts equals the same
+#    checkpoint with every minor part's down projection zeroed (written by numpy) run dropless;
 #  - bad input is a clear error, and no half-written folder is left behind.
 # Usage: test_partition.sh SWITCHYARD_BINARY WORK_DIR. Exit 77 = a reference is missing.
 set -uo pipefail
@@ -108,7 +111,43 @@ for name in mixtral_bf16_p4 scmoe_pos2_cg1; do
   else fail "$name: reconstructed (sorted by abs_silu_up) == original" "$out"; fi
 done
 
-# ---- bad input: clear errors, nothing half-written
+# ---- 1T / 2T-Drop (--capacity-policy threshold)
+m="$work/mixtral_f32"
+tids=$("$py" -c "import numpy as np; r=np.random.default_rng(9); print(','.join(str(x) for x in r.integers(0, 512, 37)))")
+"$sy" profile-neurons -m "$m" --ids "$tids" -o "$m.imp.safetensors" >/dev/null
+"$sy" partition -m "$m" -o "$m-r" --factor 2 --importance "$m.imp.safetensors" >/dev/null
+for x in "$m" "$m-p"; do
+  "$sy" score --model "$x" --ids "$ids" --quiet --capacity-policy threshold --drop-threshold 0.3 \
+    --dump-logits "$x.1t.npy" >"$x.1t.out" 2>&1 || fail "1T-Drop on $x" "$(tail -2 "$x.1t.out")"
+done
+dropped=$(grep -o "pairs dropped [0-9.]*%" "$m.1t.out")
+if out=$("$py" "$here/compare_npy.py" "$m-p.1t.npy" "$m.1t.npy" --dtype f32 --model "$m" --label "1T" 2>&1); then
+  pass "1T-Drop (0.3): partitioned == original" "$dropped; $(tail -1 <<<"$out")"
+else fail "1T-Drop (0.3): partitioned == original" "$out"; fi
+"$sy" score --model "$m-r" --ids "$ids" --quiet --capacity-policy threshold --drop-threshold 0,1 \
+  --dump-logits "$m-r.2t.npy" >"$m-r.2t.out" 2>&1 || fail "2T-Drop" "$(tail -2 "$m-r.2t.out")"
+if "$py" - "$m-r" "$work/major_only" "$here" <<'PY'
+import os, re, shutil, sys
+sys.path.insert(0, sys.argv[3])
+import safetensors_np
+src, dst = sys.argv[1], sys.argv[2]
+shutil.copytree(src, dst)
+t = safetensors_np.read_checkpoint(src)
+for name, v in t.items():
+    m = re.match(r"model\.layers\.\d+\.block_sparse_moe\.experts\.(\d+)\.w2\.weight", name)
+    if m and int(m.group(1)) % 2 == 1:  # a minor part
+        t[name] = v * 0
+for f in os.listdir(dst):
+    if f.endswith(".safetensors"):
+        os.remove(os.path.join(dst, f))
+safetensors_np.write_file(os.path.join(dst, "model.safetensors"), t)
+PY
+then
+  "$sy" score --model "$work/major_only" --ids "$ids" --quiet --dump-logits "$work/major_only.npy" >/dev/null 2>&1
+  if out=$("$py" "$here/compare_npy.py" "$m-r.2t.npy" "$work/major_only.npy" --dtype f32 --model "$m" --label "2T" 2>&1); then
+    pass "2T-Drop (0,1): major parts only == minor parts zeroed (numpy)" "$(grep -o "pairs dropped [0-9.]*%" "$m-r.2t.out"); $(tail -1 <<<"$out")"
+  else fail "2T-Drop (0,1): major parts only == minor parts zeroed (numpy)" "$out"; fi
+else fail "2T-Drop reference checkpoint" "numpy could not write it"; fi
 expect() {  # NAME PATTERN -- COMMAND...
   local name="$1" pattern="$2"
   shift 3
@@ -117,6 +156,10 @@ expect() {  # NAME PATTERN -- COMMAND...
   elif grep -q -- "$pattern" <<<"$out"; then pass "$name" "$(grep -m1 -- "$pattern" <<<"$out")"
   else fail "$name" "error does not match '$pattern': $out"; fi
 }
+expect "2T without major parts" "has no major parts" -- "$sy" score --model "$m-p" --ids "$ids" -q --capacity-policy threshold --drop-threshold 0.1,0.3
+expect "thresholds out of order" "thresholds out of order" -- "$sy" score --model "$m-r" --ids "$ids" -q --capacity-policy threshold --drop-threshold 0.3,0.1
+
+# ---- bad input: clear errors, nothing half-written
 m="$work/mixtral_f32"
 expect "factor not dividing the width" "does not divide the experts' FFN width" -- "$sy" partition -m "$m" -o "$work/bad1" --factor 5
 expect "factor 1" "factor" -- "$sy" partition -m "$m" -o "$work/bad2" --factor 1

@@ -738,6 +738,8 @@ TEST(CapacitySettings, RoundTripAndRejectBadValues) {
   c.skip_single_token = false;
   c.reroute_rounds = 5;
   c.seed = 77;
+  c.drop_major = 0.07;
+  c.drop_minor = 0.09;
   CapacityConfig back;
   for (const CapacitySetting& s : capacity_settings()) s.set(back, s.get(c), s.key);
   EXPECT_EQ(back.policy, c.policy);
@@ -746,7 +748,10 @@ TEST(CapacitySettings, RoundTripAndRejectBadValues) {
   EXPECT_EQ(back.skip_single_token, c.skip_single_token);
   EXPECT_EQ(back.reroute_rounds, c.reroute_rounds);
   EXPECT_EQ(back.seed, c.seed);
-  EXPECT_EQ(capacity_settings().size(), 6u) << "a CapacityConfig field without a setting?";
+  EXPECT_EQ(back.drop_major, c.drop_major);
+  EXPECT_EQ(back.drop_minor, c.drop_minor);
+  // sub_experts is the model's (its expert_partition), not a setting.
+  EXPECT_EQ(capacity_settings().size(), 7u) << "a CapacityConfig field without a setting?";
 
   auto setting = [](std::string_view key) -> const CapacitySetting& {
     for (const CapacitySetting& s : capacity_settings())
@@ -764,6 +769,44 @@ TEST(CapacitySettings, RoundTripAndRejectBadValues) {
                             {"between 1 and 1000"});
   setting("capacity_skip_single_token").on_switch(d);  // --capacity-on-decode
   EXPECT_FALSE(d.skip_single_token);
+  sy::testing::expect_error(
+      [&] { setting("drop_threshold").set(d, "0.3,0.1", "--drop-threshold"); },
+      {"out of order", "0.3", "0.1"});
+  sy::testing::expect_error([&] { setting("drop_threshold").set(d, "1.5", "--drop-threshold"); },
+                            {"[0, 1]"});
+}
+
+// 1T / 2T-Drop on hand-made routing: shares are weight / the token's total weight, summed
+// over a partitioned expert's parts (ids 2e, 2e + 1 with two sub-experts).
+TEST(ThresholdDrop, SkipsSmallSharesAndRunsMajorPartsBetweenThresholds) {
+  Batch b;
+  b.T = 2, b.E = 8, b.k = 4;
+  b.router.num_experts = 8, b.router.top_k = 4;
+  b.scores.assign(16, 0.1f);
+  // Token 0 (total 0.7): expert 0 (parts 0, 1) has share 0.857, expert 2 (parts 4, 5) 0.143.
+  // Token 1 (total 0.4): expert 1 (parts 2, 3) 0.8, expert 3 (parts 6, 7) 0.2.
+  b.ids = {0, 1, 4, 5, /* token 1 */ 2, 3, 6, 7};
+  b.weights = {0.30f, 0.30f, 0.05f, 0.05f, /* token 1 */ 0.16f, 0.16f, 0.04f, 0.04f};
+  CapacityConfig c = config(CapacityPolicy::kThreshold, 1.0);
+  c.sub_experts = 2;
+  c.drop_major = c.drop_minor = 0.15;  // 1T: only token 0's expert 2 (0.143) goes
+  Result r = run(b, c);
+  EXPECT_EQ(r.ids, (std::vector<int32_t>{0, 1, kDroppedExpert, kDroppedExpert, 2, 3, 6, 7}));
+  EXPECT_FLOAT_EQ(r.weights[0], 0.30f);  // kept pairs keep their weight
+  EXPECT_EQ(r.outcome.dropped, 2);
+  c.drop_major = 0.1, c.drop_minor = 0.9;  // 2T: every share is between: major parts only
+  r = run(b, c);
+  EXPECT_EQ(r.ids, (std::vector<int32_t>{0, kDroppedExpert, 4, kDroppedExpert, 2, kDroppedExpert, 6,
+                                         kDroppedExpert}));
+  c.drop_major = c.drop_minor = 0.0;                       // nothing below 0
+  r = run(b, c, Placement(), 0, 0, /*decode_step=*/true);  // decode steps too
+  EXPECT_EQ(r.ids, b.ids);
+  c.drop_major = c.drop_minor = 0.15;
+  c.sub_experts = 1;  // unpartitioned: each id its own expert; shares 0.43 0.43 0.07 0.07 and
+                      // 0.4 0.4 0.1 0.1
+  r = run(b, c, Placement(), 0, 0, true);
+  EXPECT_EQ(r.ids, (std::vector<int32_t>{0, 1, kDroppedExpert, kDroppedExpert, 2, 3, kDroppedExpert,
+                                         kDroppedExpert}));
 }
 
 }  // namespace
