@@ -59,6 +59,21 @@ report::Heatmap load_heatmap(const moe::LoadStats& stats, bool before_policy,
   return m;
 }
 
+nlohmann::json expert_compute_dropped(const moe::LoadStats& stats, const model::ModelConfig& c) {
+  const double I = double(c.expert_intermediate_size), S = double(c.shared_intermediate_size);
+  const double K = double(std::max(1, c.router.top_k));
+  double dropped = 0, total = 0;
+  nlohmann::json layers = nlohmann::json::array();
+  for (int l = 0; l < stats.num_layers(); ++l) {
+    const moe::CapacityOutcome& o = stats.layer_totals(l);
+    if (o.routed == 0) continue;
+    const double d = double(o.dropped) * I, all = double(o.routed) * I + double(o.routed) / K * S;
+    layers.push_back({{"layer", l}, {"share", all > 0 ? d / all : 0.0}});
+    dropped += d, total += all;
+  }
+  return {{"total", total > 0 ? dropped / total : 0.0}, {"layers", layers}};
+}
+
 void write_load_heatmap(const moe::LoadStats& stats, const std::string& path, bool before_policy,
                         const std::string& subtitle) {
   report::write_heatmap_svg(path, load_heatmap(stats, before_policy, subtitle));

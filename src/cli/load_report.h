@@ -4,6 +4,9 @@
 
 #include <string>
 
+#include <nlohmann/json.hpp>
+
+#include "model/config.h"
 #include "moe/load_stats.h"
 #include "report/svg_heatmap.h"
 
@@ -18,5 +21,11 @@ report::Heatmap load_heatmap(const moe::LoadStats& stats, bool before_policy,
 // Writes load_heatmap(...) to `path` atomically.
 void write_load_heatmap(const moe::LoadStats& stats, const std::string& path, bool before_policy,
                         const std::string& subtitle = "");
+
+// The share of expert computation the policy removed (DualSparse-MoE's drop rate), per MoE
+// layer and in total: dropped pairs x expert width over (routed pairs x expert width + tokens x
+// shared-expert width), tokens = routed pairs / top-k. {"total": x, "layers": [{layer, share}]}.
+nlohmann::json expert_compute_dropped(const moe::LoadStats& stats,
+                                      const model::ModelConfig& config);
 
 }  // namespace sy::cli

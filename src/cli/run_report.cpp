@@ -65,8 +65,21 @@ void RunReport::finish(const moe::LoadStats& stats, const model::Model& model,
   }
   if (rank_ > 0) return;
   fmt::print(stderr, "\nExpert load (tokens per expert, per MoE layer):\n{}", stats.table());
-  if (!options_.load_json.empty())
-    io::write_text_file_atomic(options_.load_json, stats.to_json().dump(2) + "\n");
+  const nlohmann::json compute = expert_compute_dropped(stats, model.config());
+  if (runtime.capacity.active()) {
+    std::string per_layer;
+    for (const auto& l : compute["layers"])
+      per_layer +=
+          fmt::format(" {}:{:.1f}%", l["layer"].get<int>(), 100 * l["share"].get<double>());
+    fmt::print(stderr,
+               "expert computation skipped: {:.1f}% (shared experts counted); per layer{}\n",
+               100 * compute["total"].get<double>(), per_layer);
+  }
+  if (!options_.load_json.empty()) {
+    nlohmann::json j = stats.to_json();
+    j["expert_compute_dropped"] = compute;
+    io::write_text_file_atomic(options_.load_json, j.dump(2) + "\n");
+  }
   if (!options_.load_heatmap.empty() && stats.num_experts() > 0) {
     const std::string subtitle =
         runtime.capacity.active() ? runtime.capacity.describe() : std::string("dropless");
