@@ -115,6 +115,8 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
             "(fingerprints {:016x} vs {:016x}; this rank loaded '{}'); every rank needs the same "
             "checkpoint",
             r, prints[size_t(r)], prints[0], mo.model_dir);
+    const parallel::Communicator* world = &comm;
+    eng->runtime.sum_counts = [world](std::vector<int64_t>& v) { world->all_reduce_sum(v); };
     eng->ep = std::make_unique<parallel::ExpertParallelBackend>(comm, eng->runtime.placement,
                                                                 int(cfg.num_layers), po.ep);
     eng->runtime.backend = eng->ep.get();

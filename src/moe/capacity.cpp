@@ -255,11 +255,12 @@ std::string CapacityConfig::describe() const {
     if (p.policy == policy) what = p.description;
   if (!active()) return std::string(what);
   if (policy == CapacityPolicy::kThreshold)
-    return drop_major == drop_minor
-               ? fmt::format("{}: 1T, skip experts below {} of the token's weight", what,
-                             drop_major)
-               : fmt::format("{}: 2T, skip below {}, major part only below {}", what, drop_major,
-                             drop_minor);
+    return (drop_major == drop_minor
+                ? fmt::format("{}: 1T, skip experts below {} of the token's weight", what,
+                              drop_major)
+                : fmt::format("{}: 2T, skip below {}, major part only below {}", what, drop_major,
+                              drop_minor)) +
+           (load_aware ? ", load-aware (x min(1, device load / balanced load))" : "");
   std::string s =
       fmt::format("{}, gamma {} (C = ceil(gamma*T*k/E) per source device)", what, factor);
   if (policy == CapacityPolicy::kReroute) s += fmt::format(", {} rounds", reroute_rounds);
@@ -310,7 +311,9 @@ namespace {
 // DualSparse-MoE's 1T / 2T-Drop on the output table (a copy of the router's): each pair's
 // original expert (ids e P .. e P + P - 1 are one expert's parts) gets its share of the
 // token's weight; below drop_major all its parts go, below drop_minor all but the first.
-void threshold_drop(const CapacityConfig& cfg, int64_t T, int32_t* ids, float* weights, int slots) {
+// scale: [E] factors on the thresholds (load-aware), or null.
+void threshold_drop(const CapacityConfig& cfg, int64_t T, int32_t* ids, float* weights, int slots,
+                    const float* scale) {
   const int P = std::max(1, cfg.sub_experts);
   for (int64_t t = 0; t < T; ++t) {
     int32_t* id = ids + t * slots;
@@ -338,7 +341,8 @@ void threshold_drop(const CapacityConfig& cfg, int64_t T, int32_t* ids, float* w
               ->second /
           total;
       const bool major = id[s] % P == 0;
-      if (x < cfg.drop_major || (x < cfg.drop_minor && !major)) {
+      const double f = scale ? scale[id[s]] : 1.0;
+      if (x < f * cfg.drop_major || (x < f * cfg.drop_minor && !major)) {
         id[s] = kDroppedExpert;
         w[s] = 0.0f;
       }
@@ -414,7 +418,7 @@ void apply_capacity(const CapacityConfig& cfg, const RouterConfig& router, const
         run.device_drop(placement);
         break;
       case CapacityPolicy::kThreshold:
-        threshold_drop(cfg, T, out_ids, out_weights, out_slots);
+        threshold_drop(cfg, T, out_ids, out_weights, out_slots, call.threshold_scale);
         break;
       case CapacityPolicy::kNone:
         break;
@@ -520,6 +524,14 @@ constexpr CapacitySetting kCapacitySettings[] = {
        c.drop_major = a, c.drop_minor = b;
      },
      nullptr},
+    {"drop_load_aware", "--drop-load-aware", "",
+     "With --capacity-policy threshold and several devices: scale each device's thresholds by "
+     "min(1, its load / the balanced load), so light devices drop less",
+     [](const CapacityConfig& c) { return bool_text(c.load_aware); },
+     [](CapacityConfig& c, const std::string& v, const std::string& where) {
+       c.load_aware = parse_bool(v, where);
+     },
+     [](CapacityConfig& c) { c.load_aware = true; }},
     {"capacity_seed", "--capacity-seed", "UINT", "Seed of --capacity-policy random",
      [](const CapacityConfig& c) { return std::to_string(c.seed); },
      [](CapacityConfig& c, const std::string& v, const std::string& where) {

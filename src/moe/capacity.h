@@ -53,6 +53,10 @@ struct CapacityConfig {
   // the parts of one original expert, whose share is their sum; the first is the major part.
   // Set from the model, not a flag.
   int sub_experts = 1;
+  // Load-aware thresholds under expert parallelism (DualSparse-MoE): a device whose experts
+  // receive r times the balanced load uses the thresholds times min(1, r), so overloaded
+  // devices drop as configured and light ones drop less.
+  bool load_aware = false;
 
   bool active() const { return policy != CapacityPolicy::kNone; }
   std::string describe() const;  // e.g. "score drop, gamma 1.5 (C = ceil(gamma*T*k/E))"
@@ -105,6 +109,9 @@ struct CapacityCall {
   // skip_single_token the policy leaves the table alone; a one-token device slice of a prefill
   // is not a decode step).
   bool decode_step = false;
+  // kThreshold with load_aware: [E] factors on each expert's thresholds (its device's load over
+  // the balanced load, at most 1), computed from the whole call's routing; null: 1.
+  const float* threshold_scale = nullptr;
 };
 
 // Applies `config` to T tokens that all come from `source_device` (placement may be empty:

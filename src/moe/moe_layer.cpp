@@ -9,6 +9,38 @@
 
 namespace sy::moe {
 
+namespace {
+
+// Load-aware thresholds (DualSparse-MoE): each expert's factor min(1, its device's load / the
+// balanced load), from the whole call's routing -- every rank's under mpirun, so every rank
+// calls this once per layer call, with zero pairs too. Empty when not in use.
+std::vector<float> threshold_scale(const MoeRuntime& rt, int E, const int32_t* ids,
+                                   int64_t num_pairs) {
+  if (rt.capacity.policy != CapacityPolicy::kThreshold || !rt.capacity.load_aware ||
+      rt.placement.empty() || rt.placement.num_devices() < 2)
+    return {};
+  std::vector<int64_t> counts(static_cast<size_t>(E), 0);
+  for (int64_t i = 0; i < num_pairs; ++i)
+    if (ids[i] != kDroppedExpert) ++counts[size_t(ids[i])];
+  if (rt.sum_counts) rt.sum_counts(counts);
+  const int devices = rt.placement.num_devices();
+  std::vector<int64_t> load(static_cast<size_t>(devices), 0);
+  int64_t total = 0;
+  for (int e = 0; e < E; ++e) {
+    load[size_t(rt.placement.device_of(e))] += counts[size_t(e)];
+    total += counts[size_t(e)];
+  }
+  std::vector<float> scale(static_cast<size_t>(E), 1.0f);
+  const double balanced = double(total) / devices;
+  if (balanced > 0)
+    for (int e = 0; e < E; ++e)
+      scale[size_t(e)] =
+          float(std::min(1.0, double(load[size_t(rt.placement.device_of(e))]) / balanced));
+  return scale;
+}
+
+}  // namespace
+
 // Capacity is a per-device constraint on that device's own tokens (before any all-to-all),
 // so each device's contiguous token slice goes through the policy on its own.
 void apply_capacity_per_device(const MoeRuntime& rt, const RouterConfig& rc, int layer, int64_t T,
@@ -18,13 +50,14 @@ void apply_capacity_per_device(const MoeRuntime& rt, const RouterConfig& rc, int
   const int E = rc.num_experts, K = rc.top_k;
   const bool one_source = rt.placement.empty() || rt.source_device >= 0;
   const int D = one_source ? 1 : rt.placement.num_devices();
+  const std::vector<float> scale = threshold_scale(rt, E, router_ids, T * K);
   for (int d = 0; d < D; ++d) {
     const int64_t begin = one_source ? 0 : rt.placement.token_begin(d, T);
     const int64_t end = one_source ? T : rt.placement.token_begin(d + 1, T);
     const int device = rt.placement.empty() ? 0 : rt.source_device >= 0 ? rt.source_device : d;
     const CapacityCall call{
         splitmix64(rt.forward_calls ^ splitmix64(uint64_t(layer) * 65537u + uint64_t(device))),
-        rt.decode_step};
+        rt.decode_step, scale.empty() ? nullptr : scale.data()};
     apply_capacity(rt.capacity, rc, scores + begin * E, router_ids + begin * K,
                    router_weights + begin * K, end - begin, rt.placement, device, call,
                    ids + begin * slots, weights + begin * slots, slots, outcome);
@@ -64,6 +97,7 @@ void routed_start(const MoeBlock& b, const float* x, int64_t T, int64_t H, MoeSc
   const int E = rc.num_experts, K = rc.top_k;
   if (T == 0) {  // nothing to route, but a distributed backend's collectives still need us
     static const int32_t kNone = kDroppedExpert;
+    (void)threshold_scale(rt, E, &kNone, 0);  // its collective, if any
     s.pairs = RoutedPairs{layer, 0, H, 1, x, &kNone, nullptr};
     if (rt.backend)
       rt.backend->start(b, s.pairs, s);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -50,6 +51,9 @@ struct MoeRuntime {
   uint64_t noise_seed = 0;
   int64_t noise_step = -1;
   int64_t noise_layers = 1;
+  // Under mpirun: sums [E] counts over the ranks (load-aware thresholds need every rank's
+  // routing); null in one process.
+  std::function<void(std::vector<int64_t>&)> sum_counts;
   // Where the routed experts run among the operators computed while their exchanges are in
   // flight (model/overlap_schedule.h): -1 adaptive, K >= 0 a fixed slot (clamped to the window).
   int expert_slot = -1;

@@ -16,6 +16,9 @@
 #  - 1T-Drop on a partitioned model equals 1T-Drop on the original (a sub-expert's share is
 #    summed over its expert's parts), and 2T-Drop that keeps only major parts equals the same
 #    checkpoint with every minor part's down projection zeroed (written by numpy) run dropless;
+#  - load-aware thresholds (--drop-load-aware, 2 devices): in the first MoE layer the busiest
+#    device keeps exactly what plain 1T keeps and every other device at least as much; under mpirun (where one rank holds
+#    no tokens) the logits equal one process's with --devices 2;
 #  - bad input is a clear error, and no half-written folder is left behind.
 # Usage: test_partition.sh SWITCHYARD_BINARY WORK_DIR. Exit 77 = a reference is missing.
 set -uo pipefail
@@ -156,6 +159,35 @@ expect() {  # NAME PATTERN -- COMMAND...
   elif grep -q -- "$pattern" <<<"$out"; then pass "$name" "$(grep -m1 -- "$pattern" <<<"$out")"
   else fail "$name" "error does not match '$pattern': $out"; fi
 }
+lids=$("$py" -c "import numpy as np; r=np.random.default_rng(4); print(','.join(str(x) for x in r.integers(0, 512, 48)))")
+for la in plain aware; do
+  flag=(); [ "$la" = aware ] && flag=(--drop-load-aware)
+  "$sy" score --model "$m" --ids "$lids" --quiet --devices 2 --capacity-policy threshold --drop-threshold 0.35 \
+    "${flag[@]}" --load-json "$work/la_$la.json" --dump-logits "$work/la_$la.npy" >/dev/null 2>"$work/la_$la.err" \
+    || fail "load-aware ($la)" "$(tail -2 "$work/la_$la.err")"
+done
+if out=$("$py" - "$work/la_plain.json" "$work/la_aware.json" <<'PY' 2>&1
+import json, sys
+a, b = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+# The first MoE layer only: later layers see hidden states that the drops above them changed.
+for la, lb in list(zip(a["layers"], b["layers"]))[:1]:
+    before = la["tokens_per_expert_before_policy"]
+    busiest = max(range(2), key=lambda d: sum(before[d * 2:(d + 1) * 2]))
+    pa, pb = la["tokens_per_device"], lb["tokens_per_device"]
+    assert pb[busiest] == pa[busiest], (la["layer"], "busiest device", pa, pb)
+    assert all(y >= x for x, y in zip(pa, pb)), (la["layer"], pa, pb)
+print(f"skipped {100 * a['expert_compute_dropped']['total']:.1f}% plain, "
+      f"{100 * b['expert_compute_dropped']['total']:.1f}% load-aware; busiest device unchanged")
+PY
+); then pass "load-aware thresholds: light devices drop less" "$out"; else fail "load-aware thresholds: light devices drop less" "$out"; fi
+if command -v mpirun >/dev/null; then
+  if "${mpi[@]}" -np 2 "$sy" score --model "$m" --ids "$lids" --quiet --capacity-policy threshold \
+      --drop-threshold 0.35 --drop-load-aware --dump-logits "$work/la_mpi.npy" >/dev/null 2>"$work/la_mpi.err"; then
+    if out=$("$py" "$here/compare_npy.py" "$work/la_mpi.npy" "$work/la_aware.npy" --dtype f32 --model "$m" --label "la" 2>&1); then
+      pass "load-aware under mpirun -np 2 == one process --devices 2" "$(tail -1 <<<"$out")"
+    else fail "load-aware under mpirun -np 2 == one process --devices 2" "$out"; fi
+  else fail "load-aware under mpirun" "$(tail -3 "$work/la_mpi.err")"; fi
+fi
 expect "2T without major parts" "has no major parts" -- "$sy" score --model "$m-p" --ids "$ids" -q --capacity-policy threshold --drop-threshold 0.1,0.3
 expect "thresholds out of order" "thresholds out of order" -- "$sy" score --model "$m-r" --ids "$ids" -q --capacity-policy threshold --drop-threshold 0.3,0.1
 

@@ -740,6 +740,7 @@ TEST(CapacitySettings, RoundTripAndRejectBadValues) {
   c.seed = 77;
   c.drop_major = 0.07;
   c.drop_minor = 0.09;
+  c.load_aware = true;
   CapacityConfig back;
   for (const CapacitySetting& s : capacity_settings()) s.set(back, s.get(c), s.key);
   EXPECT_EQ(back.policy, c.policy);
@@ -750,8 +751,9 @@ TEST(CapacitySettings, RoundTripAndRejectBadValues) {
   EXPECT_EQ(back.seed, c.seed);
   EXPECT_EQ(back.drop_major, c.drop_major);
   EXPECT_EQ(back.drop_minor, c.drop_minor);
+  EXPECT_EQ(back.load_aware, c.load_aware);
   // sub_experts is the model's (its expert_partition), not a setting.
-  EXPECT_EQ(capacity_settings().size(), 7u) << "a CapacityConfig field without a setting?";
+  EXPECT_EQ(capacity_settings().size(), 8u) << "a CapacityConfig field without a setting?";
 
   auto setting = [](std::string_view key) -> const CapacitySetting& {
     for (const CapacitySetting& s : capacity_settings())
