@@ -151,14 +151,7 @@ then
     pass "2T-Drop (0,1): major parts only == minor parts zeroed (numpy)" "$(grep -o "pairs dropped [0-9.]*%" "$m-r.2t.out"); $(tail -1 <<<"$out")"
   else fail "2T-Drop (0,1): major parts only == minor parts zeroed (numpy)" "$out"; fi
 else fail "2T-Drop reference checkpoint" "numpy could not write it"; fi
-expect() {  # NAME PATTERN -- COMMAND...
-  local name="$1" pattern="$2"
-  shift 3
-  local out
-  if out=$("$@" 2>&1); then fail "$name" "succeeded; expected an error matching '$pattern'"
-  elif grep -q -- "$pattern" <<<"$out"; then pass "$name" "$(grep -m1 -- "$pattern" <<<"$out")"
-  else fail "$name" "error does not match '$pattern': $out"; fi
-}
+source "$here/expect_error.sh"  # expect NAME PATTERN... -- COMMAND: a clean failure naming PATTERN
 lids=$("$py" -c "import numpy as np; r=np.random.default_rng(4); print(','.join(str(x) for x in r.integers(0, 512, 48)))")
 for la in plain aware; do
   flag=(); [ "$la" = aware ] && flag=(--drop-load-aware)
@@ -194,7 +187,7 @@ expect "thresholds out of order" "thresholds out of order" -- "$sy" score --mode
 # ---- bad input: clear errors, nothing half-written
 m="$work/mixtral_f32"
 expect "factor not dividing the width" "does not divide the experts' FFN width" -- "$sy" partition -m "$m" -o "$work/bad1" --factor 5
-expect "factor 1" "factor" -- "$sy" partition -m "$m" -o "$work/bad2" --factor 1
+expect "factor 1" "--factor: Value 1 not in range 2 to 1024" -- "$sy" partition -m "$m" -o "$work/bad2" --factor 1
 expect "output exists" "exists; partition writes a new folder" -- "$sy" partition -m "$m" -o "$work/mixtral_f32-p" --factor 2
 expect "missing model" "does not exist" -- "$sy" partition -m "$work/nowhere" -o "$work/bad3" --factor 2
 "$sy" make-tiny --out "$work/grouped" --family dots1 --experts 8 --top-k 2 --groups 2 --topk-groups 1 --vocab 512 >/dev/null
