@@ -21,10 +21,6 @@ std::string tensor_name(int64_t layer, const char* what) {
 
 }  // namespace
 
-std::string_view neuron_metric_name(NeuronMetric m) {
-  return kNames[int(m)];
-}
-
 NeuronMetric parse_neuron_metric(std::string_view name) {
   for (int i = 0; i < kNeuronMetrics; ++i)
     if (kNames[i] == name) return NeuronMetric(i);

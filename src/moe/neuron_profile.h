@@ -18,7 +18,6 @@ namespace sy::moe {
 
 enum class NeuronMetric : int { kSilu = 0, kAbsSilu = 1, kSiluUp = 2, kAbsSiluUp = 3 };
 constexpr int kNeuronMetrics = 4;
-std::string_view neuron_metric_name(NeuronMetric m);
 NeuronMetric parse_neuron_metric(std::string_view name);  // sy::Error listing the names
 
 class NeuronProfiler : public RoutingObserver {
@@ -27,8 +26,7 @@ class NeuronProfiler : public RoutingObserver {
   explicit NeuronProfiler(std::vector<std::vector<FfnWeights>> experts);
   void observe(const RoutingRecord& record) override;
 
-  // [layer][(e * 4 + metric) * I + n] sums; pairs(layer)[e]: (token, expert) pairs seen.
-  const std::vector<double>& sums(int layer) const { return sums_[size_t(layer)]; }
+  // pairs(layer)[e]: (token, expert) pairs seen.
   const std::vector<int64_t>& pairs(int layer) const { return pairs_[size_t(layer)]; }
   // Writes one safetensors file: "layers.L.neuron_importance" [E, 4, I] and
   // "layers.L.pairs" [E] (float32) per MoE layer, with the model's shape in the metadata.

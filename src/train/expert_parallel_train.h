@@ -48,9 +48,7 @@ class ExpertParallelCompute : public ExpertCompute {
 
   // Which rank owns each expert (sy::Error at construction when ranks outnumber experts).
   const moe::Placement& placement() const { return placement_; }
-  const parallel::EpOptions& options() const { return trips_.options(); }
   const EpTrainTiming& timing() const { return timing_; }
-  void reset_timing() { timing_ = {}; }
 
  private:
   struct Layer {
