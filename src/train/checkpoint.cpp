@@ -1,5 +1,6 @@
 // Loading a sharded checkpoint (train/checkpoint.h): every shard checked against the manifest's
 // size and CRC-32 before anything is read from it.
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -28,13 +29,18 @@ const nlohmann::json& member(const nlohmann::json& j, const char* key, const std
 uint32_t file_crc32(const fs::path& path, uint64_t& bytes) {
   std::ifstream f(path, std::ios::binary);
   if (!f) fail("cannot open shard '{}'", path.string());
-  std::vector<char> buf(size_t(1) << 20);
+  // Sized by the file (most shards of small models are far below 1 MiB) and not zero-filled:
+  // resuming checks every shard, and a fresh 1 MiB buffer per shard cost more than the CRC.
+  std::error_code ec;
+  const uint64_t size = fs::file_size(path, ec);
+  const size_t cap = size_t(std::min<uint64_t>(ec ? 1 << 20 : size + 1, 1 << 20));
+  const auto buf = std::make_unique_for_overwrite<char[]>(cap);
   uint32_t crc = 0;
   bytes = 0;
   while (f) {
-    f.read(buf.data(), std::streamsize(buf.size()));
+    f.read(buf.get(), std::streamsize(cap));
     const auto n = size_t(f.gcount());
-    crc = crc32(buf.data(), n, crc);
+    crc = crc32(buf.get(), n, crc);
     bytes += n;
   }
   return crc;
