@@ -46,6 +46,10 @@ void run_inspect(const InspectOptions& o) {
                                c.shared_expert_gated ? " (sigmoid-gated)" : "")
                  : "");
   fmt::print("routing      {}\n", c.router.describe());
+  if (c.router.sub_experts > 1)
+    fmt::print("partition    {} parts per expert ({} transformation{})\n", c.router.sub_experts,
+               c.router.expand_parts ? "partial" : "complete",
+               c.partition_reconstructed ? ", part 0 = major neurons" : "");
   if (c.family == model::Family::kScMoe) {
     const char* where[] = {"the current layer (no shortcut)", "pos1: the preceding layer's output",
                            "pos2: the preceding layer after attention, before its MLP",

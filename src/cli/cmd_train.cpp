@@ -72,6 +72,12 @@ void run_train(TrainArgs& a) {
   train::keep_freed_memory();
   ops::set_num_threads(a.threads);
   if (a.out.empty() && a.export_corpus.empty()) fail("--out is required");
+  if (!a.init.empty() && model::load_config(a.init).router.expand_parts)
+    fail(
+        "'{}' was partitioned with the partial transformation, whose gate routes whole experts "
+        "to all their parts; training needs the source model or a complete partition "
+        "(switchyard partition --mode complete)",
+        a.init);
   const std::string ckpt = a.out + "/model";
   if (root && a.export_corpus.empty()) {
     make_output_dir(a.out, "--out");

@@ -127,9 +127,7 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
                  "this process runs every expert itself\n");
   }
   eng->runtime.expert_slot = po.expert_slot;
-  // Threshold drop groups a partitioned model's sub-experts into their original experts.
-  moe::CapacityConfig& cap = eng->runtime.capacity;
-  cap.sub_experts = cfg.partition_factor;
+  const moe::CapacityConfig& cap = eng->runtime.capacity;
   if (cap.policy == moe::CapacityPolicy::kThreshold && cap.drop_major < cap.drop_minor &&
       !cfg.partition_reconstructed)
     fail(

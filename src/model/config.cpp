@@ -184,14 +184,22 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
   if (k.has("expert_partition")) {
     require(j["expert_partition"].is_object(), origin, "expert_partition must be an object");
     Keys p(j["expert_partition"], origin + " expert_partition");
-    c.partition_factor = p.small_count("factor");
+    r.sub_experts = p.small_count("factor");
+    const std::string mode = p.string_or("mode", "complete");
+    require(mode == "complete" || mode == "partial", origin,
+            fmt::format("expert_partition mode '{}' is neither complete nor partial",
+                        excerpt_text(mode, 40)));
+    r.expand_parts = mode == "partial";
     c.partition_reconstructed = p.boolean_or("reconstructed", false);
-    require(c.partition_factor >= 1 && r.num_experts % c.partition_factor == 0 &&
-                r.top_k % c.partition_factor == 0,
-            origin,
-            fmt::format("expert_partition factor {} must divide the experts ({}) and "
-                        "num_experts_per_tok ({})",
-                        c.partition_factor, r.num_experts, r.top_k));
+    require(
+        r.sub_experts >= 1 && r.num_experts % r.sub_experts == 0 && r.top_k % r.sub_experts == 0,
+        origin,
+        fmt::format("expert_partition factor {} must divide the experts ({}) and "
+                    "num_experts_per_tok ({})",
+                    r.sub_experts, r.num_experts, r.top_k));
+    require(!r.expand_parts || r.num_groups == 1 || r.num_logits() % r.num_groups == 0, origin,
+            fmt::format("n_group {} must divide the {} experts the partial partition's gate routes",
+                        r.num_groups, r.num_logits()));
   }
 
   auto token_id = [&](const char* key, int64_t id) {

@@ -44,9 +44,9 @@ struct ModelConfig {
   bool branch_softmax_gate = false;      // ScMoE CG-2: softmax(C x) weighs shared and routed
   Shortcut shortcut = Shortcut::kNone;   // ScMoE: the routed branch's input (MoE layers)
   // Written by `switchyard partition` ("expert_partition" in config.json): each original expert
-  // is experts [e * P, (e + 1) * P); with reconstruction the first of them holds its most
-  // important neurons (the major part that 2T-Drop runs alone).
-  int partition_factor = 1;
+  // is experts [e * P, (e + 1) * P) (router.sub_experts = P; router.expand_parts for the
+  // partial transformation); with reconstruction the first of them holds its most important
+  // neurons (the major part that 2T-Drop runs alone).
   bool partition_reconstructed = false;
   int64_t max_position_embeddings = 0;
   float rms_norm_eps = 1e-6f;

@@ -10,6 +10,15 @@
 // projections are multiplied by that divisor, so the sum over an expert's sub-experts is the
 // expert's output. Group-limited routing is refused: repeating experts changes group scores.
 //
+// Partial transformation (partial = true): the gate is kept and the model routes top-K whole
+// experts as before; each selected expert then routes to all its P parts with the expert's own
+// weight (RouterConfig::expand_parts), so the down projections are not scaled. It works with
+// group-limited routing, and is not trainable (its gate routes experts, not parts).
+//
+// Either is reversible: merge_experts puts every neuron back where it was (the neuron order of
+// a reconstruction is saved beside the weights, expert_partition.safetensors), byte for byte
+// when the down projections were scaled by a power of two or not at all.
+//
 // Scaling by P is exact in any float format when P is a power of two; otherwise the scaled
 // down projections are rounded to the checkpoint's dtype (BF16: relative error up to 2^-9).
 #pragma once
@@ -21,7 +30,8 @@
 namespace sy::model {
 
 struct PartitionOptions {
-  int factor = 2;  // P: sub-experts per expert
+  int factor = 2;        // P: sub-experts per expert
+  bool partial = false;  // the partial transformation (keep the gate) instead of the complete
   // Optional neuron order per MoE layer and expert ([layer][expert] -> a permutation of the
   // expert's I neurons; empty: natural order). Sub-expert p takes neurons order[p I/P ..
   // (p+1) I/P): with neurons sorted by importance, sub-expert 0 is the major part (expert
@@ -45,5 +55,11 @@ struct PartitionSummary {
 // expert width, a model without routed experts, group-limited routing, or a bad order.
 PartitionSummary partition_experts(const std::string& model_dir, const std::string& out_dir,
                                    const PartitionOptions& options);
+
+// The inverse: a partitioned checkpoint (either transformation) back to whole experts, written
+// to `out_dir` the same all-or-nothing way. sy::Error for a model that is not partitioned, a
+// complete partition whose repeated gate rows no longer agree (it was changed, e.g. trained,
+// after the partition), or a reconstruction whose saved neuron order is missing or invalid.
+PartitionSummary merge_experts(const std::string& model_dir, const std::string& out_dir);
 
 }  // namespace sy::model

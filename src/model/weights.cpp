@@ -150,10 +150,10 @@ ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
       continue;
     }
     const std::string mp = moe_prefix(c, i);
-    const int64_t E = c.router.num_experts;
-    w.moe.router = L.matrix_f32(mp + "gate.weight", E, H);
+    const int64_t G = c.router.num_logits();  // one gate row per expert the router ranks
+    w.moe.router = L.matrix_f32(mp + "gate.weight", G, H);
     if (c.router.has_selection_bias)
-      w.moe.selection_bias = L.vector(mp + "gate.e_score_correction_bias", E);
+      w.moe.selection_bias = L.vector(mp + "gate.e_score_correction_bias", G);
     load_experts(L, c, i, w.moe, owned, mw);
     if (c.shared_intermediate_size > 0) {
       w.moe.has_shared = true;
@@ -195,7 +195,8 @@ ParamCounts count_params(const ModelConfig& c) {
     const int64_t shared = 3 * H * c.shared_intermediate_size + (c.shared_expert_gated ? H : 0) +
                            (c.branch_softmax_gate ? 2 * H : 0) +
                            (c.shortcut != Shortcut::kNone ? H : 0);
-    const int64_t router = E * H + (c.router.has_selection_bias ? E : 0);
+    const int64_t G = c.router.num_logits();
+    const int64_t router = G * H + (c.router.has_selection_bias ? G : 0);
     p.total += router + E * expert + shared;
     p.active_per_token += router + K * expert + shared;
   }

@@ -312,9 +312,9 @@ namespace {
 // original expert (ids e P .. e P + P - 1 are one expert's parts) gets its share of the
 // token's weight; below drop_major all its parts go, below drop_minor all but the first.
 // scale: [E] factors on the thresholds (load-aware), or null.
-void threshold_drop(const CapacityConfig& cfg, int64_t T, int32_t* ids, float* weights, int slots,
-                    const float* scale) {
-  const int P = std::max(1, cfg.sub_experts);
+void threshold_drop(const CapacityConfig& cfg, int P, int64_t T, int32_t* ids, float* weights,
+                    int slots, const float* scale) {
+  P = std::max(1, P);
   for (int64_t t = 0; t < T; ++t) {
     int32_t* id = ids + t * slots;
     float* w = weights + t * slots;
@@ -418,7 +418,8 @@ void apply_capacity(const CapacityConfig& cfg, const RouterConfig& router, const
         run.device_drop(placement);
         break;
       case CapacityPolicy::kThreshold:
-        threshold_drop(cfg, T, out_ids, out_weights, out_slots, call.threshold_scale);
+        threshold_drop(cfg, router.sub_experts, T, out_ids, out_weights, out_slots,
+                       call.threshold_scale);
         break;
       case CapacityPolicy::kNone:
         break;

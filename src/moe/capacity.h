@@ -47,12 +47,9 @@ struct CapacityConfig {
   // kThreshold: with s = the weight of a pair's expert / the sum of the token's weights,
   // s < drop_major skips the expert, drop_major <= s < drop_minor runs only its major part,
   // s >= drop_minor runs it whole (1T-Drop: drop_major == drop_minor). Applies to decode
-  // steps too.
+  // steps too. With a partitioned model (RouterConfig::sub_experts = P), ids [e P, (e + 1) P)
+  // are the parts of one expert, whose share is their sum; the first is the major part.
   double drop_major = 0.05, drop_minor = 0.05;
-  // The model's experts are partitioned (model/expert_partition.h): ids [e P, (e + 1) P) are
-  // the parts of one original expert, whose share is their sum; the first is the major part.
-  // Set from the model, not a flag.
-  int sub_experts = 1;
   // Load-aware thresholds under expert parallelism (DualSparse-MoE): a device whose experts
   // receive r times the balanced load uses the thresholds times min(1, r), so overloaded
   // devices drop as configured and light ones drop less.

@@ -107,21 +107,23 @@ void routed_start(const MoeBlock& b, const float* x, int64_t T, int64_t H, MoeSc
   }
 
   const auto route_start = std::chrono::steady_clock::now();
-  // 1. Router: logits [T, E] in float32, then probabilities, top-k ids and weights.
-  s.logits.resize(size_t(T * E));
-  ops::sgemm_nt(T, E, H, x, H, b.router_weight, H, s.logits.data(), E);
+  // 1. Router: logits [T, G] in float32 (G = E, or the whole experts of a partial partition),
+  // then probabilities, top-k ids and weights.
+  const int G = rc.num_logits();
+  s.logits.resize(size_t(T * G));
+  ops::sgemm_nt(T, G, H, x, H, b.router_weight, H, s.logits.data(), G);
   s.scores.resize(size_t(T * E));
   s.router_ids.resize(size_t(T * K));
   s.router_weights.resize(size_t(T * K));
   if (b.noise_weight && rt.noise_step >= 0) {  // noisy top-k gating: select on logits + noise
-    s.noise_logits.resize(size_t(T * E));
-    s.noise.resize(size_t(T * E));
-    s.noisy.resize(size_t(T * E));
-    ops::sgemm_nt(T, E, H, x, H, b.noise_weight, H, s.noise_logits.data(), E);
+    s.noise_logits.resize(size_t(T * G));
+    s.noise.resize(size_t(T * G));
+    s.noisy.resize(size_t(T * G));
+    ops::sgemm_nt(T, G, H, x, H, b.noise_weight, H, s.noise_logits.data(), G);
     route_noisy(rc, s.logits.data(), s.noise_logits.data(), T, rt.noise_seed,
                 uint64_t(rt.noise_step * rt.noise_layers + layer), s.router_ids.data(),
                 s.router_weights.data(), s.scores.data(), s.noise.data());
-    for (int64_t i = 0; i < T * E; ++i)
+    for (int64_t i = 0; i < T * G; ++i)
       s.noisy[size_t(i)] = s.logits[size_t(i)] + s.noise[size_t(i)];
   } else {
     s.noisy.clear();

@@ -61,11 +61,16 @@ std::string RouterConfig::describe() const {
   if (num_groups > 1)
     s += fmt::format(" -> top-{} of {} groups ({})", topk_groups, num_groups,
                      group_score == GroupScore::kMax ? "max" : "top-2 sum");
-  s += fmt::format(" -> top-{} of {}", top_k, num_experts);
+  const int k = expand_parts ? top_k / sub_experts : top_k;
+  s += fmt::format(" -> top-{} of {}", k, num_logits());
   if (score == ScoreFunc::kSoftmaxTopK) s += " -> softmax over the selected";
   if (score == ScoreFunc::kSigmoidTopK) s += " -> sigmoid";
   if (renormalize) s += " -> renormalise";
   if (routed_scaling_factor != 1.0f) s += fmt::format(" -> x{}", routed_scaling_factor);
+  if (expand_parts)
+    s += fmt::format(" -> each to its {} parts (top-{} of {})", sub_experts, top_k, num_experts);
+  else if (sub_experts > 1)
+    s += fmt::format(" ({} parts per expert)", sub_experts);
   return s;
 }
 
@@ -95,8 +100,41 @@ void sigmoid_row(const float* x, int n, float* p) {
 
 }  // namespace
 
+namespace {
+
+// The partial transformation: route whole experts as the source model did, then send each
+// selected expert's token to all of its parts with the expert's weight.
+void route_expanded(const RouterConfig& cfg, const float* logits, int64_t num_tokens,
+                    const float* selection_bias, int32_t* ids, float* weights, float* scores_out) {
+  const int P = cfg.sub_experts;
+  SY_ASSERT(P >= 1 && cfg.num_experts % P == 0 && cfg.top_k % P == 0);
+  RouterConfig whole = cfg;
+  whole.num_experts /= P;
+  whole.top_k /= P;
+  whole.sub_experts = 1;
+  whole.expand_parts = false;
+  const int E = whole.num_experts, K = whole.top_k;
+  std::vector<int32_t> id(size_t(num_tokens * K));
+  std::vector<float> w(id.size()), p(scores_out ? size_t(num_tokens * E) : 0);
+  route(whole, logits, num_tokens, selection_bias, id.data(), w.data(),
+        scores_out ? p.data() : nullptr);
+  for (int64_t i = 0; i < num_tokens * K; ++i)
+    for (int q = 0; q < P; ++q) {
+      ids[i * P + q] = id[size_t(i)] * P + q;
+      weights[i * P + q] = w[size_t(i)];
+    }
+  if (scores_out)
+    for (int64_t i = 0; i < num_tokens * E; ++i) std::fill_n(scores_out + i * P, P, p[size_t(i)]);
+}
+
+}  // namespace
+
 void route(const RouterConfig& cfg, const float* logits, int64_t num_tokens,
            const float* selection_bias, int32_t* ids, float* weights, float* scores_out) {
+  if (cfg.expand_parts) {
+    route_expanded(cfg, logits, num_tokens, selection_bias, ids, weights, scores_out);
+    return;
+  }
   const int E = cfg.num_experts, K = cfg.top_k;
   SY_ASSERT(E > 0 && K > 0 && K <= E);
   SY_ASSERT(cfg.num_groups >= 1 && E % cfg.num_groups == 0);
@@ -207,7 +245,7 @@ float noisy_gating_normal(uint64_t seed, uint64_t stream, uint64_t index) {
 void route_noisy(const RouterConfig& cfg, const float* logits, const float* noise_logits,
                  int64_t num_tokens, uint64_t seed, uint64_t stream, int32_t* ids, float* weights,
                  float* scores, float* noise_out) {
-  const int E = cfg.num_experts;
+  const int E = cfg.num_logits();
   SY_ASSERT(E > 0);
   SY_ASSERT_MSG(!cfg.has_selection_bias, "route_noisy takes no selection bias");
   std::vector<float> h(size_t(num_tokens) * size_t(E));  // [T, E] noisy logits H
@@ -284,7 +322,9 @@ std::string router_config_json(const RouterConfig& r) {
               {"has_selection_bias", r.has_selection_bias},
               {"num_groups", r.num_groups},
               {"topk_groups", r.topk_groups},
-              {"group_score", r.group_score == GroupScore::kMax ? "max" : "top2_sum"}}
+              {"group_score", r.group_score == GroupScore::kMax ? "max" : "top2_sum"},
+              {"sub_experts", r.sub_experts},
+              {"expand_parts", r.expand_parts}}
       .dump();
 }
 
@@ -321,13 +361,20 @@ RouterConfig parse_router_config_json(const std::string& text, const std::string
         if (g != "max" && g != "top2_sum")
           fail("{}: router group_score '{}' is neither max nor top2_sum", where, g);
         r.group_score = g == "max" ? GroupScore::kMax : GroupScore::kTop2Sum;
-      } else {
+      } else if (key == "sub_experts")
+        r.sub_experts = v.get<int>();
+      else if (key == "expand_parts")
+        r.expand_parts = v.get<bool>();
+      else {
         fail("{}: router has an unknown key '{}'", where, key);
       }
     }
   } catch (const json::exception& e) {
     fail("{}: router has a value of the wrong type ({})", where, e.what());
   }
+  if (r.sub_experts < 1 || r.num_experts % r.sub_experts != 0 || r.top_k % r.sub_experts != 0)
+    fail("{}: router sub_experts {} must be at least 1 and divide num_experts {} and top_k {}",
+         where, r.sub_experts, r.num_experts, r.top_k);
   return r;
 }
 

@@ -47,7 +47,16 @@ struct RouterConfig {
   int num_groups = 1;                  // group-limited top-k when > 1
   int topk_groups = 1;
   GroupScore group_score = GroupScore::kTop2Sum;
+  // Expert partition (DualSparse-MoE; model/expert_partition.h): ids e P .. e P + P - 1 are
+  // the P parts of one expert (P = sub_experts).
+  int sub_experts = 1;
+  // Partial transformation: the gate keeps one logit per whole expert (num_logits() of them),
+  // routes top-(top_k / P) over them as the source model did, and each selected expert then
+  // routes to all of its parts, each with the expert's weight. False: the complete
+  // transformation, whose gate has a row per part and routes top_k parts itself.
+  bool expand_parts = false;
 
+  int num_logits() const { return expand_parts ? num_experts / sub_experts : num_experts; }
   std::string describe() const;  // e.g. "softmax -> top-2 -> renormalise"
 };
 
@@ -56,11 +65,12 @@ struct RouterConfig {
 std::string router_config_json(const RouterConfig& router);
 RouterConfig parse_router_config_json(const std::string& text, const std::string& where);
 
-// Routes `num_tokens` rows of logits [num_tokens, num_experts] (float32).
-//   selection_bias: [num_experts] or nullptr.
+// Routes `num_tokens` rows of logits [num_tokens, num_logits()] (float32).
+//   selection_bias: [num_logits()] or nullptr.
 //   ids / weights:  [num_tokens, top_k], ids in descending order of selection value.
 //   scores (optional, may be nullptr): [num_tokens, num_experts] router probabilities p
-//     (softmax or sigmoid over all logits, for every ScoreFunc).
+//     (softmax or sigmoid over all logits, for every ScoreFunc; with expand_parts each part
+//     has its expert's p).
 // Selection values: kSoftmax / kSigmoid rank p + bias, and experts outside the kept groups
 // get 0.0 (as the Hugging Face code masks); kSoftmaxTopK / kSigmoidTopK rank logits + bias,
 // and experts outside the kept groups get -inf (they need top_k <= topk_groups * group size).
@@ -74,10 +84,10 @@ void route(const RouterConfig& config, const float* logits, int64_t num_tokens,
 // then exactly route(config, H, ...) without selection bias, so `scores` = the score
 // function over all of H. The paper's gate is config.score = kSoftmaxTopK (softmax over the
 // top-k of H; scores = softmax(H)); other score functions give their noisy variants.
-//   noise_logits: [T, E] the noise projection x . W_noise.
+//   noise_logits: [T, num_logits()] the noise projection x . W_noise.
 //   eps: counter-based, eps(seed, stream, t, e) for token row t of this call -- the same on
 //     every platform and independent of threading; use `stream` for the layer / step.
-//   noise_out (may be nullptr): [T, E] the sampled eps * softplus(noise_logits), for the
+//   noise_out (may be nullptr): [T, num_logits()] the sampled eps * softplus(noise_logits), for the
 //     backward pass; H is float(logits + noise_out) bit for bit.
 void route_noisy(const RouterConfig& config, const float* logits, const float* noise_logits,
                  int64_t num_tokens, uint64_t seed, uint64_t stream, int32_t* ids, float* weights,

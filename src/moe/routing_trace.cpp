@@ -263,6 +263,11 @@ RoutingTrace read_routing_trace(const std::string& path) {
            l, E);
     if (info.router.top_k != 0 && info.router.top_k != K)
       fail("{}: metadata router has top-k {} but layer {} has {}", where, info.router.top_k, l, K);
+    if (E % info.router.sub_experts != 0 || K % info.router.sub_experts != 0)
+      fail(
+          "{}: metadata router has {} parts per expert, which does not divide layer {}'s {} "
+          "experts and top-k {}",
+          where, info.router.sub_experts, l, E, K);
 
     RoutingTraceLayer L;
     L.layer = l;

@@ -19,6 +19,13 @@
 #  - load-aware thresholds (--drop-load-aware, 2 devices): in the first MoE layer the busiest
 #    device keeps exactly what plain 1T keeps and every other device at least as much; under mpirun (where one rank holds
 #    no tokens) the logits equal one process's with --devices 2;
+#  - the partial transformation (gate kept, each selected expert routed to all its parts with
+#    its weight) equals the original too, for every family above, with group-limited routing,
+#    under mpirun, and with 1T-Drop; its routing trace records the grouping, so `replay` drops
+#    what the live run dropped;
+#  - `partition --merge` undoes either transformation (and a reconstruction) byte for byte:
+#    every tensor and config.json equal the original's (numpy); a model changed after the
+#    partition, or not partitioned, is refused; training refuses a partial partition;
 #  - bad input is a clear error, and no half-written folder is left behind.
 # Usage: test_partition.sh SWITCHYARD_BINARY WORK_DIR. Exit 77 = a reference is missing.
 set -uo pipefail
@@ -75,6 +82,14 @@ for x, y in zip(la, lb):
 print(f"{len(la)} MoE layers: every sub-expert routed exactly its expert's tokens")
 PY
   ); then pass "$name: sub-expert loads" "$out"; else fail "$name: sub-expert loads" "$out"; fi
+  # The partial transformation: same function, same per-part loads.
+  if msg=$("$sy" partition --model "$d" --out "$d-q" --factor "$factor" --mode partial 2>&1); then
+    "$sy" score --model "$d-q" --ids "$ids" --quiet --dump-logits "$d-q.npy" >/dev/null 2>"$d-q.err" \
+      || fail "$name" "score partial: $(cat "$d-q.err")"
+    if out=$("$py" "$here/compare_npy.py" "$d-q.npy" "$d.npy" --dtype "$dtype" --model "$d" --label "$name partial vs original" 2>&1); then
+      pass "$name: P=$factor partial transformation == original" "$(tail -1 <<<"$out")"
+    else fail "$name: P=$factor partial transformation == original" "$out"; fi
+  else fail "$name" "partition --mode partial: $msg"; fi
   if [ "$torch" = torch ]; then
     "$py" "$here/hf_reference.py" --model "$d-p" --ids "$ids" --out "$d-p.ref.npy" >/dev/null 2>"$d-p.ref.err" \
       || { fail "$name: torch runs the partitioned checkpoint" "$(tail -3 "$d-p.ref.err")"; continue; }
@@ -93,7 +108,22 @@ if command -v mpirun >/dev/null; then
       pass "mpirun -np 2 on the partitioned model == one process" "$(tail -1 <<<"$out")"
     else fail "mpirun -np 2 on the partitioned model == one process" "$out"; fi
   else fail "mpirun -np 2 score" "$(tail -3 "$work/ep.err")"; fi
+  m="$work/mixtral_f32-q"
+  if "${mpi[@]}" -np 2 "$sy" score --model "$m" --ids "$ids" --quiet --dump-logits "$work/epq.npy" >/dev/null 2>"$work/epq.err"; then
+    if out=$("$py" "$here/compare_npy.py" "$work/epq.npy" "$work/mixtral_f32.npy" --dtype f32 --model "$m" --label "ep partial" 2>&1); then
+      pass "mpirun -np 2 on the partial partition == the original" "$(tail -1 <<<"$out")"
+    else fail "mpirun -np 2 on the partial partition == the original" "$out"; fi
+  else fail "mpirun -np 2 score (partial)" "$(tail -3 "$work/epq.err")"; fi
 fi
+
+# ---- the partial transformation keeps group-limited routing (which the complete one refuses)
+g="$work/grouped"
+"$sy" make-tiny --out "$g" --family dots1 --experts 8 --top-k 2 --groups 2 --topk-groups 1 --vocab 512 --dtype F32 >/dev/null
+"$sy" partition -m "$g" -o "$g-q" --factor 2 --mode partial >/dev/null 2>"$g-q.err" || fail "grouped partial" "$(cat "$g-q.err")"
+for x in "$g" "$g-q"; do "$sy" score --model "$x" --ids "$ids" --quiet --dump-logits "$x.npy" >/dev/null 2>&1; done
+if out=$("$py" "$here/compare_npy.py" "$g-q.npy" "$g.npy" --dtype f32 --model "$g" --label "grouped partial" 2>&1); then
+  pass "group-limited routing (n_group 2): partial transformation == original" "$(tail -1 <<<"$out")"
+else fail "group-limited routing (n_group 2): partial transformation == original" "$out"; fi
 
 # ---- neuron importance (profile-neurons) against PyTorch; reconstruction keeps the function
 pids=$("$py" -c "import numpy as np; r=np.random.default_rng(3); print(','.join(str(x) for x in r.integers(0, 512, 41)))")
@@ -119,11 +149,32 @@ m="$work/mixtral_f32"
 tids=$("$py" -c "import numpy as np; r=np.random.default_rng(9); print(','.join(str(x) for x in r.integers(0, 512, 37)))")
 "$sy" profile-neurons -m "$m" --ids "$tids" -o "$m.imp.safetensors" >/dev/null
 "$sy" partition -m "$m" -o "$m-r" --factor 2 --importance "$m.imp.safetensors" >/dev/null
-for x in "$m" "$m-p"; do
+for x in "$m" "$m-p" "$m-q"; do
   "$sy" score --model "$x" --ids "$ids" --quiet --capacity-policy threshold --drop-threshold 0.3 \
+    --load-json "$x.1t.json" \
     --dump-logits "$x.1t.npy" >"$x.1t.out" 2>&1 || fail "1T-Drop on $x" "$(tail -2 "$x.1t.out")"
 done
 dropped=$(grep -o "pairs dropped [0-9.]*%" "$m.1t.out")
+if out=$("$py" "$here/compare_npy.py" "$m-q.1t.npy" "$m.1t.npy" --dtype f32 --model "$m" --label "1T partial" 2>&1); then
+  pass "1T-Drop (0.3): partial partition == original" "$(tail -1 <<<"$out")"
+else fail "1T-Drop (0.3): partial partition == original" "$out"; fi
+# A dropless run's trace of the partial partition, replayed with 1T: the first MoE layer (the
+# only one whose input the drops do not change) drops what the live 1T run dropped, which
+# needs the trace to know which parts make up an expert.
+"$sy" score --model "$m-q" --ids "$ids" --quiet --trace "$work/q.trace.safetensors" >/dev/null 2>&1
+"$sy" replay --trace "$work/q.trace.safetensors" --capacity-policy threshold --drop-threshold 0.3 \
+  --json "$work/q.replay.json" -q >/dev/null 2>"$work/q.replay.err" || fail "replay" "$(cat "$work/q.replay.err")"
+if out=$("$py" - "$work/q.replay.json" "$m-q.1t.json" <<'PY' 2>&1
+import json, sys
+a, b = json.load(open(sys.argv[1]))["expert_load"], json.load(open(sys.argv[2]))
+key = lambda l: l.get("tokens_per_expert", l.get("loads"))
+ra, rb = key(a["layers"][0]), key(b["layers"][0])
+assert ra == rb, f"replayed {ra} != live {rb}"
+assert sum(ra) < sum(a["layers"][0]["tokens_per_expert_before_policy"]), "nothing dropped"
+print(f"layer 0 keeps {sum(ra)} of {sum(a['layers'][0]['tokens_per_expert_before_policy'])} part-pairs in both")
+PY
+); then pass "routing trace of a partial partition: replayed 1T == live 1T" "$out"
+else fail "routing trace of a partial partition: replayed 1T == live 1T" "$out"; fi
 if out=$("$py" "$here/compare_npy.py" "$m-p.1t.npy" "$m.1t.npy" --dtype f32 --model "$m" --label "1T" 2>&1); then
   pass "1T-Drop (0.3): partitioned == original" "$dropped; $(tail -1 <<<"$out")"
 else fail "1T-Drop (0.3): partitioned == original" "$out"; fi
@@ -183,6 +234,50 @@ if command -v mpirun >/dev/null; then
 fi
 expect "2T without major parts" "has no major parts" -- "$sy" score --model "$m-p" --ids "$ids" -q --capacity-policy threshold --drop-threshold 0.1,0.3
 expect "thresholds out of order" "thresholds out of order" -- "$sy" score --model "$m-r" --ids "$ids" -q --capacity-policy threshold --drop-threshold 0.3,0.1
+
+# ---- partition --merge: every tensor and the config back, byte for byte
+"$sy" partition -m "$m" -o "$m-rq" --factor 2 --mode partial --importance "$m.imp.safetensors" >/dev/null
+for pair in "mixtral_f32-p|mixtral_f32" "mixtral_bf16_p4-p|mixtral_bf16_p4" "qwen3_fused_bf16-q|qwen3_fused_bf16" \
+            "mixtral_f32-r|mixtral_f32" "mixtral_f32-rq|mixtral_f32" "grouped-q|grouped" "dots1_sigmoid_bias-p|dots1_sigmoid_bias"; do
+  IFS='|' read -r part orig <<<"$pair"
+  if ! msg=$("$sy" partition --merge -m "$work/$part" -o "$work/$part-merged" 2>&1); then
+    fail "merge $part" "$msg"; continue
+  fi
+  if out=$("$py" - "$work/$part-merged" "$work/$orig" "$here" <<'PY' 2>&1
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[3])
+import safetensors_np
+a, b = safetensors_np.read_checkpoint(sys.argv[1]), safetensors_np.read_checkpoint(sys.argv[2])
+assert sorted(a) == sorted(b), f"tensor names differ: {sorted(set(a) ^ set(b))[:5]}"
+for k in a:
+    assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, (k, a[k].shape, b[k].shape)
+    assert a[k].tobytes() == b[k].tobytes(), f"{k} differs"
+ca, cb = (json.load(open(d + "/config.json")) for d in sys.argv[1:3])
+assert ca == cb, f"config differs: {set(ca.items()) ^ set(cb.items()) if all(isinstance(v, (int, float, str)) for v in ca.values()) else ''}"
+print(f"{len(a)} tensors and config.json identical")
+PY
+  ); then pass "merge $part == $orig" "$out"; else fail "merge $part == $orig" "$out"; fi
+done
+cp -r "$m-p" "$work/changed"
+"$py" - "$work/changed" "$here" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[2])
+import safetensors_np
+t = safetensors_np.read_checkpoint(sys.argv[1])
+g = t["model.layers.1.block_sparse_moe.gate.weight"].copy()
+g[3, 0] += 1.0  # row 3 = expert 1's second copy
+t["model.layers.1.block_sparse_moe.gate.weight"] = g
+safetensors_np.write_file(sys.argv[1] + "/model.safetensors", t)
+PY
+expect "merge of a changed partition" "differ, so the model changed after it was partitioned" -- "$sy" partition --merge -m "$work/changed" -o "$work/bad9"
+expect "merge of an unpartitioned model" "is not a partitioned model" -- "$sy" partition --merge -m "$m" -o "$work/bad10"
+cp -r "$m-r" "$work/noorder" && rm "$work/noorder/expert_partition.safetensors"
+expect "merge without the saved order" "has no expert_partition.safetensors" -- "$sy" partition --merge -m "$work/noorder" -o "$work/bad11"
+expect "partition twice" "is already partitioned" -- "$sy" partition -m "$m-p" -o "$work/bad12" --factor 2
+expect "unknown mode" "--mode must be complete or partial" -- "$sy" partition -m "$m" -o "$work/bad13" --mode half
+printf 'In the beginning God created the heaven and the earth.\n%.0s' $(seq 200) >"$work/corpus.txt"
+expect "training a partial partition" "partial transformation" -- "$sy" train --init "$m-q" --corpus "$work/corpus.txt" --steps 1 --out "$work/bad14"
 
 # ---- bad input: clear errors, nothing half-written
 m="$work/mixtral_f32"

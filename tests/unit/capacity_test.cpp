@@ -752,7 +752,6 @@ TEST(CapacitySettings, RoundTripAndRejectBadValues) {
   EXPECT_EQ(back.drop_major, c.drop_major);
   EXPECT_EQ(back.drop_minor, c.drop_minor);
   EXPECT_EQ(back.load_aware, c.load_aware);
-  // sub_experts is the model's (its expert_partition), not a setting.
   EXPECT_EQ(capacity_settings().size(), 8u) << "a CapacityConfig field without a setting?";
 
   auto setting = [](std::string_view key) -> const CapacitySetting& {
@@ -790,7 +789,7 @@ TEST(ThresholdDrop, SkipsSmallSharesAndRunsMajorPartsBetweenThresholds) {
   b.ids = {0, 1, 4, 5, /* token 1 */ 2, 3, 6, 7};
   b.weights = {0.30f, 0.30f, 0.05f, 0.05f, /* token 1 */ 0.16f, 0.16f, 0.04f, 0.04f};
   CapacityConfig c = config(CapacityPolicy::kThreshold, 1.0);
-  c.sub_experts = 2;
+  b.router.sub_experts = 2;
   c.drop_major = c.drop_minor = 0.15;  // 1T: only token 0's expert 2 (0.143) goes
   Result r = run(b, c);
   EXPECT_EQ(r.ids, (std::vector<int32_t>{0, 1, kDroppedExpert, kDroppedExpert, 2, 3, 6, 7}));
@@ -804,8 +803,8 @@ TEST(ThresholdDrop, SkipsSmallSharesAndRunsMajorPartsBetweenThresholds) {
   r = run(b, c, Placement(), 0, 0, /*decode_step=*/true);  // decode steps too
   EXPECT_EQ(r.ids, b.ids);
   c.drop_major = c.drop_minor = 0.15;
-  c.sub_experts = 1;  // unpartitioned: each id its own expert; shares 0.43 0.43 0.07 0.07 and
-                      // 0.4 0.4 0.1 0.1
+  b.router.sub_experts = 1;  // unpartitioned: each id its own expert; shares 0.43 0.43 0.07 0.07
+                             // and 0.4 0.4 0.1 0.1
   r = run(b, c, Placement(), 0, 0, true);
   EXPECT_EQ(r.ids, (std::vector<int32_t>{0, 1, kDroppedExpert, kDroppedExpert, 2, 3, kDroppedExpert,
                                          kDroppedExpert}));
