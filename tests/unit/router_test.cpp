@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "expect_error.h"
 #include "moe/router.h"
 #include "router_test_util.h"
 
@@ -345,6 +346,42 @@ TEST(Router, ManyTokensAreIndependent) {
   std::vector<int32_t> none_ids = {-3};
   route(c, logits.data(), 0, bias.data(), none_ids.data(), w.data());
   EXPECT_EQ(none_ids[0], -3) << "T = 0 wrote output";
+}
+
+TEST(Router, PartialPartitionRoutesWholeExpertsToAllTheirParts) {
+  // Three experts of two parts each; logits by hand: softmax p = (0.665, 0.245, 0.090).
+  RouterConfig c = cfg(6, 2, ScoreFunc::kSoftmax, false);
+  c.sub_experts = 2;
+  c.expand_parts = true;
+  ASSERT_EQ(c.num_logits(), 3);
+  const float logits[3] = {1.0f, 0.0f, -1.0f};
+  int32_t ids[2];
+  float w[2], scores[6];
+  route(c, logits, 1, nullptr, ids, w, scores);
+  const double z = std::exp(1.0) + 1.0 + std::exp(-1.0);
+  EXPECT_EQ(ids[0], 0);  // expert 0 -> parts 0 and 1, each with expert 0's weight
+  EXPECT_EQ(ids[1], 1);
+  EXPECT_NEAR(w[0], std::exp(1.0) / z, 1e-6);
+  EXPECT_EQ(w[0], w[1]);
+  for (int e = 0; e < 3; ++e)
+    for (int q = 0; q < 2; ++q)
+      EXPECT_NEAR(scores[2 * e + q], std::exp(1.0 - e) / z, 1e-6) << "part " << 2 * e + q;
+}
+
+TEST(Router, ConfigJsonRoundTripsAndRejectsABadGrouping) {
+  RouterConfig c = cfg(8, 4, ScoreFunc::kSigmoid, true);
+  c.sub_experts = 2;
+  c.expand_parts = true;
+  const RouterConfig back = parse_router_config_json(router_config_json(c), "t");
+  EXPECT_EQ(back.sub_experts, 2);
+  EXPECT_TRUE(back.expand_parts);
+  EXPECT_EQ(back.describe(), c.describe());
+  sy::testing::expect_error(
+      [] { parse_router_config_json(R"({"num_experts": 8, "top_k": 3, "sub_experts": 2})", "t"); },
+      {"sub_experts 2", "divide", "top_k 3"});
+  sy::testing::expect_error(
+      [] { parse_router_config_json(R"({"num_experts": 8, "top_k": 2, "sub_experts": 0})", "t"); },
+      {"sub_experts 0"});
 }
 
 }  // namespace
