@@ -88,24 +88,28 @@ run_target() {
       done
     fi
   fi
-  local dict="$build/logs/$t.dict"
+  local log="$build/logs/$t.$$"  # per run: campaigns of one target may run side by side
+  local dict="$log.dict"
   for p in $(dict_parts "$t"); do cat "$root/fuzz/dict/$p.dict"; done >"$dict"
   local start=$(date +%s)
   set +e
   "$build/fuzz/fuzz_$t" "$corpus" -dict="$dict" -max_total_time="$seconds" -timeout=10 \
     -rss_limit_mb=2560 -malloc_limit_mb=2048 -close_fd_mask=3 -print_final_stats=1 \
-    -artifact_prefix="$findings/" -reload=0 >"$build/logs/$t.log" 2>&1
+    -artifact_prefix="$findings/" -reload=0 >"$log.log" 2>&1
   local rc=$?
   set -e
   local wall=$(( $(date +%s) - start ))
   local execs cov ft corp found
-  execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$build/logs/$t.log" | tail -1 | awk '{print $2}')
-  cov=$(grep -oE 'cov: [0-9]+' "$build/logs/$t.log" | tail -1 | awk '{print $2}')
-  ft=$(grep -oE 'ft: [0-9]+' "$build/logs/$t.log" | tail -1 | awk '{print $2}')
+  # -a: a log that quotes a mutant holds binary bytes, and grep would only say "matches".
+  # Without the final statistics (a killed run), the last progress line's count.
+  execs=$(grep -ao 'stat::number_of_executed_units: [0-9]*' "$log.log" | tail -1 | awk '{print $2}')
+  [ -n "$execs" ] || execs=$(grep -aoE '^#[0-9]+' "$log.log" | tail -1 | tr -d '#')
+  cov=$(grep -aoE 'cov: [0-9]+' "$log.log" | tail -1 | awk '{print $2}')
+  ft=$(grep -aoE 'ft: [0-9]+' "$log.log" | tail -1 | awk '{print $2}')
   corp=$(ls "$corpus" | wc -l)
   found=$(ls "$findings" | wc -l)
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$t" "${execs:-0}" "$wall" \
-    "${cov:-0}" "${ft:-0}" "$corp" "$found" "$rc" >"$build/logs/$t.result"
+    "${cov:-0}" "${ft:-0}" "$corp" "$found" "$rc" >"$log.result"
 }
 
 echo "fuzzing ${targets[*]} for ${seconds} s each, ${jobs} at a time (logs: $build/logs/)"
@@ -124,15 +128,15 @@ table="| target | executions | exec/s | edges | features | corpus | findings | a
 table+="|---|---:|---:|---:|---:|---:|---:|---:|"$'\n'
 printf '\n%-18s %12s %8s %7s %9s %7s %9s %14s\n' target executions exec/s edges features corpus findings "all runs"
 for t in "${targets[@]}"; do
-  IFS=$'\t' read -r _ _ execs wall cov ft corp found rc <"$build/logs/$t.result"
-  cat "$build/logs/$t.result" >>"$ledger"
+  IFS=$'\t' read -r _ _ execs wall cov ft corp found rc <"$build/logs/$t.$$.result"
+  cat "$build/logs/$t.$$.result" >>"$ledger"
   total=$(awk -F'\t' -v t="$t" '$2 == t { s += $3 } END { print s + 0 }' "$ledger")
   rate=$(( execs / (wall > 0 ? wall : 1) ))
   printf '%-18s %12s %8s %7s %9s %7s %9s %14s\n' "$t" "$execs" "$rate" "$cov" "$ft" "$corp" "$found" "$total"
   table+="| $t | $execs | $rate | $cov | $ft | $corp | $found | $total |"$'\n'
   if [ "$found" != 0 ] || [ "$rc" != 0 ]; then
     status=1
-    echo "  FINDINGS for $t: $(ls "$build/findings/$t" | head -5 | tr '\n' ' ') (log: $build/logs/$t.log)"
+    echo "  FINDINGS for $t: $(ls "$build/findings/$t" | head -5 | tr '\n' ' ') (log: $build/logs/$t.$$.log)"
   fi
 done
 if [ -n "$report" ]; then
