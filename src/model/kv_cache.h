@@ -62,6 +62,12 @@ class KvCache {
     size_ += n;
   }
   void clear() { size_ = 0; }
+  // Forgets every position from n on (speculative decoding's rejected draft tokens); the next
+  // forward overwrites them.
+  void truncate(int64_t n) {
+    SY_ASSERT(n >= 0 && n <= size_);
+    size_ = n;
+  }
 
  private:
   int64_t capacity_;

@@ -20,7 +20,19 @@ class Sampler {
   explicit Sampler(const SamplerConfig& config);
   int32_t sample(const float* logits, int64_t vocab_size);
 
+  bool greedy() const { return config_.temperature <= 0.0f; }
+  // The distribution sample() draws from (temperature, top-k, top-p applied), dense over the
+  // vocabulary: probs[i] = 0 outside the kept tokens. Not for greedy samplers.
+  void distribution(const float* logits, int64_t vocab_size, std::vector<float>& probs);
+  // A draw from a dense distribution whose entries sum to `total` (> 0).
+  int32_t draw(const std::vector<float>& probs, double total);
+  double uniform();  // in [0, 1)
+
  private:
+  // Fills candidates_ with the kept tokens' unnormalised probabilities, descending; returns how
+  // many are kept and their sum.
+  std::pair<size_t, double> filter(const float* logits, int64_t vocab_size);
+
   SamplerConfig config_;
   std::mt19937_64 rng_;
   std::vector<std::pair<float, int32_t>> candidates_;
