@@ -41,6 +41,20 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
                  "Hugging Face model directory (config.json, *.safetensors, tokenizer.json)")
       ->required();
   cmd.add_option("-t,--threads", o.threads, "Threads (0 = all cores)")->capture_default_str();
+  const char* group = "Expert offloading (a model larger than memory)";
+  cmd.add_option("--expert-cache-mb", o.expert_cache_mb,
+                 "Keep the routed experts in the checkpoint files and read them on demand, "
+                 "around the page cache, into a cache of this many MB (least recently used out); "
+                 "0: resident")
+      ->check(CLI::NonNegativeNumber)
+      ->group(group);
+  cmd.add_option("--offload-gbps", o.offload_gbps,
+                 "EMULATE slower storage: expert reads take at least bytes / this many Gbit/s")
+      ->check(CLI::NonNegativeNumber)
+      ->group(group);
+  cmd.add_flag("--no-stream-ahead", o.no_stream_ahead,
+               "Read each expert only when it runs (no I/O thread streaming the next ones)")
+      ->group(group);
 }
 
 CLI::Option* add_family_option(CLI::App& cmd, model::Family& family,

@@ -16,9 +16,13 @@ namespace sy::cli {
 struct ModelOptions {
   std::string model_dir;
   int threads = 0;  // 0 = all cores
+  // Offloaded experts (moe/expert_cache.h): 0 keeps them resident.
+  double expert_cache_mb = 0;
+  double offload_gbps = 0;
+  bool no_stream_ahead = false;
 };
 
-// Adds --model and --threads to a subcommand.
+// Adds --model, --threads and the expert-offloading flags to a subcommand.
 void add_model_options(CLI::App& cmd, ModelOptions& options);
 
 // Capacity policy and placement flags shared by generate, score and replay.

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <fstream>
+#include <optional>
 
 #include "io/file_util.h"
 #include "ops/threads.h"
@@ -98,7 +99,18 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
     eng->runtime = make_moe_runtime(co, E);
   }
 
-  eng->model = std::make_unique<model::Model>(model::Model::load(mo.model_dir, owned));
+  std::optional<moe::OffloadConfig> offload;
+  if (mo.expert_cache_mb > 0) {
+    if (comm.distributed())
+      fail("--expert-cache-mb offloads experts in one process; under mpirun each rank holds only "
+           "its own experts already (leave it out, or run one process)");
+    offload = moe::OffloadConfig{size_t(mo.expert_cache_mb * 1e6), mo.offload_gbps,
+                                 !mo.no_stream_ahead};
+  } else if (mo.offload_gbps > 0 || mo.no_stream_ahead) {
+    fail("--offload-gbps and --no-stream-ahead apply to offloaded experts: add --expert-cache-mb");
+  }
+  eng->model = std::make_unique<model::Model>(
+      model::Model::load(mo.model_dir, owned, offload ? &*offload : nullptr));
   const std::string tok = mo.model_dir + "/tokenizer.json";
   if (io::file_exists(tok))
     eng->tokenizer.emplace(Tokenizer::from_file(tok));

@@ -173,6 +173,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
         bad(fmt::format("data ends at byte {} of a {}-byte buffer: file truncated?", end,
                         buffer_size));
       t.data = buffer + begin;
+      t.offset = 8 + header_len + begin;
       t.nbytes = end - begin;
       spans.push_back({begin, end, tensors_.size()});
       tensors_.push_back(std::move(t));

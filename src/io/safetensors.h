@@ -19,6 +19,7 @@ struct TensorInfo {
   std::optional<DType> dtype;  // set when Switchyard computes with this dtype
   std::vector<int64_t> shape;
   const void* data = nullptr;  // inside the mapping
+  uint64_t offset = 0;         // of data within the file (for reads that bypass the mapping)
   size_t nbytes = 0;
   std::string file;  // path of the file holding it
 

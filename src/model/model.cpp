@@ -19,7 +19,8 @@ Model::Model(std::string dir, ModelConfig config, ModelWeights weights)
 Model::Model(Model&& other) noexcept
     : dir_(std::move(other.dir_)),
       config_(std::move(other.config_)),
-      weights_(std::move(other.weights_)) {
+      weights_(std::move(other.weights_)),
+      cache_(std::move(other.cache_)) {
   bind_blocks();
 }
 
@@ -27,6 +28,7 @@ Model& Model::operator=(Model&& other) noexcept {
   dir_ = std::move(other.dir_);
   config_ = std::move(other.config_);
   weights_ = std::move(other.weights_);
+  cache_ = std::move(other.cache_);
   bind_blocks();
   return *this;
 }
@@ -63,14 +65,21 @@ void Model::bind_blocks() {
     b.shared = w.moe.has_shared ? &w.moe.shared : nullptr;
     b.shared_gate = data_or_null(w.moe.shared_gate);
     b.combine_gate = data_or_null(w.moe.combine_gate);
+    b.offload = cache_.get();
     v.shortcut_norm = data_or_null(w.shortcut_norm);
   }
 }
 
-Model Model::load(const std::string& model_dir, const ExpertMask& owned_experts) {
+Model Model::load(const std::string& model_dir, const ExpertMask& owned_experts,
+                  const moe::OffloadConfig* offload) {
   ModelConfig config = load_config(model_dir);
-  ModelWeights weights = load_weights(model_dir, config, owned_experts);
-  return Model(model_dir, std::move(config), std::move(weights));
+  ModelWeights weights = load_weights(model_dir, config, owned_experts, offload != nullptr);
+  Model m(model_dir, std::move(config), std::move(weights));
+  if (offload) {
+    m.cache_ = std::make_unique<moe::ExpertCache>(m.weights_.offloaded, *offload);
+    m.bind_blocks();
+  }
+  return m;
 }
 
 moe::LoadStats Model::new_load_stats() const {

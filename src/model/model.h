@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -35,7 +36,9 @@ class Model {
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
-  static Model load(const std::string& model_dir, const ExpertMask& owned_experts = {});
+  // offload: keep the routed experts in the files and read them through a bounded cache.
+  static Model load(const std::string& model_dir, const ExpertMask& owned_experts = {},
+                    const moe::OffloadConfig* offload = nullptr);
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
@@ -51,6 +54,8 @@ class Model {
                moe::LoadStats* stats = nullptr) const;
 
   moe::LoadStats new_load_stats() const;
+  // The offloaded experts' cache, or null when the experts are resident.
+  const moe::ExpertCache* expert_cache() const { return cache_.get(); }
 
  private:
   Model(std::string dir, ModelConfig config, ModelWeights weights);
@@ -60,6 +65,7 @@ class Model {
   ModelConfig config_;
   ModelWeights weights_;
   std::vector<LayerView> layers_;  // per layer, views into weights_
+  std::unique_ptr<moe::ExpertCache> cache_;
 };
 
 }  // namespace sy::model

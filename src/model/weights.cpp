@@ -28,6 +28,7 @@ class Loader {
     return t;
   }
   bool has(const std::string& name) const { return store_.find(name) != nullptr; }
+  const io::TensorInfo& info(const std::string& name) const { return store_.get(name); }
 
   ops::WeightView matrix(const std::string& name, int64_t rows, int64_t cols) {
     const io::TensorInfo& t = tensor(name, {rows, cols});
@@ -74,14 +75,33 @@ void account_expert(FfnWeights& x, bool owned, ModelWeights& w) {
   x.gate.data = x.up.data = x.down.data = nullptr;
 }
 
+// Where a view into tensor t lies in t's file.
+moe::OffloadedMatrix locate(const io::TensorInfo& t, const ops::WeightView& v) {
+  ops::WeightView shape = v;
+  shape.data = nullptr;
+  return {shape, t.file,
+          t.offset + uint64_t(static_cast<const uint8_t*>(v.data) -
+                              static_cast<const uint8_t*>(t.data))};
+}
+
 void load_experts(Loader& L, const ModelConfig& c, int64_t layer, MoeWeights& moe,
-                  const ExpertMask& owned, ModelWeights& w) {
+                  const ExpertMask& owned, bool offload, ModelWeights& w) {
   const std::string mp = moe_prefix(c, layer);
   const int64_t E = c.router.num_experts, H = c.hidden_size, I = c.expert_intermediate_size;
   moe.experts.resize(size_t(E));
+  std::vector<moe::OffloadedExpert>* files = nullptr;
+  if (offload) {
+    w.offloaded.resize(size_t(c.num_layers));
+    files = &w.offloaded[size_t(layer)];
+    files->resize(size_t(E));
+  }
   auto finish = [&] {
-    for (int64_t e = 0; e < E; ++e)
-      account_expert(moe.experts[size_t(e)], owned.empty() || owned[size_t(e)], w);
+    for (int64_t e = 0; e < E; ++e) {
+      // Offloaded experts keep their shapes; their bytes are read by the expert cache.
+      if (offload) moe.experts[size_t(e)].gate.data = moe.experts[size_t(e)].up.data =
+                       moe.experts[size_t(e)].down.data = nullptr;
+      account_expert(moe.experts[size_t(e)], !offload && (owned.empty() || owned[size_t(e)]), w);
+    }
   };
   // transformers v5 saves experts fused: gate_up_proj [E, 2I, H] (gate rows first), down [E, H, I].
   const std::string fused_gate_up = mp + "experts.gate_up_proj";
@@ -91,11 +111,23 @@ void load_experts(Loader& L, const ModelConfig& c, int64_t layer, MoeWeights& mo
       x.gate = L.fused_slice(fused_gate_up, E, 2 * I, H, e, 0, I);
       x.up = L.fused_slice(fused_gate_up, E, 2 * I, H, e, I, I);
       x.down = L.fused_slice(mp + "experts.down_proj", E, H, I, e, 0, H);
+      if (files) {
+        const io::TensorInfo& gu = L.info(fused_gate_up);
+        (*files)[size_t(e)] = {locate(gu, x.gate), locate(gu, x.up),
+                               locate(L.info(mp + "experts.down_proj"), x.down)};
+      }
     }
     return finish();
   }
-  for (int64_t e = 0; e < E; ++e)
-    moe.experts[size_t(e)] = load_ffn(L, expert_names(c, layer, e), H, I);
+  for (int64_t e = 0; e < E; ++e) {
+    const FfnNames n = expert_names(c, layer, e);
+    moe.experts[size_t(e)] = load_ffn(L, n, H, I);
+    if (files) {
+      const FfnWeights& x = moe.experts[size_t(e)];
+      (*files)[size_t(e)] = {locate(L.info(n.gate), x.gate), locate(L.info(n.up), x.up),
+                             locate(L.info(n.down), x.down)};
+    }
+  }
   finish();
 }
 
@@ -123,11 +155,11 @@ void load_attention(Loader& L, const ModelConfig& c, const std::string& p, Layer
 }  // namespace
 
 ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
-                          const ExpertMask& owned) {
+                          const ExpertMask& owned, bool offload_experts) {
   if (!owned.empty() && int64_t(owned.size()) != c.router.num_experts)
     fail("expert ownership mask has {} entries but the model has {} experts", owned.size(),
          c.router.num_experts);
-  ModelWeights mw{io::TensorStore::open(model_dir), {}, {}, {}, {}, 0, 0, 0};
+  ModelWeights mw{io::TensorStore::open(model_dir), {}, {}, {}, {}, 0, 0, 0, {}};
   Loader L(mw.store);
   const int64_t H = c.hidden_size, V = c.vocab_size;
   mw.embed = L.matrix("model.embed_tokens.weight", V, H);
@@ -154,7 +186,7 @@ ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
     w.moe.router = L.matrix_f32(mp + "gate.weight", G, H);
     if (c.router.has_selection_bias)
       w.moe.selection_bias = L.vector(mp + "gate.e_score_correction_bias", G);
-    load_experts(L, c, i, w.moe, owned, mw);
+    load_experts(L, c, i, w.moe, owned, offload_experts, mw);
     if (c.shared_intermediate_size > 0) {
       w.moe.has_shared = true;
       w.moe.shared = load_ffn(L, shared_expert_names(c, i), H, c.shared_intermediate_size);

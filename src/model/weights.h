@@ -8,6 +8,7 @@
 
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "moe/expert_cache.h"
 #include "moe/expert_ffn.h"
 #include "ops/weight.h"
 
@@ -47,6 +48,9 @@ struct ModelWeights {
   // (and may touch) versus all routed-expert bytes in the checkpoint.
   size_t expert_bytes_held = 0;
   size_t expert_bytes_total = 0;
+  // Offloaded experts ([layer][expert], empty for dense layers): where each expert's matrices
+  // lie in the files; the views in `layers` then hold shapes only.
+  std::vector<std::vector<moe::OffloadedExpert>> offloaded;
 };
 
 // Which routed experts this process computes (the same ids in every MoE layer); empty = all.
@@ -54,9 +58,10 @@ struct ModelWeights {
 // so their pages of the memory-mapped files are never read.
 using ExpertMask = std::vector<bool>;
 
-// Loads and checks the weights of `model_dir` against `config`.
+// Loads and checks the weights of `model_dir` against `config`. With offload_experts the
+// routed experts' pages are never touched: `offloaded` says where they are.
 ModelWeights load_weights(const std::string& model_dir, const ModelConfig& config,
-                          const ExpertMask& owned_experts = {});
+                          const ExpertMask& owned_experts = {}, bool offload_experts = false);
 
 // Parameter counts for `inspect`: all, and those touched per token (top-k experts).
 struct ParamCounts {

@@ -81,7 +81,22 @@ void dispatch_local(const MoeBlock& b, const RoutedPairs& p, MoeScratch& s,
 
 void compute_local(const MoeBlock& b, MoeScratch& s) {
   const int64_t H = s.pairs.hidden;
-  for (int e = 0; e < b.router->num_experts; ++e) {  // one matmul chain per expert
+  const int E = b.router->num_experts;
+  if (b.offload) {  // the experts with rows, streamed in the order they run
+    std::vector<int> needed;
+    for (int e = 0; e < E; ++e)
+      if (s.plan.rows_of(e) > 0) needed.push_back(e);
+    b.offload->begin_layer(s.pairs.layer, needed);
+    for (int e : needed) {
+      const int64_t begin = s.plan.offsets[size_t(e)];
+      const FfnWeights& w = b.offload->acquire(s.pairs.layer, e);
+      ffn_forward(w, s.permuted.data() + begin * H, s.plan.rows_of(e),
+                  s.expert_out.data() + begin * H, s.ffn);
+      b.offload->release(s.pairs.layer, e);
+    }
+    return;
+  }
+  for (int e = 0; e < E; ++e) {  // one matmul chain per expert
     const int64_t begin = s.plan.offsets[size_t(e)], rows = s.plan.rows_of(e);
     if (rows == 0) continue;
     ffn_forward(b.experts[size_t(e)], s.permuted.data() + begin * H, rows,

@@ -12,6 +12,7 @@
 #include "moe/capacity.h"
 #include "moe/dispatch.h"
 #include "moe/expert_backend.h"
+#include "moe/expert_cache.h"
 #include "moe/expert_ffn.h"
 #include "moe/load_stats.h"
 #include "moe/placement.h"
@@ -30,6 +31,8 @@ struct MoeBlock {
   const float* shared_gate = nullptr;     // [H] or nullptr: out += sigmoid(gate . x) * shared(x)
   const float* combine_gate = nullptr;    // [2, H] or nullptr: ScMoE CG-2,
                                           // [alpha, beta] = softmax(C x) weigh shared, routed
+  // Offloaded experts: `experts` hold shapes only and the weights come from this cache.
+  ExpertCache* offload = nullptr;
 };
 
 // Per-run settings shared by every MoE layer: the capacity policy and where experts live,

@@ -1,0 +1,39 @@
+// Reads byte ranges of files around the page cache, so what a read costs is the storage's
+// (O_DIRECT with aligned bounce reads; where a file system refuses O_DIRECT, a plain read
+// followed by dropping the pages it filled). An optional bandwidth cap EMULATES a slower link:
+// a read of n bytes then takes at least n / cap. Thread-safe (pread on descriptors opened once).
+#pragma once
+
+#include <cstdint>
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <string>
+
+namespace sy::io {
+
+class DirectReader {
+ public:
+  explicit DirectReader(double cap_gbps = 0);  // 0: no cap
+  ~DirectReader();
+  DirectReader(const DirectReader&) = delete;
+  DirectReader& operator=(const DirectReader&) = delete;
+
+  // Copies bytes [offset, offset + n) of `path` to dst. sy::Error naming the file when it
+  // cannot be opened or ends before offset + n (truncated since it was loaded).
+  void read(const std::string& path, uint64_t offset, size_t n, void* dst);
+
+  // "O_DIRECT", "read + drop pages" (the file system refused O_DIRECT), per the last open.
+  const char* mode() const { return direct_ ? "O_DIRECT" : "read + drop pages"; }
+  double cap_gbps() const { return cap_gbps_; }
+
+ private:
+  int descriptor(const std::string& path, bool& direct);
+
+  double cap_gbps_;
+  std::mutex mutex_;
+  std::map<std::string, std::pair<int, bool>> files_;  // path -> (fd, opened with O_DIRECT)
+  std::atomic<bool> direct_ = true;
+};
+
+}  // namespace sy::io
