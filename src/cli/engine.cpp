@@ -102,10 +102,11 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
   std::optional<moe::OffloadConfig> offload;
   if (mo.expert_cache_mb > 0) {
     if (comm.distributed())
-      fail("--expert-cache-mb offloads experts in one process; under mpirun each rank holds only "
-           "its own experts already (leave it out, or run one process)");
-    offload = moe::OffloadConfig{size_t(mo.expert_cache_mb * 1e6), mo.offload_gbps,
-                                 !mo.no_stream_ahead};
+      fail(
+          "--expert-cache-mb offloads experts in one process; under mpirun each rank holds only "
+          "its own experts already (leave it out, or run one process)");
+    offload =
+        moe::OffloadConfig{size_t(mo.expert_cache_mb * 1e6), mo.offload_gbps, !mo.no_stream_ahead};
   } else if (mo.offload_gbps > 0 || mo.no_stream_ahead) {
     fail("--offload-gbps and --no-stream-ahead apply to offloaded experts: add --expert-cache-mb");
   }

@@ -67,19 +67,17 @@ void RunReport::finish(const moe::LoadStats& stats, const model::Model& model,
   if (rank_ > 0) return;
   if (const moe::ExpertCache* cache = model.expert_cache()) {
     const moe::OffloadStats o = cache->stats();
-    fmt::print(stderr,
-               "\nOffloaded experts ({} of experts, cache {}{}, reads {}): {} requests, {:.1f}% "
-               "hits; read {} in {:.3f} s ({:.2f} GB/s); compute waited {:.3f} s for reads; "
-               "streamed ahead {} experts, {} of them evicted unused\n",
-               format_bytes(cache->expert_bytes_total()), format_bytes(cache->budget_bytes()),
-               cache->cap_gbps() > 0
-                   ? fmt::format(", link EMULATED at {} Gbit/s", cache->cap_gbps())
-                   : "",
-               cache->read_mode(), o.requests,
-               o.requests ? 100.0 * double(o.hits) / double(o.requests) : 0.0,
-               format_bytes(o.bytes_read), o.read_s,
-               o.read_s > 0 ? double(o.bytes_read) / o.read_s / 1e9 : 0.0, o.stall_s, o.streamed,
-               o.streamed_unused);
+    fmt::print(
+        stderr,
+        "\nOffloaded experts ({} of experts, cache {}{}, reads {}): {} requests, {:.1f}% "
+        "hits; read {} in {:.3f} s ({:.2f} GB/s); compute waited {:.3f} s for reads; "
+        "streamed ahead {} experts, {} of them evicted unused\n",
+        format_bytes(cache->expert_bytes_total()), format_bytes(cache->budget_bytes()),
+        cache->cap_gbps() > 0 ? fmt::format(", link EMULATED at {} Gbit/s", cache->cap_gbps()) : "",
+        cache->read_mode(), o.requests,
+        o.requests ? 100.0 * double(o.hits) / double(o.requests) : 0.0, format_bytes(o.bytes_read),
+        o.read_s, o.read_s > 0 ? double(o.bytes_read) / o.read_s / 1e9 : 0.0, o.stall_s, o.streamed,
+        o.streamed_unused);
   }
   fmt::print(stderr, "\nExpert load (tokens per expert, per MoE layer):\n{}", stats.table());
   const nlohmann::json compute = expert_compute_dropped(stats, model.config());

@@ -1,6 +1,7 @@
 #include "io/direct_reader.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -64,17 +65,22 @@ void DirectReader::read(const std::string& path, uint64_t offset, size_t n, void
     if (got == 0) break;  // end of file: fine past offset + n (alignment padding), else truncated
     done += uint64_t(got);
   }
-  if (begin + done < offset + n)
-    fail("'{}' ends at byte {} but an expert's weights run to byte {}: the file was truncated "
-         "or replaced after the model was loaded",
-         path, begin + done, offset + n);
+  if (begin + done < offset + n) {
+    struct stat st {};
+    const uint64_t size = ::fstat(fd, &st) == 0 ? uint64_t(st.st_size) : begin + done;
+    fail(
+        "'{}' is {} bytes but an expert's weights run to byte {}: the file was truncated or "
+        "replaced after the model was loaded",
+        path, size, offset + n);
+  }
   if (direct)
     std::memcpy(dst, buf + (offset - begin), n);
   else
     ::posix_fadvise(fd, off_t(offset), off_t(n), POSIX_FADV_DONTNEED);  // next read: storage
   if (cap_gbps_ > 0) {
     const double want = double(n) * 8 / (cap_gbps_ * 1e9);
-    const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double took =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (took < want) std::this_thread::sleep_for(std::chrono::duration<double>(want - took));
   }
 }

@@ -4,8 +4,8 @@
 // a read of n bytes then takes at least n / cap. Thread-safe (pread on descriptors opened once).
 #pragma once
 
-#include <cstdint>
 #include <atomic>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <string>

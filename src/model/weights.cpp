@@ -1,5 +1,8 @@
 #include "model/weights.h"
 
+#include <cstring>
+#include <map>
+#include <memory>
 #include <set>
 
 #include "model/tensor_names.h"
@@ -80,8 +83,8 @@ moe::OffloadedMatrix locate(const io::TensorInfo& t, const ops::WeightView& v) {
   ops::WeightView shape = v;
   shape.data = nullptr;
   return {shape, t.file,
-          t.offset + uint64_t(static_cast<const uint8_t*>(v.data) -
-                              static_cast<const uint8_t*>(t.data))};
+          t.offset +
+              uint64_t(static_cast<const uint8_t*>(v.data) - static_cast<const uint8_t*>(t.data))};
 }
 
 void load_experts(Loader& L, const ModelConfig& c, int64_t layer, MoeWeights& moe,
@@ -98,8 +101,9 @@ void load_experts(Loader& L, const ModelConfig& c, int64_t layer, MoeWeights& mo
   auto finish = [&] {
     for (int64_t e = 0; e < E; ++e) {
       // Offloaded experts keep their shapes; their bytes are read by the expert cache.
-      if (offload) moe.experts[size_t(e)].gate.data = moe.experts[size_t(e)].up.data =
-                       moe.experts[size_t(e)].down.data = nullptr;
+      if (offload)
+        moe.experts[size_t(e)].gate.data = moe.experts[size_t(e)].up.data =
+            moe.experts[size_t(e)].down.data = nullptr;
       account_expert(moe.experts[size_t(e)], !offload && (owned.empty() || owned[size_t(e)]), w);
     }
   };
@@ -154,12 +158,46 @@ void load_attention(Loader& L, const ModelConfig& c, const std::string& p, Layer
 
 }  // namespace
 
+namespace {
+
+// Copies every matrix the forward pass reads from the mapping (all but the routed experts) into
+// memory of its own, so that with offloaded experts nothing touches the mapped files after
+// loading: a file truncated or replaced underneath a running process then fails an expert
+// read with a clear error, instead of faulting (SIGBUS) on a mapped page.
+void make_resident(ModelWeights& mw) {
+  std::map<const void*, const void*> copied;  // tied embeddings stay one copy
+  auto own = [&](ops::WeightView& v) {
+    if (!v.data) return;
+    auto [it, fresh] = copied.try_emplace(v.data, nullptr);
+    if (fresh) {
+      mw.resident.emplace_back(std::make_unique_for_overwrite<uint8_t[]>(v.bytes()));
+      std::memcpy(mw.resident.back().get(), v.data, v.bytes());
+      it->second = mw.resident.back().get();
+    }
+    v.data = it->second;
+  };
+  auto own_ffn = [&](FfnWeights& f) {
+    own(f.gate);
+    own(f.up);
+    own(f.down);
+  };
+  own(mw.embed);
+  own(mw.lm_head);
+  for (LayerWeights& l : mw.layers) {
+    for (ops::WeightView* v : {&l.q, &l.k, &l.v, &l.o}) own(*v);
+    if (!l.is_moe) own_ffn(l.dense);
+    if (l.is_moe && l.moe.has_shared) own_ffn(l.moe.shared);
+  }
+}
+
+}  // namespace
+
 ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
                           const ExpertMask& owned, bool offload_experts) {
   if (!owned.empty() && int64_t(owned.size()) != c.router.num_experts)
     fail("expert ownership mask has {} entries but the model has {} experts", owned.size(),
          c.router.num_experts);
-  ModelWeights mw{io::TensorStore::open(model_dir), {}, {}, {}, {}, 0, 0, 0, {}};
+  ModelWeights mw{io::TensorStore::open(model_dir), {}, {}, {}, {}, 0, 0, 0, {}, {}};
   Loader L(mw.store);
   const int64_t H = c.hidden_size, V = c.vocab_size;
   mw.embed = L.matrix("model.embed_tokens.weight", V, H);
@@ -199,6 +237,7 @@ ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
       w.shortcut_norm = L.vector(p + "shortcut_layernorm.weight", H);
   }
   mw.num_unused_tensors = L.num_unused();
+  if (offload_experts) make_resident(mw);
   return mw;
 }
 

@@ -3,6 +3,7 @@
 // converted to float32 once at load.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,8 @@ struct ModelWeights {
   // Offloaded experts ([layer][expert], empty for dense layers): where each expert's matrices
   // lie in the files; the views in `layers` then hold shapes only.
   std::vector<std::vector<moe::OffloadedExpert>> offloaded;
+  // With offloaded experts, the other matrices copied out of the mapping (views point here).
+  std::vector<std::unique_ptr<uint8_t[]>> resident;
 };
 
 // Which routed experts this process computes (the same ids in every MoE layer); empty = all.

@@ -61,10 +61,9 @@ bool ExpertCache::make_room(size_t bytes, bool for_stream, std::unique_lock<std:
         Entry& x = entries_[l][e];
         if (x.state != State::kReady || x.pins > 0) continue;
         if (for_stream) {
-          const bool pending_here =
-              int(l) == current_layer_ && x.last_use <= layer_start_ &&
-              std::find(current_needed_.begin(), current_needed_.end(), int(e)) !=
-                  current_needed_.end();
+          const bool pending_here = int(l) == current_layer_ && x.last_use <= layer_start_ &&
+                                    std::find(current_needed_.begin(), current_needed_.end(),
+                                              int(e)) != current_needed_.end();
           if (pending_here || (x.streamed && !x.used)) continue;
         }
         if (!victim || x.last_use < victim->last_use) {

@@ -45,12 +45,12 @@ struct OffloadConfig {
 };
 
 struct OffloadStats {
-  int64_t requests = 0, hits = 0;       // acquire() calls; those that found the expert resident
-  int64_t streamed = 0;                 // experts the I/O thread read ahead
-  int64_t streamed_unused = 0;          // of those, evicted before any use (waste)
-  uint64_t bytes_read = 0;              // from storage, all threads
-  double read_s = 0;                    // time spent in reads, all threads
-  double stall_s = 0;                   // compute waited for a read (exposed I/O)
+  int64_t requests = 0, hits = 0;  // acquire() calls; those that found the expert resident
+  int64_t streamed = 0;            // experts the I/O thread read ahead
+  int64_t streamed_unused = 0;     // of those, evicted before any use (waste)
+  uint64_t bytes_read = 0;         // from storage, all threads
+  double read_s = 0;               // time spent in reads, all threads
+  double stall_s = 0;              // compute waited for a read (exposed I/O)
 };
 
 class ExpertCache {

@@ -384,9 +384,10 @@ TEST(Checkpoint, PartialSavesKeepTheNewestStateOfEveryGroup) {
     const bool a = p.name == "model.embed_tokens.weight";
     EXPECT_EQ(p.value, (a ? second : first).params.get(p.name).value) << p.name;
     EXPECT_EQ(state["checkpoint"]["saved_step"][p.name], a ? 2 : 1) << p.name;
-    if (p.trainable)
+    if (p.trainable) {
       EXPECT_EQ(opt.state().at(p.name).exp_avg,
                 (a ? second : first).opt.state().at(p.name).exp_avg);
+    }
   }
   // Inference sees the same assembled model through the index.
   const ParamSet hf = load_params(dir);
