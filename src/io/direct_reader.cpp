@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -77,11 +78,16 @@ void DirectReader::read(const std::string& path, uint64_t offset, size_t n, void
     std::memcpy(dst, buf + (offset - begin), n);
   else
     ::posix_fadvise(fd, off_t(offset), off_t(n), POSIX_FADV_DONTNEED);  // next read: storage
-  if (cap_gbps_ > 0) {
-    const double want = double(n) * 8 / (cap_gbps_ * 1e9);
-    const double took =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (took < want) std::this_thread::sleep_for(std::chrono::duration<double>(want - took));
+  if (cap_gbps_ > 0) {  // one link for every thread: transfers queue behind each other
+    const auto transfer = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(double(n) * 8 / (cap_gbps_ * 1e9)));
+    std::chrono::steady_clock::time_point done_at;
+    {
+      std::lock_guard lock(mutex_);
+      done_at = std::max(t0, link_free_) + transfer;
+      link_free_ = done_at;
+    }
+    std::this_thread::sleep_until(done_at);
   }
 }
 

@@ -1,10 +1,12 @@
 // Reads byte ranges of files around the page cache, so what a read costs is the storage's
 // (O_DIRECT with aligned bounce reads; where a file system refuses O_DIRECT, a plain read
-// followed by dropping the pages it filled). An optional bandwidth cap EMULATES a slower link:
-// a read of n bytes then takes at least n / cap. Thread-safe (pread on descriptors opened once).
+// followed by dropping the pages it filled). An optional bandwidth cap EMULATES a slower link
+// shared by all threads: a read of n bytes ends no sooner than n / cap after the link's
+// previous transfer. Thread-safe (pread on descriptors opened once).
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -34,6 +36,7 @@ class DirectReader {
   std::mutex mutex_;
   std::map<std::string, std::pair<int, bool>> files_;  // path -> (fd, opened with O_DIRECT)
   std::atomic<bool> direct_ = true;
+  std::chrono::steady_clock::time_point link_free_{};  // when the emulated link is idle again
 };
 
 }  // namespace sy::io

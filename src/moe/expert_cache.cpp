@@ -137,9 +137,12 @@ void ExpertCache::begin_layer(int layer, std::span<const int> needed) {
     if (!config_.stream_ahead) return;
     for (int e : needed)
       if (entry(layer, e).state == State::kEmpty) queue_.emplace_back(layer, e);
-    // The next MoE layer (the first again after the last: the next forward call).
+    // The next MoE layer (the first again after the last: the next forward call), when this
+    // layer needs at least half its experts: a batch that large will likely need most of the
+    // next layer's too, while a small one would mostly read experts nobody runs.
     const int L = int(experts_.size());
-    for (int i = 1; i <= L; ++i) {
+    const bool large = 2 * needed.size() >= experts_[size_t(layer)].size();
+    for (int i = 1; i <= L && large; ++i) {
       const int next = (layer + i) % L;
       if (experts_[size_t(next)].empty()) continue;
       if (next != layer)

@@ -4,10 +4,11 @@
 // Reads bypass the page cache (io/direct_reader.h), so they cost what the storage costs.
 //
 // An I/O thread streams ahead: when a layer's routed experts start, the experts it needs are
-// queued in the order they will run (reading expert i + 1 while expert i computes), followed
-// by every expert of the next MoE layer (its router has not run yet; a large batch needs most
-// of them). Streaming never evicts an expert the current layer still needs, nor one it streamed
-// that has not been used yet; what it streamed and evicted unused is reported as waste.
+// queued in the order they will run (reading expert i + 1 while expert i computes), followed,
+// when the layer needs at least half of its experts (the large-batch regime), by every expert
+// of the next MoE layer (its router has not run yet; such a batch needs most of them). Streaming
+// never evicts an expert the current layer still needs, nor one it streamed that has not been used
+// yet; what it streamed and evicted unused is reported as waste.
 #pragma once
 
 #include <condition_variable>
