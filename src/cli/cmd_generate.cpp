@@ -2,6 +2,7 @@
 // draft model's speculation), streaming the text of a single prompt.
 #include <fmt/core.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 
@@ -30,7 +31,7 @@ struct GenerateOptions {
   model::SamplerConfig sampler;
   bool ignore_eos = false;
   std::string draft;
-  int draft_len = 4;
+  std::string draft_len = "4";
   std::string json_path;
   ReportOptions report;
   ParallelOptions parallel;
@@ -55,6 +56,15 @@ std::vector<std::vector<int32_t>> read_prompts(const GenerateOptions& o, const E
   }
   if (out.empty()) fail("{}: no prompts (one per line)", o.prompts);
   return out;
+}
+
+int parse_draft_len(const std::string& text) {
+  if (text == "auto") return -1;
+  int k = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), k);
+  if (ec != std::errc() || end != text.data() + text.size() || k < 1 || k > 64)
+    fail("--draft-len must be a number of tokens in 1 .. 64 or auto, got '{}'", text);
+  return k;
 }
 
 // Opens the draft model for speculative decoding: on rank 0 only (it runs there, whole), and
@@ -118,8 +128,9 @@ void run_generate(const GenerateOptions& o) {
     gc.max_tokens = o.max_tokens;
     gc.stop_at_eos = !o.ignore_eos;
     gc.sampler = o.sampler;
-    gc.draft_len = draft ? o.draft_len : 0;
+    gc.draft_len = draft ? parse_draft_len(o.draft_len) : 0;
     model::Generator generator(cfg, forward, gc, draft.get());
+    generator.set_expert_cache(m.expert_cache());
     try {
       generator.check(prompts);
     } catch (...) {
@@ -168,39 +179,52 @@ void run_generate(const GenerateOptions& o) {
                st.sequences, st.prompt_tokens, st.prefill_s,
                double(st.prompt_tokens) / st.prefill_s, st.generated, st.decode_s,
                st.generated > 0 ? double(st.generated) / st.decode_s : 0.0, st.target_calls);
+    const double mean_k =
+        st.speculative_steps ? double(st.draft_len_sum) / double(st.speculative_steps) : 0.0;
     if (!o.json_path.empty()) {
       nlohmann::json seqs = nlohmann::json::array();
       for (size_t i = 0; i < prompts.size(); ++i)
         seqs.push_back({{"prompt_ids", prompts[i]},
                         {"ids", outputs[i]},
                         {"text", eng->tokenizer ? eng->tokenizer->decode(outputs[i], true) : ""}});
-      io::write_text_file_atomic(o.json_path, nlohmann::json({{"model", o.model.model_dir},
-                                                              {"draft", o.draft},
-                                                              {"draft_len", gc.draft_len},
-                                                              {"sequences", seqs},
-                                                              {"prompt_tokens", st.prompt_tokens},
-                                                              {"generated", st.generated},
-                                                              {"prefill_s", st.prefill_s},
-                                                              {"decode_s", st.decode_s},
-                                                              {"draft_s", st.draft_s},
-                                                              {"target_calls", st.target_calls},
-                                                              {"draft_calls", st.draft_calls},
-                                                              {"proposed", st.proposed},
-                                                              {"accepted", st.accepted}})
-                                                      .dump(1) +
-                                                  "\n");
+      io::write_text_file_atomic(o.json_path,
+                                 nlohmann::json({{"model", o.model.model_dir},
+                                                 {"draft", o.draft},
+                                                 {"draft_len", gc.draft_len},
+                                                 {"mean_draft_len", mean_k},
+                                                 {"cost_model_error", st.cost_model_error},
+                                                 {"sequences", seqs},
+                                                 {"prompt_tokens", st.prompt_tokens},
+                                                 {"generated", st.generated},
+                                                 {"prefill_s", st.prefill_s},
+                                                 {"decode_s", st.decode_s},
+                                                 {"draft_s", st.draft_s},
+                                                 {"target_calls", st.target_calls},
+                                                 {"draft_calls", st.draft_calls},
+                                                 {"proposed", st.proposed},
+                                                 {"accepted", st.accepted}})
+                                         .dump(1) +
+                                     "\n");
     }
     if (draft)
       fmt::print(
           stderr,
           "speculative decoding (draft {}, k = {}): {} of {} draft tokens accepted ({:.1f}%), "
           "{:.2f} tokens per sequence per target call; draft {:.3f} s ({:.0f}% of decode)\n",
-          o.draft, gc.draft_len, st.accepted, st.proposed,
+          o.draft,
+          gc.draft_len > 0 ? fmt::format("{}", gc.draft_len)
+                           : fmt::format("auto, mean {:.2f}", mean_k),
+          st.accepted, st.proposed,
           st.proposed ? 100.0 * double(st.accepted) / double(st.proposed) : 0.0,
           st.target_calls
               ? double(st.generated - st.sequences) / double(st.target_calls) / double(st.sequences)
               : 0.0,
           st.draft_s, st.decode_s > 0 ? 100.0 * st.draft_s / st.decode_s : 0.0);
+    if (draft && st.cost_model_error >= 0)
+      fmt::print(stderr,
+                 "draft-length cost model: predicted step times off by {:.1f}% on average "
+                 "(|predicted - measured| / measured)\n",
+                 100 * st.cost_model_error);
   }
   reduce_load_stats(*eng, eng->stats);
   report.finish(eng->stats, m, eng->runtime);
@@ -244,9 +268,10 @@ void register_generate(CLI::App& app) {
                   "Speculative decoding: a small model with the same tokenizer proposes "
                   "--draft-len tokens per sequence and the model checks them in one forward call "
                   "(greedy output is unchanged; sampled output keeps the model's distribution)");
-  cmd->add_option("--draft-len", o->draft_len, "Tokens the draft proposes per step (k)")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 64));
+  cmd->add_option("--draft-len", o->draft_len,
+                  "Tokens the draft proposes per step (k, 1 .. 64), or auto: a cost model fitted "
+                  "to the run's measured step times and acceptance picks k every step (1 .. 8)")
+      ->capture_default_str();
   cmd->add_option("--json", o->json_path,
                   "Write every sequence's prompt ids, generated ids and text, and the timings, as "
                   "JSON");

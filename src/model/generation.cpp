@@ -39,8 +39,10 @@ Generator::Generator(const ModelConfig& target, ForwardFn target_forward,
                      const GenerationConfig& config, const Model* draft)
     : target_(target), forward_(std::move(target_forward)), config_(config), draft_(draft) {
   if (config_.max_tokens < 0) fail("--max-tokens must be >= 0, got {}", config_.max_tokens);
-  if (config_.draft_len < 0 || config_.draft_len > 64)
-    fail("--draft-len must be in 0 .. 64, got {}", config_.draft_len);
+  if (config_.draft_len < -1 || config_.draft_len > 64)
+    fail("--draft-len must be in 1 .. 64 or auto, got {}", config_.draft_len);
+  if (config_.max_draft_len < 1 || config_.max_draft_len > 64)
+    fail("the largest draft length must be in 1 .. 64, got {}", config_.max_draft_len);
   if (draft_ && draft_->config().vocab_size != target_.vocab_size)
     fail(
         "the draft model's vocabulary has {} tokens but the target's has {}: a draft must share "
@@ -66,7 +68,7 @@ bool Generator::emit(Sequence& s, size_t index, int32_t token) {
 }
 
 void Generator::check(const std::vector<std::vector<int32_t>>& prompts) const {
-  const int k = config_.draft_len;
+  const int k = config_.draft_len < 0 ? config_.max_draft_len : config_.draft_len;
   for (size_t i = 0; i < prompts.size(); ++i) {
     if (prompts[i].empty()) fail("prompt {} is empty", i + 1);
     const int64_t capacity = int64_t(prompts[i].size()) + config_.max_tokens + (k ? k + 1 : 0);
@@ -85,7 +87,14 @@ std::vector<std::vector<int32_t>> Generator::run(const std::vector<std::vector<i
   on_token_ = on_token;
   stats_ = GenerationStats{};
   const int64_t V = target_.vocab_size;
-  const int k = config_.draft_len;
+  const int k = config_.draft_len < 0 ? config_.max_draft_len : config_.draft_len;
+  if (config_.draft_len < 0) {
+    int64_t pairs = 0;
+    if (cache_)
+      for (int64_t l = 0; l < target_.num_layers; ++l)
+        pairs += target_.layer_is_moe[size_t(l)] ? target_.router.num_experts : 0;
+    draft_length_ = std::make_unique<DraftLengthModel>(config_.max_draft_len, pairs);
+  }
   std::vector<Sequence> seqs;
   seqs.reserve(prompts.size());
   std::vector<SequenceChunk> chunks, draft_chunks;
@@ -123,12 +132,14 @@ std::vector<std::vector<int32_t>> Generator::run(const std::vector<std::vector<i
 
   const auto t1 = Clock::now();
   while (std::any_of(seqs.begin(), seqs.end(), [](const Sequence& s) { return !s.done; })) {
-    if (k > 0)
+    if (k != 0)
       speculative_step(seqs);
     else
       plain_step(seqs);
   }
   stats_.decode_s = seconds_since(t1);
+  if (draft_length_ && draft_length_->predicted_steps() > 0)
+    stats_.cost_model_error = draft_length_->mean_abs_error();
 
   std::vector<std::vector<int32_t>> out;
   for (Sequence& s : seqs) out.push_back(std::move(s.out));
@@ -155,11 +166,13 @@ void Generator::plain_step(std::vector<Sequence>& seqs) {
 
 void Generator::speculative_step(std::vector<Sequence>& seqs) {
   const int64_t V = target_.vocab_size;
-  const int k = config_.draft_len;
   std::vector<size_t> active;
   for (size_t i = 0; i < seqs.size(); ++i)
     if (!seqs[i].done) active.push_back(i);
   const int64_t B = int64_t(active.size());
+  const int k = draft_length_ ? draft_length_->choose(B) : config_.draft_len;
+  ++stats_.speculative_steps;
+  stats_.draft_len_sum += k;
 
   // 1. The draft proposes k tokens per sequence, one forward call per token for all of them.
   const auto t_draft = Clock::now();
@@ -207,8 +220,14 @@ void Generator::speculative_step(std::vector<Sequence>& seqs) {
     chunks[a] = {s.cache.get(), s.chunk};
   }
   logits_.resize(size_t(B * (k + 1) * V));
+  const int64_t requests_before = cache_ ? cache_->stats().requests : 0;
+  const auto t_verify = Clock::now();
   forward_(chunks, LogitsFor::kAllTokens, logits_.data());
+  const double verify_s = seconds_since(t_verify);
+  const int64_t experts_run = cache_ ? cache_->stats().requests - requests_before : 0;
   ++stats_.target_calls;
+  const double draft_s = std::chrono::duration<double>(t_verify - t_draft).count();
+  int64_t step_accepted = 0, step_rejected = 0;
 
   // 3. Accept the longest agreeing prefix, then the target's own token; roll the caches back.
   std::vector<float> p, residual;
@@ -248,6 +267,8 @@ void Generator::speculative_step(std::vector<Sequence>& seqs) {
     }
     stats_.proposed += k;
     stats_.accepted += accepted;
+    step_accepted += accepted;
+    step_rejected += accepted < k ? 1 : 0;
     if (s.done) continue;
     // The target cached pending + k proposals; keep pending + the accepted ones.
     s.cache->truncate(cached[a] + 1 + accepted);
@@ -257,6 +278,8 @@ void Generator::speculative_step(std::vector<Sequence>& seqs) {
     else
       s.backlog.assign(1, s.proposal.back());
   }
+  if (draft_length_)
+    draft_length_->record(k, B, draft_s, verify_s, experts_run, step_accepted, step_rejected);
 }
 
 }  // namespace sy::model

@@ -11,10 +11,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <vector>
 
 #include "model/config.h"
+#include "model/draft_length.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
 #include "model/sampler.h"
@@ -25,15 +27,19 @@ struct GenerationConfig {
   int max_tokens = 64;      // per sequence
   bool stop_at_eos = true;  // an end-of-sequence token ends a sequence (and is not emitted)
   SamplerConfig sampler;    // temperature 0: greedy; sequence i samples with seed + i
-  int draft_len = 0;        // k: tokens the draft proposes per step (0: no speculation)
+  int draft_len = 0;        // k: tokens the draft proposes per step (0: no speculation;
+                            // -1: chosen every step by model/draft_length.h's cost model)
+  int max_draft_len = 8;    // the largest k the cost model considers
 };
 
 struct GenerationStats {
   int64_t sequences = 0, prompt_tokens = 0, generated = 0;
   int64_t target_calls = 0;  // decode forward calls of the target (the prefill not counted)
   int64_t draft_calls = 0;
-  int64_t proposed = 0, accepted = 0;               // draft tokens offered / accepted
-  double prefill_s = 0, decode_s = 0, draft_s = 0;  // draft_s is part of decode_s
+  int64_t proposed = 0, accepted = 0;                // draft tokens offered / accepted
+  double prefill_s = 0, decode_s = 0, draft_s = 0;   // draft_s is part of decode_s
+  int64_t speculative_steps = 0, draft_len_sum = 0;  // mean k = sum / steps
+  double cost_model_error = -1;  // --draft-len auto: mean |predicted - measured| step time
 };
 
 // The target's forward pass. The caller may make it collective (expert parallelism: ranks
@@ -57,6 +63,8 @@ class Generator {
   std::vector<std::vector<int32_t>> run(const std::vector<std::vector<int32_t>>& prompts,
                                         const TokenFn& on_token = {});
   const GenerationStats& stats() const { return stats_; }
+  // The target's offloaded-expert cache, whose reads the cost model of --draft-len auto counts.
+  void set_expert_cache(const moe::ExpertCache* cache) { cache_ = cache; }
 
  private:
   struct Sequence;
@@ -72,6 +80,8 @@ class Generator {
   GenerationStats stats_;
   Workspace draft_ws_;
   std::vector<float> logits_, draft_logits_;
+  const moe::ExpertCache* cache_ = nullptr;
+  std::unique_ptr<DraftLengthModel> draft_length_;
 };
 
 }  // namespace sy::model

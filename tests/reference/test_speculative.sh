@@ -2,7 +2,7 @@
 # Batched and speculative decoding (`generate --prompts FILE`, `--draft DIR --draft-len k`):
 #  - a batch of prompts decoded together gives each prompt what decoding it alone gives;
 #  - greedy speculative decoding with the bundled draft model emits exactly plain greedy
-#    decoding's tokens for k = 1, 3, 5, also under mpirun -np 2 (target experts over 2 ranks,
+#    decoding's tokens for k = 1, 3, 5 and auto (the cost model picks k), also under mpirun -np 2 (target experts over 2 ranks,
 #    the draft on rank 0), and accepts a positive share of the draft's tokens;
 #  - sampled speculative decoding keeps the target's distribution: 4000 sequences of a random
 #    target, temperature 1, top-k 8, with two drafts: an unrelated random model (most proposals
@@ -41,7 +41,7 @@ while read -r line; do
   i=$((i + 1))
   gen "$work/alone$i.json" -p "$line"
 done <"$work/prompts.txt"
-for k in 1 3 5; do gen "$work/spec$k.json" --prompts "$work/prompts.txt" --draft "$draft" --draft-len "$k"; done
+for k in 1 3 5 auto; do gen "$work/spec$k.json" --prompts "$work/prompts.txt" --draft "$draft" --draft-len "$k"; done
 mpi=(timeout 300 env "ASAN_OPTIONS=${ASAN_OPTIONS:-}:detect_leaks=0" mpirun --oversubscribe --allow-run-as-root)
 if command -v mpirun >/dev/null; then
   "${mpi[@]}" -np 2 "$sy" generate -m "$target" -n 40 --ignore-eos --prompts "$work/prompts.txt" \
@@ -58,7 +58,7 @@ for i, s in enumerate(plain):
     assert alone["prompt_ids"] == s["prompt_ids"], f"prompt {i + 1} tokenised differently"
     assert alone["ids"] == s["ids"], f"prompt {i + 1}: batch {s['ids'][:8]} != alone {alone['ids'][:8]}"
 print("batch of 6 == each alone")
-for name in ["spec1", "spec3", "spec5"] + (["mpi"] if os.path.exists(f"{w}/mpi.json") else []):
+for name in ["spec1", "spec3", "spec5", "specauto"] + (["mpi"] if os.path.exists(f"{w}/mpi.json") else []):
     j = json.load(open(f"{w}/{name}.json"))
     for i, (a, b) in enumerate(zip(plain, j["sequences"])):
         assert a["ids"] == b["ids"], f"{name} sequence {i + 1}: {b['ids'][:10]} != plain {a['ids'][:10]}"
@@ -142,7 +142,8 @@ v[a], v[b] = v[b], v[a]  # same size, two ids swapped
 json.dump(t, open(sys.argv[1], "w"))
 PY
 expect "draft with another tokenizer" "another tokenizer" -- "$sy" generate -m "$t" -p "a b" --draft "$work/other_tok"
-expect "draft-len 0" "--draft-len" -- "$sy" generate -m "$t" -p "a b" --draft "$d" --draft-len 0
+expect "draft-len 0" "--draft-len must be" -- "$sy" generate -m "$t" -p "a b" --draft "$d" --draft-len 0
+expect "draft-len words" "--draft-len must be" -- "$sy" generate -m "$t" -p "a b" --draft "$d" --draft-len fast
 : >"$work/empty.txt"
 expect "empty prompts file" "no prompts" -- "$sy" generate -m "$t" --prompts "$work/empty.txt"
 expect "missing draft" "nowhere" -- "$sy" generate -m "$t" -p "a b" --draft "$work/nowhere"
