@@ -9,49 +9,45 @@
 
 namespace sy::model {
 
+namespace {
+constexpr int64_t kQueryBlock = 64;
+}  // namespace
+
+// Per (kv head, block of up to 64 query rows): scores = scale Q K^T over the keys the block's
+// last row sees, the causal mask applied row by row, softmax, then P V -- two matrix products
+// per head instead of a dot per (query, head, key), and the masked keys past the block are
+// never multiplied. A decode step (n = 1) takes the same path, so a token's logits do not
+// depend on how many tokens its forward call verified (speculative decoding).
 void causal_attention(const AttentionShape& s, const float* q, int64_t n, int64_t pos0,
                       const float* k, const float* v, float* out) {
   const int64_t hd = s.head_dim, qw = s.num_heads * hd, kvw = s.num_kv_heads * hd;
   const int64_t group = s.num_heads / s.num_kv_heads;
   const float scale = 1.0f / std::sqrt(float(hd));
+  const int64_t blocks = (n + kQueryBlock - 1) / kQueryBlock;
+  const int64_t tasks = s.num_heads * blocks;
 #pragma omp parallel
   {
-    std::vector<float> scores(size_t(pos0 + n));
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      for (int64_t h = 0; h < s.num_heads; ++h) {
-        const int64_t len = pos0 + i + 1;  // causal: positions 0 .. pos0 + i
-        const float* qh = q + i * qw + h * hd;
-        const int64_t kv_off = (h / group) * hd;
-        float max = -INFINITY;
-        for (int64_t j = 0; j < len; ++j) {
-          const float* kj = k + j * kvw + kv_off;
-          float dot = 0;
-#pragma omp simd reduction(+ : dot)
-          for (int64_t d = 0; d < hd; ++d) dot += qh[d] * kj[d];
-          scores[size_t(j)] = dot * scale;
-          max = std::max(max, scores[size_t(j)]);
-        }
-        float sum = 0;
-        for (int64_t j = 0; j < len; ++j)
-          sum += (scores[size_t(j)] = std::exp(scores[size_t(j)] - max));
-        const float inv = 1.0f / sum;
-        float* oh = out + i * qw + h * hd;
-        std::fill(oh, oh + hd, 0.0f);
-        for (int64_t j = 0; j < len; ++j) {
-          const float p = scores[size_t(j)] * inv;
-          const float* vj = v + j * kvw + kv_off;
-#pragma omp simd
-          for (int64_t d = 0; d < hd; ++d) oh[d] += p * vj[d];
-        }
+    std::vector<float> P;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t h = task / blocks, r0 = (task % blocks) * kQueryBlock;
+      const int64_t r1 = std::min(n, r0 + kQueryBlock), m = r1 - r0;
+      const int64_t keys = pos0 + r1;  // the block's last row sees keys 0 .. pos0 + r1 - 1
+      const int64_t kv_off = (h / group) * hd;
+      P.resize(size_t(m * keys));
+      ops::sgemm(ops::Trans::kNo, ops::Trans::kYes, m, keys, hd, scale, q + r0 * qw + h * hd, qw,
+                 k + kv_off, kvw, 0.0f, P.data(), keys);
+      for (int64_t i = 0; i < m; ++i) {
+        float* row = P.data() + i * keys;
+        const int64_t len = pos0 + r0 + i + 1;
+        ops::softmax(row, len);
+        std::fill(row + len, row + keys, 0.0f);
       }
+      ops::sgemm(ops::Trans::kNo, ops::Trans::kNo, m, hd, keys, 1.0f, P.data(), keys, v + kv_off,
+                 kvw, 0.0f, out + r0 * qw + h * hd, qw);
     }
   }
 }
-
-namespace {
-constexpr int64_t kQueryBlock = 64;
-}  // namespace
 
 void batched_causal_attention(const AttentionDims& d, const float* q, const float* k,
                               const float* v, float* out, float* probs) {
