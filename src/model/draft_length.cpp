@@ -104,7 +104,7 @@ int DraftLengthModel::choose(int64_t batch) {
   const double a = acceptance();
   int best = 1;
   double best_rate = -1;
-  for (int k = 1; k <= max_k_; ++k) {
+  for (int k = 0; k <= max_k_; ++k) {  // k = 0: a plain step, the draft idle
     const double tokens = double(batch) * (1 - std::pow(a, k + 1)) / (1 - a);
     const double t = predict(k, batch);
     const double rate = t > 0 ? tokens / t : 0;
@@ -119,7 +119,7 @@ void DraftLengthModel::record(int k, int64_t batch, double draft_s, double verif
   calls_.push_back({double(batch) * (k + 1), double(experts_run), verify_s});
   draft_s_ += draft_s;
   draft_calls_ += k;
-  accepted_ += accepted;
+  accepted_ += accepted;  // plain steps (k = 0) add no acceptance evidence
   rejected_ += rejected;
   const double measured = draft_s + verify_s;
   if (pending_prediction_ > 0 && measured > 0)

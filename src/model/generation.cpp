@@ -156,12 +156,21 @@ void Generator::plain_step(std::vector<Sequence>& seqs) {
     active.push_back(i);
   }
   logits_.resize(size_t(int64_t(active.size()) * V));
+  const int64_t requests_before = cache_ ? cache_->stats().requests : 0;
+  const auto t0 = Clock::now();
   forward_(chunks, LogitsFor::kLastToken, logits_.data());
+  const double seconds = seconds_since(t0);
   ++stats_.target_calls;
   for (size_t a = 0; a < active.size(); ++a) {
     Sequence& s = seqs[active[a]];
+    // With a draft (auto k chose 0 this step), the token the target took is one the draft
+    // has yet to see.
+    if (draft_) s.backlog.push_back(s.pending);
     emit(s, active[a], s.sampler.sample(logits_.data() + int64_t(a) * V, V));
   }
+  if (draft_length_)
+    draft_length_->record(0, int64_t(active.size()), 0.0, seconds,
+                          cache_ ? cache_->stats().requests - requests_before : 0, 0, 0);
 }
 
 void Generator::speculative_step(std::vector<Sequence>& seqs) {
@@ -173,6 +182,10 @@ void Generator::speculative_step(std::vector<Sequence>& seqs) {
   const int k = draft_length_ ? draft_length_->choose(B) : config_.draft_len;
   ++stats_.speculative_steps;
   stats_.draft_len_sum += k;
+  if (k == 0) {  // the cost model expects a plain step to pay more
+    plain_step(seqs);
+    return;
+  }
 
   // 1. The draft proposes k tokens per sequence, one forward call per token for all of them.
   const auto t_draft = Clock::now();

@@ -38,7 +38,7 @@ struct GenerationStats {
   int64_t draft_calls = 0;
   int64_t proposed = 0, accepted = 0;                // draft tokens offered / accepted
   double prefill_s = 0, decode_s = 0, draft_s = 0;   // draft_s is part of decode_s
-  int64_t speculative_steps = 0, draft_len_sum = 0;  // mean k = sum / steps
+  int64_t speculative_steps = 0, draft_len_sum = 0;  // steps with a draft; mean k = sum / steps
   double cost_model_error = -1;  // --draft-len auto: mean |predicted - measured| step time
 };
 
