@@ -212,8 +212,11 @@ TEST(Dispatch, RowsAndPairsAreInverse) {
         ASSERT_EQ(p.ids[size_t(pair)], e) << c.name << ": row " << r;
         ASSERT_EQ(plan.row_of[size_t(pair)], r) << c.name << ": row " << r;
       }
-    for (int64_t i = 0; i < c.T * c.k; ++i)
-      if (p.ids[size_t(i)] == kDroppedExpert) ASSERT_EQ(plan.row_of[size_t(i)], -1) << c.name;
+    for (int64_t i = 0; i < c.T * c.k; ++i) {
+      if (p.ids[size_t(i)] == kDroppedExpert) {
+        ASSERT_EQ(plan.row_of[size_t(i)], -1) << c.name;
+      }
+    }
   }
 }
 

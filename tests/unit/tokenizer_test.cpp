@@ -286,7 +286,8 @@ TEST_P(TrainedStyles, RoundTripAndStreaming) {
   // do), so that style round-trips text without inline specials.
   std::string text = sample;
   if (o.style == BpeStyle::SentencePiece) {
-    for (const std::string& s : {"<|endoftext|>", "<|im_start|>", "<|im_end|>", "<s>", "</s>"}) {
+    for (const std::string_view s :
+         {"<|endoftext|>", "<|im_start|>", "<|im_end|>", "<s>", "</s>"}) {
       for (size_t pos; (pos = text.find(s)) != std::string::npos;) text.erase(pos, s.size());
     }
   }
