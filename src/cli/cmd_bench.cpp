@@ -14,6 +14,7 @@
 #include "cli/run_report.h"
 #include "io/file_util.h"
 #include "util/error.h"
+#include "util/phase_times.h"
 
 namespace sy::cli {
 namespace {
@@ -26,10 +27,6 @@ struct BenchOptions {
   int prompt = 128, decode = 32, batch = 1, reps = 3;
   std::string json;
 };
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

@@ -5,14 +5,12 @@
 #include <memory>
 
 #include "util/error.h"
+#include "util/phase_times.h"
 
 namespace sy::model {
 
 namespace {
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 int32_t argmax(const float* x, int64_t n) {
   return int32_t(std::max_element(x, x + n) - x);
 }

@@ -14,10 +14,6 @@ namespace sy::model {
 
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 // One forward through the stack. Operators are numbered 2l (attention of layer l) and 2l + 1
 // (its FFN half); stream point p is the residual stream just before operator p. An MoE layer
 // m's routed branch starts at point config.shortcut_point(m) and finishes inside operator

@@ -6,26 +6,19 @@
 #include <cmath>
 
 #include "io/file_util.h"
+#include "report/svg_style.h"
 #include "util/error.h"
 
 namespace sy::report {
 namespace {
 
-// Layout in SVG user units (pixels). Text widths are estimated from a monospace advance of
-// 0.62 em, so labels are placed without measuring fonts (no fonts are embedded).
-constexpr double kMargin = 14;
-constexpr double kTitleSize = 15;
-constexpr double kLabelSize = 11;
+using svg::kLabelSize, svg::kMargin, svg::kTitleSize, svg::text_width;
 constexpr double kGap = 10;
 constexpr double kTargetGridWidth = 960;
 constexpr double kMinCellWidth = 4, kMaxCellWidth = 44;
 constexpr double kMinCellHeight = 16, kMaxCellHeight = 30;
 constexpr double kBarWidth = 14, kMinBarHeight = 120;
 constexpr int kGradientStops = 33;
-
-double text_width(size_t chars, double font_size) {
-  return double(chars) * 0.62 * font_size;
-}
 
 size_t max_length(const std::vector<std::string>& items) {
   size_t n = 0;

@@ -8,23 +8,18 @@
 
 #include "io/file_util.h"
 #include "report/svg_heatmap.h"  // xml_escape
+#include "report/svg_style.h"
 #include "util/error.h"
 
 namespace sy::report {
 namespace {
 
-// Text widths are estimated from a monospace advance of 0.62 em (no fonts are embedded).
-constexpr double kMargin = 14;
-constexpr double kTitleSize = 15;
-constexpr double kLabelSize = 11;
+using svg::kLabelSize, svg::kMargin, svg::kTitleSize, svg::text_width;
 constexpr double kTickLength = 5;
 constexpr int kTargetTicks = 6;
 const char* const kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
 
-double text_width(size_t chars, double font_size) {
-  return double(chars) * 0.62 * font_size;
-}
 std::string num(double v) {
   return fmt::format("{:.1f}", v);
 }

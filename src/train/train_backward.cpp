@@ -13,16 +13,9 @@
 #include "ops/elementwise.h"
 #include "train/row_ops.h"
 #include "train/train_model.h"
+#include "util/phase_times.h"
 
 namespace sy::train {
-
-namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-}  // namespace
 
 void TrainModel::backward_layers(int64_t B, int64_t S, const MoeTrainOptions& opt) {
   const model::ModelConfig& c = config_;

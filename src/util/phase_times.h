@@ -9,6 +9,11 @@
 
 namespace sy {
 
+// Seconds of wall time since `t0`.
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 class PhaseTimes {
  public:
   void add(const char* phase, double seconds);
@@ -32,9 +37,7 @@ class PhaseTimer {
       : profile_(profile), phase_(phase), t0_(std::chrono::steady_clock::now()) {}
   ~PhaseTimer() { stop(); }
   void stop() {
-    if (profile_)
-      profile_->add(phase_,
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count());
+    if (profile_) profile_->add(phase_, seconds_since(t0_));
     profile_ = nullptr;
   }
   PhaseTimer(const PhaseTimer&) = delete;
