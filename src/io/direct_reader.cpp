@@ -17,8 +17,6 @@
 namespace sy::io {
 
 namespace {
-constexpr uint64_t kAlign = 4096;  // covers the logical block size of every common device
-
 struct AlignedFree {
   void operator()(void* p) const { std::free(p); }
 };
@@ -46,21 +44,30 @@ int DirectReader::descriptor(const std::string& path, bool& direct) {
 }
 
 void DirectReader::read(const std::string& path, uint64_t offset, size_t n, void* dst) {
+  // One bounce buffer per thread, kept: a fresh one would fault in every page on each read.
+  thread_local std::unique_ptr<void, AlignedFree> bounce;
+  thread_local size_t bounce_bytes = 0;
+  const size_t need = in_place_bytes(offset, n);
+  if (need > bounce_bytes) {
+    bounce.reset(std::aligned_alloc(kAlign, need));
+    if (!bounce) fail("cannot allocate {} bytes to read '{}'", need, path);
+    bounce_bytes = need;
+  }
+  std::memcpy(dst, read_in_place(path, offset, n, bounce.get()), n);
+}
+
+const uint8_t* DirectReader::read_in_place(const std::string& path, uint64_t offset, size_t n,
+                                           void* buf) {
   const auto t0 = std::chrono::steady_clock::now();
   bool direct = false;
   const int fd = descriptor(path, direct);
-  const uint64_t begin = direct ? offset / kAlign * kAlign : offset;
-  const uint64_t end = direct ? (offset + n + kAlign - 1) / kAlign * kAlign : offset + n;
-  std::unique_ptr<void, AlignedFree> bounce;
-  char* buf = static_cast<char*>(dst);
-  if (direct) {
-    bounce.reset(std::aligned_alloc(kAlign, size_t(end - begin)));
-    if (!bounce) fail("cannot allocate {} bytes to read '{}'", end - begin, path);
-    buf = static_cast<char*>(bounce.get());
-  }
+  // Both modes read the aligned range, so the bytes land at the same place in `buf`.
+  const uint64_t begin = offset / kAlign * kAlign;
+  const uint64_t end = begin + in_place_bytes(offset, n);
+  char* out = static_cast<char*>(buf);
   uint64_t done = 0;
   while (begin + done < end) {
-    const ssize_t got = ::pread(fd, buf + done, size_t(end - begin - done), off_t(begin + done));
+    const ssize_t got = ::pread(fd, out + done, size_t(end - begin - done), off_t(begin + done));
     if (got < 0 && errno == EINTR) continue;
     if (got < 0) fail("reading '{}' at byte {}: {}", path, begin + done, std::strerror(errno));
     if (got == 0) break;  // end of file: fine past offset + n (alignment padding), else truncated
@@ -74,10 +81,8 @@ void DirectReader::read(const std::string& path, uint64_t offset, size_t n, void
         "replaced after the model was loaded",
         path, size, offset + n);
   }
-  if (direct)
-    std::memcpy(dst, buf + (offset - begin), n);
-  else
-    ::posix_fadvise(fd, off_t(offset), off_t(n), POSIX_FADV_DONTNEED);  // next read: storage
+  if (!direct)
+    ::posix_fadvise(fd, off_t(begin), off_t(end - begin), POSIX_FADV_DONTNEED);  // next: storage
   if (cap_gbps_ > 0) {  // one link for every thread: transfers queue behind each other
     const auto transfer = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
         std::chrono::duration<double>(double(n) * 8 / (cap_gbps_ * 1e9)));
@@ -89,6 +94,7 @@ void DirectReader::read(const std::string& path, uint64_t offset, size_t n, void
     }
     std::this_thread::sleep_until(done_at);
   }
+  return reinterpret_cast<const uint8_t*>(out + (offset - begin));
 }
 
 }  // namespace sy::io

@@ -25,6 +25,15 @@ class DirectReader {
   // cannot be opened or ends before offset + n (truncated since it was loaded).
   void read(const std::string& path, uint64_t offset, size_t n, void* dst);
 
+  // Without a copy: reads the aligned range around [offset, offset + n) into `buf` (kAlign
+  // aligned, in_place_bytes(offset, n) long) and returns where byte `offset` landed in it, at
+  // the same offset within its page as in an mmap of the file. Same errors as read().
+  static constexpr uint64_t kAlign = 4096;  // covers the logical block size of common devices
+  static size_t in_place_bytes(uint64_t offset, size_t n) {
+    return size_t((offset + n + kAlign - 1) / kAlign * kAlign - offset / kAlign * kAlign);
+  }
+  const uint8_t* read_in_place(const std::string& path, uint64_t offset, size_t n, void* buf);
+
   // "O_DIRECT", "read + drop pages" (the file system refused O_DIRECT), per the last open.
   const char* mode() const { return direct_ ? "O_DIRECT" : "read + drop pages"; }
   double cap_gbps() const { return cap_gbps_; }

@@ -6,14 +6,12 @@
 
 #include "util/error.h"
 #include "util/memory.h"
+#include "util/phase_times.h"
 
 namespace sy::moe {
 
 namespace {
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 }  // namespace
 
 ExpertCache::ExpertCache(std::vector<std::vector<OffloadedExpert>> experts,
@@ -77,7 +75,8 @@ bool ExpertCache::make_room(size_t bytes, bool for_stream, std::unique_lock<std:
       continue;
     }
     if (victim->streamed && !victim->used) ++stats_.streamed_unused;
-    victim->storage.reset();
+    if (spare_.size() < 2) spare_.push_back(std::move(victim->storage));
+    victim->storage = {};
     victim->state = State::kEmpty;
     victim->streamed = victim->used = false;
     resident_bytes_ -= victim_bytes;
@@ -85,22 +84,44 @@ bool ExpertCache::make_room(size_t bytes, bool for_stream, std::unique_lock<std:
   return true;
 }
 
+ExpertCache::Storage ExpertCache::take_storage(size_t size) {
+  for (Storage& s : spare_)
+    if (s.size == size) {
+      Storage out = std::move(s);
+      std::swap(s, spare_.back());
+      spare_.pop_back();
+      return out;
+    }
+  Storage out;
+  out.bytes.reset(static_cast<uint8_t*>(std::aligned_alloc(io::DirectReader::kAlign, size)));
+  if (!out.bytes) fail("cannot allocate {} bytes for an offloaded expert", size);
+  out.size = size;
+  return out;
+}
+
 // Reads an expert whose budget is reserved; the lock is released during the read.
 void ExpertCache::load(int layer, int expert, std::unique_lock<std::mutex>& lock) {
   Entry& x = entry(layer, expert);
   const OffloadedExpert& src = experts_[size_t(layer)][size_t(expert)];
+  const OffloadedMatrix* matrices[] = {&src.gate, &src.up, &src.down};
+  size_t region[3], size = 0;
+  for (int i = 0; i < 3; ++i) {
+    region[i] = io::DirectReader::in_place_bytes(matrices[i]->offset, matrices[i]->shape.bytes());
+    size += region[i];
+  }
   x.state = State::kLoading;
   resident_bytes_ += src.bytes();
+  Storage storage = take_storage(size);
   lock.unlock();
   const auto t0 = Clock::now();
-  std::unique_ptr<uint8_t[]> storage;
+  const uint8_t* data[3] = {};
   std::exception_ptr error;
   try {
-    storage = std::make_unique_for_overwrite<uint8_t[]>(src.bytes());
-    uint8_t* p = storage.get();
-    for (const OffloadedMatrix* m : {&src.gate, &src.up, &src.down}) {
-      reader_.read(m->file, m->offset, m->shape.bytes(), p);
-      p += m->shape.bytes();
+    uint8_t* p = storage.bytes.get();
+    for (int i = 0; i < 3; ++i) {
+      data[i] = reader_.read_in_place(matrices[i]->file, matrices[i]->offset,
+                                      matrices[i]->shape.bytes(), p);
+      p += region[i];
     }
   } catch (...) {
     error = std::current_exception();
@@ -116,13 +137,12 @@ void ExpertCache::load(int layer, int expert, std::unique_lock<std::mutex>& lock
   }
   stats_.bytes_read += src.bytes();
   x.storage = std::move(storage);
-  uint8_t* p = x.storage.get();
   x.weights.gate = src.gate.shape;
-  x.weights.gate.data = p;
+  x.weights.gate.data = data[0];
   x.weights.up = src.up.shape;
-  x.weights.up.data = p + src.gate.shape.bytes();
+  x.weights.up.data = data[1];
   x.weights.down = src.down.shape;
-  x.weights.down.data = p + src.gate.shape.bytes() + src.up.shape.bytes();
+  x.weights.down.data = data[2];
   x.state = State::kReady;
   changed_.notify_all();
 }

@@ -77,9 +77,17 @@ class ExpertCache {
 
  private:
   enum class State : uint8_t { kEmpty, kLoading, kReady };
+  struct FreeBytes {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  // An expert's three matrices, each read in place into its own page-aligned region.
+  struct Storage {
+    std::unique_ptr<uint8_t, FreeBytes> bytes;
+    size_t size = 0;
+  };
   struct Entry {
     State state = State::kEmpty;
-    std::unique_ptr<uint8_t[]> storage;
+    Storage storage;
     FfnWeights weights;
     int pins = 0;
     uint64_t last_use = 0;
@@ -87,6 +95,7 @@ class ExpertCache {
   };
   Entry& entry(int layer, int expert);
   bool make_room(size_t bytes, bool for_stream, std::unique_lock<std::mutex>& lock);
+  Storage take_storage(size_t size);  // a recycled buffer of that size, else a new one
   void load(int layer, int expert, std::unique_lock<std::mutex>& lock);
   void io_loop();
 
@@ -100,6 +109,8 @@ class ExpertCache {
   uint64_t clock_ = 0, layer_start_ = 0;
   OffloadStats stats_;
   std::exception_ptr error_;  // a failed read-ahead, rethrown to the compute thread
+  // Evicted experts' buffers, reused by the next reads: a fresh buffer faults in every page.
+  std::vector<Storage> spare_;
 
   mutable std::mutex mutex_;
   std::condition_variable changed_;
