@@ -6,8 +6,14 @@
 # to test: throughput rises with k and then falls, and speculation gains 1.45-1.53x when
 # offloaded.
 #
-#   bench/specmoeoff.sh [--model DIR] [--draft DIR] [--cache-mb M] [--gbps G] [--tokens N]
-#                       [--batches 1,4,16] [--ks 0,1,2,3,4,6,auto] [--rounds R] [--out FILE.md]
+#   bench/specmoeoff.sh [--model DIR] [--draft DIR] [--pad-width W] [--cache-mb M] [--gbps G]
+#                       [--tokens N] [--batches 1,4,16] [--ks 0,1,2,3,4,6,auto] [--rounds R]
+#                       [--out FILE.md]
+#
+# --pad-width W grows the target's experts to FFN width W with zero neurons (bench/pad_experts:
+# the same predictions, so the draft's acceptance stays real, with a large model's expert bytes;
+# W = 20480 makes kjv-moe-9m read 378 MB of experts per token at batch 1, as shape A does):
+#   bench/specmoeoff.sh --pad-width 20480 --cache-mb 256 --gbps 0 --out bench/results/specmoeoff_wide.md
 #
 # Defaults: models/kjv-moe-9m with models/kjv-draft-2m, a cache of 1 MB (3 of its 48 experts),
 # storage EMULATED at 2 Gbit/s (`--offload-gbps`; 0 = the real disk through O_DIRECT, whose
@@ -23,11 +29,13 @@ tokens=32
 batches=1,4,16
 ks=0,1,2,3,4,6,auto
 rounds=3
+pad=0
 out="$root/bench/results/specmoeoff.md"
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) model="$2"; shift 2 ;;
     --draft) draft="$2"; shift 2 ;;
+    --pad-width) pad="$2"; shift 2 ;;
     --cache-mb) cache="$2"; shift 2 ;;
     --gbps) gbps="$2"; shift 2 ;;
     --tokens) tokens="$2"; shift 2 ;;
@@ -35,7 +43,7 @@ while [ $# -gt 0 ]; do
     --ks) ks="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "specmoeoff.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -44,6 +52,15 @@ sy="$root/build/switchyard"
 work="${SPECMOEOFF_WORK:-$(mktemp -d)}"
 mkdir -p "$work"
 py=/usr/bin/python3
+label="$(basename "$model")"
+if [ "$pad" != 0 ]; then
+  pad_tool="$root/build/bench/pad_experts"
+  [ -x "$pad_tool" ] || { echo "build the benchmarks first: scripts/build.sh" >&2; exit 1; }
+  rm -rf "$work/padded"
+  "$pad_tool" --model "$model" --width "$pad" --out "$work/padded" >&2
+  label="$label padded to expert FFN $pad with zero neurons (bench/pad_experts: the same predictions)"
+  model="$work/padded"
+fi
 
 "$sy" train --out "$work/split" --export-corpus "$work/split" >/dev/null
 max_b=$(tr ',' '\n' <<<"$batches" | sort -n | tail -1)
@@ -71,9 +88,9 @@ for ((r = 1; r <= rounds; r++)); do
   done
 done
 
-"$py" - "$runs" "$out" "$model" "$draft" "$cache" "$gbps" "$tokens" "$rounds" "$(nproc)" <<'PY'
+"$py" - "$runs" "$out" "$model" "$draft" "$cache" "$gbps" "$tokens" "$rounds" "$(nproc)" "$label" <<'PY'
 import collections, datetime, json, re, statistics, sys
-runs, out, model, draft, cache, gbps, tokens, rounds, cores = sys.argv[1:]
+runs, out, model, draft, cache, gbps, tokens, rounds, cores, label = sys.argv[1:]
 by = collections.defaultdict(list)
 for line in open(runs):
     b, k, mode, j = line.rstrip("\n").split("\t")
@@ -110,7 +127,7 @@ R = {(r["b"], r["k"], r["mode"]): r for r in rows}
 link = f"EMULATED at {gbps} Gbit/s (`--offload-gbps`)" if gbps != "0" else "the VM's disk through O_DIRECT"
 lines = ["# SpecMoEOff in kind: speculative decoding against offloaded experts", "",
          f"Made by `bench/specmoeoff.sh` ({datetime.date.today()}) on {cores} cores: target "
-         f"`{model.rstrip('/').split('/')[-1]}`, draft `{draft.rstrip('/').split('/')[-1]}`, greedy, "
+         f"`{label}`, draft `{draft.rstrip('/').split('/')[-1]}`, greedy, "
          f"{tokens} tokens per sequence, prompts from held-out KJV chapters. Offloaded: routed "
          f"experts read on demand into a {cache} MB cache, storage {link}. Decode tokens/s are "
          f"medians of {rounds} interleaved rounds (the draft's time included). Greedy output is "

@@ -7,7 +7,9 @@ namespace sy::model {
 
 namespace {
 constexpr size_t kWindow = 64;  // calls the fit keeps: costs drift as the sequences grow
-constexpr int kExplore[] = {1, 2, 4};
+// k = 0 first: without a plain call to anchor the fit, the time of N = b positions is an
+// extrapolation, and a model that never tries k = 0 may never learn that it pays.
+constexpr int kExplore[] = {0, 1, 2, 4};
 
 // Solves the n x n system A x = b (n <= 3) by Gaussian elimination; false when singular.
 bool solve(double A[3][3], double b[3], int n, double x[3]) {

@@ -6,8 +6,8 @@
 //   tokens     E(k) = b (1 - a^(k+1)) / (1 - a), a = the per-token acceptance measured;
 // and k maximises E(k) / T(k) over 0 .. max_k (k = 0: a plain step, the draft idle). c0, c1, c2
 // come from a least-squares fit of the verification calls' measured times; t_draft is the mean
-// draft call. The first steps explore k = 1, 2, 4 so the fit has points. Each step's predicted time
-// is kept against its measured time.
+// draft call. The first steps explore k = 0, 1, 2, 4 so the fit has points. Each step's predicted
+// time is kept against its measured time.
 #pragma once
 
 #include <cstdint>

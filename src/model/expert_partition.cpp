@@ -423,4 +423,49 @@ PartitionSummary merge_experts(const std::string& model_dir, const std::string& 
   return s;
 }
 
+PartitionSummary pad_experts(const std::string& model_dir, const std::string& out_dir,
+                             int64_t width) {
+  const ModelConfig c = load_config(model_dir);
+  const int64_t E = c.router.num_experts, I = c.expert_intermediate_size, H = c.hidden_size;
+  if (E == 0 || count_moe_layers(c) == 0) fail("'{}' has no routed experts to pad", model_dir);
+  if (c.router.sub_experts > 1)
+    fail("'{}' is partitioned ({} parts per expert); merge it first (partition --merge)", model_dir,
+         c.router.sub_experts);
+  if (width <= I)
+    fail("the padded width {} must exceed the experts' FFN width {} (config.json)", width, I);
+  if (fs::exists(out_dir)) fail("'{}' exists; padding writes a new folder", out_dir);
+
+  const io::TensorStore store = io::TensorStore::open(model_dir);
+  RewrittenTensors out;
+  std::map<std::string, bool> replaced;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    if (!c.layer_is_moe[size_t(l)]) continue;
+    const StoredExperts src(store, c, l);
+    for (const std::string& n : src.consumed()) replaced[n] = true;
+    const NewExperts dst(out, src, c, l, E, width);  // zeroed: neurons I .. width stay zero
+    for (int64_t e = 0; e < E; ++e)
+      for (int64_t j = 0; j < I; ++j)
+        move_neuron(src.expert(e), I, j, dst.expert(e), width, j, H, src.gate_dtype(),
+                    src.down_dtype(), 1.0f);
+  }
+  for (const auto& [name, t] : store.all())
+    if (!replaced.count(name)) out.keep(*t);
+
+  nlohmann::json config = nlohmann::json::parse(io::read_text_file(model_dir + "/config.json"));
+  set_expert_keys(config, c, E, c.router.top_k, width, 1.0);
+  const ModelConfig pc = parse_config(config.dump(), "the padded config.json");
+  SY_ASSERT_MSG(pc.expert_intermediate_size == width && pc.router.num_experts == E &&
+                    pc.shared_intermediate_size == c.shared_intermediate_size,
+                "pad: the family's config keys do not describe the padded model");
+  write_rewritten_model(model_dir, out_dir, config, out);
+
+  PartitionSummary s;
+  s.experts_before = s.experts_after = E;
+  s.top_k_before = s.top_k_after = c.router.top_k;
+  s.width_before = I, s.width_after = width;
+  s.moe_layers = count_moe_layers(c);
+  s.tensors_written = int64_t(out.tensors.size());
+  return s;
+}
+
 }  // namespace sy::model

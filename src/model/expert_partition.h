@@ -62,4 +62,13 @@ PartitionSummary partition_experts(const std::string& model_dir, const std::stri
 // after the partition), or a reconstruction whose saved neuron order is missing or invalid.
 PartitionSummary merge_experts(const std::string& model_dir, const std::string& out_dir);
 
+// Pads every routed expert with zero neurons up to `width`, written the same all-or-nothing
+// way: the same function (a zero neuron's gate, up and down rows are zero, so it adds nothing;
+// only float summation order changes), more bytes and FLOPs per expert. A trained model grown
+// to a large model's expert bytes, for offloading studies where a random-weight model would
+// make a draft's acceptance meaningless (bench/specmoeoff.sh). sy::Error for a width not above
+// the current one, a partitioned model, or a model without routed experts.
+PartitionSummary pad_experts(const std::string& model_dir, const std::string& out_dir,
+                             int64_t width);
+
 }  // namespace sy::model

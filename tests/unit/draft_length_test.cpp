@@ -39,9 +39,10 @@ TEST(DraftLength, ExploresThenPicksTheBestKAndPredictsTheStepTime) {
   DraftLengthModel m(8, 0);
   std::vector<int> chosen;
   run(m, w, 4, 20, chosen);
-  EXPECT_EQ(chosen[0], 1);
-  EXPECT_EQ(chosen[1], 2);
-  EXPECT_EQ(chosen[2], 4);
+  EXPECT_EQ(chosen[0], 0);
+  EXPECT_EQ(chosen[1], 1);
+  EXPECT_EQ(chosen[2], 2);
+  EXPECT_EQ(chosen[3], 4);
   int best = 0;
   for (int k = 1; k <= 8; ++k)
     if (w.rate(4, k) > w.rate(4, best)) best = k;

@@ -82,5 +82,27 @@ TEST(ExpertPartition, RefusesAnOrderThatIsNotAPermutation) {
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/dst"));
 }
 
+// Zero neurons add nothing (silu(0) * 0 and a zero down column), so a padded model computes
+// the original function; per-expert and fused layouts alike.
+TEST(ExpertPartition, PaddingWithZeroNeuronsKeepsTheFunction) {
+  for (bool fused : {false, true}) {
+    testing::TempDir dir;
+    const std::string src = dir.path() + "/src", dst = dir.path() + "/dst";
+    synth::SyntheticSpec spec = tiny_spec();
+    spec.fused_experts = fused;
+    synth::write_synthetic_checkpoint(spec, src);
+    const model::PartitionSummary s = model::pad_experts(src, dst, 40);
+    EXPECT_EQ(s.width_after, 40);
+    EXPECT_EQ(model::Model::load(dst).config().expert_intermediate_size, 40);
+    std::vector<int32_t> tokens{4, 17, 2, 2, 52, 30};
+    const std::vector<float> a = logits(src, tokens), b = logits(dst, tokens);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 2e-5) << "logit " << i;
+    testing::expect_error([&] { model::pad_experts(src, dir.path() + "/narrow", 12); },
+                          {"padded width 12 must exceed the experts' FFN width 12"});
+    EXPECT_FALSE(std::filesystem::exists(dir.path() + "/narrow"));
+  }
+}
+
 }  // namespace
 }  // namespace sy
