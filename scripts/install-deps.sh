@@ -31,3 +31,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 if [ ! -d "$here/tests/tokenizer/node_modules/@huggingface/tokenizers" ]; then
   (cd "$here/tests/tokenizer" && npm install --no-audit --no-fund --silent >/dev/null)
 fi
+# Hugging Face's own JavaScript GGUF parser: the independent reference for GGUF tests.
+if [ ! -d "$here/tests/gguf/node_modules/@huggingface/gguf" ]; then
+  (cd "$here/tests/gguf" && npm install --no-audit --no-fund --silent >/dev/null)
+fi

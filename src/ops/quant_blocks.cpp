@@ -1,0 +1,217 @@
+#include "ops/quant_blocks.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "util/dtype.h"
+#include "util/error.h"
+
+namespace sy::ops {
+namespace {
+
+float half(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return f16_to_f32(h);
+}
+void put_half(uint8_t* p, float v) {
+  const uint16_t h = f32_to_f16(v);
+  std::memcpy(p, &h, 2);
+}
+
+void dequant_q8_0(const uint8_t* b, float* y, int64_t blocks) {
+  for (int64_t i = 0; i < blocks; ++i, b += 34, y += 32) {
+    const float d = half(b);
+    for (int j = 0; j < 32; ++j) y[j] = float(int8_t(b[2 + j])) * d;
+  }
+}
+
+void dequant_q4_0(const uint8_t* b, float* y, int64_t blocks) {
+  for (int64_t i = 0; i < blocks; ++i, b += 18, y += 32) {
+    const float d = half(b);
+    for (int j = 0; j < 16; ++j) {
+      y[j] = float((b[2 + j] & 0x0F) - 8) * d;
+      y[j + 16] = float((b[2 + j] >> 4) - 8) * d;
+    }
+  }
+}
+
+// Sub-block j's 6-bit scale and min from the 12 packed bytes.
+void scale_min_k4(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
+  if (j < 4) {
+    sc = q[j] & 63;
+    m = q[j + 4] & 63;
+  } else {
+    sc = uint8_t((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4));
+    m = uint8_t((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+  }
+}
+
+void dequant_q4_k(const uint8_t* b, float* y, int64_t blocks) {
+  for (int64_t i = 0; i < blocks; ++i, b += 144) {
+    const float d = half(b), dmin = half(b + 2);
+    const uint8_t* scales = b + 4;
+    const uint8_t* q = b + 16;
+    for (int j = 0, is = 0; j < 256; j += 64, is += 2, q += 32) {
+      uint8_t sc, m;
+      scale_min_k4(is, scales, sc, m);
+      const float d1 = d * float(sc), m1 = dmin * float(m);
+      scale_min_k4(is + 1, scales, sc, m);
+      const float d2 = d * float(sc), m2 = dmin * float(m);
+      for (int l = 0; l < 32; ++l) *y++ = d1 * float(q[l] & 0x0F) - m1;
+      for (int l = 0; l < 32; ++l) *y++ = d2 * float(q[l] >> 4) - m2;
+    }
+  }
+}
+
+void dequant_q6_k(const uint8_t* b, float* y, int64_t blocks) {
+  for (int64_t i = 0; i < blocks; ++i, b += 210) {
+    const uint8_t* ql = b;
+    const uint8_t* qh = b + 128;
+    const auto* sc = reinterpret_cast<const int8_t*>(b + 192);
+    const float d = half(b + 208);
+    for (int n = 0; n < 256; n += 128, y += 128, ql += 64, qh += 32, sc += 8)
+      for (int l = 0; l < 32; ++l) {
+        const int is = l / 16;
+        const int q1 = int8_t((ql[l] & 0x0F) | (((qh[l] >> 0) & 3) << 4)) - 32;
+        const int q2 = int8_t((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32;
+        const int q3 = int8_t((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+        const int q4 = int8_t((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+        y[l] = d * float(sc[is]) * float(q1);
+        y[l + 32] = d * float(sc[is + 2]) * float(q2);
+        y[l + 64] = d * float(sc[is + 4]) * float(q3);
+        y[l + 96] = d * float(sc[is + 6]) * float(q4);
+      }
+  }
+}
+
+// E8M0 scale halved (ggml stores twice the E2M1 values, so it scales by 2^(e - 128)).
+float e8m0_half(uint8_t e) {
+  const uint32_t bits = e < 2 ? uint32_t(0x00200000) << e : uint32_t(e - 1) << 23;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+void dequant_mxfp4(const uint8_t* b, float* y, int64_t blocks) {
+  static constexpr int8_t kValues[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+  for (int64_t i = 0; i < blocks; ++i, b += 17, y += 32) {
+    const float d = e8m0_half(b[0]);
+    for (int j = 0; j < 16; ++j) {
+      y[j] = float(kValues[b[1 + j] & 0x0F]) * d;
+      y[j + 16] = float(kValues[b[1 + j] >> 4]) * d;
+    }
+  }
+}
+
+void quant_q8_0(const float* x, uint8_t* b, int64_t blocks) {
+  for (int64_t i = 0; i < blocks; ++i, x += 32, b += 34) {
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    put_half(b, d);
+    for (int j = 0; j < 32; ++j) b[2 + j] = uint8_t(int8_t(std::lround(x[j] * id)));
+  }
+}
+
+void quant_q4_0(const float* x, uint8_t* b, int64_t blocks) {
+  for (int64_t i = 0; i < blocks; ++i, x += 32, b += 18) {
+    float amax = 0, max = 0;  // the value of largest magnitude, with its sign
+    for (int j = 0; j < 32; ++j)
+      if (std::fabs(x[j]) > amax) amax = std::fabs(x[j]), max = x[j];
+    const float d = max / -8.0f;
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    put_half(b, d);
+    for (int j = 0; j < 16; ++j) {
+      const int lo = std::min(15, int(int8_t(x[j] * id + 8.5f)));
+      const int hi = std::min(15, int(int8_t(x[j + 16] * id + 8.5f)));
+      b[2 + j] = uint8_t(lo | (hi << 4));
+    }
+  }
+}
+
+int64_t blocks_of(GgmlType t, int64_t n) {
+  const auto traits = ggml_type_traits(uint32_t(t));
+  SY_ASSERT_MSG(traits && n % traits->block == 0, "a row length not a multiple of the block");
+  return n / traits->block;
+}
+
+}  // namespace
+
+bool can_dequantize(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32:
+    case GgmlType::F16:
+    case GgmlType::BF16:
+    case GgmlType::Q8_0:
+    case GgmlType::Q4_0:
+    case GgmlType::Q4_K:
+    case GgmlType::Q6_K:
+    case GgmlType::MXFP4:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n) {
+  const auto* b = static_cast<const uint8_t*>(src);
+  const int64_t blocks = blocks_of(t, n);
+  switch (t) {
+    case GgmlType::F32:
+      std::memcpy(dst, src, size_t(n) * 4);
+      return;
+    case GgmlType::F16:
+      return to_f32(DType::F16, src, dst, size_t(n));
+    case GgmlType::BF16:
+      return to_f32(DType::BF16, src, dst, size_t(n));
+    case GgmlType::Q8_0:
+      return dequant_q8_0(b, dst, blocks);
+    case GgmlType::Q4_0:
+      return dequant_q4_0(b, dst, blocks);
+    case GgmlType::Q4_K:
+      return dequant_q4_k(b, dst, blocks);
+    case GgmlType::Q6_K:
+      return dequant_q6_k(b, dst, blocks);
+    case GgmlType::MXFP4:
+      return dequant_mxfp4(b, dst, blocks);
+    default:
+      fail("Switchyard cannot dequantize ggml type {} yet", ggml_type_name(t));
+  }
+}
+
+bool can_quantize(GgmlType t) {
+  return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16 || t == GgmlType::Q8_0 ||
+         t == GgmlType::Q4_0;
+}
+
+void quantize_row(GgmlType t, const float* src, void* dst, int64_t n) {
+  auto* b = static_cast<uint8_t*>(dst);
+  const int64_t blocks = blocks_of(t, n);
+  switch (t) {
+    case GgmlType::F32:
+      std::memcpy(dst, src, size_t(n) * 4);
+      return;
+    case GgmlType::F16:
+      for (int64_t i = 0; i < n; ++i) {
+        const uint16_t h = f32_to_f16(src[i]);
+        std::memcpy(b + 2 * i, &h, 2);
+      }
+      return;
+    case GgmlType::BF16:
+      for (int64_t i = 0; i < n; ++i) {
+        const uint16_t h = f32_to_bf16(src[i]);
+        std::memcpy(b + 2 * i, &h, 2);
+      }
+      return;
+    case GgmlType::Q8_0:
+      return quant_q8_0(src, b, blocks);
+    case GgmlType::Q4_0:
+      return quant_q4_0(src, b, blocks);
+    default:
+      fail("Switchyard cannot quantize to ggml type {} yet", ggml_type_name(t));
+  }
+}
+
+}  // namespace sy::ops
