@@ -23,7 +23,7 @@ report=""
 summary=0
 ledger="$build/ledger.tsv"
 targets=()
-all_targets=(safetensors safetensors_index config tokenizer routing_trace checkpoint model)
+all_targets=(safetensors safetensors_index config tokenizer routing_trace checkpoint model gguf)
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
@@ -72,6 +72,7 @@ dict_parts() {  # the dictionaries (fuzz/dict/) each target uses
     routing_trace) echo "json safetensors_keys routing_trace_keys" ;;
     checkpoint) echo "json safetensors_keys checkpoint_keys config_keys" ;;
     model) echo "json safetensors_keys config_keys model_keys" ;;
+    gguf) echo "gguf_keys" ;;
   esac
 }
 
