@@ -156,6 +156,7 @@ bool can_dequantize(GgmlType t) {
 }
 
 void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n) {
+  if (n == 0) return;  // an empty tensor: dst may be null
   const auto* b = static_cast<const uint8_t*>(src);
   const int64_t blocks = blocks_of(t, n);
   switch (t) {
@@ -187,6 +188,7 @@ bool can_quantize(GgmlType t) {
 }
 
 void quantize_row(GgmlType t, const float* src, void* dst, int64_t n) {
+  if (n == 0) return;
   auto* b = static_cast<uint8_t*>(dst);
   const int64_t blocks = blocks_of(t, n);
   switch (t) {
