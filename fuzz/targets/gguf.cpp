@@ -38,7 +38,8 @@ void write_seeds(const std::string& dir) {
     for (size_t i = 0; i < v.size(); ++i) v[i] = float(int(i % 17) - 8) * 0.37f;
     return v;
   }();
-  for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0}) {
+  for (GgmlType t :
+       {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0}) {
     io::GgufWriter w;
     w.set_string("general.architecture", "llama");
     w.set_uint32("llama.block_count", 1);
@@ -50,7 +51,8 @@ void write_seeds(const std::string& dir) {
     w.set_int32s("tokenizer.ggml.token_type", {3, 1, 1});
     const size_t row = ggml_row_bytes(t, 256);
     std::vector<uint8_t> bytes(2 * row);
-    for (int r = 0; r < 2; ++r) ops::quantize_row(t, x.data() + r * 256, bytes.data() + r * row, 256);
+    for (int r = 0; r < 2; ++r)
+      ops::quantize_row(t, x.data() + r * 256, bytes.data() + r * row, 256);
     w.add_tensor("blk.0.ffn_gate_exps.weight", t, {256, 2}, bytes.data(), bytes.size());
     w.add_tensor("output_norm.weight", GgmlType::F32, {256}, x.data(), 256 * 4);
     write_seed(dir, std::string(ggml_type_name(t)) + ".gguf", w.serialize());
