@@ -16,6 +16,7 @@ void register_train(CLI::App& app);
 void register_supervise(CLI::App& app);
 void register_partition(CLI::App& app);
 void register_export(CLI::App& app);
+void register_quantize(CLI::App& app);
 void register_profile_neurons(CLI::App& app);
 
 }  // namespace sy::cli

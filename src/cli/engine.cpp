@@ -6,6 +6,8 @@
 #include <optional>
 
 #include "io/file_util.h"
+#include "io/gguf.h"
+#include "model/gguf_checkpoint.h"
 #include "ops/threads.h"
 #include "util/error.h"
 
@@ -20,7 +22,9 @@ uint64_t fnv1a(uint64_t h, const std::string& s) {
 
 // What every rank must agree on: config.json and the tensor inventory (names, shapes, dtypes).
 uint64_t model_fingerprint(const std::string& dir, const model::Model& m) {
-  uint64_t h = fnv1a(0xcbf29ce484222325ull, io::read_text_file(dir + "/config.json"));
+  uint64_t h = fnv1a(0xcbf29ce484222325ull, model::is_gguf_file(dir)
+                                                ? model::gguf_config_json(io::GgufFile(dir))
+                                                : io::read_text_file(dir + "/config.json"));
   for (const auto& [name, t] : m.weights().store.all()) {
     h = fnv1a(h, name + ":" + t->dtype_name);
     for (int64_t d : t->shape) h = fnv1a(h, std::to_string(d) + ",");
@@ -113,10 +117,23 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
   eng->model = std::make_unique<model::Model>(
       model::Model::load(mo.model_dir, owned, offload ? &*offload : nullptr));
   const std::string tok = mo.model_dir + "/tokenizer.json";
-  if (io::file_exists(tok))
+  if (model::is_gguf_file(mo.model_dir)) {
+    // The GGUF spec's key for the whole Hugging Face tokenizer (what `switchyard quantize`
+    // writes); llama.cpp's own tokenizer.ggml.* vocabularies are not read yet.
+    const io::GgufFile f(mo.model_dir);
+    if (const io::GgufValue* v = f.find("tokenizer.huggingface.json");
+        v && v->type == io::GgufValueType::kString)
+      eng->tokenizer.emplace(Tokenizer::from_json_string(v->s, mo.model_dir));
+    else if (need_tokenizer)
+      fail(
+          "'{}' has no tokenizer.huggingface.json; reading llama.cpp's tokenizer.ggml.* "
+          "vocabulary is not implemented yet (pass token ids with --ids instead of text)",
+          mo.model_dir);
+  } else if (io::file_exists(tok)) {
     eng->tokenizer.emplace(Tokenizer::from_file(tok));
-  else if (need_tokenizer)
+  } else if (need_tokenizer) {
     fail("'{}' has no tokenizer.json (pass token ids with --ids instead of text)", mo.model_dir);
+  }
 
   if (comm.distributed()) {
     const std::vector<uint64_t> prints =

@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
   sy::cli::register_supervise(app);
   sy::cli::register_partition(app);
   sy::cli::register_export(app);
+  sy::cli::register_quantize(app);
   sy::cli::register_profile_neurons(app);
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;

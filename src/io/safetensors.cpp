@@ -252,6 +252,20 @@ TensorStore TensorStore::open(const std::string& dir) {
   return store;
 }
 
+TensorStore TensorStore::from_tensors(const std::string& origin, std::vector<TensorInfo> tensors,
+                                      std::shared_ptr<const void> owner) {
+  TensorStore store;
+  store.dir_ = origin;
+  store.owner_ = std::move(owner);
+  for (TensorInfo& t : tensors) {
+    store.infos_.push_back(std::make_unique<TensorInfo>(std::move(t)));
+    const TensorInfo* info = store.infos_.back().get();
+    if (!store.by_name_.emplace(info->name, info).second)
+      fail("'{}': tensor '{}' appears twice", origin, info->name);
+  }
+  return store;
+}
+
 const TensorInfo* TensorStore::find(const std::string& name) const {
   auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : it->second;

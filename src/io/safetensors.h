@@ -53,6 +53,10 @@ class SafetensorsFile {
 class TensorStore {
  public:
   static TensorStore open(const std::string& dir);
+  // Tensors that live elsewhere (a GGUF file read under Hugging Face names): `owner` keeps
+  // their bytes alive as long as the store. sy::Error for a name given twice.
+  static TensorStore from_tensors(const std::string& origin, std::vector<TensorInfo> tensors,
+                                  std::shared_ptr<const void> owner);
 
   const TensorInfo* find(const std::string& name) const;
   const TensorInfo& get(const std::string& name) const;  // throws "missing tensor"
@@ -63,6 +67,8 @@ class TensorStore {
  private:
   std::string dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::vector<std::unique_ptr<TensorInfo>> infos_;  // from_tensors: the entries
+  std::shared_ptr<const void> owner_;               // from_tensors: what holds the bytes
   std::map<std::string, const TensorInfo*> by_name_;
 };
 

@@ -6,6 +6,7 @@
 #include "io/file_util.h"
 #include "model/config_keys.h"
 #include "model/family.h"
+#include "model/gguf_checkpoint.h"
 #include "util/error.h"
 
 namespace sy::model {
@@ -215,6 +216,8 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
 }
 
 ModelConfig load_config(const std::string& model_dir) {
+  if (is_gguf_file(model_dir))
+    return parse_config(gguf_config_json(io::GgufFile(model_dir)), model_dir + " (GGUF metadata)");
   const std::string path = model_dir + "/config.json";
   if (!std::filesystem::is_directory(model_dir))
     fail("model directory '{}' does not exist", model_dir);

@@ -5,6 +5,7 @@
 #include <memory>
 #include <set>
 
+#include "model/gguf_checkpoint.h"
 #include "model/tensor_names.h"
 #include "util/error.h"
 
@@ -80,6 +81,12 @@ void account_expert(FfnWeights& x, bool owned, ModelWeights& w) {
 
 // Where a view into tensor t lies in t's file.
 moe::OffloadedMatrix locate(const io::TensorInfo& t, const ops::WeightView& v) {
+  if (t.file.empty())
+    fail(
+        "tensor '{}' is held in memory (dequantized from a quantized GGUF tensor), not in a "
+        "file, so it cannot be offloaded: use an F32 / F16 / BF16 GGUF or the safetensors "
+        "checkpoint",
+        t.name);
   ops::WeightView shape = v;
   shape.data = nullptr;
   return {shape, t.file,
@@ -197,7 +204,17 @@ ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
   if (!owned.empty() && int64_t(owned.size()) != c.router.num_experts)
     fail("expert ownership mask has {} entries but the model has {} experts", owned.size(),
          c.router.num_experts);
-  ModelWeights mw{io::TensorStore::open(model_dir), {}, {}, {}, {}, 0, 0, 0, {}, {}};
+  ModelWeights mw{
+      is_gguf_file(model_dir) ? gguf_tensor_store(model_dir, c) : io::TensorStore::open(model_dir),
+      {},
+      {},
+      {},
+      {},
+      0,
+      0,
+      0,
+      {},
+      {}};
   Loader L(mw.store);
   const int64_t H = c.hidden_size, V = c.vocab_size;
   mw.embed = L.matrix("model.embed_tokens.weight", V, H);

@@ -4,6 +4,7 @@ dequantization of Q8_0, Q4_0, Q4_K, Q6_K and MXFP4 written here from the format 
 
   gguf_reference.py write OUT.gguf        random blocks of every type (valid scales) + metadata
   gguf_reference.py dequant IN.gguf DIR   every tensor dequantized to DIR/<name>.npy (float32)
+  gguf_reference.py to-hf IN.gguf DIR SRC  the model as a Hugging Face folder (F32), mapped here
 """
 import struct
 import sys
@@ -192,6 +193,77 @@ def dequant(tid, data, n):
     raise ValueError(name)
 
 
+def to_hf(gguf_path, out_dir, config_dir):
+    """A GGUF model as a Hugging Face folder (F32 safetensors), mapped from formats.md
+    independently of Switchyard: names per family, stacked experts split, the llama converter's
+    q / k row permutation undone. config.json and tokenizer.json come from config_dir."""
+    import json, os, re, shutil
+    r = Reader(gguf_path)
+    arch = r.meta["general.architecture"]
+    cfg = json.load(open(os.path.join(config_dir, "config.json")))
+    mixtral = arch == "llama"
+    moe = "block_sparse_moe." if mixtral else "mlp."
+    names = ("w1", "w3", "w2") if mixtral else ("gate_proj", "up_proj", "down_proj")
+    heads, kv_heads = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    out = {}
+    def arr(name):
+        dims, tid, data = r.tensors[name]
+        return dequant(tid, data, int(np.prod(dims))).reshape(dims[::-1])
+    def unpermute(w, n_head):  # inverse of W.reshape(n, 2, rows/n/2, in).swapaxes(1, 2)
+        rows, cols = w.shape
+        return w.reshape(n_head, rows // n_head // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
+    simple = {"attn_norm.weight": "input_layernorm.weight", "ffn_norm.weight": "post_attention_layernorm.weight",
+              "attn_v.weight": "self_attn.v_proj.weight", "attn_output.weight": "self_attn.o_proj.weight",
+              "attn_q.bias": "self_attn.q_proj.bias", "attn_k.bias": "self_attn.k_proj.bias",
+              "attn_v.bias": "self_attn.v_proj.bias", "attn_q_norm.weight": "self_attn.q_norm.weight",
+              "attn_k_norm.weight": "self_attn.k_norm.weight", "ffn_gate_inp.weight": moe + "gate.weight",
+              "ffn_gate_shexp.weight": "mlp.shared_expert.gate_proj.weight",
+              "ffn_up_shexp.weight": "mlp.shared_expert.up_proj.weight",
+              "ffn_down_shexp.weight": "mlp.shared_expert.down_proj.weight"}
+    for name in r.tensors:
+        if name == "token_embd.weight":
+            out["model.embed_tokens.weight"] = arr(name)
+        elif name == "output_norm.weight":
+            out["model.norm.weight"] = arr(name)
+        elif name == "output.weight":
+            out["lm_head.weight"] = arr(name)
+        else:
+            m = re.fullmatch(r"blk\.(\d+)\.(.+)", name)
+            l, rest = int(m.group(1)), m.group(2)
+            p = f"model.layers.{l}."
+            if rest in simple:
+                out[p + simple[rest]] = arr(name)
+            elif rest in ("attn_q.weight", "attn_k.weight"):
+                w = arr(name)
+                if mixtral:
+                    w = unpermute(w, heads if rest[5] == "q" else kv_heads)
+                out[p + f"self_attn.{rest[5]}_proj.weight"] = w
+            elif rest == "ffn_gate_inp_shexp.weight":
+                out[p + "mlp.shared_expert_gate.weight"] = arr(name).reshape(1, -1)
+            elif rest in ("ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight"):
+                w = arr(name)  # [E, out, in]
+                which = {"gate": 0, "up": 1, "down": 2}[rest.split("_")[1]]
+                for e in range(w.shape[0]):
+                    out[p + f"{moe}experts.{e}.{names[which]}.weight"] = w[e]
+            else:
+                raise SystemExit(f"unmapped GGUF tensor {name}")
+    os.makedirs(out_dir, exist_ok=True)
+    header, blobs, offset = {}, [], 0
+    for name, w in out.items():
+        b = np.ascontiguousarray(w, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(w.shape), "data_offsets": [offset, offset + len(b)]}
+        blobs.append(b)
+        offset += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(os.path.join(out_dir, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+    cfg["torch_dtype"] = "float32"
+    json.dump(cfg, open(os.path.join(out_dir, "config.json"), "w"))
+    if os.path.exists(os.path.join(config_dir, "tokenizer.json")):
+        shutil.copy(os.path.join(config_dir, "tokenizer.json"), out_dir)
+
+
 def main():
     if sys.argv[1] == "write":
         write(sys.argv[2])
@@ -199,6 +271,8 @@ def main():
         r = Reader(sys.argv[2])
         for name, (dims, tid, data) in r.tensors.items():
             np.save(f"{sys.argv[3]}/{name}.npy", dequant(tid, data, int(np.prod(dims))).reshape(dims[::-1]))
+    elif sys.argv[1] == "to-hf":
+        to_hf(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         sys.exit(__doc__)
 

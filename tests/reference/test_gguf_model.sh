@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# GGUF models end to end, for every family GGUF supports (Mixtral as llama.cpp's `llama`,
+# Qwen2-MoE with a gated shared expert, Qwen3-MoE, OLMoE):
+#  - `switchyard quantize` writes F32 / BF16 / Q8_0 / Q4_0 files; an independent converter
+#    (tests/reference/gguf_reference.py to-hf: numpy, from formats.md) turns each back into a
+#    Hugging Face folder (names, expert split, the llama q / k permutation undone,
+#    dequantization); Switchyard's logits on the GGUF file must equal its logits on that folder;
+#  - a BF16 GGUF gives the original checkpoint's logits bit for bit, and generates its text;
+#  - bad input: an architecture GGUF support lacks, a model with dense layers, offloading a
+#    quantized file are clear errors.
+# usage: test_gguf_model.sh SWITCHYARD_BIN WORK_DIR
+set -uo pipefail
+sy="$1"
+work="${2:-$(mktemp -d)}"
+here="$(cd "$(dirname "$0")" && pwd)"
+py=/usr/bin/python3
+"$py" -c "import numpy" 2>/dev/null || { echo "SKIP: needs $py with numpy" >&2; exit 77; }
+rm -rf "$work" && mkdir -p "$work"
+failures=0
+pass() { echo "ok   [$1] $2"; }
+fail() { echo "FAIL [$1] $2"; failures=$((failures + 1)); }
+same() {  # same NAME A.npy B.npy TOLERANCE
+  local out
+  if out=$("$py" -c "
+import numpy as np, sys
+a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
+d = float(np.max(np.abs(a - b))) if a.shape == b.shape else float('inf')
+print(f'{a.shape[0]} x {a.shape[1]} logits, max |diff| {d:.3g}')
+sys.exit(0 if d <= float(sys.argv[3]) else 1)" "$2" "$3" "$4" 2>&1); then pass "$1" "$out"; else fail "$1" "$out"; fi
+}
+ids=1,7,22,3,50,9,9,31,4,17,2,40,40,12
+declare -A extra=([mixtral]="" [qwen2_moe]="--shared-ffn 32" [qwen3_moe]="--head-dim 32" [olmoe]="")
+for fam in mixtral qwen2_moe qwen3_moe olmoe; do
+  m="$work/$fam"
+  # shellcheck disable=SC2086
+  "$sy" make-tiny --out "$m" --family "$fam" --dtype BF16 --vocab 300 --layers 2 ${extra[$fam]} >/dev/null
+  "$sy" score -m "$m" --ids "$ids" --quiet --dump-logits "$work/$fam.npy" >/dev/null
+  for t in F32 BF16 Q8_0 Q4_0; do
+    g="$work/$fam.$t.gguf"
+    "$sy" quantize -m "$m" -o "$g" -t "$t" >/dev/null 2>"$work/err" || { fail "$fam $t" "quantize: $(tail -1 "$work/err")"; continue; }
+    "$sy" score -m "$g" --ids "$ids" --quiet --dump-logits "$work/$fam.$t.npy" >/dev/null 2>"$work/err" \
+      || { fail "$fam $t" "score: $(tail -1 "$work/err")"; continue; }
+    "$py" "$here/gguf_reference.py" to-hf "$g" "$work/$fam.$t.hf" "$m" 2>"$work/err" || { fail "$fam $t" "to-hf: $(tail -1 "$work/err")"; continue; }
+    "$sy" score -m "$work/$fam.$t.hf" --ids "$ids" --quiet --dump-logits "$work/$fam.$t.ref.npy" >/dev/null 2>"$work/err"
+    same "$fam $t: GGUF vs the reference converter's folder" "$work/$fam.$t.npy" "$work/$fam.$t.ref.npy" 2e-5
+  done
+  same "$fam BF16 GGUF vs the original checkpoint (bit for bit)" "$work/$fam.npy" "$work/$fam.BF16.npy" 0
+done
+a=$("$sy" generate -m "$work/mixtral" -p "a b c" -n 12 2>/dev/null | head -1)
+b=$("$sy" generate -m "$work/mixtral.BF16.gguf" -p "a b c" -n 12 2>/dev/null | head -1)
+if [ -n "$a" ] && [ "$a" = "$b" ]; then pass "generate from GGUF" "$b"; else fail "generate from GGUF" "'$a' vs '$b'"; fi
+
+expect() {  # expect NAME NEEDLE -- command...
+  local name="$1" needle="$2"
+  shift 3
+  local out rc
+  out=$("$@" 2>&1); rc=$?
+  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -q -- "$needle" <<<"$out"; then pass "$name" "exit $rc: $(grep -m1 -- "$needle" <<<"$out" | head -c 160)"
+  else fail "$name" "exit $rc: $(tail -2 <<<"$out")"; fi
+}
+"$py" - "$work/mixtral.F32.gguf" "$work/gpt2.gguf" <<'PY'
+import sys
+b = open(sys.argv[1], "rb").read()
+i = b.find(b"llama")  # general.architecture's value (its length prefix stays 5)
+open(sys.argv[2], "wb").write(b[:i] + b"gpt2x" + b[i + 5:])
+PY
+expect "unsupported architecture" "GGUF architecture 'gpt2x' is not supported" -- "$sy" score -m "$work/gpt2.gguf" --ids "$ids"
+"$sy" make-tiny --out "$work/dense" --family qwen2_moe --dense-layers 1 --layers 2 --vocab 300 >/dev/null
+expect "dense layers" "has dense layers" -- "$sy" quantize -m "$work/dense" -o "$work/dense.gguf"
+[ ! -e "$work/dense.gguf" ] || fail "dense layers" "a file was left behind"
+expect "offloading a quantized file" "cannot be offloaded" -- "$sy" score -m "$work/mixtral.Q8_0.gguf" --ids "$ids" --expert-cache-mb 1
+expect "unknown type" "choose F32, F16, BF16, Q8_0 or Q4_0" -- "$sy" quantize -m "$work/mixtral" -o "$work/x.gguf" -t Q5_K
+echo "test_gguf_model: $failures failure(s)"
+[ "$failures" -eq 0 ]
