@@ -1,17 +1,23 @@
-// Target: one .gguf file (header, metadata of every value type, tensor infos, alignment), then
-// every tensor dequantized as the loaders will read it and the metadata read back typed.
+// Target: one .gguf file (header, metadata of every value type, tensor infos, alignment):
+// every tensor dequantized and the metadata read back typed, then the file loaded as a model
+// (config from the metadata, tensors mapped to the family's names) and run over a few tokens.
+#include <span>
 #include <vector>
 
 #include "io/gguf.h"
+#include "model/gguf_export.h"
+#include "model/model.h"
 #include "ops/quant_blocks.h"
 #include "scratch.h"
 #include "target.h"
+#include "targets/seeds_common.h"
 #include "util/error.h"
 
 namespace sy::fuzz {
 
 void run_one(std::string_view bytes) {
-  const io::GgufFile file(write_scratch("model.gguf", bytes));
+  const std::string path = write_scratch("model.gguf", bytes);
+  const io::GgufFile file(path);
   volatile float sink = 0;
   for (const io::GgufTensorInfo& t : file.tensors()) {
     if (t.nbytes) sink = sink + static_cast<const uint8_t*>(t.data)[t.nbytes - 1];
@@ -30,6 +36,14 @@ void run_one(std::string_view bytes) {
     } catch (const Error&) {
     }
   }
+  const model::Model m = model::Model::load(path);
+  const model::ModelConfig& c = m.config();
+  model::KvCache cache(c, 4);
+  model::Workspace ws;
+  std::vector<float> logits(size_t(c.vocab_size));
+  std::vector<int32_t> tokens = {0, int32_t(c.vocab_size - 1), int32_t(c.vocab_size / 2)};
+  const model::SequenceChunk chunk{&cache, tokens};
+  m.forward(std::span(&chunk, 1), model::LogitsFor::kLastToken, logits.data(), ws);
 }
 
 void write_seeds(const std::string& dir) {
@@ -56,6 +70,19 @@ void write_seeds(const std::string& dir) {
     w.add_tensor("blk.0.ffn_gate_exps.weight", t, {256, 2}, bytes.data(), bytes.size());
     w.add_tensor("output_norm.weight", GgmlType::F32, {256}, x.data(), 256 * 4);
     write_seed(dir, std::string(ggml_type_name(t)) + ".gguf", w.serialize());
+  }
+  // Whole models: the synthetic checkpoints of the families GGUF supports, as quantize writes
+  // them.
+  for (const auto& seed : seed_checkpoints()) {
+    for (GgmlType t : {GgmlType::F32, GgmlType::Q8_0}) {
+      const std::string out = scratch_dir() + "/seed.gguf";
+      try {
+        model::export_gguf(write_seed_checkpoint(seed), out, t);
+      } catch (const Error&) {
+        continue;  // a family or layout GGUF does not carry
+      }
+      write_seed(dir, seed.name + "." + std::string(ggml_type_name(t)) + ".gguf", read_file(out));
+    }
   }
 }
 

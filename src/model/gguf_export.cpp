@@ -178,7 +178,7 @@ GgufExportSummary export_gguf(const std::string& model_dir, const std::string& o
   if (c.shared_intermediate_size > 0)
     g.set_uint32(p + "expert_shared_feed_forward_length", uint32_t(c.shared_intermediate_size));
   if (c.bos_token_id >= 0) g.set_uint32("tokenizer.ggml.bos_token_id", uint32_t(c.bos_token_id));
-  if (!c.eos_token_ids.empty())
+  if (!c.eos_token_ids.empty() && c.eos_token_ids[0] >= 0)
     g.set_uint32("tokenizer.ggml.eos_token_id", uint32_t(c.eos_token_ids[0]));
   // The GGUF spec's own key for the complete Hugging Face tokenizer: read back exactly.
   const std::string tok = model_dir + "/tokenizer.json";
