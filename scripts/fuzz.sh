@@ -62,7 +62,9 @@ command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
 CC=clang CXX=clang++ cmake -S "$root" -B "$build" "${generator[@]}" -DSY_FUZZ=ON \
   -DSY_BUILD_TESTS=OFF -DSY_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" >/dev/null
-cmake --build "$build" -j "$(nproc)" --target $(printf 'fuzz_%s replay_%s ' "${targets[@]}" "${targets[@]}")
+build_targets=()
+for t in "${targets[@]}"; do build_targets+=("fuzz_$t" "replay_$t"); done
+cmake --build "$build" -j "$(nproc)" --target "${build_targets[@]}"
 
 dict_parts() {  # the dictionaries (fuzz/dict/) each target uses
   case "$1" in
