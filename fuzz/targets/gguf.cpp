@@ -7,11 +7,11 @@
 #include "io/gguf.h"
 #include "model/gguf_export.h"
 #include "model/model.h"
-#include "ops/quant_blocks.h"
 #include "scratch.h"
 #include "target.h"
 #include "targets/seeds_common.h"
 #include "util/error.h"
+#include "util/quant_blocks.h"
 
 namespace sy::fuzz {
 
@@ -21,9 +21,9 @@ void run_one(std::string_view bytes) {
   volatile float sink = 0;
   for (const io::GgufTensorInfo& t : file.tensors()) {
     if (t.nbytes) sink = sink + static_cast<const uint8_t*>(t.data)[t.nbytes - 1];
-    if (ops::can_dequantize(t.type) && t.numel() <= (int64_t(1) << 18)) {
+    if (can_dequantize(t.type) && t.numel() <= (int64_t(1) << 18)) {
       std::vector<float> v(static_cast<size_t>(t.numel()));
-      ops::dequantize_row(t.type, t.data, v.data(), t.numel());
+      dequantize_row(t.type, t.data, v.data(), t.numel());
       if (!v.empty()) sink = sink + v.back();
     }
     (void)t.shape();
@@ -65,8 +65,7 @@ void write_seeds(const std::string& dir) {
     w.set_int32s("tokenizer.ggml.token_type", {3, 1, 1});
     const size_t row = ggml_row_bytes(t, 256);
     std::vector<uint8_t> bytes(2 * row);
-    for (int r = 0; r < 2; ++r)
-      ops::quantize_row(t, x.data() + r * 256, bytes.data() + r * row, 256);
+    for (int r = 0; r < 2; ++r) quantize_row(t, x.data() + r * 256, bytes.data() + r * row, 256);
     w.add_tensor("blk.0.ffn_gate_exps.weight", t, {256, 2}, bytes.data(), bytes.size());
     w.add_tensor("output_norm.weight", GgmlType::F32, {256}, x.data(), 256 * 4);
     write_seed(dir, std::string(ggml_type_name(t)) + ".gguf", w.serialize());

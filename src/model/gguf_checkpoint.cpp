@@ -1,5 +1,6 @@
 #include "model/gguf_checkpoint.h"
 
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <map>
@@ -9,8 +10,8 @@
 #include <regex>
 
 #include "model/tensor_names.h"
-#include "ops/quant_blocks.h"
 #include "util/error.h"
+#include "util/quant_blocks.h"
 
 namespace sy::model {
 namespace {
@@ -74,12 +75,13 @@ class StoreBuilder {
  public:
   explicit StoreBuilder(const std::string& path) : file_(std::make_shared<io::GgufFile>(path)) {}
 
-  // The tensor's values in a dtype Switchyard computes with: the mapping itself for F32 /
-  // F16 / BF16, else (or when rows must be permuted) an owned F32 copy.
+  // The tensor's values in a dtype Switchyard computes with: the mapping itself for F32, F16,
+  // BF16, Q8_0 and Q4_0 (a row-permuted copy of the bytes when rows must be permuted), an owned
+  // F32 copy for the other block formats.
   struct Values {
     const uint8_t* data;
     DType dtype;
-    std::string file;  // empty when the bytes are not the file's (dequantized or permuted)
+    std::string file;  // empty when the bytes are not the file's (converted or permuted)
     uint64_t offset;
   };
   Values values(const io::GgufTensorInfo& t, int64_t permute_heads = 0) {
@@ -87,22 +89,31 @@ class StoreBuilder {
     if (t.type == GgmlType::F32) direct = DType::F32;
     if (t.type == GgmlType::F16) direct = DType::F16;
     if (t.type == GgmlType::BF16) direct = DType::BF16;
-    if (direct && permute_heads == 0)
-      return {static_cast<const uint8_t*>(t.data), *direct, file_->path(), t.offset};
-    if (!ops::can_dequantize(t.type))
+    if (t.type == GgmlType::Q8_0) direct = DType::Q8_0;
+    if (t.type == GgmlType::Q4_0) direct = DType::Q4_0;
+    const int64_t cols = t.dims[0], rows = t.numel() / std::max<int64_t>(cols, 1);
+    const size_t row_bytes = ggml_row_bytes(t.type, cols);
+    const auto* src = static_cast<const uint8_t*>(t.data);
+    if (direct && permute_heads == 0) return {src, *direct, file_->path(), t.offset};
+    if (direct) {  // whole rows move: no value changes
+      std::vector<uint8_t>& out = owned_->emplace_back(t.nbytes);
+      for (int64_t r = 0; r < rows; ++r)
+        std::memcpy(out.data() + size_t(r) * row_bytes,
+                    src + size_t(unpermuted_row(r, rows, permute_heads)) * row_bytes, row_bytes);
+      return {out.data(), *direct, "", 0};
+    }
+    if (!can_dequantize(t.type))
       fail(
           "'{}': tensor '{}' is {}, which Switchyard cannot read yet (F32, F16, BF16, Q8_0, "
           "Q4_0, Q4_K, Q6_K and MXFP4 are supported)",
           file_->path(), t.name, ggml_type_name(t.type));
-    const int64_t cols = t.dims[0], rows = t.numel() / std::max<int64_t>(cols, 1);
-    std::vector<float>& out = owned_->emplace_back(static_cast<size_t>(t.numel()));
-    const size_t row_bytes = ggml_row_bytes(t.type, cols);
+    std::vector<uint8_t>& out = owned_->emplace_back(size_t(t.numel()) * 4);
+    auto* f = reinterpret_cast<float*>(out.data());
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t src = permute_heads ? unpermuted_row(r, rows, permute_heads) : r;
-      ops::dequantize_row(t.type, static_cast<const uint8_t*>(t.data) + size_t(src) * row_bytes,
-                          out.data() + r * cols, cols);
+      const int64_t from = permute_heads ? unpermuted_row(r, rows, permute_heads) : r;
+      dequantize_row(t.type, src + size_t(from) * row_bytes, f + r * cols, cols);
     }
-    return {reinterpret_cast<const uint8_t*>(out.data()), DType::F32, "", 0};
+    return {out.data(), DType::F32, "", 0};
   }
 
   // Adds `name` with HF shape `shape`, `bytes_offset` bytes into the values of `t`.
@@ -113,7 +124,7 @@ class StoreBuilder {
     info.dtype = v.dtype;
     info.dtype_name = std::string(dtype_name(v.dtype));
     info.shape = std::move(shape);
-    info.nbytes = size_t(info.numel()) * dtype_size(v.dtype);
+    info.nbytes = dtype_bytes(v.dtype, info.numel());
     info.data = v.data + bytes_offset;
     info.file = v.file;
     info.offset = v.file.empty() ? 0 : v.offset + bytes_offset;
@@ -132,16 +143,16 @@ class StoreBuilder {
       fail("'{}': tensor '{}' has dims {}; expected {{in, {}, {}}}", file_->path(), t.name,
            json(t.dims).dump(), row0 + rows, names.size());
     const int64_t in = t.dims[0], out = t.dims[1];
-    const size_t es = dtype_size(v.dtype);
+    const size_t row_bytes = dtype_bytes(v.dtype, in);
     for (size_t e = 0; e < names.size(); ++e)
-      add(names[e], v, {rows, in}, (size_t(e) * size_t(out) + size_t(row0)) * size_t(in) * es);
+      add(names[e], v, {rows, in}, (size_t(e) * size_t(out) + size_t(row0)) * row_bytes);
   }
 
   const io::GgufFile& file() const { return *file_; }
   io::TensorStore finish() {
     struct Owner {
       std::shared_ptr<io::GgufFile> file;
-      std::shared_ptr<std::deque<std::vector<float>>> values;
+      std::shared_ptr<std::deque<std::vector<uint8_t>>> values;
     };
     auto owner = std::make_shared<Owner>(Owner{file_, owned_});
     return io::TensorStore::from_tensors(file_->path(), std::move(tensors_), owner);
@@ -149,8 +160,8 @@ class StoreBuilder {
 
  private:
   std::shared_ptr<io::GgufFile> file_;
-  std::shared_ptr<std::deque<std::vector<float>>> owned_ =
-      std::make_shared<std::deque<std::vector<float>>>();
+  std::shared_ptr<std::deque<std::vector<uint8_t>>> owned_ =
+      std::make_shared<std::deque<std::vector<uint8_t>>>();
   std::vector<io::TensorInfo> tensors_;
 };
 

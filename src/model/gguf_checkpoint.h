@@ -6,8 +6,9 @@
 //   tensors; the fused ffn_gate_up_exps too (gate rows first).
 // - The `llama` architecture's q / k rows were permuted by the converter for ggml's
 //   adjacent-pair RoPE; they are permuted back for the rotate-half RoPE the HF layout uses.
-// - Quantized tensors (Q8_0, Q4_0, Q4_K, Q6_K, MXFP4) are dequantized to F32 at load. F32, F16
-//   and BF16 tensors stay in the mapping (and can be offloaded from the file).
+// - F32, F16, BF16, Q8_0 and Q4_0 tensors stay in the mapping (the kernels read Q8_0 / Q4_0
+//   blocks directly; experts can be offloaded from the file); Q4_K, Q6_K and MXFP4 tensors are
+//   dequantized to F32 at load.
 #pragma once
 
 #include <string>

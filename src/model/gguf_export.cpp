@@ -9,9 +9,9 @@
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/tensor_names.h"
-#include "ops/quant_blocks.h"
 #include "util/dtype.h"
 #include "util/error.h"
+#include "util/quant_blocks.h"
 
 namespace sy::model {
 namespace {
@@ -98,7 +98,7 @@ class Writer {
     const size_t row_bytes = ggml_row_bytes(t, cols);
     std::vector<uint8_t> bytes(row_bytes * size_t(rows));
     for (int64_t r = 0; r < rows; ++r)
-      ops::quantize_row(t, x.data() + r * cols, bytes.data() + size_t(r) * row_bytes, cols);
+      quantize_row(t, x.data() + r * cols, bytes.data() + size_t(r) * row_bytes, cols);
     if (dims.empty()) {
       dims = {cols, rows_each};
       if (parts.size() > 1) dims.push_back(int64_t(parts.size()));

@@ -1,8 +1,10 @@
 // Highway kernels for weight-streaming products: y = W x for a few activation rows at a time,
-// with W in F32, F16 or BF16 widened to float32 in registers, and panel widening for sgemm.
+// with W in F32, F16, BF16 or ggml's Q8_0 / Q4_0 blocks widened to float32 in registers, and
+// panel widening for sgemm.
 // Compiled once per SIMD target (foreach_target) and chosen at run time (HWY_DYNAMIC_DISPATCH).
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "ops/kernels.h"
 #include "util/dtype.h"
@@ -174,6 +176,155 @@ void GemvRowsT(const WeightView& wv, int64_t row_begin, int64_t row_end, const f
   }
 }
 
+// --- ggml block formats (util/quant_blocks.h): rows of 32-value blocks, each with an f16 scale
+// d. A block's dot product with x is accumulated unscaled in `part`, then folded into the
+// row's total with one FMA by d: dot(x, row) = sum_b d_b sum_j q_bj x_bj. Int8 / int4 codes are
+// widened to float lanes in registers; the weights stream from memory once.
+// Block scales are f16: converted through a 256 KiB table (built once, stays in L2), as the
+// portable conversion costs more than the block's 32 multiply-adds.
+HWY_INLINE float BlockScale(const uint8_t* blk) {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (uint32_t h = 0; h < 65536; ++h) t[h] = f16_to_f32(uint16_t(h));
+    return t;
+  }();
+  uint16_t h;
+  std::memcpy(&h, blk, 2);
+  return table[h];
+}
+
+struct Q8Block {  // {f16 d, i8 q[32]}
+  static constexpr size_t kBytes = 34;
+  static HWY_INLINE void Widen(DF df, const uint8_t* blk, float* dst) {
+    const hn::Rebind<int8_t, DF> di8;
+    const hn::Rebind<int32_t, DF> di32;
+    const VF d = hn::Set(df, BlockScale(blk));
+    const auto* q = reinterpret_cast<const int8_t*>(blk + 2);
+    for (size_t k = 0; k < 32; k += hn::Lanes(df))
+      hn::StoreU(hn::Mul(hn::ConvertTo(df, hn::PromoteTo(di32, hn::LoadU(di8, q + k))), d), df,
+                 dst + k);
+  }
+  // Values k .. k + N of the block (k a multiple of the lane count N).
+  static HWY_INLINE VF Values(DF df, const uint8_t* blk, size_t k) {
+    const hn::Rebind<int8_t, DF> di8;
+    const hn::Rebind<int32_t, DF> di32;
+    return hn::ConvertTo(
+        df, hn::PromoteTo(di32, hn::LoadU(di8, reinterpret_cast<const int8_t*>(blk + 2) + k)));
+  }
+};
+// {f16 d, u8 q[16]}: value j < 16 is (q[j] & 15) - 8, value 16 + j is (q[j] >> 4) - 8.
+struct Q4Block {
+  static constexpr size_t kBytes = 18;
+  static HWY_INLINE void Widen(DF df, const uint8_t* blk, float* dst) {
+    const hn::Rebind<uint8_t, DF> du8;
+    const hn::Rebind<int32_t, DF> di32;
+    const VF d = hn::Set(df, BlockScale(blk));
+    const auto eight = hn::Set(di32, 8), low_mask = hn::Set(di32, 15);
+    for (size_t k = 0; k < 16; k += hn::Lanes(df)) {
+      const auto bytes =
+          hn::BitCast(di32, hn::PromoteTo(hn::Rebind<uint32_t, DF>(), hn::LoadU(du8, blk + 2 + k)));
+      hn::StoreU(hn::Mul(hn::ConvertTo(df, hn::Sub(hn::And(bytes, low_mask), eight)), d), df,
+                 dst + k);
+      hn::StoreU(hn::Mul(hn::ConvertTo(df, hn::Sub(hn::ShiftRight<4>(bytes), eight)), d), df,
+                 dst + 16 + k);
+    }
+  }
+  static HWY_INLINE VF Values(DF df, const uint8_t* blk, size_t k) {
+    const hn::Rebind<uint8_t, DF> du8;
+    const hn::Rebind<int32_t, DF> di32;
+    const auto bytes = hn::BitCast(
+        di32, hn::PromoteTo(hn::Rebind<uint32_t, DF>(), hn::LoadU(du8, blk + 2 + (k & 15))));
+    const auto nibbles = k < 16 ? hn::And(bytes, hn::Set(di32, 15)) : hn::ShiftRight<4>(bytes);
+    return hn::ConvertTo(df, hn::Sub(nibbles, hn::Set(di32, 8)));
+  }
+};
+
+// R block rows times NX activation rows.
+template <class Q, int R, int NX>
+HWY_INLINE void DotBlockQ(const uint8_t* HWY_RESTRICT w, size_t row_bytes, size_t blocks,
+                          const float* x, size_t ldx, float* y, size_t ldy) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  VF acc[R][NX], part[R][NX];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < NX; ++j) acc[r][j] = hn::Zero(df);
+  for (size_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = w + b * Q::kBytes;
+    if (b % 2 == 0)  // a cache line holds about two blocks
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) __builtin_prefetch(blk + r * row_bytes + 16 * Q::kBytes, 0, 2);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+      for (int j = 0; j < NX; ++j) part[r][j] = hn::Zero(df);
+    for (size_t k = 0; k < 32; k += N) {
+      VF xv[NX];
+#pragma GCC unroll 4
+      for (int j = 0; j < NX; ++j) xv[j] = hn::LoadU(df, x + j * ldx + b * 32 + k);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const VF wv = Q::Values(df, blk + r * row_bytes, k);
+#pragma GCC unroll 4
+        for (int j = 0; j < NX; ++j) part[r][j] = hn::MulAdd(wv, xv[j], part[r][j]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const VF d = hn::Set(df, BlockScale(blk + r * row_bytes));
+#pragma GCC unroll 4
+      for (int j = 0; j < NX; ++j) acc[r][j] = hn::MulAdd(part[r][j], d, acc[r][j]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < NX; ++j) y[j * ldy + r] = hn::GetLane(hn::SumOfLanes(df, acc[r][j]));
+}
+
+template <class Q, int R>
+HWY_INLINE void DotRowsQ(const uint8_t* w, size_t row_bytes, size_t blocks, const float* x,
+                         size_t ldx, size_t n, float* y, size_t ldy) {
+  size_t j = 0;
+  for (; j + 4 <= n; j += 4)
+    DotBlockQ<Q, R, 4>(w, row_bytes, blocks, x + j * ldx, ldx, y + j * ldy, ldy);
+  switch (n - j) {
+    case 3:
+      DotBlockQ<Q, R, 3>(w, row_bytes, blocks, x + j * ldx, ldx, y + j * ldy, ldy);
+      break;
+    case 2:
+      DotBlockQ<Q, R, 2>(w, row_bytes, blocks, x + j * ldx, ldx, y + j * ldy, ldy);
+      break;
+    case 1:
+      DotBlockQ<Q, R, 1>(w, row_bytes, blocks, x + j * ldx, ldx, y + j * ldy, ldy);
+      break;
+    default:
+      break;
+  }
+}
+
+template <class Q>
+void GemvRowsQ(const WeightView& wv, int64_t row_begin, int64_t row_end, const float* x, int64_t n,
+               int64_t ldx, float* y, int64_t ldy) {
+  const auto* w = static_cast<const uint8_t*>(wv.data);
+  const size_t row_bytes = wv.row_bytes(), blocks = size_t(wv.cols) / 32;
+  // Decode: 4 rows = 4 concurrent streams with 8 accumulators; more activation rows: 2 rows.
+  constexpr int R1 = 4, RN = 2;
+  const int R = n == 1 ? R1 : RN;
+  int64_t r = row_begin;
+  for (; r + R <= row_end; r += R) {
+    const uint8_t* block = w + size_t(r) * row_bytes;
+    if (n == 1)
+      DotRowsQ<Q, R1>(block, row_bytes, blocks, x, size_t(ldx), 1, y + r, size_t(ldy));
+    else
+      DotRowsQ<Q, RN>(block, row_bytes, blocks, x, size_t(ldx), size_t(n), y + r, size_t(ldy));
+  }
+  for (; r < row_end; ++r)
+    DotRowsQ<Q, 1>(w + size_t(r) * row_bytes, row_bytes, blocks, x, size_t(ldx), size_t(n), y + r,
+                   size_t(ldy));
+}
+
 void GemvRows(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x, int64_t n,
               int64_t ldx, float* y, int64_t ldy) {
   switch (w.dtype) {
@@ -183,7 +334,18 @@ void GemvRows(const WeightView& w, int64_t row_begin, int64_t row_end, const flo
       return GemvRowsT<BF16W>(w, row_begin, row_end, x, n, ldx, y, ldy);
     case DType::F16:
       return GemvRowsT<F16W>(w, row_begin, row_end, x, n, ldx, y, ldy);
+    case DType::Q8_0:
+      return GemvRowsQ<Q8Block>(w, row_begin, row_end, x, n, ldx, y, ldy);
+    case DType::Q4_0:
+      return GemvRowsQ<Q4Block>(w, row_begin, row_end, x, n, ldx, y, ldy);
   }
+}
+
+// Whole blocks (rows of block types hold whole blocks): q * d, as the reference decodes them.
+template <class Q>
+void WidenQ(const uint8_t* HWY_RESTRICT src, size_t count, float* HWY_RESTRICT dst) {
+  const DF df;
+  for (size_t b = 0; b < count / 32; ++b) Q::Widen(df, src + b * Q::kBytes, dst + b * 32);
 }
 
 template <class W>
@@ -205,6 +367,10 @@ void WidenRows(const WeightView& w, int64_t row_begin, int64_t row_end, float* d
       return WidenT<BF16W>(static_cast<const uint16_t*>(w.row(row_begin)), count, dst);
     case DType::F16:
       return WidenT<F16W>(static_cast<const uint16_t*>(w.row(row_begin)), count, dst);
+    case DType::Q8_0:
+      return WidenQ<Q8Block>(static_cast<const uint8_t*>(w.row(row_begin)), count, dst);
+    case DType::Q4_0:
+      return WidenQ<Q4Block>(static_cast<const uint8_t*>(w.row(row_begin)), count, dst);
   }
 }
 

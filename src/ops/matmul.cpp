@@ -29,6 +29,11 @@ constexpr int64_t kStreamMaxRows = 512;
 // 0.75-0.85 at 128, 0.65 at 512. Streaming up to 512 rows left the grouped expert FFN at
 // 0.65-0.77 of sgemm at prefill sizes (128-512 rows per expert).
 constexpr int64_t kF32StreamMaxRows = 64;
+// ggml blocks (Q8_0 / Q4_0) cost 2-4 more instructions per weight to decode than BF16, and the
+// stream kernel decodes a block once per 4 activation rows: beyond a few rows, decoding panels
+// once and running sgemm wins. bench (shape A, Zen 5, 2 threads, prompt 128): Q8_0 prefill
+// 177 tokens/s streamed, see bench/results/quantized.md for the panel path.
+constexpr int64_t kBlockStreamMaxRows = 4;
 // Rows of W widened per sgemm call: ~1 MiB of float32 at cols = 1024, reused from L2.
 constexpr int64_t kPanelBytes = 1 << 20;
 
@@ -106,7 +111,9 @@ void matmul(const WeightView& w, const float* x, int64_t n, float* y, int64_t x_
     return;
   }
   const int nt = threads_for(w, n);
-  const int64_t stream_max = w.dtype == DType::F32 ? kF32StreamMaxRows : kStreamMaxRows;
+  const int64_t stream_max = w.dtype == DType::F32    ? kF32StreamMaxRows
+                             : is_block_type(w.dtype) ? kBlockStreamMaxRows
+                                                      : kStreamMaxRows;
   if (n > stream_max) return detail::matmul_sgemm(w, x, n, ldx, y, ldy, nt);
   detail::matmul_stream(w, x, n, ldx, y, ldy, nt);
 }

@@ -14,7 +14,7 @@ struct WeightView {
   int64_t cols = 0;  // input features
   const void* data = nullptr;
 
-  size_t row_bytes() const { return size_t(cols) * dtype_size(dtype); }
+  size_t row_bytes() const { return dtype_bytes(dtype, cols); }
   size_t bytes() const { return size_t(rows) * row_bytes(); }
   const void* row(int64_t r) const {
     return static_cast<const uint8_t*>(data) + size_t(r) * row_bytes();

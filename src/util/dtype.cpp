@@ -1,5 +1,7 @@
 #include "util/dtype.h"
 
+#include "util/quant_blocks.h"
+
 namespace sy {
 
 std::string_view dtype_name(DType t) {
@@ -10,6 +12,10 @@ std::string_view dtype_name(DType t) {
       return "F16";
     case DType::BF16:
       return "BF16";
+    case DType::Q8_0:
+      return "Q8_0";
+    case DType::Q4_0:
+      return "Q4_0";
   }
   return "?";
 }
@@ -81,6 +87,10 @@ void to_f32(DType t, const void* src, float* dst, size_t n) {
       for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
       return;
     }
+    case DType::Q8_0:
+      return dequantize_row(GgmlType::Q8_0, src, dst, int64_t(n));
+    case DType::Q4_0:
+      return dequantize_row(GgmlType::Q4_0, src, dst, int64_t(n));
   }
 }
 

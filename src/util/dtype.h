@@ -7,10 +7,23 @@
 
 namespace sy {
 
-enum class DType : uint8_t { F32, F16, BF16 };
+// F32, F16, BF16: one value per element. Q8_0 and Q4_0: ggml's block formats (32 values in a
+// block of 34 / 18 bytes, util/quant_blocks.h), only for weight matrices whose rows hold whole
+// blocks (GGUF files).
+enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0 };
 
+inline bool is_block_type(DType t) {
+  return t == DType::Q8_0 || t == DType::Q4_0;
+}
+// Bytes per element of an element type (not a block type).
 inline size_t dtype_size(DType t) {
   return t == DType::F32 ? 4 : 2;
+}
+// Bytes of n consecutive values (n a multiple of 32 for a block type).
+inline size_t dtype_bytes(DType t, int64_t n) {
+  if (t == DType::Q8_0) return size_t(n / 32) * 34;
+  if (t == DType::Q4_0) return size_t(n / 32) * 18;
+  return size_t(n) * dtype_size(t);
 }
 std::string_view dtype_name(DType t);
 
@@ -33,7 +46,7 @@ inline uint16_t f32_to_bf16(float f) {
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 
-// Converts n elements of type `t` at `src` to float32.
+// Converts n elements of type `t` at `src` to float32 (n a multiple of 32 for a block type).
 void to_f32(DType t, const void* src, float* dst, size_t n);
 
 }  // namespace sy

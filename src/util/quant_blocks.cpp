@@ -1,4 +1,4 @@
-#include "ops/quant_blocks.h"
+#include "util/quant_blocks.h"
 
 #include <cmath>
 #include <cstring>
@@ -6,7 +6,7 @@
 #include "util/dtype.h"
 #include "util/error.h"
 
-namespace sy::ops {
+namespace sy {
 namespace {
 
 float half(const uint8_t* p) {
@@ -216,4 +216,4 @@ void quantize_row(GgmlType t, const float* src, void* dst, int64_t n) {
   }
 }
 
-}  // namespace sy::ops
+}  // namespace sy

@@ -13,7 +13,7 @@
 
 #include "util/ggml_types.h"
 
-namespace sy::ops {
+namespace sy {
 
 // True for the types dequantize_row handles (F32, F16 and BF16 included).
 bool can_dequantize(GgmlType t);
@@ -24,4 +24,4 @@ bool can_quantize(GgmlType t);  // Q8_0, Q4_0 (and F32 / F16 / BF16)
 // n values (a multiple of the type's block) from src into blocks at dst.
 void quantize_row(GgmlType t, const float* src, void* dst, int64_t n);
 
-}  // namespace sy::ops
+}  // namespace sy

@@ -14,8 +14,8 @@
 #include "io/file_util.h"
 #include "io/gguf.h"
 #include "io/npy.h"
-#include "ops/quant_blocks.h"
 #include "util/error.h"
+#include "util/quant_blocks.h"
 
 namespace {
 
@@ -57,7 +57,7 @@ int dump(const std::string& in, const std::string& dir) {
                        {"offset", t.offset},
                        {"nbytes", t.nbytes}});
     std::vector<float> x(static_cast<size_t>(t.numel()));
-    sy::ops::dequantize_row(t.type, t.data, x.data(), t.numel());
+    sy::dequantize_row(t.type, t.data, x.data(), t.numel());
     sy::io::write_npy_f32(dir + "/" + t.name + ".npy", x.data(), t.shape());
   }
   sy::io::write_text_file_atomic(dir + "/meta.json", meta.dump(1));
@@ -100,7 +100,7 @@ int write(const std::string& in, const std::string& out) {
     const size_t row = sy::ggml_row_bytes(t, cols);
     std::vector<uint8_t> bytes(row * size_t(rows));
     for (int64_t r = 0; r < rows; ++r)
-      sy::ops::quantize_row(t, x.data() + r * cols, bytes.data() + size_t(r) * row, cols);
+      sy::quantize_row(t, x.data() + r * cols, bytes.data() + size_t(r) * row, cols);
     w.add_tensor(fmt::format("t.{}", sy::ggml_type_name(t)), t, {cols, rows}, bytes.data(),
                  bytes.size());
   }

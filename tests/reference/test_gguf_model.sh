@@ -4,10 +4,12 @@
 #  - `switchyard quantize` writes F32 / BF16 / Q8_0 / Q4_0 files; an independent converter
 #    (tests/reference/gguf_reference.py to-hf: numpy, from formats.md) turns each back into a
 #    Hugging Face folder (names, expert split, the llama q / k permutation undone,
-#    dequantization); Switchyard's logits on the GGUF file must equal its logits on that folder;
+#    dequantization); Switchyard's logits on the GGUF file must equal its logits on that folder
+#    (F32 / BF16 exactly; Q8_0 / Q4_0, computed on the blocks, to float rounding);
 #  - a BF16 GGUF gives the original checkpoint's logits bit for bit, and generates its text;
-#  - bad input: an architecture GGUF support lacks, a model with dense layers, offloading a
-#    quantized file are clear errors.
+#  - Q8_0 / Q4_0 experts (kept as blocks) offload from the file with unchanged logits;
+#  - bad input: an architecture GGUF support lacks, a model with dense layers, an unknown type
+#    are clear errors.
 # usage: test_gguf_model.sh SWITCHYARD_BIN WORK_DIR
 set -uo pipefail
 sy="$1"
@@ -68,7 +70,12 @@ expect "unsupported architecture" "GGUF architecture 'gpt2x' is not supported" -
 "$sy" make-tiny --out "$work/dense" --family qwen2_moe --dense-layers 1 --layers 2 --vocab 300 >/dev/null
 expect "dense layers" "has dense layers" -- "$sy" quantize -m "$work/dense" -o "$work/dense.gguf"
 [ ! -e "$work/dense.gguf" ] || fail "dense layers" "a file was left behind"
-expect "offloading a quantized file" "cannot be offloaded" -- "$sy" score -m "$work/mixtral.Q8_0.gguf" --ids "$ids" --expert-cache-mb 1
+# Q8_0 / Q4_0 experts stay in the file as blocks: they can be offloaded, with the same logits.
+for t in Q8_0 Q4_0; do
+  "$sy" score -m "$work/qwen2_moe.$t.gguf" --ids "$ids" --quiet --expert-cache-mb 0.05 \
+    --dump-logits "$work/off.$t.npy" >/dev/null 2>"$work/err" || fail "offloaded $t" "$(tail -1 "$work/err")"
+  same "qwen2_moe $t: offloaded experts vs resident (bit for bit)" "$work/qwen2_moe.$t.npy" "$work/off.$t.npy" 0
+done
 expect "unknown type" "choose F32, F16, BF16, Q8_0 or Q4_0" -- "$sy" quantize -m "$work/mixtral" -o "$work/x.gguf" -t Q5_K
 echo "test_gguf_model: $failures failure(s)"
 [ "$failures" -eq 0 ]

@@ -23,6 +23,7 @@
 #include "ops/weight.h"
 #include "random_data.h"
 #include "util/dtype.h"
+#include "util/quant_blocks.h"
 
 namespace sy::ops {
 namespace {
@@ -41,6 +42,18 @@ struct TestWeight {
 TestWeight make_weight(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
   TestWeight t;
   const auto src = random_floats(size_t(rows * cols), seed);
+  if (is_block_type(dtype)) {  // ggml blocks: the values are what the reference decodes
+    const GgmlType g = dtype == DType::Q8_0 ? GgmlType::Q8_0 : GgmlType::Q4_0;
+    const size_t row = dtype_bytes(dtype, cols);
+    t.bytes.resize(row * size_t(rows) + 1);
+    t.values.resize(src.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      quantize_row(g, src.data() + r * cols, t.bytes.data() + size_t(r) * row, cols);
+      dequantize_row(g, t.bytes.data() + size_t(r) * row, t.values.data() + r * cols, cols);
+    }
+    t.view = WeightView{dtype, rows, cols, t.bytes.data()};
+    return t;
+  }
   t.bytes.resize(src.size() * dtype_size(dtype) + 1);
   t.values.resize(src.size());
   for (size_t i = 0; i < src.size(); ++i) {
@@ -107,6 +120,11 @@ std::vector<MatmulCase> matmul_cases() {
     for (int64_t rows : {1, 3, 4, 5, 17, 64})
       for (int64_t cols : {1, 7, 16, 33, 100, 1027})
         for (int64_t n : {1, 2, 3, 4, 5, 7, 8, 17, 130}) cases.push_back({dt, rows, cols, n});
+  // ggml's block formats: rows of whole 32-value blocks.
+  for (DType dt : {DType::Q8_0, DType::Q4_0})
+    for (int64_t rows : {1, 3, 4, 5, 17})
+      for (int64_t cols : {32, 96, 1024})
+        for (int64_t n : {1, 2, 3, 4, 5, 8, 130}) cases.push_back({dt, rows, cols, n});
   // Beyond kStreamMaxRows (512): the sgemm path through the public entry point.
   for (DType dt : {DType::F32, DType::BF16}) cases.push_back({dt, 19, 70, 600});
   // Big enough to be split across threads, with row counts that do not divide evenly.
