@@ -1,6 +1,8 @@
 #include "targets/seeds_common.h"
 
 #include <filesystem>
+#include <span>
+#include <vector>
 
 #include "scratch.h"
 
@@ -60,6 +62,16 @@ std::string write_seed_checkpoint(const SeedCheckpoint& seed) {
   std::filesystem::remove_all(dir);
   synth::write_synthetic_checkpoint(seed.spec, dir);
   return dir;
+}
+
+void run_briefly(const model::Model& m) {
+  const model::ModelConfig& c = m.config();
+  model::KvCache cache(c, 4);
+  model::Workspace ws;
+  std::vector<float> logits(size_t(c.vocab_size));
+  std::vector<int32_t> tokens = {0, int32_t(c.vocab_size - 1), int32_t(c.vocab_size / 2)};
+  const model::SequenceChunk chunk{&cache, tokens};
+  m.forward(std::span(&chunk, 1), model::LogitsFor::kLastToken, logits.data(), ws);
 }
 
 }  // namespace sy::fuzz

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "model/model.h"
 #include "synth/synthetic_checkpoint.h"
 
 namespace sy::fuzz {
@@ -21,5 +22,9 @@ std::vector<SeedCheckpoint> seed_checkpoints();
 
 // Writes the variant into a fresh directory under the scratch area and returns it.
 std::string write_seed_checkpoint(const SeedCheckpoint& seed);
+
+// Runs a loaded model over three tokens (the first, last and middle id): the forward reads
+// every weight once, and inputs small enough to hold in a file are cheap to run.
+void run_briefly(const model::Model& m);
 
 }  // namespace sy::fuzz

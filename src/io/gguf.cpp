@@ -156,175 +156,150 @@ int64_t GgufTensorInfo::numel() const {
   return n;
 }
 
-GgufFile::GgufFile(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("cannot open '{}': {}", path, std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail("'{}' is not a regular file", path);
-  }
-  size_ = size_t(st.st_size);
-  if (size_ < 24) {
-    ::close(fd);
+GgufFile::GgufFile(const std::string& path) : path_(path), map_(path), size_(map_.size()) {
+  if (size_ < 24)
     fail("'{}' is not a GGUF file: {} bytes, shorter than the 24-byte header", path, size_);
-  }
-  map_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (map_ == MAP_FAILED) {
-    map_ = nullptr;
-    fail("cannot map '{}': {}", path, std::strerror(errno));
-  }
-  try {
-    const auto* bytes = static_cast<const uint8_t*>(map_);
-    Cursor c(bytes, size_, path_);
-    if (c.read<uint32_t>("the magic") != kMagic)
-      fail("'{}' is not a GGUF file (no GGUF magic)", path);
-    version_ = c.read<uint32_t>("the version");
-    if (version_ == 1) fail("'{}' is GGUF version 1, which is no longer supported", path);
-    if (version_ != 2 && version_ != 3)
-      fail("'{}' has GGUF version {}; versions 2 and 3 are supported", path, version_);
-    const uint64_t n_tensors = c.read<uint64_t>("the tensor count");
-    const uint64_t n_kv = c.read<uint64_t>("the key-value count");
-    // Every pair takes at least 13 bytes and every tensor info at least 24: absurd counts
-    // fail here rather than after a huge allocation.
-    if (n_kv > c.left() / 13 || n_tensors > c.left() / 24)
-      fail("'{}': {} key-value pairs and {} tensors cannot fit in a {}-byte file", path, n_kv,
-           n_tensors, size_);
+  const auto* bytes = map_.data();
+  Cursor c(bytes, size_, path_);
+  if (c.read<uint32_t>("the magic") != kMagic)
+    fail("'{}' is not a GGUF file (no GGUF magic)", path);
+  version_ = c.read<uint32_t>("the version");
+  if (version_ == 1) fail("'{}' is GGUF version 1, which is no longer supported", path);
+  if (version_ != 2 && version_ != 3)
+    fail("'{}' has GGUF version {}; versions 2 and 3 are supported", path, version_);
+  const uint64_t n_tensors = c.read<uint64_t>("the tensor count");
+  const uint64_t n_kv = c.read<uint64_t>("the key-value count");
+  // Every pair takes at least 13 bytes and every tensor info at least 24: absurd counts
+  // fail here rather than after a huge allocation.
+  if (n_kv > c.left() / 13 || n_tensors > c.left() / 24)
+    fail("'{}': {} key-value pairs and {} tensors cannot fit in a {}-byte file", path, n_kv,
+         n_tensors, size_);
 
-    for (uint64_t k = 0; k < n_kv; ++k) {
-      std::string key = c.string("a metadata key", kMaxKeyBytes);
-      if (key.empty()) fail("'{}': metadata key {} is empty", path, k);
-      if (metadata_.count(key)) fail("'{}': metadata key '{}' appears twice", path, key);
-      GgufValue v;
-      const GgufValueType t = value_type(c.read<uint32_t>("a value type"), path, key);
-      if (t == GgufValueType::kArray) {
-        v.type = t;
-        const uint32_t raw = c.read<uint32_t>("an array's element type");
-        v.element = value_type(raw, path, key);
-        if (v.element == GgufValueType::kArray)
-          fail("'{}': key '{}' is an array of arrays, which GGUF does not allow", path, key);
-        const uint64_t n = c.read<uint64_t>("an array's length");
-        const size_t each = v.element == GgufValueType::kString ? 8 : value_size(v.element);
-        if (n > c.left() / each)
-          fail("'{}': key '{}': an array of {} {} values runs past the end of the file", path, key,
-               n, gguf_value_type_name(v.element));
-        if (v.element == GgufValueType::kString) {
-          v.strings.reserve(size_t(n));
-          for (uint64_t i = 0; i < n; ++i)
-            v.strings.push_back(
-                c.string("a string in an array", std::numeric_limits<uint64_t>::max()));
-        } else {
-          v.numbers.reserve(size_t(n));
-          GgufValue e;
-          for (uint64_t i = 0; i < n; ++i) {
-            read_scalar(c, v.element, e, path, key);
-            v.numbers.push_back(e.type == GgufValueType::kU64 ? double(e.u)
-                                : e.is_float()                ? e.f
-                                                              : double(e.i));
-          }
-        }
+  for (uint64_t k = 0; k < n_kv; ++k) {
+    std::string key = c.string("a metadata key", kMaxKeyBytes);
+    if (key.empty()) fail("'{}': metadata key {} is empty", path, k);
+    if (metadata_.count(key)) fail("'{}': metadata key '{}' appears twice", path, key);
+    GgufValue v;
+    const GgufValueType t = value_type(c.read<uint32_t>("a value type"), path, key);
+    if (t == GgufValueType::kArray) {
+      v.type = t;
+      const uint32_t raw = c.read<uint32_t>("an array's element type");
+      v.element = value_type(raw, path, key);
+      if (v.element == GgufValueType::kArray)
+        fail("'{}': key '{}' is an array of arrays, which GGUF does not allow", path, key);
+      const uint64_t n = c.read<uint64_t>("an array's length");
+      const size_t each = v.element == GgufValueType::kString ? 8 : value_size(v.element);
+      if (n > c.left() / each)
+        fail("'{}': key '{}': an array of {} {} values runs past the end of the file", path, key, n,
+             gguf_value_type_name(v.element));
+      if (v.element == GgufValueType::kString) {
+        v.strings.reserve(size_t(n));
+        for (uint64_t i = 0; i < n; ++i)
+          v.strings.push_back(
+              c.string("a string in an array", std::numeric_limits<uint64_t>::max()));
       } else {
-        read_scalar(c, t, v, path, key);
+        v.numbers.reserve(size_t(n));
+        GgufValue e;
+        for (uint64_t i = 0; i < n; ++i) {
+          read_scalar(c, v.element, e, path, key);
+          v.numbers.push_back(e.type == GgufValueType::kU64 ? double(e.u)
+                              : e.is_float()                ? e.f
+                                                            : double(e.i));
+        }
       }
-      metadata_.emplace(std::move(key), std::move(v));
+    } else {
+      read_scalar(c, t, v, path, key);
     }
-    if (auto it = metadata_.find("general.alignment"); it != metadata_.end()) {
-      const GgufValue& a = it->second;
-      if (a.type != GgufValueType::kU32)
-        fail("'{}': general.alignment is {}; it must be u32", path, gguf_value_type_name(a.type));
-      if (a.i == 0 || (a.i & (a.i - 1)) != 0)
-        fail("'{}': general.alignment {} is not a power of two", path, a.i);
-      alignment_ = uint32_t(a.i);
-    }
-
-    struct Pending {
-      GgufTensorInfo info;
-      uint64_t relative = 0;
-    };
-    std::vector<Pending> pending;
-    pending.reserve(size_t(n_tensors));
-    for (uint64_t k = 0; k < n_tensors; ++k) {
-      Pending p;
-      GgufTensorInfo& t = p.info;
-      t.name = c.string("a tensor name", std::numeric_limits<uint64_t>::max());
-      if (t.name.empty()) fail("'{}': tensor {} has an empty name", path, k);
-      if (t.name.size() > kMaxTensorName)
-        fail("'{}': tensor name '{}...' is longer than {} bytes", path, t.name.substr(0, 40),
-             kMaxTensorName);
-      if (tensor_index_.count(t.name)) fail("'{}': tensor '{}' appears twice", path, t.name);
-      const uint32_t n_dims = c.read<uint32_t>("a tensor's dimension count");
-      if (n_dims == 0 || n_dims > uint32_t(kMaxDims))
-        fail("'{}': tensor '{}' has {} dimensions (1 to {} allowed)", path, t.name, n_dims,
-             kMaxDims);
-      unsigned __int128 numel = 1;
-      for (uint32_t d = 0; d < n_dims; ++d) {
-        const int64_t n = c.read<int64_t>("a tensor dimension");
-        if (n < 0) fail("'{}': tensor '{}' has a negative dimension {}", path, t.name, n);
-        t.dims.push_back(n);
-        numel *= uint64_t(n);
-        if (numel > uint64_t(std::numeric_limits<int64_t>::max()))
-          fail("'{}': tensor '{}' has more than 2^63 elements", path, t.name);
-      }
-      const uint32_t raw_type = c.read<uint32_t>("a tensor type");
-      const auto traits = ggml_type_traits(raw_type);
-      if (!traits) fail("'{}': tensor '{}' has unknown ggml type {}", path, t.name, raw_type);
-      t.type = GgmlType(raw_type);
-      if (t.dims[0] % traits->block != 0)
-        fail(
-            "'{}': tensor '{}' ({}) has a row of {} elements, not a multiple of the type's block "
-            "of {}",
-            path, t.name, traits->name, t.dims[0], traits->block);
-      const unsigned __int128 nbytes = numel / uint64_t(traits->block) * traits->block_bytes;
-      if (nbytes > size_)
-        fail("'{}': tensor '{}' needs {} bytes, more than the whole file", path, t.name,
-             uint64_t(nbytes));
-      t.nbytes = size_t(nbytes);
-      p.relative = c.read<uint64_t>("a tensor offset");
-      if (p.relative % alignment_ != 0)
-        fail("'{}': tensor '{}' starts at offset {}, not a multiple of the alignment {}", path,
-             t.name, p.relative, alignment_);
-      tensor_index_.emplace(t.name, pending.size());
-      pending.push_back(std::move(p));
-    }
-
-    const uint64_t data_start = (uint64_t(c.pos()) + alignment_ - 1) / alignment_ * alignment_;
-    if (n_tensors > 0 && data_start > size_)
-      fail("'{}': the tensor data would start at byte {}, past the end of the file ({} bytes)",
-           path, data_start, size_);
-    // Tensors must lie inside the file and must not overlap.
-    std::vector<std::pair<uint64_t, size_t>> spans;  // (begin, index)
-    for (size_t i = 0; i < pending.size(); ++i) {
-      GgufTensorInfo& t = pending[i].info;
-      const uint64_t begin = data_start + pending[i].relative;
-      if (pending[i].relative > size_ || begin > size_ || t.nbytes > size_ - begin)
-        fail(
-            "'{}': tensor '{}' ({} bytes at data offset {}) runs past the end of the file ({} "
-            "bytes): truncated?",
-            path, t.name, t.nbytes, pending[i].relative, size_);
-      t.offset = begin;
-      t.data = bytes + begin;
-      spans.emplace_back(begin, i);
-    }
-    std::sort(spans.begin(), spans.end());
-    for (size_t k = 1; k < spans.size(); ++k) {
-      const GgufTensorInfo& prev = pending[spans[k - 1].second].info;
-      if (prev.offset + prev.nbytes > spans[k].first)
-        fail("'{}': tensors '{}' and '{}' overlap", path, prev.name,
-             pending[spans[k].second].info.name);
-    }
-    tensors_.reserve(pending.size());
-    for (Pending& p : pending) tensors_.push_back(std::move(p.info));
-  } catch (...) {
-    ::munmap(map_, size_);
-    map_ = nullptr;
-    throw;
+    metadata_.emplace(std::move(key), std::move(v));
   }
+  if (auto it = metadata_.find("general.alignment"); it != metadata_.end()) {
+    const GgufValue& a = it->second;
+    if (a.type != GgufValueType::kU32)
+      fail("'{}': general.alignment is {}; it must be u32", path, gguf_value_type_name(a.type));
+    if (a.i == 0 || (a.i & (a.i - 1)) != 0)
+      fail("'{}': general.alignment {} is not a power of two", path, a.i);
+    alignment_ = uint32_t(a.i);
+  }
+
+  struct Pending {
+    GgufTensorInfo info;
+    uint64_t relative = 0;
+  };
+  std::vector<Pending> pending;
+  pending.reserve(size_t(n_tensors));
+  for (uint64_t k = 0; k < n_tensors; ++k) {
+    Pending p;
+    GgufTensorInfo& t = p.info;
+    t.name = c.string("a tensor name", std::numeric_limits<uint64_t>::max());
+    if (t.name.empty()) fail("'{}': tensor {} has an empty name", path, k);
+    if (t.name.size() > kMaxTensorName)
+      fail("'{}': tensor name '{}...' is longer than {} bytes", path, t.name.substr(0, 40),
+           kMaxTensorName);
+    if (tensor_index_.count(t.name)) fail("'{}': tensor '{}' appears twice", path, t.name);
+    const uint32_t n_dims = c.read<uint32_t>("a tensor's dimension count");
+    if (n_dims == 0 || n_dims > uint32_t(kMaxDims))
+      fail("'{}': tensor '{}' has {} dimensions (1 to {} allowed)", path, t.name, n_dims, kMaxDims);
+    unsigned __int128 numel = 1;
+    for (uint32_t d = 0; d < n_dims; ++d) {
+      const int64_t n = c.read<int64_t>("a tensor dimension");
+      if (n < 0) fail("'{}': tensor '{}' has a negative dimension {}", path, t.name, n);
+      t.dims.push_back(n);
+      numel *= uint64_t(n);
+      if (numel > uint64_t(std::numeric_limits<int64_t>::max()))
+        fail("'{}': tensor '{}' has more than 2^63 elements", path, t.name);
+    }
+    const uint32_t raw_type = c.read<uint32_t>("a tensor type");
+    const auto traits = ggml_type_traits(raw_type);
+    if (!traits) fail("'{}': tensor '{}' has unknown ggml type {}", path, t.name, raw_type);
+    t.type = GgmlType(raw_type);
+    if (t.dims[0] % traits->block != 0)
+      fail(
+          "'{}': tensor '{}' ({}) has a row of {} elements, not a multiple of the type's block "
+          "of {}",
+          path, t.name, traits->name, t.dims[0], traits->block);
+    const unsigned __int128 nbytes = numel / uint64_t(traits->block) * traits->block_bytes;
+    if (nbytes > size_)
+      fail("'{}': tensor '{}' needs {} bytes, more than the whole file", path, t.name,
+           uint64_t(nbytes));
+    t.nbytes = size_t(nbytes);
+    p.relative = c.read<uint64_t>("a tensor offset");
+    if (p.relative % alignment_ != 0)
+      fail("'{}': tensor '{}' starts at offset {}, not a multiple of the alignment {}", path,
+           t.name, p.relative, alignment_);
+    tensor_index_.emplace(t.name, pending.size());
+    pending.push_back(std::move(p));
+  }
+
+  const uint64_t data_start = (uint64_t(c.pos()) + alignment_ - 1) / alignment_ * alignment_;
+  if (n_tensors > 0 && data_start > size_)
+    fail("'{}': the tensor data would start at byte {}, past the end of the file ({} bytes)", path,
+         data_start, size_);
+  // Tensors must lie inside the file and must not overlap.
+  std::vector<std::pair<uint64_t, size_t>> spans;  // (begin, index)
+  for (size_t i = 0; i < pending.size(); ++i) {
+    GgufTensorInfo& t = pending[i].info;
+    const uint64_t begin = data_start + pending[i].relative;
+    if (pending[i].relative > size_ || begin > size_ || t.nbytes > size_ - begin)
+      fail(
+          "'{}': tensor '{}' ({} bytes at data offset {}) runs past the end of the file ({} "
+          "bytes): truncated?",
+          path, t.name, t.nbytes, pending[i].relative, size_);
+    t.offset = begin;
+    t.data = bytes + begin;
+    spans.emplace_back(begin, i);
+  }
+  std::sort(spans.begin(), spans.end());
+  for (size_t k = 1; k < spans.size(); ++k) {
+    const GgufTensorInfo& prev = pending[spans[k - 1].second].info;
+    if (prev.offset + prev.nbytes > spans[k].first)
+      fail("'{}': tensors '{}' and '{}' overlap", path, prev.name,
+           pending[spans[k].second].info.name);
+  }
+  tensors_.reserve(pending.size());
+  for (Pending& p : pending) tensors_.push_back(std::move(p.info));
 }
 
-GgufFile::~GgufFile() {
-  if (map_) ::munmap(map_, size_);
-}
+GgufFile::~GgufFile() = default;
 
 const GgufTensorInfo* GgufFile::find_tensor(const std::string& name) const {
   auto it = tensor_index_.find(name);

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "io/mapped_file.h"
+
 #include "util/ggml_types.h"
 
 namespace sy::io {
@@ -88,7 +90,7 @@ class GgufFile {
 
  private:
   std::string path_;
-  void* map_ = nullptr;
+  MappedFile map_;
   size_t size_ = 0;
   uint32_t version_ = 0, alignment_ = 32;
   std::map<std::string, GgufValue> metadata_;

@@ -79,131 +79,107 @@ std::string TensorInfo::shape_str() const {
   return s + "]";
 }
 
-SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("cannot open '{}': {}", path, std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    fail("cannot stat '{}': {}", path, std::strerror(errno));
-  }
-  size_ = size_t(st.st_size);
-  if (size_ < 8) {
-    ::close(fd);
+SafetensorsFile::SafetensorsFile(const std::string& path)
+    : path_(path), map_(path), size_(map_.size()) {
+  if (size_ < 8)
     fail("'{}' is not a safetensors file: {} bytes, shorter than the 8-byte header length", path,
          size_);
-  }
-  map_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (map_ == MAP_FAILED) {
-    map_ = nullptr;
-    fail("cannot map '{}': {}", path, std::strerror(errno));
-  }
-  try {
-    const auto* bytes = static_cast<const uint8_t*>(map_);
-    uint64_t header_len = 0;
-    std::memcpy(&header_len, bytes, 8);  // little-endian host (x86-64, aarch64)
-    if (header_len > kMaxHeaderBytes)
-      fail("'{}': header length {} exceeds the limit of {} bytes", path, header_len,
-           kMaxHeaderBytes);
-    if (header_len > size_ - 8)
-      fail("'{}': header length {} runs past the end of the file ({} bytes): truncated?", path,
-           header_len, size_);
-    std::string header(reinterpret_cast<const char*>(bytes + 8), header_len);
-    if (header.empty() || header[0] != '{') fail("'{}': header does not start with '{{'", path);
-    json j = parse_json_no_duplicates(header, "'" + path + "'");
-    if (!j.is_object()) fail("'{}': header is not a JSON object", path);
+  const auto* bytes = map_.data();
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, bytes, 8);  // little-endian host (x86-64, aarch64)
+  if (header_len > kMaxHeaderBytes)
+    fail("'{}': header length {} exceeds the limit of {} bytes", path, header_len, kMaxHeaderBytes);
+  if (header_len > size_ - 8)
+    fail("'{}': header length {} runs past the end of the file ({} bytes): truncated?", path,
+         header_len, size_);
+  std::string header(reinterpret_cast<const char*>(bytes + 8), header_len);
+  if (header.empty() || header[0] != '{') fail("'{}': header does not start with '{{'", path);
+  json j = parse_json_no_duplicates(header, "'" + path + "'");
+  if (!j.is_object()) fail("'{}': header is not a JSON object", path);
 
-    const uint8_t* buffer = bytes + 8 + header_len;
-    const size_t buffer_size = size_ - 8 - header_len;
-    struct Span {
-      size_t begin, end, index;
+  const uint8_t* buffer = bytes + 8 + header_len;
+  const size_t buffer_size = size_ - 8 - header_len;
+  struct Span {
+    size_t begin, end, index;
+  };
+  std::vector<Span> spans;
+  for (auto& item : j.items()) {
+    const std::string& name = item.key();
+    auto& entry = item.value();
+    if (name == "__metadata__") {
+      if (!entry.is_object()) fail("'{}': __metadata__ is not an object", path);
+      for (auto& [k, v] : entry.items()) {
+        if (!v.is_string())
+          fail("'{}': __metadata__ value of {} is not a string", path, excerpt_text(k));
+        metadata_[k] = v.get<std::string>();
+      }
+      continue;
+    }
+    auto bad = [&](const std::string& why) {
+      fail("'{}': tensor {}: {}", path, excerpt_text(name, 160), why);
     };
-    std::vector<Span> spans;
-    for (auto& item : j.items()) {
-      const std::string& name = item.key();
-      auto& entry = item.value();
-      if (name == "__metadata__") {
-        if (!entry.is_object()) fail("'{}': __metadata__ is not an object", path);
-        for (auto& [k, v] : entry.items()) {
-          if (!v.is_string())
-            fail("'{}': __metadata__ value of {} is not a string", path, excerpt_text(k));
-          metadata_[k] = v.get<std::string>();
-        }
-        continue;
-      }
-      auto bad = [&](const std::string& why) {
-        fail("'{}': tensor {}: {}", path, excerpt_text(name, 160), why);
-      };
-      if (!entry.is_object()) bad("entry is not an object");
-      if (!entry.contains("dtype") || !entry["dtype"].is_string()) bad("missing string 'dtype'");
-      if (!entry.contains("shape") || !entry["shape"].is_array()) bad("missing array 'shape'");
-      if (!entry.contains("data_offsets") || !entry["data_offsets"].is_array() ||
-          entry["data_offsets"].size() != 2)
-        bad("missing 'data_offsets' [begin, end]");
-      TensorInfo t;
-      t.name = name;
-      t.file = path;
-      t.dtype_name = entry["dtype"].get<std::string>();
-      auto bits = safetensors_dtype_bits(t.dtype_name);
-      if (!bits) bad("unknown dtype " + excerpt_text(t.dtype_name));
-      if (t.dtype_name == "F32") t.dtype = DType::F32;
-      if (t.dtype_name == "F16") t.dtype = DType::F16;
-      if (t.dtype_name == "BF16") t.dtype = DType::BF16;
-      unsigned __int128 numel = 1;
-      for (auto& d : entry["shape"]) {
-        if (!d.is_number_unsigned()) bad("shape has a non-integer or negative dimension");
-        uint64_t v = d.get<uint64_t>();
-        if (v > (uint64_t(1) << 48)) bad("shape dimension " + std::to_string(v) + " is absurd");
-        t.shape.push_back(int64_t(v));
-        numel *= v;
-        if (numel > UINT64_MAX) bad("element count overflows 64 bits");  // no 128-bit wrap
-      }
-      for (auto& o : entry["data_offsets"])
-        if (!o.is_number_unsigned()) bad("data_offsets must be non-negative integers");
-      size_t begin = entry["data_offsets"][0].get<uint64_t>();
-      size_t end = entry["data_offsets"][1].get<uint64_t>();
-      if (end < begin) bad("data_offsets end < begin");
-      unsigned __int128 nbits = numel * unsigned(*bits);
-      if (nbits % 8 != 0) bad("element count times dtype bits is not a whole number of bytes");
-      if (nbits / 8 != end - begin)
-        bad(fmt::format("data_offsets span {} bytes but {} x {} needs {}", end - begin,
-                        t.dtype_name, t.shape_str(), uint64_t(nbits / 8)));
-      if (end > buffer_size)
-        bad(fmt::format("data ends at byte {} of a {}-byte buffer: file truncated?", end,
-                        buffer_size));
-      t.data = buffer + begin;
-      t.offset = 8 + header_len + begin;
-      t.nbytes = end - begin;
-      spans.push_back({begin, end, tensors_.size()});
-      tensors_.push_back(std::move(t));
+    if (!entry.is_object()) bad("entry is not an object");
+    if (!entry.contains("dtype") || !entry["dtype"].is_string()) bad("missing string 'dtype'");
+    if (!entry.contains("shape") || !entry["shape"].is_array()) bad("missing array 'shape'");
+    if (!entry.contains("data_offsets") || !entry["data_offsets"].is_array() ||
+        entry["data_offsets"].size() != 2)
+      bad("missing 'data_offsets' [begin, end]");
+    TensorInfo t;
+    t.name = name;
+    t.file = path;
+    t.dtype_name = entry["dtype"].get<std::string>();
+    auto bits = safetensors_dtype_bits(t.dtype_name);
+    if (!bits) bad("unknown dtype " + excerpt_text(t.dtype_name));
+    if (t.dtype_name == "F32") t.dtype = DType::F32;
+    if (t.dtype_name == "F16") t.dtype = DType::F16;
+    if (t.dtype_name == "BF16") t.dtype = DType::BF16;
+    unsigned __int128 numel = 1;
+    for (auto& d : entry["shape"]) {
+      if (!d.is_number_unsigned()) bad("shape has a non-integer or negative dimension");
+      uint64_t v = d.get<uint64_t>();
+      if (v > (uint64_t(1) << 48)) bad("shape dimension " + std::to_string(v) + " is absurd");
+      t.shape.push_back(int64_t(v));
+      numel *= v;
+      if (numel > UINT64_MAX) bad("element count overflows 64 bits");  // no 128-bit wrap
     }
-    // The reference parser: sorted by offset the tensors tile the buffer exactly.
-    std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) {
-      return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
-    });
-    size_t expected = 0;
-    for (const Span& s : spans) {
-      if (s.begin != expected)
-        fail(
-            "'{}': tensor '{}' starts at byte {} but the previous one ends at {} (offsets must be "
-            "contiguous, without holes or overlap)",
-            path, tensors_[s.index].name, s.begin, expected);
-      expected = s.end;
-    }
-    if (expected != buffer_size)
-      fail("'{}': tensors cover {} bytes but the file holds {} after the header", path, expected,
-           buffer_size);
-  } catch (...) {
-    ::munmap(map_, size_);
-    map_ = nullptr;
-    throw;
+    for (auto& o : entry["data_offsets"])
+      if (!o.is_number_unsigned()) bad("data_offsets must be non-negative integers");
+    size_t begin = entry["data_offsets"][0].get<uint64_t>();
+    size_t end = entry["data_offsets"][1].get<uint64_t>();
+    if (end < begin) bad("data_offsets end < begin");
+    unsigned __int128 nbits = numel * unsigned(*bits);
+    if (nbits % 8 != 0) bad("element count times dtype bits is not a whole number of bytes");
+    if (nbits / 8 != end - begin)
+      bad(fmt::format("data_offsets span {} bytes but {} x {} needs {}", end - begin, t.dtype_name,
+                      t.shape_str(), uint64_t(nbits / 8)));
+    if (end > buffer_size)
+      bad(fmt::format("data ends at byte {} of a {}-byte buffer: file truncated?", end,
+                      buffer_size));
+    t.data = buffer + begin;
+    t.offset = 8 + header_len + begin;
+    t.nbytes = end - begin;
+    spans.push_back({begin, end, tensors_.size()});
+    tensors_.push_back(std::move(t));
   }
+  // The reference parser: sorted by offset the tensors tile the buffer exactly.
+  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  size_t expected = 0;
+  for (const Span& s : spans) {
+    if (s.begin != expected)
+      fail(
+          "'{}': tensor '{}' starts at byte {} but the previous one ends at {} (offsets must be "
+          "contiguous, without holes or overlap)",
+          path, tensors_[s.index].name, s.begin, expected);
+    expected = s.end;
+  }
+  if (expected != buffer_size)
+    fail("'{}': tensors cover {} bytes but the file holds {} after the header", path, expected,
+         buffer_size);
 }
 
-SafetensorsFile::~SafetensorsFile() {
-  if (map_) ::munmap(map_, size_);
-}
+SafetensorsFile::~SafetensorsFile() = default;
 
 TensorStore TensorStore::open(const std::string& dir) {
   namespace fs = std::filesystem;

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "io/mapped_file.h"
+
 #include "util/dtype.h"
 
 namespace sy::io {
@@ -42,7 +44,7 @@ class SafetensorsFile {
 
  private:
   std::string path_;
-  void* map_ = nullptr;
+  MappedFile map_;
   size_t size_ = 0;
   std::vector<TensorInfo> tensors_;
   std::map<std::string, std::string> metadata_;
