@@ -209,8 +209,9 @@ std::string gguf_config_json(const io::GgufFile& f) {
     fail("'{}': {} has no experts ({} missing or 0): a dense model, not an MoE", f.path(), a.arch,
          key("expert_count"));
   c["num_experts_per_tok"] = f.get_uint(key("expert_used_count"));
-  const uint64_t expert_ffn = f.uint_or_none(key("expert_feed_forward_length"))
-                                  .value_or(uniform_uint(f, key("feed_forward_length")));
+  const auto expert_key = f.uint_or_none(key("expert_feed_forward_length"));
+  const uint64_t expert_ffn =
+      expert_key ? *expert_key : uniform_uint(f, key("feed_forward_length"));
   const std::string family = a.model_type;
   const auto norm = [&](bool family_default) {
     const io::GgufValue* v = f.find(key("expert_weights_norm"));
