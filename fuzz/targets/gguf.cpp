@@ -1,15 +1,20 @@
 // Target: one .gguf file (header, metadata of every value type, tensor infos, alignment):
 // every tensor dequantized and the metadata read back typed, then the file loaded as a model
-// (config from the metadata, tensors mapped to the family's names) and run over a few tokens.
+// (config from the metadata, tensors mapped to the family's names) and run over a few tokens;
+// its vocabulary built into a tokenizer that encodes and decodes a line.
+#include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "io/gguf.h"
 #include "model/gguf_export.h"
+#include "model/gguf_vocab.h"
 #include "model/model.h"
 #include "scratch.h"
 #include "target.h"
 #include "targets/seeds_common.h"
+#include "tokenizer/tokenizer.h"
 #include "util/error.h"
 #include "util/quant_blocks.h"
 
@@ -36,6 +41,14 @@ void run_one(std::string_view bytes) {
     } catch (const Error&) {
     }
   }
+  try {  // the vocabulary (tokenizer.ggml.* or tokenizer.huggingface.json) as generate reads it
+    if (const std::optional<std::string> json = model::gguf_tokenizer_json(file)) {
+      const Tokenizer tok = Tokenizer::from_json_string(*json, path);
+      const std::vector<int32_t> ids = tok.encode("In the beginning 1234, caf\u00e9 <s>");
+      sink = sink + float(tok.decode(ids).size());
+    }
+  } catch (const Error&) {
+  }
   const model::Model m = model::Model::load(path);
   run_briefly(m);
 }
@@ -53,6 +66,7 @@ void write_seeds(const std::string& dir) {
     w.set_uint32("llama.block_count", 1);
     w.set_uint32("general.alignment", 32);
     w.set_float32("llama.rope.freq_base", 10000.0f);
+    w.set_string("tokenizer.ggml.model", "llama");
     w.set_bool("tokenizer.ggml.add_bos_token", true);
     w.set_strings("tokenizer.ggml.tokens", {"<s>", "a", "b"});
     w.set_float32s("tokenizer.ggml.scores", {0.0f, -1.0f, -2.0f});

@@ -25,6 +25,7 @@ void register_quantize(CLI::App& app) {
     const model::GgufExportSummary s = model::export_gguf(a->model, a->out, type);
     fmt::print("wrote {} tensors ({} in {}) to {}: {:.1f} MB\n", s.tensors, s.quantized, a->type,
                a->out, double(s.bytes) / 1e6);
+    if (!s.vocab_note.empty()) fmt::print(stderr, "quantize: {}\n", s.vocab_note);
   });
 }
 

@@ -8,6 +8,7 @@
 #include "io/file_util.h"
 #include "io/gguf.h"
 #include "model/gguf_checkpoint.h"
+#include "model/gguf_vocab.h"
 #include "ops/threads.h"
 #include "util/error.h"
 
@@ -118,17 +119,15 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
       model::Model::load(mo.model_dir, owned, offload ? &*offload : nullptr));
   const std::string tok = mo.model_dir + "/tokenizer.json";
   if (model::is_gguf_file(mo.model_dir)) {
-    // The GGUF spec's key for the whole Hugging Face tokenizer (what `switchyard quantize`
-    // writes); llama.cpp's own tokenizer.ggml.* vocabularies are not read yet.
     const io::GgufFile f(mo.model_dir);
-    if (const io::GgufValue* v = f.find("tokenizer.huggingface.json");
-        v && v->type == io::GgufValueType::kString)
-      eng->tokenizer.emplace(Tokenizer::from_json_string(v->s, mo.model_dir));
-    else if (need_tokenizer)
-      fail(
-          "'{}' has no tokenizer.huggingface.json; reading llama.cpp's tokenizer.ggml.* "
-          "vocabulary is not implemented yet (pass token ids with --ids instead of text)",
-          mo.model_dir);
+    try {
+      if (const std::optional<std::string> json = model::gguf_tokenizer_json(f))
+        eng->tokenizer.emplace(Tokenizer::from_json_string(*json, mo.model_dir));
+      else if (need_tokenizer)
+        fail("'{}' has no tokenizer (pass token ids with --ids instead of text)", mo.model_dir);
+    } catch (const Error&) {
+      if (need_tokenizer) throw;  // token ids given: the vocabulary is not needed
+    }
   } else if (io::file_exists(tok)) {
     eng->tokenizer.emplace(Tokenizer::from_file(tok));
   } else if (need_tokenizer) {

@@ -62,6 +62,9 @@ void scale_element(DType dtype, const uint8_t* src, uint8_t* dst, float scale) {
       std::memcpy(dst, &h, 2);
       return;
     }
+    case DType::Q8_0:  // block types scale per block, not per element
+    case DType::Q4_0:
+      break;
   }
   fail("cannot scale dtype {}", dtype_name(dtype));
 }

@@ -94,6 +94,9 @@ class StoreBuilder {
     const int64_t cols = t.dims[0], rows = t.numel() / std::max<int64_t>(cols, 1);
     const size_t row_bytes = ggml_row_bytes(t.type, cols);
     const auto* src = static_cast<const uint8_t*>(t.data);
+    if (permute_heads > 0 && (rows % permute_heads != 0 || (rows / permute_heads) % 2 != 0))
+      fail("'{}': tensor '{}' has {} rows, not {} heads of an even size", file_->path(), t.name,
+           rows, permute_heads);
     if (direct && permute_heads == 0) return {src, *direct, file_->path(), t.offset};
     if (direct) {  // whole rows move: no value changes
       std::vector<uint8_t>& out = owned_->emplace_back(t.nbytes);

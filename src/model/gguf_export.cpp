@@ -8,6 +8,7 @@
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "model/gguf_vocab.h"
 #include "model/tensor_names.h"
 #include "util/dtype.h"
 #include "util/error.h"
@@ -148,6 +149,7 @@ GgufExportSummary export_gguf(const std::string& model_dir, const std::string& o
   const io::TensorStore store = io::TensorStore::open(model_dir);
   Writer w(store, type);
   io::GgufWriter& g = w.out;
+  GgufExportSummary summary;
   const std::string p = a + ".";
   g.set_string("general.architecture", a);
   g.set_string("general.name", std::filesystem::path(model_dir).filename().string());
@@ -182,7 +184,18 @@ GgufExportSummary export_gguf(const std::string& model_dir, const std::string& o
     g.set_uint32("tokenizer.ggml.eos_token_id", uint32_t(c.eos_token_ids[0]));
   // The GGUF spec's own key for the complete Hugging Face tokenizer: read back exactly.
   const std::string tok = model_dir + "/tokenizer.json";
-  if (io::file_exists(tok)) g.set_string("tokenizer.huggingface.json", io::read_text_file(tok));
+  if (io::file_exists(tok)) {
+    const std::string text = io::read_text_file(tok);
+    g.set_string("tokenizer.huggingface.json", text);
+    // llama.cpp's own keys too, so llama.cpp can load the file.
+    if (!write_gguf_vocab(g, text, int32_t(c.bos_token_id),
+                          c.eos_token_ids.empty() ? -1 : int32_t(c.eos_token_ids[0]),
+                          &summary.vocab_note))
+      summary.vocab_note =
+          "no tokenizer.ggml.* vocabulary written (llama.cpp will not load "
+          "the file): " +
+          summary.vocab_note;
+  }
 
   w.add("token_embd.weight", "model.embed_tokens.weight", true);
   w.add("output_norm.weight", "model.norm.weight", false);
@@ -235,7 +248,10 @@ GgufExportSummary export_gguf(const std::string& model_dir, const std::string& o
   }
   const std::string bytes = g.serialize();
   io::write_file_atomic(out_path, bytes.data(), bytes.size());
-  return {w.tensors_, w.quantized_, bytes.size()};
+  summary.tensors = w.tensors_;
+  summary.quantized = w.quantized_;
+  summary.bytes = bytes.size();
+  return summary;
 }
 
 }  // namespace sy::model

@@ -15,6 +15,7 @@ namespace sy::model {
 struct GgufExportSummary {
   int64_t tensors = 0, quantized = 0;  // all tensors; those stored in the chosen type
   uint64_t bytes = 0;                  // of the file
+  std::string vocab_note;  // why no tokenizer.ggml.* vocabulary was written; empty when it was
 };
 
 // `type`: F32, F16, BF16, Q8_0 or Q4_0. Matrices whose rows are not a multiple of the type's

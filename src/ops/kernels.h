@@ -21,6 +21,9 @@ void widen_rows(const WeightView& w, int64_t row_begin, int64_t row_end, float* 
 // crossover. nt = OpenMP threads; OpenBLAS runs single-threaded inside each.
 void matmul_stream(const WeightView& w, const float* x, int64_t n, int64_t ldx, float* y,
                    int64_t ldy, int nt);
+// Activations quantized to int8 once, then gemv_int8.h's integer dot products (block types).
+void matmul_int8(const WeightView& w, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy,
+                 int nt);
 void matmul_sgemm(const WeightView& w, const float* x, int64_t n, int64_t ldx, float* y,
                   int64_t ldy, int nt);
 

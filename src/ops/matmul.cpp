@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ops/gemm.h"
+#include "ops/gemv_int8.h"
 #include "ops/kernels.h"
 #include "ops/threads.h"
 #include "util/error.h"
@@ -34,6 +35,9 @@ constexpr int64_t kF32StreamMaxRows = 64;
 // once and running sgemm wins. bench (shape A, Zen 5, 2 threads, prompt 128): Q8_0 prefill
 // 177 tokens/s streamed, see bench/results/quantized.md for the panel path.
 constexpr int64_t kBlockStreamMaxRows = 4;
+// ggml blocks with AVX-512 VNNI (gemv_int8.h): activations quantized to int8 and integer dot
+// products, up to this many activation rows; the widen + sgemm panel path above it.
+constexpr int64_t kInt8MaxRows = 512;
 // Rows of W widened per sgemm call: ~1 MiB of float32 at cols = 1024, reused from L2.
 constexpr int64_t kPanelBytes = 1 << 20;
 
@@ -81,6 +85,20 @@ void matmul_sgemm(const WeightView& w, const float* x, int64_t n, int64_t ldx, f
   }
 }
 
+void matmul_int8(const WeightView& w, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy,
+                 int nt) {
+  thread_local Int8Activations buffer;  // grows once, reused by every later call
+  quantize_activations(w.dtype, x, n, ldx, w.cols, &buffer);
+  const Int8Activations& a = buffer;  // the caller's: each OpenMP thread has its own `buffer`
+  if (nt == 1) return gemv_rows_int8(w, 0, w.rows, a, y, ldy);
+#pragma omp parallel num_threads(nt)
+  {
+    int64_t begin, end;
+    thread_range(w.rows, 4, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
+    if (end > begin) gemv_rows_int8(w, begin, end, a, y, ldy);
+  }
+}
+
 void matmul_stream(const WeightView& w, const float* x, int64_t n, int64_t ldx, float* y,
                    int64_t ldy, int nt) {
   if (nt == 1) return gemv_rows(w, 0, w.rows, x, n, ldx, y, ldy);
@@ -114,6 +132,8 @@ void matmul(const WeightView& w, const float* x, int64_t n, float* y, int64_t x_
   const int64_t stream_max = w.dtype == DType::F32    ? kF32StreamMaxRows
                              : is_block_type(w.dtype) ? kBlockStreamMaxRows
                                                       : kStreamMaxRows;
+  if (is_block_type(w.dtype) && n <= kInt8MaxRows && detail::int8_dot_enabled())
+    return detail::matmul_int8(w, x, n, ldx, y, ldy, nt);
   if (n > stream_max) return detail::matmul_sgemm(w, x, n, ldx, y, ldy, nt);
   detail::matmul_stream(w, x, n, ldx, y, ldy, nt);
 }

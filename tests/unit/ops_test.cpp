@@ -17,6 +17,7 @@
 
 #include "ops/blas_env.h"
 #include "ops/elementwise.h"
+#include "ops/gemv_int8.h"
 #include "ops/kernels.h"
 #include "ops/matmul.h"
 #include "ops/threads.h"
@@ -88,7 +89,18 @@ void expect_matmul_close(const TestWeight& w, const float* x, int64_t n, int64_t
       const float* wr = w.values.data() + r * cols;
       double ref = 0;
       for (int64_t c = 0; c < cols; ++c) ref += double(wr[c]) * x[j * ldx + c];
-      const double tol = 4.0 * kEps * std::sqrt(double(cols)) * norm2(wr, cols) * xn + 1e-30;
+      double tol = 4.0 * kEps * std::sqrt(double(cols)) * norm2(wr, cols) * xn + 1e-30;
+      // The int8 kernels quantize each activation block of 32 to d = max|x| / 127: every
+      // activation moves by at most d / 2.
+      if (is_block_type(w.view.dtype) && detail::int8_dot_enabled())
+        for (int64_t b = 0; b < cols / 32; ++b) {
+          double amax = 0, wsum = 0;
+          for (int64_t c = b * 32; c < b * 32 + 32; ++c) {
+            amax = std::max(amax, double(std::abs(x[j * ldx + c])));
+            wsum += std::abs(double(wr[c]));
+          }
+          tol += 1.0001 * wsum * amax / 254.0;
+        }
       const double err = std::abs(double(y[j * ldy + r]) - ref);
       if (!(err <= tol * worst_ratio) || worst_j < 0) {
         if (std::isnan(err) || err / tol > worst_ratio || worst_j < 0) {
@@ -193,6 +205,56 @@ TEST_P(ThreadCounts, BothPathsMatchScalar) {
           std::fill(y.begin(), y.end(), NAN);
           detail::matmul_stream(w.view, x.data(), n, ldx, y.data(), ldy, GetParam());
           expect_matmul_close(w, x.data(), n, ldx, y.data(), ldy, "stream path " + case_name(c));
+        }
+}
+
+// The int8 kernels against integer arithmetic done here: activations quantized as ggml's
+// quantize_row_q8_0 (d = max|x| / 127, q = round(x / d)), each block's product summed exactly
+// in integers, then scaled; only the float sum over blocks may differ.
+TEST_P(ThreadCounts, Int8PathMatchesIntegerReference) {
+  if (!detail::int8_dot_enabled()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  uint32_t seed = 7000;
+  for (DType dt : {DType::Q8_0, DType::Q4_0})
+    for (int64_t rows : {1, 3, 4, 5, 17, 301})
+      for (int64_t cols : {32, 64, 96, 1056})
+        for (int64_t n : {1, 2, 3, 4, 5, 9}) {
+          const MatmulCase c{dt, rows, cols, n};
+          const int64_t ldx = cols + 3, ldy = rows + 2;
+          const TestWeight w = make_weight(dt, rows, cols, seed++);
+          auto x = random_floats(size_t(n * ldx), seed++);
+          if (n > 1) std::fill_n(x.begin() + ldx, 32, 0.0f);  // an all-zero block (d = 0)
+          std::vector<float> y(size_t(n * ldy), NAN);
+          detail::matmul_int8(w.view, x.data(), n, ldx, y.data(), ldy, GetParam());
+          const GgmlType g = dt == DType::Q8_0 ? GgmlType::Q8_0 : GgmlType::Q4_0;
+          for (int64_t j = 0; j < n; ++j)
+            for (int64_t r = 0; r < rows; ++r) {
+              const uint8_t* row = w.bytes.data() + size_t(r) * w.view.row_bytes();
+              double ref = 0, mag = 0;
+              for (int64_t b = 0; b < cols / 32; ++b) {
+                const float* xb = x.data() + j * ldx + b * 32;
+                float amax = 0;
+                for (int k = 0; k < 32; ++k) amax = std::max(amax, std::abs(xb[k]));
+                const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+                // The weight codes: the decoded values over the block's scale.
+                float wq[32];
+                dequantize_row(g, row + b * ggml_row_bytes(g, 32), wq, 32);
+                uint16_t dh;
+                std::memcpy(&dh, row + b * ggml_row_bytes(g, 32), 2);
+                const float scale_w = f16_to_f32(dh);
+                int64_t dot = 0, abs_dot = 0;  // abs_dot bounds the partial sums' size
+                for (int k = 0; k < 32; ++k) {
+                  const int64_t code = scale_w != 0 ? std::llround(wq[k] / scale_w) : 0;
+                  dot += code * std::lround(xb[k] * id);
+                  abs_dot += std::abs(code * std::lround(xb[k] * id));
+                }
+                ref += double(scale_w) * double(d) * double(dot);
+                mag += std::abs(double(scale_w) * double(d)) * double(abs_dot);
+              }
+              const double got = y[size_t(j * ldy + r)];
+              ASSERT_NEAR(got, ref, 1e-5 * mag + 1e-30) << case_name(c) << " j=" << j << " r=" << r;
+            }
+          for (int64_t j = 0; j < n; ++j)  // padding columns of y are left alone
+            for (int64_t r = rows; r < ldy; ++r) ASSERT_TRUE(std::isnan(y[size_t(j * ldy + r)]));
         }
 }
 
