@@ -18,7 +18,7 @@ function parseArgs(argv) {
   const opts = {threads: 1, "prompt-len": 128, gen: 64, reps: 3};
   for (let i = 1; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, "");
-    if (!(key in opts) && !["model", "ids", "text-file"].includes(key))
+    if (!(key in opts) && !["model", "ids", "text-file", "batch"].includes(key))
       throw new Error(`unknown option '${argv[i]}'`);
     if (i + 1 >= argv.length) throw new Error(`option '${argv[i]}' needs a value`);
     opts[key] = argv[i + 1];
@@ -31,7 +31,8 @@ function parseArgs(argv) {
 
 const {mode, opts} = parseArgs(process.argv.slice(2));
 const threads = Number(opts.threads);
-const llama = await getLlama({gpu: false, build: "never", logLevel: LlamaLogLevel.error,
+const llama = await getLlama({gpu: false, build: "never",
+                              logLevel: process.env.PEER_LOG ? LlamaLogLevel.debug : LlamaLogLevel.error,
                               maxThreads: threads});
 const model = await llama.loadModel({modelPath: opts.model, gpuLayers: 0});
 
@@ -42,16 +43,24 @@ if (mode === "tokenize") {
 }
 
 const promptLen = Number(opts["prompt-len"]);
+// logits: an F32 KV cache (as Switchyard's), so only the weights' arithmetic differs; bench:
+// llama.cpp's default F16 cache, what its users run.
+const kv = mode === "logits" ? {experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32", flashAttention: false} : {};
 const context = await model.createContext({
   contextSize: Math.max(512, promptLen + Number(opts.gen) + 8),
-  batchSize: Math.max(512, promptLen), threads: {ideal: threads, min: threads}, sequences: 1,
+  batchSize: opts.batch ? Number(opts.batch) : Math.max(512, promptLen), threads: {ideal: threads, min: threads}, sequences: 1, ...kv,
 });
 
 if (mode === "logits") {
   const ids = opts.ids.split(",").map(Number);
   const seq = context.getSequence();
   const out = await seq.controlledEvaluate(ids.map((t) => [t, {generateNext: {logits: true}}]));
-  const logits = out.map((o) => Array.from(o.next.logits.values()));
+  // The map may be ordered by value: place each logit at its token id.
+  const logits = out.map((o) => {
+    const row = new Array(o.next.logits.size).fill(0);
+    for (const [token, value] of o.next.logits) row[token] = value;
+    return row;
+  });
   console.log(JSON.stringify({vocab: logits[0].length, logits}));
   process.exit(0);
 }

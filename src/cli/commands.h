@@ -18,5 +18,6 @@ void register_partition(CLI::App& app);
 void register_export(CLI::App& app);
 void register_quantize(CLI::App& app);
 void register_profile_neurons(CLI::App& app);
+void register_tokenize(CLI::App& app);
 
 }  // namespace sy::cli

@@ -69,6 +69,18 @@ void add_parallel_options(CLI::App& cmd, ParallelOptions& o) {
       ->group(group);
 }
 
+std::optional<Tokenizer> load_tokenizer(const std::string& model_path) {
+  if (model::is_gguf_file(model_path)) {
+    const io::GgufFile f(model_path);
+    if (const std::optional<std::string> json = model::gguf_tokenizer_json(f))
+      return Tokenizer::from_json_string(*json, model_path);
+    return std::nullopt;
+  }
+  const std::string tok = model_path + "/tokenizer.json";
+  if (!io::file_exists(tok)) return std::nullopt;
+  return Tokenizer::from_file(tok);
+}
+
 std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOptions& co,
                                     const ParallelOptions& po, bool need_tokenizer) {
   auto eng = std::make_unique<Engine>();
@@ -117,22 +129,13 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
   }
   eng->model = std::make_unique<model::Model>(
       model::Model::load(mo.model_dir, owned, offload ? &*offload : nullptr));
-  const std::string tok = mo.model_dir + "/tokenizer.json";
-  if (model::is_gguf_file(mo.model_dir)) {
-    const io::GgufFile f(mo.model_dir);
-    try {
-      if (const std::optional<std::string> json = model::gguf_tokenizer_json(f))
-        eng->tokenizer.emplace(Tokenizer::from_json_string(*json, mo.model_dir));
-      else if (need_tokenizer)
-        fail("'{}' has no tokenizer (pass token ids with --ids instead of text)", mo.model_dir);
-    } catch (const Error&) {
-      if (need_tokenizer) throw;  // token ids given: the vocabulary is not needed
-    }
-  } else if (io::file_exists(tok)) {
-    eng->tokenizer.emplace(Tokenizer::from_file(tok));
-  } else if (need_tokenizer) {
-    fail("'{}' has no tokenizer.json (pass token ids with --ids instead of text)", mo.model_dir);
+  try {
+    eng->tokenizer = load_tokenizer(mo.model_dir);
+  } catch (const Error&) {
+    if (need_tokenizer) throw;  // token ids given: the vocabulary is not needed
   }
+  if (!eng->tokenizer && need_tokenizer)
+    fail("'{}' has no tokenizer (pass token ids with --ids instead of text)", mo.model_dir);
 
   if (comm.distributed()) {
     const std::vector<uint64_t> prints =

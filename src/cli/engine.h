@@ -37,6 +37,10 @@ struct Engine {
   bool is_root() const { return comm->is_root(); }
 };
 
+// The tokenizer of a model folder (tokenizer.json) or GGUF file (its tokenizer.huggingface.json
+// or tokenizer.ggml.* vocabulary); nullopt when it has none, sy::Error when it is malformed.
+std::optional<Tokenizer> load_tokenizer(const std::string& model_path);
+
 // Loads the model (under mpirun: this rank's experts only, after checking that every rank
 // sees the same model and that the placement fits the ranks) and builds the runtime.
 std::unique_ptr<Engine> open_engine(const ModelOptions& model, const CapacityOptions& capacity,

@@ -63,6 +63,7 @@ int main(int argc, char** argv) {
   sy::cli::register_export(app);
   sy::cli::register_quantize(app);
   sy::cli::register_profile_neurons(app);
+  sy::cli::register_tokenize(app);
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
     for (const CLI::App* sub : app.get_subcommands({})) known |= sub->get_name() == argv[1];

@@ -183,7 +183,9 @@ void quantize_activations(DType wtype, const float* x, int64_t n, int64_t ldx, i
         const int q = int(std::lround(xr[b * 32 + k] * id));
         qr[b * 32 + k] = a->unsigned_q ? uint8_t(q + 128) : uint8_t(int8_t(q));
       }
-      std::fill_n(a->scale.data() + size_t(j) * padded / 4 + size_t(b) * 8, 8, d);
+      // The scale as ggml's block_q8_0 stores it (f16), so sums match llama.cpp's.
+      std::fill_n(a->scale.data() + size_t(j) * padded / 4 + size_t(b) * 8, 8,
+                  f16_to_f32(f32_to_f16(d)));
     }
     if (!a->unsigned_q)
       for (size_t lane = 0; lane < padded / 4; ++lane) {

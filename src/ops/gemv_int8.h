@@ -18,7 +18,8 @@ namespace sy::ops::detail {
 bool int8_dot_enabled();
 
 // Activation rows quantized for the int8 kernel of one weight type: per block of 32 values,
-// d = max|x| / 127 and q = round(x / d), as ggml's quantize_row_q8_0.
+// d = max|x| / 127 and q = round(x / d), with d kept as f16 as ggml's block_q8_0 keeps it (so
+// Q4_0 logits equal llama.cpp's to float rounding: bench/results/llama_cpp_agreement.md).
 struct Int8Activations {
   int64_t n = 0;
   int64_t cols = 0;           // a multiple of 32

@@ -81,6 +81,10 @@ open(sys.argv[2], "wb").write(b.replace(b"tokenizer.huggingface.json", b"tokeniz
 PY
 c=$("$sy" generate -m "$work/ggml_vocab.gguf" -p "a b c" -n 12 2>"$work/err" | head -1)
 if [ -n "$a" ] && [ "$a" = "$c" ]; then pass "generate through tokenizer.ggml.*" "$c"; else fail "generate through tokenizer.ggml.*" "'$a' vs '$c' $(tail -1 "$work/err")"; fi
+text="In the beginning 1234, it's  two  spaces and café"
+t1=$("$sy" tokenize -m "$work/mixtral" --text "$text" 2>&1)
+t2=$("$sy" tokenize -m "$work/ggml_vocab.gguf" --text "$text" 2>&1)
+if [ -n "$t1" ] && [ "$t1" = "$t2" ]; then pass "tokenize through tokenizer.ggml.*" "$t2"; else fail "tokenize through tokenizer.ggml.*" "'$t1' vs '$t2'"; fi
 
 expect() {  # expect NAME NEEDLE -- command...
   local name="$1" needle="$2"
@@ -107,5 +111,6 @@ for t in Q8_0 Q4_0; do
   same "qwen2_moe $t: offloaded experts vs resident (bit for bit)" "$work/qwen2_moe.$t.int8.npy" "$work/off.$t.npy" 0
 done
 expect "unknown type" "choose F32, F16, BF16, Q8_0 or Q4_0" -- "$sy" quantize -m "$work/mixtral" -o "$work/x.gguf" -t Q5_K
+expect "tokenize without text" "give the text" -- "$sy" tokenize -m "$work/mixtral"
 echo "test_gguf_model: $failures failure(s)"
 [ "$failures" -eq 0 ]
