@@ -8,11 +8,11 @@
 #    make-tiny tokenizer.
 # Writes a Markdown table (default bench/results/llama_cpp_agreement.md).
 #
-#   bench/peer/check_llama_cpp.sh [--types F32,BF16,Q8_0,Q4_0] [--out FILE.md]
+#   bench/peer/check_llama_cpp.sh [--types F32,BF16,Q8_0,Q4_0,Q4_K_M,Q6_K] [--out FILE.md]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-types=F32,BF16,Q8_0,Q4_0
+types=F32,BF16,Q8_0,Q4_0,Q4_K_M,Q6_K
 out="$root/bench/results/llama_cpp_agreement.md"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -31,15 +31,15 @@ work="${CHECK_WORK:-$(mktemp -d)}"
 mkdir -p "$work"
 ids=1,7,22,3,50,9,9,31,4,17,2,40,40,12,250,251,5,6,77,100
 # OLMoE as published has no GQA; llama.cpp sizes its k_norm for that (n_embd).
-declare -A extra=([mixtral]="" [qwen2_moe]="--shared-ffn 32" [qwen3_moe]="--head-dim 32" [olmoe]="--kv-heads 4")
+declare -A extra=([mixtral]="" [qwen2_moe]="--shared-ffn 256" [qwen3_moe]="--head-dim 32" [olmoe]="--kv-heads 4")
 IFS=, read -r -a type_list <<< "$types"
 
 {
   echo "# Switchyard vs llama.cpp: agreement on the same GGUF files"
   echo
   echo "Made by \`bench/peer/check_llama_cpp.sh\`. llama.cpp: node-llama-cpp 3.22.1's prebuilt CPU"
-  echo "build from npm. Models: \`make-tiny --family F --vocab 300 --layers 2\` (random weights),"
-  echo "written by \`switchyard quantize --type T\`; ${ids//,/ } as token ids (${#ids} chars), no BOS."
+  echo "build from npm. Models: \`make-tiny --family F --vocab 300 --layers 2 --hidden 256 --expert-ffn 256\`"
+  echo "(random weights), written by \`switchyard quantize --type T\`; token ids ${ids//,/ }, no BOS."
   echo "Relative RMS = RMS(Switchyard - llama.cpp) / RMS(llama.cpp) over all positions' logits."
   echo
   echo "| family | weights | positions x vocab | max abs diff | relative RMS | same top-1 |"
@@ -48,7 +48,7 @@ IFS=, read -r -a type_list <<< "$types"
 for fam in mixtral qwen2_moe qwen3_moe olmoe; do
   m="$work/$fam"
   # shellcheck disable=SC2086
-  [ -d "$m" ] || "$sy" make-tiny --out "$m" --family "$fam" --dtype BF16 --vocab 300 --layers 2 \
+  [ -d "$m" ] || "$sy" make-tiny --out "$m" --family "$fam" --dtype BF16 --vocab 300 --layers 2 --hidden 256 --expert-ffn 256 \
     ${extra[$fam]} > /dev/null
   for t in "${type_list[@]}"; do
     g="$work/$fam.$t.gguf"

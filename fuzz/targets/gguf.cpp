@@ -81,14 +81,14 @@ void write_seeds(const std::string& dir) {
   // Whole models: the synthetic checkpoints of the families GGUF supports, as quantize writes
   // them.
   for (const auto& seed : seed_checkpoints()) {
-    for (GgmlType t : {GgmlType::F32, GgmlType::Q8_0}) {
+    for (const char* t : {"F32", "Q8_0", "Q4_K_M"}) {
       const std::string out = scratch_dir() + "/seed.gguf";
       try {
-        model::export_gguf(write_seed_checkpoint(seed), out, t);
+        model::export_gguf(write_seed_checkpoint(seed), out, model::parse_gguf_export_type(t));
       } catch (const Error&) {
         continue;  // a family or layout GGUF does not carry
       }
-      write_seed(dir, seed.name + "." + std::string(ggml_type_name(t)) + ".gguf", read_file(out));
+      write_seed(dir, seed.name + "." + t + ".gguf", read_file(out));
     }
   }
 }

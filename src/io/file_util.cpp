@@ -55,12 +55,20 @@ int write_all(int fd, const char* p, size_t left) {
 }
 
 // Standard output, a device, a FIFO: written where it is.
-void write_in_place(const std::string& path, const char* data, size_t size) {
+void write_in_place(const std::string& path, const ChunkProducer& produce) {
   const bool to_stdout = path == "-";
   if (to_stdout) std::fflush(stdout);  // keep the order of earlier buffered output
   const int fd = to_stdout ? STDOUT_FILENO : ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) fail("cannot open '{}' for writing: {}", path, std::strerror(errno));
-  const int err = write_all(fd, data, size);
+  int err = 0;
+  try {
+    produce([&](const void* data, size_t size) {
+      if (!err) err = write_all(fd, static_cast<const char*>(data), size);
+    });
+  } catch (...) {
+    if (!to_stdout) ::close(fd);
+    throw;
+  }
   const int close_err = to_stdout ? 0 : (::close(fd) != 0 ? errno : 0);
   if (err || close_err)
     fail("error writing '{}': {}", to_stdout ? "standard output" : path,
@@ -69,10 +77,9 @@ void write_in_place(const std::string& path, const char* data, size_t size) {
 
 }  // namespace
 
-void write_file_atomic(const std::string& path_arg, const void* data, size_t size) {
-  const auto* bytes = static_cast<const char*>(data);
+void write_file_atomic_chunks(const std::string& path_arg, const ChunkProducer& produce) {
   std::string path = path_arg;
-  if (path == "-") return write_in_place(path, bytes, size);
+  if (path == "-") return write_in_place(path, produce);
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
     std::error_code ec;
@@ -81,27 +88,41 @@ void write_file_atomic(const std::string& path_arg, const void* data, size_t siz
   }
   if (::stat(path.c_str(), &st) == 0) {
     if (S_ISDIR(st.st_mode)) fail("cannot write '{}': it is a directory", path_arg);
-    if (!S_ISREG(st.st_mode)) return write_in_place(path, bytes, size);
+    if (!S_ISREG(st.st_mode)) return write_in_place(path, produce);
   }
   std::string tmp = path + ".tmp.XXXXXX";
   int fd = mkstemp(tmp.data());
   if (fd < 0) fail("cannot create a temporary file beside '{}': {}", path, std::strerror(errno));
-  if (const int err = write_all(fd, bytes, size)) {
+  int err = 0;
+  try {
+    produce([&](const void* data, size_t size) {
+      if (!err) err = write_all(fd, static_cast<const char*>(data), size);
+    });
+  } catch (...) {  // the producer failed: no half-written file stays behind
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  if (err) {
     ::close(fd);
     ::unlink(tmp.c_str());
     fail("error writing '{}': {}", path, std::strerror(err));
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const int err = errno;
+    err = errno;
     ::unlink(tmp.c_str());
     fail("error flushing '{}': {}", path, std::strerror(err));
   }
   ::chmod(tmp.c_str(), 0644);
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
+    err = errno;
     ::unlink(tmp.c_str());
     fail("cannot move the new file into place at '{}': {}", path, std::strerror(err));
   }
+}
+
+void write_file_atomic(const std::string& path, const void* data, size_t size) {
+  write_file_atomic_chunks(path, [&](const ChunkSink& sink) { sink(data, size); });
 }
 
 void write_text_file_atomic(const std::string& path, const std::string& text) {

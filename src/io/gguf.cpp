@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <set>
 
 #include "io/file_util.h"
@@ -435,25 +436,42 @@ void GgufWriter::set_int32s(const std::string& key, const std::vector<int32_t>& 
   for (int32_t x : v) put(kv_, x);
 }
 
-void GgufWriter::add_tensor(const std::string& name, GgmlType type,
-                            const std::vector<int64_t>& dims, const void* bytes, size_t nbytes) {
+void GgufWriter::check_tensor(const std::string& name, GgmlType type,
+                              const std::vector<int64_t>& dims) const {
   const auto traits = ggml_type_traits(uint32_t(type));
   SY_ASSERT_MSG(
       traits && !dims.empty() && dims.size() <= size_t(kMaxDims) && dims[0] % traits->block == 0,
       "GgufWriter::add_tensor: bad type or dims");
-  int64_t numel = 1;
-  for (int64_t d : dims) numel *= d;
-  if (size_t(numel / traits->block) * traits->block_bytes != nbytes)
-    fail("GGUF tensor '{}': {} bytes given; {} of {} elements need {}", name, nbytes, traits->name,
-         numel, size_t(numel / traits->block) * traits->block_bytes);
   if (name.empty() || name.size() > kMaxTensorName)
     fail("GGUF tensor name '{}' must be 1 to {} bytes", name, kMaxTensorName);
   for (const Tensor& t : tensors_)
     if (t.name == name) fail("GGUF tensor '{}' added twice", name);
-  tensors_.push_back({name, type, dims, std::string(static_cast<const char*>(bytes), nbytes)});
 }
 
-std::string GgufWriter::serialize() const {
+size_t GgufWriter::tensor_bytes(GgmlType type, const std::vector<int64_t>& dims) const {
+  const auto traits = ggml_type_traits(uint32_t(type));
+  int64_t numel = 1;
+  for (int64_t d : dims) numel *= d;
+  return size_t(numel / traits->block) * traits->block_bytes;
+}
+
+void GgufWriter::add_tensor(const std::string& name, GgmlType type,
+                            const std::vector<int64_t>& dims, const void* bytes, size_t nbytes) {
+  check_tensor(name, type, dims);
+  if (tensor_bytes(type, dims) != nbytes)
+    fail("GGUF tensor '{}': {} bytes given; {} needs {}", name, nbytes,
+         ggml_type_traits(uint32_t(type))->name, tensor_bytes(type, dims));
+  auto copy = std::make_shared<std::string>(static_cast<const char*>(bytes), nbytes);
+  tensors_.push_back({name, type, dims, nbytes, [copy](std::string& out) { out += *copy; }});
+}
+
+void GgufWriter::add_tensor(const std::string& name, GgmlType type,
+                            const std::vector<int64_t>& dims, TensorProducer produce) {
+  check_tensor(name, type, dims);
+  tensors_.push_back({name, type, dims, tensor_bytes(type, dims), std::move(produce)});
+}
+
+std::string GgufWriter::head() const {
   std::string out;
   put<uint32_t>(out, kMagic);
   put<uint32_t>(out, 3);
@@ -468,19 +486,33 @@ std::string GgufWriter::serialize() const {
     for (int64_t d : t.dims) put<int64_t>(out, d);
     put<uint32_t>(out, uint32_t(t.type));
     put<uint64_t>(out, offset);
-    offset = pad(offset + t.bytes.size());
+    offset = pad(offset + t.nbytes);
   }
   out.resize(size_t(pad(out.size())), '\0');
+  return out;
+}
+
+void GgufWriter::stream(const std::function<void(const void*, size_t)>& sink) const {
+  const std::string h = head();
+  sink(h.data(), h.size());
+  std::string data;  // one tensor at a time
   for (const Tensor& t : tensors_) {
-    out += t.bytes;
-    out.resize(size_t(pad(out.size())), '\0');
+    data.clear();
+    t.produce(data);
+    SY_ASSERT_MSG(data.size() == t.nbytes, "GgufWriter: a tensor producer wrote the wrong size");
+    data.resize((data.size() + alignment_ - 1) / alignment_ * alignment_, '\0');
+    sink(data.data(), data.size());
   }
+}
+
+std::string GgufWriter::serialize() const {
+  std::string out;
+  stream([&](const void* p, size_t n) { out.append(static_cast<const char*>(p), n); });
   return out;
 }
 
 void GgufWriter::write(const std::string& path) const {
-  const std::string bytes = serialize();
-  write_file_atomic(path, bytes.data(), bytes.size());
+  write_file_atomic_chunks(path, [&](const ChunkSink& sink) { stream(sink); });
 }
 
 }  // namespace sy::io

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -114,8 +115,14 @@ class GgufWriter {
   // `dims` innermost first; `bytes` must be what `type` needs for them. The data is copied.
   void add_tensor(const std::string& name, GgmlType type, const std::vector<int64_t>& dims,
                   const void* bytes, size_t nbytes);
+  // The same with the data made only when the file is written (one tensor in memory at a
+  // time): `produce` appends exactly the bytes `type` needs for `dims` to its argument.
+  using TensorProducer = std::function<void(std::string& out)>;
+  void add_tensor(const std::string& name, GgmlType type, const std::vector<int64_t>& dims,
+                  TensorProducer produce);
   std::string serialize() const;
-  // Atomically (a temporary file renamed into place): never a half-written file.
+  // Atomically (a temporary file renamed into place): never a half-written file. Streams the
+  // tensors, so memory holds one tensor at a time.
   void write(const std::string& path) const;
 
  private:
@@ -127,8 +134,15 @@ class GgufWriter {
     std::string name;
     GgmlType type;
     std::vector<int64_t> dims;
-    std::string bytes;
+    size_t nbytes;
+    TensorProducer produce;
   };
+  void check_tensor(const std::string& name, GgmlType type, const std::vector<int64_t>& dims) const;
+  size_t tensor_bytes(GgmlType type, const std::vector<int64_t>& dims) const;
+  // Everything before the first tensor's data (header, metadata, tensor infos, padding).
+  std::string head() const;
+  // Each piece of the file in order, to `sink`.
+  void stream(const std::function<void(const void*, size_t)>& sink) const;
   std::vector<Tensor> tensors_;
 };
 

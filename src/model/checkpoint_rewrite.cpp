@@ -64,6 +64,8 @@ void scale_element(DType dtype, const uint8_t* src, uint8_t* dst, float scale) {
     }
     case DType::Q8_0:  // block types scale per block, not per element
     case DType::Q4_0:
+    case DType::Q4_K:
+    case DType::Q6_K:
       break;
   }
   fail("cannot scale dtype {}", dtype_name(dtype));

@@ -33,23 +33,20 @@ const char* arch_name(const ModelConfig& c) {
   }
 }
 
-// ggml's general.file_type for a model mostly of `t`.
-uint32_t file_type(GgmlType t) {
-  switch (t) {
-    case GgmlType::F32:
-      return 0;
-    case GgmlType::F16:
-      return 1;
-    case GgmlType::Q4_0:
-      return 2;
-    case GgmlType::Q8_0:
-      return 7;
-    case GgmlType::BF16:
-      return 32;
-    default:
-      SY_ASSERT_MSG(false, "file_type: not an export type");
-      return 0;
-  }
+bool is_quantized(GgmlType t) {
+  return t != GgmlType::F32 && t != GgmlType::F16 && t != GgmlType::BF16;
+}
+
+// llama.cpp's Q4_K_M rule for attn_v and ffn_down (llama-quant.cpp's use_more_bits): Q6_K in
+// the first and last eighth of the layers and every third layer between, Q4_K elsewhere.
+bool use_more_bits(int64_t layer, int64_t layers) {
+  return layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2;
+}
+
+// The layer of a "blk.N." tensor name, or -1.
+int64_t layer_of(const std::string& name) {
+  if (name.rfind("blk.", 0) != 0) return -1;
+  return std::stoll(name.substr(4, name.find('.', 4) - 4));
 }
 
 // The inverse of gguf_checkpoint.cpp's unpermuted_row: HF row r is stored at row `stored`.
@@ -62,50 +59,66 @@ int64_t permuted_row(int64_t r, int64_t rows, int64_t heads) {
 
 class Writer {
  public:
-  Writer(const io::TensorStore& store, GgmlType type) : store_(store), type_(type) {}
+  Writer(const io::TensorStore& store, const GgufExportType& type, int64_t layers)
+      : store_(store), type_(type), layers_(layers) {}
+
+  // The type a quantizable tensor is stored in: the export type (Q4_K_M: per llama.cpp's
+  // mix), or the nearest smaller-block type when its rows do not hold whole blocks.
+  GgmlType type_for(const std::string& name, int64_t cols) const {
+    GgmlType t = type_.base;
+    if (type_.q4_k_m) {
+      const bool more =
+          name.find("attn_v.") != std::string::npos || name.find("ffn_down") != std::string::npos;
+      if (name == "output.weight" || (more && use_more_bits(layer_of(name), layers_)))
+        t = GgmlType::Q6_K;
+    }
+    for (GgmlType fallback : {t, GgmlType::Q8_0, GgmlType::F16}) {
+      if (t == GgmlType::F32) return t;
+      if (cols % ggml_type_traits(uint32_t(fallback))->block == 0) return fallback;
+    }
+    return GgmlType::F16;
+  }
 
   // Rows of HF tensors, stacked in order (experts), optionally row-permuted, as `name`.
   // `quantize`: store in the chosen type when the rows allow it, else F32 (norms, routers).
+  // The data is converted when the file is written, one tensor at a time.
   void add(const std::string& name, const std::vector<const io::TensorInfo*>& parts, bool quantize,
            int64_t permute_heads = 0, std::vector<int64_t> dims = {}) {
     const int64_t cols = parts[0]->shape.back();
-    int64_t rows_each = parts[0]->numel() / cols;
-    std::vector<float> x;
-    x.reserve(size_t(rows_each * cols) * parts.size());
+    const int64_t rows_each = parts[0]->numel() / cols;
     for (const io::TensorInfo* t : parts) {
       if (!t->dtype)
         fail("tensor '{}' has dtype {}; export reads F32, F16 or BF16", t->name, t->dtype_name);
       if (t->shape.back() != cols || t->numel() / cols != rows_each)
         fail("tensor '{}' does not match the shape of its stack", t->name);
-      std::vector<float> v(size_t(t->numel()));
-      to_f32(*t->dtype, t->data, v.data(), v.size());
-      if (permute_heads) {  // HF row r is stored at row permuted_row(r)
-        std::vector<float> p(v.size());
-        for (int64_t r = 0; r < rows_each; ++r)
-          std::copy(v.begin() + r * cols, v.begin() + (r + 1) * cols,
-                    p.begin() + permuted_row(r, rows_each, permute_heads) * cols);
-        x.insert(x.end(), p.begin(), p.end());
-      } else {
-        x.insert(x.end(), v.begin(), v.end());
-      }
     }
-    GgmlType t = GgmlType::F32;
-    if (quantize) {
-      const int64_t block = ggml_type_traits(uint32_t(type_))->block;
-      t = cols % block == 0 ? type_ : (type_ == GgmlType::F32 ? GgmlType::F32 : GgmlType::F16);
-      if (t == type_ && type_ != GgmlType::F32) ++quantized_;
-    }
-    const int64_t rows = int64_t(x.size()) / cols;
-    const size_t row_bytes = ggml_row_bytes(t, cols);
-    std::vector<uint8_t> bytes(row_bytes * size_t(rows));
-    for (int64_t r = 0; r < rows; ++r)
-      quantize_row(t, x.data() + r * cols, bytes.data() + size_t(r) * row_bytes, cols);
+    const GgmlType t = quantize ? type_for(name, cols) : GgmlType::F32;
+    if (quantize && t != GgmlType::F32) ++quantized_;
     if (dims.empty()) {
       dims = {cols, rows_each};
       if (parts.size() > 1) dims.push_back(int64_t(parts.size()));
       if (parts[0]->shape.size() == 1) dims = {cols};
     }
-    out.add_tensor(name, t, dims, bytes.data(), bytes.size());
+    out.add_tensor(name, t, dims, [parts, cols, rows_each, permute_heads, t](std::string& bytes) {
+      const size_t row_bytes = ggml_row_bytes(t, cols);
+      std::vector<float> v, p;
+      for (const io::TensorInfo* part : parts) {  // one expert in float at a time
+        v.resize(size_t(part->numel()));
+        to_f32(*part->dtype, part->data, v.data(), v.size());
+        const float* x = v.data();
+        if (permute_heads) {  // HF row r is stored at row permuted_row(r)
+          p.resize(v.size());
+          for (int64_t r = 0; r < rows_each; ++r)
+            std::copy(v.begin() + r * cols, v.begin() + (r + 1) * cols,
+                      p.begin() + permuted_row(r, rows_each, permute_heads) * cols);
+          x = p.data();
+        }
+        const size_t at = bytes.size();
+        bytes.resize(at + row_bytes * size_t(rows_each));
+        for (int64_t r = 0; r < rows_each; ++r)
+          quantize_row(t, x + r * cols, bytes.data() + at + size_t(r) * row_bytes, cols);
+      }
+    });
     ++tensors_;
   }
   void add(const std::string& name, const std::string& hf_name, bool quantize,
@@ -118,19 +131,27 @@ class Writer {
 
  private:
   const io::TensorStore& store_;
-  GgmlType type_;
+  GgufExportType type_;
+  int64_t layers_;
 };
 
 }  // namespace
 
-GgmlType parse_gguf_export_type(const std::string& name) {
-  for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0})
-    if (name == ggml_type_name(t)) return t;
-  fail("--type {}: choose F32, F16, BF16, Q8_0 or Q4_0", name);
+GgufExportType parse_gguf_export_type(const std::string& name) {
+  // general.file_type values: llama.cpp's LLAMA_FTYPE_MOSTLY_*.
+  if (name == "F32") return {name, GgmlType::F32, false, 0};
+  if (name == "F16") return {name, GgmlType::F16, false, 1};
+  if (name == "BF16") return {name, GgmlType::BF16, false, 32};
+  if (name == "Q8_0") return {name, GgmlType::Q8_0, false, 7};
+  if (name == "Q4_0") return {name, GgmlType::Q4_0, false, 2};
+  if (name == "Q4_K" || name == "Q4_K_S") return {name, GgmlType::Q4_K, false, 14};
+  if (name == "Q4_K_M") return {name, GgmlType::Q4_K, true, 15};
+  if (name == "Q6_K") return {name, GgmlType::Q6_K, false, 18};
+  fail("--type {}: choose F32, F16, BF16, Q8_0, Q4_0, Q4_K (= Q4_K_S), Q4_K_M or Q6_K", name);
 }
 
 GgufExportSummary export_gguf(const std::string& model_dir, const std::string& out_path,
-                              GgmlType type) {
+                              const GgufExportType& type) {
   const ModelConfig c = load_config(model_dir);
   const std::string a = arch_name(c);
   for (bool moe : c.layer_is_moe)
@@ -147,16 +168,15 @@ GgufExportSummary export_gguf(const std::string& model_dir, const std::string& o
          model_dir);
   io::check_output_path(out_path, "--out");
   const io::TensorStore store = io::TensorStore::open(model_dir);
-  Writer w(store, type);
+  Writer w(store, type, c.num_layers);
   io::GgufWriter& g = w.out;
   GgufExportSummary summary;
   const std::string p = a + ".";
   g.set_string("general.architecture", a);
   g.set_string("general.name", std::filesystem::path(model_dir).filename().string());
   g.set_uint32("general.alignment", 32);
-  g.set_uint32("general.file_type", file_type(type));
-  if (type == GgmlType::Q8_0 || type == GgmlType::Q4_0)
-    g.set_uint32("general.quantization_version", 2);
+  g.set_uint32("general.file_type", type.file_type);
+  if (is_quantized(type.base)) g.set_uint32("general.quantization_version", 2);
   g.set_uint32(p + "context_length", uint32_t(c.max_position_embeddings));
   g.set_uint32(p + "embedding_length", uint32_t(c.hidden_size));
   g.set_uint32(p + "block_count", uint32_t(c.num_layers));
@@ -246,11 +266,11 @@ GgufExportSummary export_gguf(const std::string& model_dir, const std::string& o
               false, 0, {c.hidden_size});
     }
   }
-  const std::string bytes = g.serialize();
-  io::write_file_atomic(out_path, bytes.data(), bytes.size());
+  g.write(out_path);  // streamed: one tensor converted and in memory at a time
   summary.tensors = w.tensors_;
   summary.quantized = w.quantized_;
-  summary.bytes = bytes.size();
+  std::error_code ec;
+  summary.bytes = out_path == "-" ? 0 : uint64_t(std::filesystem::file_size(out_path, ec));
   return summary;
 }
 

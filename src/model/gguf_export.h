@@ -18,12 +18,22 @@ struct GgufExportSummary {
   std::string vocab_note;  // why no tokenizer.ggml.* vocabulary was written; empty when it was
 };
 
-// `type`: F32, F16, BF16, Q8_0 or Q4_0. Matrices whose rows are not a multiple of the type's
-// block stay F16 (F32 for F32). Written atomically: never a half-written file.
-GgufExportSummary export_gguf(const std::string& model_dir, const std::string& out_path,
-                              GgmlType type);
+// What the weight matrices are stored as: one ggml type, or llama.cpp's Q4_K_M mix (Q4_K, with
+// Q6_K for output.weight and for attn_v / ffn_down in the layers llama.cpp gives more bits).
+struct GgufExportType {
+  std::string name;  // as given: "Q4_K_M"
+  GgmlType base = GgmlType::Q8_0;
+  bool q4_k_m = false;
+  uint32_t file_type = 7;  // general.file_type (llama.cpp's LLAMA_FTYPE_MOSTLY_*)
+};
 
-// "Q8_0" -> GgmlType::Q8_0, for the types export_gguf writes; sy::Error naming the choices.
-GgmlType parse_gguf_export_type(const std::string& name);
+// Matrices whose rows are not a multiple of the type's block fall back to Q8_0, then F16 (F32
+// stays F32). Written atomically (never a half-written file) and streamed: one tensor is
+// converted and held in memory at a time.
+GgufExportSummary export_gguf(const std::string& model_dir, const std::string& out_path,
+                              const GgufExportType& type);
+
+// "Q8_0", "Q4_K_M", ... for the types export_gguf writes; sy::Error naming the choices.
+GgufExportType parse_gguf_export_type(const std::string& name);
 
 }  // namespace sy::model

@@ -1,9 +1,11 @@
 // AVX-512 VNNI kernels of gemv_int8.h. vpdpbusd multiplies unsigned by signed bytes, so each
 // format puts its unsigned operand first and folds the offset into the int32 start value:
-//   Q8_0: (a + 128) * w summed, started at -128 * sum(w)  -> sum(a * w)
-//   Q4_0: q * a summed (q = nibble, 0..15), started at -8 * sum(a)  -> sum((q - 8) * a)
-// Each zmm holds two blocks (int32 lanes 0-7 the first, 8-15 the second); their sums are
-// converted to float and scaled by d_w * d_a lane-wise.
+//   Q8_0: (a + 128) * w summed, started at -128 * sum(w)    -> sum(a * w)
+//   Q4_0: q * a summed (q = nibble, 0..15), started at -8 * sum(a)   -> sum((q - 8) * a)
+//   Q6_K: q * a summed (q = 6 bits, 0..63), started at -32 * sum(a)  -> sum((q - 32) * a)
+//   Q4_K: q * a summed; its min term dmin * m * sum(a) is subtracted in float
+// Each zmm holds 64 weights (int32 lanes 0-7 the first 32, 8-15 the next 32); the lanes' sums
+// are converted to float and scaled lane-wise by the weight scale times the activation scale.
 #include "ops/gemv_int8.h"
 
 // GCC 12 flags the intrinsics' own _mm512_undefined_* placeholders (inside reduce / insert /
@@ -16,6 +18,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "util/dtype.h"
 #include "util/error.h"
@@ -33,79 +36,172 @@ bool cpu_has_vnni() {
          __builtin_cpu_supports("avx512vnni");
 }
 
-struct Q8Format {
-  static constexpr size_t kBytes = 34;  // {f16 d, i8 q[32]}
-  // Blocks b0 and b1 (b1 may be absent: zeros) as 64 signed bytes.
-  SY_VNNI static __m512i Load(const uint8_t* b0, const uint8_t* b1) {
-    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + 2));
-    const __m256i hi =
-        b1 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b1 + 2)) : _mm256_setzero_si256();
-    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-  }
-};
-
-struct Q4Format {
-  static constexpr size_t kBytes = 18;  // {f16 d, u8 q[16]}: value j = low nibble of q[j],
-                                        // value 16 + j = its high nibble
-  // Blocks b0 and b1 as 64 unsigned nibbles, each block's values in order.
-  SY_VNNI static __m512i Load(const uint8_t* b0, const uint8_t* b1) {
-    const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + 2));
-    const __m128i q1 =
-        b1 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b1 + 2)) : _mm_setzero_si128();
-    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
-    const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(both), _mm256_srli_epi16(both, 4),
-                                         1);  // lo0 lo1 hi0 hi1
-    const __m512i nibbles = _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
-    return _mm512_shuffle_i64x2(nibbles, nibbles, _MM_SHUFFLE(3, 1, 2, 0));  // lo0 hi0 lo1 hi1
-  }
-};
-
-SY_VNNI inline float Half(const uint8_t* blk) {
+SY_VNNI inline float Half(const uint8_t* p) {
   uint16_t h;
-  std::memcpy(&h, blk, 2);
+  std::memcpy(&h, p, 2);
   return _cvtsh_ss(h);
 }
+
+SY_VNNI inline __m512 TwoScales(float lo, float hi) {  // lanes 0-7 lo, 8-15 hi
+  return _mm512_mask_broadcastss_ps(_mm512_set1_ps(lo), __mmask16(0xFF00), _mm_set_ss(hi));
+}
+
+SY_VNNI inline __m512i Join(__m256i lo, __m256i hi) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+// 64 weights of a row ("pair" p: values 64p .. 64p + 63) as bytes, with per-lane scales.
+struct Pair {
+  __m512i w;
+  __m512 scale;  // the weight scale of each int32 lane's 4 values
+  __m512 min;    // Q4_K: dmin * m of each lane's sub-block
+};
+
+struct Q8Format {                    // {f16 d, i8 q[32]}: signed weights
+  static constexpr int kOffset = 0;  // (uses the a + 128 form instead)
+  static constexpr bool kMin = false;
+  SY_VNNI static Pair Load(const uint8_t* row, size_t p, size_t blocks) {
+    const uint8_t* b0 = row + 2 * p * 34;
+    const bool two = 2 * p + 1 < blocks;
+    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + 2));
+    const __m256i hi = two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + 36))
+                           : _mm256_setzero_si256();
+    return {Join(lo, hi), TwoScales(Half(b0), two ? Half(b0 + 34) : 0.0f), _mm512_setzero_ps()};
+  }
+  static const uint8_t* Prefetch(const uint8_t* row, size_t p) { return row + (2 * p + 16) * 34; }
+};
+
+struct Q4Format {  // {f16 d, u8 q[16]}: value j = low nibble of q[j], 16 + j its high nibble
+  static constexpr int kOffset = -8;
+  static constexpr bool kMin = false;
+  SY_VNNI static Pair Load(const uint8_t* row, size_t p, size_t blocks) {
+    const uint8_t* b0 = row + 2 * p * 18;
+    const bool two = 2 * p + 1 < blocks;
+    const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + 2));
+    const __m128i q1 =
+        two ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + 20)) : _mm_setzero_si128();
+    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
+    const __m512i z = _mm512_and_si512(Join(both, _mm256_srli_epi16(both, 4)),
+                                       _mm512_set1_epi8(0x0F));   // lo0 lo1 hi0 hi1
+    return {_mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0)),  // lo0 hi0 lo1 hi1
+            TwoScales(Half(b0), two ? Half(b0 + 18) : 0.0f), _mm512_setzero_ps()};
+  }
+  static const uint8_t* Prefetch(const uint8_t* row, size_t p) { return row + (2 * p + 32) * 18; }
+};
+
+// Q4_K: 256 values {f16 d, f16 dmin, 12 bytes of 6-bit scales / mins, u8 qs[128]}; pair g of a
+// super-block is qs[32g .. 32g + 31]: low nibbles sub-block 2g, high nibbles 2g + 1.
+struct Q4KFormat {
+  static constexpr int kOffset = 0;
+  static constexpr bool kMin = true;
+  static void ScaleMin(int j, const uint8_t* q, int* sc, int* m) {  // ggml's get_scale_min_k4
+    if (j < 4) {
+      *sc = q[j] & 63;
+      *m = q[j + 4] & 63;
+    } else {
+      *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+      *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+  }
+  SY_VNNI static Pair Load(const uint8_t* row, size_t p, size_t /*blocks*/) {
+    const uint8_t* blk = row + (p / 4) * 144;
+    const int g = int(p % 4);
+    const float d = Half(blk), dmin = Half(blk + 2);
+    int sc0, m0, sc1, m1;
+    ScaleMin(2 * g, blk + 4, &sc0, &m0);
+    ScaleMin(2 * g + 1, blk + 4, &sc1, &m1);
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * g));
+    const __m512i w = _mm512_and_si512(Join(q, _mm256_srli_epi16(q, 4)), _mm512_set1_epi8(0x0F));
+    return {w, TwoScales(d * float(sc0), d * float(sc1)),
+            TwoScales(dmin * float(m0), dmin * float(m1))};
+  }
+  static const uint8_t* Prefetch(const uint8_t* row, size_t p) { return row + (p / 4 + 2) * 144; }
+};
+
+// Q6_K: 256 values {u8 ql[128], u8 qh[64], i8 scales[16], f16 d}, two halves of 128; pair k of
+// a half: k = 0 values 0-63 (ql[0..63] low nibbles), k = 1 values 64-127 (high nibbles), the
+// top two bits from qh; a scale per 16 values.
+// Bits shift and shift + 1 of each byte of qh, moved to bits 4-5.
+SY_VNNI inline __m256i Top(__m256i qh, int shift) {
+  return _mm256_slli_epi16(
+      _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift)), _mm256_set1_epi8(3)), 4);
+}
+
+struct Q6KFormat {
+  static constexpr int kOffset = -32;
+  static constexpr bool kMin = false;
+  SY_VNNI static Pair Load(const uint8_t* row, size_t p, size_t /*blocks*/) {
+    const uint8_t* blk = row + (p / 4) * 210;
+    const int h = int(p % 4) / 2, k = int(p % 2);
+    const uint8_t* ql = blk + 64 * h;
+    const uint8_t* qh = blk + 128 + 32 * h;
+    const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+    const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+    const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256i lo, hi;
+    if (k == 0) {
+      lo = _mm256_or_si256(_mm256_and_si256(l0, m4), Top(hb, 0));
+      hi = _mm256_or_si256(_mm256_and_si256(l1, m4), Top(hb, 2));
+    } else {
+      lo = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), Top(hb, 4));
+      hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), Top(hb, 6));
+    }
+    // Scales 8h + 4k .. 8h + 4k + 3, each for 4 int32 lanes (16 values).
+    int32_t s4;
+    std::memcpy(&s4, blk + 192 + 8 * h + 4 * k, 4);
+    const __m128 sc = _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(s4)));
+    const __m512i spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    const __m512 scale = _mm512_mul_ps(_mm512_permutexvar_ps(spread, _mm512_castps128_ps512(sc)),
+                                       _mm512_set1_ps(Half(blk + 208)));
+    return {Join(lo, hi), scale, _mm512_setzero_ps()};
+  }
+  static const uint8_t* Prefetch(const uint8_t* row, size_t p) { return row + (p / 4 + 2) * 210; }
+};
 
 // R weight rows times NX activation rows (from row j0 of `a`).
 template <class F, int R, int NX>
 SY_VNNI void DotBlock(const uint8_t* w, size_t row_bytes, size_t blocks, const Int8Activations& a,
                       int64_t j0, float* y, size_t ldy) {
   constexpr bool kQ8 = std::is_same_v<F, Q8Format>;
-  const size_t padded = size_t(a.padded);
+  const size_t padded = size_t(a.padded), pairs = (blocks + 1) / 2;
   __m512 acc[R][NX];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int j = 0; j < NX; ++j) acc[r][j] = _mm512_setzero_ps();
   const __m512i k128 = _mm512_set1_epi8(char(0x80));
-  for (size_t b = 0; b < blocks; b += 2) {
-    const bool pair = b + 1 < blocks;
-    __m512i wv[R], start[R];
-    __m512 dw[R];
+  for (size_t p = 0; p < pairs; ++p) {
+    Pair wp[R];
+    __m512i start[R];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const uint8_t* b0 = w + size_t(r) * row_bytes + b * F::kBytes;
-      const uint8_t* b1 = pair ? b0 + F::kBytes : nullptr;
-      if (kQ8 || b % 4 == 0) __builtin_prefetch(b0 + 16 * F::kBytes, 0, 2);
-      wv[r] = F::Load(b0, b1);
-      dw[r] = _mm512_mask_broadcastss_ps(_mm512_set1_ps(Half(b0)), __mmask16(0xFF00),
-                                         _mm_set_ss(pair ? Half(b1) : 0.0f));
+      const uint8_t* row = w + size_t(r) * row_bytes;
+      __builtin_prefetch(F::Prefetch(row, p), 0, 2);
+      wp[r] = F::Load(row, p, blocks);
       if constexpr (kQ8)
         start[r] = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), k128, wv[r]));
+                                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), k128, wp[r].w));
     }
 #pragma GCC unroll 4
     for (int j = 0; j < NX; ++j) {
       const size_t row = size_t(j0 + j);
-      const __m512i av = _mm512_loadu_si512(a.q.data() + row * padded + b * 32);
-      const __m512 da = _mm512_loadu_ps(a.scale.data() + row * (padded / 4) + b * 8);
-      __m512i base_j = _mm512_setzero_si512();
-      if constexpr (!kQ8) base_j = _mm512_loadu_si512(a.base.data() + row * (padded / 4) + b * 8);
+      const __m512i av = _mm512_loadu_si512(a.q.data() + row * padded + p * 64);
+      const __m512 da = _mm512_loadu_ps(a.scale.data() + row * (padded / 4) + p * 16);
+      __m512i base = _mm512_setzero_si512();
+      __m512 sum_a = _mm512_setzero_ps();
+      if constexpr (!kQ8) {
+        const __m512i s = _mm512_loadu_si512(a.lane_sum.data() + row * (padded / 4) + p * 16);
+        if constexpr (F::kOffset != 0) base = _mm512_mullo_epi32(s, _mm512_set1_epi32(F::kOffset));
+        if constexpr (F::kMin) sum_a = _mm512_mul_ps(_mm512_cvtepi32_ps(s), da);
+      }
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        const __m512i t =
-            kQ8 ? _mm512_dpbusd_epi32(start[r], av, wv[r]) : _mm512_dpbusd_epi32(base_j, wv[r], av);
-        acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(dw[r], da), acc[r][j]);
+        const __m512i t = kQ8 ? _mm512_dpbusd_epi32(start[r], av, wp[r].w)
+                              : _mm512_dpbusd_epi32(base, wp[r].w, av);
+        acc[r][j] =
+            _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(wp[r].scale, da), acc[r][j]);
+        if constexpr (F::kMin) acc[r][j] = _mm512_fnmadd_ps(wp[r].min, sum_a, acc[r][j]);
       }
     }
   }
@@ -150,6 +246,11 @@ SY_VNNI void GemvRows(const WeightView& wv, int64_t row_begin, int64_t row_end,
     DotRows<F, 1>(w + size_t(r) * row_bytes, row_bytes, blocks, a, y + r, ldy);
 }
 
+// ggml's nearest_int: round half to even (as its float-magic trick does).
+int NearestInt(float v) {
+  return int(std::nearbyint(v));
+}
+
 }  // namespace
 
 bool int8_dot_enabled() {
@@ -163,35 +264,49 @@ bool int8_dot_enabled() {
 
 void quantize_activations(DType wtype, const float* x, int64_t n, int64_t ldx, int64_t cols,
                           Int8Activations* a) {
-  SY_ASSERT(is_block_type(wtype) && cols % 32 == 0 && n >= 0);
+  SY_ASSERT(is_block_type(wtype) && cols % dtype_block(wtype) == 0 && n >= 0);
   a->n = n;
   a->cols = cols;
   a->padded = (cols + 63) / 64 * 64;
   a->unsigned_q = wtype == DType::Q8_0;
-  const size_t padded = size_t(a->padded);
+  const bool k_quant = dtype_block(wtype) == 256;
+  const size_t padded = size_t(a->padded), lanes = padded / 4;
   a->q.assign(size_t(n) * padded, a->unsigned_q ? 128 : 0);
-  a->scale.assign(size_t(n) * padded / 4, 0.0f);
-  a->base.assign(a->unsigned_q ? 0 : size_t(n) * padded / 4, 0);
+  a->scale.assign(size_t(n) * lanes, 0.0f);
+  a->lane_sum.assign(a->unsigned_q ? 0 : size_t(n) * lanes, 0);
+  const int64_t span = k_quant ? 256 : 32;
   for (int64_t j = 0; j < n; ++j) {
     const float* xr = x + j * ldx;
     uint8_t* qr = a->q.data() + size_t(j) * padded;
-    for (int64_t b = 0; b < cols / 32; ++b) {
-      float amax = 0;
-      for (int k = 0; k < 32; ++k) amax = std::max(amax, std::abs(xr[b * 32 + k]));
-      const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-      for (int k = 0; k < 32; ++k) {
-        const int q = int(std::lround(xr[b * 32 + k] * id));
-        qr[b * 32 + k] = a->unsigned_q ? uint8_t(q + 128) : uint8_t(int8_t(q));
+    float* sr = a->scale.data() + size_t(j) * lanes;
+    for (int64_t b = 0; b < cols / span; ++b) {
+      const float* xb = xr + b * span;
+      float d;
+      if (k_quant) {  // ggml's block_q8_K: float d = max / -127 of the signed largest value
+        float amax = 0, max = 0;
+        for (int64_t k = 0; k < span; ++k)
+          if (std::abs(xb[k]) > amax) amax = std::abs(xb[k]), max = xb[k];
+        const float iscale = amax != 0 ? -127.0f / max : 0.0f;
+        for (int64_t k = 0; k < span; ++k)
+          qr[b * span + k] = uint8_t(int8_t(std::min(127, NearestInt(iscale * xb[k]))));
+        d = iscale != 0 ? 1.0f / iscale : 0.0f;
+      } else {  // ggml's block_q8_0: d = max|x| / 127, kept as f16
+        float amax = 0;
+        for (int64_t k = 0; k < span; ++k) amax = std::max(amax, std::abs(xb[k]));
+        const float dq = amax / 127.0f, id = dq != 0.0f ? 1.0f / dq : 0.0f;
+        for (int64_t k = 0; k < span; ++k) {
+          const int q = int(std::lround(xb[k] * id));
+          qr[b * span + k] = a->unsigned_q ? uint8_t(q + 128) : uint8_t(int8_t(q));
+        }
+        d = f16_to_f32(f32_to_f16(dq));
       }
-      // The scale as ggml's block_q8_0 stores it (f16), so sums match llama.cpp's.
-      std::fill_n(a->scale.data() + size_t(j) * padded / 4 + size_t(b) * 8, 8,
-                  f16_to_f32(f32_to_f16(d)));
+      std::fill_n(sr + b * span / 4, span / 4, d);
     }
     if (!a->unsigned_q)
-      for (size_t lane = 0; lane < padded / 4; ++lane) {
+      for (size_t lane = 0; lane < lanes; ++lane) {
         int s = 0;
         for (int k = 0; k < 4; ++k) s += int8_t(qr[lane * 4 + k]);
-        a->base[size_t(j) * padded / 4 + lane] = -8 * s;
+        a->lane_sum[size_t(j) * lanes + lane] = s;
       }
   }
 }
@@ -200,10 +315,18 @@ void gemv_rows_int8(const WeightView& w, int64_t row_begin, int64_t row_end,
                     const Int8Activations& a, float* y, int64_t ldy) {
   SY_ASSERT(int8_dot_enabled() && a.cols == w.cols);
   SY_ASSERT(a.unsigned_q == (w.dtype == DType::Q8_0));
-  if (w.dtype == DType::Q8_0)
-    GemvRows<Q8Format>(w, row_begin, row_end, a, y, size_t(ldy));
-  else
-    GemvRows<Q4Format>(w, row_begin, row_end, a, y, size_t(ldy));
+  switch (w.dtype) {
+    case DType::Q8_0:
+      return GemvRows<Q8Format>(w, row_begin, row_end, a, y, size_t(ldy));
+    case DType::Q4_0:
+      return GemvRows<Q4Format>(w, row_begin, row_end, a, y, size_t(ldy));
+    case DType::Q4_K:
+      return GemvRows<Q4KFormat>(w, row_begin, row_end, a, y, size_t(ldy));
+    case DType::Q6_K:
+      return GemvRows<Q6KFormat>(w, row_begin, row_end, a, y, size_t(ldy));
+    default:
+      SY_ASSERT_MSG(false, "gemv_rows_int8: not a block type");
+  }
 }
 
 }  // namespace sy::ops::detail

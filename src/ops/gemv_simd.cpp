@@ -1,6 +1,7 @@
 // Highway kernels for weight-streaming products: y = W x for a few activation rows at a time,
 // with W in F32, F16, BF16 or ggml's Q8_0 / Q4_0 blocks widened to float32 in registers, and
-// panel widening for sgemm.
+// panel widening for sgemm (Q4_K / Q6_K decoded by util/quant_blocks.h: their fast path is
+// gemv_int8.cpp).
 // Compiled once per SIMD target (foreach_target) and chosen at run time (HWY_DYNAMIC_DISPATCH).
 #include <algorithm>
 #include <cstring>
@@ -9,6 +10,7 @@
 #include "ops/kernels.h"
 #include "util/dtype.h"
 #include "util/error.h"
+#include "util/quant_blocks.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/gemv_simd.cpp"
@@ -325,9 +327,32 @@ void GemvRowsQ(const WeightView& wv, int64_t row_begin, int64_t row_end, const f
                    size_t(ldy));
 }
 
+// Q4_K / Q6_K where the int8 kernels are unavailable (no AVX-512 VNNI, or SY_INT8_DOT=0): each
+// row is decoded to float once (util/quant_blocks.h) and dotted with every activation row.
+// Correct rather than fast.
+GgmlType GgmlOf(DType t) {
+  return t == DType::Q4_K ? GgmlType::Q4_K : GgmlType::Q6_K;
+}
+
+void GemvRowsDecoded(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x,
+                     int64_t n, int64_t ldx, float* y, int64_t ldy) {
+  const size_t cols = size_t(w.cols);
+  thread_local std::vector<float> row;
+  if (row.size() < cols) row.resize(cols);
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    dequantize_row(GgmlOf(w.dtype), w.row(r), row.data(), w.cols);
+    for (int64_t j = 0; j < n; ++j)
+      DotBlock<F32W, 1, 1, false>(row.data(), cols, x + j * ldx, size_t(ldx), cols, y + j * ldy + r,
+                                  size_t(ldy), row.data());
+  }
+}
+
 void GemvRows(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x, int64_t n,
               int64_t ldx, float* y, int64_t ldy) {
   switch (w.dtype) {
+    case DType::Q4_K:
+    case DType::Q6_K:
+      return GemvRowsDecoded(w, row_begin, row_end, x, n, ldx, y, ldy);
     case DType::F32:
       return GemvRowsT<F32W>(w, row_begin, row_end, x, n, ldx, y, ldy);
     case DType::BF16:
@@ -371,6 +396,9 @@ void WidenRows(const WeightView& w, int64_t row_begin, int64_t row_end, float* d
       return WidenQ<Q8Block>(static_cast<const uint8_t*>(w.row(row_begin)), count, dst);
     case DType::Q4_0:
       return WidenQ<Q4Block>(static_cast<const uint8_t*>(w.row(row_begin)), count, dst);
+    case DType::Q4_K:
+    case DType::Q6_K:
+      return dequantize_row(GgmlOf(w.dtype), w.row(row_begin), dst, int64_t(count));
   }
 }
 

@@ -16,6 +16,10 @@ std::string_view dtype_name(DType t) {
       return "Q8_0";
     case DType::Q4_0:
       return "Q4_0";
+    case DType::Q4_K:
+      return "Q4_K";
+    case DType::Q6_K:
+      return "Q6_K";
   }
   return "?";
 }
@@ -91,6 +95,10 @@ void to_f32(DType t, const void* src, float* dst, size_t n) {
       return dequantize_row(GgmlType::Q8_0, src, dst, int64_t(n));
     case DType::Q4_0:
       return dequantize_row(GgmlType::Q4_0, src, dst, int64_t(n));
+    case DType::Q4_K:
+      return dequantize_row(GgmlType::Q4_K, src, dst, int64_t(n));
+    case DType::Q6_K:
+      return dequantize_row(GgmlType::Q6_K, src, dst, int64_t(n));
   }
 }
 

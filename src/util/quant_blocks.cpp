@@ -1,5 +1,6 @@
 #include "util/quant_blocks.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -131,6 +132,88 @@ void quant_q4_0(const float* x, uint8_t* b, int64_t blocks) {
   }
 }
 
+// Q4_K: each sub-block of 32 gets the affine map min..max -> 0..15; the 8 scales and 8 mins
+// are then stored as 6-bit multiples of the super-block's d and dmin (the inverse of
+// scale_min_k4's packing). A plain min / max fit, not ggml's iterative search: valid blocks,
+// slightly larger error than llama.cpp's quantizer.
+void quant_q4_k(const float* x, uint8_t* b, int64_t blocks) {
+  for (int64_t i = 0; i < blocks; ++i, x += 256, b += 144) {
+    float scale[8], min[8], max_scale = 0, max_min = 0;
+    for (int s = 0; s < 8; ++s) {
+      float lo = 0, hi = 0;  // the range always holds 0, so mins are >= 0 after negation
+      for (int l = 0; l < 32; ++l)
+        lo = std::min(lo, x[32 * s + l]), hi = std::max(hi, x[32 * s + l]);
+      scale[s] = (hi - lo) / 15.0f;
+      min[s] = -lo;
+      max_scale = std::max(max_scale, scale[s]);
+      max_min = std::max(max_min, min[s]);
+    }
+    const float d = max_scale / 63.0f, dmin = max_min / 63.0f;
+    put_half(b, d);
+    put_half(b + 2, dmin);
+    const float d_eff = half(b), dmin_eff = half(b + 2);
+    uint8_t sc[8], m[8];
+    for (int s = 0; s < 8; ++s) {
+      sc[s] = uint8_t(std::clamp(d_eff > 0 ? int(std::lround(scale[s] / d_eff)) : 0, 0, 63));
+      m[s] = uint8_t(std::clamp(dmin_eff > 0 ? int(std::lround(min[s] / dmin_eff)) : 0, 0, 63));
+    }
+    uint8_t* scales = b + 4;
+    for (int j = 0; j < 4; ++j) {
+      scales[j] = uint8_t(sc[j] | ((sc[j + 4] >> 4) << 6));
+      scales[j + 4] = uint8_t(m[j] | ((m[j + 4] >> 4) << 6));
+      scales[j + 8] = uint8_t((sc[j + 4] & 0x0F) | ((m[j + 4] & 0x0F) << 4));
+    }
+    uint8_t q[256];
+    for (int s = 0; s < 8; ++s) {
+      const float step = d_eff * float(sc[s]), offset = dmin_eff * float(m[s]);
+      for (int l = 0; l < 32; ++l) {
+        const float v = step > 0 ? (x[32 * s + l] + offset) / step : 0.0f;
+        q[32 * s + l] = uint8_t(std::clamp(int(std::lround(v)), 0, 15));
+      }
+    }
+    for (int g = 0; g < 4; ++g)
+      for (int l = 0; l < 32; ++l)
+        b[16 + 32 * g + l] = uint8_t(q[64 * g + l] | (q[64 * g + 32 + l] << 4));
+  }
+}
+
+// Q6_K: 16 sub-blocks of 16 with int8 scales of the super-block's d; values q - 32, q in 0..63.
+void quant_q6_k(const float* x, uint8_t* b, int64_t blocks) {
+  for (int64_t i = 0; i < blocks; ++i, x += 256, b += 210) {
+    float scale[16], max_scale = 0;
+    for (int s = 0; s < 16; ++s) {
+      float amax = 0, max = 0;  // the value of largest magnitude, with its sign
+      for (int l = 0; l < 16; ++l)
+        if (std::fabs(x[16 * s + l]) > amax) amax = std::fabs(x[16 * s + l]), max = x[16 * s + l];
+      scale[s] = max / -32.0f;  // -32 * scale = max: the full negative range is used
+      if (std::fabs(scale[s]) > std::fabs(max_scale)) max_scale = scale[s];
+    }
+    const float d = max_scale / -128.0f;
+    put_half(b + 208, d);
+    const float d_eff = half(b + 208);
+    auto* sc = reinterpret_cast<int8_t*>(b + 192);
+    uint8_t q[256];
+    for (int s = 0; s < 16; ++s) {
+      sc[s] = int8_t(std::clamp(d_eff != 0 ? int(std::lround(scale[s] / d_eff)) : 0, -128, 127));
+      const float step = d_eff * float(sc[s]);
+      for (int l = 0; l < 16; ++l) {
+        const float v = step != 0 ? x[16 * s + l] / step : 0.0f;
+        q[16 * s + l] = uint8_t(std::clamp(int(std::lround(v)), -32, 31) + 32);
+      }
+    }
+    uint8_t* ql = b;
+    uint8_t* qh = b + 128;
+    for (int h = 0; h < 2; ++h, ql += 64, qh += 32)
+      for (int l = 0; l < 32; ++l) {
+        const uint8_t* v = q + 128 * h;
+        ql[l] = uint8_t((v[l] & 0x0F) | ((v[l + 64] & 0x0F) << 4));
+        ql[l + 32] = uint8_t((v[l + 32] & 0x0F) | ((v[l + 96] & 0x0F) << 4));
+        qh[l] = uint8_t((v[l] >> 4) | ((v[l + 32] >> 4) << 2) | ((v[l + 64] >> 4) << 4) |
+                        ((v[l + 96] >> 4) << 6));
+      }
+  }
+}
+
 int64_t blocks_of(GgmlType t, int64_t n) {
   const auto traits = ggml_type_traits(uint32_t(t));
   SY_ASSERT_MSG(traits && n % traits->block == 0, "a row length not a multiple of the block");
@@ -184,7 +267,7 @@ void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n) {
 
 bool can_quantize(GgmlType t) {
   return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16 || t == GgmlType::Q8_0 ||
-         t == GgmlType::Q4_0;
+         t == GgmlType::Q4_0 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;
 }
 
 void quantize_row(GgmlType t, const float* src, void* dst, int64_t n) {
@@ -211,6 +294,10 @@ void quantize_row(GgmlType t, const float* src, void* dst, int64_t n) {
       return quant_q8_0(src, b, blocks);
     case GgmlType::Q4_0:
       return quant_q4_0(src, b, blocks);
+    case GgmlType::Q4_K:
+      return quant_q4_k(src, b, blocks);
+    case GgmlType::Q6_K:
+      return quant_q6_k(src, b, blocks);
     default:
       fail("Switchyard cannot quantize to ggml type {} yet", ggml_type_name(t));
   }

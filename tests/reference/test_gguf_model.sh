@@ -104,13 +104,30 @@ expect "unsupported architecture" "GGUF architecture 'gpt2x' is not supported" -
 "$sy" make-tiny --out "$work/dense" --family qwen2_moe --dense-layers 1 --layers 2 --vocab 300 >/dev/null
 expect "dense layers" "has dense layers" -- "$sy" quantize -m "$work/dense" -o "$work/dense.gguf"
 [ ! -e "$work/dense.gguf" ] || fail "dense layers" "a file was left behind"
+# Q4_K_M: llama.cpp's mix (Q4_K, Q6_K for output.weight and attn_v / ffn_down in the layers it
+# gives more bits); K blocks hold 256 values, so a model with rows of 256.
+"$sy" make-tiny --out "$work/k" --hidden 256 --expert-ffn 256 --vocab 300 --layers 8 >/dev/null
+"$sy" quantize -m "$work/k" -o "$work/k.gguf" -t Q4_K_M >/dev/null 2>"$work/err" || fail "Q4_K_M" "quantize: $(tail -1 "$work/err")"
+types=$("$py" -c "
+import sys; sys.path.insert(0, sys.argv[2]); import gguf_reference as g
+r = g.Reader(sys.argv[1]); t = {n: g.TYPES[v[1]][0] for n, v in r.tensors.items()}
+ok = t['output.weight'] == 'Q6_K' and t['blk.0.attn_v.weight'] == 'Q6_K' and t['blk.0.ffn_down_exps.weight'] == 'Q6_K' \
+     and t['blk.1.attn_v.weight'] == 'Q4_K' and t['blk.1.ffn_gate_exps.weight'] == 'Q4_K' and t['blk.7.ffn_down_exps.weight'] == 'Q6_K'
+print(sorted(set(t.values())), 'mix as llama.cpp' if ok else 'NOT the Q4_K_M mix')" "$work/k.gguf" "$here")
+case "$types" in *"mix as llama.cpp"*) pass "Q4_K_M: tensor types" "$types" ;; *) fail "Q4_K_M: tensor types" "$types" ;; esac
+SY_INT8_DOT=0 "$sy" score -m "$work/k.gguf" --ids "$ids" --quiet --dump-logits "$work/k.npy" >/dev/null 2>"$work/err"
+"$py" "$here/gguf_reference.py" to-hf "$work/k.gguf" "$work/k.hf" "$work/k" 2>"$work/err" || fail "Q4_K_M" "to-hf: $(tail -1 "$work/err")"
+"$sy" score -m "$work/k.hf" --ids "$ids" --quiet --dump-logits "$work/k.ref.npy" >/dev/null 2>"$work/err"
+same "Q4_K_M: GGUF vs the reference converter's folder" "$work/k.npy" "$work/k.ref.npy" 2e-5
+"$sy" score -m "$work/k.gguf" --ids "$ids" --quiet --dump-logits "$work/k.int8.npy" >/dev/null 2>"$work/err"
+close "Q4_K_M: int8 activations vs float kernels" "$work/k.int8.npy" "$work/k.npy" 0.15
 # Q8_0 / Q4_0 experts stay in the file as blocks: they can be offloaded, with the same logits.
 for t in Q8_0 Q4_0; do
   "$sy" score -m "$work/qwen2_moe.$t.gguf" --ids "$ids" --quiet --expert-cache-mb 0.05 \
     --dump-logits "$work/off.$t.npy" >/dev/null 2>"$work/err" || fail "offloaded $t" "$(tail -1 "$work/err")"
   same "qwen2_moe $t: offloaded experts vs resident (bit for bit)" "$work/qwen2_moe.$t.int8.npy" "$work/off.$t.npy" 0
 done
-expect "unknown type" "choose F32, F16, BF16, Q8_0 or Q4_0" -- "$sy" quantize -m "$work/mixtral" -o "$work/x.gguf" -t Q5_K
+expect "unknown type" "choose F32, F16, BF16, Q8_0, Q4_0" -- "$sy" quantize -m "$work/mixtral" -o "$work/x.gguf" -t Q5_K
 expect "tokenize without text" "give the text" -- "$sy" tokenize -m "$work/mixtral"
 echo "test_gguf_model: $failures failure(s)"
 [ "$failures" -eq 0 ]

@@ -5,16 +5,19 @@
 // Hugging Face's own GGUF parser in tests/reference/test_gguf_vs_hf.sh.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "expect_error.h"
 #include "io/gguf.h"
 #include "temp_dir.h"
+#include "util/quant_blocks.h"
 
 namespace sy::io {
 namespace {
@@ -234,3 +237,41 @@ TEST_F(GgufTest, WriterOutputReadsBack) {
 
 }  // namespace
 }  // namespace sy::io
+
+namespace sy {
+namespace {
+
+// The quantizers against the reference decoder (bit-exact elsewhere): every format's round
+// trip must stay within its resolution on Gaussian rows, with outliers and an all-zero block.
+// Relative RMS error bounds: Q8_0 8 bits (~0.4%), Q6_K (~1.5%), Q4_0 / Q4_K 4 bits (~7%).
+TEST(Quantizers, RoundTripWithinEachFormatsResolution) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(4096);
+  for (float& v : x) v = normal(rng);
+  x[17] = 9.0f;                                       // an outlier
+  std::fill(x.begin() + 512, x.begin() + 768, 0.0f);  // a zero super-block
+  struct Case {
+    GgmlType type;
+    double max_rel_rms;
+  };
+  for (const Case c : {Case{GgmlType::Q8_0, 0.006}, Case{GgmlType::Q6_K, 0.02},
+                       Case{GgmlType::Q4_0, 0.09}, Case{GgmlType::Q4_K, 0.09}}) {
+    std::vector<uint8_t> q(ggml_row_bytes(c.type, int64_t(x.size())));
+    quantize_row(c.type, x.data(), q.data(), int64_t(x.size()));
+    std::vector<float> back(x.size());
+    dequantize_row(c.type, q.data(), back.data(), int64_t(back.size()));
+    double err = 0, norm = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      err += double(back[i] - x[i]) * double(back[i] - x[i]);
+      norm += double(x[i]) * double(x[i]);
+    }
+    EXPECT_LE(std::sqrt(err / norm), c.max_rel_rms) << ggml_type_name(c.type);
+    EXPECT_GT(std::sqrt(err / norm), 0.0) << ggml_type_name(c.type);  // really quantized
+    for (size_t i = 512; i < 768; ++i) ASSERT_EQ(back[i], 0.0f) << ggml_type_name(c.type);
+    EXPECT_NEAR(back[17], 9.0f, 9.0f * 3 * c.max_rel_rms) << ggml_type_name(c.type);
+  }
+}
+
+}  // namespace
+}  // namespace sy

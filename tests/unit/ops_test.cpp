@@ -40,11 +40,13 @@ struct TestWeight {
   WeightView view;
 };
 
+GgmlType ggml_of(DType t);
+
 TestWeight make_weight(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
   TestWeight t;
   const auto src = random_floats(size_t(rows * cols), seed);
   if (is_block_type(dtype)) {  // ggml blocks: the values are what the reference decodes
-    const GgmlType g = dtype == DType::Q8_0 ? GgmlType::Q8_0 : GgmlType::Q4_0;
+    const GgmlType g = ggml_of(dtype);
     const size_t row = dtype_bytes(dtype, cols);
     t.bytes.resize(row * size_t(rows) + 1);
     t.values.resize(src.size());
@@ -90,17 +92,21 @@ void expect_matmul_close(const TestWeight& w, const float* x, int64_t n, int64_t
       double ref = 0;
       for (int64_t c = 0; c < cols; ++c) ref += double(wr[c]) * x[j * ldx + c];
       double tol = 4.0 * kEps * std::sqrt(double(cols)) * norm2(wr, cols) * xn + 1e-30;
-      // The int8 kernels quantize each activation block of 32 to d = max|x| / 127 and keep d
-      // as f16 (as ggml's block_q8_0): every activation moves by at most d / 2 + 127 d 2^-11.
-      if (is_block_type(w.view.dtype) && detail::int8_dot_enabled())
-        for (int64_t b = 0; b < cols / 32; ++b) {
+      // The int8 kernels quantize each activation block (32 values; 256 for Q4_K / Q6_K) to
+      // d = max|x| / 127, kept as f16 for blocks of 32 (as ggml's block_q8_0): every activation
+      // moves by at most d / 2 (+ 127 d 2^-11 for the f16 scale).
+      if (is_block_type(w.view.dtype) && detail::int8_dot_enabled()) {
+        const int64_t span = dtype_block(w.view.dtype) == 256 ? 256 : 32;
+        const double per_d = span == 32 ? 0.5 + 127.0 / 2048.0 : 0.5;
+        for (int64_t b = 0; b < cols / span; ++b) {
           double amax = 0, wsum = 0;
-          for (int64_t c = b * 32; c < b * 32 + 32; ++c) {
+          for (int64_t c = b * span; c < (b + 1) * span; ++c) {
             amax = std::max(amax, double(std::abs(x[j * ldx + c])));
             wsum += std::abs(double(wr[c]));
           }
-          tol += 1.0001 * wsum * amax / 127.0 * (0.5 + 127.0 / 2048.0);
+          tol += 1.0001 * wsum * amax / 127.0 * per_d;
         }
+      }
       const double err = std::abs(double(y[j * ldy + r]) - ref);
       if (!(err <= tol * worst_ratio) || worst_j < 0) {
         if (std::isnan(err) || err / tol > worst_ratio || worst_j < 0) {
@@ -132,11 +138,12 @@ std::vector<MatmulCase> matmul_cases() {
     for (int64_t rows : {1, 3, 4, 5, 17, 64})
       for (int64_t cols : {1, 7, 16, 33, 100, 1027})
         for (int64_t n : {1, 2, 3, 4, 5, 7, 8, 17, 130}) cases.push_back({dt, rows, cols, n});
-  // ggml's block formats: rows of whole 32-value blocks.
-  for (DType dt : {DType::Q8_0, DType::Q4_0})
+  // ggml's block formats: rows of whole blocks (32 values; 256 for the K types).
+  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K})
     for (int64_t rows : {1, 3, 4, 5, 17})
-      for (int64_t cols : {32, 96, 1024})
-        for (int64_t n : {1, 2, 3, 4, 5, 8, 130}) cases.push_back({dt, rows, cols, n});
+      for (int64_t cols : {32, 96, 256, 1024})
+        for (int64_t n : {1, 2, 3, 4, 5, 8, 130})
+          if (cols % dtype_block(dt) == 0) cases.push_back({dt, rows, cols, n});
   // Beyond kStreamMaxRows (512): the sgemm path through the public entry point.
   for (DType dt : {DType::F32, DType::BF16}) cases.push_back({dt, 19, 70, 600});
   // Big enough to be split across threads, with row counts that do not divide evenly.
@@ -208,52 +215,81 @@ TEST_P(ThreadCounts, BothPathsMatchScalar) {
         }
 }
 
-// The int8 kernels against integer arithmetic done here: activations quantized as ggml's
-// quantize_row_q8_0 (d = max|x| / 127, q = round(x / d), d stored as f16), each block's
-// product summed exactly in integers, then scaled; only the float sum over blocks may differ.
-TEST_P(ThreadCounts, Int8PathMatchesIntegerReference) {
+// Activations quantized as llama.cpp quantizes them for each weight type, written here from
+// ggml's definitions: block_q8_0 for Q8_0 / Q4_0 weights (32 values, d = max|x| / 127 kept as
+// f16, q = round(x / d)); block_q8_K for Q4_K / Q6_K (256 values, float d from the signed
+// largest value, q = nearest-even(-127 x / max)). Returns the dequantized activations d q.
+std::vector<double> quantized_activation(DType wtype, const float* x, int64_t cols) {
+  std::vector<double> out(static_cast<size_t>(cols));
+  const bool k_quant = wtype == DType::Q4_K || wtype == DType::Q6_K;
+  const int64_t span = k_quant ? 256 : 32;
+  for (int64_t b = 0; b < cols; b += span) {
+    float amax = 0, max = 0;
+    for (int64_t k = b; k < b + span; ++k)
+      if (std::abs(x[k]) > amax) amax = std::abs(x[k]), max = x[k];
+    for (int64_t k = b; k < b + span; ++k) {
+      if (k_quant) {
+        const float iscale = amax != 0 ? -127.0f / max : 0.0f;
+        const int q = std::min(127, int(std::nearbyint(iscale * x[k])));
+        out[size_t(k)] = iscale != 0 ? double(1.0f / iscale) * q : 0.0;
+      } else {
+        const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        out[size_t(k)] = double(f16_to_f32(f32_to_f16(d))) * double(std::lround(x[k] * id));
+      }
+    }
+  }
+  return out;
+}
+
+GgmlType ggml_of(DType t) {
+  switch (t) {
+    case DType::Q8_0:
+      return GgmlType::Q8_0;
+    case DType::Q4_0:
+      return GgmlType::Q4_0;
+    case DType::Q4_K:
+      return GgmlType::Q4_K;
+    default:
+      return GgmlType::Q6_K;
+  }
+}
+
+// The int8 kernels against the reference decoder's weights (util/quant_blocks.h, checked bit
+// for bit elsewhere) times the activations quantized above, summed in double. Tolerance: float
+// rounding of the per-lane partial sums, bounded through twice the largest weight magnitude of
+// each 32-value sub-block (Q4_K's d sc q and dmin m terms can each reach it).
+TEST_P(ThreadCounts, Int8PathMatchesReference) {
   if (!detail::int8_dot_enabled()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
   uint32_t seed = 7000;
-  for (DType dt : {DType::Q8_0, DType::Q4_0})
+  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K})
     for (int64_t rows : {1, 3, 4, 5, 17, 301})
-      for (int64_t cols : {32, 64, 96, 1056})
+      for (int64_t cols : {32, 64, 96, 256, 768, 1056, 2048})
         for (int64_t n : {1, 2, 3, 4, 5, 9}) {
+          if (cols % dtype_block(dt) != 0) continue;
           const MatmulCase c{dt, rows, cols, n};
           const int64_t ldx = cols + 3, ldy = rows + 2;
           const TestWeight w = make_weight(dt, rows, cols, seed++);
           auto x = random_floats(size_t(n * ldx), seed++);
-          if (n > 1) std::fill_n(x.begin() + ldx, 32, 0.0f);  // an all-zero block (d = 0)
+          if (n > 1) std::fill_n(x.begin() + ldx, dtype_block(dt), 0.0f);  // a zero block (d = 0)
           std::vector<float> y(size_t(n * ldy), NAN);
           detail::matmul_int8(w.view, x.data(), n, ldx, y.data(), ldy, GetParam());
-          const GgmlType g = dt == DType::Q8_0 ? GgmlType::Q8_0 : GgmlType::Q4_0;
-          for (int64_t j = 0; j < n; ++j)
+          for (int64_t j = 0; j < n; ++j) {
+            const std::vector<double> xq = quantized_activation(dt, x.data() + j * ldx, cols);
             for (int64_t r = 0; r < rows; ++r) {
-              const uint8_t* row = w.bytes.data() + size_t(r) * w.view.row_bytes();
+              const float* wr = w.values.data() + r * cols;
               double ref = 0, mag = 0;
-              for (int64_t b = 0; b < cols / 32; ++b) {
-                const float* xb = x.data() + j * ldx + b * 32;
-                float amax = 0;
-                for (int k = 0; k < 32; ++k) amax = std::max(amax, std::abs(xb[k]));
-                const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
-                const float d_stored = f16_to_f32(f32_to_f16(d));  // block_q8_0 keeps d as f16
-                // The weight codes: the decoded values over the block's scale.
-                float wq[32];
-                dequantize_row(g, row + b * ggml_row_bytes(g, 32), wq, 32);
-                uint16_t dh;
-                std::memcpy(&dh, row + b * ggml_row_bytes(g, 32), 2);
-                const float scale_w = f16_to_f32(dh);
-                int64_t dot = 0, abs_dot = 0;  // abs_dot bounds the partial sums' size
-                for (int k = 0; k < 32; ++k) {
-                  const int64_t code = scale_w != 0 ? std::llround(wq[k] / scale_w) : 0;
-                  dot += code * std::lround(xb[k] * id);
-                  abs_dot += std::abs(code * std::lround(xb[k] * id));
+              for (int64_t b = 0; b < cols; b += 32) {
+                double wmax = 0;
+                for (int64_t k = b; k < b + 32; ++k) wmax = std::max(wmax, std::abs(double(wr[k])));
+                for (int64_t k = b; k < b + 32; ++k) {
+                  ref += double(wr[k]) * xq[size_t(k)];
+                  mag += 2 * wmax * std::abs(xq[size_t(k)]);
                 }
-                ref += double(scale_w) * double(d_stored) * double(dot);
-                mag += std::abs(double(scale_w) * double(d_stored)) * double(abs_dot);
               }
               const double got = y[size_t(j * ldy + r)];
               ASSERT_NEAR(got, ref, 1e-5 * mag + 1e-30) << case_name(c) << " j=" << j << " r=" << r;
             }
+          }
           for (int64_t j = 0; j < n; ++j)  // padding columns of y are left alone
             for (int64_t r = rows; r < ldy; ++r) ASSERT_TRUE(std::isnan(y[size_t(j * ldy + r)]));
         }
