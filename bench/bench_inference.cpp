@@ -1,6 +1,6 @@
 // Prefill and decode throughput of a whole MoE model, next to the machine's limits measured in
-// the same run. No other engine runs here (llama.cpp is not packaged for Debian 12), so no
-// ratio against one is printed: a ratio must come from both engines run side by side.
+// the same run. No other engine runs in this program: the ratio against llama.cpp comes from
+// bench/llama_cpp_side_by_side.sh, which runs both engines on the same GGUF file in one run.
 //   bench_inference --shape A --dtype BF16 --threads 1,2 --json out.json
 // Decode GB/s = weight bytes read per token x tokens/s, reported as a fraction of a read-
 // bandwidth probe taken right before and after the model runs, in the same process.
@@ -36,7 +36,7 @@ std::vector<int32_t> prompt_tokens(int64_t n, int64_t vocab) {
 
 int main(int argc, char** argv) {
   ops::prefer_fast_blas(argc, argv);
-  CLI::App app{"Prefill and decode tokens/s of a MoE model vs memory bandwidth and llama.cpp"};
+  CLI::App app{"Prefill and decode tokens/s of a MoE model (folder or GGUF) vs memory bandwidth"};
   std::string shape = "A", dtype = "BF16", model_dir, json_path, work_dir;
   std::vector<int> threads = {1, 2};
   int prompt_len = 128, decode_len = 32, reps = 3;

@@ -135,7 +135,8 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
     if (need_tokenizer) throw;  // token ids given: the vocabulary is not needed
   }
   if (!eng->tokenizer && need_tokenizer)
-    fail("'{}' has no tokenizer (pass token ids with --ids instead of text)", mo.model_dir);
+    fail("'{}' has no {} (pass token ids with --ids instead of text)", mo.model_dir,
+         model::is_gguf_file(mo.model_dir) ? "tokenizer" : "tokenizer.json");
 
   if (comm.distributed()) {
     const std::vector<uint64_t> prints =

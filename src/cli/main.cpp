@@ -48,7 +48,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Switchyard: a Mixture-of-Experts engine for CPU.\n"
       "Loads Hugging Face checkpoints (config.json + safetensors + tokenizer.json) of\n"
-      "Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE and dots.llm1 (DeepSeek-V3 routing).",
+      "Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE and dots.llm1 (DeepSeek-V3 routing), and GGUF\n"
+      "files of the first four (F32 / F16 / BF16 / Q8_0 / Q4_0 / Q4_K / Q6_K weights).",
       "switchyard"};
   app.require_subcommand(1);
   sy::cli::register_generate(app);
@@ -66,12 +67,14 @@ int main(int argc, char** argv) {
   sy::cli::register_tokenize(app);
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
-    for (const CLI::App* sub : app.get_subcommands({})) known |= sub->get_name() == argv[1];
+    std::vector<std::string> names;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      known |= sub->get_name() == argv[1];
+      names.push_back(sub->get_name());
+    }
     if (!known) {
-      fmt::print(stderr,
-                 "switchyard: error: unknown command '{}' (commands: generate, score, train, "
-                 "bench, replay, inspect, make-tiny; see --help)\n",
-                 argv[1]);
+      fmt::print(stderr, "switchyard: error: unknown command '{}' (commands: {}; see --help)\n",
+                 argv[1], fmt::join(names, ", "));
       return 2;
     }
   }

@@ -49,10 +49,10 @@ std::optional<std::string> gguf_tokenizer_json(const io::GgufFile& f) {
 }
 
 bool write_gguf_vocab(io::GgufWriter& g, const std::string& tokenizer_json, int32_t bos,
-                      int32_t eos, std::string* why) {
+                      int32_t eos, int64_t vocab_size, std::string* why) {
   GgmlVocab v;
   try {
-    v = ggml_vocab_from_tokenizer_json(tokenizer_json, bos, eos);
+    v = ggml_vocab_from_tokenizer_json(tokenizer_json, bos, eos, vocab_size);
   } catch (const Error& e) {
     if (why) *why = e.what();
     return false;

@@ -211,7 +211,7 @@ std::string tokenizer_json_from_ggml(const GgmlVocab& v) {
 
 namespace {
 
-GgmlVocab vocab_of(const std::string& json_text, int32_t bos, int32_t eos) {
+GgmlVocab vocab_of(const std::string& json_text, int32_t bos, int32_t eos, int64_t vocab_size) {
   const ojson root = ojson::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (!root.is_object() || !root.contains("model") || !root["model"].is_object())
     fail("tokenizer.json has no model object");
@@ -258,7 +258,10 @@ GgmlVocab vocab_of(const std::string& json_text, int32_t bos, int32_t eos) {
       by_id[a.at("id").get<int64_t>()] = {
           a.at("content").get<std::string>(),
           a.value("special", false) ? GgmlTokenType::kControl : GgmlTokenType::kUserDefined};
-  const int64_t n = by_id.empty() ? 0 : by_id.rbegin()->first + 1;
+  const int64_t used = by_id.empty() ? 0 : by_id.rbegin()->first + 1;
+  if (vocab_size > 0 && used > vocab_size)
+    fail("the tokenizer has ids up to {} but the model's vocabulary is {}", used - 1, vocab_size);
+  const int64_t n = std::max(used, vocab_size);
   for (int64_t id = 0; id < n; ++id) {
     auto it = by_id.find(id);
     if (it == by_id.end()) {
@@ -316,9 +319,10 @@ GgmlVocab vocab_of(const std::string& json_text, int32_t bos, int32_t eos) {
 
 }  // namespace
 
-GgmlVocab ggml_vocab_from_tokenizer_json(const std::string& json_text, int32_t bos, int32_t eos) {
+GgmlVocab ggml_vocab_from_tokenizer_json(const std::string& json_text, int32_t bos, int32_t eos,
+                                         int64_t vocab_size) {
   try {
-    return vocab_of(json_text, bos, eos);
+    return vocab_of(json_text, bos, eos, vocab_size);
   } catch (const nlohmann::json::exception& e) {
     fail("tokenizer.json: a field has an unexpected type ({})", e.what());
   }

@@ -44,8 +44,11 @@ std::vector<std::string> supported_ggml_pre_types();
 std::string tokenizer_json_from_ggml(const GgmlVocab& v);
 
 // The GGUF vocabulary of a tokenizer.json (what llama.cpp's convert_hf_to_gguf.py writes for
-// it). bos / eos come from config.json (-1: none). Throws sy::Error when the tokenizer's
-// pipeline has no llama.cpp equivalent.
-GgmlVocab ggml_vocab_from_tokenizer_json(const std::string& json_text, int32_t bos, int32_t eos);
+// it). bos / eos come from config.json (-1: none). Like the converter, the token list is padded
+// with "[PAD<id>]" tokens up to `vocab_size` (config.json's, the embedding's rows), since
+// llama.cpp sizes the embedding by the token count. Throws sy::Error when the tokenizer's
+// pipeline has no llama.cpp equivalent or holds more tokens than `vocab_size`.
+GgmlVocab ggml_vocab_from_tokenizer_json(const std::string& json_text, int32_t bos, int32_t eos,
+                                         int64_t vocab_size = 0);
 
 }  // namespace sy
