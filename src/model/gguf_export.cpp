@@ -209,8 +209,8 @@ GgufExportSummary export_gguf(const std::string& model_dir, const std::string& o
     g.set_string("tokenizer.huggingface.json", text);
     // llama.cpp's own keys too, so llama.cpp can load the file.
     if (!write_gguf_vocab(g, text, int32_t(c.bos_token_id),
-                          c.eos_token_ids.empty() ? -1 : int32_t(c.eos_token_ids[0]),
-                          c.vocab_size, &summary.vocab_note))
+                          c.eos_token_ids.empty() ? -1 : int32_t(c.eos_token_ids[0]), c.vocab_size,
+                          &summary.vocab_note))
       summary.vocab_note =
           "no tokenizer.ggml.* vocabulary written (llama.cpp will not load "
           "the file): " +

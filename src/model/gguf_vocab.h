@@ -16,8 +16,8 @@ namespace sy::model {
 std::optional<std::string> gguf_tokenizer_json(const io::GgufFile& file);
 
 // Writes tokenizer.ggml.{model,pre,tokens,token_type,merges|scores,bos/eos ids,add_bos_token}
-// for `tokenizer_json`, padded to `vocab_size` tokens (the embedding's rows). Returns false (and writes nothing) when its pipeline has no llama.cpp
-// equivalent; `why` then says what.
+// for `tokenizer_json`, padded to `vocab_size` tokens (the embedding's rows). Returns false (and
+// writes nothing) when its pipeline has no llama.cpp equivalent; `why` then says what.
 bool write_gguf_vocab(io::GgufWriter& out, const std::string& tokenizer_json, int32_t bos,
                       int32_t eos, int64_t vocab_size, std::string* why);
 

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
@@ -60,7 +61,8 @@ struct Pair {
 struct Q8Format {                    // {f16 d, i8 q[32]}: signed weights
   static constexpr int kOffset = 0;  // (uses the a + 128 form instead)
   static constexpr bool kMin = false;
-  SY_VNNI static Pair Load(const uint8_t* row, size_t p, size_t blocks) {
+  struct Cache {};
+  SY_VNNI static Pair Load(const uint8_t* row, size_t p, size_t blocks, Cache&) {
     const uint8_t* b0 = row + 2 * p * 34;
     const bool two = 2 * p + 1 < blocks;
     const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + 2));
@@ -68,13 +70,14 @@ struct Q8Format {                    // {f16 d, i8 q[32]}: signed weights
                            : _mm256_setzero_si256();
     return {Join(lo, hi), TwoScales(Half(b0), two ? Half(b0 + 34) : 0.0f), _mm512_setzero_ps()};
   }
-  static const uint8_t* Prefetch(const uint8_t* row, size_t p) { return row + (2 * p + 16) * 34; }
+  static const uint8_t* Prefetch(const uint8_t* row, size_t p) { return row + p * 68 + 1024; }
 };
 
 struct Q4Format {  // {f16 d, u8 q[16]}: value j = low nibble of q[j], 16 + j its high nibble
   static constexpr int kOffset = -8;
   static constexpr bool kMin = false;
-  SY_VNNI static Pair Load(const uint8_t* row, size_t p, size_t blocks) {
+  struct Cache {};
+  SY_VNNI static Pair Load(const uint8_t* row, size_t p, size_t blocks, Cache&) {
     const uint8_t* b0 = row + 2 * p * 18;
     const bool two = 2 * p + 1 < blocks;
     const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + 2));
@@ -86,41 +89,45 @@ struct Q4Format {  // {f16 d, u8 q[16]}: value j = low nibble of q[j], 16 + j it
     return {_mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0)),  // lo0 hi0 lo1 hi1
             TwoScales(Half(b0), two ? Half(b0 + 18) : 0.0f), _mm512_setzero_ps()};
   }
-  static const uint8_t* Prefetch(const uint8_t* row, size_t p) { return row + (2 * p + 32) * 18; }
+  static const uint8_t* Prefetch(const uint8_t* row, size_t p) { return row + p * 36 + 1024; }
 };
 
 // Q4_K: 256 values {f16 d, f16 dmin, 12 bytes of 6-bit scales / mins, u8 qs[128]}; pair g of a
-// super-block is qs[32g .. 32g + 31]: low nibbles sub-block 2g, high nibbles 2g + 1.
+// super-block is qs[32g .. 32g + 31]: low nibbles sub-block 2g, high nibbles 2g + 1. The
+// super-block's 8 scales and mins are unpacked once (Cache) and serve its 4 pairs.
 struct Q4KFormat {
   static constexpr int kOffset = 0;
   static constexpr bool kMin = true;
-  static void ScaleMin(int j, const uint8_t* q, int* sc, int* m) {  // ggml's get_scale_min_k4
-    if (j < 4) {
-      *sc = q[j] & 63;
-      *m = q[j + 4] & 63;
-    } else {
-      *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
-      *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  struct Cache {
+    size_t block = SIZE_MAX;
+    float scale[8], min[8];  // d * sc, dmin * m
+  };
+  SY_VNNI static void Unpack(const uint8_t* blk, Cache& c) {
+    const float d = Half(blk), dmin = Half(blk + 2);
+    const uint8_t* q = blk + 4;  // ggml's get_scale_min_k4
+    for (int j = 0; j < 4; ++j) {
+      c.scale[j] = d * float(q[j] & 63);
+      c.min[j] = dmin * float(q[j + 4] & 63);
+      c.scale[j + 4] = d * float((q[j + 8] & 0x0F) | ((q[j] >> 6) << 4));
+      c.min[j + 4] = dmin * float((q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4));
     }
   }
-  SY_VNNI static Pair Load(const uint8_t* row, size_t p, size_t /*blocks*/) {
+  SY_VNNI static Pair Load(const uint8_t* row, size_t p, size_t /*blocks*/, Cache& c) {
     const uint8_t* blk = row + (p / 4) * 144;
+    if (c.block != p / 4) {
+      Unpack(blk, c);
+      c.block = p / 4;
+    }
     const int g = int(p % 4);
-    const float d = Half(blk), dmin = Half(blk + 2);
-    int sc0, m0, sc1, m1;
-    ScaleMin(2 * g, blk + 4, &sc0, &m0);
-    ScaleMin(2 * g + 1, blk + 4, &sc1, &m1);
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * g));
     const __m512i w = _mm512_and_si512(Join(q, _mm256_srli_epi16(q, 4)), _mm512_set1_epi8(0x0F));
-    return {w, TwoScales(d * float(sc0), d * float(sc1)),
-            TwoScales(dmin * float(m0), dmin * float(m1))};
+    return {w, TwoScales(c.scale[2 * g], c.scale[2 * g + 1]),
+            TwoScales(c.min[2 * g], c.min[2 * g + 1])};
   }
-  static const uint8_t* Prefetch(const uint8_t* row, size_t p) { return row + (p / 4 + 2) * 144; }
+  // 36 bytes per pair: every cache line of the row is touched ~1 KiB ahead.
+  static const uint8_t* Prefetch(const uint8_t* row, size_t p) { return row + p * 36 + 1024; }
 };
 
-// Q6_K: 256 values {u8 ql[128], u8 qh[64], i8 scales[16], f16 d}, two halves of 128; pair k of
-// a half: k = 0 values 0-63 (ql[0..63] low nibbles), k = 1 values 64-127 (high nibbles), the
-// top two bits from qh; a scale per 16 values.
 // Bits shift and shift + 1 of each byte of qh, moved to bits 4-5.
 SY_VNNI inline __m256i Top(__m256i qh, int shift) {
   return _mm256_slli_epi16(
@@ -130,7 +137,8 @@ SY_VNNI inline __m256i Top(__m256i qh, int shift) {
 struct Q6KFormat {
   static constexpr int kOffset = -32;
   static constexpr bool kMin = false;
-  SY_VNNI static Pair Load(const uint8_t* row, size_t p, size_t /*blocks*/) {
+  struct Cache {};
+  SY_VNNI static Pair Load(const uint8_t* row, size_t p, size_t /*blocks*/, Cache&) {
     const uint8_t* blk = row + (p / 4) * 210;
     const int h = int(p % 4) / 2, k = int(p % 2);
     const uint8_t* ql = blk + 64 * h;
@@ -156,7 +164,7 @@ struct Q6KFormat {
                                        _mm512_set1_ps(Half(blk + 208)));
     return {Join(lo, hi), scale, _mm512_setzero_ps()};
   }
-  static const uint8_t* Prefetch(const uint8_t* row, size_t p) { return row + (p / 4 + 2) * 210; }
+  static const uint8_t* Prefetch(const uint8_t* row, size_t p) { return row + p * 52 + 1024; }
 };
 
 // R weight rows times NX activation rows (from row j0 of `a`).
@@ -171,6 +179,7 @@ SY_VNNI void DotBlock(const uint8_t* w, size_t row_bytes, size_t blocks, const I
 #pragma GCC unroll 4
     for (int j = 0; j < NX; ++j) acc[r][j] = _mm512_setzero_ps();
   const __m512i k128 = _mm512_set1_epi8(char(0x80));
+  typename F::Cache cache[R];
   for (size_t p = 0; p < pairs; ++p) {
     Pair wp[R];
     __m512i start[R];
@@ -178,7 +187,7 @@ SY_VNNI void DotBlock(const uint8_t* w, size_t row_bytes, size_t blocks, const I
     for (int r = 0; r < R; ++r) {
       const uint8_t* row = w + size_t(r) * row_bytes;
       __builtin_prefetch(F::Prefetch(row, p), 0, 2);
-      wp[r] = F::Load(row, p, blocks);
+      wp[r] = F::Load(row, p, blocks, cache[r]);
       if constexpr (kQ8)
         start[r] = _mm512_sub_epi32(_mm512_setzero_si512(),
                                     _mm512_dpbusd_epi32(_mm512_setzero_si512(), k128, wp[r].w));
