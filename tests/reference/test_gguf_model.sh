@@ -105,14 +105,14 @@ expect "unsupported architecture" "GGUF architecture 'gpt2x' is not supported" -
 expect "dense layers" "has dense layers" -- "$sy" quantize -m "$work/dense" -o "$work/dense.gguf"
 [ ! -e "$work/dense.gguf" ] || fail "dense layers" "a file was left behind"
 # Q4_K_M: llama.cpp's mix (Q4_K, Q6_K for output.weight and attn_v / ffn_down in the layers it
-# gives more bits); K blocks hold 256 values, so a model with rows of 256.
-"$sy" make-tiny --out "$work/k" --hidden 256 --expert-ffn 256 --vocab 300 --layers 8 >/dev/null
+# gives more bits: of 4 layers, 2 and 3); K blocks hold 256 values, so a model with rows of 256.
+"$sy" make-tiny --out "$work/k" --hidden 256 --expert-ffn 256 --vocab 300 --layers 4 >/dev/null
 "$sy" quantize -m "$work/k" -o "$work/k.gguf" -t Q4_K_M >/dev/null 2>"$work/err" || fail "Q4_K_M" "quantize: $(tail -1 "$work/err")"
 types=$("$py" -c "
 import sys; sys.path.insert(0, sys.argv[2]); import gguf_reference as g
 r = g.Reader(sys.argv[1]); t = {n: g.TYPES[v[1]][0] for n, v in r.tensors.items()}
-ok = t['output.weight'] == 'Q6_K' and t['blk.0.attn_v.weight'] == 'Q6_K' and t['blk.0.ffn_down_exps.weight'] == 'Q6_K' \
-     and t['blk.1.attn_v.weight'] == 'Q4_K' and t['blk.1.ffn_gate_exps.weight'] == 'Q4_K' and t['blk.7.ffn_down_exps.weight'] == 'Q6_K'
+ok = t['output.weight'] == 'Q6_K' and t['blk.0.attn_v.weight'] == 'Q4_K' and t['blk.2.attn_v.weight'] == 'Q6_K' \
+     and t['blk.1.attn_v.weight'] == 'Q4_K' and t['blk.1.ffn_gate_exps.weight'] == 'Q4_K' and t['blk.2.ffn_down_exps.weight'] == 'Q6_K' and t['blk.3.ffn_down_exps.weight'] == 'Q6_K'
 print(sorted(set(t.values())), 'mix as llama.cpp' if ok else 'NOT the Q4_K_M mix')" "$work/k.gguf" "$here")
 case "$types" in *"mix as llama.cpp"*) pass "Q4_K_M: tensor types" "$types" ;; *) fail "Q4_K_M: tensor types" "$types" ;; esac
 SY_INT8_DOT=0 "$sy" score -m "$work/k.gguf" --ids "$ids" --quiet --dump-logits "$work/k.npy" >/dev/null 2>"$work/err"
