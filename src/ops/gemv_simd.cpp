@@ -330,17 +330,13 @@ void GemvRowsQ(const WeightView& wv, int64_t row_begin, int64_t row_end, const f
 // Q4_K / Q6_K where the int8 kernels are unavailable (no AVX-512 VNNI, or SY_INT8_DOT=0): each
 // row is decoded to float once (util/quant_blocks.h) and dotted with every activation row.
 // Correct rather than fast.
-GgmlType GgmlOf(DType t) {
-  return t == DType::Q4_K ? GgmlType::Q4_K : GgmlType::Q6_K;
-}
-
 void GemvRowsDecoded(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x,
                      int64_t n, int64_t ldx, float* y, int64_t ldy) {
   const size_t cols = size_t(w.cols);
   thread_local std::vector<float> row;
   if (row.size() < cols) row.resize(cols);
   for (int64_t r = row_begin; r < row_end; ++r) {
-    dequantize_row(GgmlOf(w.dtype), w.row(r), row.data(), w.cols);
+    dequantize_row(ggml_block_type(w.dtype), w.row(r), row.data(), w.cols);
     for (int64_t j = 0; j < n; ++j)
       DotBlock<F32W, 1, 1, false>(row.data(), cols, x + j * ldx, size_t(ldx), cols, y + j * ldy + r,
                                   size_t(ldy), row.data());
@@ -398,7 +394,7 @@ void WidenRows(const WeightView& w, int64_t row_begin, int64_t row_end, float* d
       return WidenQ<Q4Block>(static_cast<const uint8_t*>(w.row(row_begin)), count, dst);
     case DType::Q4_K:
     case DType::Q6_K:
-      return dequantize_row(GgmlOf(w.dtype), w.row(row_begin), dst, int64_t(count));
+      return dequantize_row(ggml_block_type(w.dtype), w.row(row_begin), dst, int64_t(count));
   }
 }
 

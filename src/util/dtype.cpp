@@ -92,13 +92,10 @@ void to_f32(DType t, const void* src, float* dst, size_t n) {
       return;
     }
     case DType::Q8_0:
-      return dequantize_row(GgmlType::Q8_0, src, dst, int64_t(n));
     case DType::Q4_0:
-      return dequantize_row(GgmlType::Q4_0, src, dst, int64_t(n));
     case DType::Q4_K:
-      return dequantize_row(GgmlType::Q4_K, src, dst, int64_t(n));
     case DType::Q6_K:
-      return dequantize_row(GgmlType::Q6_K, src, dst, int64_t(n));
+      return dequantize_row(ggml_block_type(t), src, dst, int64_t(n));
   }
 }
 

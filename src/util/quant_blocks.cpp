@@ -265,6 +265,22 @@ void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n) {
   }
 }
 
+GgmlType ggml_block_type(DType t) {
+  switch (t) {
+    case DType::Q8_0:
+      return GgmlType::Q8_0;
+    case DType::Q4_0:
+      return GgmlType::Q4_0;
+    case DType::Q4_K:
+      return GgmlType::Q4_K;
+    case DType::Q6_K:
+      return GgmlType::Q6_K;
+    default:
+      SY_ASSERT_MSG(false, "ggml_block_type: not a block type");
+      return GgmlType::F32;
+  }
+}
+
 bool can_quantize(GgmlType t) {
   return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16 || t == GgmlType::Q8_0 ||
          t == GgmlType::Q4_0 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 
+#include "util/dtype.h"
 #include "util/ggml_types.h"
 
 namespace sy {
@@ -20,6 +21,9 @@ namespace sy {
 bool can_dequantize(GgmlType t);
 // n values (a multiple of the type's block) from src to dst.
 void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n);
+
+// The ggml type of a block DType (Q8_0, Q4_0, Q4_K, Q6_K).
+GgmlType ggml_block_type(DType t);
 
 bool can_quantize(GgmlType t);  // Q8_0, Q4_0, Q4_K, Q6_K (and F32 / F16 / BF16)
 // n values (a multiple of the type's block) from src into blocks at dst.

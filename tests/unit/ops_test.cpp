@@ -40,13 +40,11 @@ struct TestWeight {
   WeightView view;
 };
 
-GgmlType ggml_of(DType t);
-
 TestWeight make_weight(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
   TestWeight t;
   const auto src = random_floats(size_t(rows * cols), seed);
   if (is_block_type(dtype)) {  // ggml blocks: the values are what the reference decodes
-    const GgmlType g = ggml_of(dtype);
+    const GgmlType g = ggml_block_type(dtype);
     const size_t row = dtype_bytes(dtype, cols);
     t.bytes.resize(row * size_t(rows) + 1);
     t.values.resize(src.size());
@@ -239,19 +237,6 @@ std::vector<double> quantized_activation(DType wtype, const float* x, int64_t co
     }
   }
   return out;
-}
-
-GgmlType ggml_of(DType t) {
-  switch (t) {
-    case DType::Q8_0:
-      return GgmlType::Q8_0;
-    case DType::Q4_0:
-      return GgmlType::Q4_0;
-    case DType::Q4_K:
-      return GgmlType::Q4_K;
-    default:
-      return GgmlType::Q6_K;
-  }
 }
 
 // The int8 kernels against the reference decoder's weights (util/quant_blocks.h, checked bit
