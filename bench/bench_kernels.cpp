@@ -65,9 +65,12 @@ Json bench_gemv(const Arena& arena, const std::vector<Shape>& shapes,
   std::printf("\nGEMV y = W x (n = 1), weights cycled through copies totalling <= 512 MiB\n");
   std::printf("%-6s %-13s %3s %9s %9s %9s %8s\n", "dtype", "rows x cols", "thr", "us/call", "GB/s",
               "probe", "fraction");
-  for (DType dt : {DType::BF16, DType::F16, DType::F32}) {
+  // The block types run their int8 kernels where the CPU has VNNI (else the float ones); their
+  // bytes are the arena's pattern, whose f16 scales are finite and normal.
+  for (DType dt : {DType::BF16, DType::F16, DType::F32, DType::Q8_0, DType::Q4_0, DType::Q4_K,
+                   DType::Q6_K, DType::MXFP4}) {
     for (const Shape& s : shapes) {
-      const size_t bytes = size_t(s.rows * s.cols) * sy::dtype_size(dt);
+      const size_t bytes = sy::dtype_bytes(dt, s.rows * s.cols);
       const int copies = int(std::max<size_t>(1, std::min<size_t>(64, kArenaBytes / bytes)));
       std::vector<float> x(size_t(s.cols), 0.01f), y(size_t(s.rows));
       for (size_t t = 0; t < threads.size(); ++t) {

@@ -59,9 +59,13 @@ fi
 "$root/scripts/install-deps.sh"
 generator=()
 command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
-CC=clang CXX=clang++ cmake -S "$root" -B "$build" "${generator[@]}" -DSY_FUZZ=ON \
-  -DSY_BUILD_TESTS=OFF -DSY_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" >/dev/null
+# A build folder already configured with SY_FUZZ (CI's sanitizer build, which also holds the
+# tests) is used as it is.
+if ! grep -q '^SY_FUZZ:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null; then
+  CC=clang CXX=clang++ cmake -S "$root" -B "$build" "${generator[@]}" -DSY_FUZZ=ON \
+    -DSY_BUILD_TESTS=OFF -DSY_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" >/dev/null
+fi
 build_targets=()
 for t in "${targets[@]}"; do build_targets+=("fuzz_$t" "replay_$t"); done
 cmake --build "$build" -j "$(nproc)" --target "${build_targets[@]}"

@@ -16,12 +16,12 @@ void register_quantize(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "quantize",
       "Write a Hugging Face MoE checkpoint (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE) as a GGUF file "
-      "with its weight matrices in F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K or llama.cpp's Q4_K_M "
-      "mix "
-      "(norms and routers stay F32)");
+      "with its weight matrices in F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, or one of llama.cpp's "
+      "mixes: Q4_K_M, MXFP4_MOE (experts MXFP4, the rest Q8_0). Norms and routers stay F32");
   cmd->add_option("-m,--model", a->model, "Hugging Face model directory to read")->required();
   cmd->add_option("-o,--out", a->out, "GGUF file to write (replaced atomically)")->required();
-  cmd->add_option("-t,--type", a->type, "F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_K | Q4_K_M | Q6_K")
+  cmd->add_option("-t,--type", a->type,
+                  "F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_K | Q4_K_M | Q6_K | MXFP4_MOE")
       ->capture_default_str();
   cmd->callback([a] {
     const model::GgufExportType type = model::parse_gguf_export_type(a->type);

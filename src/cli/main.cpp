@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
       "Switchyard: a Mixture-of-Experts engine for CPU.\n"
       "Loads Hugging Face checkpoints (config.json + safetensors + tokenizer.json) of\n"
       "Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE and dots.llm1 (DeepSeek-V3 routing), and GGUF\n"
-      "files of the first four (F32 / F16 / BF16 / Q8_0 / Q4_0 / Q4_K / Q6_K weights).",
+      "files of the first four (F32 / F16 / BF16 / Q8_0 / Q4_0 / Q4_K / Q6_K / MXFP4 weights).",
       "switchyard"};
   app.require_subcommand(1);
   sy::cli::register_generate(app);

@@ -76,8 +76,8 @@ class StoreBuilder {
   explicit StoreBuilder(const std::string& path) : file_(std::make_shared<io::GgufFile>(path)) {}
 
   // The tensor's values in a dtype Switchyard computes with: the mapping itself for F32, F16,
-  // BF16, Q8_0, Q4_0, Q4_K and Q6_K (a row-permuted copy of the bytes when rows must be
-  // permuted), an owned F32 copy for the other block formats (MXFP4).
+  // BF16 and the block formats it computes on (a row-permuted copy of the bytes when rows must
+  // be permuted); an owned F32 copy for any other format dequantize_row reads.
   struct Values {
     const uint8_t* data;
     DType dtype;
@@ -93,6 +93,7 @@ class StoreBuilder {
     if (t.type == GgmlType::Q4_0) direct = DType::Q4_0;
     if (t.type == GgmlType::Q4_K) direct = DType::Q4_K;
     if (t.type == GgmlType::Q6_K) direct = DType::Q6_K;
+    if (t.type == GgmlType::MXFP4) direct = DType::MXFP4;
     const int64_t cols = t.dims[0], rows = t.numel() / std::max<int64_t>(cols, 1);
     const size_t row_bytes = ggml_row_bytes(t.type, cols);
     const auto* src = static_cast<const uint8_t*>(t.data);

@@ -62,11 +62,13 @@ class Writer {
   Writer(const io::TensorStore& store, const GgufExportType& type, int64_t layers)
       : store_(store), type_(type), layers_(layers) {}
 
-  // The type a quantizable tensor is stored in: the export type (Q4_K_M: per llama.cpp's
-  // mix), or the nearest smaller-block type when its rows do not hold whole blocks.
+  // The type a quantizable tensor is stored in: the export type (a mix: per llama.cpp's rule),
+  // or the nearest smaller-block type when its rows do not hold whole blocks.
   GgmlType type_for(const std::string& name, int64_t cols) const {
     GgmlType t = type_.base;
-    if (type_.q4_k_m) {
+    if (type_.mix == GgufExportType::Mix::kMxfp4Moe && name.find("_exps.") == std::string::npos)
+      t = GgmlType::Q8_0;
+    if (type_.mix == GgufExportType::Mix::kQ4KM) {
       const bool more =
           name.find("attn_v.") != std::string::npos || name.find("ffn_down") != std::string::npos;
       if (name == "output.weight" || (more && use_more_bits(layer_of(name), layers_)))
@@ -139,15 +141,18 @@ class Writer {
 
 GgufExportType parse_gguf_export_type(const std::string& name) {
   // general.file_type values: llama.cpp's LLAMA_FTYPE_MOSTLY_*.
-  if (name == "F32") return {name, GgmlType::F32, false, 0};
-  if (name == "F16") return {name, GgmlType::F16, false, 1};
-  if (name == "BF16") return {name, GgmlType::BF16, false, 32};
-  if (name == "Q8_0") return {name, GgmlType::Q8_0, false, 7};
-  if (name == "Q4_0") return {name, GgmlType::Q4_0, false, 2};
-  if (name == "Q4_K" || name == "Q4_K_S") return {name, GgmlType::Q4_K, false, 14};
-  if (name == "Q4_K_M") return {name, GgmlType::Q4_K, true, 15};
-  if (name == "Q6_K") return {name, GgmlType::Q6_K, false, 18};
-  fail("--type {}: choose F32, F16, BF16, Q8_0, Q4_0, Q4_K (= Q4_K_S), Q4_K_M or Q6_K", name);
+  using Mix = GgufExportType::Mix;
+  if (name == "F32") return {name, GgmlType::F32, Mix::kNone, 0};
+  if (name == "F16") return {name, GgmlType::F16, Mix::kNone, 1};
+  if (name == "BF16") return {name, GgmlType::BF16, Mix::kNone, 32};
+  if (name == "Q8_0") return {name, GgmlType::Q8_0, Mix::kNone, 7};
+  if (name == "Q4_0") return {name, GgmlType::Q4_0, Mix::kNone, 2};
+  if (name == "Q4_K" || name == "Q4_K_S") return {name, GgmlType::Q4_K, Mix::kNone, 14};
+  if (name == "Q4_K_M") return {name, GgmlType::Q4_K, Mix::kQ4KM, 15};
+  if (name == "Q6_K") return {name, GgmlType::Q6_K, Mix::kNone, 18};
+  if (name == "MXFP4_MOE") return {name, GgmlType::MXFP4, Mix::kMxfp4Moe, 38};
+  fail("--type {}: choose F32, F16, BF16, Q8_0, Q4_0, Q4_K (= Q4_K_S), Q4_K_M, Q6_K or MXFP4_MOE",
+       name);
 }
 
 GgufExportSummary export_gguf(const std::string& model_dir, const std::string& out_path,

@@ -18,12 +18,15 @@ struct GgufExportSummary {
   std::string vocab_note;  // why no tokenizer.ggml.* vocabulary was written; empty when it was
 };
 
-// What the weight matrices are stored as: one ggml type, or llama.cpp's Q4_K_M mix (Q4_K, with
-// Q6_K for output.weight and for attn_v / ffn_down in the layers llama.cpp gives more bits).
+// What the weight matrices are stored as: one ggml type, or one of llama.cpp's mixes:
+//  - Q4_K_M: Q4_K, with Q6_K for output.weight and for attn_v / ffn_down in the layers
+//    llama.cpp gives more bits;
+//  - MXFP4_MOE (GPT-OSS's published layout): the stacked experts in MXFP4, the rest in Q8_0.
 struct GgufExportType {
+  enum class Mix { kNone, kQ4KM, kMxfp4Moe };
   std::string name;  // as given: "Q4_K_M"
   GgmlType base = GgmlType::Q8_0;
-  bool q4_k_m = false;
+  Mix mix = Mix::kNone;
   uint32_t file_type = 7;  // general.file_type (llama.cpp's LLAMA_FTYPE_MOSTLY_*)
 };
 

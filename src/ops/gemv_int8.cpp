@@ -4,14 +4,18 @@
 //   Q4_0: q * a summed (q = nibble, 0..15), started at -8 * sum(a)   -> sum((q - 8) * a)
 //   Q6_K: q * a summed (q = 6 bits, 0..63), started at -32 * sum(a)  -> sum((q - 32) * a)
 //   Q4_K: q * a summed; its min term dmin * m * sum(a) is subtracted in float
+//   MXFP4: (v + 12) * a summed (v = doubled E2M1 value, -12..12, by a vpshufb table lookup),
+//          started at -12 * sum(a)                           -> sum(v * a)
 // Each zmm holds 64 weights (int32 lanes 0-7 the first 32, 8-15 the next 32); the lanes' sums
 // are converted to float and scaled lane-wise by the weight scale times the activation scale.
 #include "ops/gemv_int8.h"
 
 // GCC 12 flags the intrinsics' own _mm512_undefined_* placeholders (inside reduce / insert /
 // convert) as uninitialized: a false positive in its headers.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <algorithm>
@@ -101,6 +105,37 @@ struct Q4Format {  // {f16 d, u8 q[16]}: value j = low nibble of q[j], 16 + j it
             ScalePair(b0, two ? b0 + 18 : nullptr), _mm512_setzero_ps()};
   }
   static const uint8_t* Prefetch(const uint8_t* row, size_t p) { return row + p * 36 + 1024; }
+};
+
+// MXFP4: {u8 e (E8M0), u8 q[16]}, the nibble layout of Q4_0; each code becomes its doubled
+// E2M1 value + 12 (0..24) through a byte table, and the scale is 2^(e - 128).
+struct Mxfp4Format {
+  static constexpr int kOffset = -12;
+  static constexpr bool kMin = false;
+  struct Cache {};
+  SY_VNNI static float Scale(uint8_t e) {  // ggml's e8m0_to_fp32_half, subnormals included
+    const uint32_t bits = e < 2 ? uint32_t(0x00200000) << e : uint32_t(e - 1) << 23;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  }
+  SY_VNNI static Pair Load(const uint8_t* row, size_t p, size_t blocks, Cache&) {
+    const uint8_t* b0 = row + 2 * p * 17;
+    const bool two = 2 * p + 1 < blocks;
+    const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + 1));
+    const __m128i q1 =
+        two ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + 18)) : _mm_setzero_si128();
+    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
+    const __m512i z = _mm512_and_si512(Join(both, _mm256_srli_epi16(both, 4)),
+                                       _mm512_set1_epi8(0x0F));  // lo0 lo1 hi0 hi1
+    const __m512i table = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0));
+    const __m512i v = _mm512_shuffle_epi8(table, z);
+    // A missing second block has codes 0 (value 0 + 12): its scale 0 cancels it.
+    return {_mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(3, 1, 2, 0)),  // lo0 hi0 lo1 hi1
+            TwoScales(Scale(b0[0]), two ? Scale(b0[17]) : 0.0f), _mm512_setzero_ps()};
+  }
+  static const uint8_t* Prefetch(const uint8_t* row, size_t p) { return row + p * 34 + 1024; }
 };
 
 // Q4_K: 256 values {f16 d, f16 dmin, 12 bytes of 6-bit scales / mins, u8 qs[128]}; pair g of a
@@ -344,6 +379,8 @@ void gemv_rows_int8(const WeightView& w, int64_t row_begin, int64_t row_end,
       return GemvRows<Q4KFormat>(w, row_begin, row_end, a, y, size_t(ldy));
     case DType::Q6_K:
       return GemvRows<Q6KFormat>(w, row_begin, row_end, a, y, size_t(ldy));
+    case DType::MXFP4:
+      return GemvRows<Mxfp4Format>(w, row_begin, row_end, a, y, size_t(ldy));
     default:
       SY_ASSERT_MSG(false, "gemv_rows_int8: not a block type");
   }

@@ -1,4 +1,4 @@
-// Integer dot products for ggml block weights (Q8_0, Q4_0, Q4_K, Q6_K): the activations are
+// Integer dot products for ggml block weights (Q8_0, Q4_0, Q4_K, Q6_K, MXFP4): the activations are
 // quantized to int8 (as llama.cpp quantizes them), 64 weights of a row meet them in one AVX-512
 // VNNI vpdpbusd, and only the per-lane int32 sums are scaled in float.
 // Half the bytes of BF16 per weight (Q8_0) with about as few instructions per weight, so decode
@@ -18,8 +18,8 @@ namespace sy::ops::detail {
 bool int8_dot_enabled();
 
 // Activation rows quantized for the int8 kernel of one weight type, as llama.cpp quantizes
-// them: for Q8_0 / Q4_0 weights per block of 32 (ggml's block_q8_0: d = max|x| / 127 kept as
-// f16, q = round(x / d)); for Q4_K / Q6_K per block of 256 (block_q8_K: float d, q rounded to
+// them: for Q8_0 / Q4_0 / MXFP4 weights per block of 32 (ggml's block_q8_0: d = max|x| / 127 kept
+// as f16, q = round(x / d)); for Q4_K / Q6_K per block of 256 (block_q8_K: float d, q rounded to
 // nearest even). So Q4_0 logits equal llama.cpp's to float rounding
 // (bench/results/llama_cpp_agreement.md).
 struct Int8Activations {

@@ -327,8 +327,8 @@ void GemvRowsQ(const WeightView& wv, int64_t row_begin, int64_t row_end, const f
                    size_t(ldy));
 }
 
-// Q4_K / Q6_K where the int8 kernels are unavailable (no AVX-512 VNNI, or SY_INT8_DOT=0): each
-// row is decoded to float once (util/quant_blocks.h) and dotted with every activation row.
+// Q4_K / Q6_K / MXFP4 where the int8 kernels are unavailable (no AVX-512 VNNI, or SY_INT8_DOT=0):
+// each row is decoded to float once (util/quant_blocks.h) and dotted with every activation row.
 // Correct rather than fast.
 void GemvRowsDecoded(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x,
                      int64_t n, int64_t ldx, float* y, int64_t ldy) {
@@ -348,6 +348,7 @@ void GemvRows(const WeightView& w, int64_t row_begin, int64_t row_end, const flo
   switch (w.dtype) {
     case DType::Q4_K:
     case DType::Q6_K:
+    case DType::MXFP4:
       return GemvRowsDecoded(w, row_begin, row_end, x, n, ldx, y, ldy);
     case DType::F32:
       return GemvRowsT<F32W>(w, row_begin, row_end, x, n, ldx, y, ldy);
@@ -394,6 +395,7 @@ void WidenRows(const WeightView& w, int64_t row_begin, int64_t row_end, float* d
       return WidenQ<Q4Block>(static_cast<const uint8_t*>(w.row(row_begin)), count, dst);
     case DType::Q4_K:
     case DType::Q6_K:
+    case DType::MXFP4:
       return dequantize_row(ggml_block_type(w.dtype), w.row(row_begin), dst, int64_t(count));
   }
 }

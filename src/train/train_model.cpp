@@ -38,7 +38,7 @@ void clamp_backward(const std::vector<float>& x, float limit, std::vector<float>
 
 }  // namespace
 
-TrainModel::TrainModel(const model::ModelConfig& c, ParamSet& ps) : config_(c), params_(ps) {
+TrainModel::TrainModel(const model::ModelConfig& c, ParamSet& ps) : config_(c) {
   const int64_t H = c.hidden_size, V = c.vocab_size, qw = c.q_width(), kvw = c.kv_width();
   embed_ = bind(ps, "model.embed_tokens.weight", {V, H});
   final_norm_ = bind(ps, "model.norm.weight", {H});

@@ -97,7 +97,6 @@ class TrainModel {
   void backward_layers(int64_t B, int64_t S, const MoeTrainOptions& opt);
 
   model::ModelConfig config_;
-  ParamSet& params_;
   Param* embed_ = nullptr;
   Param* final_norm_ = nullptr;
   Param* lm_head_ = nullptr;    // == embed_ when tied

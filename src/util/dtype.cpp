@@ -20,6 +20,8 @@ std::string_view dtype_name(DType t) {
       return "Q4_K";
     case DType::Q6_K:
       return "Q6_K";
+    case DType::MXFP4:
+      return "MXFP4";
   }
   return "?";
 }
@@ -95,6 +97,7 @@ void to_f32(DType t, const void* src, float* dst, size_t n) {
     case DType::Q4_0:
     case DType::Q4_K:
     case DType::Q6_K:
+    case DType::MXFP4:
       return dequantize_row(ggml_block_type(t), src, dst, int64_t(n));
   }
 }

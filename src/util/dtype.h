@@ -7,17 +7,18 @@
 
 namespace sy {
 
-// F32, F16, BF16: one value per element. Q8_0, Q4_0 (32 values in a block of 34 / 18 bytes),
-// Q4_K and Q6_K (256 values in 144 / 210 bytes): ggml's block formats (util/quant_blocks.h),
-// only for weight matrices whose rows hold whole blocks (GGUF files).
-enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K };
+// F32, F16, BF16: one value per element. Q8_0, Q4_0, MXFP4 (32 values in a block of 34 / 18 /
+// 17 bytes), Q4_K and Q6_K (256 values in 144 / 210 bytes): ggml's block formats
+// (util/quant_blocks.h), only for weight matrices whose rows hold whole blocks (GGUF files).
+enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, MXFP4 };
 
 inline bool is_block_type(DType t) {
-  return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_K || t == DType::Q6_K;
+  return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_K || t == DType::Q6_K ||
+         t == DType::MXFP4;
 }
 // Values per block: 1 for element types.
 inline int64_t dtype_block(DType t) {
-  return t == DType::Q8_0 || t == DType::Q4_0 ? 32 : t == DType::Q4_K || t == DType::Q6_K ? 256 : 1;
+  return t == DType::Q4_K || t == DType::Q6_K ? 256 : is_block_type(t) ? 32 : 1;
 }
 // Bytes per element of an element type (not a block type).
 inline size_t dtype_size(DType t) {
@@ -29,6 +30,7 @@ inline size_t dtype_bytes(DType t, int64_t n) {
   if (t == DType::Q4_0) return size_t(n / 32) * 18;
   if (t == DType::Q4_K) return size_t(n / 256) * 144;
   if (t == DType::Q6_K) return size_t(n / 256) * 210;
+  if (t == DType::MXFP4) return size_t(n / 32) * 17;
   return size_t(n) * dtype_size(t);
 }
 std::string_view dtype_name(DType t);

@@ -94,8 +94,11 @@ float e8m0_half(uint8_t e) {
   return f;
 }
 
+// E2M1 values doubled (ggml's kvalues_mxfp4), so that the scale is 2^(e - 128).
+constexpr int8_t kMxfp4Values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
 void dequant_mxfp4(const uint8_t* b, float* y, int64_t blocks) {
-  static constexpr int8_t kValues[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+  const int8_t* kValues = kMxfp4Values;
   for (int64_t i = 0; i < blocks; ++i, b += 17, y += 32) {
     const float d = e8m0_half(b[0]);
     for (int j = 0; j < 16; ++j) {
@@ -174,6 +177,28 @@ void quant_q4_k(const float* x, uint8_t* b, int64_t blocks) {
     for (int g = 0; g < 4; ++g)
       for (int l = 0; l < 32; ++l)
         b[16 + 32 * g + l] = uint8_t(q[64 * g + l] | (q[64 * g + 32 + l] << 4));
+  }
+}
+
+// MXFP4 as ggml's reference quantizer: the exponent puts the block's largest magnitude in
+// [8, 16) scale steps (the largest code is 12: the top of the range clips, as in ggml), and
+// each value takes the code nearest it (the first of equals, so 0 rather than -0).
+void quant_mxfp4(const float* x, uint8_t* b, int64_t blocks) {
+  for (int64_t i = 0; i < blocks; ++i, x += 32, b += 17) {
+    float amax = 0;
+    for (int l = 0; l < 32; ++l) amax = std::max(amax, std::fabs(x[l]));
+    const float e = amax > 0 ? std::floor(std::log2(amax)) - 2 + 127 : 0;
+    b[0] = uint8_t(std::clamp(e, 0.0f, 255.0f));
+    const float d = e8m0_half(b[0]);
+    auto nearest = [d](float v) {
+      int best = 0;
+      for (int c = 1; c < 16; ++c)
+        if (std::fabs(float(kMxfp4Values[c]) * d - v) <
+            std::fabs(float(kMxfp4Values[best]) * d - v))
+          best = c;
+      return best;
+    };
+    for (int j = 0; j < 16; ++j) b[1 + j] = uint8_t(nearest(x[j]) | (nearest(x[j + 16]) << 4));
   }
 }
 
@@ -275,6 +300,8 @@ GgmlType ggml_block_type(DType t) {
       return GgmlType::Q4_K;
     case DType::Q6_K:
       return GgmlType::Q6_K;
+    case DType::MXFP4:
+      return GgmlType::MXFP4;
     default:
       SY_ASSERT_MSG(false, "ggml_block_type: not a block type");
       return GgmlType::F32;
@@ -283,7 +310,7 @@ GgmlType ggml_block_type(DType t) {
 
 bool can_quantize(GgmlType t) {
   return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16 || t == GgmlType::Q8_0 ||
-         t == GgmlType::Q4_0 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;
+         t == GgmlType::Q4_0 || t == GgmlType::Q4_K || t == GgmlType::Q6_K || t == GgmlType::MXFP4;
 }
 
 void quantize_row(GgmlType t, const float* src, void* dst, int64_t n) {
@@ -314,6 +341,8 @@ void quantize_row(GgmlType t, const float* src, void* dst, int64_t n) {
       return quant_q4_k(src, b, blocks);
     case GgmlType::Q6_K:
       return quant_q6_k(src, b, blocks);
+    case GgmlType::MXFP4:
+      return quant_mxfp4(src, b, blocks);
     default:
       fail("Switchyard cannot quantize to ggml type {} yet", ggml_type_name(t));
   }

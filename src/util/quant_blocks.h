@@ -6,7 +6,7 @@
 //         32, u8 q[128];                                    x = d sc q - dmin m
 //   Q6_K  256 values: u8 ql[128], u8 qh[64], i8 scales[16], f16 d;  x = d sc (q - 32)
 //   MXFP4 32 values: u8 e (E8M0), u8 q[16] (E2M1 codes);    x = 2^(e - 128) * 2 fp4(q)
-// Quantizers for Q8_0 and Q4_0 follow ggml's reference rounding; Q4_K and Q6_K fit each
+// Quantizers for Q8_0, Q4_0 and MXFP4 follow ggml's reference rounding; Q4_K and Q6_K fit each
 // sub-block's range directly (valid blocks; not ggml's iterative scale search).
 #pragma once
 
@@ -22,10 +22,10 @@ bool can_dequantize(GgmlType t);
 // n values (a multiple of the type's block) from src to dst.
 void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n);
 
-// The ggml type of a block DType (Q8_0, Q4_0, Q4_K, Q6_K).
+// The ggml type of a block DType (Q8_0, Q4_0, Q4_K, Q6_K, MXFP4).
 GgmlType ggml_block_type(DType t);
 
-bool can_quantize(GgmlType t);  // Q8_0, Q4_0, Q4_K, Q6_K (and F32 / F16 / BF16)
+bool can_quantize(GgmlType t);  // Q8_0, Q4_0, Q4_K, Q6_K, MXFP4 (and F32 / F16 / BF16)
 // n values (a multiple of the type's block) from src into blocks at dst.
 void quantize_row(GgmlType t, const float* src, void* dst, int64_t n);
 

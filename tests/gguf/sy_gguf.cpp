@@ -96,7 +96,8 @@ int write(const std::string& in, const std::string& out) {
   w.set_strings("tokenizer.ggml.tokens", {"<s>", "a", "\xc3\xa9t\xc3\xa9", ""});
   w.set_float32s("tokenizer.ggml.scores", {0.0f, -1.5f, 2.25f, 3.0f});
   w.set_int32s("tokenizer.ggml.token_type", {3, 1, 1, 1});
-  for (GgmlType t : {GgmlType::F32, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0}) {
+  for (GgmlType t :
+       {GgmlType::F32, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::MXFP4}) {
     const size_t row = sy::ggml_row_bytes(t, cols);
     std::vector<uint8_t> bytes(row * size_t(rows));
     for (int64_t r = 0; r < rows; ++r)

@@ -7,7 +7,7 @@
 #  - Hugging Face's JavaScript GGUF parser (@huggingface/gguf, tests/gguf/package.json) must
 #    read the same metadata, dims, types and data offsets from that file as Switchyard does,
 #    and must read a file Switchyard's writer made exactly as it was meant;
-#  - Switchyard's Q8_0 / Q4_0 quantizers must produce the blocks of the reference rounding
+#  - Switchyard's Q8_0 / Q4_0 / MXFP4 quantizers must produce the blocks of the reference rounding
 #    (ggml's quantize_row_*_ref, re-implemented in numpy here) byte for byte.
 # usage: test_gguf.sh SWITCHYARD_BIN WORK_DIR   (sy_gguf from $SY_GGUF or next to WORK_DIR)
 # Exit: 0 all equal, 1 mismatch or error, 77 node or the npm package missing (CTest: skipped).
@@ -105,7 +105,7 @@ want = {"general.architecture": ("string", "llama"), "llama.block_count": ("u32"
 for k, (t, v) in want.items():
     check(k in m and m[k]["type"] == t and m[k]["value"] == v, f"Hugging Face reads {k} = {v!r} ({t}) from Switchyard's file: {m.get(k)}")
 check(hf["version"] == 3, "version 3")
-types = {"t.F32": 0, "t.BF16": 30, "t.Q8_0": 8, "t.Q4_0": 2}
+types = {"t.F32": 0, "t.BF16": 30, "t.Q8_0": 8, "t.Q4_0": 2, "t.MXFP4": 39}
 r = ref.Reader(f"{work}/mine.gguf")
 for t in hf["tensors"]:
     check(t["name"] in types and t["type"] == types[t["name"]] and t["dims"] == ["256", "4"]
@@ -133,14 +133,26 @@ def q4_0(x):
         out += np.float16(d).tobytes() + bytes((q[:16] | (q[16:] << 4)).astype(np.uint8))
     return bytes(out)
 
-for name, fn in (("t.Q8_0", q8_0), ("t.Q4_0", q4_0)):
+def mxfp4(x):  # E8M0 exponent floor(log2 amax) - 2 + 127; each value the nearest code (first)
+    codes = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.float32)
+    out = bytearray()
+    for b in x.reshape(-1, 32):
+        amax = np.max(np.abs(b))
+        e = int(np.floor(np.log2(amax))) - 2 + 127 if amax > 0 else 0
+        d = np.ldexp(np.float32(1), e - 128)  # float32: subnormal for e < 2
+        q = np.argmin(np.abs(codes[None, :] * d - b[:, None]), axis=1).astype(np.uint8)
+        out += bytes([e]) + bytes(q[:16] | (q[16:] << 4))
+    return bytes(out)
+
+for name, fn in (("t.Q8_0", q8_0), ("t.Q4_0", q4_0), ("t.MXFP4", mxfp4)):
     check(r.tensors[name][2] == fn(x), f"{name}: Switchyard's blocks equal the reference rounding byte for byte")
 for name, (dims, tid, data) in r.tensors.items():
     a = np.load(f"{work}/mine/{name}.npy")
     b = ref.dequant(tid, data, 1024).reshape(4, 256)
     check(np.array_equal(a.view(np.uint32), b.view(np.uint32)), f"{name}: Switchyard's dequantization of its own file equals the reference")
     err = np.max(np.abs(a - x))
-    bound = {"t.F32": 0, "t.BF16": 2 ** -8 * 9.0, "t.Q8_0": 9.0 / 127 / 2 * 1.01, "t.Q4_0": 9.0 / 8 * 1.01}[name]
+    bound = {"t.F32": 0, "t.BF16": 2 ** -8 * 9.0, "t.Q8_0": 9.0 / 127 / 2 * 1.01, "t.Q4_0": 9.0 / 8 * 1.01,
+             "t.MXFP4": 9.0 / 2 * 1.01}[name]  # MXFP4: the top code gap, 4 d <= amax / 2
     check(err <= bound, f"{name}: max |error| vs the float32 input {err:.3g} <= {bound:.3g}")
 sys.exit(1 if failures else 0)
 PY

@@ -50,7 +50,9 @@ for fam in mixtral qwen2_moe qwen3_moe olmoe; do
   # shellcheck disable=SC2086
   "$sy" make-tiny --out "$m" --family "$fam" --dtype BF16 --vocab 300 --layers 2 ${extra[$fam]} >/dev/null
   "$sy" score -m "$m" --ids "$ids" --quiet --dump-logits "$work/$fam.npy" >/dev/null
-  for t in F32 BF16 Q8_0 Q4_0; do
+  types="F32 BF16 Q8_0 Q4_0"
+  [ "$fam" = qwen2_moe ] && types+=" MXFP4_MOE"  # routed experts MXFP4, shared expert Q8_0
+  for t in $types; do
     g="$work/$fam.$t.gguf"
     "$sy" quantize -m "$m" -o "$g" -t "$t" >/dev/null 2>"$work/err" || { fail "$fam $t" "quantize: $(tail -1 "$work/err")"; continue; }
     # SY_INT8_DOT=0: the float kernels, which compute on the blocks exactly as dequantized.
@@ -59,7 +61,7 @@ for fam in mixtral qwen2_moe qwen3_moe olmoe; do
     "$py" "$here/gguf_reference.py" to-hf "$g" "$work/$fam.$t.hf" "$m" 2>"$work/err" || { fail "$fam $t" "to-hf: $(tail -1 "$work/err")"; continue; }
     "$sy" score -m "$work/$fam.$t.hf" --ids "$ids" --quiet --dump-logits "$work/$fam.$t.ref.npy" >/dev/null 2>"$work/err"
     same "$fam $t: GGUF vs the reference converter's folder" "$work/$fam.$t.npy" "$work/$fam.$t.ref.npy" 2e-5
-    case "$t" in Q8_0|Q4_0)
+    case "$t" in Q8_0|Q4_0|MXFP4_MOE)
       # The default int8 kernels quantize activations to 8 bits per block of 32 (as llama.cpp):
       # about 1% relative RMS on these random models, more where a top-k choice flips.
       "$sy" score -m "$g" --ids "$ids" --quiet --dump-logits "$work/$fam.$t.int8.npy" >/dev/null 2>"$work/err"
@@ -121,6 +123,15 @@ SY_INT8_DOT=0 "$sy" score -m "$work/k.gguf" --ids "$ids" --quiet --dump-logits "
 same "Q4_K_M: GGUF vs the reference converter's folder" "$work/k.npy" "$work/k.ref.npy" 2e-5
 "$sy" score -m "$work/k.gguf" --ids "$ids" --quiet --dump-logits "$work/k.int8.npy" >/dev/null 2>"$work/err"
 close "Q4_K_M: int8 activations vs float kernels" "$work/k.int8.npy" "$work/k.npy" 0.15
+# MXFP4_MOE: llama.cpp's mix (its LLAMA_FTYPE_MOSTLY_MXFP4_MOE): stacked experts MXFP4, the
+# other matrices Q8_0, norms and routers F32.
+types=$("$py" -c "
+import sys; sys.path.insert(0, sys.argv[2]); import gguf_reference as g
+r = g.Reader(sys.argv[1]); t = {n: g.TYPES[v[1]][0] for n, v in r.tensors.items()}
+ok = all((v == 'MXFP4') == ('_exps.' in n) for n, v in t.items() if v != 'F32') \
+     and t['blk.0.ffn_up_shexp.weight'] == 'Q8_0' and t['blk.1.attn_q.weight'] == 'Q8_0' and t['blk.0.ffn_gate_inp.weight'] == 'F32'
+print(sorted(set(t.values())), 'mix as llama.cpp' if ok else 'NOT the MXFP4_MOE mix')" "$work/qwen2_moe.MXFP4_MOE.gguf" "$here")
+case "$types" in *"mix as llama.cpp"*) pass "MXFP4_MOE: tensor types" "$types" ;; *) fail "MXFP4_MOE: tensor types" "$types" ;; esac
 # Q8_0 / Q4_0 experts stay in the file as blocks: they can be offloaded, with the same logits.
 for t in Q8_0 Q4_0; do
   "$sy" score -m "$work/qwen2_moe.$t.gguf" --ids "$ids" --quiet --expert-cache-mb 0.05 \

@@ -255,8 +255,9 @@ TEST(Quantizers, RoundTripWithinEachFormatsResolution) {
     GgmlType type;
     double max_rel_rms;
   };
-  for (const Case c : {Case{GgmlType::Q8_0, 0.006}, Case{GgmlType::Q6_K, 0.02},
-                       Case{GgmlType::Q4_0, 0.09}, Case{GgmlType::Q4_K, 0.09}}) {
+  for (const Case c :
+       {Case{GgmlType::Q8_0, 0.006}, Case{GgmlType::Q6_K, 0.02}, Case{GgmlType::Q4_0, 0.09},
+        Case{GgmlType::Q4_K, 0.09}, Case{GgmlType::MXFP4, 0.15}}) {
     std::vector<uint8_t> q(ggml_row_bytes(c.type, int64_t(x.size())));
     quantize_row(c.type, x.data(), q.data(), int64_t(x.size()));
     std::vector<float> back(x.size());

@@ -137,7 +137,7 @@ std::vector<MatmulCase> matmul_cases() {
       for (int64_t cols : {1, 7, 16, 33, 100, 1027})
         for (int64_t n : {1, 2, 3, 4, 5, 7, 8, 17, 130}) cases.push_back({dt, rows, cols, n});
   // ggml's block formats: rows of whole blocks (32 values; 256 for the K types).
-  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K})
+  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K, DType::MXFP4})
     for (int64_t rows : {1, 3, 4, 5, 17})
       for (int64_t cols : {32, 96, 256, 1024})
         for (int64_t n : {1, 2, 3, 4, 5, 8, 130})
@@ -214,8 +214,8 @@ TEST_P(ThreadCounts, BothPathsMatchScalar) {
 }
 
 // Activations quantized as llama.cpp quantizes them for each weight type, written here from
-// ggml's definitions: block_q8_0 for Q8_0 / Q4_0 weights (32 values, d = max|x| / 127 kept as
-// f16, q = round(x / d)); block_q8_K for Q4_K / Q6_K (256 values, float d from the signed
+// ggml's definitions: block_q8_0 for Q8_0 / Q4_0 / MXFP4 weights (32 values, d = max|x| / 127 kept
+// as f16, q = round(x / d)); block_q8_K for Q4_K / Q6_K (256 values, float d from the signed
 // largest value, q = nearest-even(-127 x / max)). Returns the dequantized activations d q.
 std::vector<double> quantized_activation(DType wtype, const float* x, int64_t cols) {
   std::vector<double> out(static_cast<size_t>(cols));
@@ -246,7 +246,7 @@ std::vector<double> quantized_activation(DType wtype, const float* x, int64_t co
 TEST_P(ThreadCounts, Int8PathMatchesReference) {
   if (!detail::int8_dot_enabled()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
   uint32_t seed = 7000;
-  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K})
+  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K, DType::MXFP4})
     for (int64_t rows : {1, 3, 4, 5, 17, 301})
       for (int64_t cols : {32, 64, 96, 256, 768, 1056, 2048})
         for (int64_t n : {1, 2, 3, 4, 5, 9}) {
