@@ -18,6 +18,7 @@
 #include "common/bandwidth.h"
 #include "common/timing.h"
 #include "ops/blas_env.h"
+#include "ops/gemm_w8a8.h"
 #include "ops/kernels.h"
 #include "ops/matmul.h"
 #include "ops/threads.h"
@@ -143,45 +144,52 @@ Json bench_crossover(const Arena& arena, int threads, int reps) {
 }
 
 // Prefill: Y[m, rows] = X[m, cols] W^T through sy::ops::matmul, vs cblas_sgemm on float32
-// W with OpenBLAS's own threading (what a caller of plain OpenBLAS would get).
+// W with OpenBLAS's own threading (what a caller of plain OpenBLAS would get). Q8_0 runs
+// ggml's blocks through the int8 block kernel; I8_ROW is W8A8 (gemm_w8a8.h, ReaLB's int8
+// format), quantized from the BF16 arena first.
 Json bench_matmul(const Arena& arena, const std::vector<int>& threads, int reps) {
   Json out = Json::array();
   std::printf("\nPrefill matmul GFLOP/s (M x N x K = tokens x out x in)\n");
-  std::printf("%-16s %3s %9s %9s %9s %12s\n", "M x N x K", "thr", "BF16", "F16", "F32",
-              "cblas f32");
-  const int64_t m = 128;
-  for (const Shape& s : {Shape{2816, 1024}, Shape{1024, 2816}}) {
-    std::vector<float> x(size_t(m * s.cols)), y(size_t(m * s.rows));
-    for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i % 17) - 8) * 0.01f;
-    const double flops = 2.0 * double(m) * double(s.rows) * double(s.cols);
-    for (int t : threads) {
-      sy::ops::set_num_threads(t);
-      Json row = {{"m", m}, {"n", s.rows}, {"k", s.cols}, {"threads", t}};
-      double g[3];
-      int i = 0;
-      for (DType dt : {DType::BF16, DType::F16, DType::F32}) {
-        const WeightView w{dt, s.rows, s.cols, arena.data};
-        const auto tm =
-            sy::bench::time_median([&] { sy::ops::matmul(w, x.data(), m, y.data()); }, 3, reps);
-        g[i++] = flops / tm.median_s * 1e-9;
-        row[std::string("gflops_") + std::string(sy::dtype_name(dt))] = g[i - 1];
+  std::printf("%-16s %3s %9s %9s %9s %9s %9s %12s\n", "M x N x K", "thr", "BF16", "F16", "F32",
+              "Q8_0", "W8A8", "cblas f32");
+  for (int64_t m : {128, 512})
+    for (const Shape& s : {Shape{2816, 1024}, Shape{1024, 2816}}) {
+      std::vector<uint8_t> i8(size_t(s.rows) * sy::dtype_bytes(DType::I8_ROW, s.cols));
+      sy::ops::quantize_rows_i8(WeightView{DType::BF16, s.rows, s.cols, arena.data}, i8.data(), 2);
+      std::vector<float> x(size_t(m * s.cols)), y(size_t(m * s.rows));
+      for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i % 17) - 8) * 0.01f;
+      const double flops = 2.0 * double(m) * double(s.rows) * double(s.cols);
+      for (int t : threads) {
+        sy::ops::set_num_threads(t);
+        Json row = {{"m", m}, {"n", s.rows}, {"k", s.cols}, {"threads", t}};
+        double g[5];
+        int i = 0;
+        for (DType dt : {DType::BF16, DType::F16, DType::F32, DType::Q8_0, DType::I8_ROW}) {
+          const WeightView w{
+              dt, s.rows, s.cols,
+              dt == DType::I8_ROW ? static_cast<const void*>(i8.data()) : arena.data};
+          const auto tm =
+              sy::bench::time_median([&] { sy::ops::matmul(w, x.data(), m, y.data()); }, 3, reps);
+          g[i++] = flops / tm.median_s * 1e-9;
+          row[std::string("gflops_") + std::string(sy::dtype_name(dt))] = g[i - 1];
+        }
+        const auto* wf = reinterpret_cast<const float*>(arena.data);
+        openblas_set_num_threads(t);
+        const auto tc = sy::bench::time_median(
+            [&] {
+              cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(s.rows), int(s.cols),
+                          1.0f, x.data(), int(s.cols), wf, int(s.cols), 0.0f, y.data(),
+                          int(s.rows));
+            },
+            3, reps);
+        sy::ops::set_num_threads(t);  // back to single-threaded OpenBLAS
+        const double gc = flops / tc.median_s * 1e-9;
+        row["gflops_cblas_f32"] = gc;
+        std::printf("%4ldx%5ldx%5ld %3d %9.1f %9.1f %9.1f %9.1f %9.1f %12.1f\n", long(m),
+                    long(s.rows), long(s.cols), t, g[0], g[1], g[2], g[3], g[4], gc);
+        out.push_back(row);
       }
-      const auto* wf = reinterpret_cast<const float*>(arena.data);
-      openblas_set_num_threads(t);
-      const auto tc = sy::bench::time_median(
-          [&] {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(s.rows), int(s.cols),
-                        1.0f, x.data(), int(s.cols), wf, int(s.cols), 0.0f, y.data(), int(s.rows));
-          },
-          3, reps);
-      sy::ops::set_num_threads(t);  // back to single-threaded OpenBLAS
-      const double gc = flops / tc.median_s * 1e-9;
-      row["gflops_cblas_f32"] = gc;
-      std::printf("%4ldx%5ldx%5ld %3d %9.1f %9.1f %9.1f %12.1f\n", long(m), long(s.rows),
-                  long(s.cols), t, g[0], g[1], g[2], gc);
-      out.push_back(row);
     }
-  }
   return out;
 }
 

@@ -30,7 +30,11 @@ run_tier() {  # run_tier BUILD_DIR LABEL [VAR=VALUE ...]
 }
 
 start_step
-"$root/scripts/build.sh"
+# SY_TEST_UNITY=1 (CI): a unity build, about a third less compile time on a clean clone; the
+# incremental builds of a developer's build/ are faster without it.
+unity=()
+[ "${SY_TEST_UNITY:-0}" = "1" ] && unity=(-DCMAKE_UNITY_BUILD=ON)
+"$root/scripts/build.sh" "${unity[@]}"
 end_step "build (release)"
 for tier in $tiers; do
   echo "== $tier tier =="
@@ -52,7 +56,7 @@ if [ "${SY_TEST_ASAN:-0}" = "1" ]; then
   end_step "build (asan + ubsan + fuzzers, clang)"
   start_step
   run_tier "$root/build-asan" fast ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 LSAN_OPTIONS="suppressions=$root/scripts/lsan.supp"
   end_step "tests: fast tier (asan + ubsan)"
 fi
 

@@ -119,6 +119,7 @@ void run_bench(const BenchOptions& o) {
   }
   report.finish(eng->stats, m, eng->runtime);
   report_expert_parallel(*eng, o.parallel.ep_json);
+  report_precision(*eng, o.parallel.precision);
 }
 
 }  // namespace

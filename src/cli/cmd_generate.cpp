@@ -229,6 +229,7 @@ void run_generate(const GenerateOptions& o) {
   reduce_load_stats(*eng, eng->stats);
   report.finish(eng->stats, m, eng->runtime);
   report_expert_parallel(*eng, o.parallel.ep_json);
+  report_precision(*eng, o.parallel.precision);
 }
 
 }  // namespace

@@ -234,6 +234,7 @@ void run_score(const ScoreOptions& o) {
   if (!o.sweep_policies.empty()) {
     run_sweep(o, *eng, ids, window);
     report_expert_parallel(*eng, o.parallel.ep_json);
+    report_precision(*eng, o.parallel.precision);
     return;
   }
 
@@ -283,6 +284,7 @@ void run_score(const ScoreOptions& o) {
   }
   report.finish(stats, *eng->model, runtime);
   report_expert_parallel(*eng, o.parallel.ep_json);
+  report_precision(*eng, o.parallel.precision);
 }
 
 }  // namespace

@@ -67,6 +67,7 @@ void add_parallel_options(CLI::App& cmd, ParallelOptions& o) {
       ->group(group);
   cmd.add_option("--ep-json", o.ep_json, "Write each rank's per-layer timings as JSON")
       ->group(group);
+  add_precision_options(cmd, o.precision);
 }
 
 std::optional<Tokenizer> load_tokenizer(const std::string& model_path) {
@@ -127,6 +128,21 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
   } else if (mo.offload_gbps > 0 || mo.no_stream_ahead) {
     fail("--offload-gbps and --no-stream-ahead apply to offloaded experts: add --expert-cache-mb");
   }
+  // ReaLB: checked before the weights load (a refusal should not wait for them).
+  eng->runtime.precision = precision_policy(
+      po.precision,
+      comm.distributed()
+          ? comm.size()
+          : (eng->runtime.placement.empty() ? 1 : eng->runtime.placement.num_devices()),
+      offload.has_value());
+  if (!po.precision.modality_ids.empty())
+    eng->runtime.modality = moe::parse_modality_rule(po.precision.modality_ids);
+  if (eng->runtime.precision.format == moe::LowFormat::kQ4 && eng->runtime.precision.active() &&
+      (cfg.hidden_size % 32 != 0 || cfg.expert_intermediate_size % 32 != 0))
+    fail(
+        "--low-precision q4 stores rows in 32-value blocks, but this model's experts are {} x {}; "
+        "use int8 or nvfp4",
+        cfg.expert_intermediate_size, cfg.hidden_size);
   eng->model = std::make_unique<model::Model>(
       model::Model::load(mo.model_dir, owned, offload ? &*offload : nullptr));
   try {
@@ -150,8 +166,10 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
             r, prints[size_t(r)], prints[0], mo.model_dir);
     const parallel::Communicator* world = &comm;
     eng->runtime.sum_counts = [world](std::vector<int64_t>& v) { world->all_reduce_sum(v); };
+    parallel::EpOptions ep = po.ep;
+    ep.precision = eng->runtime.precision;
     eng->ep = std::make_unique<parallel::ExpertParallelBackend>(comm, eng->runtime.placement,
-                                                                int(cfg.num_layers), po.ep);
+                                                                int(cfg.num_layers), ep);
     eng->runtime.backend = eng->ep.get();
   } else if (po.ep.overlap || po.ep.link.active()) {
     if (comm.is_root())
@@ -171,6 +189,9 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
   eng->stats = eng->model->new_load_stats();
   eng->stats.set_placement(eng->runtime.placement);
   eng->runtime.stats = &eng->stats;
+  if (!comm.distributed()) eng->runtime.precision_log = &eng->precision_log;
+  if (comm.is_root() && eng->runtime.precision.active())
+    fmt::print(stderr, "precision policy: {}\n", eng->runtime.precision.describe());
   if (comm.is_root() && (eng->runtime.capacity.active() || !eng->runtime.placement.empty()))
     fmt::print(
         stderr, "{}capacity policy: {}; placement: {}\n",

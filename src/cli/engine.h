@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "cli/common.h"
+#include "cli/precision_report.h"
 #include "model/model.h"
 #include "moe/load_stats.h"
 #include "moe/moe_layer.h"
@@ -18,9 +19,10 @@ namespace sy::cli {
 
 // Expert-parallel settings (meaningful under mpirun only).
 struct ParallelOptions {
-  parallel::EpOptions ep;  // overlap and the emulated link
-  int expert_slot = -1;    // operator slot of the routed experts (-1: adaptive)
-  std::string ep_json;     // per-rank, per-layer timings as JSON
+  parallel::EpOptions ep;      // overlap and the emulated link
+  int expert_slot = -1;        // operator slot of the routed experts (-1: adaptive)
+  std::string ep_json;         // per-rank, per-layer timings as JSON
+  PrecisionOptions precision;  // ReaLB
 };
 void add_parallel_options(CLI::App& cmd, ParallelOptions& options);
 
@@ -31,6 +33,7 @@ struct Engine {
   moe::MoeRuntime runtime;  // capacity policy, placement, stats sink, EP backend
   std::unique_ptr<parallel::ExpertParallelBackend> ep;
   moe::LoadStats stats;
+  std::vector<moe::PrecisionRecord> precision_log;  // ReaLB in one process (--devices N)
 
   bool distributed() const { return comm->distributed(); }
   int rank() const { return comm->rank(); }

@@ -67,6 +67,7 @@ void scale_element(DType dtype, const uint8_t* src, uint8_t* dst, float scale) {
     case DType::Q4_K:
     case DType::Q6_K:
     case DType::MXFP4:
+    case DType::I8_ROW:
       break;
   }
   fail("cannot scale dtype {}", dtype_name(dtype));

@@ -107,6 +107,10 @@ void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, floa
     SY_ASSERT_MSG(!ch.tokens.empty(), "a sequence chunk must hold at least one token");
     T += int64_t(ch.tokens.size());
   }
+  runtime.token_tags.clear();  // ReaLB's modality tags of this call's tokens, in row order
+  if (runtime.modality.active())
+    for (const SequenceChunk& ch : chunks)
+      for (int32_t id : ch.tokens) runtime.token_tags.push_back(runtime.modality.tagged(id));
 
   ws.x.resize(size_t(T * H));
   ws.rope_cos.resize(size_t(T * hd / 2));

@@ -25,6 +25,7 @@ struct RoutedPairs {
   const int32_t* ids = nullptr;    // [T, slots], kDroppedExpert = no pair
   const float* weights = nullptr;  // [T, slots]
   double route_seconds = 0;        // time moe_forward spent routing + applying the policy
+  const uint8_t* tags = nullptr;   // [T] modality tags (ReaLB), or nullptr: none
 };
 
 // What a backend has measured of a layer's exchanges (seconds per call, running averages): the

@@ -13,6 +13,9 @@ struct FfnWeights {
   ops::WeightView gate;  // [I, H]
   ops::WeightView up;    // [I, H]
   ops::WeightView down;  // [H, I]
+  // W4A4 emulation (ReaLB's NVFP4, moe/low_precision_experts.h): the inputs of the three
+  // products are rounded onto the NVFP4 grid first (util/nvfp4.h).
+  bool nvfp4_activations = false;
   size_t bytes() const { return gate.bytes() + up.bytes() + down.bytes(); }
   int64_t hidden() const { return gate.cols; }
   int64_t intermediate() const { return gate.rows; }
@@ -24,6 +27,7 @@ struct FfnWeights {
 struct FfnScratch {
   std::vector<float> gate, up;  // [rows, I] x gate^T, x up^T
   std::vector<float> act;       // [rows, I] silu(gate) * up (only with keep)
+  std::vector<float> rounded;   // [rows, max(H, I)] NVFP4-rounded inputs (W4A4 emulation)
   bool keep = false;
 };
 

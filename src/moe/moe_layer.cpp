@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "ops/matmul.h"
+#include "ops/threads.h"
 #include "util/splitmix64.h"
 
 namespace sy::moe {
@@ -79,9 +80,66 @@ void dispatch_local(const MoeBlock& b, const RoutedPairs& p, MoeScratch& s,
     experts->start(b, p.layer, s.plan.offsets, s.permuted.data(), H, s.expert_out.data());
 }
 
-void compute_local(const MoeBlock& b, MoeScratch& s) {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// ReaLB in one process: every device of the placement decides as its rank would under mpirun
+// (the same loads: this call's tokens are the step's), converts its experts when it runs low,
+// and the records say what each device's experts took. Nothing is in flight here, so no
+// conversion is hidden.
+void compute_local_precision(const MoeBlock& b, MoeScratch& s, const MoeRuntime& rt) {
   const int64_t H = s.pairs.hidden;
   const int E = b.router->num_experts;
+  std::vector<int64_t> rows(size_t(E), 0), tagged;
+  if (s.pairs.tags) tagged.assign(size_t(E), 0);
+  for (int e = 0; e < E; ++e) {
+    rows[size_t(e)] = s.plan.rows_of(e);
+    if (s.pairs.tags)
+      for (int64_t r = s.plan.offsets[size_t(e)]; r < s.plan.offsets[size_t(e) + 1]; ++r)
+        tagged[size_t(e)] += s.pairs.tags[s.plan.token[size_t(r)]];
+  }
+  const DeviceLoads loads = device_loads(rt.placement, rows, tagged, s.pairs.num_tokens);
+  const int D = int(loads.rows.size());
+  const double mean = double(s.plan.num_rows()) / D;
+  std::vector<PrecisionRecord> records(static_cast<size_t>(D));
+  s.low.begin();
+  for (int d = 0; d < D; ++d) {
+    const PrecisionChoice c = choose_precision(rt.precision, loads, d);
+    PrecisionRecord& rec = records[size_t(d)];
+    rec = {s.pairs.layer,
+           d,
+           c.low,
+           loads.rows[size_t(d)],
+           mean > 0 ? double(loads.rows[size_t(d)]) / mean : 0.0,
+           0,
+           0,
+           0,
+           c.why,
+           c.reason};
+  }
+  for (int e = 0; e < E; ++e) {
+    const int64_t begin = s.plan.offsets[size_t(e)];
+    if (rows[size_t(e)] == 0) continue;
+    PrecisionRecord& rec = records[size_t(rt.placement.empty() ? 0 : rt.placement.device_of(e))];
+    auto t0 = std::chrono::steady_clock::now();
+    const FfnWeights& w =
+        rec.low ? s.low.convert(e, b.experts[size_t(e)], rt.precision.format, ops::num_threads())
+                : b.experts[size_t(e)];
+    rec.convert_s += seconds_since(t0);
+    t0 = std::chrono::steady_clock::now();
+    ffn_forward(w, s.permuted.data() + begin * H, rows[size_t(e)], s.expert_out.data() + begin * H,
+                s.ffn);
+    rec.expert_s += seconds_since(t0);
+  }
+  if (rt.precision_log)
+    rt.precision_log->insert(rt.precision_log->end(), records.begin(), records.end());
+}
+
+void compute_local(const MoeBlock& b, MoeScratch& s, const MoeRuntime& rt) {
+  const int64_t H = s.pairs.hidden;
+  const int E = b.router->num_experts;
+  if (rt.precision.active() && !b.offload) return compute_local_precision(b, s, rt);
   if (b.offload) {  // the experts with rows, streamed in the order they run
     std::vector<int> needed;
     for (int e = 0; e < E; ++e)
@@ -163,6 +221,7 @@ void routed_start(const MoeBlock& b, const float* x, int64_t T, int64_t H, MoeSc
   const double route_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - route_start).count();
   s.pairs = RoutedPairs{layer, T, H, slots, x, s.ids.data(), s.weights.data(), route_s};
+  if (int64_t(rt.token_tags.size()) == T) s.pairs.tags = rt.token_tags.data();
   if (rt.backend)
     rt.backend->start(b, s.pairs, s);
   else
@@ -182,7 +241,7 @@ void routed_compute(const MoeBlock& b, MoeScratch& s, const MoeRuntime& rt, int 
   else if (rt.experts)
     rt.experts->compute(layer);
   else if (s.pairs.num_tokens > 0)
-    compute_local(b, s);
+    compute_local(b, s, rt);
 }
 
 void routed_finish(MoeScratch& s, const MoeRuntime& rt, int layer) {

@@ -15,7 +15,9 @@
 #include "moe/expert_cache.h"
 #include "moe/expert_ffn.h"
 #include "moe/load_stats.h"
+#include "moe/low_precision_experts.h"
 #include "moe/placement.h"
+#include "moe/precision_policy.h"
 #include "moe/router.h"
 #include "moe/routing_observer.h"
 
@@ -65,6 +67,13 @@ struct MoeRuntime {
   // calls are counted so that random drops draw anew in every call, replayably.
   mutable uint64_t forward_calls = 0;
   mutable bool decode_step = false;
+  // ReaLB: the precision each device (rank) runs its routed experts in, per layer and call
+  // (precision_policy.h). Tokens are tagged by `modality` (token_tags: set by Model::forward
+  // from the call's token ids). Every device's choice and its cost go to precision_log.
+  PrecisionPolicy precision;
+  ModalityRule modality;
+  mutable std::vector<uint8_t> token_tags;  // [T] of the call being run; empty: no tags
+  std::vector<PrecisionRecord>* precision_log = nullptr;
 };
 
 // Buffers of one MoE call. They are also its record: after moe_forward they hold everything a
@@ -88,6 +97,7 @@ struct MoeScratch {
   std::vector<float> routed_gate;           // [T] CG-2's beta; empty: 1
   FfnScratch ffn;                           // the routed experts run here in turn
   FfnScratch shared_ffn;                    // the shared expert's (keep = true records it)
+  LowPrecisionExperts low;                  // ReaLB: this call's experts converted
   RoutedPairs pairs;                        // the call between routed_start and routed_finish
 };
 

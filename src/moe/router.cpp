@@ -283,6 +283,7 @@ void route_expert_choice(const float* logits, int64_t num_tokens, int num_expert
                          double capacity_factor, int32_t* ids, float* weights, float* scores) {
   const int E = num_experts;
   const int64_t T = num_tokens;
+  if (T == 0) return;  // (an empty affinity matrix has no column to point into)
   const int64_t C = std::min(expert_choice_capacity(capacity_factor, T, E), T);
   std::vector<float> s(size_t(T) * size_t(E));  // [T, E] affinity
   for (int64_t t = 0; t < T; ++t) softmax_row(logits + t * E, E, s.data() + t * E);

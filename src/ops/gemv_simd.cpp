@@ -360,6 +360,8 @@ void GemvRows(const WeightView& w, int64_t row_begin, int64_t row_end, const flo
       return GemvRowsQ<Q8Block>(w, row_begin, row_end, x, n, ldx, y, ldy);
     case DType::Q4_0:
       return GemvRowsQ<Q4Block>(w, row_begin, row_end, x, n, ldx, y, ldy);
+    case DType::I8_ROW:  // matmul sends it to gemm_w8a8.h
+      SY_ASSERT_MSG(false, "gemv_rows: I8_ROW runs in matmul_w8a8");
   }
 }
 
@@ -397,6 +399,10 @@ void WidenRows(const WeightView& w, int64_t row_begin, int64_t row_end, float* d
     case DType::Q6_K:
     case DType::MXFP4:
       return dequantize_row(ggml_block_type(w.dtype), w.row(row_begin), dst, int64_t(count));
+    case DType::I8_ROW:
+      for (int64_t r = row_begin; r < row_end; ++r)
+        to_f32(DType::I8_ROW, w.row(r), dst + (r - row_begin) * w.cols, size_t(w.cols));
+      return;
   }
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ops/gemm.h"
+#include "ops/gemm_w8a8.h"
 #include "ops/gemv_int8.h"
 #include "ops/kernels.h"
 #include "ops/threads.h"
@@ -129,6 +130,7 @@ void matmul(const WeightView& w, const float* x, int64_t n, float* y, int64_t x_
     return;
   }
   const int nt = threads_for(w, n);
+  if (w.dtype == DType::I8_ROW) return detail::matmul_w8a8(w, x, n, ldx, y, ldy, nt);
   const int64_t stream_max = w.dtype == DType::F32    ? kF32StreamMaxRows
                              : is_block_type(w.dtype) ? kBlockStreamMaxRows
                                                       : kStreamMaxRows;

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <numeric>
+
+#include "ops/threads.h"
 
 #include "util/error.h"
 
@@ -20,6 +23,7 @@ ExpertParallelBackend::~ExpertParallelBackend() = default;
 
 void ExpertParallelBackend::reset_timings() {
   for (auto& t : timings_) t = EpLayerTiming{};
+  precision_log_.clear();
 }
 
 moe::ExchangeEstimate ExpertParallelBackend::estimate(int layer) const {
@@ -58,8 +62,60 @@ void ExpertParallelBackend::start(const moe::MoeBlock& block, const moe::RoutedP
       }
     }
   }
+  // ReaLB: every rank's routing histogram, tagged rows and token count travel with the counts:
+  // [E rows per expert][E tagged rows per expert][tokens][1 if tagged].
+  trip.shared_send.clear();
+  if (options().precision.active()) {
+    trip.shared_send.assign(size_t(2 * E + 2), 0);
+    for (int e = 0; e < E; ++e) {
+      trip.shared_send[size_t(e)] = c.plan.rows_of(e);
+      if (p.tags)
+        for (int64_t r = c.plan.offsets[size_t(e)]; r < c.plan.offsets[size_t(e) + 1]; ++r)
+          trip.shared_send[size_t(E + e)] += p.tags[c.plan.token[size_t(r)]];
+    }
+    trip.shared_send[size_t(2 * E)] = p.num_tokens;
+    trip.shared_send[size_t(2 * E + 1)] = p.tags != nullptr;
+  }
   trips_.launch(trip, false);  // counts first; the rows follow as soon as they are in
   c.start_s = monotonic_seconds() - t0;
+}
+
+void ExpertParallelBackend::choose_and_convert(Call& c, RoundTrip& trip) {
+  const int D = comm_.size(), me = comm_.rank(), E = placement_.num_experts();
+  const size_t S = size_t(2 * E + 2);
+  std::vector<int64_t> rows(size_t(E), 0), tagged(size_t(E), 0);
+  int64_t tokens = 0;
+  bool tags = false;
+  for (int s = 0; s < D; ++s) {
+    const int64_t* v = trip.shared_recv.data() + size_t(s) * S;
+    for (int e = 0; e < E; ++e) rows[size_t(e)] += v[e], tagged[size_t(e)] += v[E + e];
+    tokens += v[2 * E];
+    tags |= v[2 * E + 1] != 0;
+  }
+  if (!tags) tagged.clear();
+  const moe::DeviceLoads loads = moe::device_loads(placement_, rows, tagged, tokens);
+  const moe::PrecisionPolicy& policy = options().precision;
+  const moe::PrecisionChoice choice = moe::choose_precision(policy, loads, me);
+  const double mean = double(std::accumulate(rows.begin(), rows.end(), int64_t(0))) / D;
+  c.precision = {trip.layer,
+                 me,
+                 choice.low,
+                 loads.rows[size_t(me)],
+                 mean > 0 ? double(loads.rows[size_t(me)]) / mean : 0.0,
+                 0,
+                 0,
+                 0,
+                 choice.why,
+                 choice.reason};
+  low_views_.assign(size_t(E), nullptr);
+  low_.begin();
+  if (!choice.low) return;
+  const double t0 = monotonic_seconds();
+  for (int32_t e : placement_.experts_on(me))
+    if (rows[size_t(e)] > 0)
+      low_views_[size_t(e)] =
+          &low_.convert(e, c.block->experts[size_t(e)], policy.format, ops::num_threads());
+  c.precision.convert_s = monotonic_seconds() - t0;
 }
 
 void ExpertParallelBackend::progress(int layer) {
@@ -92,8 +148,9 @@ void ExpertParallelBackend::run_experts(Call& c, RoundTrip& trip) {
       if (compute_fn_)
         compute_fn_(e, c.expert_in.data(), n, H, c.expert_out.data(), compute_ctx_);
       else
-        moe::ffn_forward(c.block->experts[size_t(e)], c.expert_in.data(), n, c.expert_out.data(),
-                         c.scratch->ffn);
+        moe::ffn_forward(low_views_.empty() || !low_views_[size_t(e)] ? c.block->experts[size_t(e)]
+                                                                      : *low_views_[size_t(e)],
+                         c.expert_in.data(), n, c.expert_out.data(), c.scratch->ffn);
     }
     row = 0;
     for (int s = 0; s < D; ++s) {
@@ -110,11 +167,24 @@ void ExpertParallelBackend::run_experts(Call& c, RoundTrip& trip) {
 void ExpertParallelBackend::compute(int layer) {
   Call& c = call_of(layer);
   const double t0 = monotonic_seconds();
+  double converted = 0;  // seconds converting experts (ReaLB), not waiting
+  if (options().precision.active()) {
+    const double c0 = monotonic_seconds();
+    choose_and_convert(c, trips_.await_counts(layer));
+    converted = c.precision.convert_s;
+    const double c1 = monotonic_seconds();
+    RoundTrip& trip = trips_.await_rows(layer);
+    // Hidden: the part of the conversion before the rows were all here (the experts could not
+    // have started earlier anyway).
+    const double arrived = std::max(trip.rows_arrived_at(), c0);
+    c.precision.convert_hidden_s = std::clamp(arrived - (c1 - converted), 0.0, converted);
+  }
   RoundTrip& trip = trips_.await_rows(layer);
   const double t1 = monotonic_seconds();
-  c.start_s += t1 - t0;
+  c.start_s += t1 - t0 - converted;
   run_experts(c, trip);
   c.compute_s = monotonic_seconds() - t1;
+  if (options().precision.active()) c.precision.expert_s = c.compute_s;
   trips_.send_results(trip);  // outputs travel back in the layout they arrived in
   c.home_blocked_at_send = trip.blocked_home_s;
 }
@@ -145,6 +215,12 @@ void ExpertParallelBackend::finish(int layer, float* out) {
   for (int64_t r : trip.send_rows) t.rows_sent += r;
   for (int64_t r : trip.recv_rows) t.rows_received += r;
   t.bytes_sent_remote += trip.remote_bytes(comm_.rank());
+  if (options().precision.active()) {
+    t.low_calls += c.precision.low;
+    t.convert_s += c.precision.convert_s;
+    t.convert_hidden_s += c.precision.convert_hidden_s;
+    precision_log_.push_back(c.precision);
+  }
   update_estimate(estimates_[size_t(layer)], trip);
   trips_.release(trip);
 }

@@ -32,6 +32,9 @@ struct EpLayerTiming {
   int64_t rows_sent = 0, rows_received = 0;  // rows leaving / arriving (self included)
   int64_t bytes_sent_remote = 0;             // bytes to other ranks, both directions' sends
   int slot = 0, slots = 0;  // the last call's expert slot, of `slots` + 1 (layers.h)
+  // ReaLB: calls this rank ran its experts in low precision, and converting them.
+  int64_t low_calls = 0;
+  double convert_s = 0, convert_hidden_s = 0;
   double exposed_s() const { return wait_dispatch_s + wait_combine_s; }
 };
 
@@ -59,6 +62,8 @@ class ExpertParallelBackend : public moe::ExpertBackend {
   const EpOptions& options() const { return trips_.options(); }
   bool progress_thread_running() const { return trips_.progress_thread_running(); }
   const std::vector<EpLayerTiming>& timings() const { return timings_; }
+  // ReaLB: this rank's choice in every layer call (empty without a precision policy).
+  const std::vector<moe::PrecisionRecord>& precision_log() const { return precision_log_; }
   void reset_timings();
 
   // Test hook: replaces the expert computation (rows [n, H] of local expert `expert`).
@@ -80,8 +85,12 @@ class ExpertParallelBackend : public moe::ExpertBackend {
     moe::DispatchPlan plan;
     std::vector<int64_t> send_pos;  // [plan rows] position of each plan row in the send rows
     std::vector<float> expert_in, expert_out;
+    moe::PrecisionRecord precision;  // ReaLB: this call's choice
   };
   Call& call_of(int layer) { return calls_[size_t(layer) % 2]; }
+  // ReaLB: with the counts in (every rank's routing histogram), choose this rank's precision
+  // and convert its experts while the rows are still in flight.
+  void choose_and_convert(Call& c, RoundTrip& trip);
   void run_experts(Call& c, RoundTrip& trip);
 
   const Communicator& comm_;
@@ -92,6 +101,9 @@ class ExpertParallelBackend : public moe::ExpertBackend {
   ComputeFn compute_fn_ = nullptr;
   void* compute_ctx_ = nullptr;
   Call calls_[2];
+  moe::LowPrecisionExperts low_;                   // the converted experts of the running layer
+  std::vector<const moe::FfnWeights*> low_views_;  // [E]: converted, or null (stored)
+  std::vector<moe::PrecisionRecord> precision_log_;
 };
 
 }  // namespace sy::parallel

@@ -108,6 +108,14 @@ void RoundTrips::advance(RoundTrip& c) {
   if (c.stage_ == Stage::kCounts && c.counts_.test()) {
     // The counts say how many rows each peer sends: start the rows right away.
     const int D = comm_.size(), E = num_experts_;
+    if (!c.counts_in_.empty()) {  // split off the shared values
+      const size_t S = c.shared_send.size(), W = size_t(E) + S;
+      c.shared_recv.resize(size_t(D) * S);
+      for (size_t s = 0; s < size_t(D); ++s) {
+        std::copy_n(c.counts_in_.begin() + long(s * W), E, c.recv_counts.begin() + long(s * E));
+        std::copy_n(c.counts_in_.begin() + long(s * W + E), S, c.shared_recv.begin() + long(s * S));
+      }
+    }
     c.recv_rows.assign(size_t(D), 0);
     for (int s = 0; s < D; ++s)
       for (int32_t e : mine_) c.recv_rows[size_t(s)] += c.recv_counts[size_t(s) * E + e];
@@ -178,8 +186,23 @@ void RoundTrips::launch(RoundTrip& c, bool counts_known) {
       c.blocked_dispatch_s = c.rows_.blocked_seconds();
     } else {
       c.recv_counts.assign(size_t(D) * size_t(num_experts_), 0);
-      c.counts_.start_counts(c.comm_, comm_.rank(), c.send_counts.data(), c.recv_counts.data(), D,
-                             num_experts_, options_.overlap, options_.link);
+      if (c.shared_send.empty()) {
+        c.counts_in_.clear();
+        c.counts_.start_counts(c.comm_, comm_.rank(), c.send_counts.data(), c.recv_counts.data(), D,
+                               num_experts_, options_.overlap, options_.link);
+      } else {  // each peer's counts followed by the shared values, in one exchange
+        const size_t E = size_t(num_experts_), S = c.shared_send.size();
+        c.counts_out_.resize(size_t(D) * (E + S));
+        for (size_t d = 0; d < size_t(D); ++d) {
+          std::copy_n(c.send_counts.begin() + long(d * E), E,
+                      c.counts_out_.begin() + long(d * (E + S)));
+          std::copy(c.shared_send.begin(), c.shared_send.end(),
+                    c.counts_out_.begin() + long(d * (E + S) + E));
+        }
+        c.counts_in_.assign(c.counts_out_.size(), 0);
+        c.counts_.start_counts(c.comm_, comm_.rank(), c.counts_out_.data(), c.counts_in_.data(), D,
+                               int64_t(E + S), options_.overlap, options_.link);
+      }
       c.first_start_ = c.counts_.started_at();
       c.stage_ = Stage::kCounts;
       advance(c);  // blocking mode: the rows are exchanged here too
@@ -194,6 +217,13 @@ void RoundTrips::progress(int layer) {
   RoundTrip& c = call_of(layer);
   std::lock_guard<std::mutex> lock(c.mu_);
   if (c.stage_ != Stage::kIdle) advance(c);
+}
+
+RoundTrip& RoundTrips::await_counts(int layer) {
+  RoundTrip& c = call_of(layer);
+  SY_ASSERT(c.layer == layer && c.stage_ != Stage::kIdle);
+  c.blocked_dispatch_s += wait_for(c, Stage::kRows);
+  return c;
 }
 
 RoundTrip& RoundTrips::await_rows(int layer) {

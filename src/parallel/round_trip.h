@@ -19,6 +19,7 @@
 
 #include "moe/expert_backend.h"
 #include "moe/placement.h"
+#include "moe/precision_policy.h"
 #include "parallel/all_to_all.h"
 #include "parallel/communicator.h"
 #include "parallel/link_model.h"
@@ -28,6 +29,8 @@ namespace sy::parallel {
 struct EpOptions {
   bool overlap = false;  // non-blocking exchanges driven in the background
   LinkModel link;        // emulated interconnect (inactive: real MPI timing)
+  // ReaLB (inference): the precision each rank runs its experts in (moe/precision_policy.h).
+  moe::PrecisionPolicy precision;
 };
 
 // One call in flight and its buffers (reused by the calls of one parity). The caller fills
@@ -37,13 +40,18 @@ struct RoundTrip {
   int layer = -1;
   int64_t width = 0;                              // floats per row
   std::vector<int64_t> send_counts, recv_counts;  // [peers, E] rows per (peer, expert)
-  std::vector<int64_t> send_rows, recv_rows;      // [peers]
-  std::vector<float> send;                        // peer-major rows leaving (unless send_from)
-  const float* send_from = nullptr;               // caller-owned rows instead of `send`
+  // Values every rank sends to every peer along with the counts (its routing histogram, for
+  // ReaLB's decision), and what arrived: [peers, S]. Empty: none.
+  std::vector<int64_t> shared_send, shared_recv;
+  std::vector<int64_t> send_rows, recv_rows;  // [peers]
+  std::vector<float> send;                    // peer-major rows leaving (unless send_from)
+  const float* send_from = nullptr;           // caller-owned rows instead of `send`
   std::vector<float> recv, results, back;
   // Seconds blocked in this call's exchanges: until the rows arrived, until the results were home.
   double blocked_dispatch_s = 0, blocked_home_s = 0;
 
+  // When the rows had all arrived (monotonic seconds), once they have.
+  double rows_arrived_at() const { return rows_.completed_at(); }
   // Communication time from start to completion (counts and rows out; results back).
   double dispatch_comm_seconds() const { return rows_.completed_at() - first_start_; }
   double home_comm_seconds() const { return home_.completed_at() - home_.started_at(); }
@@ -58,6 +66,7 @@ struct RoundTrip {
   MPI_Comm comm_ = MPI_COMM_NULL;
   double first_start_ = 0;
   RowExchange counts_, rows_, home_;
+  std::vector<int64_t> counts_out_, counts_in_;  // [peers, E + S]: counts and shared values
 };
 
 // Folds a completed call's exchange times into a running average (recent calls count most, so
@@ -80,6 +89,8 @@ class RoundTrips {
   void launch(RoundTrip& call, bool counts_known);
   // Drives `layer`'s exchanges (cheap; between operators).
   void progress(int layer);
+  // Blocks until the counts (and shared values) arrived; the rows may still be in flight.
+  RoundTrip& await_counts(int layer);
   // Blocks until the rows arrived (call.recv holds them).
   RoundTrip& await_rows(int layer);
   // Starts the results (call.results, recv's layout) home.

@@ -22,6 +22,8 @@ std::string_view dtype_name(DType t) {
       return "Q6_K";
     case DType::MXFP4:
       return "MXFP4";
+    case DType::I8_ROW:
+      return "I8_ROW";
   }
   return "?";
 }
@@ -99,6 +101,13 @@ void to_f32(DType t, const void* src, float* dst, size_t n) {
     case DType::Q6_K:
     case DType::MXFP4:
       return dequantize_row(ggml_block_type(t), src, dst, int64_t(n));
+    case DType::I8_ROW: {  // codes, then the row's scale
+      const auto* q = static_cast<const int8_t*>(src);
+      float d;
+      std::memcpy(&d, q + n, 4);
+      for (size_t i = 0; i < n; ++i) dst[i] = d * float(q[i]);
+      return;
+    }
   }
 }
 

@@ -17,6 +17,7 @@
 
 #include "ops/blas_env.h"
 #include "ops/elementwise.h"
+#include "ops/gemm_w8a8.h"
 #include "ops/gemv_int8.h"
 #include "ops/kernels.h"
 #include "ops/matmul.h"
@@ -278,6 +279,55 @@ TEST_P(ThreadCounts, Int8PathMatchesReference) {
           for (int64_t j = 0; j < n; ++j)  // padding columns of y are left alone
             for (int64_t r = rows; r < ldy; ++r) ASSERT_TRUE(std::isnan(y[size_t(j * ldy + r)]));
         }
+}
+
+// W8A8 (gemm_w8a8.h) against this test's own per-row / per-token int8 quantization, summed in
+// double: the integer sums are exact, so only the final float scaling rounds. Runs the VNNI
+// kernel, and the scalar loop under SY_INT8_DOT=0 (ops_test_float_kernels).
+TEST_P(ThreadCounts, W8A8MatchesReference) {
+  // The format's definition: d = max|v| / 127 and q = v * (1 / d) in float, rounded to
+  // nearest, ties to even.
+  auto quantize = [](const float* v, int64_t cols, std::vector<int>& q) {  // returns d
+    float amax = 0;
+    for (int64_t k = 0; k < cols; ++k) amax = std::max(amax, std::abs(v[k]));
+    const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+    q.resize(size_t(cols));
+    for (int64_t k = 0; k < cols; ++k) q[size_t(k)] = int(std::nearbyint(v[k] * id));
+    return double(d);
+  };
+  uint32_t seed = 9000;
+  for (int64_t rows : {1, 3, 4, 5, 17, 301})
+    for (int64_t cols : {1, 33, 64, 100, 1027})
+      for (int64_t n : {1, 2, 3, 5, 6, 7, 13}) {
+        const auto src = random_floats(size_t(rows * cols), seed++);
+        const WeightView f32{DType::F32, rows, cols, src.data()};
+        std::vector<uint8_t> bytes(size_t(rows) * dtype_bytes(DType::I8_ROW, cols));
+        quantize_rows_i8(f32, bytes.data(), GetParam());
+        const WeightView w{DType::I8_ROW, rows, cols, bytes.data()};
+        const int64_t ldx = cols + 3, ldy = rows + 2;
+        auto x = random_floats(size_t(n * ldx), seed++);
+        if (n > 2) std::fill_n(x.begin() + ldx, cols, 0.0f);  // a zero row (scale 0)
+        std::vector<float> y(size_t(n * ldy), NAN);
+        matmul(w, x.data(), n, y.data(), ldx, ldy);
+        std::vector<int> qw, qx;
+        std::vector<float> back(static_cast<size_t>(cols));
+        for (int64_t r = 0; r < rows; ++r) {
+          const double dw = quantize(src.data() + r * cols, cols, qw);
+          to_f32(DType::I8_ROW, w.row(r), back.data(), size_t(cols));  // the stored codes
+          for (int64_t k = 0; k < cols; ++k)
+            ASSERT_EQ(back[size_t(k)], float(dw) * float(qw[size_t(k)])) << "r=" << r << " k=" << k;
+          for (int64_t j = 0; j < n; ++j) {
+            const double dx = quantize(x.data() + j * ldx, cols, qx);
+            double dot = 0;
+            for (int64_t k = 0; k < cols; ++k) dot += double(qw[size_t(k)]) * qx[size_t(k)];
+            const double ref = dw * dx * dot;
+            ASSERT_NEAR(y[size_t(j * ldy + r)], ref, 1e-6 * std::abs(ref) + 1e-30)
+                << "rows=" << rows << " cols=" << cols << " n=" << n << " j=" << j << " r=" << r;
+          }
+        }
+        for (int64_t j = 0; j < n; ++j)  // padding columns of y are left alone
+          for (int64_t r = rows; r < ldy; ++r) ASSERT_TRUE(std::isnan(y[size_t(j * ldy + r)]));
+      }
 }
 
 INSTANTIATE_TEST_SUITE_P(Ops, ThreadCounts, ::testing::Values(1, 2));

@@ -1,0 +1,82 @@
+#include "moe/low_precision_experts.h"
+
+#include <omp.h>
+
+#include <algorithm>
+
+#include "ops/gemm_w8a8.h"
+#include "util/error.h"
+#include "util/ggml_types.h"
+#include "util/nvfp4.h"
+#include "util/quant_blocks.h"
+
+namespace sy::moe {
+
+namespace {
+
+// `src` in `format` into `bytes`; returns the view.
+ops::WeightView convert_matrix(const ops::WeightView& src, LowFormat format, int threads,
+                               std::vector<uint8_t>& bytes) {
+  switch (format) {
+    case LowFormat::kInt8: {
+      bytes.resize(size_t(src.rows) * dtype_bytes(DType::I8_ROW, src.cols));
+      ops::quantize_rows_i8(src, bytes.data(), threads);
+      return {DType::I8_ROW, src.rows, src.cols, bytes.data()};
+    }
+    case LowFormat::kQ4:
+    case LowFormat::kNvfp4: {
+      const DType to = format == LowFormat::kQ4 ? DType::Q4_0 : DType::F32;
+      const size_t row_bytes = dtype_bytes(to, src.cols);
+      bytes.resize(size_t(src.rows) * row_bytes);
+#pragma omp parallel num_threads(std::max(1, threads))
+      {
+        std::vector<float> x(size_t(src.cols));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < src.rows; ++r) {
+          to_f32(src.dtype, src.row(r), x.data(), x.size());
+          uint8_t* out = bytes.data() + size_t(r) * row_bytes;
+          if (to == DType::Q4_0)
+            quantize_row(GgmlType::Q4_0, x.data(), out, src.cols);
+          else
+            nvfp4_fake_quantize(x.data(), src.cols, reinterpret_cast<float*>(out));
+        }
+      }
+      return {to, src.rows, src.cols, bytes.data()};
+    }
+  }
+  SY_ASSERT_MSG(false, "unknown low-precision format");
+  return {};
+}
+
+}  // namespace
+
+void check_low_format(LowFormat format, const FfnWeights& w) {
+  if (format != LowFormat::kQ4) return;
+  for (const ops::WeightView* m : {&w.gate, &w.up, &w.down})
+    if (m->cols % 32 != 0)
+      fail(
+          "--low-precision q4 stores rows in 32-value blocks, but this model's expert matrices "
+          "have rows of {} values; use int8 or nvfp4",
+          m->cols);
+}
+
+const FfnWeights& LowPrecisionExperts::convert(int e, const FfnWeights& src, LowFormat format,
+                                               int threads) {
+  (void)e;
+  if (used_ == slots_.size()) slots_.emplace_back();
+  Slot& s = slots_[used_++];
+  s.view.gate = convert_matrix(src.gate, format, threads, s.gate);
+  s.view.up = convert_matrix(src.up, format, threads, s.up);
+  s.view.down = convert_matrix(src.down, format, threads, s.down);
+  // NVFP4 is W4A4: the activations entering each product are rounded too (ffn_forward).
+  s.view.nvfp4_activations = format == LowFormat::kNvfp4;
+  return s.view;
+}
+
+size_t LowPrecisionExperts::bytes() const {
+  size_t n = 0;
+  for (size_t i = 0; i < used_; ++i) n += slots_[i].view.bytes();
+  return n;
+}
+
+}  // namespace sy::moe
