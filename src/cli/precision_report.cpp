@@ -21,7 +21,8 @@ void add_precision_options(CLI::App& cmd, PrecisionOptions& o) {
                  "precision), low-all (every rank low), realb (a hot rank of a large step runs "
                  "low; see --realb-*)")
       ->capture_default_str()
-      ->group(group);
+      ->group(group)
+      ->each([&o](const std::string&) { o.requested = true; });
   cmd.add_option("--low-precision", o.format,
                  "The low format: int8 (W8A8, per-row weight and per-token activation scales; "
                  "AVX-512 VNNI), q4 (Q4_0 blocks, int8 activations), nvfp4 (the paper's W4A4, "
@@ -58,6 +59,7 @@ moe::PrecisionPolicy precision_policy(const PrecisionOptions& o, int devices, bo
   p.batch_threshold = o.batch_threshold;
   p.hot_factor = o.hot_factor;
   p.modality_threshold = o.modality_threshold;
+  p.requested = o.requested;
   if (!p.active()) {
     if (!o.modality_ids.empty())
       fail("--modality-ids is ReaLB's modality condition: add --precision-policy realb");
@@ -93,7 +95,7 @@ std::vector<double> pack(const std::vector<moe::PrecisionRecord>& records) {
 
 void report_precision(const Engine& eng, const PrecisionOptions& o) {
   const moe::PrecisionPolicy& policy = eng.runtime.precision;
-  if (!policy.active()) return;
+  if (!policy.tracked()) return;
   // [rank][call] rows of kFields. Under mpirun every rank logged every layer call; in one
   // process the log holds each call's devices in turn.
   std::vector<std::vector<double>> ranks;

@@ -16,6 +16,7 @@ struct PrecisionOptions {
   std::string policy = "bf16", format = "int8", modality_ids, json;
   int64_t batch_threshold = 2048;
   double hot_factor = 1.15, modality_threshold = 0.7;
+  bool requested = false;  // --precision-policy given (bf16 included: then reported too)
 };
 void add_precision_options(CLI::App& cmd, PrecisionOptions& options);
 

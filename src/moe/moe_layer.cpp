@@ -139,7 +139,7 @@ void compute_local_precision(const MoeBlock& b, MoeScratch& s, const MoeRuntime&
 void compute_local(const MoeBlock& b, MoeScratch& s, const MoeRuntime& rt) {
   const int64_t H = s.pairs.hidden;
   const int E = b.router->num_experts;
-  if (rt.precision.active() && !b.offload) return compute_local_precision(b, s, rt);
+  if (rt.precision.tracked() && !b.offload) return compute_local_precision(b, s, rt);
   if (b.offload) {  // the experts with rows, streamed in the order they run
     std::vector<int> needed;
     for (int e = 0; e < E; ++e)

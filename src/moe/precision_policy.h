@@ -38,7 +38,10 @@ struct PrecisionPolicy {
   int64_t batch_threshold = 2048;
   double hot_factor = 1.15;
   double modality_threshold = 0.7;  // M_d
+  bool requested = false;           // a policy was asked for (bf16 included): decide and report
   bool active() const { return mode != PrecisionMode::kStored; }
+  // Choices are made and logged: any requested policy (bf16 too, as the baseline of a report).
+  bool tracked() const { return requested || active(); }
   std::string describe() const;  // "realb (int8 W8A8; >= 2048 tokens, load >= 1.15x mean, ...)"
 };
 

@@ -89,6 +89,16 @@ SY_W8A8 int32_t CodesVnni(const float* x, int64_t n, float id, int offset, uint8
   return _mm512_reduce_add_epi32(sum) + CodesScalar(x + k, n - k, id, offset, q + k);
 }
 
+// BF16 to float32 (a 16-bit shift), for converting stored BF16 experts at run time (ReaLB).
+SY_W8A8 void WidenBf16Vnni(const uint16_t* x, int64_t n, float* y) {
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + k));
+    _mm512_storeu_si512(y + k, _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  for (; k < n; ++k) y[k] = bf16_to_f32(x[k]);
+}
+
 // One row: returns its scale; codes (+ offset) to q, their sum to *sum.
 float QuantizeRow(const float* x, int64_t n, int offset, uint8_t* q, int32_t* sum) {
   const bool fast = cpu_has_vnni();
@@ -163,12 +173,12 @@ SY_W8A8 void Tile(const uint8_t* w, size_t row_bytes, int64_t cols, const Activa
   }
 }
 
+// R weight rows times activation rows [j, end).
 template <int R>
-SY_W8A8 void Rows(const uint8_t* w, size_t row_bytes, int64_t cols, const Activations& a, int64_t n,
-                  float* y, int64_t ldy) {
-  int64_t j = 0;
-  for (; j + 6 <= n; j += 6) Tile<R, 6>(w, row_bytes, cols, a, j, y, ldy);
-  switch (n - j) {
+SY_W8A8 void Rows(const uint8_t* w, size_t row_bytes, int64_t cols, const Activations& a, int64_t j,
+                  int64_t end, float* y, int64_t ldy) {
+  for (; j + 6 <= end; j += 6) Tile<R, 6>(w, row_bytes, cols, a, j, y, ldy);
+  switch (end - j) {
     case 5:
       return Tile<R, 5>(w, row_bytes, cols, a, j, y, ldy);
     case 4:
@@ -184,13 +194,20 @@ SY_W8A8 void Rows(const uint8_t* w, size_t row_bytes, int64_t cols, const Activa
   }
 }
 
+// Activation rows go in chunks that stay in L2 (~256 KiB) while every weight row of
+// [begin, end) passes over them: the weights are re-read once per chunk, the activations never.
 SY_W8A8 void RowsVnni(const WeightView& w, int64_t begin, int64_t end, const Activations& a,
                       int64_t n, float* y, int64_t ldy) {
   const auto* base = static_cast<const uint8_t*>(w.data);
   const size_t rb = w.row_bytes();
-  int64_t r = begin;
-  for (; r + 4 <= end; r += 4) Rows<4>(base + size_t(r) * rb, rb, w.cols, a, n, y + r, ldy);
-  for (; r < end; ++r) Rows<1>(base + size_t(r) * rb, rb, w.cols, a, n, y + r, ldy);
+  const int64_t chunk = std::max<int64_t>(6, (int64_t(256) << 10) / a.padded / 6 * 6);
+  for (int64_t j = 0; j < n; j += chunk) {
+    const int64_t j_end = std::min(n, j + chunk);
+    int64_t r = begin;
+    for (; r + 4 <= end; r += 4)
+      Rows<4>(base + size_t(r) * rb, rb, w.cols, a, j, j_end, y + r, ldy);
+    for (; r < end; ++r) Rows<1>(base + size_t(r) * rb, rb, w.cols, a, j, j_end, y + r, ldy);
+  }
 }
 
 // The same integer arithmetic without VNNI.
@@ -236,7 +253,10 @@ void quantize_rows_i8(const WeightView& src, void* dst, int threads) {
     split(src.rows, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
     for (int64_t r = begin; r < end; ++r) {
       const float* xr = static_cast<const float*>(src.row(r));
-      if (src.dtype != DType::F32) {
+      if (src.dtype == DType::BF16 && cpu_has_vnni()) {
+        WidenBf16Vnni(static_cast<const uint16_t*>(src.row(r)), src.cols, x.data());
+        xr = x.data();
+      } else if (src.dtype != DType::F32) {
         to_f32(src.dtype, src.row(r), x.data(), x.size());
         xr = x.data();
       }

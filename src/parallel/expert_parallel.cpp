@@ -65,7 +65,7 @@ void ExpertParallelBackend::start(const moe::MoeBlock& block, const moe::RoutedP
   // ReaLB: every rank's routing histogram, tagged rows and token count travel with the counts:
   // [E rows per expert][E tagged rows per expert][tokens][1 if tagged].
   trip.shared_send.clear();
-  if (options().precision.active()) {
+  if (options().precision.tracked()) {
     trip.shared_send.assign(size_t(2 * E + 2), 0);
     for (int e = 0; e < E; ++e) {
       trip.shared_send[size_t(e)] = c.plan.rows_of(e);
@@ -168,7 +168,7 @@ void ExpertParallelBackend::compute(int layer) {
   Call& c = call_of(layer);
   const double t0 = monotonic_seconds();
   double converted = 0;  // seconds converting experts (ReaLB), not waiting
-  if (options().precision.active()) {
+  if (options().precision.tracked()) {
     const double c0 = monotonic_seconds();
     choose_and_convert(c, trips_.await_counts(layer));
     converted = c.precision.convert_s;
@@ -184,7 +184,7 @@ void ExpertParallelBackend::compute(int layer) {
   c.start_s += t1 - t0 - converted;
   run_experts(c, trip);
   c.compute_s = monotonic_seconds() - t1;
-  if (options().precision.active()) c.precision.expert_s = c.compute_s;
+  if (options().precision.tracked()) c.precision.expert_s = c.compute_s;
   trips_.send_results(trip);  // outputs travel back in the layout they arrived in
   c.home_blocked_at_send = trip.blocked_home_s;
 }
@@ -215,7 +215,7 @@ void ExpertParallelBackend::finish(int layer, float* out) {
   for (int64_t r : trip.send_rows) t.rows_sent += r;
   for (int64_t r : trip.recv_rows) t.rows_received += r;
   t.bytes_sent_remote += trip.remote_bytes(comm_.rank());
-  if (options().precision.active()) {
+  if (options().precision.tracked()) {
     t.low_calls += c.precision.low;
     t.convert_s += c.precision.convert_s;
     t.convert_hidden_s += c.precision.convert_hidden_s;

@@ -295,39 +295,58 @@ TEST_P(ThreadCounts, W8A8MatchesReference) {
     for (int64_t k = 0; k < cols; ++k) q[size_t(k)] = int(std::nearbyint(v[k] * id));
     return double(d);
   };
-  uint32_t seed = 9000;
+  struct Case {
+    int64_t rows, cols, n;
+  };
+  std::vector<Case> cases;
   for (int64_t rows : {1, 3, 4, 5, 17, 301})
     for (int64_t cols : {1, 33, 64, 100, 1027})
-      for (int64_t n : {1, 2, 3, 5, 6, 7, 13}) {
-        const auto src = random_floats(size_t(rows * cols), seed++);
-        const WeightView f32{DType::F32, rows, cols, src.data()};
-        std::vector<uint8_t> bytes(size_t(rows) * dtype_bytes(DType::I8_ROW, cols));
-        quantize_rows_i8(f32, bytes.data(), GetParam());
-        const WeightView w{DType::I8_ROW, rows, cols, bytes.data()};
-        const int64_t ldx = cols + 3, ldy = rows + 2;
-        auto x = random_floats(size_t(n * ldx), seed++);
-        if (n > 2) std::fill_n(x.begin() + ldx, cols, 0.0f);  // a zero row (scale 0)
-        std::vector<float> y(size_t(n * ldy), NAN);
-        matmul(w, x.data(), n, y.data(), ldx, ldy);
-        std::vector<int> qw, qx;
-        std::vector<float> back(static_cast<size_t>(cols));
-        for (int64_t r = 0; r < rows; ++r) {
-          const double dw = quantize(src.data() + r * cols, cols, qw);
-          to_f32(DType::I8_ROW, w.row(r), back.data(), size_t(cols));  // the stored codes
-          for (int64_t k = 0; k < cols; ++k)
-            ASSERT_EQ(back[size_t(k)], float(dw) * float(qw[size_t(k)])) << "r=" << r << " k=" << k;
-          for (int64_t j = 0; j < n; ++j) {
-            const double dx = quantize(x.data() + j * ldx, cols, qx);
-            double dot = 0;
-            for (int64_t k = 0; k < cols; ++k) dot += double(qw[size_t(k)]) * qx[size_t(k)];
-            const double ref = dw * dx * dot;
-            ASSERT_NEAR(y[size_t(j * ldy + r)], ref, 1e-6 * std::abs(ref) + 1e-30)
-                << "rows=" << rows << " cols=" << cols << " n=" << n << " j=" << j << " r=" << r;
-          }
-        }
-        for (int64_t j = 0; j < n; ++j)  // padding columns of y are left alone
-          for (int64_t r = rows; r < ldy; ++r) ASSERT_TRUE(std::isnan(y[size_t(j * ldy + r)]));
+      for (int64_t n : {1, 2, 3, 5, 6, 7, 13}) cases.push_back({rows, cols, n});
+  cases.push_back({5, 4096, 130});  // activation rows in three L2-sized chunks
+  uint32_t seed = 9000;
+  for (const auto [rows, cols, n] : cases) {
+    const auto src = random_floats(size_t(rows * cols), seed++);
+    const WeightView f32{DType::F32, rows, cols, src.data()};
+    std::vector<uint8_t> bytes(size_t(rows) * dtype_bytes(DType::I8_ROW, cols));
+    quantize_rows_i8(f32, bytes.data(), GetParam());
+    const WeightView w{DType::I8_ROW, rows, cols, bytes.data()};
+    const int64_t ldx = cols + 3, ldy = rows + 2;
+    auto x = random_floats(size_t(n * ldx), seed++);
+    if (n > 2) std::fill_n(x.begin() + ldx, cols, 0.0f);  // a zero row (scale 0)
+    std::vector<float> y(size_t(n * ldy), NAN);
+    matmul(w, x.data(), n, y.data(), ldx, ldy);
+    std::vector<int> qw, qx;
+    std::vector<float> back(static_cast<size_t>(cols));
+    for (int64_t r = 0; r < rows; ++r) {
+      const double dw = quantize(src.data() + r * cols, cols, qw);
+      to_f32(DType::I8_ROW, w.row(r), back.data(), size_t(cols));  // the stored codes
+      for (int64_t k = 0; k < cols; ++k)
+        ASSERT_EQ(back[size_t(k)], float(dw) * float(qw[size_t(k)])) << "r=" << r << " k=" << k;
+      for (int64_t j = 0; j < n; ++j) {
+        const double dx = quantize(x.data() + j * ldx, cols, qx);
+        double dot = 0;
+        for (int64_t k = 0; k < cols; ++k) dot += double(qw[size_t(k)]) * qx[size_t(k)];
+        const double ref = dw * dx * dot;
+        ASSERT_NEAR(y[size_t(j * ldy + r)], ref, 1e-6 * std::abs(ref) + 1e-30)
+            << "rows=" << rows << " cols=" << cols << " n=" << n << " j=" << j << " r=" << r;
       }
+    }
+    for (int64_t j = 0; j < n; ++j)  // padding columns of y are left alone
+      for (int64_t r = rows; r < ldy; ++r) ASSERT_TRUE(std::isnan(y[size_t(j * ldy + r)]));
+  }
+}
+
+// Stored BF16 experts convert through their own widening path: the same bytes as from float32.
+TEST(W8A8, ConvertingBf16EqualsConvertingItsFloatValues) {
+  for (int64_t cols : {1, 15, 16, 33, 1027}) {
+    const TestWeight b = make_weight(DType::BF16, 7, cols, uint32_t(cols));
+    const WeightView f{DType::F32, 7, cols, b.values.data()};
+    std::vector<uint8_t> from_b(size_t(7) * dtype_bytes(DType::I8_ROW, cols)),
+        from_f(from_b.size());
+    quantize_rows_i8(b.view, from_b.data(), 2);
+    quantize_rows_i8(f, from_f.data(), 1);
+    EXPECT_EQ(from_b, from_f) << cols;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Ops, ThreadCounts, ::testing::Values(1, 2));
