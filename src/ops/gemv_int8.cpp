@@ -88,6 +88,19 @@ struct Q8Format {                    // {f16 d, i8 q[32]}: signed weights
   static const uint8_t* Prefetch(const uint8_t* row, size_t p) { return row + p * 68 + 1024; }
 };
 
+// The 4-bit codes of two 32-value blocks (16 bytes each at q0 and q1; q1 null: zeros) as
+// bytes in block order: block 0's values 0-31, then block 1's (low nibble j is value j, high
+// nibble j value 16 + j).
+SY_VNNI inline __m512i TwoBlockNibbles(const uint8_t* q0, const uint8_t* q1) {
+  const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q0));
+  const __m128i b =
+      q1 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(q1)) : _mm_setzero_si128();
+  const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1);
+  const __m512i z = _mm512_and_si512(Join(both, _mm256_srli_epi16(both, 4)),
+                                     _mm512_set1_epi8(0x0F));  // lo0 lo1 hi0 hi1
+  return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));  // lo0 hi0 lo1 hi1
+}
+
 struct Q4Format {  // {f16 d, u8 q[16]}: value j = low nibble of q[j], 16 + j its high nibble
   static constexpr int kOffset = -8;
   static constexpr bool kMin = false;
@@ -95,13 +108,7 @@ struct Q4Format {  // {f16 d, u8 q[16]}: value j = low nibble of q[j], 16 + j it
   SY_VNNI static Pair Load(const uint8_t* row, size_t p, size_t blocks, Cache&) {
     const uint8_t* b0 = row + 2 * p * 18;
     const bool two = 2 * p + 1 < blocks;
-    const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + 2));
-    const __m128i q1 =
-        two ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + 20)) : _mm_setzero_si128();
-    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
-    const __m512i z = _mm512_and_si512(Join(both, _mm256_srli_epi16(both, 4)),
-                                       _mm512_set1_epi8(0x0F));   // lo0 lo1 hi0 hi1
-    return {_mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0)),  // lo0 hi0 lo1 hi1
+    return {TwoBlockNibbles(b0 + 2, two ? b0 + 20 : nullptr),
             ScalePair(b0, two ? b0 + 18 : nullptr), _mm512_setzero_ps()};
   }
   static const uint8_t* Prefetch(const uint8_t* row, size_t p) { return row + p * 36 + 1024; }
@@ -122,17 +129,11 @@ struct Mxfp4Format {
   SY_VNNI static Pair Load(const uint8_t* row, size_t p, size_t blocks, Cache&) {
     const uint8_t* b0 = row + 2 * p * 17;
     const bool two = 2 * p + 1 < blocks;
-    const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + 1));
-    const __m128i q1 =
-        two ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + 18)) : _mm_setzero_si128();
-    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
-    const __m512i z = _mm512_and_si512(Join(both, _mm256_srli_epi16(both, 4)),
-                                       _mm512_set1_epi8(0x0F));  // lo0 lo1 hi0 hi1
     const __m512i table = _mm512_broadcast_i32x4(
         _mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0));
-    const __m512i v = _mm512_shuffle_epi8(table, z);
-    // A missing second block has codes 0 (value 0 + 12): its scale 0 cancels it.
-    return {_mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(3, 1, 2, 0)),  // lo0 hi0 lo1 hi1
+    // A byte-wise lookup: the same before or after the blocks are put in order. A missing
+    // second block has codes 0 (value 0 + 12): its scale 0 cancels it.
+    return {_mm512_shuffle_epi8(table, TwoBlockNibbles(b0 + 1, two ? b0 + 18 : nullptr)),
             TwoScales(Scale(b0[0]), two ? Scale(b0[17]) : 0.0f), _mm512_setzero_ps()};
   }
   static const uint8_t* Prefetch(const uint8_t* row, size_t p) { return row + p * 34 + 1024; }
