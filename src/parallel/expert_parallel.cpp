@@ -167,24 +167,22 @@ void ExpertParallelBackend::run_experts(Call& c, RoundTrip& trip) {
 void ExpertParallelBackend::compute(int layer) {
   Call& c = call_of(layer);
   const double t0 = monotonic_seconds();
-  double converted = 0;  // seconds converting experts (ReaLB), not waiting
-  if (options().precision.tracked()) {
-    const double c0 = monotonic_seconds();
+  const bool precision = options().precision.tracked();
+  double converted = 0, converted_at = 0;  // ReaLB: seconds converting experts, and when done
+  if (precision) {
     choose_and_convert(c, trips_.await_counts(layer));
     converted = c.precision.convert_s;
-    const double c1 = monotonic_seconds();
-    RoundTrip& trip = trips_.await_rows(layer);
-    // Hidden: the part of the conversion before the rows were all here (the experts could not
-    // have started earlier anyway).
-    const double arrived = std::max(trip.rows_arrived_at(), c0);
-    c.precision.convert_hidden_s = std::clamp(arrived - (c1 - converted), 0.0, converted);
+    converted_at = monotonic_seconds();
   }
   RoundTrip& trip = trips_.await_rows(layer);
+  if (precision)  // hidden: the part of the conversion before the rows were all here
+    c.precision.convert_hidden_s =
+        std::clamp(trip.rows_arrived_at() - (converted_at - converted), 0.0, converted);
   const double t1 = monotonic_seconds();
   c.start_s += t1 - t0 - converted;
   run_experts(c, trip);
   c.compute_s = monotonic_seconds() - t1;
-  if (options().precision.tracked()) c.precision.expert_s = c.compute_s;
+  if (precision) c.precision.expert_s = c.compute_s;
   trips_.send_results(trip);  // outputs travel back in the layout they arrived in
   c.home_blocked_at_send = trip.blocked_home_s;
 }
