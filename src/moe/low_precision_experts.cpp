@@ -60,9 +60,8 @@ void check_low_format(LowFormat format, const FfnWeights& w) {
           m->cols);
 }
 
-const FfnWeights& LowPrecisionExperts::convert(int e, const FfnWeights& src, LowFormat format,
+const FfnWeights& LowPrecisionExperts::convert(const FfnWeights& src, LowFormat format,
                                                int threads) {
-  (void)e;
   if (used_ == slots_.size()) slots_.emplace_back();
   Slot& s = slots_[used_++];
   s.view.gate = convert_matrix(src.gate, format, threads, s.gate);

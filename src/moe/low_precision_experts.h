@@ -18,9 +18,9 @@ void check_low_format(LowFormat format, const FfnWeights& expert);
 
 class LowPrecisionExperts {
  public:
-  // Expert `e`'s weights in `format`, valid (the reference too) until the next begin();
+  // An expert's weights in `format`, valid (the reference too) until the next begin();
   // `threads` convert.
-  const FfnWeights& convert(int e, const FfnWeights& src, LowFormat format, int threads);
+  const FfnWeights& convert(const FfnWeights& src, LowFormat format, int threads);
   // Forgets the previous layer's conversions (their buffers are reused).
   void begin() { used_ = 0; }
   // Bytes held by the conversions since begin().

@@ -124,7 +124,7 @@ void compute_local_precision(const MoeBlock& b, MoeScratch& s, const MoeRuntime&
     PrecisionRecord& rec = records[size_t(rt.placement.empty() ? 0 : rt.placement.device_of(e))];
     auto t0 = std::chrono::steady_clock::now();
     const FfnWeights& w =
-        rec.low ? s.low.convert(e, b.experts[size_t(e)], rt.precision.format, ops::num_threads())
+        rec.low ? s.low.convert(b.experts[size_t(e)], rt.precision.format, ops::num_threads())
                 : b.experts[size_t(e)];
     rec.convert_s += seconds_since(t0);
     t0 = std::chrono::steady_clock::now();

@@ -114,7 +114,7 @@ void ExpertParallelBackend::choose_and_convert(Call& c, RoundTrip& trip) {
   for (int32_t e : placement_.experts_on(me))
     if (rows[size_t(e)] > 0)
       low_views_[size_t(e)] =
-          &low_.convert(e, c.block->experts[size_t(e)], policy.format, ops::num_threads());
+          &low_.convert(c.block->experts[size_t(e)], policy.format, ops::num_threads());
   c.precision.convert_s = monotonic_seconds() - t0;
 }
 
