@@ -12,8 +12,10 @@
 # Speed: `switchyard bench` under mpirun (one thread per rank; this machine has 2 cores) on a
 # random model of reference shape --shape (default A, --layers 4), 2048 prompt tokens per step
 # over the ranks, exchanges overlapped; the skew is made by an uneven placement. 2 ranks, 2
-# ranks over an EMULATED 10 Gbit/s link, 4 ranks oversubscribed. Each policy runs --reps times
-# (default 3; medians), interleaved, all in this run.
+# ranks over an EMULATED 10 Gbit/s link, 4 ranks oversubscribed. The EPLB-style baseline keeps
+# bf16 and replicates the hot rank's hottest expert (1 replica) or two hottest (2 replicas), by a
+# bf16 run's loads, on the least-loaded rank. Each policy runs --reps times (default 3; medians),
+# interleaved, all in this run.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 model="$root/models/kjv-moe-9m"
@@ -30,7 +32,7 @@ while [ $# -gt 0 ]; do
     --layers) layers="$2"; shift 2 ;;
     --reps) reps="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "realb.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -105,6 +107,29 @@ speed="$work/speed.tsv"
 # setup|ranks|flags: 2 ranks on shared memory, 2 ranks over an EMULATED 10 Gbit/s link (the
 # dispatch takes long enough to hide a conversion), 4 ranks oversubscribed on the 2 cores.
 setups=("2 ranks|2|" "2 ranks, EMULATED 10 Gbit/s link|2|${link[*]}" "4 ranks (oversubscribed)|4|")
+# EPLB-style replicas: the hot rank's (rank 0's) hottest experts, by a bf16 run's loads, copied
+# to the least-loaded rank (the last).
+for ranks in 2 4; do
+  echo "speed: loads for the EPLB replicas, $ranks ranks ..." >&2
+  mpirun --oversubscribe --allow-run-as-root -np "$ranks" "$sy" bench -m "$work/speed" \
+    --threads 1 --prompt $((2048 / ranks)) --decode 0 --reps 1 --placement "$work/uneven$ranks.txt" \
+    --load-json "$work/loads$ranks.json" >/dev/null 2>"$work/b.err" \
+    || { echo "realb.sh: bench failed: $(tail -3 "$work/b.err")" >&2; exit 1; }
+  "$py" - "$work/loads$ranks.json" "$work/uneven$ranks.txt" "$work/rep1_$ranks.txt" \
+    "$work/rep2_$ranks.txt" <<'PY2'
+import json, sys
+j = json.load(open(sys.argv[1]))
+lines = open(sys.argv[2]).read().split("\n")[:-1]
+tot = {}
+for l in j["layers"]:
+    for e, v in enumerate(l["tokens_per_expert"]):
+        tot[e] = tot.get(e, 0) + v
+hot = sorted(map(int, lines[0].split()), key=lambda e: -tot[e])
+for n, path in ((1, sys.argv[3]), (2, sys.argv[4])):
+    out = lines[:-1] + [lines[-1] + "".join(f" +{e}" for e in hot[:n])]
+    open(path, "w").write("\n".join(out) + "\n")
+PY2
+done
 for r in $(seq 1 "$reps"); do
   for setup in "${setups[@]}"; do
   IFS='|' read -r where ranks extra <<<"$setup"
@@ -112,13 +137,15 @@ for r in $(seq 1 "$reps"); do
   for p in "bf16|--precision-policy bf16" "low-all int8|--precision-policy low-all --low-precision int8" \
            "realb int8|--precision-policy realb --low-precision int8" \
            "low-all q4|--precision-policy low-all --low-precision q4" \
-           "realb q4|--precision-policy realb --low-precision q4"; do
-    IFS='|' read -r name flags <<<"$p"
+           "realb q4|--precision-policy realb --low-precision q4" \
+           "EPLB, 1 replica|--precision-policy bf16|rep1_" "EPLB, 2 replicas|--precision-policy bf16|rep2_"; do
+    IFS='|' read -r name flags place <<<"$p"
     [ "$where" = "2 ranks" ] || case "$name" in *q4) continue ;; esac
     echo "speed round $r, $where: $name ..." >&2
     # shellcheck disable=SC2086
     mpirun --oversubscribe --allow-run-as-root -np "$ranks" "$sy" bench -m "$work/speed" \
-      --threads 1 --prompt "$prompt" --decode 0 --reps 1 --placement "$work/uneven$ranks.txt" \
+      --threads 1 --prompt "$prompt" --decode 0 --reps 1 \
+      --placement "$work/${place:-uneven}$ranks.txt" \
       --ep-overlap $extra $flags --json "$work/b.json" --precision-json "$work/p.json" \
       >/dev/null 2>"$work/b.err" \
       || { echo "realb.sh: bench failed: $(tail -3 "$work/b.err")" >&2; exit 1; }
@@ -136,9 +163,25 @@ PY
   done
 done
 
-"$py" - "$quality" "$speed" "$out" "$model" "$chars" "$shape" "$layers" "$reps" <<'PY'
-import statistics, sys, datetime
-qpath, spath, out, model, chars, shape, layers, reps = sys.argv[1:]
+"$py" - "$quality" "$speed" "$out" "$model" "$chars" "$shape" "$layers" "$reps" "$work/speed/config.json" <<'PY'
+import json, statistics, sys, datetime
+qpath, spath, out, model, chars, shape, layers, reps, config = sys.argv[1:]
+cfg = json.load(open(config))
+H, I, NL = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+# Bytes of one expert (gate, up, down) in each form; int8 rows carry a float scale and an int32 sum.
+expert_bytes = {"bf16": 3 * I * H * 2, "int8": 3 * I * H + 8 * (2 * I + H), "q4": 3 * I * H * 18 // 32}
+most_hosted = {2: 5, 4: 3}  # rank 0's experts in the uneven placements
+
+
+def extra_mb(where, name):
+    """Memory a rank holds beyond its bf16 experts (the most of any rank)."""
+    ranks = 4 if where.startswith("4") else 2
+    if name.startswith("EPLB"):
+        return int(name.split(", ")[1].split()[0]) * NL * expert_bytes["bf16"] / 1e6
+    for fmt in ("int8", "q4"):
+        if fmt in name:  # one layer's converted experts at a time
+            return most_hosted[ranks] * expert_bytes[fmt] / 1e6
+    return 0.0
 q = [l.rstrip("\n").split("\t") for l in open(qpath)]
 s = [l.rstrip("\n").split("\t") for l in open(spath)]
 L = []
@@ -177,12 +220,17 @@ L.append("ranks 0-2 / 3-4 / 5-6 / 7 (rank 0 about 1.5x the mean). The EMULATED l
 L.append("exchange last at least 20 us + bytes / 10 Gbit/s (a slow interconnect; this machine's")
 L.append("shared-memory MPI is far faster). 4 ranks share 2 cores (oversubscribed): their times")
 L.append(f"include waiting for a core. Medians of {reps} rounds, policies interleaved within each round.")
+L.append("EPLB, n replicas: the EPLB-style baseline. Precision stays bf16; the n experts of rank 0 that a")
+L.append("bf16 run loaded most are copied, in every layer, to the least-loaded rank (the last), and each")
+L.append("copy's rows are shared: a rank hosting the expert keeps its own rows, the others alternate")
+L.append("between the hosts. Extra memory: what the most-burdened rank holds beyond its own bf16 experts:")
+L.append(f"EPLB's copies in all {NL} layers; ReaLB's converted experts of one layer at a time.")
 L.append("MoE slowest rank: sum over layer calls of the slowest rank's expert time plus its")
 L.append("conversion time not hidden behind the dispatch (the warm-up pass included). Conversion")
 L.append("hidden: the share of the conversion done while the rows were still in flight.")
 L.append("")
-L.append("| setup | policy | prefill tok/s | vs bf16 | MoE slowest rank, ms | vs bf16 | low calls | conversion ms | hidden |")
-L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+L.append("| setup | policy | prefill tok/s | vs bf16 | MoE slowest rank, ms | vs bf16 | low calls | conversion ms | hidden | extra memory, MB |")
+L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 names = []
 for row in s:
     if row[0] not in names:
@@ -201,7 +249,8 @@ for n in names:
     m = med[n]
     hid = f"{100 * m['hid'] / m['conv']:.0f}%" if m["conv"] > 0 else "-"
     L.append(f"| {where} | {name} | {m['tps']:.1f} | {m['tps'] / b['tps']:.2f}x | {1e3 * m['moe']:.1f} | "
-             f"{b['moe'] / m['moe']:.2f}x | {m['low']} / {m['calls']} | {1e3 * m['conv']:.1f} | {hid} |")
+             f"{b['moe'] / m['moe']:.2f}x | {m['low']} / {m['calls']} | {1e3 * m['conv']:.1f} | {hid} | "
+             f"{extra_mb(where, name):.0f} |")
 L.append("")
 open(out, "w").write("\n".join(L) + "\n")
 print("\n".join(L))

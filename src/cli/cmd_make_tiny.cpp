@@ -19,7 +19,8 @@ void register_make_tiny(CLI::App& app) {
   cmd->add_option("-o,--out", *out, "Output directory")->required();
   add_family_option(*cmd, s->family, "");
   cmd->add_option("--reference-shape", *shape,
-                  "Use a benchmark shape of machine.md: A (Mixtral-like) or B (OLMoE-like)");
+                  "Use a benchmark shape of machine.md: A (Mixtral-like) or B (OLMoE-like); "
+                  "--layers may change its depth, the other shape flags are refused");
   cmd->add_option("--vocab", s->vocab_size, "Vocabulary size (0 = the generated tokenizer's size)")
       ->capture_default_str();
   cmd->add_option("--hidden", s->hidden_size, "Hidden size")->capture_default_str();
@@ -60,11 +61,17 @@ void register_make_tiny(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", s->seed, "Random seed")->capture_default_str();
   add_scmoe_options(*cmd, *s);
-  cmd->callback([s, out, shape, given] {
+  cmd->callback([cmd, s, out, shape, given] {
     synth::SyntheticSpec spec = *s;
     scmoe_defaults(*given, spec);
     if (!shape->empty()) {
+      for (const char* flag : {"--vocab", "--hidden", "--heads", "--kv-heads", "--head-dim",
+                               "--experts", "--top-k", "--expert-ffn", "--family"})
+        if (cmd->count(flag) > 0)
+          fail("{} conflicts with --reference-shape {} (which fixes it); leave one out", flag,
+               *shape);
       synth::SyntheticSpec ref = synth::reference_shape(*shape);
+      if (cmd->count("--layers") > 0) ref.num_layers = s->num_layers;
       ref.dtype = s->dtype;
       ref.seed = s->seed;
       ref.tokenizer = s->tokenizer;

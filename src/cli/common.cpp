@@ -119,12 +119,13 @@ void add_capacity_options(CLI::App& cmd, CapacityOptions& o) {
                       ->group(group);
   auto* placement = cmd.add_option("--placement", o.placement_file,
                                    "Placement file: one line per device listing its expert ids "
-                                   "('0 1 2'); '#' comments")
+                                   "('0 1 2'); '+e' adds a replica of expert e (mpirun only: "
+                                   "the expert's rows are shared by its hosts); '#' comments")
                         ->group(group);
   devices->excludes(placement);
 }
 
-moe::MoeRuntime make_moe_runtime(const CapacityOptions& o, int num_experts) {
+moe::MoeRuntime make_moe_runtime(const CapacityOptions& o, int num_experts, bool expert_parallel) {
   moe::MoeRuntime rt;
   rt.capacity = o.capacity;  // validated by each setting as it was parsed
   if (num_experts <= 0) {
@@ -136,6 +137,20 @@ moe::MoeRuntime make_moe_runtime(const CapacityOptions& o, int num_experts) {
     rt.placement = moe::Placement::from_file(o.placement_file, num_experts);
   else if (o.devices > 0 || o.devices < 0)
     rt.placement = moe::Placement::contiguous(num_experts, o.devices);
+  if (rt.placement.replicated()) {
+    if (!expert_parallel)
+      fail(
+          "placement file '{}' replicates experts ('+e'): replicas take effect only under expert "
+          "parallelism (mpirun -np {}); one process runs every expert once",
+          o.placement_file, rt.placement.num_devices());
+    const moe::CapacityConfig& c = rt.capacity;
+    if (c.policy == moe::CapacityPolicy::kExpanded || c.policy == moe::CapacityPolicy::kDevice ||
+        (c.policy == moe::CapacityPolicy::kThreshold && c.load_aware))
+      fail(
+          "capacity policy {} counts each expert on one device, but placement file '{}' "
+          "replicates experts: drop the '+e' replicas or use a token-level policy",
+          c.describe(), o.placement_file);
+  }
   if (rt.capacity.policy == moe::CapacityPolicy::kExpanded && rt.placement.empty())
     fmt::print(
         stderr,

@@ -33,7 +33,9 @@ struct CapacityOptions {
 };
 void add_capacity_options(CLI::App& cmd, CapacityOptions& options);
 // Validates the flags against the model's expert count and builds the MoE runtime.
-moe::MoeRuntime make_moe_runtime(const CapacityOptions& options, int num_experts);
+// expert_parallel: under mpirun, where a placement may replicate experts ('+e').
+moe::MoeRuntime make_moe_runtime(const CapacityOptions& options, int num_experts,
+                                 bool expert_parallel = false);
 
 // Adds --family (the names of model/family.h; an unknown name is a parse error) bound to
 // `family`; `help_extra` is appended to the help text.

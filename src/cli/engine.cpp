@@ -97,7 +97,7 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
     if (co.placement_file.empty() && comm.size() > E)
       fail(
           "mpirun started {} ranks but the model has only {} experts; every rank needs at least "
-          "one expert (replication is not supported): use at most {} ranks",
+          "one expert of its own: use at most {} ranks",
           comm.size(), E, E);
     if (co.devices > 0 && co.devices != comm.size())
       fail(
@@ -106,13 +106,13 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
           co.devices, comm.size());
     CapacityOptions ranks = co;
     if (ranks.placement_file.empty()) ranks.devices = comm.size();
-    eng->runtime = make_moe_runtime(ranks, E);
+    eng->runtime = make_moe_runtime(ranks, E, /*expert_parallel=*/true);
     if (eng->runtime.placement.num_devices() != comm.size())
       fail("placement file '{}' lists {} devices but mpirun started {} ranks", co.placement_file,
            eng->runtime.placement.num_devices(), comm.size());
     eng->runtime.source_device = comm.rank();
     owned.assign(size_t(E), false);
-    for (int32_t e : eng->runtime.placement.experts_on(comm.rank())) owned[size_t(e)] = true;
+    for (int32_t e : eng->runtime.placement.hosted_on(comm.rank())) owned[size_t(e)] = true;
   } else {
     eng->runtime = make_moe_runtime(co, E);
   }
@@ -135,6 +135,12 @@ std::unique_ptr<Engine> open_engine(const ModelOptions& mo, const CapacityOption
           ? comm.size()
           : (eng->runtime.placement.empty() ? 1 : eng->runtime.placement.num_devices()),
       offload.has_value());
+  if (eng->runtime.placement.replicated() &&
+      eng->runtime.precision.mode == moe::PrecisionMode::kReaLB)
+    fail(
+        "--precision-policy realb weighs each rank's load by the experts it owns, but placement "
+        "file '{}' replicates experts: compare them in separate runs (or use low-all)",
+        co.placement_file);
   if (!po.precision.modality_ids.empty())
     eng->runtime.modality = moe::parse_modality_rule(po.precision.modality_ids);
   if (eng->runtime.precision.format == moe::LowFormat::kQ4 && eng->runtime.precision.active() &&

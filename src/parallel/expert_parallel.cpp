@@ -42,24 +42,30 @@ void ExpertParallelBackend::start(const moe::MoeBlock& block, const moe::RoutedP
   c.scratch = &scratch;
   c.route_s = p.route_seconds;
 
-  // Group this rank's pairs by expert, then lay them out by owner: send is
-  // [owner 0: its experts ascending][owner 1: ...]...
+  // Group this rank's pairs by expert, then lay them out by host: send is
+  // [host 0: its experts ascending][host 1: ...]... A replicated expert's rows are shared by
+  // its hosts (Placement::host_of_row); each host sees only the rows sent to it.
   moe::plan_dispatch(p.ids, p.weights, p.num_tokens, p.slots, E, c.plan);
   trip.send_counts.assign(size_t(D) * size_t(E), 0);
   trip.send_rows.assign(size_t(D), 0);
   c.send_pos.resize(size_t(c.plan.num_rows()));
   trip.send.resize(size_t(c.plan.num_rows() * H));
+  const int me = comm_.rank();
   int64_t pos = 0;
   for (int d = 0; d < D; ++d) {
-    for (int32_t e : placement_.experts_on(d)) {
-      const int64_t rows = c.plan.rows_of(e);
-      trip.send_counts[size_t(d) * size_t(E) + size_t(e)] = rows;
-      trip.send_rows[size_t(d)] += rows;
-      for (int64_t r = c.plan.offsets[size_t(e)]; r < c.plan.offsets[size_t(e) + 1]; ++r, ++pos) {
+    for (int32_t e : placement_.hosted_on(d)) {
+      const int64_t first = c.plan.offsets[size_t(e)];
+      const bool shared = placement_.hosts_of(e).size() > 1;
+      int64_t rows = 0;
+      for (int64_t r = first; r < c.plan.offsets[size_t(e) + 1]; ++r) {
+        if (shared && placement_.host_of_row(e, me, r - first) != d) continue;
         c.send_pos[size_t(r)] = pos;
         std::memcpy(trip.send.data() + pos * H, p.x + int64_t(c.plan.token[size_t(r)]) * H,
                     size_t(H) * sizeof(float));
+        ++pos, ++rows;
       }
+      trip.send_counts[size_t(d) * size_t(E) + size_t(e)] = rows;
+      trip.send_rows[size_t(d)] += rows;
     }
   }
   // ReaLB: every rank's routing histogram, tagged rows and token count travel with the counts:
@@ -111,7 +117,7 @@ void ExpertParallelBackend::choose_and_convert(Call& c, RoundTrip& trip) {
   low_.begin();
   if (!choice.low) return;
   const double t0 = monotonic_seconds();
-  for (int32_t e : placement_.experts_on(me))
+  for (int32_t e : placement_.hosted_on(me))
     if (rows[size_t(e)] > 0)
       low_views_[size_t(e)] =
           &low_.convert(c.block->experts[size_t(e)], policy.format, ops::num_threads());
@@ -131,7 +137,7 @@ void ExpertParallelBackend::run_experts(Call& c, RoundTrip& trip) {
   std::vector<int64_t> cursor(size_t(D), 0);  // start row of each source's segment
   for (int s = 1; s < D; ++s)
     cursor[size_t(s)] = cursor[size_t(s) - 1] + trip.recv_rows[size_t(s) - 1];
-  for (int32_t e : placement_.experts_on(me)) {
+  for (int32_t e : placement_.hosted_on(me)) {
     int64_t n = 0;
     for (int s = 0; s < D; ++s) n += trip.recv_counts[size_t(s) * E + e];
     c.expert_in.resize(size_t(n * H));

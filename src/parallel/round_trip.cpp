@@ -28,7 +28,7 @@ void update_estimate(moe::ExchangeEstimate& e, const RoundTrip& call) {
 RoundTrips::RoundTrips(const Communicator& comm, const moe::Placement& placement, EpOptions options)
     : comm_(comm),
       num_experts_(placement.num_experts()),
-      mine_(placement.experts_on(comm.rank())),
+      mine_(placement.hosted_on(comm.rank())),
       options_(options) {
   SY_ASSERT(!placement.empty() && placement.num_devices() == comm.size());
   for (int i = 0; i < 2; ++i) {  // collective: every rank builds its engine at the same point

@@ -7,10 +7,13 @@
 //     (non-blocking exchanges, a progress thread, an emulated link, any expert slot) they are
 //     bit-identical to the blocking exchange's: overlap changes when, never what, is computed;
 //  3. each rank holds only its share of the expert weights (the loader's accounting).
+// Placements with replicated experts (EPLB-style) take part in 1-3: each row reaches exactly
+// one host, a host keeps its own rows, and the logits still equal one process's.
 // Usage: mpirun -np N ep_test MODEL_DIR [MODEL_DIR...] (e.g. an ScMoE model: its routed branches
 // are in flight across several operators and, with an MoE block in every layer, two at once).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -67,8 +70,9 @@ struct IdentityContext {
 // row + 1000 * (expert + 1) so the sender can check which expert answered.
 void identity_compute(int expert, const float* rows, int64_t n, int64_t H, float* out, void* ctx_) {
   auto& ctx = *static_cast<IdentityContext*>(ctx_);
-  CHECK_MSG(ctx.placement->device_of(expert) == ctx.rank,
-            "rank {} got rows of expert {} it does not own", ctx.rank, expert);
+  const auto& hosts = ctx.placement->hosts_of(expert);
+  CHECK_MSG(std::find(hosts.begin(), hosts.end(), ctx.rank) != hosts.end(),
+            "rank {} got rows of expert {} it does not host", ctx.rank, expert);
   for (int64_t i = 0; i < n; ++i) {
     const float* r = rows + i * H;
     const int src = int(r[0]);
@@ -78,6 +82,10 @@ void identity_compute(int expert, const float* rows, int64_t n, int64_t H, float
       chose |= route_of(ctx.scenario, src, t, s, ctx.E, *ctx.placement) == expert;
     CHECK_MSG(chose, "row from rank {} token {} arrived at expert {} it did not choose", src, t,
               expert);
+    // A replicated expert's row goes to the host the split rule names for it.
+    if (hosts.size() > 1 && std::find(hosts.begin(), hosts.end(), src) != hosts.end())
+      CHECK_MSG(src == ctx.rank, "rank {} ran a row of expert {} that host rank {} should keep",
+                ctx.rank, expert, src);
     CHECK_MSG(r[2] == float(src * 100 + t) && r[5] == float(t % 7),
               "row from rank {} token {} is corrupt", src, t);
     for (int64_t h = 0; h < H; ++h) out[i * H + h] = r[h] + 1000.0f * float(expert + 1);
@@ -170,16 +178,17 @@ void check_model(const parallel::Communicator& comm, const std::string& dir,
   const model::ModelConfig cfg = model::load_config(dir);
   const int E = cfg.router.num_experts;
   model::ExpertMask mine(size_t(E), false);
-  for (int32_t e : pl.experts_on(comm.rank())) mine[size_t(e)] = true;
+  for (int32_t e : pl.hosted_on(comm.rank())) mine[size_t(e)] = true;
   const model::Model sharded = model::Model::load(dir, mine);
   const model::Model full = model::Model::load(dir);
 
   // 3. The loader holds views of exactly this rank's experts.
   const auto& w = sharded.weights();
   const size_t per_expert = w.expert_bytes_total / size_t(E);
-  CHECK_MSG(w.expert_bytes_held == per_expert * pl.experts_on(comm.rank()).size(),
+  const size_t hosted = pl.hosted_on(comm.rank()).size();
+  CHECK_MSG(w.expert_bytes_held == per_expert * hosted,
             "{}: rank holds {} expert bytes, expected {} ({} experts)", what, w.expert_bytes_held,
-            per_expert * pl.experts_on(comm.rank()).size(), pl.experts_on(comm.rank()).size());
+            per_expert * hosted, hosted);
   for (size_t l = 0; l < w.layers.size(); ++l)
     if (w.layers[l].is_moe)
       for (int e = 0; e < E; ++e)
@@ -200,6 +209,9 @@ void check_model(const parallel::Communicator& comm, const std::string& dir,
   for (const char* policy :
        {"none", "score", "order", "reverse", "random", "expanded", "reroute", "device"}) {
     ++index;
+    // Replicas: the policies that count each expert on one device are refused (engine.cpp).
+    const std::string name = policy;
+    if (pl.replicated() && (name == "expanded" || name == "device")) continue;
     moe::MoeRuntime rt;
     rt.capacity.policy = moe::parse_capacity_policy(policy);
     rt.capacity.factor = 1.0;
@@ -262,7 +274,15 @@ int main(int argc, char** argv) {
     std::vector<int32_t> scattered(7);
     for (int e = 0; e < 7; ++e) scattered[size_t(e)] = (e * 3 + 1) % D;  // non-contiguous
     const moe::Placement odd = moe::Placement::from_map(scattered, D);
-    for (const moe::Placement* pl : {&even, &odd}) {
+    // EPLB-style replicas: rank 0's first expert also on the last rank, and (4 ranks) expert 6
+    // on every rank but its owner.
+    moe::Placement replicated = even;
+    if (D > 1) replicated.add_replica(0, D - 1);
+    if (D > 2)
+      for (int d = 0; d < D; ++d)
+        if (d != replicated.device_of(6)) replicated.add_replica(6, d);
+    for (const moe::Placement* pl :
+         {&even, &odd, static_cast<const moe::Placement*>(&replicated)}) {
       check_exchange(comm, *pl, 0, 13 + comm.rank() * 5, "spread routing");
       check_exchange(comm, *pl, 0, comm.rank() == 0 ? 0 : 9, "rank 0 without tokens");
       check_exchange(comm, *pl, 1, 11, "every token to the last rank");
@@ -277,8 +297,15 @@ int main(int argc, char** argv) {
       std::vector<int32_t> uneven(static_cast<size_t>(E));
       for (int e = 0; e < E; ++e)
         uneven[size_t(e)] = e < E - (D - 1) ? 0 : e - (E - D);  // rank 0 holds most
-      check_model(comm, dir, moe::Placement::from_map(uneven, D),
-                  fmt::format("{}: uneven placement", dir).c_str());
+      moe::Placement skewed = moe::Placement::from_map(uneven, D);
+      check_model(comm, dir, skewed, fmt::format("{}: uneven placement", dir).c_str());
+      if (D > 1) {  // EPLB-style: two of rank 0's experts replicated on the other ranks
+        for (const auto& [e, d] : {std::pair{0, D - 1}, std::pair{1, 1}}) {
+          const auto& hosts = skewed.hosts_of(e);
+          if (std::find(hosts.begin(), hosts.end(), d) == hosts.end()) skewed.add_replica(e, d);
+        }
+        check_model(comm, dir, skewed, fmt::format("{}: replicated experts", dir).c_str());
+      }
     }
   } catch (const std::exception& e) {
     comm.abort(e.what());

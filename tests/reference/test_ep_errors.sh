@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Expert parallelism under mpirun: bad setups end with a clear error on every rank, a non-zero
 # exit and no hang -- more ranks than experts, a placement file that misses or duplicates an
-# expert or lists the wrong number of devices, ranks that load different models, and a rank
+# expert or lists the wrong number of devices, misused replicas, ranks that load different
+# models, and a rank
 # that dies while the others wait for it in a collective.
 # Usage: test_ep_errors.sh SWITCHYARD_BINARY WORK_DIR
 set -uo pipefail
@@ -31,6 +32,23 @@ expect "placement duplicates an expert" "expert 1 is already placed on device 0"
 printf '0\n1\n2\n' >"$work/three.txt"
 expect "placement for another rank count" "lists 3 devices but mpirun started 2 ranks" -- \
   "${mpi[@]}" -np 2 "$sy" "${score[@]}" -m "$work/m3" --placement "$work/three.txt"
+# Replicas ('+e', the EPLB-style baseline): on the expert's own device, a bad id, without
+# mpirun, with the policies that count each expert on one device.
+printf '0 1\n2 +1\n' >"$work/rep.txt"
+printf '0 1 +1\n2\n' >"$work/rep_self.txt"
+printf '0 1\n2 +x\n' >"$work/rep_bad.txt"
+expect "replica on its owner" "device 0 already holds expert 1 (it owns it)" "rep_self.txt:1" -- \
+  "${mpi[@]}" -np 2 "$sy" "${score[@]}" -m "$work/m3" --placement "$work/rep_self.txt"
+expect "replica id not a number" "'+x' is not an expert id" "rep_bad.txt:2" -- \
+  "${mpi[@]}" -np 2 "$sy" "${score[@]}" -m "$work/m3" --placement "$work/rep_bad.txt"
+expect "replicas without mpirun" "replicas take effect only under expert parallelism" -- \
+  "$sy" "${score[@]}" -m "$work/m3" --placement "$work/rep.txt"
+expect "replicas with device capacity" "counts each expert on one device" -- \
+  "${mpi[@]}" -np 2 "$sy" "${score[@]}" -m "$work/m3" --placement "$work/rep.txt" \
+  --capacity-policy device --capacity-factor 1
+expect "replicas with realb" "replicates experts: compare them in separate runs" -- \
+  "${mpi[@]}" -np 2 "$sy" "${score[@]}" -m "$work/m3" --placement "$work/rep.txt" \
+  --precision-policy realb
 expect "--devices disagrees with the ranks" "--devices 3 does not match the 2 ranks" -- \
   "${mpi[@]}" -np 2 "$sy" "${score[@]}" -m "$work/m3" --devices 3
 expect "ranks disagree on the model" "ranks disagree on the model" -- \
