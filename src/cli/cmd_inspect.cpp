@@ -34,11 +34,36 @@ void run_inspect(const InspectOptions& o) {
   fmt::print("layers       {} ({} MoE, {} dense)\n", c.num_layers, num_moe, c.num_layers - num_moe);
   fmt::print("hidden       {}   vocab {}   tied embeddings {}\n", c.hidden_size, c.vocab_size,
              c.tie_word_embeddings ? "yes" : "no");
-  fmt::print("attention    {} heads / {} KV heads x {} dims{}{}\n", c.num_heads, c.num_kv_heads,
-             c.head_dim, c.qkv_bias ? ", qkv bias" : "",
-             c.qk_norm == model::QkNorm::kPerHead     ? ", per-head q/k RMSNorm"
-             : c.qk_norm == model::QkNorm::kFullWidth ? ", full-width q/k RMSNorm"
-                                                      : "");
+  if (const model::MlaConfig& m = c.mla; m.enabled()) {
+    fmt::print(
+        "attention    MLA: {} heads x (q/k {} = {} + rope {}, v {}), latent {}, q-LoRA {}, "
+        "{} RoPE\n",
+        c.num_heads, m.qk_head_dim(), m.qk_nope_dim, m.qk_rope_dim, m.v_head_dim, m.kv_lora_rank,
+        m.q_lora_rank > 0 ? std::to_string(m.q_lora_rank) : "none",
+        m.interleaved_rope ? "interleaved" : "half-split");
+    // What MLA exists for: the latent and the rotary key, against the expanded heads.
+    const int64_t expanded = c.num_heads * (m.qk_head_dim() + m.v_head_dim);
+    fmt::print(
+        "KV cache     {} floats per token per layer ({} B per token), {:.1f}x less than {} "
+        "for expanded heads\n",
+        m.latent_width(), m.latent_width() * 4 * c.num_layers,
+        double(expanded) / double(m.latent_width()), expanded);
+  } else {
+    fmt::print(
+        "attention    {} heads / {} KV heads x {} dims{}{}{}\n", c.num_heads, c.num_kv_heads,
+        c.head_dim, c.qkv_bias ? ", qkv bias" : "",
+        c.qk_norm == model::QkNorm::kPerHead     ? ", per-head q/k RMSNorm"
+        : c.qk_norm == model::QkNorm::kFullWidth ? ", full-width q/k RMSNorm"
+                                                 : "",
+        c.rotary_dim > 0 ? fmt::format(", RoPE on {} of {} dims", c.rotary_dim, c.head_dim) : "");
+    fmt::print("KV cache     {} floats per token per layer ({} B per token)\n",
+               c.cache_key_width() + c.cache_value_width(),
+               (c.cache_key_width() + c.cache_value_width()) * 4 * c.num_layers);
+  }
+  if (c.has_scaled_stream())
+    fmt::print("multipliers  embedding {}, residual {}, attention {}, logits 1/{}\n",
+               c.embedding_multiplier, c.residual_multiplier, c.attention_scale(),
+               c.logits_scaling);
   fmt::print("experts      {} x FFN {}, top-{}{}\n", c.router.num_experts,
              c.expert_intermediate_size, c.router.top_k,
              c.shared_intermediate_size

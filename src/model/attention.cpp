@@ -22,7 +22,7 @@ void causal_attention(const AttentionShape& s, const float* q, int64_t n, int64_
                       const float* k, const float* v, float* out) {
   const int64_t hd = s.head_dim, qw = s.num_heads * hd, kvw = s.num_kv_heads * hd;
   const int64_t group = s.num_heads / s.num_kv_heads;
-  const float scale = 1.0f / std::sqrt(float(hd));
+  const float scale = s.scale;
   const int64_t blocks = (n + kQueryBlock - 1) / kQueryBlock;
   const int64_t tasks = s.num_heads * blocks;
 #pragma omp parallel
@@ -53,7 +53,7 @@ void batched_causal_attention(const AttentionDims& d, const float* q, const floa
                               const float* v, float* out, float* probs) {
   const int64_t S = d.seq, hd = d.head_dim, qw = d.q_width(), kvw = d.kv_width();
   const int64_t group = d.num_heads / d.num_kv_heads;
-  const float scale = 1.0f / std::sqrt(float(hd));
+  const float scale = d.score_scale();
   const int64_t num_tasks = d.batch * d.num_kv_heads;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t task = 0; task < num_tasks; ++task) {

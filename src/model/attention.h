@@ -1,18 +1,20 @@
 // Causal grouped-query attention of n new query rows against a sequence's KV cache.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 namespace sy::model {
 
 struct AttentionShape {
   int64_t num_heads, num_kv_heads, head_dim;
+  float scale;  // on q k^T: 1 / sqrt(head_dim) in most families
 };
 
 // q:   [n, num_heads * head_dim], the queries of positions pos0 .. pos0 + n - 1
 // k/v: [pos0 + n, num_kv_heads * head_dim], cached rows including the new ones
 // out: [n, num_heads * head_dim]
-// Softmax(q k^T / sqrt(head_dim)) v with a causal mask, float32 throughout.
+// Softmax(scale q k^T) v with a causal mask, float32 throughout.
 void causal_attention(const AttentionShape& shape, const float* q, int64_t n, int64_t pos0,
                       const float* k, const float* v, float* out);
 
@@ -20,6 +22,8 @@ void causal_attention(const AttentionShape& shape, const float* q, int64_t n, in
 struct AttentionDims {
   int64_t batch = 0, seq = 0;
   int64_t num_heads = 0, num_kv_heads = 0, head_dim = 0;
+  float scale = 0;  // on q k^T; 0: 1 / sqrt(head_dim)
+  float score_scale() const { return scale != 0 ? scale : 1.0f / std::sqrt(float(head_dim)); }
   int64_t q_width() const { return num_heads * head_dim; }
   int64_t kv_width() const { return num_kv_heads * head_dim; }
   int64_t prob_size() const { return batch * num_heads * seq * seq; }

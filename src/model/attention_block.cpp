@@ -27,6 +27,20 @@ void clamp_all(float* x, size_t n, float limit) {
 void attention_block(const ModelConfig& c, const AttentionWeights& w, int layer,
                      std::span<const SequenceChunk> chunks, int64_t T, const float* rope_cos,
                      const float* rope_sin, float* x, AttentionScratch& s, AttentionRecord* rec) {
+  if (c.mla.enabled()) {
+    SY_ASSERT_MSG(!rec && w.mla, "MLA has no backward pass (training refuses MLA models)");
+    const int64_t H = c.hidden_size, ow = c.num_heads * c.mla.v_head_dim;
+    s.normed.resize(size_t(T * H));
+    s.attn.resize(size_t(T * ow));
+    s.proj.resize(size_t(T * H));
+    ops::rmsnorm_rows(x, w.norm, T, H, c.rms_norm_eps, s.normed.data());
+    mla_attention(c, *w.mla, layer, chunks, T, s.normed.data(), rope_cos, rope_sin, s.attn.data(),
+                  s.mla);
+    ops::matmul(w.o, s.attn.data(), T, s.proj.data());
+    add_bias(s.proj.data(), T, H, w.o_bias);
+    ops::add(s.proj.data(), T * H, x);
+    return;
+  }
   const int64_t H = c.hidden_size, hd = c.head_dim, qw = c.q_width(), kvw = c.kv_width();
   const float eps = c.rms_norm_eps;
   // With a record the intermediate values live in it (backward reads them), else in scratch.
@@ -78,14 +92,15 @@ void attention_block(const ModelConfig& c, const AttentionWeights& w, int layer,
     clamp_all(k.data(), k.size(), c.clip_qkv);
     clamp_all(v.data(), v.size(), c.clip_qkv);
   }
+  const int64_t rd = c.rope_dim();  // partial rotary: the first rd values of each head turn
 #pragma omp parallel for schedule(dynamic, 64) if (T >= 64)
   for (int64_t t = 0; t < T; ++t) {
-    const float* cs = rope_cos + t * (hd / 2);
-    const float* sn = rope_sin + t * (hd / 2);
+    const float* cs = rope_cos + t * (rd / 2);
+    const float* sn = rope_sin + t * (rd / 2);
     for (int64_t h = 0; h < c.num_heads; ++h)
-      ops::rope_neox(q.data() + t * qw + h * hd, hd, cs, sn);
+      ops::rope_neox(q.data() + t * qw + h * hd, rd, cs, sn);
     for (int64_t h = 0; h < c.num_kv_heads; ++h)
-      ops::rope_neox(k.data() + t * kvw + h * hd, hd, cs, sn);
+      ops::rope_neox(k.data() + t * kvw + h * hd, rd, cs, sn);
   }
 
   if (rec) {  // whole sequences of equal length: batched, keeping the probabilities
@@ -93,11 +108,11 @@ void attention_block(const ModelConfig& c, const AttentionWeights& w, int layer,
     for (const SequenceChunk& ch : chunks)
       SY_ASSERT_MSG(ch.cache == nullptr && int64_t(ch.tokens.size()) == S,
                     "a recorded attention call takes whole sequences of equal length");
-    const AttentionDims d{B, S, c.num_heads, c.num_kv_heads, hd};
+    const AttentionDims d{B, S, c.num_heads, c.num_kv_heads, hd, c.attention_scale()};
     rec->probs.resize(size_t(d.prob_size()));
     batched_causal_attention(d, q.data(), k.data(), v.data(), attn.data(), rec->probs.data());
   } else {  // append the new keys / values to each sequence's cache and attend
-    const AttentionShape shape{c.num_heads, c.num_kv_heads, hd};
+    const AttentionShape shape{c.num_heads, c.num_kv_heads, hd, c.attention_scale()};
     int64_t row = 0;
     for (const SequenceChunk& ch : chunks) {
       const int64_t n = int64_t(ch.tokens.size()), pos0 = ch.cache->size();
@@ -111,6 +126,7 @@ void attention_block(const ModelConfig& c, const AttentionWeights& w, int layer,
   }
   ops::matmul(w.o, attn.data(), T, s.proj.data());  // [T, H]
   add_bias(s.proj.data(), T, H, w.o_bias);
+  if (c.residual_multiplier != 1.0f) ops::scale(c.residual_multiplier, T * H, s.proj.data());
   ops::add(s.proj.data(), T * H, x);
 }
 

@@ -12,6 +12,7 @@
 
 #include "model/config.h"
 #include "model/kv_cache.h"
+#include "model/mla_attention.h"
 #include "ops/weight.h"
 
 namespace sy::model {
@@ -22,6 +23,7 @@ struct AttentionWeights {
   ops::WeightView q, k, v, o;   // q [qw, H], k / v [kvw, H], o [H, qw]
   const float *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *o_bias = nullptr;
   const float *q_norm = nullptr, *k_norm = nullptr;  // [hd] per head or [width] full width
+  const MlaWeights* mla = nullptr;  // MLA layers: everything but norm, o and o_bias
 };
 
 // What one call keeps for backward (training). Sizes follow the call.
@@ -38,6 +40,7 @@ struct AttentionRecord {
 // Buffers reused across calls (inference).
 struct AttentionScratch {
   std::vector<float> normed, q, k, v, attn, proj;
+  MlaScratch mla;
 };
 
 // x [T, H] += attention block(x). rope_cos / rope_sin: [T, head_dim / 2], each row's position.

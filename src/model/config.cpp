@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -23,12 +24,6 @@ using json = nlohmann::json;
 
 Family family_from_architecture(const std::string& arch, const std::string& origin) {
   if (const FamilyInfo* f = find_family_by_architecture(arch)) return f->family;
-  if (arch == "DeepseekV2ForCausalLM" || arch == "DeepseekV3ForCausalLM")
-    fail(
-        "{}: architecture '{}' uses multi-head latent attention (MLA), which Switchyard does not "
-        "implement yet; DeepSeek-style routing on standard attention is supported as "
-        "Dots1ForCausalLM",
-        origin, arch);
   std::string supported;
   for (const FamilyInfo& f : families())
     supported += (supported.empty() ? "" : ", ") + std::string(f.architecture);
@@ -36,6 +31,10 @@ Family family_from_architecture(const std::string& arch, const std::string& orig
 }
 
 }  // namespace
+
+float ModelConfig::attention_scale() const {
+  return attention_multiplier != 0.0f ? attention_multiplier : 1.0f / std::sqrt(float(head_dim));
+}
 
 std::string ModelConfig::family_name() const {
   return std::string(family_info(family).name);
@@ -132,6 +131,9 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
   const double theta = k.number_or("rope_theta", 10000.0);
   require(theta > 0 && theta < 1e30, origin, fmt::format("rope_theta {} must be positive", theta));
   c.rope_theta = float(theta);
+  // transformers applies partial_rotary_factor in every family's rotary tables (top level in
+  // older configs, inside rope_parameters in v5's).
+  double partial = k.number_or("partial_rotary_factor", 1.0);
   if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
     Keys rp(j["rope_parameters"], origin + " rope_parameters");
     const double rp_theta = rp.number_or("rope_theta", c.rope_theta);
@@ -140,6 +142,7 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
     c.rope_theta = float(rp_theta);
     std::string type = rp.string_or("rope_type", "default");
     require(type == "default", origin, "rope_type '" + type + "' is not supported yet");
+    partial = rp.number_or("partial_rotary_factor", partial);
   }
   if (k.has("rope_scaling")) {
     const json& rs = j["rope_scaling"];
@@ -148,6 +151,15 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
             ? Keys(rs, origin).string_or("rope_type", Keys(rs, origin).string_or("type", "default"))
             : "?";
     require(type == "default", origin, "rope_scaling type '" + type + "' is not supported yet");
+  }
+  require(partial > 0 && partial <= 1, origin,
+          fmt::format("partial_rotary_factor {} is outside (0, 1]", partial));
+  if (partial < 1) {
+    c.rotary_dim = int64_t(double(c.head_dim) * partial);  // as transformers truncates it
+    require(c.rotary_dim >= 2 && c.rotary_dim % 2 == 0, origin,
+            fmt::format("partial_rotary_factor {} of head_dim {} gives {} rotary values; RoPE "
+                        "needs an even count of at least 2",
+                        partial, c.head_dim, c.rotary_dim));
   }
   c.tie_word_embeddings = k.boolean_or("tie_word_embeddings", false);
   if (k.has("hidden_act"))

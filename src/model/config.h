@@ -11,7 +11,32 @@
 
 namespace sy::model {
 
-enum class Family : uint8_t { kMixtral, kQwen2Moe, kQwen3Moe, kOlmoe, kDots1, kScMoe };
+enum class Family : uint8_t {
+  kMixtral,
+  kQwen2Moe,
+  kQwen3Moe,
+  kOlmoe,
+  kDots1,
+  kScMoe,
+  kGlm4Moe,
+  kGraniteMoe,
+  kDeepseekV2,
+  kDeepseekV3
+};
+
+// Multi-head latent attention (DeepSeek-V2/V3, Kimi K2): keys and values come from a compressed
+// latent c = RMSNorm(x W_DKV) of kv_lora_rank values per token plus one shared rotary key of
+// qk_rope_dim values; the KV cache holds only those. Queries come from x directly or through a
+// low-rank q_lora_rank bottleneck.
+struct MlaConfig {
+  int64_t q_lora_rank = 0;  // 0: q_proj straight from x
+  int64_t kv_lora_rank = 0;
+  int64_t qk_nope_dim = 0, qk_rope_dim = 0, v_head_dim = 0;
+  bool interleaved_rope = true;  // RoPE on pairs (2i, 2i+1) (V2; V3 rope_interleave), else halves
+  bool enabled() const { return kv_lora_rank > 0; }
+  int64_t qk_head_dim() const { return qk_nope_dim + qk_rope_dim; }
+  int64_t latent_width() const { return kv_lora_rank + qk_rope_dim; }  // cached per token
+};
 
 // How q and k are normalised before RoPE.
 enum class QkNorm : uint8_t {
@@ -51,9 +76,18 @@ struct ModelConfig {
   int64_t max_position_embeddings = 0;
   float rms_norm_eps = 1e-6f;
   float rope_theta = 10000.0f;
+  // Partial rotary (GLM-4.5: partial_rotary_factor 0.5): RoPE turns the first rotary_dim values
+  // of each head (NeoX halves within them) and passes the rest through. 0: the whole head.
+  int64_t rotary_dim = 0;
+  // Granite's multipliers: the embeddings times embedding_multiplier, each block's output
+  // times residual_multiplier before the residual add, attention scores times
+  // attention_multiplier (0: 1 / sqrt(head_dim)), logits divided by logits_scaling.
+  float embedding_multiplier = 1.0f, residual_multiplier = 1.0f;
+  float attention_multiplier = 0.0f, logits_scaling = 1.0f;
   bool qkv_bias = false;
   bool o_bias = false;  // attention_bias also covers o_proj (Qwen3-MoE, OLMoE, dots.llm1)
   QkNorm qk_norm = QkNorm::kNone;
+  MlaConfig mla;  // enabled(): the layers' attention is MLA (the q/k/v widths above are unused)
   float clip_qkv = 0.0f;  // OLMoE: clamp q, k, v to +-clip_qkv when > 0
   bool tie_word_embeddings = false;
   moe::RouterConfig router;
@@ -63,6 +97,16 @@ struct ModelConfig {
 
   int64_t q_width() const { return num_heads * head_dim; }
   int64_t kv_width() const { return num_kv_heads * head_dim; }
+  // Floats one token occupies in one layer's KV cache: keys and values, or MLA's latent.
+  int64_t cache_key_width() const { return mla.enabled() ? mla.latent_width() : kv_width(); }
+  int64_t cache_value_width() const { return mla.enabled() ? 0 : kv_width(); }
+  int64_t rope_dim() const { return rotary_dim > 0 ? rotary_dim : head_dim; }
+  float attention_scale() const;  // attention_multiplier, or 1 / sqrt(head_dim)
+  // Whether a multiplier or partial rotary is set (what the trainer does not implement yet).
+  bool has_scaled_stream() const {
+    return embedding_multiplier != 1.0f || residual_multiplier != 1.0f ||
+           attention_multiplier != 0.0f || logits_scaling != 1.0f;
+  }
   std::string family_name() const;
   // The residual-stream point the routed branch of MoE layer `layer` reads: 2l is layer l's
   // input, 2l + 1 its stream after attention (kNone: 2 * layer + 1).

@@ -51,6 +51,11 @@ struct FamilyInfo {
   // Set when the shared expert's width is this count times the routed experts' width
   // (DeepSeek-style "n_shared_experts"); "" when the shared width has its own key.
   std::string_view shared_count_key = "";
+  // Tensor names under the MoE block: the router's weight, and the fused experts' tensors
+  // ([E, 2I, H] gate rows first, and [E, H, I]) when the checkpoint stores them fused.
+  std::string_view router_weight = "gate.weight";
+  std::string_view fused_gate_up = "experts.gate_up_proj";
+  std::string_view fused_down = "experts.down_proj";
 };
 
 std::span<const FamilyInfo> families();

@@ -22,7 +22,8 @@ class KvCache {
   // so a large capacity costs nothing until it is used.
   KvCache(const ModelConfig& config, int64_t capacity)
       : capacity_(capacity),
-        kv_width_(config.kv_width()),
+        k_width_(config.cache_key_width()),
+        v_width_(config.cache_value_width()),
         k_(size_t(config.num_layers)),
         v_(size_t(config.num_layers)) {
     if (capacity < 1 || capacity > config.max_position_embeddings)
@@ -42,15 +43,17 @@ class KvCache {
            capacity_);
     if (size_ + n <= allocated_) return;
     const int64_t rows = std::min(capacity_, std::max({size_ + n, 2 * allocated_, int64_t(64)}));
-    const uint64_t bytes = 2 * uint64_t(k_.size()) * uint64_t(rows) * uint64_t(kv_width_) * 4;
+    const uint64_t per_row = uint64_t(k_.size()) * uint64_t(k_width_ + v_width_) * 4;
+    const uint64_t bytes = uint64_t(rows) * per_row;
     require_memory(
-        bytes - 2 * uint64_t(k_.size()) * uint64_t(allocated_) * uint64_t(kv_width_) * 4,
+        bytes - uint64_t(allocated_) * per_row,
         fmt::format("the KV cache for {} positions ({} in all)", rows, format_bytes(bytes)));
-    for (auto& x : k_) x.resize(size_t(rows * kv_width_));
-    for (auto& x : v_) x.resize(size_t(rows * kv_width_));
+    for (auto& x : k_) x.resize(size_t(rows * k_width_));
+    for (auto& x : v_) x.resize(size_t(rows * v_width_));
     allocated_ = rows;
   }
-  // [allocated rows, kv_width]; the first size() (plus those being appended) are valid.
+  // [allocated rows, cache_key_width / cache_value_width]; the first size() (plus those being
+  // appended) are valid. MLA keeps its latent rows in keys() and no values.
   float* keys(int layer) { return k_[size_t(layer)].data(); }
   float* values(int layer) { return v_[size_t(layer)].data(); }
   const float* keys(int layer) const { return k_[size_t(layer)].data(); }
@@ -71,7 +74,7 @@ class KvCache {
 
  private:
   int64_t capacity_;
-  int64_t kv_width_;
+  int64_t k_width_, v_width_;
   int64_t size_ = 0;
   int64_t allocated_ = 0;  // rows held by each buffer
   std::vector<std::vector<float>> k_, v_;

@@ -87,6 +87,8 @@ class LayerRunner {
         moe::combine_branches(w.moe, T_, H_, ms, s_.ffn_out.data());
         measured(op + 1, own_s);
       }
+      if (c_.residual_multiplier != 1.0f)
+        ops::scale(c_.residual_multiplier, T_ * H_, s_.ffn_out.data());
       ops::add(s_.ffn_out.data(), T_ * H_, x_);
     }
   }
@@ -209,6 +211,8 @@ void lm_head(const ModelConfig& c, const float* norm, const ops::WeightView& hea
                         rstd ? rstd + r : nullptr);
   }
   ops::matmul(head, normed, n, logits);
+  if (c.logits_scaling != 1.0f)  // Granite divides (not multiplies by the inverse), as here
+    for (int64_t i = 0, m = n * head.rows; i < m; ++i) logits[i] /= c.logits_scaling;
 }
 
 }  // namespace sy::model

@@ -50,7 +50,8 @@ void Model::bind_blocks() {
                                    data_or_null(w.v_bias),
                                    data_or_null(w.o_bias),
                                    data_or_null(w.q_norm),
-                                   data_or_null(w.k_norm)};
+                                   data_or_null(w.k_norm),
+                                   config_.mla.enabled() ? &w.mla : nullptr};
     v.ffn_norm = w.ffn_norm.data();
     v.is_moe = w.is_moe;
     if (!w.is_moe) {
@@ -96,7 +97,7 @@ void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, floa
 void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, float* logits,
                     Workspace& ws, const moe::MoeRuntime& runtime) const {
   const ModelConfig& c = config_;
-  const int64_t H = c.hidden_size, hd = c.head_dim;
+  const int64_t H = c.hidden_size;
   int64_t T = 0;
   ++runtime.forward_calls;
   runtime.decode_step = !chunks.empty();
@@ -113,17 +114,19 @@ void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, floa
       for (int32_t id : ch.tokens) runtime.token_tags.push_back(runtime.modality.tagged(id));
 
   ws.x.resize(size_t(T * H));
-  ws.rope_cos.resize(size_t(T * hd / 2));
-  ws.rope_sin.resize(size_t(T * hd / 2));
+  const int64_t half = c.rope_dim() / 2;
+  ws.rope_cos.resize(size_t(T * half));
+  ws.rope_sin.resize(size_t(T * half));
 
   // Embedding lookup and per-token rotary tables.
   int64_t row = 0;
   for (const SequenceChunk& ch : chunks) {
     embed_tokens(weights_.embed, ch.tokens, ws.x.data() + row * H);
     for (size_t i = 0; i < ch.tokens.size(); ++i, ++row)
-      rope_tables(ch.cache->size() + int64_t(i), hd, c.rope_theta,
-                  ws.rope_cos.data() + row * (hd / 2), ws.rope_sin.data() + row * (hd / 2));
+      rope_tables(ch.cache->size() + int64_t(i), c.rope_dim(), c.rope_theta,
+                  ws.rope_cos.data() + row * half, ws.rope_sin.data() + row * half);
   }
+  if (c.embedding_multiplier != 1.0f) ops::scale(c.embedding_multiplier, T * H, ws.x.data());
 
   run_layers(c, layers_, chunks, T, ws.rope_cos.data(), ws.rope_sin.data(), ws.x.data(), ws.layers,
              runtime, {}, ws.times);

@@ -5,6 +5,7 @@
 #include <memory>
 #include <set>
 
+#include "model/family.h"
 #include "model/gguf_checkpoint.h"
 #include "model/tensor_names.h"
 #include "util/error.h"
@@ -114,18 +115,21 @@ void load_experts(Loader& L, const ModelConfig& c, int64_t layer, MoeWeights& mo
       account_expert(moe.experts[size_t(e)], !offload && (owned.empty() || owned[size_t(e)]), w);
     }
   };
-  // transformers v5 saves experts fused: gate_up_proj [E, 2I, H] (gate rows first), down [E, H, I].
-  const std::string fused_gate_up = mp + "experts.gate_up_proj";
+  // transformers v5 (and Granite) save experts fused: gate_up [E, 2I, H] (gate rows first),
+  // down [E, H, I].
+  const FamilyInfo& f = family_info(c.family);
+  const std::string fused_gate_up = mp + std::string(f.fused_gate_up);
+  const std::string fused_down = mp + std::string(f.fused_down);
   if (L.has(fused_gate_up)) {
     for (int64_t e = 0; e < E; ++e) {
       auto& x = moe.experts[size_t(e)];
       x.gate = L.fused_slice(fused_gate_up, E, 2 * I, H, e, 0, I);
       x.up = L.fused_slice(fused_gate_up, E, 2 * I, H, e, I, I);
-      x.down = L.fused_slice(mp + "experts.down_proj", E, H, I, e, 0, H);
+      x.down = L.fused_slice(fused_down, E, H, I, e, 0, H);
       if (files) {
         const io::TensorInfo& gu = L.info(fused_gate_up);
         (*files)[size_t(e)] = {locate(gu, x.gate), locate(gu, x.up),
-                               locate(L.info(mp + "experts.down_proj"), x.down)};
+                               locate(L.info(fused_down), x.down)};
       }
     }
     return finish();
@@ -142,7 +146,30 @@ void load_experts(Loader& L, const ModelConfig& c, int64_t layer, MoeWeights& mo
   finish();
 }
 
+void load_mla(Loader& L, const ModelConfig& c, const std::string& p, LayerWeights& w) {
+  const MlaConfig& m = c.mla;
+  const int64_t H = c.hidden_size, nh = c.num_heads, qw = nh * m.qk_head_dim();
+  MlaWeights& a = w.mla;
+  if (m.q_lora_rank > 0) {
+    a.q_a = L.matrix(p + "q_a_proj.weight", m.q_lora_rank, H);
+    a.q_a_norm = L.vector(p + "q_a_layernorm.weight", m.q_lora_rank);
+    a.q_b = L.matrix(p + "q_b_proj.weight", qw, m.q_lora_rank);
+    if (c.qkv_bias) a.q_a_bias = L.vector(p + "q_a_proj.bias", m.q_lora_rank);
+  } else {
+    a.q = L.matrix(p + "q_proj.weight", qw, H);
+  }
+  a.kv_a = L.matrix(p + "kv_a_proj_with_mqa.weight", m.latent_width(), H);
+  if (c.qkv_bias) a.kv_a_bias = L.vector(p + "kv_a_proj_with_mqa.bias", m.latent_width());
+  a.kv_a_norm = L.vector(p + "kv_a_layernorm.weight", m.kv_lora_rank);
+  a.kv_b = L.matrix(p + "kv_b_proj.weight", nh * (m.qk_nope_dim + m.v_head_dim), m.kv_lora_rank);
+  if (a.kv_b.dtype != DType::F32)  // the absorbed products read it as float32
+    a.kv_b_f32 = L.matrix_f32(p + "kv_b_proj.weight", a.kv_b.rows, a.kv_b.cols);
+  w.o = L.matrix(p + "o_proj.weight", H, nh * m.v_head_dim);
+  if (c.o_bias) w.o_bias = L.vector(p + "o_proj.bias", H);
+}
+
 void load_attention(Loader& L, const ModelConfig& c, const std::string& p, LayerWeights& w) {
+  if (c.mla.enabled()) return load_mla(L, c, p, w);
   const int64_t H = c.hidden_size, qw = c.q_width(), kvw = c.kv_width();
   w.q = L.matrix(p + "q_proj.weight", qw, H);
   w.k = L.matrix(p + "k_proj.weight", kvw, H);
@@ -191,7 +218,9 @@ void make_resident(ModelWeights& mw) {
   own(mw.embed);
   own(mw.lm_head);
   for (LayerWeights& l : mw.layers) {
-    for (ops::WeightView* v : {&l.q, &l.k, &l.v, &l.o}) own(*v);
+    for (ops::WeightView* v :
+         {&l.q, &l.k, &l.v, &l.o, &l.mla.q_a, &l.mla.q_b, &l.mla.q, &l.mla.kv_a, &l.mla.kv_b})
+      own(*v);
     if (!l.is_moe) own_ffn(l.dense);
     if (l.is_moe && l.moe.has_shared) own_ffn(l.moe.shared);
   }
@@ -238,7 +267,7 @@ ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
     }
     const std::string mp = moe_prefix(c, i);
     const int64_t G = c.router.num_logits();  // one gate row per expert the router ranks
-    w.moe.router = L.matrix_f32(mp + "gate.weight", G, H);
+    w.moe.router = L.matrix_f32(mp + std::string(family_info(c.family).router_weight), G, H);
     if (c.router.has_selection_bias)
       w.moe.selection_bias = L.vector(mp + "gate.e_score_correction_bias", G);
     load_experts(L, c, i, w.moe, owned, offload_experts, mw);
@@ -267,6 +296,14 @@ ParamCounts count_params(const ModelConfig& c) {
   for (int64_t i = 0; i < c.num_layers; ++i) {
     int64_t attn = 2 * H + H * c.q_width() * 2 + H * c.kv_width() * 2;
     if (c.qkv_bias) attn += c.q_width() + 2 * c.kv_width();
+    if (const MlaConfig& m = c.mla; m.enabled()) {
+      const int64_t qw = c.num_heads * m.qk_head_dim();
+      attn = 2 * H + m.latent_width() * H + m.kv_lora_rank +
+             m.kv_lora_rank * c.num_heads * (m.qk_nope_dim + m.v_head_dim) +
+             H * c.num_heads * m.v_head_dim +
+             (m.q_lora_rank > 0 ? m.q_lora_rank * (H + 1 + qw) : qw * H) +
+             (c.qkv_bias ? m.latent_width() + m.q_lora_rank : 0);
+    }
     if (c.o_bias) attn += H;
     if (c.qk_norm == QkNorm::kPerHead) attn += 2 * c.head_dim;
     if (c.qk_norm == QkNorm::kFullWidth) attn += c.q_width() + c.kv_width();
@@ -295,6 +332,9 @@ size_t decode_bytes_per_token(const ModelConfig& c, const ModelWeights& w) {
   size_t bytes = w.lm_head.bytes();
   for (const auto& l : w.layers) {
     bytes += l.q.bytes() + l.k.bytes() + l.v.bytes() + l.o.bytes();
+    if (c.mla.enabled())
+      bytes += l.mla.q_a.bytes() + l.mla.q_b.bytes() + l.mla.q.bytes() + l.mla.kv_a.bytes() +
+               l.mla.kv_b.bytes();
     if (!l.is_moe) {
       bytes += l.dense.bytes();
       continue;

@@ -9,6 +9,7 @@
 
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "model/mla_attention.h"
 #include "moe/expert_cache.h"
 #include "moe/expert_ffn.h"
 #include "ops/weight.h"
@@ -32,6 +33,7 @@ struct LayerWeights {
   ops::WeightView q, k, v, o;                         // q [nh*hd, H], k/v [nkv*hd, H], o [H, nh*hd]
   std::vector<float> q_bias, k_bias, v_bias, o_bias;  // empty when absent
   std::vector<float> q_norm, k_norm;                  // [hd] per-head or [width] full-width
+  MlaWeights mla;                                     // MLA layers (q, k, v unused; o as above)
   bool is_moe = false;
   std::vector<float> shortcut_norm;  // [H] ScMoE: RMSNorm of the routed branch's input
   FfnWeights dense;                  // when !is_moe

@@ -53,22 +53,26 @@ class Planner {
       add(p + "input_layernorm.weight", {H}, Init::kNorm, shard);
       add(p + "post_attention_layernorm.weight", {H}, Init::kNorm, shard);
       const std::string a = p + "self_attn.";
-      add(a + "q_proj.weight", {qw, H}, Init::kMatrix, shard);
-      add(a + "k_proj.weight", {kvw, H}, Init::kMatrix, shard);
-      add(a + "v_proj.weight", {kvw, H}, Init::kMatrix, shard);
-      add(a + "o_proj.weight", {H, qw}, Init::kMatrix, shard);
-      if (c_.qkv_bias) {
-        add(a + "q_proj.bias", {qw}, Init::kBias, shard);
-        add(a + "k_proj.bias", {kvw}, Init::kBias, shard);
-        add(a + "v_proj.bias", {kvw}, Init::kBias, shard);
-      }
-      if (c_.o_bias) add(a + "o_proj.bias", {H}, Init::kBias, shard);
-      if (c_.qk_norm == model::QkNorm::kPerHead) {
-        add(a + "q_norm.weight", {hd}, Init::kNorm, shard);
-        add(a + "k_norm.weight", {hd}, Init::kNorm, shard);
-      } else if (c_.qk_norm == model::QkNorm::kFullWidth) {
-        add(a + "q_norm.weight", {qw}, Init::kNorm, shard);
-        add(a + "k_norm.weight", {kvw}, Init::kNorm, shard);
+      if (c_.mla.enabled()) {
+        mla(a, shard);
+      } else {
+        add(a + "q_proj.weight", {qw, H}, Init::kMatrix, shard);
+        add(a + "k_proj.weight", {kvw, H}, Init::kMatrix, shard);
+        add(a + "v_proj.weight", {kvw, H}, Init::kMatrix, shard);
+        add(a + "o_proj.weight", {H, qw}, Init::kMatrix, shard);
+        if (c_.qkv_bias) {
+          add(a + "q_proj.bias", {qw}, Init::kBias, shard);
+          add(a + "k_proj.bias", {kvw}, Init::kBias, shard);
+          add(a + "v_proj.bias", {kvw}, Init::kBias, shard);
+        }
+        if (c_.o_bias) add(a + "o_proj.bias", {H}, Init::kBias, shard);
+        if (c_.qk_norm == model::QkNorm::kPerHead) {
+          add(a + "q_norm.weight", {hd}, Init::kNorm, shard);
+          add(a + "k_norm.weight", {hd}, Init::kNorm, shard);
+        } else if (c_.qk_norm == model::QkNorm::kFullWidth) {
+          add(a + "q_norm.weight", {qw}, Init::kNorm, shard);
+          add(a + "k_norm.weight", {kvw}, Init::kNorm, shard);
+        }
       }
       if (!c_.layer_is_moe[size_t(l)]) {
         ffn(model::dense_ffn_names(l), c_.dense_intermediate_size, shard);
@@ -76,12 +80,13 @@ class Planner {
       }
       const std::string m = model::moe_prefix(c_, l);
       const int64_t E = c_.router.num_experts, I = c_.expert_intermediate_size;
-      add(m + "gate.weight", {E, H}, Init::kMatrix, shard);
+      const model::FamilyInfo& f = model::family_info(c_.family);
+      add(m + std::string(f.router_weight), {E, H}, Init::kMatrix, shard);
       if (c_.router.has_selection_bias)
         add(m + "gate.e_score_correction_bias", {E}, Init::kBias, shard, true);
-      if (s_.fused_experts) {  // transformers v5's layout
-        add(m + "experts.gate_up_proj", {E, 2 * I, H}, Init::kMatrix, shard);
-        add(m + "experts.down_proj", {E, H, I}, Init::kMatrix, shard);
+      if (s_.fused_experts || f.expert_gate.empty()) {  // transformers v5's layout (Granite's)
+        add(m + std::string(f.fused_gate_up), {E, 2 * I, H}, Init::kMatrix, shard);
+        add(m + std::string(f.fused_down), {E, H, I}, Init::kMatrix, shard);
       } else {
         for (int64_t e = 0; e < E; ++e) ffn(model::expert_names(c_, l, e), I, shard);
       }
@@ -103,6 +108,22 @@ class Planner {
  private:
   void add(std::string name, std::vector<int64_t> shape, Init init, int shard, bool f32 = false) {
     out_.push_back({std::move(name), std::move(shape), init, shard, f32});
+  }
+  void mla(const std::string& a, int shard) {  // model/mla_attention.h's tensors
+    const model::MlaConfig& m = c_.mla;
+    const int64_t H = c_.hidden_size, nh = c_.num_heads, qw = nh * m.qk_head_dim();
+    if (m.q_lora_rank > 0) {
+      add(a + "q_a_proj.weight", {m.q_lora_rank, H}, Init::kMatrix, shard);
+      add(a + "q_a_layernorm.weight", {m.q_lora_rank}, Init::kNorm, shard);
+      add(a + "q_b_proj.weight", {qw, m.q_lora_rank}, Init::kMatrix, shard);
+    } else {
+      add(a + "q_proj.weight", {qw, H}, Init::kMatrix, shard);
+    }
+    add(a + "kv_a_proj_with_mqa.weight", {m.latent_width(), H}, Init::kMatrix, shard);
+    add(a + "kv_a_layernorm.weight", {m.kv_lora_rank}, Init::kNorm, shard);
+    add(a + "kv_b_proj.weight", {nh * (m.qk_nope_dim + m.v_head_dim), m.kv_lora_rank},
+        Init::kMatrix, shard);
+    add(a + "o_proj.weight", {H, nh * m.v_head_dim}, Init::kMatrix, shard);
   }
   void ffn(const model::FfnNames& n, int64_t I, int shard) {
     const int64_t H = c_.hidden_size;

@@ -24,7 +24,7 @@ void attention_backward(const AttentionDims& d, const float* q, const float* k, 
                         const float* probs, const float* d_out, float* dq, float* dk, float* dv) {
   const int64_t S = d.seq, hd = d.head_dim, qw = d.q_width(), kvw = d.kv_width();
   const int64_t group = d.num_heads / d.num_kv_heads;
-  const float scale = 1.0f / std::sqrt(float(hd));
+  const float scale = d.score_scale();
   const int64_t num_tasks = d.batch * d.num_kv_heads;
 #pragma omp parallel
   {

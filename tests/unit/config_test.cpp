@@ -286,14 +286,42 @@ TEST(Config, RejectionsNameOriginAndKey) {
        mixtral,
        [](json& j) { j["architectures"] = {"LlamaForCausalLM"}; },
        {"LlamaForCausalLM"}},
-      {"DeepSeek-V3 needs MLA",
+      {"DeepSeek-V3 without its MLA keys",
        dots1,
        [](json& j) { j["architectures"] = {"DeepseekV3ForCausalLM"}; },
-       {"DeepseekV3ForCausalLM", "MLA"}},
-      {"DeepSeek-V2 needs MLA",
+       {"kv_lora_rank", "missing"}},
+      {"DeepSeek-V2 with an unknown topk_method",
        dots1,
-       [](json& j) { j["architectures"] = {"DeepseekV2ForCausalLM"}; },
-       {"DeepseekV2ForCausalLM", "MLA"}},
+       [](json& j) {
+         j["architectures"] = {"DeepseekV2ForCausalLM"};
+         j.update({{"kv_lora_rank", 32},
+                   {"qk_nope_head_dim", 16},
+                   {"qk_rope_head_dim", 8},
+                   {"v_head_dim", 16},
+                   {"topk_method", "noaux_tc"}});
+       },
+       {"topk_method", "noaux_tc"}},
+      {"MLA with an odd rotary width",
+       dots1,
+       [](json& j) {
+         j["architectures"] = {"DeepseekV3ForCausalLM"};
+         j.update({{"kv_lora_rank", 32},
+                   {"qk_nope_head_dim", 16},
+                   {"qk_rope_head_dim", 7},
+                   {"v_head_dim", 16}});
+       },
+       {"qk_rope_head_dim 7"}},
+      {"partial_rotary_factor out of range",
+       mixtral,
+       [](json& j) { j["partial_rotary_factor"] = 1.5; },
+       {"partial_rotary_factor", "1.5"}},
+      {"Granite with a zero multiplier",
+       mixtral,
+       [](json& j) {
+         j["architectures"] = {"GraniteMoeForCausalLM"};
+         j["residual_multiplier"] = 0;
+       },
+       {"residual_multiplier"}},
       {"architectures missing",
        mixtral,
        [](json& j) { j.erase("architectures"); },

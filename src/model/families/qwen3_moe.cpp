@@ -9,7 +9,9 @@ namespace sy::model::family_defs {
 namespace {
 
 void read(const Keys& k, ModelConfig& c) {
-  c.router.num_experts = k.small_count("num_experts");
+  // transformers 5 writes num_local_experts; earlier versions num_experts.
+  c.router.num_experts =
+      k.small_count(k.has("num_local_experts") ? "num_local_experts" : "num_experts");
   c.router.top_k = k.small_count("num_experts_per_tok");
   c.router.renormalize = k.boolean_or("norm_topk_prob", true);
   c.expert_intermediate_size = k.integer("moe_intermediate_size");
