@@ -2,6 +2,8 @@
 // total / active parameters per token.
 #include <fmt/core.h>
 
+#include <algorithm>
+
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/engine.h"
@@ -59,6 +61,29 @@ void run_inspect(const InspectOptions& o) {
     fmt::print("KV cache     {} floats per token per layer ({} B per token)\n",
                c.cache_key_width() + c.cache_value_width(),
                (c.cache_key_width() + c.cache_value_width()) * 4 * c.num_layers);
+  }
+  std::vector<std::string> variants;
+  if (!c.layer_window.empty()) {
+    int64_t sliding = 0;
+    for (int64_t w : c.layer_window) sliding += w > 0;
+    variants.push_back(fmt::format("sliding window {} on {} of {} layers",
+                                   *std::max_element(c.layer_window.begin(), c.layer_window.end()),
+                                   sliding, c.num_layers));
+  }
+  if (c.attention_sinks) variants.push_back("attention sinks");
+  if (c.rope_scaling.yarn)
+    variants.push_back(fmt::format("YaRN RoPE x{} (from {} positions)", c.rope_scaling.factor,
+                                   c.rope_scaling.original_max_positions > 0
+                                       ? c.rope_scaling.original_max_positions
+                                       : double(c.max_position_embeddings)));
+  if (c.router_bias) variants.push_back("router bias");
+  if (c.swiglu_limit > 0)
+    variants.push_back(
+        fmt::format("experts with biases, clamped SwiGLU (limit {})", c.swiglu_limit));
+  if (!variants.empty()) {
+    std::string line;
+    for (const std::string& v : variants) line += (line.empty() ? "" : ", ") + v;
+    fmt::print("variants     {}\n", line);
   }
   if (c.has_scaled_stream())
     fmt::print("multipliers  embedding {}, residual {}, attention {}, logits 1/{}\n",

@@ -11,6 +11,17 @@ namespace sy::model {
 
 namespace {
 constexpr int64_t kQueryBlock = 64;
+
+// Softmax over x[0, n) and, when given, one more logit that takes its share of the mass and
+// is then dropped (an attention sink).
+void softmax_with_sink(float* x, int64_t n, const float* sink) {
+  float mx = sink ? *sink : x[0];
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+  float sum = sink ? std::exp(*sink - mx) : 0.0f;
+  for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - mx));
+  const float inv = 1.0f / sum;
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
 }  // namespace
 
 // Per (kv head, block of up to 64 query rows): scores = scale Q K^T over the keys the block's
@@ -40,7 +51,13 @@ void causal_attention(const AttentionShape& s, const float* q, int64_t n, int64_
       for (int64_t i = 0; i < m; ++i) {
         float* row = P.data() + i * keys;
         const int64_t len = pos0 + r0 + i + 1;
-        ops::softmax(row, len);
+        const int64_t first = s.window > 0 ? std::max<int64_t>(0, len - s.window) : 0;
+        if (first == 0 && !s.sinks) {
+          ops::softmax(row, len);
+        } else {
+          std::fill(row, row + first, 0.0f);
+          softmax_with_sink(row + first, len - first, s.sinks ? &s.sinks[h] : nullptr);
+        }
         std::fill(row + len, row + keys, 0.0f);
       }
       ops::sgemm(ops::Trans::kNo, ops::Trans::kNo, m, hd, keys, 1.0f, P.data(), keys, v + kv_off,

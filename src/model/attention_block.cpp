@@ -104,6 +104,8 @@ void attention_block(const ModelConfig& c, const AttentionWeights& w, int layer,
   }
 
   if (rec) {  // whole sequences of equal length: batched, keeping the probabilities
+    SY_ASSERT_MSG(!w.sinks && c.window(layer) == 0,
+                  "training has no sliding windows or attention sinks (the trainer refuses them)");
     const int64_t B = int64_t(chunks.size()), S = B > 0 ? T / B : 0;
     for (const SequenceChunk& ch : chunks)
       SY_ASSERT_MSG(ch.cache == nullptr && int64_t(ch.tokens.size()) == S,
@@ -112,7 +114,8 @@ void attention_block(const ModelConfig& c, const AttentionWeights& w, int layer,
     rec->probs.resize(size_t(d.prob_size()));
     batched_causal_attention(d, q.data(), k.data(), v.data(), attn.data(), rec->probs.data());
   } else {  // append the new keys / values to each sequence's cache and attend
-    const AttentionShape shape{c.num_heads, c.num_kv_heads, hd, c.attention_scale()};
+    const AttentionShape shape{c.num_heads,         c.num_kv_heads,  hd,
+                               c.attention_scale(), c.window(layer), w.sinks};
     int64_t row = 0;
     for (const SequenceChunk& ch : chunks) {
       const int64_t n = int64_t(ch.tokens.size()), pos0 = ch.cache->size();

@@ -24,6 +24,7 @@ struct AttentionWeights {
   const float *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *o_bias = nullptr;
   const float *q_norm = nullptr, *k_norm = nullptr;  // [hd] per head or [width] full width
   const MlaWeights* mla = nullptr;  // MLA layers: everything but norm, o and o_bias
+  const float* sinks = nullptr;     // [num_heads] GPT-OSS's attention sinks, or null
 };
 
 // What one call keeps for backward (training). Sizes follow the call.

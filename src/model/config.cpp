@@ -134,23 +134,44 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
   // transformers applies partial_rotary_factor in every family's rotary tables (top level in
   // older configs, inside rope_parameters in v5's).
   double partial = k.number_or("partial_rotary_factor", 1.0);
-  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
-    Keys rp(j["rope_parameters"], origin + " rope_parameters");
+  // RoPE parameters: transformers 5 writes rope_parameters, older versions rope_scaling.
+  const char* rope_key = j.contains("rope_parameters") && j["rope_parameters"].is_object()
+                             ? "rope_parameters"
+                         : k.has("rope_scaling") ? "rope_scaling"
+                                                 : nullptr;
+  if (rope_key) {
+    require(j[rope_key].is_object(), origin, fmt::format("{} must be an object", rope_key));
+    Keys rp(j[rope_key], origin + " " + rope_key);
     const double rp_theta = rp.number_or("rope_theta", c.rope_theta);
     require(rp_theta > 0 && rp_theta < 1e30, origin,
-            fmt::format("rope_parameters.rope_theta {} must be positive", rp_theta));
+            fmt::format("{}.rope_theta {} must be positive", rope_key, rp_theta));
     c.rope_theta = float(rp_theta);
-    std::string type = rp.string_or("rope_type", "default");
-    require(type == "default", origin, "rope_type '" + type + "' is not supported yet");
+    const std::string type = rp.string_or("rope_type", rp.string_or("type", "default"));
     partial = rp.number_or("partial_rotary_factor", partial);
-  }
-  if (k.has("rope_scaling")) {
-    const json& rs = j["rope_scaling"];
-    std::string type =
-        rs.is_object()
-            ? Keys(rs, origin).string_or("rope_type", Keys(rs, origin).string_or("type", "default"))
-            : "?";
-    require(type == "default", origin, "rope_scaling type '" + type + "' is not supported yet");
+    if (type == "yarn") {
+      RopeScaling& y = c.rope_scaling;
+      y.yarn = true;
+      y.factor = rp.number_or("factor", 0);
+      require(y.factor > 0 && y.factor < 1e6, origin,
+              fmt::format("{}: YaRN needs a positive factor (got {})", rope_key, y.factor));
+      y.original_max_positions = rp.number_or("original_max_position_embeddings", 0);
+      y.beta_fast = rp.number_or("beta_fast", 32);
+      y.beta_slow = rp.number_or("beta_slow", 1);
+      y.truncate = rp.boolean_or("truncate", true);
+      y.attention_factor = rp.number_or("attention_factor", 0);
+      y.mscale = rp.number_or("mscale", 0);
+      y.mscale_all_dim = rp.number_or("mscale_all_dim", 0);
+      require(y.beta_fast > 0 && y.beta_slow > 0 && y.original_max_positions >= 0 &&
+                  y.attention_factor >= 0,
+              origin,
+              fmt::format("{}: YaRN's beta_fast, beta_slow and attention_factor must be "
+                          "positive",
+                          rope_key));
+    } else {
+      require(type == "default", origin,
+              fmt::format("{}: rope_type '{}' is not implemented (default, yarn)", rope_key,
+                          excerpt_text(type, 40)));
+    }
   }
   require(partial > 0 && partial <= 1, origin,
           fmt::format("partial_rotary_factor {} is outside (0, 1]", partial));

@@ -21,7 +21,8 @@ enum class Family : uint8_t {
   kGlm4Moe,
   kGraniteMoe,
   kDeepseekV2,
-  kDeepseekV3
+  kDeepseekV3,
+  kGptOss
 };
 
 // Multi-head latent attention (DeepSeek-V2/V3, Kimi K2): keys and values come from a compressed
@@ -53,6 +54,17 @@ enum class Shortcut : uint8_t {
   kPos3,  // the preceding layer's input
 };
 
+// YaRN context extension (transformers' "yarn" rope type; GPT-OSS, DeepSeek-V3 long-context).
+struct RopeScaling {
+  bool yarn = false;
+  double factor = 1.0;
+  double original_max_positions = 0;  // the pretraining context (0: max_position_embeddings)
+  double beta_fast = 32, beta_slow = 1;
+  bool truncate = true;
+  double attention_factor = 0;  // 0: from factor and the mscales
+  double mscale = 0, mscale_all_dim = 0;
+};
+
 struct ModelConfig {
   std::string architecture;  // as in config.json, e.g. "MixtralForCausalLM"
   Family family = Family::kMixtral;
@@ -76,6 +88,13 @@ struct ModelConfig {
   int64_t max_position_embeddings = 0;
   float rms_norm_eps = 1e-6f;
   float rope_theta = 10000.0f;
+  RopeScaling rope_scaling;
+  // Sliding-window attention per layer: a query sees its last layer_window[l] positions
+  // (0: all). Empty: no layer slides.
+  std::vector<int64_t> layer_window;
+  bool attention_sinks = false;  // GPT-OSS: a learned per-head logit joins each softmax
+  bool router_bias = false;      // GPT-OSS: the router's linear layer has a bias
+  float swiglu_limit = 0.0f;     // GPT-OSS's clamped SwiGLU (experts with biases) when > 0
   // Partial rotary (GLM-4.5: partial_rotary_factor 0.5): RoPE turns the first rotary_dim values
   // of each head (NeoX halves within them) and passes the rest through. 0: the whole head.
   int64_t rotary_dim = 0;
@@ -103,6 +122,9 @@ struct ModelConfig {
   int64_t rope_dim() const { return rotary_dim > 0 ? rotary_dim : head_dim; }
   float attention_scale() const;  // attention_multiplier, or 1 / sqrt(head_dim)
   // Whether a multiplier or partial rotary is set (what the trainer does not implement yet).
+  int64_t window(int64_t layer) const {
+    return layer_window.empty() ? 0 : layer_window[size_t(layer)];
+  }
   bool has_scaled_stream() const {
     return embedding_multiplier != 1.0f || residual_multiplier != 1.0f ||
            attention_multiplier != 0.0f || logits_scaling != 1.0f;

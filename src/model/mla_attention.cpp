@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "model/rope.h"
 #include "ops/elementwise.h"
 #include "ops/gemm.h"
 #include "ops/matmul.h"
@@ -69,9 +70,13 @@ void mla_attention(const ModelConfig& c, const MlaWeights& w, int layer,
       rope(s.q.data() + t * qw + h * qk + nope, rd, cs, sn, m.interleaved_rope);
   }
 
-  // Scale: 1 / sqrt(qk_head_dim) (times YaRN's mscale^2 where configured).
-  const float scale =
-      c.attention_multiplier != 0.0f ? c.attention_multiplier : 1.0f / std::sqrt(float(qk));
+  // Scale: 1 / sqrt(qk_head_dim), times YaRN's mscale^2 with mscale_all_dim (DeepSeek-V3's
+  // long-context correction, from the factor as written).
+  float scale = 1.0f / std::sqrt(float(qk));
+  if (const RopeScaling& y = c.rope_scaling; y.yarn && y.mscale_all_dim != 0) {
+    const double m = yarn_mscale(y.factor, y.mscale_all_dim);
+    scale = float(double(scale) * m * m);
+  }
   const float* kv_b = w.kv_b_data();
   int64_t row0 = 0;
   for (const SequenceChunk& ch : chunks) {

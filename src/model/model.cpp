@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "model/attention.h"
+#include "model/rope.h"
 #include "ops/elementwise.h"
 #include "ops/matmul.h"
 #include "ops/norm_rows.h"
@@ -52,6 +53,7 @@ void Model::bind_blocks() {
                                    data_or_null(w.q_norm),
                                    data_or_null(w.k_norm),
                                    config_.mla.enabled() ? &w.mla : nullptr};
+    v.attention.sinks = data_or_null(w.sinks);
     v.ffn_norm = w.ffn_norm.data();
     v.is_moe = w.is_moe;
     if (!w.is_moe) {
@@ -62,6 +64,7 @@ void Model::bind_blocks() {
     b.router = &config_.router;
     b.router_weight = w.moe.router.data();
     b.selection_bias = data_or_null(w.moe.selection_bias);
+    b.router_bias = data_or_null(w.moe.router_bias);
     b.experts = w.moe.experts;
     b.shared = w.moe.has_shared ? &w.moe.shared : nullptr;
     b.shared_gate = data_or_null(w.moe.shared_gate);
@@ -120,11 +123,12 @@ void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, floa
 
   // Embedding lookup and per-token rotary tables.
   int64_t row = 0;
+  const RopeTable rope = rope_table(c);
   for (const SequenceChunk& ch : chunks) {
     embed_tokens(weights_.embed, ch.tokens, ws.x.data() + row * H);
     for (size_t i = 0; i < ch.tokens.size(); ++i, ++row)
-      rope_tables(ch.cache->size() + int64_t(i), c.rope_dim(), c.rope_theta,
-                  ws.rope_cos.data() + row * half, ws.rope_sin.data() + row * half);
+      rope_row(rope, ch.cache->size() + int64_t(i), ws.rope_cos.data() + row * half,
+               ws.rope_sin.data() + row * half);
   }
   if (c.embedding_multiplier != 1.0f) ops::scale(c.embedding_multiplier, T * H, ws.x.data());
 

@@ -51,6 +51,15 @@ class Loader {
     to_f32(*t.dtype, t.data, v.data(), v.size());
     return v;
   }
+  // Any tensor of this shape, widened to float32 (row-major).
+  std::vector<float> array_f32(const std::string& name, std::vector<int64_t> shape) {
+    const io::TensorInfo& t = tensor(name, shape);
+    size_t n = 1;
+    for (int64_t d : shape) n *= size_t(d);
+    std::vector<float> v(n);
+    to_f32(*t.dtype, t.data, v.data(), n);
+    return v;
+  }
   // Expert e's rows [row0, row0 + rows) of a fused 3-D tensor [E, R, cols].
   ops::WeightView fused_slice(const std::string& name, int64_t E, int64_t R, int64_t cols,
                               int64_t e, int64_t row0, int64_t rows) {
@@ -95,9 +104,70 @@ moe::OffloadedMatrix locate(const io::TensorInfo& t, const ops::WeightView& v) {
               uint64_t(static_cast<const uint8_t*>(v.data) - static_cast<const uint8_t*>(t.data))};
 }
 
+// GPT-OSS stores each layer's experts as gate_up [E, H, 2I] (x @ W layout, gate and up
+// columns interleaved) and down [E, I, H], with biases. They are rearranged once, into float32
+// [I, H] / [I, H] / [H, I] matrices of this process's own, and run as any expert does.
+void load_gpt_oss_experts(Loader& L, const ModelConfig& c, int64_t layer, MoeWeights& moe,
+                          const ExpertMask& owned, ModelWeights& w) {
+  const std::string mp = moe_prefix(c, layer) + "experts.";
+  const int64_t E = c.router.num_experts, H = c.hidden_size, I = c.expert_intermediate_size;
+  if (L.has(mp + "gate_up_proj_blocks"))
+    fail(
+        "'{}' holds GPT-OSS's experts as MXFP4 blocks (gate_up_proj_blocks), which the "
+        "safetensors loader does not read yet: convert it to GGUF with `switchyard quantize "
+        "--type MXFP4_MOE` from a dequantized copy, or dequantize with transformers",
+        c.architecture);
+  const std::vector<float> gu = L.array_f32(mp + "gate_up_proj", {E, H, 2 * I});
+  const std::vector<float> gub = L.array_f32(mp + "gate_up_proj_bias", {E, 2 * I});
+  const std::vector<float> dn = L.array_f32(mp + "down_proj", {E, I, H});
+  moe.down_bias = L.array_f32(mp + "down_proj_bias", {E, H});
+  moe.gate_bias.resize(size_t(E * I));
+  moe.up_bias.resize(size_t(E * I));
+  moe.experts.resize(size_t(E));
+  for (int64_t e = 0; e < E; ++e) {
+    FfnWeights& x = moe.experts[size_t(e)];
+    for (int64_t i = 0; i < I; ++i) {
+      moe.gate_bias[size_t(e * I + i)] = gub[size_t(e * 2 * I + 2 * i)];
+      moe.up_bias[size_t(e * I + i)] = gub[size_t(e * 2 * I + 2 * i + 1)];
+    }
+    x.gate = {DType::F32, I, H, nullptr};
+    x.up = {DType::F32, I, H, nullptr};
+    x.down = {DType::F32, H, I, nullptr};
+    x.gate_bias = moe.gate_bias.data() + e * I;
+    x.up_bias = moe.up_bias.data() + e * I;
+    x.down_bias = moe.down_bias.data() + e * H;
+    x.clamp_limit = c.swiglu_limit;
+    x.glu_alpha = 1.702f;  // GPT-OSS's fixed sigmoid sharpness
+    const bool mine = owned.empty() || owned[size_t(e)];
+    w.expert_bytes_total += x.bytes();
+    if (!mine) continue;
+    w.expert_bytes_held += x.bytes();
+    w.resident.emplace_back(std::make_unique_for_overwrite<uint8_t[]>(x.bytes()));
+    float* m = reinterpret_cast<float*>(w.resident.back().get());
+    float *gate = m, *up = m + I * H, *down = m + 2 * I * H;
+    const float* g = gu.data() + e * H * 2 * I;
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < I; ++i) {
+        gate[i * H + h] = g[h * 2 * I + 2 * i];
+        up[i * H + h] = g[h * 2 * I + 2 * i + 1];
+      }
+    const float* d = dn.data() + e * I * H;
+    for (int64_t i = 0; i < I; ++i)
+      for (int64_t h = 0; h < H; ++h) down[h * I + i] = d[i * H + h];
+    x.gate.data = gate, x.up.data = up, x.down.data = down;
+  }
+}
+
 void load_experts(Loader& L, const ModelConfig& c, int64_t layer, MoeWeights& moe,
                   const ExpertMask& owned, bool offload, ModelWeights& w) {
   const std::string mp = moe_prefix(c, layer);
+  if (c.family == Family::kGptOss) {
+    if (offload)
+      fail(
+          "--expert-cache-mb: GPT-OSS's experts are rearranged in memory when loaded, so they "
+          "cannot be read on demand from the checkpoint (leave --expert-cache-mb out)");
+    return load_gpt_oss_experts(L, c, layer, moe, owned, w);
+  }
   const int64_t E = c.router.num_experts, H = c.hidden_size, I = c.expert_intermediate_size;
   moe.experts.resize(size_t(E));
   std::vector<moe::OffloadedExpert>* files = nullptr;
@@ -181,6 +251,7 @@ void load_attention(Loader& L, const ModelConfig& c, const std::string& p, Layer
     w.v_bias = L.vector(p + "v_proj.bias", kvw);
   }
   if (c.o_bias) w.o_bias = L.vector(p + "o_proj.bias", H);
+  if (c.attention_sinks) w.sinks = L.vector(p + "sinks", c.num_heads);
   if (c.qk_norm == QkNorm::kPerHead) {
     w.q_norm = L.vector(p + "q_norm.weight", c.head_dim);
     w.k_norm = L.vector(p + "k_norm.weight", c.head_dim);
@@ -270,6 +341,7 @@ ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
     w.moe.router = L.matrix_f32(mp + std::string(family_info(c.family).router_weight), G, H);
     if (c.router.has_selection_bias)
       w.moe.selection_bias = L.vector(mp + "gate.e_score_correction_bias", G);
+    if (c.router_bias) w.moe.router_bias = L.vector(mp + "router.bias", G);
     load_experts(L, c, i, w.moe, owned, offload_experts, mw);
     if (c.shared_intermediate_size > 0) {
       w.moe.has_shared = true;

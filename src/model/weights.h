@@ -21,7 +21,10 @@ using FfnWeights = moe::FfnWeights;
 struct MoeWeights {
   std::vector<float> router;          // [E, H] float32 (routing runs in float32)
   std::vector<float> selection_bias;  // [E] or empty
-  std::vector<FfnWeights> experts;    // [E]
+  std::vector<float> router_bias;     // [E] or empty (GPT-OSS: added to the logits)
+  // GPT-OSS: the experts' biases ([E, I] gate, [E, I] up, [E, H] down) the views point into.
+  std::vector<float> gate_bias, up_bias, down_bias;
+  std::vector<FfnWeights> experts;  // [E]
   bool has_shared = false;
   FfnWeights shared;                // [Is, H] ...
   std::vector<float> shared_gate;   // [H] or empty (Qwen2-MoE, ScMoE CG-1)
@@ -34,6 +37,7 @@ struct LayerWeights {
   std::vector<float> q_bias, k_bias, v_bias, o_bias;  // empty when absent
   std::vector<float> q_norm, k_norm;                  // [hd] per-head or [width] full-width
   MlaWeights mla;                                     // MLA layers (q, k, v unused; o as above)
+  std::vector<float> sinks;                           // [nh] attention sinks (GPT-OSS) or empty
   bool is_moe = false;
   std::vector<float> shortcut_norm;  // [H] ScMoE: RMSNorm of the routed branch's input
   FfnWeights dense;                  // when !is_moe

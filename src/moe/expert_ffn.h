@@ -1,5 +1,7 @@
 // One SwiGLU feed-forward network (an expert, a shared expert, or a dense MLP) applied to
-// a contiguous block of token rows: out = down(silu(gate x) * up x).
+// a contiguous block of token rows: out = down(silu(gate x) * up x), or GPT-OSS's variant with
+// biases and clamps: g = min(gate x + bg, L), u = clamp(up x + bu, -L, L),
+// out = down((u + 1) * g * sigmoid(alpha g)) + bd.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +18,9 @@ struct FfnWeights {
   // W4A4 emulation (ReaLB's NVFP4, moe/low_precision_experts.h): the inputs of the three
   // products are rounded onto the NVFP4 grid first (util/nvfp4.h).
   bool nvfp4_activations = false;
+  // GPT-OSS: biases ([I], [I], [H]; null when absent) and the clamped SwiGLU (limit > 0).
+  const float *gate_bias = nullptr, *up_bias = nullptr, *down_bias = nullptr;
+  float clamp_limit = 0.0f, glu_alpha = 1.0f;
   size_t bytes() const { return gate.bytes() + up.bytes() + down.bytes(); }
   int64_t hidden() const { return gate.cols; }
   int64_t intermediate() const { return gate.rows; }

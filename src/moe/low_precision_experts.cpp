@@ -69,6 +69,8 @@ const FfnWeights& LowPrecisionExperts::convert(const FfnWeights& src, LowFormat 
   s.view.down = convert_matrix(src.down, format, threads, s.down);
   // NVFP4 is W4A4: the activations entering each product are rounded too (ffn_forward).
   s.view.nvfp4_activations = format == LowFormat::kNvfp4;
+  s.view.gate_bias = src.gate_bias, s.view.up_bias = src.up_bias, s.view.down_bias = src.down_bias;
+  s.view.clamp_limit = src.clamp_limit, s.view.glu_alpha = src.glu_alpha;
   return s.view;
 }
 

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "ops/elementwise.h"
 #include "ops/matmul.h"
 #include "ops/threads.h"
 #include "util/splitmix64.h"
@@ -185,6 +186,8 @@ void routed_start(const MoeBlock& b, const float* x, int64_t T, int64_t H, MoeSc
   const int G = rc.num_logits();
   s.logits.resize(size_t(T * G));
   ops::sgemm_nt(T, G, H, x, H, b.router_weight, H, s.logits.data(), G);
+  if (b.router_bias)
+    for (int64_t t = 0; t < T; ++t) ops::add(b.router_bias, G, s.logits.data() + t * G);
   s.scores.resize(size_t(T * E));
   s.router_ids.resize(size_t(T * K));
   s.router_weights.resize(size_t(T * K));

@@ -27,6 +27,7 @@ struct MoeBlock {
   const RouterConfig* router = nullptr;
   const float* router_weight = nullptr;   // [E, H] float32
   const float* selection_bias = nullptr;  // [E] or nullptr
+  const float* router_bias = nullptr;     // [E] or nullptr: added to the logits (GPT-OSS)
   const float* noise_weight = nullptr;    // [E, H] noisy top-k gating's W_noise, or nullptr
   std::span<const FfnWeights> experts;    // [E]
   const FfnWeights* shared = nullptr;     // optional shared expert(s), one wide FFN

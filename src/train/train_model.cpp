@@ -39,10 +39,12 @@ void clamp_backward(const std::vector<float>& x, float limit, std::vector<float>
 }  // namespace
 
 TrainModel::TrainModel(const model::ModelConfig& c, ParamSet& ps) : config_(c) {
-  if (c.rotary_dim > 0 || c.has_scaled_stream() || c.mla.enabled())
+  if (c.rotary_dim > 0 || c.has_scaled_stream() || c.mla.enabled() || c.attention_sinks ||
+      !c.layer_window.empty() || c.swiglu_limit > 0 || c.rope_scaling.yarn)
     fail(
         "training {} models is not implemented: the backward pass has no partial rotary "
-        "(partial_rotary_factor), Granite multipliers or multi-head latent attention yet",
+        "(partial_rotary_factor), Granite multipliers, multi-head latent attention, sliding "
+        "windows, attention sinks, GPT-OSS experts or YaRN yet",
         c.family_name());
   const int64_t H = c.hidden_size, V = c.vocab_size, qw = c.q_width(), kvw = c.kv_width();
   embed_ = bind(ps, "model.embed_tokens.weight", {V, H});

@@ -441,18 +441,32 @@ TEST(Config, RejectionsNameOriginAndKey) {
        qwen2_moe,
        [](json& j) { j["decoder_sparse_step"] = 0; },
        {"decoder_sparse_step"}},
-      {"rope_scaling yarn",
+      {"rope_scaling llama3 (not implemented)",
        mixtral,
        [](json& j) {
-         j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+         j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 4.0}};
        },
-       {"yarn"}},
-      {"rope_parameters yarn",
+       {"llama3", "rope_scaling"}},
+      {"rope_parameters yarn without a factor",
        mixtral,
        [](json& j) {
          j["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 1e4}};
        },
-       {"yarn"}},
+       {"YaRN", "factor"}},
+      {"rope_parameters dynamic (not implemented)",
+       mixtral,
+       [](json& j) {
+         j["rope_parameters"] = {{"rope_type", "dynamic"}, {"factor", 2.0}};
+       },
+       {"dynamic", "rope_parameters"}},
+      {"GPT-OSS layer_types of the wrong length",
+       mixtral,
+       [](json& j) {
+         j["architectures"] = {"GptOssForCausalLM"};
+         j["sliding_window"] = 8;
+         j["layer_types"] = {"sliding_attention"};
+       },
+       {"layer_types"}},
       {"hidden_act gelu", mixtral, [](json& j) { j["hidden_act"] = "gelu"; }, {"gelu"}},
   };
   for (const auto& k : cases) {

@@ -15,6 +15,7 @@ const FamilyInfo& glm4_moe();
 const FamilyInfo& granitemoe();
 const FamilyInfo& deepseek_v2();
 const FamilyInfo& deepseek_v3();
+const FamilyInfo& gpt_oss();
 
 // Qwen-MoE's layer layout, shared by Qwen2-MoE and Qwen3-MoE: a layer is dense when listed in
 // mlp_only_layers or off the decoder_sparse_step grid.

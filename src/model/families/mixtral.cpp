@@ -13,6 +13,9 @@ void read(const Keys& k, ModelConfig& c) {
   c.router.top_k = k.small_count("num_experts_per_tok");
   c.router.renormalize = true;
   c.expert_intermediate_size = k.integer("intermediate_size");
+  // transformers applies a configured sliding window to every Mixtral layer.
+  if (const int64_t window = k.integer_or("sliding_window", 0); window > 0)
+    c.layer_window.assign(size_t(c.num_layers), window);
 }
 
 void write(const FamilyShape& s, nlohmann::json& c) {

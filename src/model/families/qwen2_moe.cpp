@@ -8,6 +8,9 @@
 namespace sy::model::family_defs {
 
 void read_qwen_moe_layers(const Keys& k, ModelConfig& c, int64_t default_step) {
+  require(!k.boolean_or("use_sliding_window", false), k.origin(),
+          "use_sliding_window true (Qwen's sliding window above max_window_layers) is not "
+          "implemented");
   const int64_t step = k.integer_or("decoder_sparse_step", default_step);
   require(step >= 1, k.origin(), "decoder_sparse_step must be >= 1");
   const auto mlp_only = k.int_list_or_empty("mlp_only_layers");

@@ -1,0 +1,67 @@
+#include "model/rope.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+
+namespace sy::model {
+
+double yarn_mscale(double factor, double mscale) {
+  return factor <= 1 ? 1.0 : 0.1 * mscale * std::log(factor) + 1.0;
+}
+
+RopeTable rope_table(const ModelConfig& c) {
+  const int64_t dim = c.rope_dim(), half = dim / 2;
+  const float base = c.rope_theta;
+  RopeTable t;
+  t.inv_freq.resize(size_t(half));
+  // base ** (arange(0, dim, 2) / dim) in float32, as the reference computes it.
+  std::vector<float> pos_freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i)
+    pos_freq[size_t(i)] = std::pow(base, float(2 * i) / float(dim));
+  const RopeScaling& y = c.rope_scaling;
+  if (!y.yarn) {
+    for (int64_t i = 0; i < half; ++i) t.inv_freq[size_t(i)] = 1.0f / pos_freq[size_t(i)];
+    return t;
+  }
+  // transformers 5.17's _compute_yarn_parameters: the factor as written; the correction range
+  // from original_max_position_embeddings (else max_position_embeddings). (Some transformers
+  // versions recompute the factor as max / original; the 5.17 fixtures say otherwise.)
+  const double factor = y.factor;
+  const double original =
+      y.original_max_positions > 0 ? y.original_max_positions : double(c.max_position_embeddings);
+  double attention = y.attention_factor;
+  if (attention == 0)
+    attention = y.mscale != 0 && y.mscale_all_dim != 0
+                    ? yarn_mscale(factor, y.mscale) / yarn_mscale(factor, y.mscale_all_dim)
+                    : yarn_mscale(factor);
+  t.scale = float(attention);
+  // The dimensions whose wavelengths fit the original context keep their frequency
+  // (extrapolation), the long ones are interpolated by the factor, with a linear ramp between.
+  auto correction_dim = [&](double rotations) {
+    return double(dim) * std::log(original / (rotations * 2 * std::numbers::pi)) /
+           (2 * std::log(double(base)));
+  };
+  double low = correction_dim(y.beta_fast), high = correction_dim(y.beta_slow);
+  if (y.truncate) low = std::floor(low), high = std::ceil(high);
+  low = std::max(low, 0.0), high = std::min(high, double(dim - 1));
+  if (low == high) high += 0.001;
+  for (int64_t i = 0; i < half; ++i) {
+    const float ramp = std::clamp((float(i) - float(low)) / float(high - low), 0.0f, 1.0f);
+    const float extrapolation = 1.0f - ramp;
+    const float f_extra = 1.0f / pos_freq[size_t(i)];
+    const float f_inter = 1.0f / (float(factor) * pos_freq[size_t(i)]);
+    t.inv_freq[size_t(i)] = f_inter * (1.0f - extrapolation) + f_extra * extrapolation;
+  }
+  return t;
+}
+
+void rope_row(const RopeTable& t, int64_t pos, float* cos_out, float* sin_out) {
+  for (size_t i = 0; i < t.inv_freq.size(); ++i) {
+    const float angle = float(pos) * t.inv_freq[i];
+    cos_out[i] = std::cos(angle) * t.scale;
+    sin_out[i] = std::sin(angle) * t.scale;
+  }
+}
+
+}  // namespace sy::model
