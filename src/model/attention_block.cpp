@@ -4,6 +4,8 @@
 #include <cstring>
 
 #include "model/attention.h"
+#include "model/layers.h"
+#include "model/rope.h"
 #include "ops/elementwise.h"
 #include "ops/matmul.h"
 #include "ops/norm_rows.h"
@@ -33,7 +35,7 @@ void attention_block(const ModelConfig& c, const AttentionWeights& w, int layer,
     s.normed.resize(size_t(T * H));
     s.attn.resize(size_t(T * ow));
     s.proj.resize(size_t(T * H));
-    ops::rmsnorm_rows(x, w.norm, T, H, c.rms_norm_eps, s.normed.data());
+    stream_norm(c, x, w.norm, w.norm_bias, T, s.normed.data());
     mla_attention(c, *w.mla, layer, chunks, T, s.normed.data(), rope_cos, rope_sin, s.attn.data(),
                   s.mla);
     ops::matmul(w.o, s.attn.data(), T, s.proj.data());
@@ -60,7 +62,7 @@ void attention_block(const ModelConfig& c, const AttentionWeights& w, int layer,
     rec->x_in.assign(x, x + T * H);
     rec->rstd.resize(size_t(T));
   }
-  ops::rmsnorm_rows(x, w.norm, T, H, eps, normed.data(), rec ? rec->rstd.data() : nullptr);
+  stream_norm(c, x, w.norm, w.norm_bias, T, normed.data(), rec ? rec->rstd.data() : nullptr);
   ops::matmul(w.q, normed.data(), T, q.data());  // [T, qw]
   ops::matmul(w.k, normed.data(), T, k.data());  // [T, kvw]
   ops::matmul(w.v, normed.data(), T, v.data());  // [T, kvw]
@@ -98,9 +100,9 @@ void attention_block(const ModelConfig& c, const AttentionWeights& w, int layer,
     const float* cs = rope_cos + t * (rd / 2);
     const float* sn = rope_sin + t * (rd / 2);
     for (int64_t h = 0; h < c.num_heads; ++h)
-      ops::rope_neox(q.data() + t * qw + h * hd, rd, cs, sn);
+      rope_head(q.data() + t * qw + h * hd, rd, cs, sn, c.rope_interleaved);
     for (int64_t h = 0; h < c.num_kv_heads; ++h)
-      ops::rope_neox(k.data() + t * kvw + h * hd, rd, cs, sn);
+      rope_head(k.data() + t * kvw + h * hd, rd, cs, sn, c.rope_interleaved);
   }
 
   if (rec) {  // whole sequences of equal length: batched, keeping the probabilities

@@ -23,8 +23,9 @@ struct AttentionWeights {
   ops::WeightView q, k, v, o;   // q [qw, H], k / v [kvw, H], o [H, qw]
   const float *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *o_bias = nullptr;
   const float *q_norm = nullptr, *k_norm = nullptr;  // [hd] per head or [width] full width
-  const MlaWeights* mla = nullptr;  // MLA layers: everything but norm, o and o_bias
-  const float* sinks = nullptr;     // [num_heads] GPT-OSS's attention sinks, or null
+  const MlaWeights* mla = nullptr;   // MLA layers: everything but norm, o and o_bias
+  const float* sinks = nullptr;      // [num_heads] GPT-OSS's attention sinks, or null
+  const float* norm_bias = nullptr;  // [H] LayerNorm models (Phi-3.5-MoE): the input norm's bias
 };
 
 // What one call keeps for backward (training). Sizes follow the call.

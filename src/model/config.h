@@ -22,7 +22,9 @@ enum class Family : uint8_t {
   kGraniteMoe,
   kDeepseekV2,
   kDeepseekV3,
-  kGptOss
+  kGptOss,
+  kErnie45Moe,
+  kPhimoe
 };
 
 // Multi-head latent attention (DeepSeek-V2/V3, Kimi K2): keys and values come from a compressed
@@ -92,9 +94,11 @@ struct ModelConfig {
   // Sliding-window attention per layer: a query sees its last layer_window[l] positions
   // (0: all). Empty: no layer slides.
   std::vector<int64_t> layer_window;
-  bool attention_sinks = false;  // GPT-OSS: a learned per-head logit joins each softmax
-  bool router_bias = false;      // GPT-OSS: the router's linear layer has a bias
-  float swiglu_limit = 0.0f;     // GPT-OSS's clamped SwiGLU (experts with biases) when > 0
+  bool attention_sinks = false;   // GPT-OSS: a learned per-head logit joins each softmax
+  bool router_bias = false;       // GPT-OSS: the router's linear layer has a bias
+  bool rope_interleaved = false;  // RoPE on pairs (2i, 2i+1) (ERNIE-4.5), not NeoX halves
+  bool layer_norm = false;    // LayerNorm with bias instead of RMSNorm (Phi-3.5-MoE; eps as given)
+  float swiglu_limit = 0.0f;  // GPT-OSS's clamped SwiGLU (experts with biases) when > 0
   // Partial rotary (GLM-4.5: partial_rotary_factor 0.5): RoPE turns the first rotary_dim values
   // of each head (NeoX halves within them) and passes the rest through. 0: the whole head.
   int64_t rotary_dim = 0;

@@ -56,6 +56,9 @@ struct FamilyInfo {
   std::string_view router_weight = "gate.weight";
   std::string_view fused_gate_up = "experts.gate_up_proj";
   std::string_view fused_down = "experts.down_proj";
+  // The selection bias (DeepSeek-V3-style routing) under the MoE block, stored [E] or [1, E].
+  std::string_view selection_bias = "gate.e_score_correction_bias";
+  bool selection_bias_2d = false;
 };
 
 std::span<const FamilyInfo> families();

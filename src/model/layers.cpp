@@ -65,8 +65,8 @@ class LayerRunner {
         rec->x_mid.assign(x_, x_ + T_ * H_);
         rec->rstd.resize(size_t(T_));
       }
-      ops::rmsnorm_rows(x_, w.ffn_norm, T_, H_, c_.rms_norm_eps, ffn_in.data(),
-                        rec ? rec->rstd.data() : nullptr);
+      stream_norm(c_, x_, w.ffn_norm, w.ffn_norm_bias, T_, ffn_in.data(),
+                  rec ? rec->rstd.data() : nullptr);
       if (!w.is_moe) {
         moe::ffn_forward(w.dense, ffn_in.data(), T_, s_.ffn_out.data(), rec ? rec->dense : s_.ffn);
         norm_time.stop();
@@ -199,16 +199,27 @@ void embed_tokens(const ops::WeightView& embed, std::span<const int32_t> tokens,
   }
 }
 
+void stream_norm(const ModelConfig& c, const float* x, const float* w, const float* b, int64_t rows,
+                 float* y, float* rstd) {
+  if (c.layer_norm) {
+    SY_ASSERT_MSG(!rstd && b, "LayerNorm needs its bias and has no backward pass here");
+    ops::layernorm_rows(x, w, b, rows, c.hidden_size, c.rms_norm_eps, y);
+  } else {
+    ops::rmsnorm_rows(x, w, rows, c.hidden_size, c.rms_norm_eps, y, rstd);
+  }
+}
+
 void lm_head(const ModelConfig& c, const float* norm, const ops::WeightView& head, const float* x,
-             int64_t T, std::span<const int64_t> rows, float* normed, float* rstd, float* logits) {
+             int64_t T, std::span<const int64_t> rows, float* normed, float* rstd, float* logits,
+             const float* norm_bias) {
   const int64_t H = c.hidden_size;
   const int64_t n = rows.empty() ? T : int64_t(rows.size());
   if (rows.empty()) {
-    ops::rmsnorm_rows(x, norm, T, H, c.rms_norm_eps, normed, rstd);
+    stream_norm(c, x, norm, norm_bias, T, normed, rstd);
   } else {
     for (int64_t r = 0; r < n; ++r)
-      ops::rmsnorm_rows(x + rows[size_t(r)] * H, norm, 1, H, c.rms_norm_eps, normed + r * H,
-                        rstd ? rstd + r : nullptr);
+      stream_norm(c, x + rows[size_t(r)] * H, norm, norm_bias, 1, normed + r * H,
+                  rstd ? rstd + r : nullptr);
   }
   ops::matmul(head, normed, n, logits);
   if (c.logits_scaling != 1.0f)  // Granite divides (not multiplies by the inverse), as here

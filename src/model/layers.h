@@ -26,7 +26,8 @@ namespace sy::model {
 // One layer's weights as views (a loaded checkpoint's, or training's float32 parameters).
 struct LayerView {
   AttentionWeights attention;
-  const float* ffn_norm = nullptr;  // [H]
+  const float* ffn_norm = nullptr;       // [H]
+  const float* ffn_norm_bias = nullptr;  // [H] LayerNorm models (Phi-3.5-MoE)
   bool is_moe = false;
   moe::MoeBlock moe;                     // when is_moe
   const float* shortcut_norm = nullptr;  // [H] ScMoE: RMSNorm of the routed branch's input
@@ -73,11 +74,16 @@ void run_layers(const ModelConfig& config, std::span<const LayerView> layers,
 // vocabulary.
 void embed_tokens(const ops::WeightView& embed, std::span<const int32_t> tokens, float* x);
 
+// The residual stream's norm: RMSNorm (* w), or LayerNorm (* w + b) where the config says so
+// (rstd, for backward, only with RMSNorm).
+void stream_norm(const ModelConfig& config, const float* x, const float* w, const float* b,
+                 int64_t rows, float* y, float* rstd = nullptr);
+
 // The final RMSNorm and LM head: logits [n, V] = head(rmsnorm(x_r) * norm) for the listed rows
 // of x [num_tokens, H], or every row when `rows` is empty. normed [n, H] and rstd [n] (optional)
 // keep what a backward pass reads.
 void lm_head(const ModelConfig& config, const float* norm, const ops::WeightView& head,
              const float* x, int64_t num_tokens, std::span<const int64_t> rows, float* normed,
-             float* rstd, float* logits);
+             float* rstd, float* logits, const float* norm_bias = nullptr);
 
 }  // namespace sy::model

@@ -24,16 +24,6 @@ void add_bias(float* x, int64_t rows, int64_t n, const std::vector<float>& bias)
   for (int64_t r = 0; r < rows; ++r) ops::add(bias.data(), n, x + r * n);
 }
 
-// RoPE on pairs (2i, 2i+1) (DeepSeek's complex-number form) or on halves (i, i + d/2).
-void rope(float* x, int64_t d, const float* cs, const float* sn, bool interleaved) {
-  if (!interleaved) return ops::rope_neox(x, d, cs, sn);
-  for (int64_t i = 0; i < d / 2; ++i) {
-    const float a = x[2 * i], b = x[2 * i + 1];
-    x[2 * i] = a * cs[i] - b * sn[i];
-    x[2 * i + 1] = a * sn[i] + b * cs[i];
-  }
-}
-
 }  // namespace
 
 void mla_attention(const ModelConfig& c, const MlaWeights& w, int layer,
@@ -65,9 +55,9 @@ void mla_attention(const ModelConfig& c, const MlaWeights& w, int layer,
     ops::rmsnorm_rows(row, w.kv_a_norm.data(), 1, kvr, kLatentNormEps, row);
     const float* cs = rope_cos + t * (rd / 2);
     const float* sn = rope_sin + t * (rd / 2);
-    rope(row + kvr, rd, cs, sn, m.interleaved_rope);
+    rope_head(row + kvr, rd, cs, sn, m.interleaved_rope);
     for (int64_t h = 0; h < nh; ++h)
-      rope(s.q.data() + t * qw + h * qk + nope, rd, cs, sn, m.interleaved_rope);
+      rope_head(s.q.data() + t * qw + h * qk + nope, rd, cs, sn, m.interleaved_rope);
   }
 
   // Scale: 1 / sqrt(qk_head_dim), times YaRN's mscale^2 with mscale_all_dim (DeepSeek-V3's

@@ -54,6 +54,8 @@ void Model::bind_blocks() {
                                    data_or_null(w.k_norm),
                                    config_.mla.enabled() ? &w.mla : nullptr};
     v.attention.sinks = data_or_null(w.sinks);
+    v.attention.norm_bias = data_or_null(w.attn_norm_bias);
+    v.ffn_norm_bias = data_or_null(w.ffn_norm_bias);
     v.ffn_norm = w.ffn_norm.data();
     v.is_moe = w.is_moe;
     if (!w.is_moe) {
@@ -148,7 +150,8 @@ void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, floa
   }
   ws.last.resize(size_t(rows.empty() ? T : int64_t(rows.size())) * size_t(H));
   lm_head(c, weights_.final_norm.data(), weights_.lm_head, ws.x.data(), T, rows, ws.last.data(),
-          nullptr, logits);
+          nullptr, logits,
+          weights_.final_norm_bias.empty() ? nullptr : weights_.final_norm_bias.data());
 }
 
 }  // namespace sy::model

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <numbers>
 
+#include "ops/elementwise.h"
+
 namespace sy::model {
 
 double yarn_mscale(double factor, double mscale) {
@@ -54,6 +56,15 @@ RopeTable rope_table(const ModelConfig& c) {
     t.inv_freq[size_t(i)] = f_inter * (1.0f - extrapolation) + f_extra * extrapolation;
   }
   return t;
+}
+
+void rope_head(float* x, int64_t d, const float* cs, const float* sn, bool interleaved) {
+  if (!interleaved) return ops::rope_neox(x, d, cs, sn);
+  for (int64_t i = 0; i < d / 2; ++i) {
+    const float a = x[2 * i], b = x[2 * i + 1];
+    x[2 * i] = a * cs[i] - b * sn[i];
+    x[2 * i + 1] = a * sn[i] + b * cs[i];
+  }
 }
 
 void rope_row(const RopeTable& t, int64_t pos, float* cos_out, float* sin_out) {

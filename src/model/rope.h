@@ -21,6 +21,10 @@ RopeTable rope_table(const ModelConfig& config);
 // cos / sin of pos * inv_freq[i], times the table's scale: [rope_dim / 2] each.
 void rope_row(const RopeTable& table, int64_t pos, float* cos_out, float* sin_out);
 
+// Rotates one head's first d values by the row's angles: NeoX halves (i, i + d/2), or
+// interleaved pairs (2i, 2i + 1) (DeepSeek's complex-number form, ERNIE's rotate_every_two).
+void rope_head(float* x, int64_t d, const float* cos, const float* sin, bool interleaved);
+
 // YaRN's mscale for a scaling factor: 0.1 * mscale * ln(factor) + 1 (1 when factor <= 1).
 double yarn_mscale(double factor, double mscale = 1.0);
 

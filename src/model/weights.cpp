@@ -304,21 +304,14 @@ ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
   if (!owned.empty() && int64_t(owned.size()) != c.router.num_experts)
     fail("expert ownership mask has {} entries but the model has {} experts", owned.size(),
          c.router.num_experts);
-  ModelWeights mw{
-      is_gguf_file(model_dir) ? gguf_tensor_store(model_dir, c) : io::TensorStore::open(model_dir),
-      {},
-      {},
-      {},
-      {},
-      0,
-      0,
-      0,
-      {},
-      {}};
+  ModelWeights mw;
+  mw.store =
+      is_gguf_file(model_dir) ? gguf_tensor_store(model_dir, c) : io::TensorStore::open(model_dir);
   Loader L(mw.store);
   const int64_t H = c.hidden_size, V = c.vocab_size;
   mw.embed = L.matrix("model.embed_tokens.weight", V, H);
   mw.final_norm = L.vector("model.norm.weight", H);
+  if (c.layer_norm) mw.final_norm_bias = L.vector("model.norm.bias", H);
   if (c.tie_word_embeddings && !L.has("lm_head.weight"))
     mw.lm_head = mw.embed;
   else
@@ -330,6 +323,10 @@ ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
     const std::string p = layer_prefix(i);
     w.attn_norm = L.vector(p + "input_layernorm.weight", H);
     w.ffn_norm = L.vector(p + "post_attention_layernorm.weight", H);
+    if (c.layer_norm) {
+      w.attn_norm_bias = L.vector(p + "input_layernorm.bias", H);
+      w.ffn_norm_bias = L.vector(p + "post_attention_layernorm.bias", H);
+    }
     load_attention(L, c, p + "self_attn.", w);
     w.is_moe = c.layer_is_moe[size_t(i)];
     if (!w.is_moe) {
@@ -339,8 +336,11 @@ ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
     const std::string mp = moe_prefix(c, i);
     const int64_t G = c.router.num_logits();  // one gate row per expert the router ranks
     w.moe.router = L.matrix_f32(mp + std::string(family_info(c.family).router_weight), G, H);
-    if (c.router.has_selection_bias)
-      w.moe.selection_bias = L.vector(mp + "gate.e_score_correction_bias", G);
+    if (c.router.has_selection_bias) {
+      const FamilyInfo& f = family_info(c.family);
+      const std::string name = mp + std::string(f.selection_bias);
+      w.moe.selection_bias = f.selection_bias_2d ? L.array_f32(name, {1, G}) : L.vector(name, G);
+    }
     if (c.router_bias) w.moe.router_bias = L.vector(mp + "router.bias", G);
     load_experts(L, c, i, w.moe, owned, offload_experts, mw);
     if (c.shared_intermediate_size > 0) {

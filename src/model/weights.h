@@ -33,6 +33,7 @@ struct MoeWeights {
 
 struct LayerWeights {
   std::vector<float> attn_norm, ffn_norm;             // [H]
+  std::vector<float> attn_norm_bias, ffn_norm_bias;   // [H] LayerNorm models, else empty
   ops::WeightView q, k, v, o;                         // q [nh*hd, H], k/v [nkv*hd, H], o [H, nh*hd]
   std::vector<float> q_bias, k_bias, v_bias, o_bias;  // empty when absent
   std::vector<float> q_norm, k_norm;                  // [hd] per-head or [width] full-width
@@ -45,10 +46,11 @@ struct LayerWeights {
 };
 
 struct ModelWeights {
-  io::TensorStore store;          // owns the mappings every view points into
-  ops::WeightView embed;          // [V, H]
-  std::vector<float> final_norm;  // [H]
-  ops::WeightView lm_head;        // [V, H] (== embed when tied)
+  io::TensorStore store;               // owns the mappings every view points into
+  ops::WeightView embed;               // [V, H]
+  std::vector<float> final_norm;       // [H]
+  std::vector<float> final_norm_bias;  // [H] LayerNorm models, else empty
+  ops::WeightView lm_head;             // [V, H] (== embed when tied)
   std::vector<LayerWeights> layers;
   size_t num_unused_tensors = 0;  // tensors in the files that no layer consumed
   // Loader accounting for expert parallelism: routed-expert bytes this process holds views of

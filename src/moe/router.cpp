@@ -22,10 +22,9 @@ struct ScoreFuncName {
   std::string_view name;
 };
 constexpr ScoreFuncName kScoreFuncNames[] = {
-    {ScoreFunc::kSoftmax, "softmax"},
-    {ScoreFunc::kSigmoid, "sigmoid"},
-    {ScoreFunc::kSoftmaxTopK, "softmax-topk"},
-    {ScoreFunc::kSigmoidTopK, "sigmoid-topk"},
+    {ScoreFunc::kSoftmax, "softmax"},          {ScoreFunc::kSigmoid, "sigmoid"},
+    {ScoreFunc::kSoftmaxTopK, "softmax-topk"}, {ScoreFunc::kSigmoidTopK, "sigmoid-topk"},
+    {ScoreFunc::kSparseMixer, "sparsemixer"},
 };
 
 bool top_k_first(ScoreFunc s) {
@@ -129,8 +128,47 @@ void route_expanded(const RouterConfig& cfg, const float* logits, int64_t num_to
 
 }  // namespace
 
+namespace {
+
+// SparseMixer's inference path (transformers' sparsemixer with training off), one token.
+void sparsemixer_row(const float* x, int E, float eps, int32_t* id, float* w, float* masked) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  std::copy(x, x + E, masked);  // the candidates: all, then all but the first choice
+  for (int k = 0; k < 2; ++k) {
+    int best = 0;
+    for (int e = 1; e < E; ++e)
+      if (masked[e] > masked[best]) best = e;  // the first maximum, as torch.max on CPU
+    const float top = masked[best];
+    // Softmax over the candidates within the margin of the top (relative to |x| or the top).
+    double sum = 0;
+    for (int e = 0; e < E; ++e) {
+      const float factor = std::max(std::abs(x[e]), top);
+      if (masked[e] != kNegInf && !((top - x[e]) / factor > 2 * eps))
+        sum += std::exp(double(masked[e]) - double(top));
+    }
+    id[k] = best;
+    w[k] = float(1.0 / sum);  // the top's own exp(0) over the sum
+    masked[best] = kNegInf;
+  }
+}
+
+}  // namespace
+
 void route(const RouterConfig& cfg, const float* logits, int64_t num_tokens,
            const float* selection_bias, int32_t* ids, float* weights, float* scores_out) {
+  if (cfg.score == ScoreFunc::kSparseMixer) {
+    SY_ASSERT_MSG(
+        cfg.top_k == 2 && !cfg.has_selection_bias && cfg.num_groups == 1 && !cfg.expand_parts,
+        "SparseMixer routes exactly 2 experts, without bias, groups or parts");
+    const int E = cfg.num_experts;
+    std::vector<float> masked(static_cast<size_t>(E));
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      sparsemixer_row(logits + t * E, E, cfg.sparsemixer_eps, ids + t * 2, weights + t * 2,
+                      masked.data());
+      if (scores_out) softmax_row(logits + t * E, E, scores_out + t * E);
+    }
+    return;
+  }
   if (cfg.expand_parts) {
     route_expanded(cfg, logits, num_tokens, selection_bias, ids, weights, scores_out);
     return;
@@ -204,6 +242,8 @@ void route(const RouterConfig& cfg, const float* logits, int64_t num_tokens,
       case ScoreFunc::kSigmoidTopK:
         for (int i = 0; i < K; ++i) selected[i] = x[id[i]];
         sigmoid_row(selected.data(), K, w);
+        break;
+      case ScoreFunc::kSparseMixer:  // routed above
         break;
     }
     if (cfg.renormalize) {
@@ -325,7 +365,8 @@ std::string router_config_json(const RouterConfig& r) {
               {"topk_groups", r.topk_groups},
               {"group_score", r.group_score == GroupScore::kMax ? "max" : "top2_sum"},
               {"sub_experts", r.sub_experts},
-              {"expand_parts", r.expand_parts}}
+              {"expand_parts", r.expand_parts},
+              {"sparsemixer_eps", r.sparsemixer_eps}}
       .dump();
 }
 
@@ -366,6 +407,8 @@ RouterConfig parse_router_config_json(const std::string& text, const std::string
         r.sub_experts = v.get<int>();
       else if (key == "expand_parts")
         r.expand_parts = v.get<bool>();
+      else if (key == "sparsemixer_eps")
+        r.sparsemixer_eps = v.get<float>();
       else {
         fail("{}: router has an unknown key '{}'", where, key);
       }
@@ -376,6 +419,9 @@ RouterConfig parse_router_config_json(const std::string& text, const std::string
   if (r.sub_experts < 1 || r.num_experts % r.sub_experts != 0 || r.top_k % r.sub_experts != 0)
     fail("{}: router sub_experts {} must be at least 1 and divide num_experts {} and top_k {}",
          where, r.sub_experts, r.num_experts, r.top_k);
+  if (r.score == ScoreFunc::kSparseMixer &&
+      (r.top_k != 2 || r.has_selection_bias || r.num_groups != 1 || r.sub_experts != 1))
+    fail("{}: a sparsemixer router routes exactly 2 experts, without bias, groups or parts", where);
   return r;
 }
 

@@ -25,6 +25,11 @@ enum class ScoreFunc : uint8_t {
   // or sigmoid of every logit): the capacity policies use scores as pair priority.
   kSoftmaxTopK,
   kSigmoidTopK,
+  // Phi-3.5-MoE's SparseMixer at inference (top-2 only): the first expert is the top logit,
+  // weighted by the softmax over the logits within a relative margin 2 eps of it
+  // ((max - x) / max(|x|, max) <= 2 eps); the second the top of the rest, weighted the same way
+  // among the rest (eps = sparsemixer_eps, Phi's router_jitter_noise). Inference only.
+  kSparseMixer,
 };
 
 // Command-line / config names: softmax, sigmoid, softmax-topk, sigmoid-topk.
@@ -47,6 +52,7 @@ struct RouterConfig {
   int num_groups = 1;                  // group-limited top-k when > 1
   int topk_groups = 1;
   GroupScore group_score = GroupScore::kTop2Sum;
+  float sparsemixer_eps = 0.0f;  // kSparseMixer's margin
   // Expert partition (DualSparse-MoE; model/expert_partition.h): ids e P .. e P + P - 1 are
   // the P parts of one expert (P = sub_experts).
   int sub_experts = 1;

@@ -82,8 +82,11 @@ class Planner {
       const int64_t E = c_.router.num_experts, I = c_.expert_intermediate_size;
       const model::FamilyInfo& f = model::family_info(c_.family);
       add(m + std::string(f.router_weight), {E, H}, Init::kMatrix, shard);
-      if (c_.router.has_selection_bias)
-        add(m + "gate.e_score_correction_bias", {E}, Init::kBias, shard, true);
+      if (c_.router.has_selection_bias) {
+        const std::vector<int64_t> shape =
+            f.selection_bias_2d ? std::vector<int64_t>{1, E} : std::vector<int64_t>{E};
+        add(m + std::string(f.selection_bias), shape, Init::kBias, shard, true);
+      }
       if (s_.fused_experts || f.expert_gate.empty()) {  // transformers v5's layout (Granite's)
         add(m + std::string(f.fused_gate_up), {E, 2 * I, H}, Init::kMatrix, shard);
         add(m + std::string(f.fused_down), {E, H, I}, Init::kMatrix, shard);

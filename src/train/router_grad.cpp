@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "util/error.h"
+
 namespace sy::train {
 
 namespace {
@@ -24,6 +26,8 @@ void route_weights_backward(const moe::RouterConfig& cfg, const float* logits, c
                             const float* dweights, int64_t T, float* dlogits) {
   using moe::ScoreFunc;
   const int E = cfg.num_experts, K = cfg.top_k;
+  if (cfg.score == ScoreFunc::kSparseMixer)
+    fail("SparseMixer routing (Phi-3.5-MoE) has no backward pass here (inference only)");
 #pragma omp parallel
   {
     std::vector<double> p(static_cast<size_t>(E)), w0(static_cast<size_t>(K)),
@@ -47,6 +51,8 @@ void route_weights_backward(const moe::RouterConfig& cfg, const float* logits, c
             break;
           case ScoreFunc::kSoftmaxTopK:
             sel[j] = x[id[j]];
+            break;
+          case ScoreFunc::kSparseMixer:  // refused above
             break;
         }
       }
@@ -82,6 +88,8 @@ void route_weights_backward(const moe::RouterConfig& cfg, const float* logits, c
           for (int j = 0; j < K; ++j) dx[id[j]] += float(w0[j] * (dw0[j] - dot));
           break;
         }
+        case ScoreFunc::kSparseMixer:  // refused above
+          break;
       }
     }
   }

@@ -40,11 +40,13 @@ void clamp_backward(const std::vector<float>& x, float limit, std::vector<float>
 
 TrainModel::TrainModel(const model::ModelConfig& c, ParamSet& ps) : config_(c) {
   if (c.rotary_dim > 0 || c.has_scaled_stream() || c.mla.enabled() || c.attention_sinks ||
-      !c.layer_window.empty() || c.swiglu_limit > 0 || c.rope_scaling.yarn)
+      !c.layer_window.empty() || c.swiglu_limit > 0 || c.rope_scaling.yarn || c.rope_interleaved ||
+      c.layer_norm || c.router.score == moe::ScoreFunc::kSparseMixer)
     fail(
         "training {} models is not implemented: the backward pass has no partial rotary "
         "(partial_rotary_factor), Granite multipliers, multi-head latent attention, sliding "
-        "windows, attention sinks, GPT-OSS experts or YaRN yet",
+        "windows, attention sinks, GPT-OSS experts, YaRN, interleaved RoPE, LayerNorm or "
+        "SparseMixer yet",
         c.family_name());
   const int64_t H = c.hidden_size, V = c.vocab_size, qw = c.q_width(), kvw = c.kv_width();
   embed_ = bind(ps, "model.embed_tokens.weight", {V, H});

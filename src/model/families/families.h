@@ -16,6 +16,8 @@ const FamilyInfo& granitemoe();
 const FamilyInfo& deepseek_v2();
 const FamilyInfo& deepseek_v3();
 const FamilyInfo& gpt_oss();
+const FamilyInfo& ernie4_5_moe();
+const FamilyInfo& phimoe();
 
 // Qwen-MoE's layer layout, shared by Qwen2-MoE and Qwen3-MoE: a layer is dense when listed in
 // mlp_only_layers or off the decoder_sparse_step grid.
