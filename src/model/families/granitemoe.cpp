@@ -2,8 +2,6 @@
 // same as softmax -> top-k -> renormalise), experts stored fused (input_linear [E, 2I, H] with
 // the gate rows first, output_linear [E, H, I]), router under router.layer; the embeddings,
 // the blocks' outputs, the attention scores and the logits carry the multipliers of the config.
-#include <cmath>
-
 #include <nlohmann/json.hpp>
 
 #include "model/families/families.h"
@@ -26,7 +24,7 @@ void read(const Keys& k, ModelConfig& c) {
   c.qkv_bias = c.o_bias = k.boolean_or("attention_bias", false);
   c.embedding_multiplier = positive(k, "embedding_multiplier", 1.0);
   c.residual_multiplier = positive(k, "residual_multiplier", 1.0);
-  c.attention_multiplier = positive(k, "attention_multiplier", 1.0 / std::sqrt(double(c.head_dim)));
+  c.attention_multiplier = positive(k, "attention_multiplier", 1.0);  // transformers default
   c.logits_scaling = positive(k, "logits_scaling", 1.0);
 }
 
