@@ -73,17 +73,7 @@ void read_v2(const Keys& k, ModelConfig& c) {
 }
 
 void read_v3(const Keys& k, ModelConfig& c) {
-  moe::RouterConfig& r = c.router;
-  r.num_experts = k.small_count("n_routed_experts");
-  r.top_k = k.small_count("num_experts_per_tok");
-  r.score = moe::ScoreFunc::kSigmoid;
-  r.has_selection_bias = true;
-  r.renormalize = k.boolean_or("norm_topk_prob", true);
-  r.renormalize_epsilon = 1e-20f;
-  r.routed_scaling_factor = float(k.number_or("routed_scaling_factor", 1.0));
-  r.num_groups = k.small_count_or("n_group", 1);
-  r.topk_groups = k.small_count_or("topk_group", 1);
-  r.group_score = moe::GroupScore::kTop2Sum;
+  read_v3_routing(k, c, "n_routed_experts", true);
   read_layers(k, c, false);
   read_mla(k, c);
   c.mla.interleaved_rope = k.boolean_or("rope_interleave", true);
@@ -93,8 +83,7 @@ void read_v3(const Keys& k, ModelConfig& c) {
 // half of it, latent 2x, q-LoRA (V3) 3x; head_dim becomes the rope width, as transformers 5
 // writes it.
 void write_common(const FamilyShape& s, nlohmann::json& c, bool v3) {
-  require(s.shared_ffn % s.expert_ffn == 0, v3 ? "deepseek_v3" : "deepseek_v2",
-          "shared width must be a multiple of the expert width");
+  write_v3_moe(s, c, v3 ? "deepseek_v3" : "deepseek_v2");
   const int64_t hd = c.contains("head_dim") ? c["head_dim"].get<int64_t>() : 16;
   const int64_t rope = std::max<int64_t>(2, hd / 2 / 2 * 2);
   c["qk_nope_head_dim"] = hd;
@@ -103,14 +92,6 @@ void write_common(const FamilyShape& s, nlohmann::json& c, bool v3) {
   c["kv_lora_rank"] = 2 * hd;
   c["q_lora_rank"] = v3 ? nlohmann::json(3 * hd) : nlohmann::json(nullptr);
   c["head_dim"] = rope;
-  c["n_routed_experts"] = s.num_experts;
-  c["n_shared_experts"] = s.shared_ffn / s.expert_ffn;
-  c["moe_intermediate_size"] = s.expert_ffn;
-  c["intermediate_size"] = s.dense_ffn;
-  c["first_k_dense_replace"] = s.first_dense_layers;
-  c["n_group"] = s.num_groups;
-  c["topk_group"] = s.topk_groups;
-  c["routed_scaling_factor"] = s.routed_scaling_factor;
   c["attention_bias"] = false;
 }
 

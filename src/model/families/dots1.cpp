@@ -10,17 +10,7 @@ namespace sy::model::family_defs {
 namespace {
 
 void read(const Keys& k, ModelConfig& c) {
-  moe::RouterConfig& r = c.router;
-  r.num_experts = k.small_count("n_routed_experts");
-  r.top_k = k.small_count("num_experts_per_tok");
-  r.score = moe::ScoreFunc::kSigmoid;
-  r.has_selection_bias = true;
-  r.renormalize = k.boolean_or("norm_topk_prob", false);
-  r.renormalize_epsilon = 1e-20f;
-  r.routed_scaling_factor = float(k.number_or("routed_scaling_factor", 1.0));
-  r.num_groups = k.small_count_or("n_group", 1);
-  r.topk_groups = k.small_count_or("topk_group", 1);
-  r.group_score = moe::GroupScore::kTop2Sum;
+  read_v3_routing(k, c, "n_routed_experts", false);
   c.expert_intermediate_size = k.integer("moe_intermediate_size");
   c.shared_intermediate_size = k.integer_or("n_shared_experts", 0) * c.expert_intermediate_size;
   c.qk_norm = QkNorm::kPerHead;
@@ -32,7 +22,31 @@ void read(const Keys& k, ModelConfig& c) {
 }
 
 void write(const FamilyShape& s, nlohmann::json& c) {
-  require(s.shared_ffn % s.expert_ffn == 0, "dots1",
+  write_v3_moe(s, c, "dots1");
+  c["norm_topk_prob"] = norm_topk(s, true);
+  c["scoring_func"] = "noaux_tc";
+  c["attention_bias"] = false;
+}
+
+}  // namespace
+
+void read_v3_routing(const Keys& k, ModelConfig& c, const char* experts_key,
+                     bool renormalize_default) {
+  moe::RouterConfig& r = c.router;
+  r.num_experts = k.small_count(experts_key);
+  r.top_k = k.small_count("num_experts_per_tok");
+  r.score = moe::ScoreFunc::kSigmoid;
+  r.has_selection_bias = true;
+  r.renormalize = k.boolean_or("norm_topk_prob", renormalize_default);
+  r.renormalize_epsilon = 1e-20f;
+  r.routed_scaling_factor = float(k.number_or("routed_scaling_factor", 1.0));
+  r.num_groups = k.small_count_or("n_group", 1);
+  r.topk_groups = k.small_count_or("topk_group", 1);
+  r.group_score = moe::GroupScore::kTop2Sum;
+}
+
+void write_v3_moe(const FamilyShape& s, nlohmann::json& c, const char* family) {
+  require(s.shared_ffn % s.expert_ffn == 0, family,
           "shared width must be a multiple of the expert width");
   c["n_routed_experts"] = s.num_experts;
   c["n_shared_experts"] = s.shared_ffn / s.expert_ffn;
@@ -42,12 +56,7 @@ void write(const FamilyShape& s, nlohmann::json& c) {
   c["n_group"] = s.num_groups;
   c["topk_group"] = s.topk_groups;
   c["routed_scaling_factor"] = s.routed_scaling_factor;
-  c["norm_topk_prob"] = norm_topk(s, true);
-  c["scoring_func"] = "noaux_tc";
-  c["attention_bias"] = false;
 }
-
-}  // namespace
 
 const FamilyInfo& dots1() {
   static const FamilyInfo info{Family::kDots1,

@@ -12,17 +12,7 @@ namespace sy::model::family_defs {
 namespace {
 
 void read(const Keys& k, ModelConfig& c) {
-  moe::RouterConfig& r = c.router;
-  r.num_experts = k.small_count(k.has("n_routed_experts") ? "n_routed_experts" : "num_experts");
-  r.top_k = k.small_count("num_experts_per_tok");
-  r.score = moe::ScoreFunc::kSigmoid;
-  r.has_selection_bias = true;
-  r.renormalize = k.boolean_or("norm_topk_prob", true);
-  r.renormalize_epsilon = 1e-20f;
-  r.routed_scaling_factor = float(k.number_or("routed_scaling_factor", 1.0));
-  r.num_groups = k.small_count_or("n_group", 1);
-  r.topk_groups = k.small_count_or("topk_group", 1);
-  r.group_score = moe::GroupScore::kTop2Sum;
+  read_v3_routing(k, c, k.has("n_routed_experts") ? "n_routed_experts" : "num_experts", true);
   c.expert_intermediate_size = k.integer("moe_intermediate_size");
   c.shared_intermediate_size = k.integer_or("n_shared_experts", 1) * c.expert_intermediate_size;
   c.qk_norm = k.boolean_or("use_qk_norm", false) ? QkNorm::kPerHead : QkNorm::kNone;
@@ -35,17 +25,9 @@ void read(const Keys& k, ModelConfig& c) {
 }
 
 void write(const FamilyShape& s, nlohmann::json& c) {
-  require(s.shared_ffn % s.expert_ffn == 0, "glm4_moe",
-          "shared width must be a multiple of the expert width");
-  c["n_routed_experts"] = s.num_experts;
+  write_v3_moe(s, c, "glm4_moe");
   // GLM-4.5 always has shared experts: one expert's width unless told otherwise.
-  c["n_shared_experts"] = s.shared_ffn > 0 ? s.shared_ffn / s.expert_ffn : 1;
-  c["moe_intermediate_size"] = s.expert_ffn;
-  c["intermediate_size"] = s.dense_ffn;
-  c["first_k_dense_replace"] = s.first_dense_layers;
-  c["n_group"] = s.num_groups;
-  c["topk_group"] = s.topk_groups;
-  c["routed_scaling_factor"] = s.routed_scaling_factor;
+  if (s.shared_ffn == 0) c["n_shared_experts"] = 1;
   c["norm_topk_prob"] = norm_topk(s, true);
   c["partial_rotary_factor"] = 0.5;  // GLM-4.5's, and what sets the family apart
   c["use_qk_norm"] = false;
