@@ -19,8 +19,10 @@
 #include "common/timing.h"
 #include "ops/blas_env.h"
 #include "ops/gemm_w8a8.h"
+#include "ops/gemv_int8.h"
 #include "ops/kernels.h"
 #include "ops/matmul.h"
+#include "ops/repack.h"
 #include "ops/threads.h"
 
 namespace {
@@ -64,12 +66,24 @@ Json bench_gemv(const Arena& arena, const std::vector<Shape>& shapes,
                 const std::vector<int>& threads, int reps) {
   Json out = Json::array();
   std::printf("\nGEMV y = W x (n = 1), weights cycled through copies totalling <= 512 MiB\n");
-  std::printf("%-6s %-13s %3s %9s %9s %9s %8s\n", "dtype", "rows x cols", "thr", "us/call", "GB/s",
+  std::printf("%-11s %-13s %3s %9s %9s %9s %8s\n", "dtype", "rows x cols", "thr", "us/call", "GB/s",
               "probe", "fraction");
   // The block types run their int8 kernels where the CPU has VNNI (else the float ones); their
-  // bytes are the arena's pattern, whose f16 scales are finite and normal.
+  // bytes are the arena's pattern, whose f16 scales are finite and normal. "repacked": the
+  // same bytes read as the 16-row interleaved layout (ops/repack.h; same size, scales still
+  // f16), as the model loader prepares Q8_0 / Q4_0 matrices on VNNI machines.
+  struct Case {
+    DType dt;
+    bool repacked;
+  };
+  std::vector<Case> cases;
   for (DType dt : {DType::BF16, DType::F16, DType::F32, DType::Q8_0, DType::Q4_0, DType::Q4_K,
                    DType::Q6_K, DType::MXFP4}) {
+    cases.push_back({dt, false});
+    if (sy::ops::packable(dt) && sy::ops::detail::int8_dot_enabled()) cases.push_back({dt, true});
+  }
+  for (const auto [dt, repacked] : cases) {
+    const std::string label = std::string(sy::dtype_name(dt)) + (repacked ? " repacked" : "");
     for (const Shape& s : shapes) {
       const size_t bytes = sy::dtype_bytes(dt, s.rows * s.cols);
       const int copies = int(std::max<size_t>(1, std::min<size_t>(64, kArenaBytes / bytes)));
@@ -81,8 +95,9 @@ Json bench_gemv(const Arena& arena, const std::vector<Shape>& shapes,
         const auto timing = sy::bench::time_median(
             [&] {
               for (int c = 0; c < copies; ++c) {
-                const WeightView w{dt, s.rows, s.cols,
-                                   reinterpret_cast<const uint8_t*>(arena.data) + c * bytes};
+                WeightView w{dt, s.rows, s.cols,
+                             reinterpret_cast<const uint8_t*>(arena.data) + c * bytes};
+                if (repacked) w.packed = w.data;
                 sy::ops::gemv(w, x.data(), y.data());
               }
             },
@@ -90,10 +105,10 @@ Json bench_gemv(const Arena& arena, const std::vector<Shape>& shapes,
         const double per_call = timing.median_s / copies;
         const double gbps = double(bytes) / per_call * 1e-9;
         const double frac = gbps / probe;
-        std::printf("%-6s %5ldx%-7ld %3d %9.1f %9.1f %9.1f %7.0f%%\n",
-                    std::string(sy::dtype_name(dt)).c_str(), long(s.rows), long(s.cols), threads[t],
-                    per_call * 1e6, gbps, probe, 100 * frac);
+        std::printf("%-11s %5ldx%-7ld %3d %9.1f %9.1f %9.1f %7.0f%%\n", label.c_str(), long(s.rows),
+                    long(s.cols), threads[t], per_call * 1e6, gbps, probe, 100 * frac);
         out.push_back({{"dtype", sy::dtype_name(dt)},
+                       {"repacked", repacked},
                        {"rows", s.rows},
                        {"cols", s.cols},
                        {"threads", threads[t]},

@@ -1,5 +1,6 @@
 #include "model/weights.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -8,6 +9,8 @@
 #include "model/family.h"
 #include "model/gguf_checkpoint.h"
 #include "model/tensor_names.h"
+#include "ops/gemv_int8.h"
+#include "ops/repack.h"
 #include "util/error.h"
 
 namespace sy::model {
@@ -265,13 +268,34 @@ void load_attention(Loader& L, const ModelConfig& c, const std::string& p, Layer
 
 namespace {
 
+// Calls fn on every matrix view of the forward pass; the routed experts' only with `experts`.
+template <class Fn>
+void for_each_matrix(ModelWeights& mw, bool experts, Fn&& fn) {
+  auto ffn = [&](FfnWeights& f) {
+    fn(f.gate);
+    fn(f.up);
+    fn(f.down);
+  };
+  fn(mw.embed);
+  fn(mw.lm_head);
+  for (LayerWeights& l : mw.layers) {
+    for (ops::WeightView* v :
+         {&l.q, &l.k, &l.v, &l.o, &l.mla.q_a, &l.mla.q_b, &l.mla.q, &l.mla.kv_a, &l.mla.kv_b})
+      fn(*v);
+    if (!l.is_moe) ffn(l.dense);
+    if (l.is_moe && l.moe.has_shared) ffn(l.moe.shared);
+    if (l.is_moe && experts)
+      for (FfnWeights& e : l.moe.experts) ffn(e);
+  }
+}
+
 // Copies every matrix the forward pass reads from the mapping (all but the routed experts) into
 // memory of its own, so that with offloaded experts nothing touches the mapped files after
 // loading: a file truncated or replaced underneath a running process then fails an expert
 // read with a clear error, instead of faulting (SIGBUS) on a mapped page.
 void make_resident(ModelWeights& mw) {
   std::map<const void*, const void*> copied;  // tied embeddings stay one copy
-  auto own = [&](ops::WeightView& v) {
+  for_each_matrix(mw, false, [&](ops::WeightView& v) {
     if (!v.data) return;
     auto [it, fresh] = copied.try_emplace(v.data, nullptr);
     if (fresh) {
@@ -280,24 +304,36 @@ void make_resident(ModelWeights& mw) {
       it->second = mw.resident.back().get();
     }
     v.data = it->second;
-  };
-  auto own_ffn = [&](FfnWeights& f) {
-    own(f.gate);
-    own(f.up);
-    own(f.down);
-  };
-  own(mw.embed);
-  own(mw.lm_head);
-  for (LayerWeights& l : mw.layers) {
-    for (ops::WeightView* v :
-         {&l.q, &l.k, &l.v, &l.o, &l.mla.q_a, &l.mla.q_b, &l.mla.q, &l.mla.kv_a, &l.mla.kv_b})
-      own(*v);
-    if (!l.is_moe) own_ffn(l.dense);
-    if (l.is_moe && l.moe.has_shared) own_ffn(l.moe.shared);
+  });
+}
+
+// Repacks every Q8_0 / Q4_0 matrix this process computes with (ops/repack.h) for the int8
+// kernels: 1.5-3x their row-major GEMV speed (bench/results/quantized.md). The row-major
+// bytes stay mapped for the paths that read rows (embedding lookup, > 512-row prefill).
+void repack_for_int8(ModelWeights& mw) {
+  std::map<const void*, std::vector<ops::WeightView*>> users;  // tied embeddings: one copy
+  for_each_matrix(mw, true, [&](ops::WeightView& v) {
+    if (v.data && v.rows > 0 && ops::packable(v.dtype)) users[v.data].push_back(&v);
+  });
+  std::vector<std::vector<ops::WeightView*>*> todo;
+  for (auto& [data, views] : users) todo.push_back(&views);
+  std::vector<std::unique_ptr<ops::PackedWeight>> packed(todo.size());
+#pragma omp parallel for schedule(dynamic)
+  for (size_t i = 0; i < todo.size(); ++i)
+    packed[i] = std::make_unique<ops::PackedWeight>(*todo[i]->front());
+  for (size_t i = 0; i < todo.size(); ++i) {
+    for (ops::WeightView* v : *todo[i]) v->packed = packed[i]->data();
+    mw.repacked_bytes += packed[i]->bytes();
+    mw.repacked.push_back(std::move(packed[i]));
   }
 }
 
 }  // namespace
+
+bool repack_enabled() {
+  const char* env = std::getenv("SY_REPACK");
+  return ops::detail::int8_dot_enabled() && !(env && std::strcmp(env, "0") == 0);
+}
 
 ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
                           const ExpertMask& owned, bool offload_experts) {
@@ -356,6 +392,7 @@ ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
   }
   mw.num_unused_tensors = L.num_unused();
   if (offload_experts) make_resident(mw);
+  if (repack_enabled()) repack_for_int8(mw);
   return mw;
 }
 

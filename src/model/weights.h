@@ -12,6 +12,7 @@
 #include "model/mla_attention.h"
 #include "moe/expert_cache.h"
 #include "moe/expert_ffn.h"
+#include "ops/repack.h"
 #include "ops/weight.h"
 
 namespace sy::model {
@@ -62,7 +63,14 @@ struct ModelWeights {
   std::vector<std::vector<moe::OffloadedExpert>> offloaded;
   // With offloaded experts, the other matrices copied out of the mapping (views point here).
   std::vector<std::unique_ptr<uint8_t[]>> resident;
+  // Q8_0 / Q4_0 matrices repacked for the int8 kernels (views' `packed` point here).
+  std::vector<std::unique_ptr<ops::PackedWeight>> repacked;
+  size_t repacked_bytes = 0;
 };
+
+// Whether load_weights repacks Q8_0 / Q4_0 matrices (ops/repack.h): on CPUs with the int8
+// kernels (AVX-512 VNNI), unless SY_REPACK=0 (which saves the copy's memory).
+bool repack_enabled();
 
 // Which routed experts this process computes (the same ids in every MoE layer); empty = all.
 // The shapes of the others are still checked, but their views stay empty (data == nullptr),

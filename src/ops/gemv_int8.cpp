@@ -319,17 +319,18 @@ bool int8_dot_enabled() {
 }
 
 void quantize_activations(DType wtype, const float* x, int64_t n, int64_t ldx, int64_t cols,
-                          Int8Activations* a) {
+                          Int8Activations* a, bool packed) {
   SY_ASSERT(is_block_type(wtype) && cols % dtype_block(wtype) == 0 && n >= 0);
   a->n = n;
   a->cols = cols;
   a->padded = (cols + 63) / 64 * 64;
-  a->unsigned_q = wtype == DType::Q8_0;
+  a->unsigned_q = wtype == DType::Q8_0 && !packed;
   const bool k_quant = dtype_block(wtype) == 256;
   const size_t padded = size_t(a->padded), lanes = padded / 4;
   a->q.assign(size_t(n) * padded, a->unsigned_q ? 128 : 0);
   a->scale.assign(size_t(n) * lanes, 0.0f);
   a->lane_sum.assign(a->unsigned_q ? 0 : size_t(n) * lanes, 0);
+  a->block_sum.assign(packed ? size_t(n) * (padded / 32) : 0, 0);
   const int64_t span = k_quant ? 256 : 32;
   for (int64_t j = 0; j < n; ++j) {
     const float* xr = x + j * ldx;
@@ -363,6 +364,7 @@ void quantize_activations(DType wtype, const float* x, int64_t n, int64_t ldx, i
         int s = 0;
         for (int k = 0; k < 4; ++k) s += int8_t(qr[lane * 4 + k]);
         a->lane_sum[size_t(j) * lanes + lane] = s;
+        if (packed) a->block_sum[size_t(j) * (padded / 32) + lane / 8] += s;
       }
   }
 }

@@ -24,21 +24,29 @@ bool int8_dot_enabled();
 // (bench/results/llama_cpp_agreement.md).
 struct Int8Activations {
   int64_t n = 0;
-  int64_t cols = 0;               // a multiple of the weight type's block
-  int64_t padded = 0;             // cols rounded up to 64 (one zmm); the tail is zero
-  bool unsigned_q = false;        // Q8_0 weights: q + 128 as u8; the others: q as s8
-  std::vector<uint8_t> q;         // [n, padded]
-  std::vector<float> scale;       // [n, padded / 4]: d of each int32 lane's 4 values
-  std::vector<int32_t> lane_sum;  // not Q8_0: [n, padded / 4], the sum of each lane's 4 q
+  int64_t cols = 0;                // a multiple of the weight type's block
+  int64_t padded = 0;              // cols rounded up to 64 (one zmm); the tail is zero
+  bool unsigned_q = false;         // Q8_0 weights: q + 128 as u8; the others: q as s8
+  std::vector<uint8_t> q;          // [n, padded]
+  std::vector<float> scale;        // [n, padded / 4]: d of each int32 lane's 4 values
+  std::vector<int32_t> lane_sum;   // not Q8_0: [n, padded / 4], the sum of each lane's 4 q
+  std::vector<int32_t> block_sum;  // for repacked weights: [n, padded / 32], each block's sum of q
 };
 
 // Fills `a` for weights of type `wtype` (a block type) from x [n, cols] with row stride ldx.
+// For repacked weights (`packed`, ops/repack.h) the codes are signed for Q8_0 too, and the block
+// sums are filled.
 void quantize_activations(DType wtype, const float* x, int64_t n, int64_t ldx, int64_t cols,
-                          Int8Activations* a);
+                          Int8Activations* a, bool packed = false);
 
 // Y[j, r] = dot(W row r, dequantized activation row j) for r in [row_begin, row_end), all j.
 // Requires int8_dot_enabled(). Single-threaded; the caller splits rows.
 void gemv_rows_int8(const WeightView& w, int64_t row_begin, int64_t row_end,
                     const Int8Activations& a, float* y, int64_t ldy);
+
+// The same on repacked weights (w.packed set, ops/repack.h; activations quantized with
+// packed = true); row_begin a multiple of 16 (kPackRows).
+void gemv_rows_int8_packed(const WeightView& w, int64_t row_begin, int64_t row_end,
+                           const Int8Activations& a, float* y, int64_t ldy);
 
 }  // namespace sy::ops::detail

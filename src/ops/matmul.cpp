@@ -13,6 +13,7 @@
 #include "ops/gemm_w8a8.h"
 #include "ops/gemv_int8.h"
 #include "ops/kernels.h"
+#include "ops/repack.h"
 #include "ops/threads.h"
 #include "util/error.h"
 
@@ -89,14 +90,20 @@ void matmul_sgemm(const WeightView& w, const float* x, int64_t n, int64_t ldx, f
 void matmul_int8(const WeightView& w, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy,
                  int nt) {
   thread_local Int8Activations buffer;  // grows once, reused by every later call
-  quantize_activations(w.dtype, x, n, ldx, w.cols, &buffer);
+  const bool packed = w.packed != nullptr;
+  quantize_activations(w.dtype, x, n, ldx, w.cols, &buffer, packed);
   const Int8Activations& a = buffer;  // the caller's: each OpenMP thread has its own `buffer`
-  if (nt == 1) return gemv_rows_int8(w, 0, w.rows, a, y, ldy);
+  auto rows = [&](int64_t begin, int64_t end) {
+    if (packed) return gemv_rows_int8_packed(w, begin, end, a, y, ldy);
+    gemv_rows_int8(w, begin, end, a, y, ldy);
+  };
+  if (nt == 1) return rows(0, w.rows);
 #pragma omp parallel num_threads(nt)
   {
     int64_t begin, end;
-    thread_range(w.rows, 4, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
-    if (end > begin) gemv_rows_int8(w, begin, end, a, y, ldy);
+    thread_range(w.rows, packed ? kPackRows : 4, omp_get_thread_num(), omp_get_num_threads(),
+                 &begin, &end);
+    if (end > begin) rows(begin, end);
   }
 }
 

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "ops/gemv_int8.h"
 #include "ops/kernels.h"
 #include "ops/matmul.h"
+#include "ops/repack.h"
 #include "ops/threads.h"
 #include "ops/weight.h"
 #include "random_data.h"
@@ -248,37 +250,72 @@ TEST_P(ThreadCounts, Int8PathMatchesReference) {
   if (!detail::int8_dot_enabled()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
   uint32_t seed = 7000;
   for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K, DType::MXFP4})
-    for (int64_t rows : {1, 3, 4, 5, 17, 301})
+    for (int64_t rows : {1, 3, 4, 5, 16, 17, 301})
       for (int64_t cols : {32, 64, 96, 256, 768, 1056, 2048})
-        for (int64_t n : {1, 2, 3, 4, 5, 9}) {
-          if (cols % dtype_block(dt) != 0) continue;
-          const MatmulCase c{dt, rows, cols, n};
-          const int64_t ldx = cols + 3, ldy = rows + 2;
-          const TestWeight w = make_weight(dt, rows, cols, seed++);
-          auto x = random_floats(size_t(n * ldx), seed++);
-          if (n > 1) std::fill_n(x.begin() + ldx, dtype_block(dt), 0.0f);  // a zero block (d = 0)
-          std::vector<float> y(size_t(n * ldy), NAN);
-          detail::matmul_int8(w.view, x.data(), n, ldx, y.data(), ldy, GetParam());
-          for (int64_t j = 0; j < n; ++j) {
-            const std::vector<double> xq = quantized_activation(dt, x.data() + j * ldx, cols);
-            for (int64_t r = 0; r < rows; ++r) {
-              const float* wr = w.values.data() + r * cols;
-              double ref = 0, mag = 0;
-              for (int64_t b = 0; b < cols; b += 32) {
-                double wmax = 0;
-                for (int64_t k = b; k < b + 32; ++k) wmax = std::max(wmax, std::abs(double(wr[k])));
-                for (int64_t k = b; k < b + 32; ++k) {
-                  ref += double(wr[k]) * xq[size_t(k)];
-                  mag += 2 * wmax * std::abs(xq[size_t(k)]);
-                }
-              }
-              const double got = y[size_t(j * ldy + r)];
-              ASSERT_NEAR(got, ref, 1e-5 * mag + 1e-30) << case_name(c) << " j=" << j << " r=" << r;
+        for (int64_t n : {1, 2, 3, 4, 5, 9})
+          for (bool packed : {false, true}) {
+            if (cols % dtype_block(dt) != 0 || (packed && !packable(dt))) continue;
+            const MatmulCase c{dt, rows, cols, n};
+            const int64_t ldx = cols + 3, ldy = rows + 2;
+            TestWeight w = make_weight(dt, rows, cols, seed++);
+            std::unique_ptr<PackedWeight> repacked;
+            if (packed) {
+              repacked = std::make_unique<PackedWeight>(w.view);
+              w.view.packed = repacked->data();
             }
+            auto x = random_floats(size_t(n * ldx), seed++);
+            if (n > 1) std::fill_n(x.begin() + ldx, dtype_block(dt), 0.0f);  // a zero block (d = 0)
+            std::vector<float> y(size_t(n * ldy), NAN);
+            detail::matmul_int8(w.view, x.data(), n, ldx, y.data(), ldy, GetParam());
+            SCOPED_TRACE(packed ? "repacked" : "row-major");
+            for (int64_t j = 0; j < n; ++j) {
+              const std::vector<double> xq = quantized_activation(dt, x.data() + j * ldx, cols);
+              for (int64_t r = 0; r < rows; ++r) {
+                const float* wr = w.values.data() + r * cols;
+                double ref = 0, mag = 0;
+                for (int64_t b = 0; b < cols; b += 32) {
+                  double wmax = 0;
+                  for (int64_t k = b; k < b + 32; ++k)
+                    wmax = std::max(wmax, std::abs(double(wr[k])));
+                  for (int64_t k = b; k < b + 32; ++k) {
+                    ref += double(wr[k]) * xq[size_t(k)];
+                    mag += 2 * wmax * std::abs(xq[size_t(k)]);
+                  }
+                }
+                const double got = y[size_t(j * ldy + r)];
+                ASSERT_NEAR(got, ref, 1e-5 * mag + 1e-30)
+                    << case_name(c) << " j=" << j << " r=" << r;
+              }
+            }
+            for (int64_t j = 0; j < n; ++j)  // padding columns of y are left alone
+              for (int64_t r = rows; r < ldy; ++r) ASSERT_TRUE(std::isnan(y[size_t(j * ldy + r)]));
           }
-          for (int64_t j = 0; j < n; ++j)  // padding columns of y are left alone
-            for (int64_t r = rows; r < ldy; ++r) ASSERT_TRUE(std::isnan(y[size_t(j * ldy + r)]));
-        }
+}
+
+// A slice of a repacked matrix keeps the repacked copy only where it starts a 16-row group,
+// and computes the rows the whole matrix computes.
+TEST(Repack, SlicesFollowTheirGroups) {
+  if (!detail::int8_dot_enabled()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  for (DType dt : {DType::Q8_0, DType::Q4_0}) {
+    TestWeight w = make_weight(dt, 70, 96, 31);
+    const PackedWeight repacked(w.view);
+    ASSERT_EQ(repacked.bytes(), 5 * 3 * 16 * dtype_bytes(dt, 32));  // 5 groups of 3 blocks
+    w.view.packed = repacked.data();
+    const auto x = random_floats(96, 32);
+    std::vector<float> all(70), part(70, NAN);
+    matmul(w.view, x.data(), 1, all.data());
+    for (const auto& [begin, count] : {std::pair<int64_t, int64_t>{16, 40}, {32, 38}, {5, 20}}) {
+      const WeightView s = w.view.slice_rows(begin, count);
+      EXPECT_EQ(s.packed != nullptr, begin % 16 == 0) << begin;
+      matmul(s, x.data(), 1, part.data());
+      for (int64_t r = 0; r < count; ++r) {
+        // The row-major and repacked kernels sum in different orders.
+        EXPECT_NEAR(part[size_t(r)], all[size_t(begin + r)],
+                    1e-4f * (1 + std::abs(all[size_t(begin + r)])))
+            << dtype_name(dt) << " slice " << begin << " row " << r;
+      }
+    }
+  }
 }
 
 // W8A8 (gemm_w8a8.h) against this test's own per-row / per-token int8 quantization, summed in
