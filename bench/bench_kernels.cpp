@@ -85,7 +85,9 @@ Json bench_gemv(const Arena& arena, const std::vector<Shape>& shapes,
   for (const auto [dt, repacked] : cases) {
     const std::string label = std::string(sy::dtype_name(dt)) + (repacked ? " repacked" : "");
     for (const Shape& s : shapes) {
-      const size_t bytes = sy::dtype_bytes(dt, s.rows * s.cols);
+      // Bytes read per call (the repacked Q4_K layout holds its scales unpacked: 148 / 144).
+      const size_t bytes = repacked ? sy::ops::packed_bytes(WeightView{dt, s.rows, s.cols, nullptr})
+                                    : sy::dtype_bytes(dt, s.rows * s.cols);
       const int copies = int(std::max<size_t>(1, std::min<size_t>(64, kArenaBytes / bytes)));
       std::vector<float> x(size_t(s.cols), 0.01f), y(size_t(s.rows));
       for (size_t t = 0; t < threads.size(); ++t) {

@@ -1,8 +1,13 @@
-// The int8 kernel on repacked weights (ops/repack.h): one int32 lane per weight row, 16 rows
-// per register. Per block of 32 values and 16 rows: 8 vpdpbusd against broadcast 4-byte
-// pieces of the activations (started at offset * the block's activation sum, so that the
-// unsigned codes' offset cancels: Q8_0 stores q + 128, Q4_0 its nibbles 0..15 for q + 8), one
-// f16 conversion for the 16 rows' scales and one multiply-add into float.
+// The int8 kernels on repacked weights (ops/repack.h): one int32 lane per weight row, 16 rows
+// per register, so the sums need no horizontal reduction and one conversion yields 16 rows'
+// scales. vpdpbusd multiplies the unsigned codes by broadcast 4-byte pieces of the signed
+// activations:
+//   Q8_0 / Q4_0, per block of 32 values and 16 rows: 8 vpdpbusd started at offset * the
+//     block's activation sum (Q8_0 stores q + 128, Q4_0 q + 8 as its nibble), one f16
+//     conversion for the scales, one multiply-add into float;
+//   Q4_K, per 256 values: 64 vpdpbusd, each sub-block's int32 sums times its 6-bit scales and
+//     its mins times the sub-block's activation sums in int32 (no overflow: |sum| < 2^26),
+//     then d and dmin once in float.
 // GCC 12 flags the intrinsics' own _mm512_undefined_* placeholders as uninitialized (a false
 // positive in its headers, as in gemv_int8.cpp).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -31,6 +36,11 @@ SY_VNNI inline __m512i Broadcast4(const uint8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
   return _mm512_set1_epi32(v);
+}
+
+// 16 unsigned bytes as int32 lanes.
+SY_VNNI inline __m512i Bytes16(const uint8_t* p) {
+  return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
 // One group of 16 weight rows against NX activation rows from j0; writes `valid` rows of y.
@@ -88,10 +98,83 @@ SY_VNNI void Group(const uint8_t* group, size_t blocks, const Int8Activations& a
   for (int j = 0; j < NX; ++j) _mm512_mask_storeu_ps(y + size_t(j) * ldy, keep, acc[j]);
 }
 
-template <bool kQ8>
+// One group of 16 Q4_K rows against NX activation rows from j0 (block_q8_K activations: one
+// float scale per 256 values).
+template <int NX>
+SY_VNNI void GroupQ4K(const uint8_t* group, size_t blocks, const Int8Activations& a, int64_t j0,
+                      float* y, size_t ldy, int valid) {
+  constexpr size_t kBlock = 16 * 148;
+  const size_t padded = size_t(a.padded), lanes = padded / 4, sums = padded / 32;
+  const __m512i low = _mm512_set1_epi8(0x0F);
+  __m512 acc[NX];
+#pragma GCC unroll 4
+  for (int j = 0; j < NX; ++j) acc[j] = _mm512_setzero_ps();
+  for (size_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = group + b * kBlock;
+    for (size_t line = 0; line < kBlock; line += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + line), _MM_HINT_T0);
+    __m512i scaled[NX], mins[NX];
+#pragma GCC unroll 4
+    for (int j = 0; j < NX; ++j) scaled[j] = mins[j] = _mm512_setzero_si512();
+    for (int g = 0; g < 4; ++g) {
+      const __m512i sc0 = Bytes16(blk + 64 + 32 * g), sc1 = Bytes16(blk + 80 + 32 * g);
+      const __m512i m0 = Bytes16(blk + 192 + 32 * g), m1 = Bytes16(blk + 208 + 32 * g);
+      __m512i lo[8], hi[8];  // sub-blocks 2g and 2g + 1, values 4i .. 4i + 3
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) {
+        const __m512i z = _mm512_loadu_si512(blk + 320 + 512 * g + 64 * i);
+        lo[i] = _mm512_and_si512(z, low);
+        hi[i] = _mm512_and_si512(_mm512_srli_epi16(z, 4), low);
+      }
+#pragma GCC unroll 4
+      for (int j = 0; j < NX; ++j) {
+        const size_t row = size_t(j0 + j);
+        const uint8_t* q = a.q.data() + row * padded + b * 256 + 64 * size_t(g);
+        __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i) {
+          s0 = _mm512_dpbusd_epi32(s0, lo[i], Broadcast4(q + 4 * i));
+          s1 = _mm512_dpbusd_epi32(s1, hi[i], Broadcast4(q + 32 + 4 * i));
+        }
+        scaled[j] = _mm512_add_epi32(
+            scaled[j], _mm512_add_epi32(_mm512_mullo_epi32(s0, sc0), _mm512_mullo_epi32(s1, sc1)));
+        const int32_t* bs = a.block_sum.data() + row * sums + b * 8 + 2 * size_t(g);
+        mins[j] = _mm512_add_epi32(
+            mins[j], _mm512_add_epi32(_mm512_mullo_epi32(m0, _mm512_set1_epi32(bs[0])),
+                                      _mm512_mullo_epi32(m1, _mm512_set1_epi32(bs[1]))));
+      }
+    }
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+    const __m512 dmin =
+        _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 32)));
+#pragma GCC unroll 4
+    for (int j = 0; j < NX; ++j) {
+      const __m512 da = _mm512_set1_ps(a.scale[size_t(j0 + j) * lanes + b * 64]);
+      const __m512 v = _mm512_fmsub_ps(_mm512_cvtepi32_ps(scaled[j]), d,
+                                       _mm512_mul_ps(_mm512_cvtepi32_ps(mins[j]), dmin));
+      acc[j] = _mm512_fmadd_ps(v, da, acc[j]);
+    }
+  }
+  const __mmask16 keep = valid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << valid) - 1);
+#pragma GCC unroll 4
+  for (int j = 0; j < NX; ++j) _mm512_mask_storeu_ps(y + size_t(j) * ldy, keep, acc[j]);
+}
+
+// The Q8_0 / Q4_0 group kernel, and Q4_K's, as one callable per activation-row count.
+template <DType T, int NX>
+SY_VNNI void GroupOf(const uint8_t* group, size_t blocks, const Int8Activations& a, int64_t j0,
+                     float* y, size_t ldy, int valid) {
+  if constexpr (T == DType::Q4_K)
+    GroupQ4K<NX>(group, blocks, a, j0, y, ldy, valid);
+  else
+    Group<T == DType::Q8_0, NX>(group, blocks, a, j0, y, ldy, valid);
+}
+
+template <DType T>
 SY_VNNI void Rows(const WeightView& w, int64_t row_begin, int64_t row_end, const Int8Activations& a,
                   float* y, size_t ldy) {
-  const size_t blocks = size_t(w.cols / 32), group_bytes = packed_group_bytes(w.dtype, w.cols);
+  const size_t blocks = size_t(w.cols / dtype_block(T)),
+               group_bytes = packed_group_bytes(T, w.cols);
   const auto* packed = static_cast<const uint8_t*>(w.packed);
   for (int64_t r = row_begin; r < row_end; r += kPackRows) {
     const uint8_t* group = packed + size_t(r / kPackRows) * group_bytes;
@@ -99,16 +182,16 @@ SY_VNNI void Rows(const WeightView& w, int64_t row_begin, int64_t row_end, const
     float* yr = y + r;
     int64_t j = 0;
     for (; j + 4 <= a.n; j += 4)
-      Group<kQ8, 4>(group, blocks, a, j, yr + size_t(j) * ldy, ldy, valid);
+      GroupOf<T, 4>(group, blocks, a, j, yr + size_t(j) * ldy, ldy, valid);
     switch (a.n - j) {
       case 3:
-        Group<kQ8, 3>(group, blocks, a, j, yr + size_t(j) * ldy, ldy, valid);
+        GroupOf<T, 3>(group, blocks, a, j, yr + size_t(j) * ldy, ldy, valid);
         break;
       case 2:
-        Group<kQ8, 2>(group, blocks, a, j, yr + size_t(j) * ldy, ldy, valid);
+        GroupOf<T, 2>(group, blocks, a, j, yr + size_t(j) * ldy, ldy, valid);
         break;
       case 1:
-        Group<kQ8, 1>(group, blocks, a, j, yr + size_t(j) * ldy, ldy, valid);
+        GroupOf<T, 1>(group, blocks, a, j, yr + size_t(j) * ldy, ldy, valid);
         break;
       default:
         break;
@@ -123,8 +206,14 @@ void gemv_rows_int8_packed(const WeightView& w, int64_t row_begin, int64_t row_e
   SY_ASSERT(int8_dot_enabled() && w.packed != nullptr && packable(w.dtype));
   SY_ASSERT(a.cols == w.cols && !a.unsigned_q && row_begin % kPackRows == 0);
   SY_ASSERT(int64_t(a.block_sum.size()) == a.n * (a.padded / 32));
-  if (w.dtype == DType::Q8_0) return Rows<true>(w, row_begin, row_end, a, y, size_t(ldy));
-  Rows<false>(w, row_begin, row_end, a, y, size_t(ldy));
+  switch (w.dtype) {
+    case DType::Q8_0:
+      return Rows<DType::Q8_0>(w, row_begin, row_end, a, y, size_t(ldy));
+    case DType::Q4_0:
+      return Rows<DType::Q4_0>(w, row_begin, row_end, a, y, size_t(ldy));
+    default:
+      return Rows<DType::Q4_K>(w, row_begin, row_end, a, y, size_t(ldy));
+  }
 }
 
 }  // namespace sy::ops::detail

@@ -3,31 +3,60 @@
 #include <cstring>
 
 #include "util/error.h"
+#include "util/quant_blocks.h"
 
 namespace sy::ops {
 
 bool packable(DType dtype) {
-  return dtype == DType::Q8_0 || dtype == DType::Q4_0;
+  return dtype == DType::Q8_0 || dtype == DType::Q4_0 || dtype == DType::Q4_K;
 }
 
 size_t packed_block_bytes(DType dtype) {
   SY_ASSERT(packable(dtype));
-  return size_t(kPackRows) * dtype_bytes(dtype, 32);
+  return dtype == DType::Q4_K ? size_t(kPackRows) * 148
+                              : size_t(kPackRows) * dtype_bytes(dtype, 32);
 }
 
 size_t packed_group_bytes(DType dtype, int64_t cols) {
-  return size_t(cols / 32) * packed_block_bytes(dtype);
+  return size_t(cols / dtype_block(dtype)) * packed_block_bytes(dtype);
 }
 
 size_t packed_bytes(const WeightView& w) {
   return size_t((w.rows + kPackRows - 1) / kPackRows) * packed_group_bytes(w.dtype, w.cols);
 }
 
+namespace {
+
+// Row `lane` of a group: one row-major block `in` into the group's block `out`.
+void pack_block_32(bool q8, size_t code_bytes, const uint8_t* in, size_t lane, uint8_t* out) {
+  std::memcpy(out + 2 * lane, in, 2);
+  for (size_t i = 0; i < code_bytes / 4; ++i)
+    for (size_t k = 0; k < 4; ++k) {
+      const uint8_t c = in[2 + 4 * i + k];
+      out[32 + 64 * i + 4 * lane + k] = q8 ? uint8_t(c ^ 0x80) : c;  // Q8_0: q + 128
+    }
+}
+
+void pack_block_q4_k(const uint8_t* in, size_t lane, uint8_t* out) {
+  std::memcpy(out + 2 * lane, in, 2);           // d
+  std::memcpy(out + 32 + 2 * lane, in + 2, 2);  // dmin
+  for (int j = 0; j < 8; ++j) {
+    uint8_t sc, m;
+    scale_min_k4(j, in + 4, sc, m);
+    out[64 + 16 * j + lane] = sc;
+    out[192 + 16 * j + lane] = m;
+  }
+  for (size_t g = 0; g < 4; ++g)
+    for (size_t i = 0; i < 8; ++i)
+      std::memcpy(out + 320 + 512 * g + 64 * i + 4 * lane, in + 16 + 32 * g + 4 * i, 4);
+}
+
+}  // namespace
+
 void pack_rows(const WeightView& w, uint8_t* dst) {
-  SY_ASSERT(packable(w.dtype) && w.cols % 32 == 0 && w.data != nullptr);
-  const bool q8 = w.dtype == DType::Q8_0;
-  const size_t in_block = dtype_bytes(w.dtype, 32);  // 34 or 18: f16 d, then the codes
-  const size_t code_bytes = in_block - 2, blocks = size_t(w.cols / 32);
+  const int64_t per_block = dtype_block(w.dtype);
+  SY_ASSERT(packable(w.dtype) && w.cols % per_block == 0 && w.data != nullptr);
+  const size_t in_block = dtype_bytes(w.dtype, per_block), blocks = size_t(w.cols / per_block);
   const size_t out_block = packed_block_bytes(w.dtype);
   std::memset(dst, 0, packed_bytes(w));  // rows past the end: scale 0, so they add 0
   for (int64_t r = 0; r < w.rows; ++r) {
@@ -35,15 +64,11 @@ void pack_rows(const WeightView& w, uint8_t* dst) {
     uint8_t* group = dst + size_t(r / kPackRows) * blocks * out_block;
     const size_t lane = size_t(r % kPackRows);
     for (size_t b = 0; b < blocks; ++b) {
-      const uint8_t* in = src + b * in_block;
-      uint8_t* out = group + b * out_block;
-      std::memcpy(out + 2 * lane, in, 2);
-      // Piece i (64 bytes) holds codes 4i .. 4i + 3 of each row in its lane.
-      for (size_t i = 0; i < code_bytes / 4; ++i)
-        for (size_t k = 0; k < 4; ++k) {
-          const uint8_t c = in[2 + 4 * i + k];
-          out[32 + 64 * i + 4 * lane + k] = q8 ? uint8_t(c ^ 0x80) : c;  // Q8_0: q + 128
-        }
+      if (w.dtype == DType::Q4_K)
+        pack_block_q4_k(src + b * in_block, lane, group + b * out_block);
+      else
+        pack_block_32(w.dtype == DType::Q8_0, in_block - 2, src + b * in_block, lane,
+                      group + b * out_block);
     }
   }
 }

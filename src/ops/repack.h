@@ -5,13 +5,16 @@
 // the 16 rows' block scales. The row-major layout spends a byte shuffle, two scale
 // conversions and a permute per 64 weights of each row (bench/results/quantized.md).
 //
-// Layout of a group of 16 rows (rows past the matrix's end are zero, scale 0), block by block
-// (32 values of each row):
-//   16 f16 scales (row order), then the codes in 64-byte pieces, piece i lane r (bytes 4r ..
-//   4r + 3) = row r's codes of values 4i .. 4i + 3 (Q8_0: q + 128 as u8; Q4_0: 8 pieces as
-//   for Q8_0 would waste half of each byte, so 4 pieces whose low nibbles are values 4i ..
-//   4i + 3 and high nibbles values 16 + 4i .. 16 + 4i + 3, ggml's own byte order).
-// Same size as the row-major blocks: Q8_0 16 x 34 bytes per block, Q4_0 16 x 18.
+// Layout of a group of 16 rows (rows past the matrix's end are zero, scale 0), block by block;
+// "piece i" is 64 bytes whose lane r (bytes 4r .. 4r + 3) holds 4 codes of row r:
+//   Q8_0 (32 values): 16 f16 scales; pieces 0-7 = values 4i .. 4i + 3 as q + 128 (u8).
+//     16 x 34 bytes, as row-major.
+//   Q4_0 (32 values): 16 f16 scales; pieces 0-3, ggml's byte order: low nibbles values
+//     4i .. 4i + 3, high nibbles 16 + 4i ...  16 x 18 bytes, as row-major.
+//   Q4_K (256 values): 16 f16 d, 16 f16 dmin, the 8 sub-blocks' 6-bit scales unpacked to bytes
+//     (sub-block j: 16 bytes, row order), then their mins likewise; then per pair g (0-3) of
+//     sub-blocks 8 pieces of ggml's qs[32g .. 32g + 31]: low nibbles sub-block 2g's values
+//     4i .. 4i + 3, high nibbles sub-block 2g + 1's.  16 x 148 bytes (row-major: 16 x 144).
 #pragma once
 
 #include <cstddef>
@@ -24,10 +27,10 @@ namespace sy::ops {
 
 constexpr int64_t kPackRows = 16;
 
-// Whether the int8 kernels have a repacked form of `dtype` (Q8_0, Q4_0).
+// Whether the int8 kernels have a repacked form of `dtype` (Q8_0, Q4_0, Q4_K).
 bool packable(DType dtype);
 
-// Bytes of one group's block (16 rows x 32 values) and of a whole group.
+// Bytes of one group's block (16 rows x the type's block of values) and of a whole group.
 size_t packed_block_bytes(DType dtype);
 size_t packed_group_bytes(DType dtype, int64_t cols);
 // Bytes of w repacked: ceil(rows / 16) groups.

@@ -37,17 +37,6 @@ void dequant_q4_0(const uint8_t* b, float* y, int64_t blocks) {
   }
 }
 
-// Sub-block j's 6-bit scale and min from the 12 packed bytes.
-void scale_min_k4(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
-  if (j < 4) {
-    sc = q[j] & 63;
-    m = q[j + 4] & 63;
-  } else {
-    sc = uint8_t((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4));
-    m = uint8_t((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-  }
-}
-
 void dequant_q4_k(const uint8_t* b, float* y, int64_t blocks) {
   for (int64_t i = 0; i < blocks; ++i, b += 144) {
     const float d = half(b), dmin = half(b + 2);
@@ -246,6 +235,16 @@ int64_t blocks_of(GgmlType t, int64_t n) {
 }
 
 }  // namespace
+
+void scale_min_k4(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
+  if (j < 4) {
+    sc = q[j] & 63;
+    m = q[j + 4] & 63;
+  } else {
+    sc = uint8_t((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4));
+    m = uint8_t((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+  }
+}
 
 bool can_dequantize(GgmlType t) {
   switch (t) {

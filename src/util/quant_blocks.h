@@ -25,6 +25,10 @@ void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n);
 // The ggml type of a block DType (Q8_0, Q4_0, Q4_K, Q6_K, MXFP4).
 GgmlType ggml_block_type(DType t);
 
+// Q4_K sub-block j's (0..7) 6-bit scale and min from a block's 12 packed bytes (ggml's
+// get_scale_min_k4).
+void scale_min_k4(int j, const uint8_t* q, uint8_t& sc, uint8_t& m);
+
 bool can_quantize(GgmlType t);  // Q8_0, Q4_0, Q4_K, Q6_K, MXFP4 (and F32 / F16 / BF16)
 // n values (a multiple of the type's block) from src into blocks at dst.
 void quantize_row(GgmlType t, const float* src, void* dst, int64_t n);

@@ -318,6 +318,34 @@ TEST(Repack, SlicesFollowTheirGroups) {
   }
 }
 
+// At a model's sizes (shape A's expert matrices) the repacked and row-major kernels agree to
+// float rounding: the integer sums are exact in both, only the order of the float sums differs.
+TEST(Repack, AgreesWithTheRowMajorKernelAtModelSizes) {
+  if (!detail::int8_dot_enabled()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  uint32_t seed = 77;
+  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_K})
+    for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{2816, 1024}, {1024, 2816}}) {
+      if (cols % dtype_block(dt) != 0) continue;
+      TestWeight w = make_weight(dt, rows, cols, seed++);
+      const PackedWeight repacked(w.view);
+      WeightView p = w.view;
+      p.packed = repacked.data();
+      const int64_t n = 5;
+      const auto x = random_floats(size_t(n * cols), seed++);
+      std::vector<float> a(size_t(n * rows)), b(size_t(n * rows));
+      detail::matmul_int8(w.view, x.data(), n, cols, a.data(), rows, 2);
+      detail::matmul_int8(p, x.data(), n, cols, b.data(), rows, 2);
+      double worst = 0, scale = 0;
+      for (size_t i = 0; i < a.size(); ++i) {
+        worst = std::max(worst, std::abs(double(a[i]) - b[i]));
+        scale = std::max(scale, std::abs(double(a[i])));
+      }
+      EXPECT_LT(worst, 1e-5 * scale) << dtype_name(dt) << " " << rows << "x" << cols;
+      std::printf("[ repack ] %s %ldx%ld: worst |row-major - repacked| %.3g of max |y| %.3g\n",
+                  std::string(dtype_name(dt)).c_str(), long(rows), long(cols), worst, scale);
+    }
+}
+
 // W8A8 (gemm_w8a8.h) against this test's own per-row / per-token int8 quantization, summed in
 // double: the integer sums are exact, so only the final float scaling rounds. Runs the VNNI
 // kernel, and the scalar loop under SY_INT8_DOT=0 (ops_test_float_kernels).
