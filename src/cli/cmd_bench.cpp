@@ -102,7 +102,8 @@ void run_bench(const BenchOptions& o) {
                           {"prefill_s", p},
                           {"prefill_tokens_per_s", seqs * o.prompt / p},
                           {"decode_s", d},
-                          {"decode_tokens_per_s", o.decode > 0 ? seqs * o.decode / d : 0.0}};
+                          {"decode_tokens_per_s", o.decode > 0 ? seqs * o.decode / d : 0.0},
+                          {"repacked_bytes", m.weights().repacked_bytes}};
       for (size_t i = 0; i < phase_s.size(); ++i) j["prefill_phase_s"][kPhases[i]] = phase_s[i];
       if (eng->ep) {
         j["ep_link"] = eng->ep->options().link.describe();
@@ -116,6 +117,10 @@ void run_bench(const BenchOptions& o) {
     if (o.decode > 0)
       fmt::print("decode  {:>9.1f} tokens/s  ({:.2f} ms per step)\n", seqs * o.decode / d,
                  1e3 * d / o.decode);
+    if (m.weights().repacked_bytes > 0)
+      fmt::print(
+          "weights repacked for the int8 kernels: {:.1f} MiB beside the file (SY_REPACK=0: none)\n",
+          double(m.weights().repacked_bytes) / (1 << 20));
   }
   report.finish(eng->stats, m, eng->runtime);
   report_expert_parallel(*eng, o.parallel.ep_json);

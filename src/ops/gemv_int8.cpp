@@ -331,6 +331,7 @@ void quantize_activations(DType wtype, const float* x, int64_t n, int64_t ldx, i
   a->scale.assign(size_t(n) * lanes, 0.0f);
   a->lane_sum.assign(a->unsigned_q ? 0 : size_t(n) * lanes, 0);
   a->block_sum.assign(packed ? size_t(n) * (padded / 32) : 0, 0);
+  a->sub16_sum.assign(packed && wtype == DType::Q6_K ? size_t(n) * (padded / 16) : 0, 0);
   const int64_t span = k_quant ? 256 : 32;
   for (int64_t j = 0; j < n; ++j) {
     const float* xr = x + j * ldx;
@@ -365,6 +366,7 @@ void quantize_activations(DType wtype, const float* x, int64_t n, int64_t ldx, i
         for (int k = 0; k < 4; ++k) s += int8_t(qr[lane * 4 + k]);
         a->lane_sum[size_t(j) * lanes + lane] = s;
         if (packed) a->block_sum[size_t(j) * (padded / 32) + lane / 8] += s;
+        if (!a->sub16_sum.empty()) a->sub16_sum[size_t(j) * (padded / 16) + lane / 4] += s;
       }
   }
 }

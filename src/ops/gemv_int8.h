@@ -31,6 +31,7 @@ struct Int8Activations {
   std::vector<float> scale;        // [n, padded / 4]: d of each int32 lane's 4 values
   std::vector<int32_t> lane_sum;   // not Q8_0: [n, padded / 4], the sum of each lane's 4 q
   std::vector<int32_t> block_sum;  // for repacked weights: [n, padded / 32], each block's sum of q
+  std::vector<int32_t> sub16_sum;  // for repacked Q6_K: [n, padded / 16], sums of 16 q
 };
 
 // Fills `a` for weights of type `wtype` (a block type) from x [n, cols] with row stride ldx.

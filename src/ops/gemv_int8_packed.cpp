@@ -7,7 +7,9 @@
 //     conversion for the scales, one multiply-add into float;
 //   Q4_K, per 256 values: 64 vpdpbusd, each sub-block's int32 sums times its 6-bit scales and
 //     its mins times the sub-block's activation sums in int32 (no overflow: |sum| < 2^26),
-//     then d and dmin once in float.
+//     then d and dmin once in float;
+//   Q6_K, per 256 values: the codes rebuilt from a nibble and a 2-bit piece, 64 vpdpbusd,
+//     each 16-value sub-block's sum times its int8 scale in int32, then d in float.
 // GCC 12 flags the intrinsics' own _mm512_undefined_* placeholders as uninitialized (a false
 // positive in its headers, as in gemv_int8.cpp).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -160,12 +162,85 @@ SY_VNNI void GroupQ4K(const uint8_t* group, size_t blocks, const Int8Activations
   for (int j = 0; j < NX; ++j) _mm512_mask_storeu_ps(y + size_t(j) * ldy, keep, acc[j]);
 }
 
-// The Q8_0 / Q4_0 group kernel, and Q4_K's, as one callable per activation-row count.
+// One group of 16 Q6_K rows against NX activation rows from j0. Each 16-value sub-block's sum
+// starts at -32 * its activations' sum (the codes are q + 32) and is then multiplied by the
+// sub-block's int8 scale; d once per super-block in float.
+template <int NX>
+SY_VNNI void GroupQ6K(const uint8_t* group, size_t blocks, const Int8Activations& a, int64_t j0,
+                      float* y, size_t ldy, int valid) {
+  constexpr size_t kBlock = 16 * 210;
+  const size_t padded = size_t(a.padded), lanes = padded / 4, subs = padded / 16;
+  const __m512i low = _mm512_set1_epi8(0x0F), top = _mm512_set1_epi8(0x30);
+  __m512 acc[NX];
+#pragma GCC unroll 4
+  for (int j = 0; j < NX; ++j) acc[j] = _mm512_setzero_ps();
+  for (size_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = group + b * kBlock;
+    for (size_t line = 0; line < kBlock; line += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + line), _MM_HINT_T0);
+    __m512i total[NX];
+#pragma GCC unroll 4
+    for (int j = 0; j < NX; ++j) total[j] = _mm512_setzero_si512();
+    for (int s = 0; s < 4; ++s) {  // sub-blocks s, s + 4, s + 8, s + 12
+      __m512i sum[NX][4];
+#pragma GCC unroll 4
+      for (int j = 0; j < NX; ++j) {
+        const int32_t* a16 = a.sub16_sum.data() + size_t(j0 + j) * subs + b * 16;
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) sum[j][k] = _mm512_set1_epi32(-32 * a16[s + 4 * k]);
+      }
+#pragma GCC unroll 4
+      for (int uu = 0; uu < 4; ++uu) {
+        const int u = 4 * s + uu;  // quads u, u + 16, u + 32, u + 48
+        const __m512i z0 = _mm512_loadu_si512(blk + 288 + 64 * u);
+        const __m512i z1 = _mm512_loadu_si512(blk + 288 + 64 * (u + 16));
+        const __m512i hb = _mm512_loadu_si512(blk + 2336 + 64 * u);
+        const __m512i q0 = _mm512_or_si512(_mm512_and_si512(z0, low),
+                                           _mm512_and_si512(_mm512_slli_epi16(hb, 4), top));
+        const __m512i q1 = _mm512_or_si512(_mm512_and_si512(z1, low),
+                                           _mm512_and_si512(_mm512_slli_epi16(hb, 2), top));
+        const __m512i q2 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(z0, 4), low),
+                                           _mm512_and_si512(hb, top));
+        const __m512i q3 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(z1, 4), low),
+                                           _mm512_and_si512(_mm512_srli_epi16(hb, 2), top));
+#pragma GCC unroll 4
+        for (int j = 0; j < NX; ++j) {
+          const uint8_t* q = a.q.data() + size_t(j0 + j) * padded + b * 256 + 4 * size_t(u);
+          sum[j][0] = _mm512_dpbusd_epi32(sum[j][0], q0, Broadcast4(q));
+          sum[j][1] = _mm512_dpbusd_epi32(sum[j][1], q1, Broadcast4(q + 64));
+          sum[j][2] = _mm512_dpbusd_epi32(sum[j][2], q2, Broadcast4(q + 128));
+          sum[j][3] = _mm512_dpbusd_epi32(sum[j][3], q3, Broadcast4(q + 192));
+        }
+      }
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        const __m512i sc = _mm512_cvtepi8_epi32(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 32 + 16 * (s + 4 * k))));
+#pragma GCC unroll 4
+        for (int j = 0; j < NX; ++j)
+          total[j] = _mm512_add_epi32(total[j], _mm512_mullo_epi32(sum[j][k], sc));
+      }
+    }
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+#pragma GCC unroll 4
+    for (int j = 0; j < NX; ++j) {
+      const __m512 da = _mm512_set1_ps(a.scale[size_t(j0 + j) * lanes + b * 64]);
+      acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total[j]), _mm512_mul_ps(d, da), acc[j]);
+    }
+  }
+  const __mmask16 keep = valid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << valid) - 1);
+#pragma GCC unroll 4
+  for (int j = 0; j < NX; ++j) _mm512_mask_storeu_ps(y + size_t(j) * ldy, keep, acc[j]);
+}
+
+// The Q8_0 / Q4_0 group kernel, and the K types', as one callable per activation-row count.
 template <DType T, int NX>
 SY_VNNI void GroupOf(const uint8_t* group, size_t blocks, const Int8Activations& a, int64_t j0,
                      float* y, size_t ldy, int valid) {
   if constexpr (T == DType::Q4_K)
     GroupQ4K<NX>(group, blocks, a, j0, y, ldy, valid);
+  else if constexpr (T == DType::Q6_K)
+    GroupQ6K<NX>(group, blocks, a, j0, y, ldy, valid);
   else
     Group<T == DType::Q8_0, NX>(group, blocks, a, j0, y, ldy, valid);
 }
@@ -211,8 +286,10 @@ void gemv_rows_int8_packed(const WeightView& w, int64_t row_begin, int64_t row_e
       return Rows<DType::Q8_0>(w, row_begin, row_end, a, y, size_t(ldy));
     case DType::Q4_0:
       return Rows<DType::Q4_0>(w, row_begin, row_end, a, y, size_t(ldy));
-    default:
+    case DType::Q4_K:
       return Rows<DType::Q4_K>(w, row_begin, row_end, a, y, size_t(ldy));
+    default:
+      return Rows<DType::Q6_K>(w, row_begin, row_end, a, y, size_t(ldy));
   }
 }
 

@@ -8,13 +8,14 @@
 namespace sy::ops {
 
 bool packable(DType dtype) {
-  return dtype == DType::Q8_0 || dtype == DType::Q4_0 || dtype == DType::Q4_K;
+  return dtype == DType::Q8_0 || dtype == DType::Q4_0 || dtype == DType::Q4_K ||
+         dtype == DType::Q6_K;
 }
 
 size_t packed_block_bytes(DType dtype) {
   SY_ASSERT(packable(dtype));
   return dtype == DType::Q4_K ? size_t(kPackRows) * 148
-                              : size_t(kPackRows) * dtype_bytes(dtype, 32);
+                              : size_t(kPackRows) * dtype_bytes(dtype, dtype_block(dtype));
 }
 
 size_t packed_group_bytes(DType dtype, int64_t cols) {
@@ -51,6 +52,26 @@ void pack_block_q4_k(const uint8_t* in, size_t lane, uint8_t* out) {
       std::memcpy(out + 320 + 512 * g + 64 * i + 4 * lane, in + 16 + 32 * g + 4 * i, 4);
 }
 
+// ggml's Q6_K block: value v's code (0..63) from ql[128], qh[64] (as dequant_q6_k reads them).
+int q6_k_code(const uint8_t* in, int v) {
+  const int h = v / 128, k = (v % 128) / 32, l = v % 32;
+  const uint8_t ql = in[64 * h + l + 32 * (k & 1)];
+  const int low = k < 2 ? ql & 0x0F : ql >> 4;
+  return low | (((in[128 + 32 * h + l] >> (2 * k)) & 3) << 4);
+}
+
+void pack_block_q6_k(const uint8_t* in, size_t lane, uint8_t* out) {
+  std::memcpy(out + 2 * lane, in + 208, 2);                               // d
+  for (size_t s = 0; s < 16; ++s) out[32 + 16 * s + lane] = in[192 + s];  // int8 scales
+  for (int v = 0; v < 256; ++v) {
+    const int code = q6_k_code(in, v), t = v / 4, k = v % 4;
+    uint8_t& low = out[288 + 64 * size_t(t % 32) + 4 * lane + size_t(k)];
+    low |= uint8_t((code & 0x0F) << (t < 32 ? 0 : 4));
+    out[2336 + 64 * size_t(t % 16) + 4 * lane + size_t(k)] |=
+        uint8_t((code >> 4) << (2 * (t / 16)));
+  }
+}
+
 }  // namespace
 
 void pack_rows(const WeightView& w, uint8_t* dst) {
@@ -66,6 +87,8 @@ void pack_rows(const WeightView& w, uint8_t* dst) {
     for (size_t b = 0; b < blocks; ++b) {
       if (w.dtype == DType::Q4_K)
         pack_block_q4_k(src + b * in_block, lane, group + b * out_block);
+      else if (w.dtype == DType::Q6_K)
+        pack_block_q6_k(src + b * in_block, lane, group + b * out_block);
       else
         pack_block_32(w.dtype == DType::Q8_0, in_block - 2, src + b * in_block, lane,
                       group + b * out_block);

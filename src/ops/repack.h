@@ -15,6 +15,10 @@
 //     (sub-block j: 16 bytes, row order), then their mins likewise; then per pair g (0-3) of
 //     sub-blocks 8 pieces of ggml's qs[32g .. 32g + 31]: low nibbles sub-block 2g's values
 //     4i .. 4i + 3, high nibbles sub-block 2g + 1's.  16 x 148 bytes (row-major: 16 x 144).
+//   Q6_K (256 values, "quad" t = values 4t .. 4t + 3, codes q + 32 in 0..63): 16 f16 d, the 16
+//     sub-blocks' int8 scales (16 bytes each, row order), 32 pieces of low 4 bits (piece p:
+//     quad p in the low nibbles, quad p + 32 in the high), 16 pieces of top 2 bits (piece u:
+//     quads u, u + 16, u + 32, u + 48 in bits 0-1, 2-3, 4-5, 6-7).  16 x 210 bytes, as row-major.
 #pragma once
 
 #include <cstddef>
@@ -27,7 +31,7 @@ namespace sy::ops {
 
 constexpr int64_t kPackRows = 16;
 
-// Whether the int8 kernels have a repacked form of `dtype` (Q8_0, Q4_0, Q4_K).
+// Whether the int8 kernels have a repacked form of `dtype` (Q8_0, Q4_0, Q4_K, Q6_K).
 bool packable(DType dtype);
 
 // Bytes of one group's block (16 rows x the type's block of values) and of a whole group.

@@ -323,7 +323,7 @@ TEST(Repack, SlicesFollowTheirGroups) {
 TEST(Repack, AgreesWithTheRowMajorKernelAtModelSizes) {
   if (!detail::int8_dot_enabled()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
   uint32_t seed = 77;
-  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_K})
+  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K})
     for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{2816, 1024}, {1024, 2816}}) {
       if (cols % dtype_block(dt) != 0) continue;
       TestWeight w = make_weight(dt, rows, cols, seed++);
