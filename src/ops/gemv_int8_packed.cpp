@@ -2,9 +2,10 @@
 // per register, so the sums need no horizontal reduction and one conversion yields 16 rows'
 // scales. vpdpbusd multiplies the unsigned codes by broadcast 4-byte pieces of the signed
 // activations:
-//   Q8_0 / Q4_0, per block of 32 values and 16 rows: 8 vpdpbusd started at offset * the
-//     block's activation sum (Q8_0 stores q + 128, Q4_0 q + 8 as its nibble), one f16
-//     conversion for the scales, one multiply-add into float;
+//   Q8_0 / Q4_0 / MXFP4, per block of 32 values and 16 rows: 8 vpdpbusd started at offset *
+//     the block's activation sum (Q8_0 stores q + 128, Q4_0 q + 8 as its nibble, MXFP4's
+//     nibbles become the doubled E2M1 value + 12 through a byte table), one conversion for the
+//     scales (f16, or E8M0 halved), one multiply-add into float;
 //   Q4_K, per 256 values: 64 vpdpbusd, each sub-block's int32 sums times its 6-bit scales and
 //     its mins times the sub-block's activation sums in int32 (no overflow: |sum| < 2^26),
 //     then d and dmin once in float;
@@ -40,17 +41,31 @@ SY_VNNI inline __m512i Broadcast4(const uint8_t* p) {
   return _mm512_set1_epi32(v);
 }
 
+// One group of 16 weight rows against NX activation rows from j0; writes `valid` rows of y.
 // 16 unsigned bytes as int32 lanes.
 SY_VNNI inline __m512i Bytes16(const uint8_t* p) {
   return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
-// One group of 16 weight rows against NX activation rows from j0; writes `valid` rows of y.
-template <bool kQ8, int NX>
+// 16 E8M0 scales as floats, as ggml's e8m0_to_fp32_half (2^(e - 128), subnormal below e = 2).
+SY_VNNI inline __m512 E8m0Half(const uint8_t* p) {
+  const __m512i e = Bytes16(p);
+  const __m512i normal = _mm512_slli_epi32(_mm512_sub_epi32(e, _mm512_set1_epi32(1)), 23);
+  const __m512i tiny = _mm512_sllv_epi32(_mm512_set1_epi32(0x00200000), e);
+  return _mm512_castsi512_ps(
+      _mm512_mask_blend_epi32(_mm512_cmplt_epu32_mask(e, _mm512_set1_epi32(2)), normal, tiny));
+}
+
+template <DType T, int NX>
 SY_VNNI void Group(const uint8_t* group, size_t blocks, const Int8Activations& a, int64_t j0,
                    float* y, size_t ldy, int valid) {
-  constexpr size_t kBlock = kQ8 ? 16 * 34 : 16 * 18;
-  constexpr int kOffset = kQ8 ? -128 : -8;
+  constexpr bool kQ8 = T == DType::Q8_0, kMx = T == DType::MXFP4;
+  constexpr size_t kBlock = kQ8 ? 16 * 34 : kMx ? 16 * 17 : 16 * 18;
+  constexpr size_t kCodes = kMx ? 16 : 32;  // the scales' bytes: E8M0 or f16
+  // Q8_0: q + 128; Q4_0: q + 8; MXFP4: the doubled E2M1 value + 12 (a byte table lookup).
+  constexpr int kOffset = kQ8 ? -128 : kMx ? -12 : -8;
+  const __m512i table = _mm512_broadcast_i32x4(
+      _mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0));
   const size_t padded = size_t(a.padded), lanes = padded / 4, sums = padded / 32;
   const __m512i low = _mm512_set1_epi8(0x0F);
   __m512 acc[NX];
@@ -68,16 +83,22 @@ SY_VNNI void Group(const uint8_t* group, size_t blocks, const Int8Activations& a
     __m512i w[8];
     if constexpr (kQ8) {
 #pragma GCC unroll 8
-      for (int i = 0; i < 8; ++i) w[i] = _mm512_loadu_si512(blk + 32 + 64 * i);
+      for (int i = 0; i < 8; ++i) w[i] = _mm512_loadu_si512(blk + kCodes + 64 * i);
     } else {
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
-        const __m512i z = _mm512_loadu_si512(blk + 32 + 64 * i);
+        const __m512i z = _mm512_loadu_si512(blk + kCodes + 64 * i);
         w[i] = _mm512_and_si512(z, low);
         w[4 + i] = _mm512_and_si512(_mm512_srli_epi16(z, 4), low);
+        if constexpr (kMx) {
+          w[i] = _mm512_shuffle_epi8(table, w[i]);
+          w[4 + i] = _mm512_shuffle_epi8(table, w[4 + i]);
+        }
       }
     }
-    const __m512 scale = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+    const __m512 scale =
+        kMx ? E8m0Half(blk)
+            : _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
 #pragma GCC unroll 4
     for (int j = 0; j < NX; ++j) {
       const size_t row = size_t(j0 + j);
@@ -242,7 +263,7 @@ SY_VNNI void GroupOf(const uint8_t* group, size_t blocks, const Int8Activations&
   else if constexpr (T == DType::Q6_K)
     GroupQ6K<NX>(group, blocks, a, j0, y, ldy, valid);
   else
-    Group<T == DType::Q8_0, NX>(group, blocks, a, j0, y, ldy, valid);
+    Group<T, NX>(group, blocks, a, j0, y, ldy, valid);
 }
 
 template <DType T>
@@ -286,6 +307,8 @@ void gemv_rows_int8_packed(const WeightView& w, int64_t row_begin, int64_t row_e
       return Rows<DType::Q8_0>(w, row_begin, row_end, a, y, size_t(ldy));
     case DType::Q4_0:
       return Rows<DType::Q4_0>(w, row_begin, row_end, a, y, size_t(ldy));
+    case DType::MXFP4:
+      return Rows<DType::MXFP4>(w, row_begin, row_end, a, y, size_t(ldy));
     case DType::Q4_K:
       return Rows<DType::Q4_K>(w, row_begin, row_end, a, y, size_t(ldy));
     default:

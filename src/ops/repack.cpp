@@ -8,8 +8,8 @@
 namespace sy::ops {
 
 bool packable(DType dtype) {
-  return dtype == DType::Q8_0 || dtype == DType::Q4_0 || dtype == DType::Q4_K ||
-         dtype == DType::Q6_K;
+  return dtype == DType::Q8_0 || dtype == DType::Q4_0 || dtype == DType::MXFP4 ||
+         dtype == DType::Q4_K || dtype == DType::Q6_K;
 }
 
 size_t packed_block_bytes(DType dtype) {
@@ -28,13 +28,15 @@ size_t packed_bytes(const WeightView& w) {
 
 namespace {
 
-// Row `lane` of a group: one row-major block `in` into the group's block `out`.
-void pack_block_32(bool q8, size_t code_bytes, const uint8_t* in, size_t lane, uint8_t* out) {
-  std::memcpy(out + 2 * lane, in, 2);
+// Row `lane` of a group: one row-major block `in` (a scale of scale_bytes, then the codes)
+// into the group's block `out`.
+void pack_block_32(bool q8, size_t scale_bytes, size_t code_bytes, const uint8_t* in, size_t lane,
+                   uint8_t* out) {
+  std::memcpy(out + scale_bytes * lane, in, scale_bytes);
   for (size_t i = 0; i < code_bytes / 4; ++i)
     for (size_t k = 0; k < 4; ++k) {
-      const uint8_t c = in[2 + 4 * i + k];
-      out[32 + 64 * i + 4 * lane + k] = q8 ? uint8_t(c ^ 0x80) : c;  // Q8_0: q + 128
+      const uint8_t c = in[scale_bytes + 4 * i + k];
+      out[16 * scale_bytes + 64 * i + 4 * lane + k] = q8 ? uint8_t(c ^ 0x80) : c;  // Q8_0: q + 128
     }
 }
 
@@ -89,9 +91,11 @@ void pack_rows(const WeightView& w, uint8_t* dst) {
         pack_block_q4_k(src + b * in_block, lane, group + b * out_block);
       else if (w.dtype == DType::Q6_K)
         pack_block_q6_k(src + b * in_block, lane, group + b * out_block);
-      else
-        pack_block_32(w.dtype == DType::Q8_0, in_block - 2, src + b * in_block, lane,
-                      group + b * out_block);
+      else {
+        const size_t scale_bytes = w.dtype == DType::MXFP4 ? 1 : 2;
+        pack_block_32(w.dtype == DType::Q8_0, scale_bytes, in_block - scale_bytes,
+                      src + b * in_block, lane, group + b * out_block);
+      }
     }
   }
 }

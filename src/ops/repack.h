@@ -11,6 +11,7 @@
 //     16 x 34 bytes, as row-major.
 //   Q4_0 (32 values): 16 f16 scales; pieces 0-3, ggml's byte order: low nibbles values
 //     4i .. 4i + 3, high nibbles 16 + 4i ...  16 x 18 bytes, as row-major.
+//   MXFP4 (32 values): 16 E8M0 scale bytes; pieces 0-3 as Q4_0's.  16 x 17 bytes, as row-major.
 //   Q4_K (256 values): 16 f16 d, 16 f16 dmin, the 8 sub-blocks' 6-bit scales unpacked to bytes
 //     (sub-block j: 16 bytes, row order), then their mins likewise; then per pair g (0-3) of
 //     sub-blocks 8 pieces of ggml's qs[32g .. 32g + 31]: low nibbles sub-block 2g's values
@@ -31,7 +32,8 @@ namespace sy::ops {
 
 constexpr int64_t kPackRows = 16;
 
-// Whether the int8 kernels have a repacked form of `dtype` (Q8_0, Q4_0, Q4_K, Q6_K).
+// Whether the int8 kernels have a repacked form of `dtype` (all block types: Q8_0, Q4_0,
+// MXFP4, Q4_K, Q6_K).
 bool packable(DType dtype);
 
 // Bytes of one group's block (16 rows x the type's block of values) and of a whole group.

@@ -318,12 +318,33 @@ TEST(Repack, SlicesFollowTheirGroups) {
   }
 }
 
+// MXFP4's E8M0 scales below 2 are subnormal floats (ggml's e8m0_to_fp32_half): the repacked
+// kernel's vector conversion against the row-major kernel, scale byte by scale byte.
+TEST(Repack, Mxfp4SubnormalScales) {
+  if (!detail::int8_dot_enabled()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  TestWeight w = make_weight(DType::MXFP4, 16, 64, 5);
+  const uint8_t exps[16] = {0, 1, 2, 3, 100, 127, 128, 130, 0, 1, 2, 60, 126, 129, 200, 1};
+  for (int r = 0; r < 16; ++r) w.bytes[size_t(r) * 34] = w.bytes[size_t(r) * 34 + 17] = exps[r];
+  const PackedWeight repacked(w.view);
+  WeightView p = w.view;
+  p.packed = repacked.data();
+  const auto x = random_floats(64, 6);
+  std::vector<float> a(16), b(16);
+  detail::matmul_int8(w.view, x.data(), 1, 64, a.data(), 16, 1);
+  detail::matmul_int8(p, x.data(), 1, 64, b.data(), 16, 1);
+  for (int r = 0; r < 16; ++r) {
+    EXPECT_NE(a[size_t(r)], 0.0f) << "row " << r << " (e = " << int(exps[r]) << ")";
+    EXPECT_NEAR(b[size_t(r)], a[size_t(r)], 1e-6f * std::abs(a[size_t(r)]))
+        << "row " << r << " (e = " << int(exps[r]) << ")";
+  }
+}
+
 // At a model's sizes (shape A's expert matrices) the repacked and row-major kernels agree to
 // float rounding: the integer sums are exact in both, only the order of the float sums differs.
 TEST(Repack, AgreesWithTheRowMajorKernelAtModelSizes) {
   if (!detail::int8_dot_enabled()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
   uint32_t seed = 77;
-  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K})
+  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::MXFP4, DType::Q4_K, DType::Q6_K})
     for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{2816, 1024}, {1024, 2816}}) {
       if (cols % dtype_block(dt) != 0) continue;
       TestWeight w = make_weight(dt, rows, cols, seed++);
