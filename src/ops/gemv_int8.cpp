@@ -349,11 +349,15 @@ void quantize_activations(DType wtype, const float* x, int64_t n, int64_t ldx, i
           qr[b * span + k] = uint8_t(int8_t(std::min(127, NearestInt(iscale * xb[k]))));
         d = iscale != 0 ? 1.0f / iscale : 0.0f;
       } else {  // ggml's block_q8_0: d = max|x| / 127, kept as f16
+        // As llama.cpp's x86 quantize_row_q8_0 (its AVX / AVX-512 path, what it runs on these
+        // CPUs): the inverse scale is 127 / max, not 1 / d, and x * id rounds to nearest even.
+        // ggml's scalar reference (1 / d, roundf's ties away) moves some codes by one, and
+        // through near-tied routing that made Q8_0 / Q4_0 logits differ from llama.cpp's by ~1%.
         float amax = 0;
         for (int64_t k = 0; k < span; ++k) amax = std::max(amax, std::abs(xb[k]));
-        const float dq = amax / 127.0f, id = dq != 0.0f ? 1.0f / dq : 0.0f;
+        const float dq = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         for (int64_t k = 0; k < span; ++k) {
-          const int q = int(std::lround(xb[k] * id));
+          const int q = int(std::nearbyint(xb[k] * id));
           qr[b * span + k] = a->unsigned_q ? uint8_t(q + 128) : uint8_t(int8_t(q));
         }
         d = f16_to_f32(f32_to_f16(dq));

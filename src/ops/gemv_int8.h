@@ -19,9 +19,9 @@ bool int8_dot_enabled();
 
 // Activation rows quantized for the int8 kernel of one weight type, as llama.cpp quantizes
 // them: for Q8_0 / Q4_0 / MXFP4 weights per block of 32 (ggml's block_q8_0: d = max|x| / 127 kept
-// as f16, q = round(x / d)); for Q4_K / Q6_K per block of 256 (block_q8_K: float d, q rounded to
-// nearest even). So Q4_0 logits equal llama.cpp's to float rounding
-// (bench/results/llama_cpp_agreement.md).
+// as f16, q = x * (127 / max|x|) rounded to nearest even, as its x86 SIMD quantizer); for Q4_K /
+// Q6_K per block of 256 (block_q8_K: float d, q rounded to nearest even). So Q4_0 logits equal
+// llama.cpp's to float rounding (bench/results/llama_cpp_agreement.md).
 struct Int8Activations {
   int64_t n = 0;
   int64_t cols = 0;                // a multiple of the weight type's block

@@ -218,8 +218,10 @@ TEST_P(ThreadCounts, BothPathsMatchScalar) {
 
 // Activations quantized as llama.cpp quantizes them for each weight type, written here from
 // ggml's definitions: block_q8_0 for Q8_0 / Q4_0 / MXFP4 weights (32 values, d = max|x| / 127 kept
-// as f16, q = round(x / d)); block_q8_K for Q4_K / Q6_K (256 values, float d from the signed
-// largest value, q = nearest-even(-127 x / max)). Returns the dequantized activations d q.
+// as f16, q = x * (127 / max|x|) rounded to nearest even: ggml's x86 quantize_row_q8_0, which
+// llama.cpp runs on these CPUs, not its scalar reference's roundf(x / d)); block_q8_K for Q4_K /
+// Q6_K (256 values, float d from the signed largest value, q = nearest-even(-127 x / max)). Returns
+// the dequantized activations d q.
 std::vector<double> quantized_activation(DType wtype, const float* x, int64_t cols) {
   std::vector<double> out(static_cast<size_t>(cols));
   const bool k_quant = wtype == DType::Q4_K || wtype == DType::Q6_K;
@@ -234,8 +236,8 @@ std::vector<double> quantized_activation(DType wtype, const float* x, int64_t co
         const int q = std::min(127, int(std::nearbyint(iscale * x[k])));
         out[size_t(k)] = iscale != 0 ? double(1.0f / iscale) * q : 0.0;
       } else {
-        const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
-        out[size_t(k)] = double(f16_to_f32(f32_to_f16(d))) * double(std::lround(x[k] * id));
+        const float d = amax / 127.0f, id = amax != 0 ? 127.0f / amax : 0.0f;
+        out[size_t(k)] = double(f16_to_f32(f32_to_f16(d))) * std::nearbyint(double(x[k] * id));
       }
     }
   }
