@@ -8,15 +8,9 @@
 //          started at -12 * sum(a)                           -> sum(v * a)
 // Each zmm holds 64 weights (int32 lanes 0-7 the first 32, 8-15 the next 32); the lanes' sums
 // are converted to float and scaled lane-wise by the weight scale times the activation scale.
-#include "ops/gemv_int8.h"
+#include "ops/vnni_target.h"  // first: the warning pragmas precede <immintrin.h>
 
-// GCC 12 flags the intrinsics' own _mm512_undefined_* placeholders (inside reduce / insert /
-// convert) as uninitialized: a false positive in its headers.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
+#include "ops/gemv_int8.h"
 
 #include <algorithm>
 #include <cmath>
@@ -31,8 +25,6 @@
 namespace sy::ops::detail {
 
 namespace {
-
-#define SY_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,f16c")))
 
 bool cpu_has_vnni() {
   __builtin_cpu_init();

@@ -11,13 +11,7 @@
 //     then d and dmin once in float;
 //   Q6_K, per 256 values: the codes rebuilt from a nibble and a 2-bit piece, 64 vpdpbusd,
 //     each 16-value sub-block's sum times its int8 scale in int32, then d in float.
-// GCC 12 flags the intrinsics' own _mm512_undefined_* placeholders as uninitialized (a false
-// positive in its headers, as in gemv_int8.cpp).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
+#include "ops/vnni_target.h"  // first: the warning pragmas precede <immintrin.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -31,9 +25,27 @@ namespace sy::ops::detail {
 
 namespace {
 
-#define SY_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,f16c")))
-
+// Every line of the stream is prefetched 8 KiB ahead. bench_kernels, Q8_0 / Q4_0, medians of 3
+// rounds over the four GEMV shapes, 1 and 2 threads, fraction of the probed read bandwidth: 81%
+// without, 81% at 2 KiB, 83% at 4 KiB, 86% at 8 KiB (this Zen 5 VM; the spread between rounds
+// is ~10 points).
 constexpr size_t kPrefetchBytes = 8192;
+
+// Every line of a group's block, kPrefetchBytes ahead.
+template <size_t kBlock>
+inline void PrefetchAhead(const uint8_t* blk) {
+#pragma GCC unroll 64
+  for (size_t off = 0; off < kBlock; off += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + off), _MM_HINT_T0);
+}
+
+// Rows [0, valid) of each activation row's 16 results.
+template <int NX>
+SY_VNNI inline void StoreRows(const __m512 (&acc)[NX], float* y, size_t ldy, int valid) {
+  const __mmask16 keep = valid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << valid) - 1);
+#pragma GCC unroll 4
+  for (int j = 0; j < NX; ++j) _mm512_mask_storeu_ps(y + size_t(j) * ldy, keep, acc[j]);
+}
 
 SY_VNNI inline __m512i Broadcast4(const uint8_t* p) {
   int32_t v;
@@ -73,12 +85,7 @@ SY_VNNI void Group(const uint8_t* group, size_t blocks, const Int8Activations& a
   for (int j = 0; j < NX; ++j) acc[j] = _mm512_setzero_ps();
   for (size_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = group + b * kBlock;
-    // Every line of the stream, 8 KiB ahead. bench_kernels, medians of 3 rounds over the four
-    // GEMV shapes, 1 and 2 threads, fraction of the probed read bandwidth: 81% without, 81% at
-    // 2 KiB, 83% at 4 KiB, 86% at 8 KiB (this Zen 5 VM; the spread between rounds is ~10 points).
-#pragma GCC unroll 9
-    for (size_t line = 0; line < kBlock; line += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + line), _MM_HINT_T0);
+    PrefetchAhead<kBlock>(blk);
     // Piece i: the 16 rows' codes of values 4i .. 4i + 3 as unsigned bytes.
     __m512i w[8];
     if constexpr (kQ8) {
@@ -116,9 +123,7 @@ SY_VNNI void Group(const uint8_t* group, size_t blocks, const Int8Activations& a
                                _mm512_mul_ps(scale, da), acc[j]);
     }
   }
-  const __mmask16 keep = valid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << valid) - 1);
-#pragma GCC unroll 4
-  for (int j = 0; j < NX; ++j) _mm512_mask_storeu_ps(y + size_t(j) * ldy, keep, acc[j]);
+  StoreRows<NX>(acc, y, ldy, valid);
 }
 
 // One group of 16 Q4_K rows against NX activation rows from j0 (block_q8_K activations: one
@@ -134,8 +139,7 @@ SY_VNNI void GroupQ4K(const uint8_t* group, size_t blocks, const Int8Activations
   for (int j = 0; j < NX; ++j) acc[j] = _mm512_setzero_ps();
   for (size_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = group + b * kBlock;
-    for (size_t line = 0; line < kBlock; line += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + line), _MM_HINT_T0);
+    PrefetchAhead<kBlock>(blk);
     __m512i scaled[NX], mins[NX];
 #pragma GCC unroll 4
     for (int j = 0; j < NX; ++j) scaled[j] = mins[j] = _mm512_setzero_si512();
@@ -178,9 +182,7 @@ SY_VNNI void GroupQ4K(const uint8_t* group, size_t blocks, const Int8Activations
       acc[j] = _mm512_fmadd_ps(v, da, acc[j]);
     }
   }
-  const __mmask16 keep = valid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << valid) - 1);
-#pragma GCC unroll 4
-  for (int j = 0; j < NX; ++j) _mm512_mask_storeu_ps(y + size_t(j) * ldy, keep, acc[j]);
+  StoreRows<NX>(acc, y, ldy, valid);
 }
 
 // One group of 16 Q6_K rows against NX activation rows from j0. Each 16-value sub-block's sum
@@ -197,8 +199,7 @@ SY_VNNI void GroupQ6K(const uint8_t* group, size_t blocks, const Int8Activations
   for (int j = 0; j < NX; ++j) acc[j] = _mm512_setzero_ps();
   for (size_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = group + b * kBlock;
-    for (size_t line = 0; line < kBlock; line += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + line), _MM_HINT_T0);
+    PrefetchAhead<kBlock>(blk);
     __m512i total[NX];
 #pragma GCC unroll 4
     for (int j = 0; j < NX; ++j) total[j] = _mm512_setzero_si512();
@@ -249,9 +250,7 @@ SY_VNNI void GroupQ6K(const uint8_t* group, size_t blocks, const Int8Activations
       acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total[j]), _mm512_mul_ps(d, da), acc[j]);
     }
   }
-  const __mmask16 keep = valid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << valid) - 1);
-#pragma GCC unroll 4
-  for (int j = 0; j < NX; ++j) _mm512_mask_storeu_ps(y + size_t(j) * ldy, keep, acc[j]);
+  StoreRows<NX>(acc, y, ldy, valid);
 }
 
 // The Q8_0 / Q4_0 group kernel, and the K types', as one callable per activation-row count.
