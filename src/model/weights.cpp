@@ -307,8 +307,8 @@ void make_resident(ModelWeights& mw) {
   });
 }
 
-// Repacks every Q8_0 / Q4_0 matrix this process computes with (ops/repack.h) for the int8
-// kernels: 1.5-3x their row-major GEMV speed (bench/results/quantized.md). The row-major
+// Repacks every block-type matrix this process computes with (ops/repack.h) for the int8
+// kernels: 2-5x their row-major GEMV speed (bench/results/quantized.md). The row-major
 // bytes stay mapped for the paths that read rows (embedding lookup, > 512-row prefill).
 void repack_for_int8(ModelWeights& mw) {
   std::map<const void*, std::vector<ops::WeightView*>> users;  // tied embeddings: one copy

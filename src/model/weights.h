@@ -63,12 +63,12 @@ struct ModelWeights {
   std::vector<std::vector<moe::OffloadedExpert>> offloaded;
   // With offloaded experts, the other matrices copied out of the mapping (views point here).
   std::vector<std::unique_ptr<uint8_t[]>> resident;
-  // Q8_0 / Q4_0 matrices repacked for the int8 kernels (views' `packed` point here).
+  // Block-type matrices repacked for the int8 kernels (views' `packed` point here).
   std::vector<std::unique_ptr<ops::PackedWeight>> repacked;
   size_t repacked_bytes = 0;
 };
 
-// Whether load_weights repacks Q8_0 / Q4_0 matrices (ops/repack.h): on CPUs with the int8
+// Whether load_weights repacks block-type matrices (ops/repack.h): on CPUs with the int8
 // kernels (AVX-512 VNNI), unless SY_REPACK=0 (which saves the copy's memory).
 bool repack_enabled();
 
