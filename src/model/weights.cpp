@@ -330,11 +330,6 @@ void repack_for_int8(ModelWeights& mw) {
 
 }  // namespace
 
-bool repack_enabled() {
-  const char* env = std::getenv("SY_REPACK");
-  return ops::detail::int8_dot_enabled() && !(env && std::strcmp(env, "0") == 0);
-}
-
 ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
                           const ExpertMask& owned, bool offload_experts) {
   if (!owned.empty() && int64_t(owned.size()) != c.router.num_experts)
@@ -392,7 +387,7 @@ ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
   }
   mw.num_unused_tensors = L.num_unused();
   if (offload_experts) make_resident(mw);
-  if (repack_enabled()) repack_for_int8(mw);
+  if (ops::repack_enabled()) repack_for_int8(mw);
   return mw;
 }
 

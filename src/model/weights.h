@@ -68,10 +68,6 @@ struct ModelWeights {
   size_t repacked_bytes = 0;
 };
 
-// Whether load_weights repacks block-type matrices (ops/repack.h): on CPUs with the int8
-// kernels (AVX-512 VNNI), unless SY_REPACK=0 (which saves the copy's memory).
-bool repack_enabled();
-
 // Which routed experts this process computes (the same ids in every MoE layer); empty = all.
 // The shapes of the others are still checked, but their views stay empty (data == nullptr),
 // so their pages of the memory-mapped files are never read.

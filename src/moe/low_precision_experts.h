@@ -29,6 +29,8 @@ class LowPrecisionExperts {
  private:
   struct Slot {
     std::vector<uint8_t> gate, up, down;
+    // q4: the same rows repacked for the int8 kernels (ops/repack.h), 64-byte aligned inside.
+    std::vector<uint8_t> gate_packed, up_packed, down_packed;
     FfnWeights view;
   };
   std::deque<Slot> slots_;  // a deque: views handed out stay put as slots are added

@@ -1,7 +1,9 @@
 #include "ops/repack.h"
 
+#include <cstdlib>
 #include <cstring>
 
+#include "ops/gemv_int8.h"
 #include "util/error.h"
 #include "util/quant_blocks.h"
 
@@ -98,6 +100,11 @@ void pack_rows(const WeightView& w, uint8_t* dst) {
       }
     }
   }
+}
+
+bool repack_enabled() {
+  const char* env = std::getenv("SY_REPACK");
+  return detail::int8_dot_enabled() && !(env && std::strcmp(env, "0") == 0);
 }
 
 PackedWeight::PackedWeight(const WeightView& w) : bytes_(packed_bytes(w)) {

@@ -32,6 +32,10 @@ namespace sy::ops {
 
 constexpr int64_t kPackRows = 16;
 
+// Whether weights are repacked (by the loader, and by ReaLB's run-time q4 conversion): on CPUs
+// with the int8 kernels (AVX-512 VNNI), unless SY_REPACK=0 (which saves the copy's memory).
+bool repack_enabled();
+
 // Whether the int8 kernels have a repacked form of `dtype` (all block types: Q8_0, Q4_0,
 // MXFP4, Q4_K, Q6_K).
 bool packable(DType dtype);

@@ -4,13 +4,17 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <random>
 #include <vector>
 
 #include "expect_error.h"
 #include "moe/precision_policy.h"
+#include "ops/quantize_q4_0.h"
+#include "util/ggml_types.h"
 #include "util/nvfp4.h"
+#include "util/quant_blocks.h"
 
 namespace sy {
 namespace {
@@ -147,6 +151,48 @@ TEST(PrecisionPolicy, FlagsParseOrNameTheChoices) {
   testing::expect_error([] { moe::parse_modality_rule("20-10"); }, {"20-10", "ends before"});
   testing::expect_error([] { moe::parse_modality_rule("1,,2"); }, {"--modality-ids"});
   testing::expect_error([] { moe::parse_modality_rule("a-5"); }, {"--modality-ids"});
+}
+
+// ReaLB's run-time q4 conversion (vectorised) must give the bytes of the reference quantizer,
+// which tests/reference/gguf_reference.py checks bit for bit against ggml's definition. The
+// blocks include the cases its scalar loop decides by order: ties in magnitude with opposite
+// signs (the first wins), all zeros, values that land on x / d + 8.5 = 16.5 (clamped to 15).
+TEST(LowPrecision, Q4ConversionGivesTheReferenceQuantizersBytes) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  const int64_t cols = 32 * 24, rows = 37;
+  std::vector<float> w(size_t(rows * cols));
+  for (float& v : w) v = normal(rng);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = w.data() + r * cols;
+    row[5] = 0.5f, row[21] = -0.5f;              // block 0: +0.5 first
+    row[32 + 3] = -0.25f, row[32 + 30] = 0.25f;  // block 1: -0.25 first
+    std::fill(row + 64, row + 96, 0.0f);         // block 2: all zeros, d = 0
+    row[96] = -1.0f, row[97] = 1.0f;             // block 3: x / d + 8.5 = 16.5 for row[97]
+    row[128 + 31] = 3e-39f;                      // a subnormal
+  }
+  std::vector<uint16_t> bf16(w.size());
+  for (size_t i = 0; i < w.size(); ++i) bf16[i] = f32_to_bf16(w[i]);
+  const size_t row_bytes = dtype_bytes(DType::Q4_0, cols);
+  for (DType dtype : {DType::F32, DType::BF16})
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE(std::string(dtype_name(dtype)) + ", threads " + std::to_string(threads));
+      const void* data = dtype == DType::F32 ? static_cast<const void*>(w.data()) : bf16.data();
+      std::vector<uint8_t> got(size_t(rows) * row_bytes), want(got.size());
+      ops::quantize_rows_q4_0({dtype, rows, cols, data}, got.data(), threads);
+      std::vector<float> x(static_cast<size_t>(cols));
+      for (int64_t r = 0; r < rows; ++r) {
+        if (dtype == DType::F32)
+          std::copy_n(w.data() + r * cols, cols, x.data());
+        else
+          for (int64_t k = 0; k < cols; ++k) x[size_t(k)] = bf16_to_f32(bf16[size_t(r * cols + k)]);
+        quantize_row(GgmlType::Q4_0, x.data(), want.data() + size_t(r) * row_bytes, cols);
+      }
+      EXPECT_EQ(got, want);
+      // The tie rule is visible: block 0 of row 0 scales by +0.5 / -8, block 1 by -0.25 / -8.
+      EXPECT_EQ(f16_to_f32(uint16_t(got[0] | got[1] << 8)), -0.0625f);
+      EXPECT_EQ(f16_to_f32(uint16_t(got[18] | got[19] << 8)), 0.03125f);
+    }
 }
 
 }  // namespace
