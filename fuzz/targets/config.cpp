@@ -20,7 +20,7 @@ void run_one(std::string_view bytes) {
       if (c.shared_intermediate_size > 0)
         sink = sink + int64_t(model::shared_expert_names(c, layer).gate.size());
     } else {
-      sink = sink + int64_t(model::dense_ffn_names(layer).up.size());
+      sink = sink + int64_t(model::dense_ffn_names(c, layer).up.size());
     }
   }
 }

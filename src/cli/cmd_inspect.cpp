@@ -54,9 +54,10 @@ void run_inspect(const InspectOptions& o) {
     fmt::print(
         "attention    {} heads / {} KV heads x {} dims{}{}{}\n", c.num_heads, c.num_kv_heads,
         c.head_dim, c.qkv_bias ? ", qkv bias" : "",
-        c.qk_norm == model::QkNorm::kPerHead     ? ", per-head q/k RMSNorm"
-        : c.qk_norm == model::QkNorm::kFullWidth ? ", full-width q/k RMSNorm"
-                                                 : "",
+        c.qk_norm == model::QkNorm::kPerHead            ? ", per-head q/k RMSNorm"
+        : c.qk_norm == model::QkNorm::kPerHeadAfterRope ? ", per-head q/k RMSNorm after RoPE"
+        : c.qk_norm == model::QkNorm::kFullWidth        ? ", full-width q/k RMSNorm"
+                                                        : "",
         c.rotary_dim > 0 ? fmt::format(", RoPE on {} of {} dims", c.rotary_dim, c.head_dim) : "");
     fmt::print("KV cache     {} floats per token per layer ({} B per token)\n",
                c.cache_key_width() + c.cache_value_width(),

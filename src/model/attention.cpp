@@ -51,7 +51,8 @@ void causal_attention(const AttentionShape& s, const float* q, int64_t n, int64_
       for (int64_t i = 0; i < m; ++i) {
         float* row = P.data() + i * keys;
         const int64_t len = pos0 + r0 + i + 1;
-        const int64_t first = s.window > 0 ? std::max<int64_t>(0, len - s.window) : 0;
+        int64_t first = s.window > 0 ? std::max<int64_t>(0, len - s.window) : 0;
+        if (s.chunk > 0) first = std::max(first, (len - 1) / s.chunk * s.chunk);
         if (first == 0 && !s.sinks) {
           ops::softmax(row, len);
         } else {

@@ -10,6 +10,7 @@ struct AttentionShape {
   int64_t num_heads, num_kv_heads, head_dim;
   float scale;         // on q k^T: 1 / sqrt(head_dim) in most families
   int64_t window = 0;  // sliding window: a query sees its last `window` positions (0: all)
+  int64_t chunk = 0;   // chunked attention: a query sees its own chunk of `chunk` positions
   const float* sinks = nullptr;  // [num_heads] GPT-OSS: a learned logit per head that joins
                                  // each row's softmax and takes its share of the mass
 };

@@ -1,6 +1,7 @@
 #include "model/attention_block.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "model/attention.h"
@@ -70,7 +71,8 @@ void attention_block(const ModelConfig& c, const AttentionWeights& w, int layer,
   add_bias(k.data(), T, kvw, w.k_bias);
   add_bias(v.data(), T, kvw, w.v_bias);
 
-  if (c.qk_norm != QkNorm::kNone) {  // per head (hd values) or over the whole projection
+  const bool norm_before_rope = c.qk_norm == QkNorm::kPerHead || c.qk_norm == QkNorm::kFullWidth;
+  if (norm_before_rope) {  // per head (hd values) or over the whole projection
     const int64_t qn = c.qk_norm == QkNorm::kPerHead ? hd : qw;
     const int64_t kn = c.qk_norm == QkNorm::kPerHead ? hd : kvw;
     if (rec) {
@@ -94,19 +96,43 @@ void attention_block(const ModelConfig& c, const AttentionWeights& w, int layer,
     clamp_all(k.data(), k.size(), c.clip_qkv);
     clamp_all(v.data(), v.size(), c.clip_qkv);
   }
-  const int64_t rd = c.rope_dim();  // partial rotary: the first rd values of each head turn
+  const int64_t rd = c.rope_dim();        // partial rotary: the first rd values of each head turn
+  const bool rotates = c.rotates(layer);  // Llama 4's NoPE layers do not
+  if (rotates) {
 #pragma omp parallel for schedule(dynamic, 64) if (T >= 64)
-  for (int64_t t = 0; t < T; ++t) {
-    const float* cs = rope_cos + t * (rd / 2);
-    const float* sn = rope_sin + t * (rd / 2);
-    for (int64_t h = 0; h < c.num_heads; ++h)
-      rope_head(q.data() + t * qw + h * hd, rd, cs, sn, c.rope_interleaved);
-    for (int64_t h = 0; h < c.num_kv_heads; ++h)
-      rope_head(k.data() + t * kvw + h * hd, rd, cs, sn, c.rope_interleaved);
+    for (int64_t t = 0; t < T; ++t) {
+      const float* cs = rope_cos + t * (rd / 2);
+      const float* sn = rope_sin + t * (rd / 2);
+      for (int64_t h = 0; h < c.num_heads; ++h)
+        rope_head(q.data() + t * qw + h * hd, rd, cs, sn, c.rope_interleaved);
+      for (int64_t h = 0; h < c.num_kv_heads; ++h)
+        rope_head(k.data() + t * kvw + h * hd, rd, cs, sn, c.rope_interleaved);
+    }
+  }
+  const bool l2 = c.qk_norm == QkNorm::kL2AfterRope && rotates;  // Llama 4: rotating layers
+  if (c.qk_norm == QkNorm::kPerHeadAfterRope || l2) {  // Hunyuan: each rotated head normalised
+    SY_ASSERT_MSG(!rec, "q/k norm after RoPE has no backward pass (the trainer refuses it)");
+    if (l2) s.ones.assign(size_t(hd), 1.0f);
+    ops::rmsnorm_rows(q.data(), l2 ? s.ones.data() : w.q_norm, T * c.num_heads, hd, eps, q.data(),
+                      nullptr);
+    ops::rmsnorm_rows(k.data(), l2 ? s.ones.data() : w.k_norm, T * c.num_kv_heads, hd, eps,
+                      k.data(), nullptr);
+  }
+  if (!rotates && c.attn_temperature_scale > 0) {  // Llama 4's NoPE layers: query temperature
+    SY_ASSERT_MSG(!rec, "attention temperature has no backward pass (the trainer refuses it)");
+    int64_t row = 0;
+    for (const SequenceChunk& ch : chunks)
+      for (int64_t i = 0; i < int64_t(ch.tokens.size()); ++i, ++row) {
+        const float pos = float(ch.cache->size() + i);
+        const float scale = std::log(std::floor((pos + 1.0f) / c.attn_floor_scale) + 1.0f) *
+                                c.attn_temperature_scale +
+                            1.0f;
+        ops::scale(scale, qw, q.data() + row * qw);
+      }
   }
 
   if (rec) {  // whole sequences of equal length: batched, keeping the probabilities
-    SY_ASSERT_MSG(!w.sinks && c.window(layer) == 0,
+    SY_ASSERT_MSG(!w.sinks && c.window(layer) == 0 && c.chunk(layer) == 0 && rotates,
                   "training has no sliding windows or attention sinks (the trainer refuses them)");
     const int64_t B = int64_t(chunks.size()), S = B > 0 ? T / B : 0;
     for (const SequenceChunk& ch : chunks)
@@ -116,8 +142,9 @@ void attention_block(const ModelConfig& c, const AttentionWeights& w, int layer,
     rec->probs.resize(size_t(d.prob_size()));
     batched_causal_attention(d, q.data(), k.data(), v.data(), attn.data(), rec->probs.data());
   } else {  // append the new keys / values to each sequence's cache and attend
-    const AttentionShape shape{c.num_heads,         c.num_kv_heads,  hd,
-                               c.attention_scale(), c.window(layer), w.sinks};
+    AttentionShape shape{c.num_heads, c.num_kv_heads, hd, c.attention_scale(), c.window(layer),
+                         0,           w.sinks};
+    shape.chunk = c.chunk(layer);
     int64_t row = 0;
     for (const SequenceChunk& ch : chunks) {
       const int64_t n = int64_t(ch.tokens.size()), pos0 = ch.cache->size();

@@ -42,6 +42,7 @@ struct AttentionRecord {
 // Buffers reused across calls (inference).
 struct AttentionScratch {
   std::vector<float> normed, q, k, v, attn, proj;
+  std::vector<float> ones;  // [head_dim] the weight of Llama 4's unweighted q / k norm
   MlaScratch mla;
 };
 

@@ -76,9 +76,8 @@ const char* shortcut_name(Shortcut s) {
 }
 
 ModelConfig parse_config(const std::string& text, const std::string& origin) {
-  const json j = parse_json_bounded(text, origin);
+  json j = parse_json_bounded(text, origin);
   if (!j.is_object()) fail("{}: expected a JSON object", origin);
-  Keys k(j, origin);
 
   ModelConfig c;
   if (!j.contains("architectures") || !j["architectures"].is_array() ||
@@ -86,6 +85,8 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
     fail("{}: missing 'architectures' (e.g. [\"MixtralForCausalLM\"])", origin);
   c.architecture = j["architectures"][0].get<std::string>();
   c.family = family_from_architecture(c.architecture, origin);
+  if (const auto rename = family_info(c.family).rename_keys) rename(j, origin);
+  const Keys k(j, origin);
 
   c.vocab_size = k.integer("vocab_size");
   c.hidden_size = k.integer("hidden_size");
@@ -167,9 +168,22 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
               fmt::format("{}: YaRN's beta_fast, beta_slow and attention_factor must be "
                           "positive",
                           rope_key));
+    } else if (type == "llama3") {
+      RopeScaling& y = c.rope_scaling;
+      y.llama3 = true;
+      y.factor = rp.number_or("factor", 0);
+      y.low_freq_factor = rp.number_or("low_freq_factor", 1);
+      y.high_freq_factor = rp.number_or("high_freq_factor", 4);
+      y.original_max_positions = rp.number_or("original_max_position_embeddings", 0);
+      require(y.factor > 0 && y.factor < 1e6 && y.low_freq_factor > 0 &&
+                  y.high_freq_factor >= y.low_freq_factor && y.original_max_positions > 0,
+              origin,
+              fmt::format("{}: llama3 RoPE needs a positive factor, 0 < low_freq_factor <= "
+                          "high_freq_factor and original_max_position_embeddings",
+                          rope_key));
     } else {
       require(type == "default", origin,
-              fmt::format("{}: rope_type '{}' is not implemented (default, yarn)", rope_key,
+              fmt::format("{}: rope_type '{}' is not implemented (default, yarn, llama3)", rope_key,
                           excerpt_text(type, 40)));
     }
   }

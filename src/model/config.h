@@ -24,7 +24,10 @@ enum class Family : uint8_t {
   kDeepseekV3,
   kGptOss,
   kErnie45Moe,
-  kPhimoe
+  kPhimoe,
+  kHunyuanMoe,
+  kDbrx,
+  kLlama4
 };
 
 // Multi-head latent attention (DeepSeek-V2/V3, Kimi K2): keys and values come from a compressed
@@ -41,11 +44,14 @@ struct MlaConfig {
   int64_t latent_width() const { return kv_lora_rank + qk_rope_dim; }  // cached per token
 };
 
-// How q and k are normalised before RoPE.
+// How q and k are normalised.
 enum class QkNorm : uint8_t {
   kNone,
-  kPerHead,    // RMSNorm over each head's head_dim values (Qwen3-MoE, dots.llm1)
-  kFullWidth,  // RMSNorm over the whole q / k projection (OLMoE)
+  kPerHead,           // RMSNorm over each head's head_dim values, before RoPE (Qwen3-MoE, dots)
+  kFullWidth,         // RMSNorm over the whole q / k projection, before RoPE (OLMoE)
+  kPerHeadAfterRope,  // RMSNorm over each head, after RoPE (Hunyuan-MoE)
+  kL2AfterRope        // RMSNorm without weight over each head, after RoPE, only in the layers
+                      // that rotate (Llama 4's L2Norm)
 };
 
 // ScMoE (docs/scmoe.md): where an MoE layer's routed branch reads the residual stream from.
@@ -65,6 +71,11 @@ struct RopeScaling {
   bool truncate = true;
   double attention_factor = 0;  // 0: from factor and the mscales
   double mscale = 0, mscale_all_dim = 0;
+  // Llama 3's frequency-dependent scaling ("llama3" rope type; Llama 4): wavelengths longer
+  // than original / low_freq_factor are divided by factor, shorter than original /
+  // high_freq_factor kept, a smooth blend between.
+  bool llama3 = false;
+  double low_freq_factor = 1, high_freq_factor = 4;
 };
 
 struct ModelConfig {
@@ -94,11 +105,22 @@ struct ModelConfig {
   // Sliding-window attention per layer: a query sees its last layer_window[l] positions
   // (0: all). Empty: no layer slides.
   std::vector<int64_t> layer_window;
+  // Chunked attention per layer (Llama 4): a query sees the positions of its own chunk of
+  // layer_chunk[l] (those from floor(pos / chunk) * chunk on). Empty or 0: not chunked.
+  std::vector<int64_t> layer_chunk;
+  // Layers without RoPE (Llama 4's NoPE layers); empty: every layer rotates. In them, with
+  // attn_temperature_scale > 0, queries at position p are scaled by
+  // 1 + attn_temperature_scale * ln(floor((p + 1) / attn_floor_scale) + 1).
+  std::vector<bool> layer_nope;
+  float attn_temperature_scale = 0.0f, attn_floor_scale = 1.0f;
+  // Llama 4: the router's weight scales the expert's input (expert(w x)), not its output.
+  bool expert_input_scaled = false;
   bool attention_sinks = false;   // GPT-OSS: a learned per-head logit joins each softmax
   bool router_bias = false;       // GPT-OSS: the router's linear layer has a bias
   bool rope_interleaved = false;  // RoPE on pairs (2i, 2i+1) (ERNIE-4.5), not NeoX halves
-  bool layer_norm = false;    // LayerNorm with bias instead of RMSNorm (Phi-3.5-MoE; eps as given)
-  float swiglu_limit = 0.0f;  // GPT-OSS's clamped SwiGLU (experts with biases) when > 0
+  bool layer_norm = false;        // LayerNorm instead of RMSNorm (Phi-3.5-MoE, DBRX; eps as given)
+  bool norm_bias = true;          // with layer_norm: the norms have biases (DBRX's have none)
+  float swiglu_limit = 0.0f;      // GPT-OSS's clamped SwiGLU (experts with biases) when > 0
   // Partial rotary (GLM-4.5: partial_rotary_factor 0.5): RoPE turns the first rotary_dim values
   // of each head (NeoX halves within them) and passes the rest through. 0: the whole head.
   int64_t rotary_dim = 0;
@@ -129,6 +151,10 @@ struct ModelConfig {
   int64_t window(int64_t layer) const {
     return layer_window.empty() ? 0 : layer_window[size_t(layer)];
   }
+  int64_t chunk(int64_t layer) const {
+    return layer_chunk.empty() ? 0 : layer_chunk[size_t(layer)];
+  }
+  bool rotates(int64_t layer) const { return layer_nope.empty() || !layer_nope[size_t(layer)]; }
   bool has_scaled_stream() const {
     return embedding_multiplier != 1.0f || residual_multiplier != 1.0f ||
            attention_multiplier != 0.0f || logits_scaling != 1.0f;

@@ -235,11 +235,22 @@ int64_t count_moe_layers(const ModelConfig& c) {
   return n;
 }
 
+// DBRX keeps every expert in three fused [E * I, H] tensors; the rewriters here work on the
+// per-expert or [E, ...] layouts of the other families.
+void refuse_fused_layout(const ModelConfig& c, const std::string& model_dir) {
+  if (c.family == Family::kDbrx)
+    fail(
+        "'{}' is a DBRX checkpoint (experts fused as w1 / v1 / w2), which partition and pad do "
+        "not rewrite yet",
+        model_dir);
+}
+
 }  // namespace
 
 PartitionSummary partition_experts(const std::string& model_dir, const std::string& out_dir,
                                    const PartitionOptions& o) {
   const ModelConfig c = load_config(model_dir);
+  refuse_fused_layout(c, model_dir);
   const int P = o.factor;
   const int64_t E = c.router.num_experts, K = c.router.top_k, I = c.expert_intermediate_size;
   const int64_t H = c.hidden_size, w = I / P;
@@ -338,6 +349,7 @@ PartitionSummary partition_experts(const std::string& model_dir, const std::stri
 
 PartitionSummary merge_experts(const std::string& model_dir, const std::string& out_dir) {
   const ModelConfig c = load_config(model_dir);
+  refuse_fused_layout(c, model_dir);
   const int P = c.router.sub_experts;
   if (P < 2)
     fail("'{}' is not a partitioned model (no expert_partition in config.json)", model_dir);
@@ -426,6 +438,7 @@ PartitionSummary merge_experts(const std::string& model_dir, const std::string& 
 PartitionSummary pad_experts(const std::string& model_dir, const std::string& out_dir,
                              int64_t width) {
   const ModelConfig c = load_config(model_dir);
+  refuse_fused_layout(c, model_dir);
   const int64_t E = c.router.num_experts, I = c.expert_intermediate_size, H = c.hidden_size;
   if (E == 0 || count_moe_layers(c) == 0) fail("'{}' has no routed experts to pad", model_dir);
   if (c.router.sub_experts > 1)

@@ -12,10 +12,11 @@ namespace {
 // Every family, in the order listings show them.
 const std::vector<FamilyInfo>& all_families() {
   static const std::vector<FamilyInfo> all = {
-      family_defs::mixtral(),    family_defs::qwen2_moe(),    family_defs::qwen3_moe(),
-      family_defs::olmoe(),      family_defs::dots1(),        family_defs::glm4_moe(),
-      family_defs::granitemoe(), family_defs::deepseek_v2(),  family_defs::deepseek_v3(),
-      family_defs::gpt_oss(),    family_defs::ernie4_5_moe(), family_defs::phimoe(),
+      family_defs::mixtral(),        family_defs::qwen2_moe(),    family_defs::qwen3_moe(),
+      family_defs::olmoe(),          family_defs::dots1(),        family_defs::glm4_moe(),
+      family_defs::granitemoe(),     family_defs::deepseek_v2(),  family_defs::deepseek_v3(),
+      family_defs::gpt_oss(),        family_defs::ernie4_5_moe(), family_defs::phimoe(),
+      family_defs::hunyuan_v1_moe(), family_defs::dbrx(),         family_defs::llama4_text(),
       family_defs::scmoe()};
   return all;
 }

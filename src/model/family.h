@@ -59,6 +59,12 @@ struct FamilyInfo {
   // The selection bias (DeepSeek-V3-style routing) under the MoE block, stored [E] or [1, E].
   std::string_view selection_bias = "gate.e_score_correction_bias";
   bool selection_bias_2d = false;
+  // The q / k norms' weights under the attention module (when the config has them).
+  std::string_view q_norm = "q_norm.weight", k_norm = "k_norm.weight";
+  std::string_view dense_block = "mlp.";  // the dense layers' MLP module
+  // Families with a config schema of their own (DBRX): renames their keys to the generic ones
+  // (hidden_size, num_attention_heads, ...) before anything is read; `origin` names errors.
+  void (*rename_keys)(nlohmann::json& config, const std::string& origin) = nullptr;
 };
 
 std::span<const FamilyInfo> families();

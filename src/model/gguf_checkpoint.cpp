@@ -323,7 +323,7 @@ io::TensorStore gguf_tensor_store(const std::string& path, const ModelConfig& c)
       b.split(t, v, experts([](const FfnNames& x) { return x.gate; }), 0, I);
       b.split(t, v, experts([](const FfnNames& x) { return x.up; }), I, I);
     } else if (rest == "ffn_gate.weight" || rest == "ffn_up.weight" || rest == "ffn_down.weight") {
-      const FfnNames d = dense_ffn_names(l);
+      const FfnNames d = dense_ffn_names(c, l);
       b.map(t, rest[4] == 'g' ? d.gate : rest[4] == 'u' ? d.up : d.down);
     } else {
       fail("'{}': tensor '{}' has no Hugging Face counterpart Switchyard knows", path, n);

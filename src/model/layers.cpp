@@ -202,7 +202,7 @@ void embed_tokens(const ops::WeightView& embed, std::span<const int32_t> tokens,
 void stream_norm(const ModelConfig& c, const float* x, const float* w, const float* b, int64_t rows,
                  float* y, float* rstd) {
   if (c.layer_norm) {
-    SY_ASSERT_MSG(!rstd && b, "LayerNorm needs its bias and has no backward pass here");
+    SY_ASSERT_MSG(!rstd && (b || !c.norm_bias), "LayerNorm has no backward pass here");
     ops::layernorm_rows(x, w, b, rows, c.hidden_size, c.rms_norm_eps, y);
   } else {
     ops::rmsnorm_rows(x, w, rows, c.hidden_size, c.rms_norm_eps, y, rstd);

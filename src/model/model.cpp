@@ -67,6 +67,7 @@ void Model::bind_blocks() {
     b.router_weight = w.moe.router.data();
     b.selection_bias = data_or_null(w.moe.selection_bias);
     b.router_bias = data_or_null(w.moe.router_bias);
+    b.scale_inputs = config_.expert_input_scaled;
     b.experts = w.moe.experts;
     b.shared = w.moe.has_shared ? &w.moe.shared : nullptr;
     b.shared_gate = data_or_null(w.moe.shared_gate);

@@ -12,6 +12,30 @@ double yarn_mscale(double factor, double mscale) {
   return factor <= 1 ? 1.0 : 0.1 * mscale * std::log(factor) + 1.0;
 }
 
+namespace {
+
+// transformers' _compute_llama3_parameters on float32 frequencies.
+void llama3_scale(const RopeScaling& y, std::vector<float>& inv_freq) {
+  const double old_context = y.original_max_positions;
+  const double low_wavelen = old_context / y.low_freq_factor;
+  const double high_wavelen = old_context / y.high_freq_factor;
+  const float factor = float(y.factor);
+  for (float& f : inv_freq) {
+    const float wavelen = float(2 * std::numbers::pi) / f;
+    const float scaled = wavelen > float(low_wavelen) ? f / factor : f;
+    const bool medium = !(wavelen < float(high_wavelen)) && !(wavelen > float(low_wavelen));
+    if (!medium) {
+      f = scaled;
+      continue;
+    }
+    const float smooth = (float(old_context) / wavelen - float(y.low_freq_factor)) /
+                         float(y.high_freq_factor - y.low_freq_factor);
+    f = (1.0f - smooth) * scaled / factor + smooth * scaled;
+  }
+}
+
+}  // namespace
+
 RopeTable rope_table(const ModelConfig& c) {
   const int64_t dim = c.rope_dim(), half = dim / 2;
   const float base = c.rope_theta;
@@ -24,6 +48,7 @@ RopeTable rope_table(const ModelConfig& c) {
   const RopeScaling& y = c.rope_scaling;
   if (!y.yarn) {
     for (int64_t i = 0; i < half; ++i) t.inv_freq[size_t(i)] = 1.0f / pos_freq[size_t(i)];
+    if (y.llama3) llama3_scale(y, t.inv_freq);
     return t;
   }
   // transformers 5.17's _compute_yarn_parameters: the factor as written; the correction range

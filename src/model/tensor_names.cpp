@@ -21,8 +21,9 @@ std::string moe_prefix(const ModelConfig& c, int64_t layer) {
   return layer_prefix(layer) + std::string(family_info(c.family).moe_block);
 }
 
-FfnNames dense_ffn_names(int64_t layer) {
-  return ffn(layer_prefix(layer) + "mlp.", "gate_proj", "up_proj", "down_proj");
+FfnNames dense_ffn_names(const ModelConfig& c, int64_t layer) {
+  return ffn(layer_prefix(layer) + std::string(family_info(c.family).dense_block), "gate_proj",
+             "up_proj", "down_proj");
 }
 
 FfnNames expert_names(const ModelConfig& c, int64_t layer, int64_t expert) {

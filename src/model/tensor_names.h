@@ -16,7 +16,7 @@ struct FfnNames {
 std::string layer_prefix(int64_t layer);  // "model.layers.3."
 // The MoE block of a layer: "model.layers.3.block_sparse_moe." (Mixtral) or "...mlp.".
 std::string moe_prefix(const ModelConfig& config, int64_t layer);
-FfnNames dense_ffn_names(int64_t layer);
+FfnNames dense_ffn_names(const ModelConfig& config, int64_t layer);  // "...mlp." (most)
 // Routed expert e, stored per expert (w1 / w3 / w2 for Mixtral, gate_proj / up_proj /
 // down_proj otherwise).
 FfnNames expert_names(const ModelConfig& config, int64_t layer, int64_t expert);

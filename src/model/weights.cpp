@@ -6,6 +6,7 @@
 #include <memory>
 #include <set>
 
+#include "model/dbrx_checkpoint.h"
 #include "model/family.h"
 #include "model/gguf_checkpoint.h"
 #include "model/tensor_names.h"
@@ -107,13 +108,15 @@ moe::OffloadedMatrix locate(const io::TensorInfo& t, const ops::WeightView& v) {
               uint64_t(static_cast<const uint8_t*>(v.data) - static_cast<const uint8_t*>(t.data))};
 }
 
-// GPT-OSS stores each layer's experts as gate_up [E, H, 2I] (x @ W layout, gate and up
-// columns interleaved) and down [E, I, H], with biases. They are rearranged once, into float32
-// [I, H] / [I, H] / [H, I] matrices of this process's own, and run as any expert does.
-void load_gpt_oss_experts(Loader& L, const ModelConfig& c, int64_t layer, MoeWeights& moe,
-                          const ExpertMask& owned, ModelWeights& w) {
+// GPT-OSS and Llama 4 store each layer's experts as gate_up [E, H, 2I] (x @ W layout) and
+// down [E, I, H]: GPT-OSS with gate and up columns interleaved and biases, Llama 4 with the
+// gate's columns first and no biases. They are rearranged once, into float32 [I, H] / [I, H] /
+// [H, I] matrices of this process's own, and run as any expert does.
+void load_transposed_experts(Loader& L, const ModelConfig& c, int64_t layer, MoeWeights& moe,
+                             const ExpertMask& owned, ModelWeights& w) {
   const std::string mp = moe_prefix(c, layer) + "experts.";
   const int64_t E = c.router.num_experts, H = c.hidden_size, I = c.expert_intermediate_size;
+  const bool gpt_oss = c.family == Family::kGptOss;  // interleaved columns, biases, clamp
   if (L.has(mp + "gate_up_proj_blocks"))
     fail(
         "'{}' holds GPT-OSS's experts as MXFP4 blocks (gate_up_proj_blocks), which the "
@@ -121,26 +124,34 @@ void load_gpt_oss_experts(Loader& L, const ModelConfig& c, int64_t layer, MoeWei
         "--type MXFP4_MOE` from a dequantized copy, or dequantize with transformers",
         c.architecture);
   const std::vector<float> gu = L.array_f32(mp + "gate_up_proj", {E, H, 2 * I});
-  const std::vector<float> gub = L.array_f32(mp + "gate_up_proj_bias", {E, 2 * I});
   const std::vector<float> dn = L.array_f32(mp + "down_proj", {E, I, H});
-  moe.down_bias = L.array_f32(mp + "down_proj_bias", {E, H});
-  moe.gate_bias.resize(size_t(E * I));
-  moe.up_bias.resize(size_t(E * I));
+  // Column of gate value i and of up value i within a row of 2I.
+  auto gate_col = [&](int64_t i) { return gpt_oss ? 2 * i : i; };
+  auto up_col = [&](int64_t i) { return gpt_oss ? 2 * i + 1 : I + i; };
+  if (gpt_oss) {
+    const std::vector<float> gub = L.array_f32(mp + "gate_up_proj_bias", {E, 2 * I});
+    moe.down_bias = L.array_f32(mp + "down_proj_bias", {E, H});
+    moe.gate_bias.resize(size_t(E * I));
+    moe.up_bias.resize(size_t(E * I));
+    for (int64_t e = 0; e < E; ++e)
+      for (int64_t i = 0; i < I; ++i) {
+        moe.gate_bias[size_t(e * I + i)] = gub[size_t(e * 2 * I + gate_col(i))];
+        moe.up_bias[size_t(e * I + i)] = gub[size_t(e * 2 * I + up_col(i))];
+      }
+  }
   moe.experts.resize(size_t(E));
   for (int64_t e = 0; e < E; ++e) {
     FfnWeights& x = moe.experts[size_t(e)];
-    for (int64_t i = 0; i < I; ++i) {
-      moe.gate_bias[size_t(e * I + i)] = gub[size_t(e * 2 * I + 2 * i)];
-      moe.up_bias[size_t(e * I + i)] = gub[size_t(e * 2 * I + 2 * i + 1)];
-    }
     x.gate = {DType::F32, I, H, nullptr};
     x.up = {DType::F32, I, H, nullptr};
     x.down = {DType::F32, H, I, nullptr};
-    x.gate_bias = moe.gate_bias.data() + e * I;
-    x.up_bias = moe.up_bias.data() + e * I;
-    x.down_bias = moe.down_bias.data() + e * H;
-    x.clamp_limit = c.swiglu_limit;
-    x.glu_alpha = 1.702f;  // GPT-OSS's fixed sigmoid sharpness
+    if (gpt_oss) {
+      x.gate_bias = moe.gate_bias.data() + e * I;
+      x.up_bias = moe.up_bias.data() + e * I;
+      x.down_bias = moe.down_bias.data() + e * H;
+      x.clamp_limit = c.swiglu_limit;
+      x.glu_alpha = 1.702f;  // GPT-OSS's fixed sigmoid sharpness
+    }
     const bool mine = owned.empty() || owned[size_t(e)];
     w.expert_bytes_total += x.bytes();
     if (!mine) continue;
@@ -151,8 +162,8 @@ void load_gpt_oss_experts(Loader& L, const ModelConfig& c, int64_t layer, MoeWei
     const float* g = gu.data() + e * H * 2 * I;
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < I; ++i) {
-        gate[i * H + h] = g[h * 2 * I + 2 * i];
-        up[i * H + h] = g[h * 2 * I + 2 * i + 1];
+        gate[i * H + h] = g[h * 2 * I + gate_col(i)];
+        up[i * H + h] = g[h * 2 * I + up_col(i)];
       }
     const float* d = dn.data() + e * I * H;
     for (int64_t i = 0; i < I; ++i)
@@ -164,12 +175,13 @@ void load_gpt_oss_experts(Loader& L, const ModelConfig& c, int64_t layer, MoeWei
 void load_experts(Loader& L, const ModelConfig& c, int64_t layer, MoeWeights& moe,
                   const ExpertMask& owned, bool offload, ModelWeights& w) {
   const std::string mp = moe_prefix(c, layer);
-  if (c.family == Family::kGptOss) {
+  if (c.family == Family::kGptOss || c.family == Family::kLlama4) {
     if (offload)
       fail(
-          "--expert-cache-mb: GPT-OSS's experts are rearranged in memory when loaded, so they "
-          "cannot be read on demand from the checkpoint (leave --expert-cache-mb out)");
-    return load_gpt_oss_experts(L, c, layer, moe, owned, w);
+          "--expert-cache-mb: {}'s experts are rearranged in memory when loaded, so they cannot "
+          "be read on demand from the checkpoint (leave --expert-cache-mb out)",
+          c.family_name());
+    return load_transposed_experts(L, c, layer, moe, owned, w);
   }
   const int64_t E = c.router.num_experts, H = c.hidden_size, I = c.expert_intermediate_size;
   moe.experts.resize(size_t(E));
@@ -255,12 +267,11 @@ void load_attention(Loader& L, const ModelConfig& c, const std::string& p, Layer
   }
   if (c.o_bias) w.o_bias = L.vector(p + "o_proj.bias", H);
   if (c.attention_sinks) w.sinks = L.vector(p + "sinks", c.num_heads);
-  if (c.qk_norm == QkNorm::kPerHead) {
-    w.q_norm = L.vector(p + "q_norm.weight", c.head_dim);
-    w.k_norm = L.vector(p + "k_norm.weight", c.head_dim);
-  } else if (c.qk_norm == QkNorm::kFullWidth) {
-    w.q_norm = L.vector(p + "q_norm.weight", qw);
-    w.k_norm = L.vector(p + "k_norm.weight", kvw);
+  if (c.qk_norm != QkNorm::kNone && c.qk_norm != QkNorm::kL2AfterRope) {  // L2: no weights
+    const FamilyInfo& f = family_info(c.family);
+    const bool full = c.qk_norm == QkNorm::kFullWidth;
+    w.q_norm = L.vector(p + std::string(f.q_norm), full ? qw : c.head_dim);
+    w.k_norm = L.vector(p + std::string(f.k_norm), full ? kvw : c.head_dim);
   }
 }
 
@@ -336,13 +347,14 @@ ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
     fail("expert ownership mask has {} entries but the model has {} experts", owned.size(),
          c.router.num_experts);
   ModelWeights mw;
-  mw.store =
-      is_gguf_file(model_dir) ? gguf_tensor_store(model_dir, c) : io::TensorStore::open(model_dir);
+  mw.store = is_gguf_file(model_dir)     ? gguf_tensor_store(model_dir, c)
+             : c.family == Family::kDbrx ? dbrx_tensor_store(model_dir, c)
+                                         : io::TensorStore::open(model_dir);
   Loader L(mw.store);
   const int64_t H = c.hidden_size, V = c.vocab_size;
   mw.embed = L.matrix("model.embed_tokens.weight", V, H);
   mw.final_norm = L.vector("model.norm.weight", H);
-  if (c.layer_norm) mw.final_norm_bias = L.vector("model.norm.bias", H);
+  if (c.layer_norm && c.norm_bias) mw.final_norm_bias = L.vector("model.norm.bias", H);
   if (c.tie_word_embeddings && !L.has("lm_head.weight"))
     mw.lm_head = mw.embed;
   else
@@ -354,14 +366,14 @@ ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
     const std::string p = layer_prefix(i);
     w.attn_norm = L.vector(p + "input_layernorm.weight", H);
     w.ffn_norm = L.vector(p + "post_attention_layernorm.weight", H);
-    if (c.layer_norm) {
+    if (c.layer_norm && c.norm_bias) {
       w.attn_norm_bias = L.vector(p + "input_layernorm.bias", H);
       w.ffn_norm_bias = L.vector(p + "post_attention_layernorm.bias", H);
     }
     load_attention(L, c, p + "self_attn.", w);
     w.is_moe = c.layer_is_moe[size_t(i)];
     if (!w.is_moe) {
-      w.dense = load_ffn(L, dense_ffn_names(i), H, c.dense_intermediate_size);
+      w.dense = load_ffn(L, dense_ffn_names(c, i), H, c.dense_intermediate_size);
       continue;
     }
     const std::string mp = moe_prefix(c, i);
@@ -409,7 +421,8 @@ ParamCounts count_params(const ModelConfig& c) {
              (c.qkv_bias ? m.latent_width() + m.q_lora_rank : 0);
     }
     if (c.o_bias) attn += H;
-    if (c.qk_norm == QkNorm::kPerHead) attn += 2 * c.head_dim;
+    if (c.qk_norm == QkNorm::kPerHead || c.qk_norm == QkNorm::kPerHeadAfterRope)
+      attn += 2 * c.head_dim;
     if (c.qk_norm == QkNorm::kFullWidth) attn += c.q_width() + c.kv_width();
     p.total += attn;
     p.active_per_token += attn;

@@ -78,12 +78,23 @@ void plan_dispatch(const int32_t* ids, const float* weights, int64_t num_tokens,
 void gather_rows(const DispatchPlan& plan, const float* x, int64_t H, float* permuted) {
   const int64_t rows = plan.num_rows();
 #pragma omp parallel for schedule(static) if (rows * H >= kParallelMin)
-  for (int64_t r = 0; r < rows; ++r)
-    std::memcpy(permuted + r * H, x + int64_t(plan.token[size_t(r)]) * H, size_t(H) * 4);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = x + int64_t(plan.token[size_t(r)]) * H;
+    float* dst = permuted + r * H;
+    if (!plan.scale_inputs) {
+      std::memcpy(dst, src, size_t(H) * 4);
+      continue;
+    }
+    const float w = plan.weight[size_t(r)];
+    for (int64_t i = 0; i < H; ++i) dst[i] = src[i] * w;
+  }
 }
 
 void combine_rows(const DispatchPlan& plan, const float* expert_out, int64_t H, float* out) {
-  sum_rows_per_token<true>(plan, expert_out, H, out);
+  if (plan.scale_inputs)
+    sum_rows_per_token<false>(plan, expert_out, H, out);
+  else
+    sum_rows_per_token<true>(plan, expert_out, H, out);
 }
 
 void scatter_add_rows(const DispatchPlan& plan, const float* rows, int64_t H, float* out) {

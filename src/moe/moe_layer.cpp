@@ -74,6 +74,7 @@ void dispatch_local(const MoeBlock& b, const RoutedPairs& p, MoeScratch& s,
                     GroupedExperts* experts) {
   const int64_t H = p.hidden;
   plan_dispatch(p.ids, p.weights, p.num_tokens, p.slots, b.router->num_experts, s.plan);
+  s.plan.scale_inputs = b.scale_inputs;
   s.permuted.resize(size_t(s.plan.num_rows() * H));
   s.expert_out.resize(s.permuted.size());
   gather_rows(s.plan, p.x, H, s.permuted.data());

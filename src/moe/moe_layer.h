@@ -36,6 +36,7 @@ struct MoeBlock {
                                           // [alpha, beta] = softmax(C x) weigh shared, routed
   // Offloaded experts: `experts` hold shapes only and the weights come from this cache.
   ExpertCache* offload = nullptr;
+  bool scale_inputs = false;  // Llama 4: experts run on w x and their outputs add unweighted
 };
 
 // Per-run settings shared by every MoE layer: the capacity policy and where experts live,

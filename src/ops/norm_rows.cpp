@@ -31,7 +31,7 @@ void layernorm_rows(const float* x, const float* w, const float* b, int64_t rows
     for (int64_t i = 0; i < n; ++i) ss += (xr[i] - mean) * (xr[i] - mean);
     const float rstd = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
     float* yr = y + r * n;
-    for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] - float(mean)) * rstd * w[i] + b[i];
+    for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] - float(mean)) * rstd * w[i] + (b ? b[i] : 0.0f);
   }
 }
 

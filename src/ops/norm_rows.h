@@ -10,7 +10,8 @@ namespace sy::ops {
 void rmsnorm_rows(const float* x, const float* w, int64_t rows, int64_t n, float eps, float* y,
                   float* rstd = nullptr);
 
-// y[r] = (x[r] - mean) / sqrt(var + eps) * w + b (torch's LayerNorm, biased variance; Phi-3.5-MoE),
+// y[r] = (x[r] - mean) / sqrt(var + eps) * w + b (torch's LayerNorm, biased variance; Phi-3.5-MoE;
+// b null: no bias, DBRX),
 // rows in parallel when there are many; y may alias x.
 void layernorm_rows(const float* x, const float* w, const float* b, int64_t rows, int64_t n,
                     float eps, float* y);

@@ -46,6 +46,7 @@ void ExpertParallelBackend::start(const moe::MoeBlock& block, const moe::RoutedP
   // [host 0: its experts ascending][host 1: ...]... A replicated expert's rows are shared by
   // its hosts (Placement::host_of_row); each host sees only the rows sent to it.
   moe::plan_dispatch(p.ids, p.weights, p.num_tokens, p.slots, E, c.plan);
+  c.plan.scale_inputs = block.scale_inputs;
   trip.send_counts.assign(size_t(D) * size_t(E), 0);
   trip.send_rows.assign(size_t(D), 0);
   c.send_pos.resize(size_t(c.plan.num_rows()));
@@ -60,8 +61,10 @@ void ExpertParallelBackend::start(const moe::MoeBlock& block, const moe::RoutedP
       for (int64_t r = first; r < c.plan.offsets[size_t(e) + 1]; ++r) {
         if (shared && placement_.host_of_row(e, me, r - first) != d) continue;
         c.send_pos[size_t(r)] = pos;
-        std::memcpy(trip.send.data() + pos * H, p.x + int64_t(c.plan.token[size_t(r)]) * H,
-                    size_t(H) * sizeof(float));
+        float* row = trip.send.data() + pos * H;
+        std::memcpy(row, p.x + int64_t(c.plan.token[size_t(r)]) * H, size_t(H) * sizeof(float));
+        if (c.plan.scale_inputs)  // Llama 4: the expert runs on w x
+          for (int64_t i = 0; i < H; ++i) row[i] *= c.plan.weight[size_t(r)];
         ++pos, ++rows;
       }
       trip.send_counts[size_t(d) * size_t(E) + size_t(e)] = rows;
@@ -200,7 +203,7 @@ void ExpertParallelBackend::finish(int layer, float* out) {
   // Combine in expert order, as the single-process path does.
   const int64_t H = trip.width;
   for (int64_t r = 0; r < c.plan.num_rows(); ++r) {
-    const float w = c.plan.weight[size_t(r)];
+    const float w = c.plan.scale_inputs ? 1.0f : c.plan.weight[size_t(r)];
     const float* y = trip.back.data() + c.send_pos[size_t(r)] * H;
     float* o = out + int64_t(c.plan.token[size_t(r)]) * H;
     for (int64_t i = 0; i < H; ++i) o[i] += w * y[i];

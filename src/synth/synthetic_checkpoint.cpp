@@ -66,16 +66,15 @@ class Planner {
           add(a + "v_proj.bias", {kvw}, Init::kBias, shard);
         }
         if (c_.o_bias) add(a + "o_proj.bias", {H}, Init::kBias, shard);
-        if (c_.qk_norm == model::QkNorm::kPerHead) {
-          add(a + "q_norm.weight", {hd}, Init::kNorm, shard);
-          add(a + "k_norm.weight", {hd}, Init::kNorm, shard);
-        } else if (c_.qk_norm == model::QkNorm::kFullWidth) {
-          add(a + "q_norm.weight", {qw}, Init::kNorm, shard);
-          add(a + "k_norm.weight", {kvw}, Init::kNorm, shard);
+        if (c_.qk_norm != model::QkNorm::kNone && c_.qk_norm != model::QkNorm::kL2AfterRope) {
+          const model::FamilyInfo& f = model::family_info(c_.family);
+          const bool full = c_.qk_norm == model::QkNorm::kFullWidth;
+          add(a + std::string(f.q_norm), {full ? qw : hd}, Init::kNorm, shard);
+          add(a + std::string(f.k_norm), {full ? kvw : hd}, Init::kNorm, shard);
         }
       }
       if (!c_.layer_is_moe[size_t(l)]) {
-        ffn(model::dense_ffn_names(l), c_.dense_intermediate_size, shard);
+        ffn(model::dense_ffn_names(c_, l), c_.dense_intermediate_size, shard);
         continue;
       }
       const std::string m = model::moe_prefix(c_, l);

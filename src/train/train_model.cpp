@@ -41,12 +41,16 @@ void clamp_backward(const std::vector<float>& x, float limit, std::vector<float>
 TrainModel::TrainModel(const model::ModelConfig& c, ParamSet& ps) : config_(c) {
   if (c.rotary_dim > 0 || c.has_scaled_stream() || c.mla.enabled() || c.attention_sinks ||
       !c.layer_window.empty() || c.swiglu_limit > 0 || c.rope_scaling.yarn || c.rope_interleaved ||
-      c.layer_norm || c.router.score == moe::ScoreFunc::kSparseMixer)
+      c.layer_norm || c.router.score == moe::ScoreFunc::kSparseMixer ||
+      c.qk_norm == model::QkNorm::kPerHeadAfterRope || c.qk_norm == model::QkNorm::kL2AfterRope ||
+      !c.layer_chunk.empty() || !c.layer_nope.empty() || c.expert_input_scaled ||
+      c.rope_scaling.llama3)
     fail(
         "training {} models is not implemented: the backward pass has no partial rotary "
         "(partial_rotary_factor), Granite multipliers, multi-head latent attention, sliding "
-        "windows, attention sinks, GPT-OSS experts, YaRN, interleaved RoPE, LayerNorm or "
-        "SparseMixer yet",
+        "windows, attention sinks, GPT-OSS experts, YaRN, interleaved RoPE, LayerNorm, "
+        "SparseMixer, q/k norms after RoPE (Hunyuan, Llama 4), chunked attention, NoPE "
+        "layers, input-weighted experts (Llama 4) or llama3 RoPE scaling yet",
         c.family_name());
   const int64_t H = c.hidden_size, V = c.vocab_size, qw = c.q_width(), kvw = c.kv_width();
   embed_ = bind(ps, "model.embed_tokens.weight", {V, H});
@@ -87,7 +91,7 @@ TrainModel::TrainModel(const model::ModelConfig& c, ParamSet& ps) : config_(c) {
     }
     L.is_moe = c.layer_is_moe[size_t(i)];
     if (!L.is_moe) {
-      L.dense = bind_ffn(ps, model::dense_ffn_names(i), H, c.dense_intermediate_size);
+      L.dense = bind_ffn(ps, model::dense_ffn_names(c, i), H, c.dense_intermediate_size);
       continue;
     }
     const int64_t E = c.router.num_experts, I = c.expert_intermediate_size;

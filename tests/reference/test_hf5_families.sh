@@ -2,8 +2,7 @@
 # The MoE families as Hugging Face transformers 5.17 itself writes them (tests/fixtures/hf5):
 # for every family Switchyard runs, its logits on the fixture's prompt must match
 # transformers' own (max |diff| / std(ref) <= 1e-5; float32 both sides) and its greedy
-# continuation must equal transformers' generate(); the families not implemented yet must be
-# refused with an error naming their architecture.
+# continuation must equal transformers' generate(). All 15 families run.
 # Usage: test_hf5_families.sh SWITCHYARD_BINARY WORK_DIR
 set -uo pipefail
 sy="$1"
@@ -14,7 +13,8 @@ py=/usr/bin/python3
 "$py" -c "import numpy" 2>/dev/null || { echo "SKIP: $py cannot import numpy" >&2; exit 77; }
 rm -rf "$work" && mkdir -p "$work"
 
-supported=(mixtral qwen2_moe qwen3_moe olmoe dots1 glm4_moe granitemoe deepseek_v2 deepseek_v3 gpt_oss ernie4_5_moe phimoe)
+supported=(mixtral qwen2_moe qwen3_moe olmoe dots1 glm4_moe granitemoe deepseek_v2 deepseek_v3 gpt_oss ernie4_5_moe phimoe
+  hunyuan_v1_moe dbrx llama4_text)
 failed=0
 for fam in "${supported[@]}"; do
   dir="$fixtures/$fam"
@@ -52,10 +52,11 @@ print(','.join(str(i) for i in s['prompt_ids'] + s['ids']))" "$work/$fam.json" 2
   fi
 done
 
-# Expert parallelism: MLA's latent cache stays with each rank's own sequences, GPT-OSS's
-# rearranged experts load per rank; the logits equal one process's.
+# Expert parallelism: MLA's latent cache stays with each rank's own sequences, GPT-OSS's and
+# Llama 4's rearranged experts load per rank (Llama 4's weights scale the rows sent), DBRX's
+# fused experts are sliced per rank; the logits equal one process's.
 if command -v mpirun >/dev/null; then
-  for fam in deepseek_v3 gpt_oss; do
+  for fam in deepseek_v3 gpt_oss llama4_text dbrx; do
     dir="$fixtures/$fam"
     mpirun --oversubscribe --allow-run-as-root -np 2 env "ASAN_OPTIONS=${ASAN_OPTIONS:-}:detect_leaks=0" \
       "$sy" score -m "$dir" --ids "$(cat "$dir/ids.txt")" --dump-logits "$work/ep_$fam.npy" \
@@ -72,20 +73,47 @@ sys.exit(0 if err <= 1e-5 else 1)" "$work/ep_$fam.npy" "$work/$fam.npy" "$fam"; 
   done
 fi
 
-# Not implemented yet: a clear refusal naming the architecture, never a silent default.
-for fam in hunyuan_v1_moe llama4_text dbrx; do
-  dir="$fixtures/$fam"
-  arch=$("$py" -c "import json,sys; print(json.load(open(sys.argv[1]))['architectures'][0])" \
-    "$dir/config.json")
-  if out=$("$sy" inspect -m "$dir" 2>&1); then
-    echo "FAIL $fam: inspect accepted an unsupported architecture"
-    failed=$((failed + 1))
-  elif grep -q "$arch" <<<"$out"; then
-    echo "ok   $fam: refused ($(head -c 110 <<<"$out")...)"
-  else
-    echo "FAIL $fam: the error does not name $arch: $out"
-    failed=$((failed + 1))
-  fi
-done
+# Llama 4 features the fixture does not reach (its layers all rotate, are all MoE, route top-1,
+# default RoPE): a variant of it with a NoPE layer (attention temperature), a dense layer,
+# top-2 routing, 8-position chunks and llama3 RoPE, against tests/reference/llama4_reference.py
+# (an independent PyTorch forward whose logits on the fixture itself must match transformers').
+ref4="$here/llama4_reference.py"
+fix4="$fixtures/llama4_text"
+"$py" "$ref4" --model "$fix4" --ids "$(cat "$fix4/ids.txt")" --out "$work/l4_ref_fixture.npy" \
+  >"$work/l4.log" 2>&1 &&
+  "$py" "$ref4" --make-variant "$fix4" "$work/l4_variant" >>"$work/l4.log" 2>&1 &&
+  "$py" "$ref4" --model "$work/l4_variant" --ids "$(cat "$fix4/ids.txt")" \
+    --out "$work/l4_ref_variant.npy" >>"$work/l4.log" 2>&1 &&
+  "$sy" score -m "$work/l4_variant" --ids "$(cat "$fix4/ids.txt")" \
+    --dump-logits "$work/l4_variant.npy" >>"$work/l4.log" 2>&1 ||
+  { echo "FAIL llama4 variant: $(tail -3 "$work/l4.log")"; failed=$((failed + 1)); }
+if ! "$py" - "$work" "$fix4/ref_logits.npy" <<'PY'; then failed=$((failed + 1)); fi
+import sys
+import numpy as np
+w, hf = sys.argv[1], np.load(sys.argv[2])
+ok = True
+for what, got, ref in (("the reference on the fixture vs transformers", f"{w}/l4_ref_fixture.npy", hf),
+                       ("switchyard on the variant vs the reference", f"{w}/l4_variant.npy",
+                        np.load(f"{w}/l4_ref_variant.npy"))):
+    got = np.load(got) if isinstance(got, str) else got
+    err = float(np.abs(got - ref).max() / ref.std())
+    print(f"{'ok  ' if err <= 1e-5 else 'FAIL'} llama4: {what}: max |diff| / std = {err:.2e}")
+    ok &= err <= 1e-5
+sys.exit(0 if ok else 1)
+PY
+prompt4="$(cut -d, -f1-8 "$fix4/ids.txt")"
+want4="$("$py" "$ref4" --model "$work/l4_variant" --ids "$prompt4" --greedy 12 2>&1)"
+"$sy" generate -m "$work/l4_variant" --ids "$prompt4" -n 12 --ignore-eos --json "$work/l4.json" \
+  >"$work/l4.gen" 2>&1
+got4="$("$py" -c "
+import json, sys
+s = json.load(open(sys.argv[1]))['sequences'][0]
+print(','.join(str(i) for i in s['prompt_ids'] + s['ids']))" "$work/l4.json" 2>&1)"
+if [ "$got4" = "$want4" ]; then
+  echo "ok   llama4 variant: greedy decoding (KV cache, chunks, temperature) equals the reference's"
+else
+  echo "FAIL llama4 variant: greedy $got4, reference $want4"
+  failed=$((failed + 1))
+fi
 if [ $failed -ne 0 ]; then echo "$failed hf5 family checks FAILED"; exit 1; fi
 echo "all hf5 family checks passed"

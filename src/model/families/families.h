@@ -18,6 +18,9 @@ const FamilyInfo& deepseek_v3();
 const FamilyInfo& gpt_oss();
 const FamilyInfo& ernie4_5_moe();
 const FamilyInfo& phimoe();
+const FamilyInfo& hunyuan_v1_moe();
+const FamilyInfo& dbrx();
+const FamilyInfo& llama4_text();
 
 // Qwen-MoE's layer layout, shared by Qwen2-MoE and Qwen3-MoE: a layer is dense when listed in
 // mlp_only_layers or off the decoder_sparse_step grid.

@@ -1,0 +1,78 @@
+// DBRX (DbrxForCausalLM): its own config schema (d_model, n_heads, n_layers, max_seq_len,
+// attn_config, ffn_config), renamed here to the generic keys before they are read; LayerNorm
+// without bias (torch's default eps 1e-5, whatever rms_norm_eps says); q, k and v from one
+// fused Wqkv, clamped to +-clip_qkv; softmax -> top-k router whose weights are divided by their
+// p-norm (moe_normalize_expert_weights; p = 1 is the usual renormalisation); SwiGLU experts
+// fused as w1 / v1 / w2 [E * I, H] (model/dbrx_checkpoint.h reads them).
+#include <nlohmann/json.hpp>
+
+#include "model/families/families.h"
+
+namespace sy::model::family_defs {
+
+namespace {
+
+void rename_keys(nlohmann::json& j, const std::string& origin) {
+  auto move = [&](const char* from, const char* to) {
+    if (j.contains(from) && !j.contains(to)) j[to] = j[from];
+  };
+  move("d_model", "hidden_size");
+  move("n_heads", "num_attention_heads");
+  move("n_layers", "num_hidden_layers");
+  move("max_seq_len", "max_position_embeddings");
+  if (j.contains("attn_config")) {
+    require(j["attn_config"].is_object(), origin, "attn_config must be an object");
+    const nlohmann::json& a = j["attn_config"];
+    if (a.contains("kv_n_heads") && !j.contains("num_key_value_heads"))
+      j["num_key_value_heads"] = a["kv_n_heads"];
+    if (a.contains("rope_theta") && !j.contains("rope_theta") && !j.contains("rope_parameters"))
+      j["rope_theta"] = a["rope_theta"];
+  }
+  require(!j.contains("ffn_config") || j["ffn_config"].is_object(), origin,
+          "ffn_config must be an object");
+}
+
+void read(const Keys& k, ModelConfig& c) {
+  require(k.has("ffn_config"), k.origin(), "missing required key 'ffn_config'");
+  const Keys f(k.raw()["ffn_config"], k.origin() + " ffn_config");
+  moe::RouterConfig& r = c.router;
+  r.num_experts = f.small_count_or("moe_num_experts", 4);
+  r.top_k = f.small_count_or("moe_top_k", 1);
+  r.score = moe::ScoreFunc::kSoftmax;
+  const double p = f.number_or("moe_normalize_expert_weights", 0);
+  require(p == 0 || p == 1, k.origin(),
+          fmt::format("ffn_config.moe_normalize_expert_weights {} is not implemented (1: divide "
+                      "by the sum, null: no normalisation)",
+                      p));
+  r.renormalize = p == 1;
+  c.expert_intermediate_size = f.integer_or("ffn_hidden_size", 3584);
+  if (f.has("ffn_act_fn")) {
+    const Keys act(f.raw()["ffn_act_fn"], k.origin() + " ffn_config.ffn_act_fn");
+    require(act.string_or("name", "silu") == "silu", k.origin(),
+            "ffn_config.ffn_act_fn '" + act.string_or("name", "") + "' is not supported (silu)");
+  }
+  if (k.has("attn_config")) {
+    const Keys a(k.raw()["attn_config"], k.origin() + " attn_config");
+    c.clip_qkv = float(a.number_or("clip_qkv", 0));
+    require(c.clip_qkv >= 0, k.origin(), "attn_config.clip_qkv must be positive");
+  }
+  c.layer_norm = true;
+  c.norm_bias = false;
+  c.rms_norm_eps = 1e-5f;  // nn.LayerNorm's default: DbrxConfig passes no eps
+}
+
+void write(const FamilyShape&, nlohmann::json&) {
+  fail("make-tiny cannot write DBRX checkpoints yet (their fused layout has no writer)");
+}
+
+}  // namespace
+
+const FamilyInfo& dbrx() {
+  static FamilyInfo info{Family::kDbrx, "dbrx",    "DbrxForCausalLM", "ffn.",
+                         "gate_proj",   "up_proj", "down_proj",       "",
+                         &read,         &write,    "moe_num_experts", "ffn_hidden_size"};
+  info.rename_keys = &rename_keys;
+  return info;
+}
+
+}  // namespace sy::model::family_defs
