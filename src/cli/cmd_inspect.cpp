@@ -57,6 +57,7 @@ void run_inspect(const InspectOptions& o) {
         c.qk_norm == model::QkNorm::kPerHead            ? ", per-head q/k RMSNorm"
         : c.qk_norm == model::QkNorm::kPerHeadAfterRope ? ", per-head q/k RMSNorm after RoPE"
         : c.qk_norm == model::QkNorm::kFullWidth        ? ", full-width q/k RMSNorm"
+        : c.qk_norm == model::QkNorm::kL2AfterRope      ? ", q/k L2 norm after RoPE"
                                                         : "",
         c.rotary_dim > 0 ? fmt::format(", RoPE on {} of {} dims", c.rotary_dim, c.head_dim) : "");
     fmt::print("KV cache     {} floats per token per layer ({} B per token)\n",
@@ -71,6 +72,26 @@ void run_inspect(const InspectOptions& o) {
                                    *std::max_element(c.layer_window.begin(), c.layer_window.end()),
                                    sliding, c.num_layers));
   }
+  if (!c.layer_chunk.empty()) {
+    int64_t chunked = 0;
+    for (int64_t n : c.layer_chunk) chunked += n > 0;
+    if (chunked > 0)
+      variants.push_back(fmt::format("chunked attention ({} positions) on {} of {} layers",
+                                     *std::max_element(c.layer_chunk.begin(), c.layer_chunk.end()),
+                                     chunked, c.num_layers));
+  }
+  if (!c.layer_nope.empty()) {
+    const auto nope = std::count(c.layer_nope.begin(), c.layer_nope.end(), true);
+    if (nope > 0)
+      variants.push_back(fmt::format("{} NoPE layers{}", nope,
+                                     c.attn_temperature_scale > 0 ? " (query temperature)" : ""));
+  }
+  if (c.rope_scaling.llama3)
+    variants.push_back(fmt::format("llama3 RoPE x{} (from {} positions)", c.rope_scaling.factor,
+                                   c.rope_scaling.original_max_positions));
+  if (c.layer_norm) variants.push_back(c.norm_bias ? "LayerNorm" : "LayerNorm without bias");
+  if (c.clip_qkv > 0) variants.push_back(fmt::format("q/k/v clipped to +-{}", c.clip_qkv));
+  if (c.expert_input_scaled) variants.push_back("router weights scale the experts' inputs");
   if (c.attention_sinks) variants.push_back("attention sinks");
   if (c.rope_scaling.yarn)
     variants.push_back(fmt::format("YaRN RoPE x{} (from {} positions)", c.rope_scaling.factor,

@@ -115,5 +115,36 @@ else
   echo "FAIL llama4 variant: greedy $got4, reference $want4"
   failed=$((failed + 1))
 fi
+# DBRX's fused layout, damaged: a Wqkv of the wrong shape, a tensor the layout does not have.
+for damage in shape extra; do
+  bad="$work/dbrx_$damage"
+  rm -rf "$bad" && cp -r "$fixtures/dbrx" "$bad"
+  "$py" - "$bad" "$damage" "$here" <<'PY'
+import os, sys
+sys.path.insert(0, sys.argv[3])
+import numpy as np
+import safetensors_np
+d, damage = sys.argv[1], sys.argv[2]
+w = safetensors_np.read_checkpoint(d)
+if damage == "shape":
+    n = "transformer.blocks.1.norm_attn_norm.attn.Wqkv.weight"
+    w[n] = w[n][:-16]
+else:
+    w["transformer.blocks.0.ffn.experts.mlp.b1"] = np.zeros(4, np.float32)
+safetensors_np.write_file(os.path.join(d, "model.safetensors"), w)
+PY
+  want=$([ $damage = shape ] && echo "blocks.1.norm_attn_norm.attn.Wqkv.weight" ||
+    echo "blocks.0.ffn.experts.mlp.b1")
+  if out=$("$sy" score -m "$bad" --ids 1,2,3 2>&1); then
+    echo "FAIL dbrx ($damage): a damaged checkpoint was accepted"
+    failed=$((failed + 1))
+  elif grep -q "$want" <<<"$out"; then
+    echo "ok   dbrx ($damage): refused, naming $want"
+  else
+    echo "FAIL dbrx ($damage): the error does not name $want: $out"
+    failed=$((failed + 1))
+  fi
+done
+
 if [ $failed -ne 0 ]; then echo "$failed hf5 family checks FAILED"; exit 1; fi
 echo "all hf5 family checks passed"

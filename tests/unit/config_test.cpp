@@ -85,8 +85,104 @@ json dots1() {
   return j;
 }
 
+// DBRX as transformers 5 writes it (its own schema; the generic keys absent).
+json dbrx() {
+  return {{"architectures", {"DbrxForCausalLM"}},
+          {"vocab_size", 320},
+          {"d_model", 64},
+          {"n_heads", 4},
+          {"n_layers", 3},
+          {"max_seq_len", 256},
+          {"attn_config", {{"kv_n_heads", 2}, {"clip_qkv", 8.0}, {"rope_theta", 5e5}}},
+          {"ffn_config",
+           {{"ffn_hidden_size", 48},
+            {"moe_num_experts", 8},
+            {"moe_top_k", 2},
+            {"moe_normalize_expert_weights", 1.0},
+            {"ffn_act_fn", {{"name", "silu"}}}}}};
+}
+json hunyuan() {
+  json j = common("HunYuanMoEV1ForCausalLM");
+  j["intermediate_size"] = 96;
+  j["moe_intermediate_size"] = 96;
+  j["num_experts"] = {8, 8, 8, 8};  // per layer, as Tencent's configs may write it
+  j["moe_topk"] = 2;
+  return j;
+}
+// Llama 4 with transformers' defaults for the per-layer lists (derived, not written).
+json llama4() {
+  json j = common("Llama4ForCausalLM");
+  j["num_hidden_layers"] = 8;
+  j["intermediate_size"] = 32;
+  j["intermediate_size_mlp"] = 128;
+  j["num_local_experts"] = 4;
+  j["num_experts_per_tok"] = 1;
+  j["interleave_moe_layer_step"] = 2;
+  j["attention_chunk_size"] = 16;
+  return j;
+}
+
 ModelConfig parse(const json& j) {
   return parse_config(j.dump(), kOrigin);
+}
+
+TEST(Config, Dbrx) {
+  const ModelConfig c = parse(dbrx());
+  EXPECT_EQ(c.family, Family::kDbrx);
+  EXPECT_EQ(c.hidden_size, 64);
+  EXPECT_EQ(c.num_heads, 4);
+  EXPECT_EQ(c.num_kv_heads, 2);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_EQ(c.num_layers, 3);
+  EXPECT_EQ(c.max_position_embeddings, 256);
+  EXPECT_FLOAT_EQ(c.rope_theta, 5e5f);
+  EXPECT_EQ(c.router.num_experts, 8);
+  EXPECT_EQ(c.router.top_k, 2);
+  EXPECT_TRUE(c.router.renormalize);
+  EXPECT_EQ(c.expert_intermediate_size, 48);
+  EXPECT_FLOAT_EQ(c.clip_qkv, 8.0f);
+  EXPECT_TRUE(c.layer_norm);
+  EXPECT_FALSE(c.norm_bias);
+  EXPECT_FLOAT_EQ(c.rms_norm_eps, 1e-5f);  // nn.LayerNorm's default, not rms_norm_eps
+  json j = dbrx();
+  j["ffn_config"]["moe_normalize_expert_weights"] = nullptr;
+  EXPECT_FALSE(parse(j).router.renormalize);
+}
+
+TEST(Config, HunyuanMoe) {
+  const ModelConfig c = parse(hunyuan());
+  EXPECT_EQ(c.family, Family::kHunyuanMoe);
+  EXPECT_EQ(c.router.num_experts, 8);
+  EXPECT_EQ(c.router.top_k, 2);
+  EXPECT_TRUE(c.router.renormalize);
+  EXPECT_EQ(c.expert_intermediate_size, 96);
+  EXPECT_EQ(c.shared_intermediate_size, 96);
+  EXPECT_EQ(c.qk_norm, QkNorm::kPerHeadAfterRope);
+  EXPECT_TRUE(std::all_of(c.layer_is_moe.begin(), c.layer_is_moe.end(), [](bool m) { return m; }));
+}
+
+// transformers' Llama4TextConfig defaults: MoE layers every interleave_moe_layer_step-th
+// (1, 3, 5, 7), NoPE every no_rope_layer_interval-th (4 by default: layers 3 and 7), chunked
+// attention exactly where RoPE is used.
+TEST(Config, Llama4TextDefaults) {
+  const ModelConfig c = parse(llama4());
+  EXPECT_EQ(c.family, Family::kLlama4);
+  for (int64_t l = 0; l < 8; ++l) {
+    SCOPED_TRACE("layer " + std::to_string(l));
+    EXPECT_EQ(c.layer_is_moe[size_t(l)], l % 2 == 1);
+    EXPECT_EQ(c.rotates(l), (l + 1) % 4 != 0);
+    EXPECT_EQ(c.chunk(l), (l + 1) % 4 != 0 ? 16 : 0);
+  }
+  EXPECT_EQ(c.dense_intermediate_size, 128);
+  EXPECT_EQ(c.expert_intermediate_size, 32);
+  EXPECT_EQ(c.shared_intermediate_size, 32);
+  EXPECT_EQ(c.router.score, moe::ScoreFunc::kSigmoid);
+  EXPECT_FALSE(c.router.renormalize);
+  EXPECT_TRUE(c.expert_input_scaled);
+  EXPECT_TRUE(c.rope_interleaved);
+  EXPECT_EQ(c.qk_norm, QkNorm::kL2AfterRope);
+  EXPECT_FLOAT_EQ(c.attn_temperature_scale, 0.1f);
+  EXPECT_FLOAT_EQ(c.attn_floor_scale, 8192.0f);
 }
 
 void expect_rejected(const std::string& text, const std::vector<std::string>& needles,
@@ -441,7 +537,7 @@ TEST(Config, RejectionsNameOriginAndKey) {
        qwen2_moe,
        [](json& j) { j["decoder_sparse_step"] = 0; },
        {"decoder_sparse_step"}},
-      {"rope_scaling llama3 (not implemented)",
+      {"rope_scaling llama3 without original_max_position_embeddings",
        mixtral,
        [](json& j) {
          j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 4.0}};
@@ -468,6 +564,51 @@ TEST(Config, RejectionsNameOriginAndKey) {
        },
        {"layer_types"}},
       {"hidden_act gelu", mixtral, [](json& j) { j["hidden_act"] = "gelu"; }, {"gelu"}},
+      {"DBRX with an L2 norm of the router weights",
+       dbrx,
+       [](json& j) { j["ffn_config"]["moe_normalize_expert_weights"] = 2.0; },
+       {"moe_normalize_expert_weights", "2"}},
+      {"DBRX with gelu experts",
+       dbrx,
+       [](json& j) { j["ffn_config"]["ffn_act_fn"]["name"] = "gelu"; },
+       {"ffn_act_fn", "gelu"}},
+      {"DBRX without ffn_config", dbrx, [](json& j) { j.erase("ffn_config"); }, {"ffn_config"}},
+      {"DBRX without d_model", dbrx, [](json& j) { j.erase("d_model"); }, {"hidden_size"}},
+      {"Hunyuan with a different expert count per layer",
+       hunyuan,
+       [](json& j) {
+         j["num_experts"] = {8, 8, 16, 8};
+       },
+       {"num_experts", "differs"}},
+      {"Llama 4 no_rope_layers of the wrong length",
+       llama4,
+       [](json& j) {
+         j["no_rope_layers"] = {1, 1, 0};
+       },
+       {"no_rope_layers", "8 layers"}},
+      {"Llama 4 moe_layers past the last layer",
+       llama4,
+       [](json& j) {
+         j["moe_layers"] = {1, 9};
+       },
+       {"moe_layers", "9"}},
+      {"Llama 4 with an unknown layer type",
+       llama4,
+       [](json& j) {
+         j["layer_types"] = json::array();
+         for (int l = 0; l < 8; ++l) j["layer_types"].push_back("sliding_attention");
+       },
+       {"layer_types"}},
+      {"llama3 RoPE with high_freq_factor below low_freq_factor",
+       llama4,
+       [](json& j) {
+         j["rope_parameters"] = {{"rope_type", "llama3"},
+                                 {"factor", 8.0},
+                                 {"low_freq_factor", 4.0},
+                                 {"high_freq_factor", 1.0},
+                                 {"original_max_position_embeddings", 8192}};
+       },
+       {"llama3", "high_freq_factor"}},
   };
   for (const auto& k : cases) {
     json j = k.base();
