@@ -175,12 +175,13 @@ void load_transposed_experts(Loader& L, const ModelConfig& c, int64_t layer, Moe
 void load_experts(Loader& L, const ModelConfig& c, int64_t layer, MoeWeights& moe,
                   const ExpertMask& owned, bool offload, ModelWeights& w) {
   const std::string mp = moe_prefix(c, layer);
-  if (c.family == Family::kGptOss || c.family == Family::kLlama4) {
-    if (offload)
-      fail(
-          "--expert-cache-mb: {}'s experts are rearranged in memory when loaded, so they cannot "
-          "be read on demand from the checkpoint (leave --expert-cache-mb out)",
-          c.family_name());
+  const bool rearranged = c.family == Family::kGptOss || c.family == Family::kLlama4;
+  if (offload && (rearranged || c.family == Family::kDbrx))
+    fail(
+        "--expert-cache-mb: {}'s experts are rearranged in memory when loaded{}, so they cannot "
+        "be read on demand from the checkpoint (leave --expert-cache-mb out)",
+        c.family_name(), c.family == Family::kDbrx ? " (w2 is transposed)" : "");
+  if (rearranged) {
     return load_transposed_experts(L, c, layer, moe, owned, w);
   }
   const int64_t E = c.router.num_experts, H = c.hidden_size, I = c.expert_intermediate_size;
