@@ -36,6 +36,18 @@ class Loader {
     used_.insert(name);
     return t;
   }
+  // The bytes of a U8 tensor of this shape (MXFP4 blocks and scales).
+  const uint8_t* bytes_u8(const std::string& name, std::vector<int64_t> shape) {
+    const io::TensorInfo& t = store_.get(name);
+    if (t.dtype_name != "U8" || t.shape != shape) {
+      io::TensorInfo want;
+      want.shape = shape;
+      fail("tensor '{}' in '{}' is {} {}; expected U8 {}", name, t.file, t.dtype_name,
+           t.shape_str(), want.shape_str());
+    }
+    used_.insert(name);
+    return static_cast<const uint8_t*>(t.data);
+  }
   bool has(const std::string& name) const { return store_.find(name) != nullptr; }
   const io::TensorInfo& info(const std::string& name) const { return store_.get(name); }
 
@@ -108,6 +120,84 @@ moe::OffloadedMatrix locate(const io::TensorInfo& t, const ops::WeightView& v) {
               uint64_t(static_cast<const uint8_t*>(v.data) - static_cast<const uint8_t*>(t.data))};
 }
 
+// GPT-OSS's expert biases: gate_up [E, 2I] (gate and up interleaved) and down [E, H].
+void load_gpt_oss_biases(Loader& L, const std::string& mp, int64_t E, int64_t I, int64_t H,
+                         MoeWeights& moe) {
+  const std::vector<float> gub = L.array_f32(mp + "gate_up_proj_bias", {E, 2 * I});
+  moe.down_bias = L.array_f32(mp + "down_proj_bias", {E, H});
+  moe.gate_bias.resize(size_t(E * I));
+  moe.up_bias.resize(size_t(E * I));
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t i = 0; i < I; ++i) {
+      moe.gate_bias[size_t(e * I + i)] = gub[size_t(e * 2 * I + 2 * i)];
+      moe.up_bias[size_t(e * I + i)] = gub[size_t(e * 2 * I + 2 * i + 1)];
+    }
+}
+
+void set_gpt_oss_expert(const ModelConfig& c, MoeWeights& moe, int64_t e, FfnWeights& x) {
+  const int64_t I = c.expert_intermediate_size, H = c.hidden_size;
+  x.gate_bias = moe.gate_bias.data() + e * I;
+  x.up_bias = moe.up_bias.data() + e * I;
+  x.down_bias = moe.down_bias.data() + e * H;
+  x.clamp_limit = c.swiglu_limit;
+  x.glu_alpha = 1.702f;  // GPT-OSS's fixed sigmoid sharpness
+}
+
+// One row of OpenAI's MXFP4 (groups of 16 bytes, byte j = value 2j in its low nibble and 2j + 1
+// in its high one; one E8M0 scale byte per group) as ggml's block_mxfp4 (the scale byte, then
+// byte j = value j low, value j + 16 high): the same E2M1 codes and scales, reordered.
+void mxfp4_row_to_ggml(const uint8_t* blocks, const uint8_t* scales, int64_t groups, uint8_t* out) {
+  for (int64_t g = 0; g < groups; ++g, blocks += 16, out += 17) {
+    out[0] = scales[g];
+    auto code = [&](int v) { return (blocks[v / 2] >> (4 * (v % 2))) & 0x0F; };
+    for (int j = 0; j < 16; ++j) out[1 + j] = uint8_t(code(j) | code(j + 16) << 4);
+  }
+}
+
+// GPT-OSS's experts as OpenAI publishes them (gpt-oss-20b / -120b): MXFP4 blocks [E, out,
+// in / 32, 16] and E8M0 scales [E, out, in / 32], Linear layout (out rows), gate and up rows
+// interleaved in gate_up. They become ggml MXFP4 rows of this process's own (gate, up, down
+// split), which the block kernels compute on directly (repacked at load like a GGUF's).
+void load_gpt_oss_mxfp4_experts(Loader& L, const ModelConfig& c, int64_t layer, MoeWeights& moe,
+                                const ExpertMask& owned, ModelWeights& w) {
+  const std::string mp = moe_prefix(c, layer) + "experts.";
+  const int64_t E = c.router.num_experts, H = c.hidden_size, I = c.expert_intermediate_size;
+  if (H % 32 != 0 || I % 32 != 0)
+    fail("'{}': MXFP4 experts need hidden_size ({}) and intermediate_size ({}) in 32s",
+         c.architecture, H, I);
+  const int64_t gh = H / 32, gi = I / 32;
+  const uint8_t* gu = L.bytes_u8(mp + "gate_up_proj_blocks", {E, 2 * I, gh, 16});
+  const uint8_t* gus = L.bytes_u8(mp + "gate_up_proj_scales", {E, 2 * I, gh});
+  const uint8_t* dn = L.bytes_u8(mp + "down_proj_blocks", {E, H, gi, 16});
+  const uint8_t* dns = L.bytes_u8(mp + "down_proj_scales", {E, H, gi});
+  load_gpt_oss_biases(L, mp, E, I, H, moe);
+  moe.experts.resize(size_t(E));
+  const size_t row_h = dtype_bytes(DType::MXFP4, H), row_i = dtype_bytes(DType::MXFP4, I);
+  for (int64_t e = 0; e < E; ++e) {
+    FfnWeights& x = moe.experts[size_t(e)];
+    x.gate = {DType::MXFP4, I, H, nullptr};
+    x.up = {DType::MXFP4, I, H, nullptr};
+    x.down = {DType::MXFP4, H, I, nullptr};
+    set_gpt_oss_expert(c, moe, e, x);
+    w.expert_bytes_total += x.bytes();
+    if (!owned.empty() && !owned[size_t(e)]) continue;
+    w.expert_bytes_held += x.bytes();
+    w.resident.emplace_back(std::make_unique_for_overwrite<uint8_t[]>(x.bytes()));
+    uint8_t* m = w.resident.back().get();
+    uint8_t *gate = m, *up = m + I * row_h, *down = m + 2 * I * row_h;
+    for (int64_t i = 0; i < I; ++i)
+      for (int64_t half = 0; half < 2; ++half) {
+        const int64_t r = e * 2 * I + 2 * i + half;  // row 2i: gate i, row 2i + 1: up i
+        mxfp4_row_to_ggml(gu + r * gh * 16, gus + r * gh, gh, (half ? up : gate) + i * row_h);
+      }
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t r = e * H + h;
+      mxfp4_row_to_ggml(dn + r * gi * 16, dns + r * gi, gi, down + h * row_i);
+    }
+    x.gate.data = gate, x.up.data = up, x.down.data = down;
+  }
+}
+
 // GPT-OSS and Llama 4 store each layer's experts as gate_up [E, H, 2I] (x @ W layout) and
 // down [E, I, H]: GPT-OSS with gate and up columns interleaved and biases, Llama 4 with the
 // gate's columns first and no biases. They are rearranged once, into float32 [I, H] / [I, H] /
@@ -117,41 +207,21 @@ void load_transposed_experts(Loader& L, const ModelConfig& c, int64_t layer, Moe
   const std::string mp = moe_prefix(c, layer) + "experts.";
   const int64_t E = c.router.num_experts, H = c.hidden_size, I = c.expert_intermediate_size;
   const bool gpt_oss = c.family == Family::kGptOss;  // interleaved columns, biases, clamp
-  if (L.has(mp + "gate_up_proj_blocks"))
-    fail(
-        "'{}' holds GPT-OSS's experts as MXFP4 blocks (gate_up_proj_blocks), which the "
-        "safetensors loader does not read yet: convert it to GGUF with `switchyard quantize "
-        "--type MXFP4_MOE` from a dequantized copy, or dequantize with transformers",
-        c.architecture);
+  if (gpt_oss && L.has(mp + "gate_up_proj_blocks"))
+    return load_gpt_oss_mxfp4_experts(L, c, layer, moe, owned, w);
   const std::vector<float> gu = L.array_f32(mp + "gate_up_proj", {E, H, 2 * I});
   const std::vector<float> dn = L.array_f32(mp + "down_proj", {E, I, H});
   // Column of gate value i and of up value i within a row of 2I.
   auto gate_col = [&](int64_t i) { return gpt_oss ? 2 * i : i; };
   auto up_col = [&](int64_t i) { return gpt_oss ? 2 * i + 1 : I + i; };
-  if (gpt_oss) {
-    const std::vector<float> gub = L.array_f32(mp + "gate_up_proj_bias", {E, 2 * I});
-    moe.down_bias = L.array_f32(mp + "down_proj_bias", {E, H});
-    moe.gate_bias.resize(size_t(E * I));
-    moe.up_bias.resize(size_t(E * I));
-    for (int64_t e = 0; e < E; ++e)
-      for (int64_t i = 0; i < I; ++i) {
-        moe.gate_bias[size_t(e * I + i)] = gub[size_t(e * 2 * I + gate_col(i))];
-        moe.up_bias[size_t(e * I + i)] = gub[size_t(e * 2 * I + up_col(i))];
-      }
-  }
+  if (gpt_oss) load_gpt_oss_biases(L, mp, E, I, H, moe);
   moe.experts.resize(size_t(E));
   for (int64_t e = 0; e < E; ++e) {
     FfnWeights& x = moe.experts[size_t(e)];
     x.gate = {DType::F32, I, H, nullptr};
     x.up = {DType::F32, I, H, nullptr};
     x.down = {DType::F32, H, I, nullptr};
-    if (gpt_oss) {
-      x.gate_bias = moe.gate_bias.data() + e * I;
-      x.up_bias = moe.up_bias.data() + e * I;
-      x.down_bias = moe.down_bias.data() + e * H;
-      x.clamp_limit = c.swiglu_limit;
-      x.glu_alpha = 1.702f;  // GPT-OSS's fixed sigmoid sharpness
-    }
+    if (gpt_oss) set_gpt_oss_expert(c, moe, e, x);
     const bool mine = owned.empty() || owned[size_t(e)];
     w.expert_bytes_total += x.bytes();
     if (!mine) continue;

@@ -28,6 +28,7 @@ struct PlannedTensor {
   Init init;
   int shard;
   bool force_f32 = false;  // e.g. DeepSeek's e_score_correction_bias stays float32
+  int64_t fan_in = 0;      // kMatrix: 0 = the last dimension (x @ W^T layouts)
 };
 
 // Counter-based generator: value i of tensor t depends only on (seed, t, i), so tensors
@@ -44,15 +45,22 @@ class Planner {
  public:
   Planner(const model::ModelConfig& c, const SyntheticSpec& s) : c_(c), s_(s) {}
   std::vector<PlannedTensor> plan() {
+    if (c_.family == Family::kDbrx) return plan_dbrx();
     const int64_t H = c_.hidden_size, V = c_.vocab_size, hd = c_.head_dim;
     const int64_t qw = c_.q_width(), kvw = c_.kv_width();
+    const bool norm_bias = c_.layer_norm && c_.norm_bias;  // Phi-3.5-MoE's LayerNorms
     add("model.embed_tokens.weight", {V, H}, Init::kEmbedding, 0);
     for (int64_t l = 0; l < c_.num_layers; ++l) {
       const int shard = int(l * s_.num_shards / std::max<int64_t>(1, c_.num_layers));
       const std::string p = model::layer_prefix(l);
       add(p + "input_layernorm.weight", {H}, Init::kNorm, shard);
       add(p + "post_attention_layernorm.weight", {H}, Init::kNorm, shard);
+      if (norm_bias) {
+        add(p + "input_layernorm.bias", {H}, Init::kBias, shard);
+        add(p + "post_attention_layernorm.bias", {H}, Init::kBias, shard);
+      }
       const std::string a = p + "self_attn.";
+      if (c_.attention_sinks) add(a + "sinks", {c_.num_heads}, Init::kBias, shard);
       if (c_.mla.enabled()) {
         mla(a, shard);
       } else {
@@ -86,7 +94,17 @@ class Planner {
             f.selection_bias_2d ? std::vector<int64_t>{1, E} : std::vector<int64_t>{E};
         add(m + std::string(f.selection_bias), shape, Init::kBias, shard, true);
       }
-      if (s_.fused_experts || f.expert_gate.empty()) {  // transformers v5's layout (Granite's)
+      if (c_.router_bias) add(m + "router.bias", {E}, Init::kBias, shard);
+      if (c_.family == Family::kGptOss || c_.family == Family::kLlama4) {
+        // x @ W layouts: gate_up [E, H, 2I] (GPT-OSS interleaves gate and up columns), down
+        // [E, I, H]; GPT-OSS's experts have biases.
+        add(m + "experts.gate_up_proj", {E, H, 2 * I}, Init::kMatrix, shard, false, H);
+        add(m + "experts.down_proj", {E, I, H}, Init::kMatrix, shard, false, I);
+        if (c_.family == Family::kGptOss) {
+          add(m + "experts.gate_up_proj_bias", {E, 2 * I}, Init::kBias, shard);
+          add(m + "experts.down_proj_bias", {E, H}, Init::kBias, shard);
+        }
+      } else if (s_.fused_experts || f.expert_gate.empty()) {  // transformers v5's (Granite's)
         add(m + std::string(f.fused_gate_up), {E, 2 * I, H}, Init::kMatrix, shard);
         add(m + std::string(f.fused_down), {E, H, I}, Init::kMatrix, shard);
       } else {
@@ -103,13 +121,37 @@ class Planner {
     }
     const int last = std::max(0, s_.num_shards - 1);
     add("model.norm.weight", {H}, Init::kNorm, last);
+    if (norm_bias) add("model.norm.bias", {H}, Init::kBias, last);
     if (!c_.tie_word_embeddings) add("lm_head.weight", {V, H}, Init::kMatrix, last);
     return std::move(out_);
   }
 
  private:
-  void add(std::string name, std::vector<int64_t> shape, Init init, int shard, bool f32 = false) {
-    out_.push_back({std::move(name), std::move(shape), init, shard, f32});
+  // DBRX's own names and fused tensors (model/dbrx_checkpoint.h).
+  std::vector<PlannedTensor> plan_dbrx() {
+    const int64_t H = c_.hidden_size, V = c_.vocab_size, qw = c_.q_width(), kvw = c_.kv_width();
+    const int64_t E = c_.router.num_experts, I = c_.expert_intermediate_size;
+    add("transformer.wte.weight", {V, H}, Init::kEmbedding, 0);
+    for (int64_t l = 0; l < c_.num_layers; ++l) {
+      const int shard = int(l * s_.num_shards / std::max<int64_t>(1, c_.num_layers));
+      const std::string b = fmt::format("transformer.blocks.{}.", l);
+      add(b + "norm_attn_norm.norm_1.weight", {H}, Init::kNorm, shard);
+      add(b + "norm_attn_norm.norm_2.weight", {H}, Init::kNorm, shard);
+      add(b + "norm_attn_norm.attn.Wqkv.weight", {qw + 2 * kvw, H}, Init::kMatrix, shard);
+      add(b + "norm_attn_norm.attn.out_proj.weight", {H, qw}, Init::kMatrix, shard);
+      add(b + "ffn.router.layer.weight", {E, H}, Init::kMatrix, shard);
+      add(b + "ffn.experts.mlp.w1", {E * I, H}, Init::kMatrix, shard);
+      add(b + "ffn.experts.mlp.v1", {E * I, H}, Init::kMatrix, shard);
+      add(b + "ffn.experts.mlp.w2", {E * I, H}, Init::kMatrix, shard, false, I);
+    }
+    const int last = std::max(0, s_.num_shards - 1);
+    add("transformer.norm_f.weight", {H}, Init::kNorm, last);
+    if (!c_.tie_word_embeddings) add("lm_head.weight", {V, H}, Init::kMatrix, last);
+    return std::move(out_);
+  }
+  void add(std::string name, std::vector<int64_t> shape, Init init, int shard, bool f32 = false,
+           int64_t fan_in = 0) {
+    out_.push_back({std::move(name), std::move(shape), init, shard, f32, fan_in});
   }
   void mla(const std::string& a, int shard) {  // model/mla_attention.h's tensors
     const model::MlaConfig& m = c_.mla;
@@ -144,7 +186,8 @@ std::vector<uint8_t> generate(const PlannedTensor& t, const std::string& dtype, 
   int64_t n = 1;
   for (int64_t d : t.shape) n *= d;
   float scale = 0.1f, offset = 0.0f;
-  if (t.init == Init::kMatrix) scale = std::sqrt(3.0f / float(t.shape.back()));
+  if (t.init == Init::kMatrix)
+    scale = std::sqrt(3.0f / float(t.fan_in > 0 ? t.fan_in : t.shape.back()));
   if (t.init == Init::kEmbedding) scale = std::sqrt(3.0f);
   if (t.init == Init::kNorm) scale = 0.25f, offset = 1.0f;
   const std::string dt = t.force_f32 ? "F32" : dtype;

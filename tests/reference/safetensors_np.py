@@ -80,11 +80,15 @@ def read_checkpoint(model_dir):
 
 
 def write_file(path, tensors, dtype="F32"):
-    """Write {name: float ndarray} as a .safetensors file with all tensors stored as `dtype`."""
+    """Write {name: float ndarray} as a .safetensors file with all tensors stored as `dtype`
+    (uint8 arrays, such as MXFP4 blocks and scales, are stored as U8 whatever `dtype` says)."""
     header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
     for name in sorted(tensors):
         a = np.asarray(tensors[name])
-        if dtype == "BF16":
+        stored = dtype
+        if a.dtype == np.uint8:
+            raw, stored = a.tobytes(), "U8"
+        elif dtype == "BF16":
             raw = f32_to_bf16_bits(a).tobytes()
         elif dtype == "F16":
             raw = a.astype("<f2").tobytes()
@@ -92,7 +96,7 @@ def write_file(path, tensors, dtype="F32"):
             raw = a.astype("<f4").tobytes()
         else:
             raise ValueError(f"write_file: unsupported dtype {dtype}")
-        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [offset, offset + len(raw)]}
+        header[name] = {"dtype": stored, "shape": list(a.shape), "data_offsets": [offset, offset + len(raw)]}
         blobs.append(raw)
         offset += len(raw)
     hjson = json.dumps(header).encode("utf-8")

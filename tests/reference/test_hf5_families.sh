@@ -115,6 +115,39 @@ else
   echo "FAIL llama4 variant: greedy $got4, reference $want4"
   failed=$((failed + 1))
 fi
+# GPT-OSS as OpenAI publishes it: MXFP4 experts (U8 blocks and E8M0 scales, written by
+# tests/reference/gpt_oss_mxfp4.py from transformers' layout), against the same model with
+# those experts dequantized to float32 by that script. With the float kernels (SY_INT8_DOT=0,
+# which decode the blocks exactly) the logits must agree to float tolerance; the int8 kernels
+# quantize activations to 8 bits, so there 90% of the positions must agree within 3% of the
+# logits' spread (a token whose near-tied routing flips differs more).
+gmx="$work/gpt_oss_mxfp4" gdq="$work/gpt_oss_dequant"
+if "$py" "$here/gpt_oss_mxfp4.py" "$fixtures/gpt_oss" "$gmx" "$gdq" >"$work/mx.log" 2>&1 &&
+  "$sy" score -m "$gdq" --ids "$(cat "$fixtures/gpt_oss/ids.txt")" \
+    --dump-logits "$work/mx_dq.npy" >>"$work/mx.log" 2>&1 &&
+  SY_INT8_DOT=0 "$sy" score -m "$gmx" --ids "$(cat "$fixtures/gpt_oss/ids.txt")" \
+    --dump-logits "$work/mx_float.npy" >>"$work/mx.log" 2>&1 &&
+  "$sy" score -m "$gmx" --ids "$(cat "$fixtures/gpt_oss/ids.txt")" \
+    --dump-logits "$work/mx_int8.npy" >>"$work/mx.log" 2>&1; then
+  if ! "$py" - "$work" <<'PY'; then failed=$((failed + 1)); fi
+import sys
+import numpy as np
+w = sys.argv[1]
+dq, fl, i8 = (np.load(f"{w}/mx_{n}.npy") for n in ("dq", "float", "int8"))
+err = float(np.abs(fl - dq).max() / dq.std())
+rows = np.abs(i8 - dq).max(axis=1) / dq.std()
+close = float((rows <= 0.03).mean())
+ok = err <= 1e-5 and close >= 0.9
+print(f"{'ok  ' if ok else 'FAIL'} gpt_oss MXFP4 safetensors: float kernels {err:.1e} of the "
+      f"dequantized model; int8 kernels: {close:.0%} of positions within 3% "
+      f"(median {np.median(rows):.1e})")
+sys.exit(0 if ok else 1)
+PY
+else
+  echo "FAIL gpt_oss MXFP4 safetensors: $(tail -3 "$work/mx.log")"
+  failed=$((failed + 1))
+fi
+
 # DBRX's fused layout, damaged: a Wqkv of the wrong shape, a tensor the layout does not have.
 for damage in shape extra; do
   bad="$work/dbrx_$damage"

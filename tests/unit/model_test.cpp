@@ -66,6 +66,23 @@ std::vector<Case> cases() {
   d.expert_ffn = 40;
   d.num_shards = 2;
   out.push_back({"dots1_groups", d});
+  // The families whose layouts make-tiny writes in their published form.
+  auto g = base(model::Family::kGptOss);  // sinks, biases, clamped SwiGLU, sliding layers
+  g.top_k = 2;
+  out.push_back({"gpt_oss", g});
+  auto ph = base(model::Family::kPhimoe);  // SparseMixer, LayerNorm with bias
+  ph.top_k = 2;
+  out.push_back({"phimoe", ph});
+  out.push_back({"hunyuan_v1_moe", base(model::Family::kHunyuanMoe)});
+  out.push_back({"dbrx", base(model::Family::kDbrx)});  // fused Wqkv / w1 v1 w2, clip_qkv
+  auto l4 = base(model::Family::kLlama4);               // a dense layer first, NoPE in layer 3
+  l4.num_layers = 4, l4.first_dense_layers = 1, l4.dense_ffn = 64;
+  out.push_back({"llama4_text", l4});
+  auto glm = base(model::Family::kGlm4Moe);
+  glm.first_dense_layers = 1, glm.dense_ffn = 64;
+  out.push_back({"glm4_moe", glm});
+  out.push_back({"ernie4_5_moe", base(model::Family::kErnie45Moe)});
+  out.push_back({"granitemoe", base(model::Family::kGraniteMoe)});
   return out;
 }
 

@@ -61,8 +61,31 @@ void read(const Keys& k, ModelConfig& c) {
   c.rms_norm_eps = 1e-5f;  // nn.LayerNorm's default: DbrxConfig passes no eps
 }
 
-void write(const FamilyShape&, nlohmann::json&) {
-  fail("make-tiny cannot write DBRX checkpoints yet (their fused layout has no writer)");
+// The generic keys the caller wrote, moved into DBRX's schema.
+void write(const FamilyShape& s, nlohmann::json& c) {
+  require(s.shared_ffn == 0 && s.first_dense_layers == 0, "dbrx",
+          "has no shared expert and no dense layers");
+  if (c.is_null()) c = nlohmann::json::object();  // make-tiny's dry run checks the shape only
+  const int64_t hidden = c.value("hidden_size", int64_t(0)),
+                heads = c.value("num_attention_heads", int64_t(1));
+  require(!c.contains("head_dim") || c["head_dim"].get<int64_t>() * heads == hidden, "dbrx",
+          "heads are d_model / n_heads wide (no --head-dim)");
+  c["d_model"] = hidden;
+  c["n_heads"] = heads;
+  c["n_layers"] = c.value("num_hidden_layers", int64_t(0));
+  c["max_seq_len"] = c.value("max_position_embeddings", int64_t(4096));
+  c["attn_config"] = {{"kv_n_heads", c.value("num_key_value_heads", heads)},
+                      {"clip_qkv", s.clip_qkv > 0 ? s.clip_qkv : 8.0},
+                      {"rope_theta", c.value("rope_theta", 10000.0)}};
+  c["ffn_config"] = {{"ffn_hidden_size", s.expert_ffn},
+                     {"moe_num_experts", s.num_experts},
+                     {"moe_top_k", c.value("num_experts_per_tok", int64_t(2))},
+                     {"moe_normalize_expert_weights", 1.0},
+                     {"ffn_act_fn", {{"name", "silu"}}}};
+  for (const char* key : {"hidden_size", "num_attention_heads", "num_hidden_layers",
+                          "max_position_embeddings", "num_key_value_heads", "head_dim",
+                          "rope_theta", "num_experts_per_tok", "rms_norm_eps", "hidden_act"})
+    c.erase(key);
 }
 
 }  // namespace

@@ -43,8 +43,16 @@ void read(const Keys& k, ModelConfig& c) {
 void write(const FamilyShape& s, nlohmann::json& c) {
   require(s.shared_ffn == 0 && s.first_dense_layers == 0, "gpt_oss",
           "has no shared expert and no dense layers");
-  (void)c;
-  fail("make-tiny does not write GPT-OSS checkpoints yet (they load and run)");
+  c["num_local_experts"] = s.num_experts;
+  c["intermediate_size"] = s.expert_ffn;
+  c["attention_bias"] = true;
+  c["swiglu_limit"] = 7.0;
+  c["sliding_window"] = 128;
+  // gpt-oss-20b's pattern: sliding and full attention alternate, sliding first.
+  nlohmann::json types = nlohmann::json::array();
+  for (int64_t l = 0; l < c.value("num_hidden_layers", int64_t(0)); ++l)
+    types.push_back(l % 2 == 0 ? "sliding_attention" : "full_attention");
+  c["layer_types"] = types;
 }
 
 }  // namespace

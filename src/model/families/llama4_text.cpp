@@ -86,8 +86,19 @@ void read(const Keys& k, ModelConfig& c) {
   }
 }
 
-void write(const FamilyShape&, nlohmann::json&) {
-  fail("make-tiny cannot write Llama 4 checkpoints yet (their fused experts have no writer)");
+void write(const FamilyShape& s, nlohmann::json& c) {
+  require(s.shared_ffn == 0 || s.shared_ffn == s.expert_ffn, "llama4_text",
+          "the shared expert is as wide as one routed expert");
+  c["num_local_experts"] = s.num_experts;
+  c["intermediate_size"] = s.expert_ffn;
+  c["intermediate_size_mlp"] = s.dense_ffn > 0 ? s.dense_ffn : 4 * s.expert_ffn;
+  const int64_t layers = c.value("num_hidden_layers", int64_t(0));
+  nlohmann::json moe = nlohmann::json::array();
+  for (int64_t l = s.first_dense_layers; l < layers; ++l) moe.push_back(l);
+  c["moe_layers"] = moe;  // NoPE every 4th layer, chunked attention elsewhere (the defaults)
+  c["attention_chunk_size"] = 8192;
+  c["use_qk_norm"] = true;
+  c["rope_theta"] = 500000.0;
 }
 
 }  // namespace

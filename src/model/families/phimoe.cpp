@@ -30,8 +30,13 @@ void read(const Keys& k, ModelConfig& c) {
 void write(const FamilyShape& s, nlohmann::json& c) {
   require(s.shared_ffn == 0 && s.first_dense_layers == 0, "phimoe",
           "has no shared expert and no dense layers");
-  (void)c;
-  fail("make-tiny does not write Phi-3.5-MoE checkpoints yet (they load and run)");
+  require(s.top_k == 2, "phimoe", "SparseMixer routes exactly 2 experts per token (--top-k 2)");
+  c["num_local_experts"] = s.num_experts;
+  c["intermediate_size"] = s.expert_ffn;
+  c["attention_bias"] = true;
+  c["router_jitter_noise"] = 0.01;
+  c["lm_head_bias"] = false;
+  c["rms_norm_eps"] = 1e-5;
 }
 
 }  // namespace
