@@ -86,6 +86,9 @@ void run_inspect(const InspectOptions& o) {
       variants.push_back(fmt::format("{} NoPE layers{}", nope,
                                      c.attn_temperature_scale > 0 ? " (query temperature)" : ""));
   }
+  if (c.rope_scaling.longrope)
+    variants.push_back(fmt::format("LongRoPE (short factors up to {} positions, long beyond)",
+                                   c.rope_scaling.original_max_positions));
   if (c.rope_scaling.llama3)
     variants.push_back(fmt::format("llama3 RoPE x{} (from {} positions)", c.rope_scaling.factor,
                                    c.rope_scaling.original_max_positions));

@@ -168,6 +168,33 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
               fmt::format("{}: YaRN's beta_fast, beta_slow and attention_factor must be "
                           "positive",
                           rope_key));
+    } else if (type == "longrope") {
+      RopeScaling& y = c.rope_scaling;
+      y.longrope = true;
+      auto factors = [&](const char* key) {
+        const std::vector<double> v = rp.number_list_or_empty(key);
+        require(!v.empty(), origin, fmt::format("{}: longrope needs {}", rope_key, key));
+        std::vector<float> out;
+        for (double f : v) {
+          require(f > 0 && f < 1e9, origin,
+                  fmt::format("{}: {} values must be positive", rope_key, key));
+          out.push_back(float(f));
+        }
+        return out;
+      };
+      y.short_factor = factors("short_factor");
+      y.long_factor = factors("long_factor");
+      y.short_mscale = rp.number_or("short_mscale", 0);
+      y.long_mscale = rp.number_or("long_mscale", 0);
+      y.attention_factor = rp.number_or("attention_factor", 0);
+      y.original_max_positions = rp.number_or("original_max_position_embeddings",
+                                              k.number_or("original_max_position_embeddings", 0));
+      require(y.original_max_positions >= 1 && y.short_mscale >= 0 && y.long_mscale >= 0 &&
+                  y.attention_factor >= 0,
+              origin,
+              fmt::format("{}: longrope needs original_max_position_embeddings and non-negative "
+                          "mscales",
+                          rope_key));
     } else if (type == "llama3") {
       RopeScaling& y = c.rope_scaling;
       y.llama3 = true;
@@ -183,8 +210,8 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
                           rope_key));
     } else {
       require(type == "default", origin,
-              fmt::format("{}: rope_type '{}' is not implemented (default, yarn, llama3)", rope_key,
-                          excerpt_text(type, 40)));
+              fmt::format("{}: rope_type '{}' is not implemented (default, yarn, llama3, longrope)",
+                          rope_key, excerpt_text(type, 40)));
     }
   }
   require(partial > 0 && partial <= 1, origin,
@@ -196,6 +223,13 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
                         "needs an even count of at least 2",
                         partial, c.head_dim, c.rotary_dim));
   }
+  if (const RopeScaling& y = c.rope_scaling; y.longrope)
+    require(int64_t(y.short_factor.size()) == c.rope_dim() / 2 &&
+                int64_t(y.long_factor.size()) == c.rope_dim() / 2,
+            origin,
+            fmt::format("longrope's short_factor and long_factor need {} values (rotary dims / 2), "
+                        "got {} and {}",
+                        c.rope_dim() / 2, y.short_factor.size(), y.long_factor.size()));
   c.tie_word_embeddings = k.boolean_or("tie_word_embeddings", false);
   if (k.has("hidden_act"))
     require(k.string_or("hidden_act", "silu") == "silu", origin,

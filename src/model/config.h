@@ -76,6 +76,13 @@ struct RopeScaling {
   // high_freq_factor kept, a smooth blend between.
   bool llama3 = false;
   double low_freq_factor = 1, high_freq_factor = 4;
+  // LongRoPE ("longrope"; Phi-3.5-MoE): per-frequency divisors, short_factor while a forward's
+  // positions stay within original_max_positions, long_factor (for every position) beyond it;
+  // cos and sin times short_mscale / long_mscale (Phi's keys), else attention_factor, else
+  // sqrt(1 + ln(max_position_embeddings / original) / ln(original)).
+  bool longrope = false;
+  std::vector<float> short_factor, long_factor;  // [rope_dim / 2]
+  double short_mscale = 0, long_mscale = 0;
 };
 
 struct ModelConfig {

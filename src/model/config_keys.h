@@ -71,6 +71,17 @@ class Keys {
     }
     return out;
   }
+  std::vector<double> number_list_or_empty(const char* key) const {
+    std::vector<double> out;
+    if (!has(key)) return out;
+    const nlohmann::json& v = j_[key];
+    if (!v.is_array()) fail("{}: key '{}' must be a list of numbers", origin_, key);
+    for (const auto& x : v) {
+      if (!x.is_number()) fail("{}: key '{}' must hold numbers", origin_, key);
+      out.push_back(x.get<double>());
+    }
+    return out;
+  }
   const nlohmann::json& raw() const { return j_; }
   const std::string& origin() const { return origin_; }
 

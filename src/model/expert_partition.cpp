@@ -235,14 +235,16 @@ int64_t count_moe_layers(const ModelConfig& c) {
   return n;
 }
 
-// DBRX keeps every expert in three fused [E * I, H] tensors; the rewriters here work on the
-// per-expert or [E, ...] layouts of the other families.
+// DBRX keeps every expert in three fused [E * I, H] tensors, GPT-OSS and Llama 4 theirs
+// transposed ([E, H, 2I]); the rewriters here work on the per-expert or [E, 2I, H] layouts of
+// the other families.
 void refuse_fused_layout(const ModelConfig& c, const std::string& model_dir) {
-  if (c.family == Family::kDbrx)
+  if (c.family == Family::kDbrx || c.family == Family::kGptOss || c.family == Family::kLlama4)
     fail(
-        "'{}' is a DBRX checkpoint (experts fused as w1 / v1 / w2), which partition and pad do "
-        "not rewrite yet",
-        model_dir);
+        "'{}' is a {} checkpoint, whose experts are stored {}; partition and pad do not "
+        "rewrite that layout yet",
+        model_dir, c.family_name(),
+        c.family == Family::kDbrx ? "fused as w1 / v1 / w2" : "transposed (gate_up [E, H, 2I])");
 }
 
 }  // namespace

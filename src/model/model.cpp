@@ -126,7 +126,20 @@ void Model::forward(std::span<const SequenceChunk> chunks, LogitsFor which, floa
 
   // Embedding lookup and per-token rotary tables.
   int64_t row = 0;
-  const RopeTable rope = rope_table(c);
+  int64_t seq_len = 0;  // the call's largest position + 1
+  for (const SequenceChunk& ch : chunks)
+    seq_len = std::max(seq_len, ch.cache->size() + int64_t(ch.tokens.size()));
+  if (const RopeScaling& y = c.rope_scaling;
+      y.longrope && double(seq_len) > y.original_max_positions)
+    for (const SequenceChunk& ch : chunks)
+      if (ch.cache->size() > 0 && double(ch.cache->size()) <= y.original_max_positions)
+        fail(
+            "this sequence grows past LongRoPE's original {} positions, where every key must be "
+            "rotated again with the long factors (transformers recomputes the whole cache); "
+            "Switchyard does not re-encode a KV cache yet: run the whole sequence in one call "
+            "(score) or keep it within {} positions",
+            y.original_max_positions, y.original_max_positions);
+  const RopeTable rope = rope_table(c, seq_len);
   for (const SequenceChunk& ch : chunks) {
     embed_tokens(weights_.embed, ch.tokens, ws.x.data() + row * H);
     for (size_t i = 0; i < ch.tokens.size(); ++i, ++row)

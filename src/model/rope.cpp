@@ -36,7 +36,7 @@ void llama3_scale(const RopeScaling& y, std::vector<float>& inv_freq) {
 
 }  // namespace
 
-RopeTable rope_table(const ModelConfig& c) {
+RopeTable rope_table(const ModelConfig& c, int64_t seq_len) {
   const int64_t dim = c.rope_dim(), half = dim / 2;
   const float base = c.rope_theta;
   RopeTable t;
@@ -46,6 +46,21 @@ RopeTable rope_table(const ModelConfig& c) {
   for (int64_t i = 0; i < half; ++i)
     pos_freq[size_t(i)] = std::pow(base, float(2 * i) / float(dim));
   const RopeScaling& y = c.rope_scaling;
+  if (y.longrope) {  // transformers' _compute_longrope_parameters and Phi's mscales
+    const bool long_ctx = double(seq_len) > y.original_max_positions;
+    const std::vector<float>& ext = long_ctx ? y.long_factor : y.short_factor;
+    for (int64_t i = 0; i < half; ++i)
+      t.inv_freq[size_t(i)] = 1.0f / (ext[size_t(i)] * pos_freq[size_t(i)]);
+    double mscale = long_ctx ? y.long_mscale : y.short_mscale;
+    if (mscale == 0) mscale = y.attention_factor;
+    if (mscale == 0) {
+      const double factor = double(c.max_position_embeddings) / y.original_max_positions;
+      mscale =
+          factor <= 1 ? 1.0 : std::sqrt(1 + std::log(factor) / std::log(y.original_max_positions));
+    }
+    t.scale = float(mscale);
+    return t;
+  }
   if (!y.yarn) {
     for (int64_t i = 0; i < half; ++i) t.inv_freq[size_t(i)] = 1.0f / pos_freq[size_t(i)];
     if (y.llama3) llama3_scale(y, t.inv_freq);

@@ -16,7 +16,8 @@ struct RopeTable {
   float scale = 1.0f;           // on cos and sin
 };
 
-RopeTable rope_table(const ModelConfig& config);
+// seq_len: the largest position of the forward call + 1 (LongRoPE picks its factors by it).
+RopeTable rope_table(const ModelConfig& config, int64_t seq_len = 0);
 
 // cos / sin of pos * inv_freq[i], times the table's scale: [rope_dim / 2] each.
 void rope_row(const RopeTable& table, int64_t pos, float* cos_out, float* sin_out);

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "ops/kernels.h"
 #include "util/error.h"
 #include "util/ggml_types.h"
 #include "util/quant_blocks.h"
@@ -64,16 +65,6 @@ SY_AVX512 void RowAvx512(const float* x, int64_t n, uint8_t* dst) {
   for (int64_t i = 0; i < n; i += 32, dst += 18) BlockAvx512(x + i, dst);
 }
 
-// BF16 to float32 (a 16-bit shift).
-SY_AVX512 void WidenBf16Avx512(const uint16_t* x, int64_t n, float* y) {
-  int64_t k = 0;
-  for (; k + 16 <= n; k += 16) {
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + k));
-    _mm512_storeu_si512(y + k, _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-  }
-  for (; k < n; ++k) y[k] = bf16_to_f32(x[k]);
-}
-
 }  // namespace
 
 void quantize_row_q4_0(const float* x, int64_t n, uint8_t* dst) {
@@ -93,11 +84,8 @@ void quantize_rows_q4_0(const WeightView& src, uint8_t* dst, int threads) {
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < src.rows; ++r) {
       const float* xr = static_cast<const float*>(src.row(r));
-      if (src.dtype == DType::BF16 && cpu_has_avx512bw()) {
-        WidenBf16Avx512(static_cast<const uint16_t*>(src.row(r)), src.cols, x.data());
-        xr = x.data();
-      } else if (src.dtype != DType::F32) {
-        to_f32(src.dtype, src.row(r), x.data(), x.size());
+      if (src.dtype != DType::F32) {
+        detail::widen_rows(src, r, r + 1, x.data());  // the SIMD widening matmul uses
         xr = x.data();
       }
       quantize_row_q4_0(xr, src.cols, dst + size_t(r) * row_bytes);

@@ -44,13 +44,13 @@ TrainModel::TrainModel(const model::ModelConfig& c, ParamSet& ps) : config_(c) {
       c.layer_norm || c.router.score == moe::ScoreFunc::kSparseMixer ||
       c.qk_norm == model::QkNorm::kPerHeadAfterRope || c.qk_norm == model::QkNorm::kL2AfterRope ||
       !c.layer_chunk.empty() || !c.layer_nope.empty() || c.expert_input_scaled ||
-      c.rope_scaling.llama3)
+      c.rope_scaling.llama3 || c.rope_scaling.longrope)
     fail(
         "training {} models is not implemented: the backward pass has no partial rotary "
         "(partial_rotary_factor), Granite multipliers, multi-head latent attention, sliding "
         "windows, attention sinks, GPT-OSS experts, YaRN, interleaved RoPE, LayerNorm, "
         "SparseMixer, q/k norms after RoPE (Hunyuan, Llama 4), chunked attention, NoPE "
-        "layers, input-weighted experts (Llama 4) or llama3 RoPE scaling yet",
+        "layers, input-weighted experts (Llama 4) or llama3 / LongRoPE scaling yet",
         c.family_name());
   const int64_t H = c.hidden_size, V = c.vocab_size, qw = c.q_width(), kvw = c.kv_width();
   embed_ = bind(ps, "model.embed_tokens.weight", {V, H});

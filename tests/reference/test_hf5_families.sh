@@ -115,6 +115,57 @@ else
   echo "FAIL llama4 variant: greedy $got4, reference $want4"
   failed=$((failed + 1))
 fi
+# Phi-3.5-MoE's published LongRoPE and SparseMixer margin (its fixture has default RoPE and
+# router_jitter_noise 0), against tests/reference/phimoe_reference.py (checked on the fixture):
+# 40 positions past the variant's original 16 take the long factors in one score call; greedy
+# decoding within 16 positions takes the short ones; decoding across 16 is refused by name.
+refp="$here/phimoe_reference.py"
+fixp="$fixtures/phimoe"
+idsp="$(cat "$fixp/ids.txt")"
+"$py" "$refp" --model "$fixp" --ids "$idsp" --out "$work/phi_ref_fixture.npy" >"$work/phi.log" 2>&1 &&
+  "$py" "$refp" --make-variant "$fixp" "$work/phi_variant" >>"$work/phi.log" 2>&1 &&
+  "$py" "$refp" --model "$work/phi_variant" --ids "$idsp" --out "$work/phi_ref_variant.npy" \
+    >>"$work/phi.log" 2>&1 &&
+  "$sy" score -m "$work/phi_variant" --ids "$idsp" --dump-logits "$work/phi_variant.npy" \
+    >>"$work/phi.log" 2>&1 ||
+  { echo "FAIL phimoe variant: $(tail -3 "$work/phi.log")"; failed=$((failed + 1)); }
+if ! "$py" - "$work" "$fixp/ref_logits.npy" <<'PY'; then failed=$((failed + 1)); fi
+import sys
+import numpy as np
+w, hf = sys.argv[1], np.load(sys.argv[2])
+ok = True
+for what, got, ref in (("the reference on the fixture vs transformers", f"{w}/phi_ref_fixture.npy", hf),
+                       ("switchyard on the LongRoPE variant (long factors) vs the reference",
+                        f"{w}/phi_variant.npy", np.load(f"{w}/phi_ref_variant.npy"))):
+    err = float(np.abs(np.load(got) - ref).max() / ref.std())
+    print(f"{'ok  ' if err <= 1e-5 else 'FAIL'} phimoe: {what}: max |diff| / std = {err:.2e}")
+    ok &= err <= 1e-5
+sys.exit(0 if ok else 1)
+PY
+promptp="$(cut -d, -f1-4 <<<"$idsp")"
+wantp="$("$py" "$refp" --model "$work/phi_variant" --ids "$promptp" --greedy 10 2>&1)"
+"$sy" generate -m "$work/phi_variant" --ids "$promptp" -n 10 --ignore-eos --json "$work/phi.json" \
+  >"$work/phi.gen" 2>&1
+gotp="$("$py" -c "
+import json, sys
+s = json.load(open(sys.argv[1]))['sequences'][0]
+print(','.join(str(i) for i in s['prompt_ids'] + s['ids']))" "$work/phi.json" 2>&1)"
+if [ "$gotp" = "$wantp" ]; then
+  echo "ok   phimoe LongRoPE variant: greedy decoding within 16 positions equals the reference's"
+else
+  echo "FAIL phimoe LongRoPE variant: greedy $gotp, reference $wantp"
+  failed=$((failed + 1))
+fi
+if out=$("$sy" generate -m "$work/phi_variant" --ids "$promptp" -n 20 --ignore-eos 2>&1); then
+  echo "FAIL phimoe LongRoPE variant: decoding past the original 16 positions was accepted"
+  failed=$((failed + 1))
+elif grep -q "LongRoPE" <<<"$out"; then
+  echo "ok   phimoe LongRoPE variant: decoding across the original context is refused by name"
+else
+  echo "FAIL phimoe LongRoPE variant: the error does not name LongRoPE: $out"
+  failed=$((failed + 1))
+fi
+
 # GPT-OSS as OpenAI publishes it: MXFP4 experts (U8 blocks and E8M0 scales, written by
 # tests/reference/gpt_oss_mxfp4.py from transformers' layout), against the same model with
 # those experts dequantized to float32 by that script. With the float kernels (SY_INT8_DOT=0,

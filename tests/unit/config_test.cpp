@@ -599,6 +599,23 @@ TEST(Config, RejectionsNameOriginAndKey) {
          for (int l = 0; l < 8; ++l) j["layer_types"].push_back("sliding_attention");
        },
        {"layer_types"}},
+      {"longrope factors of the wrong length",
+       mixtral,
+       [](json& j) {
+         j["rope_scaling"] = {{"type", "longrope"},
+                              {"short_factor", {1.0, 1.0}},
+                              {"long_factor", {2.0, 2.0}},
+                              {"original_max_position_embeddings", 64}};
+       },
+       {"short_factor", "long_factor", "4 values"}},
+      {"longrope without original_max_position_embeddings",
+       mixtral,
+       [](json& j) {
+         j["rope_scaling"] = {{"type", "longrope"},
+                              {"short_factor", {1.0, 1.0, 1.0, 1.0}},
+                              {"long_factor", {2.0, 2.0, 2.0, 2.0}}};
+       },
+       {"longrope", "original_max_position_embeddings"}},
       {"llama3 RoPE with high_freq_factor below low_freq_factor",
        llama4,
        [](json& j) {
