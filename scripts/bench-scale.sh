@@ -154,8 +154,9 @@ L_.append(f"Prompt {prompt} tokens per sequence; tokens per forward = prompt x s
           f"decode {decode} steps; medians of {reps} repetitions.")
 L_.append("GEMM peak: bench_kernels' best F32 matmul (Switchyard's or OpenBLAS's) at the same thread "
           "count, in this run; BF16 weights are widened to F32 for prefill today, so F32 is the peak "
-          "that applies. Read bandwidth: its probe. Expert-parallel rows use ranks x threads = the cores "
-          "and compare with the peak at all cores.")
+          "that applies. Its shapes have at most 512 rows and OpenBLAS runs larger ones faster, so "
+          "the peak is a floor and a figure above 100% is possible. Read bandwidth: its probe. "
+          "Expert-parallel rows use ranks x threads = the cores and compare with the peak at all cores.")
 L_.append("")
 L_.append("| ranks x threads | tokens / forward | prefill tok/s | prefill GFLOP/s | % of F32 GEMM peak "
           "| MoE / attention / dense share of prefill | decode tok/s (all sequences) | decode GB/s (batch 1) "
