@@ -18,7 +18,6 @@ itself, whose logits transformers wrote (test_llama4_variants.sh).
 made dense (new random feed_forward.{gate,up,down}_proj of intermediate_size_mlp) and
 rope_parameters of type llama3.
 """
-import argparse
 import json
 import math
 import os
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_cli  # noqa: E402
 import safetensors_np  # noqa: E402
 
 
@@ -159,28 +159,5 @@ def make_variant(src, dst):
     safetensors_np.write_file(os.path.join(dst, "model.safetensors"), W)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model")
-    ap.add_argument("--ids")
-    ap.add_argument("--out")
-    ap.add_argument("--greedy", type=int, default=0)
-    ap.add_argument("--make-variant", nargs=2, metavar=("SRC", "DST"))
-    a = ap.parse_args()
-    if a.make_variant:
-        return make_variant(*a.make_variant)
-    cfg = json.load(open(os.path.join(a.model, "config.json")))
-    W = {n: torch.from_numpy(np.array(t, dtype=np.float32))
-         for n, t in safetensors_np.read_checkpoint(a.model).items()}
-    ids = [int(t) for t in a.ids.split(",")]
-    with torch.no_grad():
-        if a.out:
-            np.save(a.out, forward(cfg, W, ids).numpy().astype(np.float32))
-        for _ in range(a.greedy):
-            ids.append(int(forward(cfg, W, ids)[-1].argmax()))
-    if a.greedy:
-        print(",".join(map(str, ids)))
-
-
 if __name__ == "__main__":
-    main()
+    reference_cli.main(__doc__, forward, make_variant)

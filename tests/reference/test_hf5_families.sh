@@ -73,90 +73,66 @@ sys.exit(0 if err <= 1e-5 else 1)" "$work/ep_$fam.npy" "$work/$fam.npy" "$fam"; 
   done
 fi
 
-# Llama 4 features the fixture does not reach (its layers all rotate, are all MoE, route top-1,
-# default RoPE): a variant of it with a NoPE layer (attention temperature), a dense layer,
-# top-2 routing, 8-position chunks and llama3 RoPE, against tests/reference/llama4_reference.py
-# (an independent PyTorch forward whose logits on the fixture itself must match transformers').
-ref4="$here/llama4_reference.py"
-fix4="$fixtures/llama4_text"
-"$py" "$ref4" --model "$fix4" --ids "$(cat "$fix4/ids.txt")" --out "$work/l4_ref_fixture.npy" \
-  >"$work/l4.log" 2>&1 &&
-  "$py" "$ref4" --make-variant "$fix4" "$work/l4_variant" >>"$work/l4.log" 2>&1 &&
-  "$py" "$ref4" --model "$work/l4_variant" --ids "$(cat "$fix4/ids.txt")" \
-    --out "$work/l4_ref_variant.npy" >>"$work/l4.log" 2>&1 &&
-  "$sy" score -m "$work/l4_variant" --ids "$(cat "$fix4/ids.txt")" \
-    --dump-logits "$work/l4_variant.npy" >>"$work/l4.log" 2>&1 ||
-  { echo "FAIL llama4 variant: $(tail -3 "$work/l4.log")"; failed=$((failed + 1)); }
-if ! "$py" - "$work" "$fix4/ref_logits.npy" <<'PY'; then failed=$((failed + 1)); fi
+# What a fixture does not reach, against an independent PyTorch forward (REF) that is itself
+# checked on the fixture first: REF --make-variant writes a variant of it; Switchyard's logits on
+# the variant (one score call over the fixture's 40 ids) must match REF's, and its greedy
+# decoding (KV cache) of N tokens after the first P ids must equal REF's.
+#   check_variant NAME REF FAMILY P N WHAT
+check_variant() {
+  local name="$1" ref="$2" fix="$fixtures/$3" p="$4" n="$5" what="$6"
+  local ids var="$work/${name}_variant"
+  ids="$(cat "$fix/ids.txt")"
+  if ! { "$py" "$ref" --model "$fix" --ids "$ids" --out "$work/${name}_ref_fixture.npy" &&
+    "$py" "$ref" --make-variant "$fix" "$var" &&
+    "$py" "$ref" --model "$var" --ids "$ids" --out "$work/${name}_ref_variant.npy" &&
+    "$sy" score -m "$var" --ids "$ids" --dump-logits "$work/${name}_variant.npy"; } \
+    >"$work/$name.log" 2>&1; then
+    echo "FAIL $name variant: $(tail -3 "$work/$name.log")"
+    failed=$((failed + 1))
+    return
+  fi
+  if ! "$py" - "$work" "$fix/ref_logits.npy" "$name" <<'PY'; then failed=$((failed + 1)); fi
 import sys
 import numpy as np
-w, hf = sys.argv[1], np.load(sys.argv[2])
+w, hf, name = sys.argv[1], np.load(sys.argv[2]), sys.argv[3]
 ok = True
-for what, got, ref in (("the reference on the fixture vs transformers", f"{w}/l4_ref_fixture.npy", hf),
-                       ("switchyard on the variant vs the reference", f"{w}/l4_variant.npy",
-                        np.load(f"{w}/l4_ref_variant.npy"))):
-    got = np.load(got) if isinstance(got, str) else got
-    err = float(np.abs(got - ref).max() / ref.std())
-    print(f"{'ok  ' if err <= 1e-5 else 'FAIL'} llama4: {what}: max |diff| / std = {err:.2e}")
-    ok &= err <= 1e-5
-sys.exit(0 if ok else 1)
-PY
-prompt4="$(cut -d, -f1-8 "$fix4/ids.txt")"
-want4="$("$py" "$ref4" --model "$work/l4_variant" --ids "$prompt4" --greedy 12 2>&1)"
-"$sy" generate -m "$work/l4_variant" --ids "$prompt4" -n 12 --ignore-eos --json "$work/l4.json" \
-  >"$work/l4.gen" 2>&1
-got4="$("$py" -c "
-import json, sys
-s = json.load(open(sys.argv[1]))['sequences'][0]
-print(','.join(str(i) for i in s['prompt_ids'] + s['ids']))" "$work/l4.json" 2>&1)"
-if [ "$got4" = "$want4" ]; then
-  echo "ok   llama4 variant: greedy decoding (KV cache, chunks, temperature) equals the reference's"
-else
-  echo "FAIL llama4 variant: greedy $got4, reference $want4"
-  failed=$((failed + 1))
-fi
-# Phi-3.5-MoE's published LongRoPE and SparseMixer margin (its fixture has default RoPE and
-# router_jitter_noise 0), against tests/reference/phimoe_reference.py (checked on the fixture):
-# 40 positions past the variant's original 16 take the long factors in one score call; greedy
-# decoding within 16 positions takes the short ones; decoding across 16 is refused by name.
-refp="$here/phimoe_reference.py"
-fixp="$fixtures/phimoe"
-idsp="$(cat "$fixp/ids.txt")"
-"$py" "$refp" --model "$fixp" --ids "$idsp" --out "$work/phi_ref_fixture.npy" >"$work/phi.log" 2>&1 &&
-  "$py" "$refp" --make-variant "$fixp" "$work/phi_variant" >>"$work/phi.log" 2>&1 &&
-  "$py" "$refp" --model "$work/phi_variant" --ids "$idsp" --out "$work/phi_ref_variant.npy" \
-    >>"$work/phi.log" 2>&1 &&
-  "$sy" score -m "$work/phi_variant" --ids "$idsp" --dump-logits "$work/phi_variant.npy" \
-    >>"$work/phi.log" 2>&1 ||
-  { echo "FAIL phimoe variant: $(tail -3 "$work/phi.log")"; failed=$((failed + 1)); }
-if ! "$py" - "$work" "$fixp/ref_logits.npy" <<'PY'; then failed=$((failed + 1)); fi
-import sys
-import numpy as np
-w, hf = sys.argv[1], np.load(sys.argv[2])
-ok = True
-for what, got, ref in (("the reference on the fixture vs transformers", f"{w}/phi_ref_fixture.npy", hf),
-                       ("switchyard on the LongRoPE variant (long factors) vs the reference",
-                        f"{w}/phi_variant.npy", np.load(f"{w}/phi_ref_variant.npy"))):
+for what, got, ref in (("the reference on the fixture vs transformers", f"{w}/{name}_ref_fixture.npy", hf),
+                       ("switchyard on the variant vs the reference", f"{w}/{name}_variant.npy",
+                        np.load(f"{w}/{name}_ref_variant.npy"))):
     err = float(np.abs(np.load(got) - ref).max() / ref.std())
-    print(f"{'ok  ' if err <= 1e-5 else 'FAIL'} phimoe: {what}: max |diff| / std = {err:.2e}")
+    print(f"{'ok  ' if err <= 1e-5 else 'FAIL'} {name}: {what}: max |diff| / std = {err:.2e}")
     ok &= err <= 1e-5
 sys.exit(0 if ok else 1)
 PY
-promptp="$(cut -d, -f1-4 <<<"$idsp")"
-wantp="$("$py" "$refp" --model "$work/phi_variant" --ids "$promptp" --greedy 10 2>&1)"
-"$sy" generate -m "$work/phi_variant" --ids "$promptp" -n 10 --ignore-eos --json "$work/phi.json" \
-  >"$work/phi.gen" 2>&1
-gotp="$("$py" -c "
+  local prompt want got
+  prompt="$(cut -d, -f1-"$p" <<<"$ids")"
+  want="$("$py" "$ref" --model "$var" --ids "$prompt" --greedy "$n" 2>&1)"
+  "$sy" generate -m "$var" --ids "$prompt" -n "$n" --ignore-eos --json "$work/$name.json" \
+    >"$work/$name.gen" 2>&1
+  got="$("$py" -c "
 import json, sys
 s = json.load(open(sys.argv[1]))['sequences'][0]
-print(','.join(str(i) for i in s['prompt_ids'] + s['ids']))" "$work/phi.json" 2>&1)"
-if [ "$gotp" = "$wantp" ]; then
-  echo "ok   phimoe LongRoPE variant: greedy decoding within 16 positions equals the reference's"
-else
-  echo "FAIL phimoe LongRoPE variant: greedy $gotp, reference $wantp"
-  failed=$((failed + 1))
-fi
-if out=$("$sy" generate -m "$work/phi_variant" --ids "$promptp" -n 20 --ignore-eos 2>&1); then
+print(','.join(str(i) for i in s['prompt_ids'] + s['ids']))" "$work/$name.json" 2>&1)"
+  if [ "$got" = "$want" ]; then
+    echo "ok   $name variant: greedy decoding ($what) equals the reference's"
+  else
+    echo "FAIL $name variant: greedy $got, reference $want"
+    failed=$((failed + 1))
+  fi
+}
+
+# Llama 4: its fixture's layers all rotate, are all MoE, route top-1 with default RoPE; the
+# variant has a NoPE layer (attention temperature), a dense layer, top-2, 8-position chunks and
+# llama3 RoPE.
+check_variant llama4 "$here/llama4_reference.py" llama4_text 8 12 \
+  "KV cache, chunks, temperature"
+# Phi-3.5-MoE: its fixture has default RoPE and router_jitter_noise 0; the variant has the
+# published LongRoPE (original context 16: the 40 scored positions take the long factors,
+# greedy decoding within 16 the short ones) and SparseMixer's margin 0.01. Decoding across the
+# original context must be refused by name.
+check_variant phimoe "$here/phimoe_reference.py" phimoe 4 10 "LongRoPE short factors"
+promptp="$(cut -d, -f1-4 "$fixtures/phimoe/ids.txt")"
+if out=$("$sy" generate -m "$work/phimoe_variant" --ids "$promptp" -n 20 --ignore-eos 2>&1); then
   echo "FAIL phimoe LongRoPE variant: decoding past the original 16 positions was accepted"
   failed=$((failed + 1))
 elif grep -q "LongRoPE" <<<"$out"; then
