@@ -25,10 +25,11 @@ void softmax_with_sink(float* x, int64_t n, const float* sink) {
 }  // namespace
 
 // Per (kv head, block of up to 64 query rows): scores = scale Q K^T over the keys the block's
-// last row sees, the causal mask applied row by row, softmax, then P V -- two matrix products
-// per head instead of a dot per (query, head, key), and the masked keys past the block are
-// never multiplied. A decode step (n = 1) takes the same path, so a token's logits do not
-// depend on how many tokens its forward call verified (speculative decoding).
+// rows see, the causal mask applied row by row, softmax, then P V -- two matrix products
+// per head instead of a dot per (query, head, key). The masked keys past the block's last row
+// are never multiplied, nor those before its first row's sliding window or chunk. A decode step (n
+// = 1) takes the same path, so a token's logits do not depend on how many tokens its forward call
+// verified (speculative decoding).
 void causal_attention(const AttentionShape& s, const float* q, int64_t n, int64_t pos0,
                       const float* k, const float* v, float* out) {
   const int64_t hd = s.head_dim, qw = s.num_heads * hd, kvw = s.num_kv_heads * hd;
@@ -43,23 +44,29 @@ void causal_attention(const AttentionShape& s, const float* q, int64_t n, int64_
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t h = task / blocks, r0 = (task % blocks) * kQueryBlock;
       const int64_t r1 = std::min(n, r0 + kQueryBlock), m = r1 - r0;
-      const int64_t keys = pos0 + r1;  // the block's last row sees keys 0 .. pos0 + r1 - 1
-      const int64_t kv_off = (h / group) * hd;
+      // The first key a query of sequence length len sees: its window's or chunk's start
+      // (nondecreasing in len, so the block's first row has the smallest).
+      auto first_key = [&](int64_t len) {
+        int64_t first = s.window > 0 ? std::max<int64_t>(0, len - s.window) : 0;
+        if (s.chunk > 0) first = std::max(first, (len - 1) / s.chunk * s.chunk);
+        return first;
+      };
+      const int64_t k0 = first_key(pos0 + r0 + 1);
+      const int64_t keys = pos0 + r1 - k0;  // keys k0 .. pos0 + r1 - 1
+      const int64_t kv_off = (h / group) * hd + k0 * kvw;
       P.resize(size_t(m * keys));
       ops::sgemm(ops::Trans::kNo, ops::Trans::kYes, m, keys, hd, scale, q + r0 * qw + h * hd, qw,
                  k + kv_off, kvw, 0.0f, P.data(), keys);
       for (int64_t i = 0; i < m; ++i) {
         float* row = P.data() + i * keys;
-        const int64_t len = pos0 + r0 + i + 1;
-        int64_t first = s.window > 0 ? std::max<int64_t>(0, len - s.window) : 0;
-        if (s.chunk > 0) first = std::max(first, (len - 1) / s.chunk * s.chunk);
+        const int64_t len = pos0 + r0 + i + 1, first = first_key(len);
         if (first == 0 && !s.sinks) {
           ops::softmax(row, len);
         } else {
-          std::fill(row, row + first, 0.0f);
-          softmax_with_sink(row + first, len - first, s.sinks ? &s.sinks[h] : nullptr);
+          std::fill(row, row + (first - k0), 0.0f);
+          softmax_with_sink(row + (first - k0), len - first, s.sinks ? &s.sinks[h] : nullptr);
         }
-        std::fill(row + len, row + keys, 0.0f);
+        std::fill(row + (len - k0), row + keys, 0.0f);
       }
       ops::sgemm(ops::Trans::kNo, ops::Trans::kNo, m, hd, keys, 1.0f, P.data(), keys, v + kv_off,
                  kvw, 0.0f, out + r0 * qw + h * hd, qw);
