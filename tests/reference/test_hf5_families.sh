@@ -13,6 +13,17 @@ py=/usr/bin/python3
 "$py" -c "import numpy" 2>/dev/null || { echo "SKIP: $py cannot import numpy" >&2; exit 77; }
 rm -rf "$work" && mkdir -p "$work"
 
+# Switchyard's greedy decoding: prints the prompt ids followed by N generated ones.
+#   greedy_ids MODEL PROMPT N NAME
+greedy_ids() {
+  "$sy" generate -m "$1" --ids "$2" -n "$3" --ignore-eos --json "$work/$4.json" \
+    >"$work/$4.gen" 2>&1
+  "$py" -c "
+import json, sys
+s = json.load(open(sys.argv[1]))['sequences'][0]
+print(','.join(str(i) for i in s['prompt_ids'] + s['ids']))" "$work/$4.json" 2>&1
+}
+
 supported=(mixtral qwen2_moe qwen3_moe olmoe dots1 glm4_moe granitemoe deepseek_v2 deepseek_v3 gpt_oss ernie4_5_moe phimoe
   hunyuan_v1_moe dbrx llama4_text)
 failed=0
@@ -38,12 +49,7 @@ sys.exit(0 if ok else 1)
 PY
   want="$(cat "$dir/greedy.txt")"
   prompt="$(cut -d, -f1-8 <<<"$want")"
-  "$sy" generate -m "$dir" --ids "$prompt" -n 12 --ignore-eos --json "$work/$fam.json" \
-    >"$work/$fam.gen" 2>&1
-  got="$("$py" -c "
-import json, sys
-s = json.load(open(sys.argv[1]))['sequences'][0]
-print(','.join(str(i) for i in s['prompt_ids'] + s['ids']))" "$work/$fam.json" 2>&1)"
+  got="$(greedy_ids "$dir" "$prompt" 12 "$fam")"
   if [ "$got" = "$want" ]; then
     echo "ok   $fam: greedy continuation equals transformers' generate()"
   else
@@ -107,12 +113,7 @@ PY
   local prompt want got
   prompt="$(cut -d, -f1-"$p" <<<"$ids")"
   want="$("$py" "$ref" --model "$var" --ids "$prompt" --greedy "$n" 2>&1)"
-  "$sy" generate -m "$var" --ids "$prompt" -n "$n" --ignore-eos --json "$work/$name.json" \
-    >"$work/$name.gen" 2>&1
-  got="$("$py" -c "
-import json, sys
-s = json.load(open(sys.argv[1]))['sequences'][0]
-print(','.join(str(i) for i in s['prompt_ids'] + s['ids']))" "$work/$name.json" 2>&1)"
+  got="$(greedy_ids "$var" "$prompt" "$n" "$name")"
   if [ "$got" = "$want" ]; then
     echo "ok   $name variant: greedy decoding ($what) equals the reference's"
   else
