@@ -15,9 +15,11 @@
 #include <string>
 #include <vector>
 
+#include "common/arith_peak.h"
 #include "common/bandwidth.h"
 #include "common/timing.h"
 #include "ops/blas_env.h"
+#include "ops/gemm_bf16.h"
 #include "ops/gemm_w8a8.h"
 #include "ops/gemv_int8.h"
 #include "ops/kernels.h"
@@ -69,9 +71,11 @@ Json bench_gemv(const Arena& arena, const std::vector<Shape>& shapes,
   std::printf("%-11s %-13s %3s %9s %9s %9s %8s\n", "dtype", "rows x cols", "thr", "us/call", "GB/s",
               "probe", "fraction");
   // The block types run their int8 kernels where the CPU has VNNI (else the float ones); their
-  // bytes are the arena's pattern, whose f16 scales are finite and normal. "repacked": the
-  // same bytes read as the 16-row interleaved layout (ops/repack.h; same size, scales still
-  // f16), as the model loader prepares Q8_0 / Q4_0 matrices on VNNI machines.
+  // bytes are the arena's pattern, whose f16 scales are finite and normal. BF16 runs the
+  // AVX512_BF16 kernel where the CPU has it (row-major: repacked on each call, as offloaded
+  // experts are). "repacked": the same bytes read as the 16-row interleaved layout
+  // (ops/repack.h; same size, scales still f16), as the model loader prepares BF16 and block
+  // matrices.
   struct Case {
     DType dt;
     bool repacked;
@@ -80,7 +84,7 @@ Json bench_gemv(const Arena& arena, const std::vector<Shape>& shapes,
   for (DType dt : {DType::BF16, DType::F16, DType::F32, DType::Q8_0, DType::Q4_0, DType::Q4_K,
                    DType::Q6_K, DType::MXFP4}) {
     cases.push_back({dt, false});
-    if (sy::ops::packable(dt) && sy::ops::detail::int8_dot_enabled()) cases.push_back({dt, true});
+    if (sy::ops::repack_enabled(dt)) cases.push_back({dt, true});
   }
   for (const auto [dt, repacked] : cases) {
     const std::string label = std::string(sy::dtype_name(dt)) + (repacked ? " repacked" : "");
@@ -134,9 +138,14 @@ Json bench_crossover(const Arena& arena, int threads, int reps) {
     const WeightView w{DType::BF16, s.rows, s.cols, arena.data};
     std::printf("\nStream vs sgemm path, BF16 %ldx%ld, %d threads (GFLOP/s)\n", long(s.rows),
                 long(s.cols), threads);
-    std::printf("%5s %10s %10s\n", "n", "stream", "sgemm");
+    // BF16 arithmetic (gemm_bf16.h) on the loader's repacked copy, and repacking per call.
+    const bool bf16 = sy::ops::detail::bf16_dot_enabled();
+    WeightView packed = w;
+    if (bf16) packed.packed = w.data;  // the arena's bytes, read as the repacked layout
+    std::printf("%5s %10s %10s %12s %12s\n", "n", "stream", "sgemm", bf16 ? "bf16 packed" : "",
+                bf16 ? "bf16 per call" : "");
     sy::ops::set_num_threads(threads);
-    for (int64_t n : {1, 2, 4, 8, 16, 32, 64, 128, 512}) {
+    for (int64_t n : {1, 2, 4, 8, 16, 32, 64, 128, 512, 2048}) {
       std::vector<float> x(size_t(n * s.cols), 0.01f), y(size_t(n * s.rows));
       const double flops = 2.0 * double(n) * double(s.rows) * double(s.cols);
       const auto ts = sy::bench::time_median(
@@ -147,14 +156,26 @@ Json bench_crossover(const Arena& arena, int threads, int reps) {
       const auto tg = sy::bench::time_median(
           [&] { sy::ops::detail::matmul_sgemm(w, x.data(), n, s.cols, y.data(), s.rows, threads); },
           3, reps);
-      std::printf("%5ld %10.1f %10.1f\n", long(n), flops / ts.median_s * 1e-9,
-                  flops / tg.median_s * 1e-9);
+      auto bf16_gflops = [&](const WeightView& v) {
+        if (!bf16) return 0.0;
+        const auto t = sy::bench::time_median(
+            [&] {
+              sy::ops::detail::matmul_bf16(v, x.data(), n, s.cols, y.data(), s.rows, threads);
+            },
+            3, reps);
+        return flops / t.median_s * 1e-9;
+      };
+      const double gp = bf16_gflops(packed), gb = bf16_gflops(w);
+      std::printf("%5ld %10.1f %10.1f %12.1f %12.1f\n", long(n), flops / ts.median_s * 1e-9,
+                  flops / tg.median_s * 1e-9, gp, gb);
       out.push_back({{"rows", s.rows},
                      {"cols", s.cols},
                      {"n", n},
                      {"threads", threads},
                      {"stream_gflops", flops / ts.median_s * 1e-9},
-                     {"sgemm_gflops", flops / tg.median_s * 1e-9}});
+                     {"sgemm_gflops", flops / tg.median_s * 1e-9},
+                     {"bf16_packed_gflops", gp},
+                     {"bf16_per_call_gflops", gb}});
     }
   }
   return out;
@@ -167,9 +188,11 @@ Json bench_crossover(const Arena& arena, int threads, int reps) {
 Json bench_matmul(const Arena& arena, const std::vector<int>& threads, int reps) {
   Json out = Json::array();
   std::printf("\nPrefill matmul GFLOP/s (M x N x K = tokens x out x in)\n");
-  std::printf("%-16s %3s %9s %9s %9s %9s %9s %12s\n", "M x N x K", "thr", "BF16", "F16", "F32",
-              "Q8_0", "W8A8", "cblas f32");
-  for (int64_t m : {128, 512})
+  // BF16: what a loaded model runs (the AVX512_BF16 kernel on the repacked copy where the CPU
+  // has it); "BF16 f32": the float32 path (BF16 panels widened, then sgemm), SY_BF16_DOT=0's.
+  std::printf("%-16s %3s %9s %9s %9s %9s %9s %9s %12s\n", "M x N x K", "thr", "BF16", "BF16 f32",
+              "F16", "F32", "Q8_0", "W8A8", "cblas f32");
+  for (int64_t m : {128, 512, 2048})
     for (const Shape& s : {Shape{2816, 1024}, Shape{1024, 2816}}) {
       std::vector<uint8_t> i8(size_t(s.rows) * sy::dtype_bytes(DType::I8_ROW, s.cols));
       sy::ops::quantize_rows_i8(WeightView{DType::BF16, s.rows, s.cols, arena.data}, i8.data(), 2);
@@ -182,14 +205,25 @@ Json bench_matmul(const Arena& arena, const std::vector<int>& threads, int reps)
         double g[5];
         int i = 0;
         for (DType dt : {DType::BF16, DType::F16, DType::F32, DType::Q8_0, DType::I8_ROW}) {
-          const WeightView w{
-              dt, s.rows, s.cols,
-              dt == DType::I8_ROW ? static_cast<const void*>(i8.data()) : arena.data};
+          WeightView w{dt, s.rows, s.cols,
+                       dt == DType::I8_ROW ? static_cast<const void*>(i8.data()) : arena.data};
+          if (dt == DType::BF16 && sy::ops::repack_enabled(dt)) w.packed = w.data;
           const auto tm =
               sy::bench::time_median([&] { sy::ops::matmul(w, x.data(), m, y.data()); }, 3, reps);
           g[i++] = flops / tm.median_s * 1e-9;
           row[std::string("gflops_") + std::string(sy::dtype_name(dt))] = g[i - 1];
         }
+        const WeightView wb{DType::BF16, s.rows, s.cols, arena.data};
+        const double gf =
+            flops /
+            sy::bench::time_median(
+                [&] {
+                  sy::ops::detail::matmul_sgemm(wb, x.data(), m, s.cols, y.data(), s.rows, t);
+                },
+                3, reps)
+                .median_s *
+            1e-9;
+        row["gflops_BF16_f32_path"] = gf;
         const auto* wf = reinterpret_cast<const float*>(arena.data);
         openblas_set_num_threads(t);
         const auto tc = sy::bench::time_median(
@@ -202,8 +236,8 @@ Json bench_matmul(const Arena& arena, const std::vector<int>& threads, int reps)
         sy::ops::set_num_threads(t);  // back to single-threaded OpenBLAS
         const double gc = flops / tc.median_s * 1e-9;
         row["gflops_cblas_f32"] = gc;
-        std::printf("%4ldx%5ldx%5ld %3d %9.1f %9.1f %9.1f %9.1f %9.1f %12.1f\n", long(m),
-                    long(s.rows), long(s.cols), t, g[0], g[1], g[2], g[3], g[4], gc);
+        std::printf("%4ldx%5ldx%5ld %3d %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %12.1f\n", long(m),
+                    long(s.rows), long(s.cols), t, g[0], gf, g[1], g[2], g[3], g[4], gc);
         out.push_back(row);
       }
     }
@@ -236,6 +270,13 @@ int main(int argc, char** argv) {
               hwy::TargetName(best_target & -best_target), sy::ops::blas_core_name().c_str(),
               coretype_env ? coretype_env : "(unset)");
 
+  Json peaks = Json::array();
+  for (int t : threads) {
+    const sy::bench::ArithPeak p = sy::bench::measure_arith_peak(t);
+    std::printf("arithmetic peak %dT: f32 FMA %.0f GFLOP/s, bf16 dot %.0f GFLOP/s\n", t,
+                p.f32_gflops, p.bf16_gflops);
+    peaks.push_back({{"threads", t}, {"f32_gflops", p.f32_gflops}, {"bf16_gflops", p.bf16_gflops}});
+  }
   const Arena arena;
   std::vector<double> probe_before, probe_after;
   for (int t : threads) probe_before.push_back(median_probe(t));
@@ -271,6 +312,7 @@ int main(int argc, char** argv) {
                 {"openblas_coretype_env", coretype_env ? coretype_env : ""},
                 {"reps", reps},
                 {"probe", probes},
+                {"arith_peak", peaks},
                 {"gemv", gemv},
                 {"crossover", crossover},
                 {"matmul", matmul}};

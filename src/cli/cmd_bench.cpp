@@ -119,7 +119,8 @@ void run_bench(const BenchOptions& o) {
                  1e3 * d / o.decode);
     if (m.weights().repacked_bytes > 0)
       fmt::print(
-          "weights repacked for the int8 kernels: {:.1f} MiB beside the file (SY_REPACK=0: none)\n",
+          "weights repacked for the BF16 / int8 kernels: {:.1f} MiB beside the file (SY_REPACK=0: "
+          "none)\n",
           double(m.weights().repacked_bytes) / (1 << 20));
   }
   report.finish(eng->stats, m, eng->runtime);

@@ -389,13 +389,16 @@ void make_resident(ModelWeights& mw) {
   });
 }
 
-// Repacks every block-type matrix this process computes with (ops/repack.h) for the int8
-// kernels: 2-5x their row-major GEMV speed (bench/results/quantized.md). The row-major
-// bytes stay mapped for the paths that read rows (embedding lookup, > 512-row prefill).
-void repack_for_int8(ModelWeights& mw) {
+// Repacks every matrix this process computes with (ops/repack.h) whose kernel reads the
+// repacked layout: block types for the int8 kernels (2-5x their row-major GEMV speed,
+// bench/results/quantized.md), BF16 for the AVX512_BF16 kernel (no repacking per call). The
+// row-major bytes stay mapped for the paths that read rows (embedding lookup, > 512-row
+// prefill of block types, offloading).
+void repack_for_kernels(ModelWeights& mw) {
   std::map<const void*, std::vector<ops::WeightView*>> users;  // tied embeddings: one copy
   for_each_matrix(mw, true, [&](ops::WeightView& v) {
-    if (v.data && v.rows > 0 && ops::packable(v.dtype)) users[v.data].push_back(&v);
+    if (&v == &mw.embed) return;  // its rows are looked up; a tied lm_head has its own view
+    if (v.data && v.rows > 0 && ops::repack_enabled(v.dtype)) users[v.data].push_back(&v);
   });
   std::vector<std::vector<ops::WeightView*>*> todo;
   for (auto& [data, views] : users) todo.push_back(&views);
@@ -470,7 +473,7 @@ ModelWeights load_weights(const std::string& model_dir, const ModelConfig& c,
   }
   mw.num_unused_tensors = L.num_unused();
   if (offload_experts) make_resident(mw);
-  if (ops::repack_enabled()) repack_for_int8(mw);
+  repack_for_kernels(mw);
   return mw;
 }
 

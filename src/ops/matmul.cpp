@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ops/gemm.h"
+#include "ops/gemm_bf16.h"
 #include "ops/gemm_w8a8.h"
 #include "ops/gemv_int8.h"
 #include "ops/kernels.h"
@@ -143,6 +144,8 @@ void matmul(const WeightView& w, const float* x, int64_t n, float* y, int64_t x_
                                                       : kStreamMaxRows;
   if (is_block_type(w.dtype) && n <= kInt8MaxRows && detail::int8_dot_enabled())
     return detail::matmul_int8(w, x, n, ldx, y, ldy, nt);
+  if (w.dtype == DType::BF16 && detail::bf16_dot_enabled())
+    return detail::matmul_bf16(w, x, n, ldx, y, ldy, nt);
   if (n > stream_max) return detail::matmul_sgemm(w, x, n, ldx, y, ldy, nt);
   detail::matmul_stream(w, x, n, ldx, y, ldy, nt);
 }

@@ -1,4 +1,5 @@
-// Row-interleaved ("repacked") copies of ggml block weights for the int8 kernels: 16 rows per
+// Row-interleaved ("repacked") copies of weights: BF16 for the AVX512_BF16 kernel (layout in
+// ops/gemm_bf16.h), ggml blocks for the int8 kernels, as follows. Ggml blocks: 16 rows per
 // group, so that one AVX-512 register holds 4 consecutive codes of each of the 16 rows (one
 // int32 lane per row). A vpdpbusd then serves 16 rows against one broadcast 4-byte piece of
 // activations, the int32 sums need no horizontal reduction, and one f16 conversion yields
@@ -32,21 +33,26 @@ namespace sy::ops {
 
 constexpr int64_t kPackRows = 16;
 
-// Whether weights are repacked (by the loader, and by ReaLB's run-time q4 conversion): on CPUs
-// with the int8 kernels (AVX-512 VNNI), unless SY_REPACK=0 (which saves the copy's memory).
+// Whether block-type weights are repacked (by the loader, and by ReaLB's run-time q4
+// conversion): on CPUs with the int8 kernels (AVX-512 VNNI), unless SY_REPACK=0 (which saves
+// the copy's memory).
 bool repack_enabled();
+// Whether the loader repacks matrices of `dtype`: block types as above; BF16 where the BF16
+// kernel runs (AVX512_BF16, SY_BF16_DOT not 0), unless SY_REPACK=0.
+bool repack_enabled(DType dtype);
 
-// Whether the int8 kernels have a repacked form of `dtype` (all block types: Q8_0, Q4_0,
-// MXFP4, Q4_K, Q6_K).
+// Whether a repacked form of `dtype` exists (BF16 and all block types: Q8_0, Q4_0, MXFP4, Q4_K,
+// Q6_K).
 bool packable(DType dtype);
 
-// Bytes of one group's block (16 rows x the type's block of values) and of a whole group.
+// Bytes of one group's block (16 rows x the type's block of values; BF16: 16 rows x a pair)
+// and of a whole group.
 size_t packed_block_bytes(DType dtype);
 size_t packed_group_bytes(DType dtype, int64_t cols);
 // Bytes of w repacked: ceil(rows / 16) groups.
 size_t packed_bytes(const WeightView& w);
 
-// Writes w (row-major ggml blocks, packable(w.dtype)) repacked into dst (packed_bytes(w)).
+// Writes w (row-major, packable(w.dtype)) repacked into dst (packed_bytes(w)).
 void pack_rows(const WeightView& w, uint8_t* dst);
 
 // One matrix repacked, in a 64-byte aligned buffer of its own (WeightView::packed points here).

@@ -44,22 +44,25 @@ print(f'relative RMS difference {r:.4f}, same top-1 at {top1:.0%} of positions')
 sys.exit(0 if r <= float(sys.argv[3]) else 1)" "$2" "$3" "$4" 2>&1); then pass "$1" "$out"; else fail "$1" "$out"; fi
 }
 ids=1,7,22,3,50,9,9,31,4,17,2,40,40,12
+grep -qw avx512_bf16 /proc/cpuinfo && [ "${SY_BF16_DOT:-1}" != 0 ] && bf16_dot=1 || bf16_dot=0
 declare -A extra=([mixtral]="" [qwen2_moe]="--shared-ffn 32" [qwen3_moe]="--head-dim 32" [olmoe]="")
 for fam in mixtral qwen2_moe qwen3_moe olmoe; do
   m="$work/$fam"
   # shellcheck disable=SC2086
   "$sy" make-tiny --out "$m" --family "$fam" --dtype BF16 --vocab 300 --layers 2 ${extra[$fam]} >/dev/null
-  "$sy" score -m "$m" --ids "$ids" --quiet --dump-logits "$work/$fam.npy" >/dev/null
+  # SY_BF16_DOT=0 in the exactness checks: float32 products of the weights as stored, what the
+  # reference converter's folders (float32) get. The BF16 arithmetic is checked after the loop.
+  SY_BF16_DOT=0 "$sy" score -m "$m" --ids "$ids" --quiet --dump-logits "$work/$fam.npy" >/dev/null
   types="F32 BF16 Q8_0 Q4_0"
   [ "$fam" = qwen2_moe ] && types+=" MXFP4_MOE"  # routed experts MXFP4, shared expert Q8_0
   for t in $types; do
     g="$work/$fam.$t.gguf"
     "$sy" quantize -m "$m" -o "$g" -t "$t" >/dev/null 2>"$work/err" || { fail "$fam $t" "quantize: $(tail -1 "$work/err")"; continue; }
     # SY_INT8_DOT=0: the float kernels, which compute on the blocks exactly as dequantized.
-    SY_INT8_DOT=0 "$sy" score -m "$g" --ids "$ids" --quiet --dump-logits "$work/$fam.$t.npy" >/dev/null 2>"$work/err" \
+    SY_INT8_DOT=0 SY_BF16_DOT=0 "$sy" score -m "$g" --ids "$ids" --quiet --dump-logits "$work/$fam.$t.npy" >/dev/null 2>"$work/err" \
       || { fail "$fam $t" "score: $(tail -1 "$work/err")"; continue; }
     "$py" "$here/gguf_reference.py" to-hf "$g" "$work/$fam.$t.hf" "$m" 2>"$work/err" || { fail "$fam $t" "to-hf: $(tail -1 "$work/err")"; continue; }
-    "$sy" score -m "$work/$fam.$t.hf" --ids "$ids" --quiet --dump-logits "$work/$fam.$t.ref.npy" >/dev/null 2>"$work/err"
+    SY_BF16_DOT=0 "$sy" score -m "$work/$fam.$t.hf" --ids "$ids" --quiet --dump-logits "$work/$fam.$t.ref.npy" >/dev/null 2>"$work/err"
     same "$fam $t: GGUF vs the reference converter's folder" "$work/$fam.$t.npy" "$work/$fam.$t.ref.npy" 2e-5
     case "$t" in Q8_0|Q4_0|MXFP4_MOE)
       # The default int8 kernels quantize activations to 8 bits per block of 32 (as llama.cpp):
@@ -69,6 +72,14 @@ for fam in mixtral qwen2_moe qwen3_moe olmoe; do
     esac
   done
   same "$fam BF16 GGUF vs the original checkpoint (bit for bit)" "$work/$fam.npy" "$work/$fam.BF16.npy" 0
+  # The default BF16 arithmetic (AVX512_BF16, ops/gemm_bf16.h) on both containers: the same
+  # bits, and close to the float32 kernels (activations rounded to 8 significant bits).
+  if [ "$bf16_dot" = 1 ]; then
+    "$sy" score -m "$m" --ids "$ids" --quiet --dump-logits "$work/$fam.dot.npy" >/dev/null
+    "$sy" score -m "$work/$fam.BF16.gguf" --ids "$ids" --quiet --dump-logits "$work/$fam.BF16.dot.npy" >/dev/null
+    same "$fam BF16 arithmetic: GGUF vs the original checkpoint (bit for bit)" "$work/$fam.dot.npy" "$work/$fam.BF16.dot.npy" 0
+    close "$fam BF16 arithmetic vs float32 kernels" "$work/$fam.dot.npy" "$work/$fam.npy" 0.02
+  fi
 done
 a=$("$sy" generate -m "$work/mixtral" -p "a b c" -n 12 2>/dev/null | head -1)
 b=$("$sy" generate -m "$work/mixtral.BF16.gguf" -p "a b c" -n 12 2>/dev/null | head -1)

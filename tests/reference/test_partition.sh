@@ -129,7 +129,8 @@ else fail "group-limited routing (n_group 2): partial transformation == original
 pids=$("$py" -c "import numpy as np; r=np.random.default_rng(3); print(','.join(str(x) for x in r.integers(0, 512, 41)))")
 for name in mixtral_bf16_p4 scmoe_pos2_cg1; do
   d="$work/$name"
-  if ! "$sy" profile-neurons -m "$d" --ids "$pids" --window 16 -o "$d.imp.safetensors" >/dev/null 2>"$d.imp.err"; then
+  # SY_BF16_DOT=0: float32 products of the BF16 weights, as PyTorch computes them here.
+  if ! SY_BF16_DOT=0 "$sy" profile-neurons -m "$d" --ids "$pids" --window 16 -o "$d.imp.safetensors" >/dev/null 2>"$d.imp.err"; then
     fail "$name: profile-neurons" "$(cat "$d.imp.err")"; continue
   fi
   if out=$("$py" "$here/neuron_profile_checks.py" "$d" "$d.imp.safetensors" "$pids" 16 2>&1); then

@@ -18,6 +18,7 @@
 
 #include "ops/blas_env.h"
 #include "ops/elementwise.h"
+#include "ops/gemm_bf16.h"
 #include "ops/gemm_w8a8.h"
 #include "ops/gemv_int8.h"
 #include "ops/kernels.h"
@@ -81,8 +82,12 @@ double norm2(const float* v, int64_t n) {
 }
 
 // Checks Y[n, rows] (row stride ldy) against the double-precision product; prints the worst.
+// bf16_rounding: whether the activations went through BF16 rounding; the default: whenever
+// matmul rounds them (BF16 weights on a CPU with AVX512_BF16, gemm_bf16.h).
 void expect_matmul_close(const TestWeight& w, const float* x, int64_t n, int64_t ldx,
-                         const float* y, int64_t ldy, const std::string& what) {
+                         const float* y, int64_t ldy, const std::string& what,
+                         int bf16_rounding = -1) {
+  if (bf16_rounding < 0) bf16_rounding = w.view.dtype == DType::BF16 && detail::bf16_dot_enabled();
   const int64_t rows = w.view.rows, cols = w.view.cols;
   double worst_ratio = 0, worst_err = 0, worst_tol = 0, worst_ref = 0, worst_got = 0;
   int64_t worst_j = -1, worst_r = -1;
@@ -107,6 +112,13 @@ void expect_matmul_close(const TestWeight& w, const float* x, int64_t n, int64_t
           }
           tol += 1.0001 * wsum * amax / 127.0 * per_d;
         }
+      }
+      // BF16 arithmetic (gemm_bf16.h) rounds each activation to BF16 first: 8 significant
+      // bits, so it moves by at most 2^-8 of itself (half a unit in the last place).
+      if (bf16_rounding) {
+        double sum = 0;
+        for (int64_t c = 0; c < cols; ++c) sum += std::abs(double(wr[c]) * x[j * ldx + c]);
+        tol += 1.0001 * sum / 256.0;
       }
       const double err = std::abs(double(y[j * ldy + r]) - ref);
       if (!(err <= tol * worst_ratio) || worst_j < 0) {
@@ -209,11 +221,77 @@ TEST_P(ThreadCounts, BothPathsMatchScalar) {
           const auto x = random_floats(size_t(n * ldx), seed++);
           std::vector<float> y(size_t(n * ldy), NAN);
           detail::matmul_sgemm(w.view, x.data(), n, ldx, y.data(), ldy, GetParam());
-          expect_matmul_close(w, x.data(), n, ldx, y.data(), ldy, "sgemm path " + case_name(c));
+          expect_matmul_close(w, x.data(), n, ldx, y.data(), ldy, "sgemm path " + case_name(c), 0);
           std::fill(y.begin(), y.end(), NAN);
           detail::matmul_stream(w.view, x.data(), n, ldx, y.data(), ldy, GetParam());
-          expect_matmul_close(w, x.data(), n, ldx, y.data(), ldy, "stream path " + case_name(c));
+          expect_matmul_close(w, x.data(), n, ldx, y.data(), ldy, "stream path " + case_name(c), 0);
         }
+}
+
+// The BF16 kernel itself, on every tile shape and edge (rows not a multiple of 16 or 32, odd
+// cols, activation rows not a multiple of 12, strides), against double sums of the weights
+// times the activations rounded to BF16 as this test rounds them (nearest, ties to even): only
+// float32 accumulation error is left, so a packing or transposition slip fails it.
+TEST_P(ThreadCounts, Bf16PathMatchesRoundedReference) {
+  if (!detail::bf16_dot_enabled()) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  uint32_t seed = 6000;
+  for (int64_t rows : {1, 3, 16, 17, 31, 33, 64, 301})
+    for (int64_t cols : {1, 2, 7, 32, 33, 100, 1027})
+      for (int64_t n : {1, 5, 12, 13, 25, 130}) {
+        const MatmulCase c{DType::BF16, rows, cols, n};
+        const int64_t ldx = cols + 3, ldy = rows + 2;
+        const TestWeight w = make_weight(DType::BF16, rows, cols, seed++);
+        const auto x = random_floats(size_t(n * ldx), seed++);
+        std::vector<float> rounded(x.size());
+        for (size_t i = 0; i < x.size(); ++i) rounded[i] = bf16_to_f32(f32_to_bf16(x[i]));
+        const PackedWeight packed(w.view);
+        for (bool use_packed : {false, true}) {
+          WeightView v = w.view;
+          if (use_packed) v.packed = packed.data();
+          const std::string what = std::string(use_packed ? "repacked " : "") + case_name(c);
+          std::vector<float> y(size_t(n * ldy), 12345.0f);
+          detail::matmul_bf16(v, x.data(), n, ldx, y.data(), ldy, GetParam());
+          expect_matmul_close(w, rounded.data(), n, ldx, y.data(), ldy, "bf16 path " + what,
+                              /*bf16_rounding=*/0);
+          for (int64_t j = 0; j < n; ++j)
+            for (int64_t r = rows; r < ldy; ++r)
+              ASSERT_EQ(y[j * ldy + r], 12345.0f) << "padding written: " << what;
+        }
+      }
+}
+
+// The BF16 path sums each output in one order whatever the batch, the thread count, the tile
+// or the repacked copy: a token's outputs are bit for bit those it gets alone. (What makes
+// expert parallelism and batched scoring equal one process on BF16 models.) Also a slice of
+// a repacked view (a fused gate_up's halves) reads its own rows.
+TEST(Bf16Path, ATokensOutputsDoNotDependOnItsBatch) {
+  if (!detail::bf16_dot_enabled()) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  const int64_t rows = 300, cols = 517, n = 37;
+  const TestWeight w = make_weight(DType::BF16, rows, cols, 99);
+  const auto x = random_floats(size_t(n * cols), 100);
+  const PackedWeight packed(w.view);
+  WeightView repacked = w.view;
+  repacked.packed = packed.data();
+  std::vector<float> alone(static_cast<size_t>(rows));
+  for (int threads : {1, 2})
+    for (const WeightView& v : {w.view, repacked}) {
+      std::vector<float> batch(size_t(n * rows));
+      detail::matmul_bf16(v, x.data(), n, cols, batch.data(), rows, threads);
+      for (int64_t j = 0; j < n; j += 6) {
+        detail::matmul_bf16(w.view, x.data() + j * cols, 1, cols, alone.data(), rows, 1);
+        for (int64_t r = 0; r < rows; ++r)
+          ASSERT_EQ(batch[size_t(j * rows + r)], alone[size_t(r)])
+              << "row " << j << " out " << r << ", " << threads << " threads"
+              << (v.packed ? ", repacked" : "");
+      }
+    }
+  const WeightView top = repacked.slice_rows(0, 160), bottom = repacked.slice_rows(160, 140);
+  ASSERT_NE(bottom.packed, nullptr);
+  std::vector<float> full(static_cast<size_t>(rows)), part(static_cast<size_t>(rows));
+  detail::matmul_bf16(w.view, x.data(), 1, cols, full.data(), rows, 1);
+  detail::matmul_bf16(top, x.data(), 1, cols, part.data(), rows, 1);
+  detail::matmul_bf16(bottom, x.data(), 1, cols, part.data() + 160, rows, 1);
+  EXPECT_EQ(part, full);
 }
 
 // Activations quantized as llama.cpp quantizes them for each weight type, written here from
