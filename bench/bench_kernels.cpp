@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -196,6 +197,11 @@ Json bench_matmul(const Arena& arena, const std::vector<int>& threads, int reps)
     for (const Shape& s : {Shape{2816, 1024}, Shape{1024, 2816}}) {
       std::vector<uint8_t> i8(size_t(s.rows) * sy::dtype_bytes(DType::I8_ROW, s.cols));
       sy::ops::quantize_rows_i8(WeightView{DType::BF16, s.rows, s.cols, arena.data}, i8.data(), 2);
+      // W8A8 as ReaLB converts it: repacked where the CPU has VNNI (gemm_w8a8_packed.h).
+      std::unique_ptr<sy::ops::PackedWeight> i8_packed;
+      if (sy::ops::repack_enabled(DType::I8_ROW))
+        i8_packed = std::make_unique<sy::ops::PackedWeight>(
+            WeightView{DType::I8_ROW, s.rows, s.cols, i8.data()});
       std::vector<float> x(size_t(m * s.cols)), y(size_t(m * s.rows));
       for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i % 17) - 8) * 0.01f;
       const double flops = 2.0 * double(m) * double(s.rows) * double(s.cols);
@@ -208,6 +214,7 @@ Json bench_matmul(const Arena& arena, const std::vector<int>& threads, int reps)
           WeightView w{dt, s.rows, s.cols,
                        dt == DType::I8_ROW ? static_cast<const void*>(i8.data()) : arena.data};
           if (dt == DType::BF16 && sy::ops::repack_enabled(dt)) w.packed = w.data;
+          if (dt == DType::I8_ROW && i8_packed) w.packed = i8_packed->data();
           const auto tm =
               sy::bench::time_median([&] { sy::ops::matmul(w, x.data(), m, y.data()); }, 3, reps);
           g[i++] = flops / tm.median_s * 1e-9;

@@ -16,10 +16,11 @@ namespace sy::moe {
 
 namespace {
 
-// Q4_0 rows repacked into `packed` (aligned to 64 bytes inside it) for the int8 kernels, which
-// run the 16-row interleaved layout about twice as fast (bench/results/quantized.md); the
-// groups are split over `threads`.
-const void* pack_q4(const ops::WeightView& w, int threads, std::vector<uint8_t>& packed) {
+// Q4_0 / I8_ROW rows repacked into `packed` (aligned to 64 bytes inside it) for the int8
+// kernels, which run the 16-row interleaved layout about twice as fast (Q4_0:
+// bench/results/quantized.md; W8A8: bench_kernels --sections matmul); the groups are split
+// over `threads`.
+const void* pack_rows(const ops::WeightView& w, int threads, std::vector<uint8_t>& packed) {
   if (!ops::repack_enabled()) return nullptr;
   packed.resize(ops::packed_bytes(w) + 63);
   auto* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(packed.data()) + 63) &
@@ -35,20 +36,22 @@ const void* pack_q4(const ops::WeightView& w, int threads, std::vector<uint8_t>&
   return base;
 }
 
-// `src` in `format` into `bytes` (and `packed`, for q4); returns the view.
+// `src` in `format` into `bytes` (and `packed`, for int8 and q4); returns the view.
 ops::WeightView convert_matrix(const ops::WeightView& src, LowFormat format, int threads,
                                std::vector<uint8_t>& bytes, std::vector<uint8_t>& packed) {
   switch (format) {
     case LowFormat::kInt8: {
       bytes.resize(size_t(src.rows) * dtype_bytes(DType::I8_ROW, src.cols));
       ops::quantize_rows_i8(src, bytes.data(), threads);
-      return {DType::I8_ROW, src.rows, src.cols, bytes.data()};
+      ops::WeightView i8{DType::I8_ROW, src.rows, src.cols, bytes.data()};
+      i8.packed = pack_rows(i8, threads, packed);
+      return i8;
     }
     case LowFormat::kQ4: {
       bytes.resize(size_t(src.rows) * dtype_bytes(DType::Q4_0, src.cols));
       ops::quantize_rows_q4_0(src, bytes.data(), threads);
       ops::WeightView q4{DType::Q4_0, src.rows, src.cols, bytes.data()};
-      q4.packed = pack_q4(q4, threads, packed);
+      q4.packed = pack_rows(q4, threads, packed);
       return q4;
     }
     case LowFormat::kNvfp4: {

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <vector>
 
+#include "ops/gemm_w8a8_packed.h"
 #include "util/dtype.h"
 #include "util/error.h"
 
@@ -234,10 +235,11 @@ bool cpu_has_vnni() {
   return has;
 }
 
-void split(int64_t rows, int tid, int nt, int64_t* begin, int64_t* end) {
-  const int64_t tiles = (rows + 3) / 4;
-  *begin = std::min(rows, tiles * tid / nt * 4);
-  *end = std::min(rows, tiles * (tid + 1) / nt * 4);
+// Splits [0, rows) into nt ranges aligned to `align` rows.
+void split(int64_t rows, int64_t align, int tid, int nt, int64_t* begin, int64_t* end) {
+  const int64_t tiles = (rows + align - 1) / align;
+  *begin = std::min(rows, tiles * tid / nt * align);
+  *end = std::min(rows, tiles * (tid + 1) / nt * align);
 }
 
 }  // namespace
@@ -250,7 +252,7 @@ void quantize_rows_i8(const WeightView& src, void* dst, int threads) {
   {
     std::vector<float> x(size_t(src.cols));
     int64_t begin, end;
-    split(src.rows, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
+    split(src.rows, 4, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
     for (int64_t r = begin; r < end; ++r) {
       const float* xr = static_cast<const float*>(src.row(r));
       if (src.dtype == DType::BF16 && cpu_has_vnni()) {
@@ -294,8 +296,11 @@ void matmul_w8a8(const WeightView& w, const float* x, int64_t n, int64_t ldx, fl
   thread_local Activations buffer;  // grows once, reused by every later call
   quantize_activations(x, n, ldx, w.cols, &buffer);
   const Activations& a = buffer;  // the caller's: each OpenMP thread has its own `buffer`
+  const bool packed = w.packed != nullptr && w8a8_fast();
   auto rows = [&](int64_t begin, int64_t end) {
-    if (w8a8_fast())
+    if (packed)
+      rows_w8a8_packed(w, begin, end, a.q.data(), a.padded, a.scale.data(), n, y, ldy);
+    else if (w8a8_fast())
       RowsVnni(w, begin, end, a, n, y, ldy);
     else
       RowsScalar(w, begin, end, a, n, y, ldy);
@@ -304,7 +309,7 @@ void matmul_w8a8(const WeightView& w, const float* x, int64_t n, int64_t ldx, fl
 #pragma omp parallel num_threads(threads)
   {
     int64_t begin, end;
-    split(w.rows, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
+    split(w.rows, packed ? 32 : 4, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
     if (end > begin) rows(begin, end);
   }
 }

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "ops/gemm_bf16.h"
+#include "ops/gemm_w8a8_packed.h"
 #include "ops/gemv_int8.h"
 #include "util/error.h"
 #include "util/quant_blocks.h"
@@ -11,19 +12,21 @@
 namespace sy::ops {
 
 bool packable(DType dtype) {
-  return dtype == DType::BF16 || dtype == DType::Q8_0 || dtype == DType::Q4_0 ||
-         dtype == DType::MXFP4 || dtype == DType::Q4_K || dtype == DType::Q6_K;
+  return dtype == DType::BF16 || dtype == DType::I8_ROW || dtype == DType::Q8_0 ||
+         dtype == DType::Q4_0 || dtype == DType::MXFP4 || dtype == DType::Q4_K ||
+         dtype == DType::Q6_K;
 }
 
 size_t packed_block_bytes(DType dtype) {
   SY_ASSERT(packable(dtype));
-  if (dtype == DType::BF16) return size_t(kPackRows) * 4;
+  if (dtype == DType::BF16 || dtype == DType::I8_ROW) return size_t(kPackRows) * 4;
   return dtype == DType::Q4_K ? size_t(kPackRows) * 148
                               : size_t(kPackRows) * dtype_bytes(dtype, dtype_block(dtype));
 }
 
 size_t packed_group_bytes(DType dtype, int64_t cols) {
   if (dtype == DType::BF16) return size_t((cols + 1) / 2) * packed_block_bytes(dtype);
+  if (dtype == DType::I8_ROW) return 128 + size_t((cols + 3) / 4) * packed_block_bytes(dtype);
   return size_t(cols / dtype_block(dtype)) * packed_block_bytes(dtype);
 }
 
@@ -83,6 +86,7 @@ void pack_block_q6_k(const uint8_t* in, size_t lane, uint8_t* out) {
 
 void pack_rows(const WeightView& w, uint8_t* dst) {
   if (w.dtype == DType::BF16) return detail::pack_rows_bf16(w, dst);
+  if (w.dtype == DType::I8_ROW) return detail::pack_rows_w8a8(w, dst);
   const int64_t per_block = dtype_block(w.dtype);
   SY_ASSERT(packable(w.dtype) && w.cols % per_block == 0 && w.data != nullptr);
   const size_t in_block = dtype_bytes(w.dtype, per_block), blocks = size_t(w.cols / per_block);

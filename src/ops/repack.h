@@ -1,5 +1,6 @@
 // Row-interleaved ("repacked") copies of weights: BF16 for the AVX512_BF16 kernel (layout in
-// ops/gemm_bf16.h), ggml blocks for the int8 kernels, as follows. Ggml blocks: 16 rows per
+// ops/gemm_bf16.h), I8_ROW for the W8A8 kernel (ops/gemm_w8a8_packed.h), ggml blocks for the
+// int8 kernels, as follows. Ggml blocks: 16 rows per
 // group, so that one AVX-512 register holds 4 consecutive codes of each of the 16 rows (one
 // int32 lane per row). A vpdpbusd then serves 16 rows against one broadcast 4-byte piece of
 // activations, the int32 sums need no horizontal reduction, and one f16 conversion yields
@@ -41,12 +42,12 @@ bool repack_enabled();
 // kernel runs (AVX512_BF16, SY_BF16_DOT not 0), unless SY_REPACK=0.
 bool repack_enabled(DType dtype);
 
-// Whether a repacked form of `dtype` exists (BF16 and all block types: Q8_0, Q4_0, MXFP4, Q4_K,
-// Q6_K).
+// Whether a repacked form of `dtype` exists (BF16, I8_ROW and all block types: Q8_0, Q4_0,
+// MXFP4, Q4_K, Q6_K).
 bool packable(DType dtype);
 
-// Bytes of one group's block (16 rows x the type's block of values; BF16: 16 rows x a pair)
-// and of a whole group.
+// Bytes of one group's block (16 rows x the type's block of values; BF16: 16 rows x a pair;
+// I8_ROW: 16 rows x 4 codes) and of a whole group.
 size_t packed_block_bytes(DType dtype);
 size_t packed_group_bytes(DType dtype, int64_t cols);
 // Bytes of w repacked: ceil(rows / 16) groups.
