@@ -48,8 +48,10 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Switchyard: a Mixture-of-Experts engine for CPU.\n"
       "Loads Hugging Face checkpoints (config.json + safetensors + tokenizer.json) of\n"
-      "Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE and dots.llm1 (DeepSeek-V3 routing), and GGUF\n"
-      "files of the first four (F32 / F16 / BF16 / Q8_0 / Q4_0 / Q4_K / Q6_K / MXFP4 weights).",
+      "Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, dots.llm1, GLM-4-MoE, Granite-MoE, DeepSeek-V2 / V3,\n"
+      "GPT-OSS, ERNIE-4.5-MoE, Phi-3.5-MoE, Hunyuan-MoE, DBRX and Llama 4 (text), and GGUF\n"
+      "files of the first four (F32 / F16 / BF16 / Q8_0 / Q4_0 / Q4_K / Q6_K / MXFP4 weights).\n"
+      "BF16 weights compute in BF16 on CPUs with AVX512_BF16 (SY_BF16_DOT=0: float32).",
       "switchyard"};
   app.require_subcommand(1);
   sy::cli::register_generate(app);
