@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "ops/interleave16.h"
 #include "util/error.h"
 
 namespace sy::ops::detail {
@@ -56,51 +57,13 @@ SY_BF16 void RoundRow(const float* src, int64_t cols, int64_t pairs, uint16_t* d
   }
 }
 
-SY_BF16 inline void StorePiece(uint8_t* out, int p, int64_t count, __m512i v) {
-  if (p < count) _mm512_storeu_si512(out + p * 64, v);
-}
-
-// Repacks the 16 rows from `row0` (rows past w.rows are zero) into pairs x 64 bytes: for
-// each 16 pairs, a 16 x 16 transpose of 32-bit elements (piece p, lane r = row r's pair p).
-// Fully unrolled (the pragmas) so that the 16 rows stay in registers.
-SY_BF16 void PackGroup(const WeightView& w, int64_t row0, int64_t pairs, uint8_t* dst) {
-  const int64_t valid = std::clamp<int64_t>(w.rows - row0, 0, kGroupRows);
-  const uint16_t* rows[kGroupRows];
-  for (int r = 0; r < kGroupRows; ++r)
-    rows[r] = static_cast<const uint16_t*>(w.row(row0 + std::min<int64_t>(r, valid - 1)));
-  for (int64_t p0 = 0; p0 < pairs; p0 += 16) {
-    const int64_t k0 = 2 * p0, left = w.cols - k0;
-    const __mmask32 m = left >= 32 ? __mmask32(0xFFFFFFFFu) : __mmask32((1u << left) - 1);
-    __m512i in[16], a[16], b[16];
-#pragma GCC unroll 16
-    for (int r = 0; r < kGroupRows; ++r)
-      in[r] = r < valid ? _mm512_maskz_loadu_epi16(m, rows[r] + k0) : _mm512_setzero_si512();
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; ++i) {
-      a[2 * i] = _mm512_unpacklo_epi32(in[2 * i], in[2 * i + 1]);
-      a[2 * i + 1] = _mm512_unpackhi_epi32(in[2 * i], in[2 * i + 1]);
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {  // b[4i + c], 128-bit lane L: rows 4i .. 4i + 3 of pair 4L + c
-      b[4 * i + 0] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
-      b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
-      b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
-      b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
-    }
-    const int64_t count = std::min<int64_t>(16, pairs - p0);
-    uint8_t* out = dst + p0 * 64;
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; ++c) {
-      const __m512i x0 = _mm512_shuffle_i32x4(b[c], b[4 + c], _MM_SHUFFLE(2, 0, 2, 0));
-      const __m512i x1 = _mm512_shuffle_i32x4(b[c], b[4 + c], _MM_SHUFFLE(3, 1, 3, 1));
-      const __m512i y0 = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], _MM_SHUFFLE(2, 0, 2, 0));
-      const __m512i y1 = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], _MM_SHUFFLE(3, 1, 3, 1));
-      StorePiece(out, c, count, _mm512_shuffle_i32x4(x0, y0, _MM_SHUFFLE(2, 0, 2, 0)));
-      StorePiece(out, 4 + c, count, _mm512_shuffle_i32x4(x1, y1, _MM_SHUFFLE(2, 0, 2, 0)));
-      StorePiece(out, 8 + c, count, _mm512_shuffle_i32x4(x0, y0, _MM_SHUFFLE(3, 1, 3, 1)));
-      StorePiece(out, 12 + c, count, _mm512_shuffle_i32x4(x1, y1, _MM_SHUFFLE(3, 1, 3, 1)));
-    }
-  }
+// Repacks the 16 rows from `row0` (rows past w.rows are zero) into pairs x 64 bytes: piece p,
+// lane r = row r's pair p.
+void PackGroup(const WeightView& w, int64_t row0, uint8_t* dst) {
+  const int valid = int(std::clamp<int64_t>(w.rows - row0, 0, kGroupRows));
+  const uint8_t* rows[kGroupRows] = {};
+  for (int r = 0; r < valid; ++r) rows[r] = static_cast<const uint8_t*>(w.row(row0 + r));
+  interleave16(rows, valid, 2 * w.cols, dst);
 }
 
 // y[j, 16 g + c] for j < MR, g < NG, c < cols_left (clamped to 16 per group) = the dot of
@@ -169,7 +132,7 @@ void Rows(const WeightView& w, int64_t row_begin, int64_t row_end, const uint16_
         static_cast<const uint8_t*>(w.packed) + (row_begin / kGroupRows + c0) * group_bytes;
     if (!w.packed) {
       for (int64_t g = 0; g < cg; ++g)
-        PackGroup(w, row_begin + (c0 + g) * kGroupRows, pairs, buffer.data() + g * group_bytes);
+        PackGroup(w, row_begin + (c0 + g) * kGroupRows, buffer.data() + g * group_bytes);
       panel = buffer.data();
     }
     for (int64_t j0 = 0; j0 < n; j0 += kTileRows) {
@@ -190,7 +153,7 @@ void pack_rows_bf16(const WeightView& w, uint8_t* dst) {
   SY_ASSERT(w.dtype == DType::BF16 && cpu_has_bf16());
   const int64_t pairs = (w.cols + 1) / 2;
   for (int64_t g = 0; g * kGroupRows < w.rows; ++g)
-    PackGroup(w, g * kGroupRows, pairs, dst + g * pairs * 64);
+    PackGroup(w, g * kGroupRows, dst + g * pairs * 64);
 }
 
 bool bf16_dot_enabled() {

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <utility>
 
+#include "ops/interleave16.h"
 #include "ops/repack.h"
 #include "util/dtype.h"
 #include "util/error.h"
@@ -76,23 +77,21 @@ constexpr auto kTiles2 = tiles_for<2>(std::make_integer_sequence<int, kTileRows>
 
 void pack_rows_w8a8(const WeightView& w, uint8_t* dst) {
   SY_ASSERT(w.dtype == DType::I8_ROW && w.data != nullptr);
-  const int64_t quads = (w.cols + 3) / 4;
   const size_t group_bytes = packed_group_bytes(DType::I8_ROW, w.cols);
-  std::memset(dst, 0, packed_bytes(w));
-  for (int64_t r = 0; r < w.rows; ++r) {
-    const auto* row = static_cast<const uint8_t*>(w.row(r));
-    uint8_t* group = dst + size_t(r / kGroupRows) * group_bytes;
-    const int64_t lane = r % kGroupRows;
-    float s;
-    int32_t sum;
-    std::memcpy(&s, row + w.cols, 4);
-    std::memcpy(&sum, row + w.cols + 4, 4);
-    const int32_t corr = 128 * sum;
-    std::memcpy(group + 4 * lane, &s, 4);
-    std::memcpy(group + 64 + 4 * lane, &corr, 4);
-    for (int64_t p = 0; p < quads; ++p)
-      std::memcpy(group + kHeaderBytes + 64 * p + 4 * lane, row + 4 * p,
-                  size_t(std::min<int64_t>(4, w.cols - 4 * p)));
+  for (int64_t row0 = 0; row0 < w.rows; row0 += kGroupRows) {
+    uint8_t* group = dst + size_t(row0 / kGroupRows) * group_bytes;
+    const int valid = int(std::min<int64_t>(kGroupRows, w.rows - row0));
+    const uint8_t* rows[kGroupRows] = {};
+    std::memset(group, 0, size_t(kHeaderBytes));  // rows past the end: scale 0, correction 0
+    for (int r = 0; r < valid; ++r) {
+      rows[r] = static_cast<const uint8_t*>(w.row(row0 + r));
+      int32_t sum;
+      std::memcpy(group + 4 * r, rows[r] + w.cols, 4);  // the scale
+      std::memcpy(&sum, rows[r] + w.cols + 4, 4);
+      const int32_t corr = 128 * sum;
+      std::memcpy(group + 64 + 4 * r, &corr, 4);
+    }
+    interleave16(rows, valid, w.cols, group + kHeaderBytes);
   }
 }
 
