@@ -16,6 +16,9 @@ if ! "$py" -c "import torch, numpy" 2>/dev/null; then
   exit 77
 fi
 rm -rf "$work" && mkdir -p "$work"
+# The reference multiplies BF16 weights with float32 activations: Switchyard's float32 path
+# (SY_BF16_DOT=0; its BF16 arithmetic is checked against this path in test_gguf_model).
+export SY_BF16_DOT=0
 
 # name | make-tiny flags
 cases=(
