@@ -128,12 +128,12 @@ void Rows(const WeightView& w, int64_t row_begin, int64_t row_end, const uint16_
   }
   for (int64_t c0 = 0; c0 < groups; c0 += chunk_groups) {
     const int64_t cg = std::min(chunk_groups, groups - c0);
-    const uint8_t* panel =
-        static_cast<const uint8_t*>(w.packed) + (row_begin / kGroupRows + c0) * group_bytes;
-    if (!w.packed) {
+    const uint8_t* panel = buffer.data();
+    if (w.packed) {
+      panel = static_cast<const uint8_t*>(w.packed) + (row_begin / kGroupRows + c0) * group_bytes;
+    } else {
       for (int64_t g = 0; g < cg; ++g)
         PackGroup(w, row_begin + (c0 + g) * kGroupRows, buffer.data() + g * group_bytes);
-      panel = buffer.data();
     }
     for (int64_t j0 = 0; j0 < n; j0 += kTileRows) {
       const int64_t mr = std::min<int64_t>(kTileRows, n - j0);
